@@ -1,0 +1,1 @@
+"""Avro schemas shipped with taskstream: the envelope contract."""

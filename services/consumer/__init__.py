@@ -1,0 +1,1 @@
+"""The consuming side: the worker that runs tasks and the materializer that stores results."""

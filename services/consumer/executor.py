@@ -1,0 +1,125 @@
+"""Runs task jobs: sync tasks on a pool of threads, async tasks on one event loop.
+
+Jobs with the same ordering key run one after another, in the order submitted; jobs with
+different keys (or none) run side by side up to the concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Job(Protocol):
+    key: str | None
+    is_async: bool
+
+    def run(self) -> None: ...
+
+    async def run_async(self) -> None: ...
+
+
+class Executor:
+    """A fixed pool of daemon threads plus an asyncio loop thread.
+
+    Daemon threads, so that a worker past its shutdown grace can exit while a task still
+    runs; the task's event was not committed and will be redelivered.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"taskstream-task-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for t in self._threads:
+            t.start()
+        self._concurrency = concurrency
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._keys = _KeyedSerializer(self._start)
+
+    def submit(self, job: Job) -> None:
+        self._keys.submit(job)
+
+    def _start(self, job: Job) -> None:
+        if job.is_async:
+            loop = self._event_loop()
+            asyncio.run_coroutine_threadsafe(self._run_async(job), loop)
+        else:
+            self._jobs.put(job)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job.run()
+            finally:
+                self._keys.finished(job)
+
+    async def _run_async(self, job: Job) -> None:
+        assert self._slots is not None
+        async with self._slots:
+            try:
+                await job.run_async()
+            finally:
+                self._keys.finished(job)
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def serve() -> None:
+                asyncio.set_event_loop(loop)
+                self._slots = asyncio.Semaphore(self._concurrency)
+                ready.set()
+                loop.run_forever()
+
+            threading.Thread(target=serve, name="taskstream-async", daemon=True).start()
+            ready.wait()
+            self._loop = loop
+        return self._loop
+
+    def shutdown(self) -> None:
+        """Let idle threads end; running jobs are not interrupted."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+class _KeyedSerializer:
+    """Holds back a job while an earlier job of the same key has not finished."""
+
+    def __init__(self, start: Callable[[Job], None]) -> None:
+        self._start = start
+        self._lock = threading.Lock()
+        self._waiting: dict[str, deque[Job]] = {}  # key -> jobs behind the running one
+
+    def submit(self, job: Job) -> None:
+        key = job.key
+        if key is not None:
+            with self._lock:
+                behind = self._waiting.get(key)
+                if behind is not None:
+                    behind.append(job)
+                    return
+                self._waiting[key] = deque()
+        self._start(job)
+
+    def finished(self, job: Job) -> None:
+        key = job.key
+        if key is None:
+            return
+        with self._lock:
+            behind = self._waiting[key]
+            if not behind:
+                del self._waiting[key]
+                return
+            following = behind.popleft()
+        self._start(following)
+

@@ -1,0 +1,140 @@
+"""The materializer: the results topic, applied to the lookup store.
+
+Each batch of result events is written to the store in one transaction together with the
+next offset of every partition it read, and on assignment the consumer starts from the
+offsets the store holds, not from the group's: a crash between the two never loses a result
+nor applies one twice. Offsets are also committed to Kafka, afterwards, only so that
+operators see the group's lag.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+
+from taskstream.app import App
+from taskstream.consumer.dead_letter import Reason, dead_letter_headers
+from taskstream.envelope import ResultEvent, micros_to_datetime
+from taskstream.kafka import EventProducer, consumer_config, producer_config
+from taskstream.store import ResultRecord, ResultStore
+from taskstream.topics import dead_letter_topic, results_topic
+
+log = logging.getLogger(__name__)
+
+_BATCH = 2000  # result events applied per store transaction, at most
+_POLL_S = 0.1
+
+
+def materializer_group(prefix: str) -> str:
+    return f"{prefix}.materializer"
+
+
+def to_record(event: ResultEvent) -> ResultRecord:
+    error = event.error
+    return ResultRecord(
+        task_id=event.id,
+        task=event.task,
+        status=event.status,
+        attempt=event.attempt,
+        result=event.result,
+        error_type=error.type if error else None,
+        error_message=error.message if error else None,
+        error_traceback=error.traceback if error else None,
+        worker=event.worker,
+        key=event.key,
+        enqueued_at=micros_to_datetime(event.enqueued_at),
+        started_at=micros_to_datetime(event.started_at),
+        finished_at=micros_to_datetime(event.finished_at),
+        source_topic=event.source_topic,
+        source_partition=event.source_partition,
+        source_offset=event.source_offset,
+    )
+
+
+class Materializer:
+    """Consumes the results topic into ``store`` until stopped."""
+
+    def __init__(self, app: App, store: ResultStore | None = None, group_id: str | None = None) -> None:
+        s = app.settings
+        self.app = app
+        self.store = store or app.store
+        self.topic = results_topic(s.topic_prefix)
+        self.group_id = group_id or materializer_group(s.topic_prefix)
+        self._dead_letter_topic = dead_letter_topic(s.topic_prefix)
+        self._stopping = threading.Event()
+        self._producer: EventProducer | None = None
+        self.applied = 0  # result events written to the store by this process
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        s = self.app.settings
+        self.app.ensure_topics()
+        # Eager assignment, so on_assign can place every partition at the store's offset.
+        consumer = Consumer(
+            consumer_config(s, self.group_id, **{"partition.assignment.strategy": "range"})
+        )
+        consumer.subscribe([self.topic], on_assign=self._on_assign)
+        log.info("materializing %s into %s", self.topic, s.store)
+        try:
+            while not self._stopping.is_set():
+                first = consumer.poll(_POLL_S)
+                if first is None:
+                    continue
+                batch = [first, *consumer.consume(_BATCH - 1, 0)]
+                self._apply(consumer, batch)
+        finally:
+            consumer.close()
+            if self._producer is not None:
+                self._producer.close()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self.store.offsets(self.topic)
+        for tp in partitions:
+            tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
+        consumer.assign(partitions)
+
+    def _apply(self, consumer: Consumer, batch: list[Message]) -> None:
+        records: list[ResultRecord] = []
+        positions: dict[tuple[str, int], int] = {}
+        for message in batch:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consumer error: %s", error)
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            assert topic is not None and partition is not None and offset is not None
+            positions[(topic, partition)] = offset + 1
+            try:
+                records.append(to_record(self.app.envelopes.decode_result(message.value() or b"")))
+            except Exception as exc:  # noqa: BLE001 - a bad result event is a dead letter
+                self._dead_letter(message, str(exc))
+        if not positions:
+            return
+        if self._producer is not None and self._producer.flush(30.0):
+            raise KafkaException("dead letters not delivered; not advancing the store's offsets")
+        self.store.apply(records, positions)
+        self.applied += len(records)
+        try:
+            consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
+                asynchronous=True,
+            )
+        except KafkaException as exc:  # only lag reporting depends on it
+            log.debug("lag commit failed: %s", exc)
+
+    def _dead_letter(self, message: Message, error: str) -> None:
+        log.warning("undecodable result event at offset %s: %s", message.offset(), error)
+        if self._producer is None:
+            self._producer = EventProducer(producer_config(self.app.settings))
+        self._producer.produce(
+            self._dead_letter_topic,
+            message.value() or b"",
+            message.key(),
+            headers=dead_letter_headers(message, Reason.UNDECODABLE, error),
+        )

@@ -1,0 +1,86 @@
+"""Offset tracking: what a worker may commit while tasks finish out of order.
+
+A partition's committable offset is the lowest offset whose outcome is not yet delivered
+(or one past the highest seen when all are). Tasks of different keys finish in any order,
+so the window between the committed offset and the newest fetched one is bounded by the
+worker's max-tasks-in-flight, not by how far a fast key runs ahead.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class PartitionOffsets:
+    """The offsets of one partition, for one assignment of it.
+
+    A revoked partition's object is dropped, so late completions of its tasks touch only
+    that stale object and never the bookkeeping of a later assignment.
+    """
+
+    __slots__ = ("_done", "_pending", "committed", "next_offset", "partition", "topic")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self._pending: deque[int] = deque()  # received, in offset order, until committable
+        self._done: set[int] = set()  # finished but above an unfinished one
+        self.next_offset: int | None = None  # one past the highest offset received
+        self.committed: int | None = None  # the last offset committed
+
+    def add(self, offset: int) -> None:
+        """A record was received; offsets arrive in increasing order."""
+        self._pending.append(offset)
+        self.next_offset = offset + 1
+
+    def finish(self, offset: int) -> None:
+        """The record's outcome is delivered."""
+        pending = self._pending
+        if pending and pending[0] == offset:
+            pending.popleft()
+            done = self._done
+            while pending and pending[0] in done:
+                done.discard(pending.popleft())
+        else:
+            self._done.add(offset)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending) - len(self._done)
+
+    def committable(self) -> int | None:
+        """The offset to commit now (the next one to read), or None if nothing new."""
+        position = self._pending[0] if self._pending else self.next_offset
+        if position is None or position == self.committed:
+            return None
+        return position
+
+
+class OffsetTracker:
+    """Every assigned partition's offsets, keyed by (topic, partition)."""
+
+    def __init__(self) -> None:
+        self.partitions: dict[tuple[str, int], PartitionOffsets] = {}
+
+    def assign(self, topic: str, partition: int) -> PartitionOffsets:
+        offsets = self.partitions[(topic, partition)] = PartitionOffsets(topic, partition)
+        return offsets
+
+    def get(self, topic: str, partition: int) -> PartitionOffsets:
+        offsets = self.partitions.get((topic, partition))
+        return offsets if offsets is not None else self.assign(topic, partition)
+
+    def revoke(self, topic: str, partition: int) -> PartitionOffsets | None:
+        return self.partitions.pop((topic, partition), None)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(p.in_flight for p in self.partitions.values())
+
+    def committable(self) -> list[tuple[PartitionOffsets, int]]:
+        out = []
+        for p in self.partitions.values():
+            position = p.committable()
+            if position is not None:
+                out.append((p, position))
+        return out

@@ -1,0 +1,319 @@
+"""The worker: a consumer-group member that runs tasks and commits only what is done.
+
+One thread owns the consumer, the offset tracker and the producer's delivery reports; task
+code runs on the executor. A record's offset becomes committable only when its outcome (a
+result event, or the record itself in the dead-letter topic) is acknowledged by the broker
+(acks=all), so a worker killed at any moment loses no task: its uncommitted records are
+redelivered to the group's other members.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from taskstream.app import App
+from taskstream.consumer.dead_letter import Reason, send_to_dead_letter
+from taskstream.consumer.execution import Source, run_async, run_sync
+from taskstream.consumer.executor import Executor
+from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
+from taskstream.envelope import ResultEvent, TaskEvent
+from taskstream.errors import UnknownSchema
+from taskstream.kafka import EventProducer, consumer_config, producer_config, worker_id
+from taskstream.task import Task
+from taskstream.topics import dead_letter_topic, results_topic, task_topic
+
+log = logging.getLogger(__name__)
+
+_BATCH = 500  # records taken from the consumer per loop turn, at most
+_POLL_S = 0.05  # consumer poll wait; bounds how late delivery reports are served
+_RESUME_RATIO = 0.8  # fetching resumes when in-flight tasks fall below this share of the bound
+
+
+def worker_group(prefix: str) -> str:
+    return f"{prefix}.workers"
+
+
+class _TaskJob:
+    __slots__ = ("event", "is_async", "key", "kwargs", "offsets", "source", "task", "worker")
+
+    def __init__(
+        self, worker: Worker, task: Task[Any, Any], event: TaskEvent, kwargs: dict[str, Any],
+        source: Source, offsets: PartitionOffsets,
+    ) -> None:  # fmt: skip
+        self.worker = worker
+        self.task = task
+        self.event = event
+        self.kwargs = kwargs
+        self.source = source
+        self.offsets = offsets
+        self.key = event.key
+        self.is_async = task.is_async
+
+    def run(self) -> None:
+        w = self.worker
+        self.worker.publish_result(
+            self, run_sync(self.task, self.event, self.kwargs, self.source, w.worker_id)
+        )
+
+    async def run_async(self) -> None:
+        w = self.worker
+        result = await run_async(self.task, self.event, self.kwargs, self.source, w.worker_id)
+        w.publish_result(self, result)
+
+
+class Worker:
+    """Runs an app's tasks from its queues' topics until stopped.
+
+    ``run()`` blocks; ``stop()`` (or SIGTERM/SIGINT after ``install_signal_handlers()``)
+    stops fetching, lets in-flight tasks finish within the shutdown grace, commits, returns.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int | None = None,
+        max_tasks_in_flight: int | None = None,
+        group_id: str | None = None,
+    ) -> None:
+        s = app.settings
+        self.app = app
+        self.settings = s
+        self.queues = queues or app.queues
+        self.topics = [task_topic(s.topic_prefix, q) for q in self.queues]
+        self.group_id = group_id or worker_group(s.topic_prefix)
+        self.concurrency = concurrency or s.concurrency
+        self.max_in_flight = max(max_tasks_in_flight or s.max_tasks_in_flight, self.concurrency)
+        self.worker_id = worker_id()
+        self._results_topic = results_topic(s.topic_prefix)
+        self._dead_letter_topic = dead_letter_topic(s.topic_prefix)
+        self._stopping = threading.Event()
+        self._tracker = OffsetTracker()
+        self._in_flight = 0  # dispatched records whose outcome is not yet delivered
+        self._paused = False
+        self._producer: EventProducer | None = None
+        self._executor: Executor | None = None
+        self._consumer: Consumer | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to drain and return from run(); safe from any thread."""
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: draining", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> None:
+        s = self.settings
+        self.app.ensure_topics(self.queues)
+        self._producer = EventProducer(producer_config(s))
+        self._executor = Executor(self.concurrency)
+        consumer = self._consumer = Consumer(consumer_config(s, self.group_id))
+        consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        log.info("worker %s consuming %s as group %s", self.worker_id, self.topics, self.group_id)
+        commit_every = s.commit_interval_ms / 1000
+        next_commit = time.monotonic() + commit_every
+        try:
+            while not self._stopping.is_set():
+                self._fetch(consumer)
+                self._producer.poll(0)
+                self._apply_backpressure(consumer)
+                now = time.monotonic()
+                if now >= next_commit:
+                    self._commit(consumer, asynchronous=True)
+                    next_commit = now + commit_every
+            self._drain(consumer)
+        finally:
+            consumer.close()  # revokes: commits what is done
+            self._producer.close(s.delivery_timeout_ms / 1000)
+            self._executor.shutdown()
+            log.info("worker %s stopped", self.worker_id)
+
+    # -- fetching and dispatch --------------------------------------------------------------
+
+    def _fetch(self, consumer: Consumer) -> None:
+        room = self.max_in_flight - self._in_flight
+        if room <= 0:
+            assert self._producer is not None
+            self._producer.poll(_POLL_S)  # wait for outcomes instead of records
+            # Serve rebalances. A paused partition returns nothing, but one assigned since
+            # the pause may: such a record is dispatched, never dropped.
+            message = consumer.poll(0)
+            if message is not None:
+                self._dispatch(message)
+            return
+        first = consumer.poll(_POLL_S)
+        if first is None:
+            return
+        self._dispatch(first)
+        if room > 1:
+            # Take what else is ready without waiting (consume(n, t) would wait for all n).
+            for message in consumer.consume(min(room - 1, _BATCH), 0):
+                self._dispatch(message)
+
+    def _dispatch(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                raise KafkaException(error)
+            log.warning("consumer error: %s", error)
+            return
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        assert topic is not None and partition is not None and offset is not None
+        offsets = self._tracker.get(topic, partition)
+        offsets.add(offset)
+        self._in_flight += 1
+        app = self.app
+        try:
+            event = app.envelopes.decode_task(message.value() or b"")
+        except UnknownSchema as exc:
+            return self._dead_letter(message, offsets, Reason.UNKNOWN_SCHEMA, str(exc))
+        except Exception as exc:  # noqa: BLE001 - any undecodable record is a dead letter
+            return self._dead_letter(message, offsets, Reason.UNDECODABLE, str(exc))
+        task = app.tasks.get(event.task)
+        if task is None:
+            reason = f"task {event.task!r} is not defined by app {app.name!r}"
+            return self._dead_letter(message, offsets, Reason.UNKNOWN_TASK, reason, event.task)
+        try:
+            kwargs = task.decode_args(event.args)
+        except Exception as exc:  # noqa: BLE001
+            return self._dead_letter(
+                message, offsets, Reason.INVALID_ARGUMENTS, str(exc), event.task
+            )
+        assert self._executor is not None
+        self._executor.submit(
+            _TaskJob(self, task, event, kwargs, Source(topic, partition, offset), offsets)
+        )
+
+    def _dead_letter(
+        self, message: Message, offsets: PartitionOffsets, reason: Reason, error: str,
+        task: str | None = None,
+    ) -> None:  # fmt: skip
+        log.warning(
+            "dead letter %s[%s]@%s: %s: %s",
+            message.topic(), message.partition(), message.offset(), reason.value, error,
+        )  # fmt: skip
+        assert self._producer is not None
+        on_delivery = functools.partial(self._on_outcome_delivered, offsets, message.offset())
+        send_to_dead_letter(
+            self._producer, self._dead_letter_topic, message, reason, error, on_delivery, task
+        )
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    def publish_result(self, job: _TaskJob, result: ResultEvent) -> None:
+        """Called on the task's thread: the producer is thread-safe; the delivery report
+        comes back on the worker's thread."""
+        assert self._producer is not None
+        self._producer.produce(
+            self._results_topic,
+            self.app.envelopes.encode_result(result),
+            result.id,
+            functools.partial(self._on_outcome_delivered, job.offsets, job.source.offset),
+        )
+
+    def _on_outcome_delivered(
+        self, offsets: PartitionOffsets, offset: int, err: KafkaError | None, message: Message
+    ) -> None:
+        if err is not None:
+            # Never drop an outcome: produce it again; its offset stays uncommitted meanwhile.
+            log.error("outcome of offset %s not delivered (%s): retrying", offset, err)
+            assert self._producer is not None
+            self._producer.produce(
+                message.topic() or "", message.value() or b"", message.key(),
+                functools.partial(self._on_outcome_delivered, offsets, offset),
+                headers=message.headers(),
+            )  # fmt: skip
+            return
+        offsets.finish(offset)
+        self._in_flight -= 1
+
+    # -- offsets and rebalances -------------------------------------------------------------
+
+    def _commit(
+        self, consumer: Consumer, asynchronous: bool, only: set[tuple[str, int]] | None = None
+    ) -> None:
+        items = [
+            (p, pos)
+            for p, pos in self._tracker.committable()
+            if only is None or (p.topic, p.partition) in only
+        ]
+        if not items:
+            return
+        offsets = [TopicPartition(p.topic, p.partition, pos) for p, pos in items]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as exc:
+            log.warning("commit failed (will retry with the next one): %s", exc)
+            return
+        for p, pos in items:
+            p.committed = pos
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._tracker.assign(tp.topic, tp.partition)
+        log.info("assigned %s", _names(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        if not self._stopping.is_set():
+            self._wait_for(revoked, self.settings.revoke_grace_s)
+        self._commit(consumer, asynchronous=False, only=revoked)
+        for topic, partition in revoked:
+            self._tracker.revoke(topic, partition)
+        log.info("revoked %s", _names(partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another member may own them already: committing now could skip its work.
+        for tp in partitions:
+            self._tracker.revoke(tp.topic, tp.partition)
+        log.warning("lost %s", _names(partitions))
+
+    def _wait_for(self, partitions: set[tuple[str, int]], grace: float) -> None:
+        """Serve delivery reports until the partitions' in-flight tasks are done."""
+        assert self._producer is not None
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            busy = [
+                p for key, p in self._tracker.partitions.items() if key in partitions and p.in_flight
+            ]
+            if not busy:
+                return
+            self._producer.poll(0.01)
+
+    def _apply_backpressure(self, consumer: Consumer) -> None:
+        if not self._paused and self._in_flight >= self.max_in_flight:
+            consumer.pause(consumer.assignment())
+            self._paused = True
+        elif self._paused and self._in_flight < self.max_in_flight * _RESUME_RATIO:
+            consumer.resume(consumer.assignment())
+            self._paused = False
+
+    def _drain(self, consumer: Consumer) -> None:
+        """Stop fetching; give in-flight tasks the shutdown grace to finish; commit."""
+        consumer.pause(consumer.assignment())
+        self._wait_for(set(self._tracker.partitions), self.settings.shutdown_grace_s)
+        if self._in_flight:
+            log.warning("%d tasks still running after the grace period", self._in_flight)
+        self._commit(consumer, asynchronous=False)
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

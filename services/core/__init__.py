@@ -1,0 +1,41 @@
+"""taskstream: Celery's job, done on Kafka.
+
+    from taskstream import App, TaskFailed
+    app = App("demo")
+
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    add.delay(2, 3).get(timeout=10)  # -> 5
+"""
+
+from taskstream.app import App
+from taskstream.config import Settings
+from taskstream.errors import (
+    DeliveryFailed,
+    InvalidArguments,
+    TaskFailed,
+    TaskstreamError,
+    UnknownTask,
+    UnsupportedAnnotation,
+)
+from taskstream.producer.result import AsyncResult
+from taskstream.status import Status
+from taskstream.task import Task
+
+__all__ = [
+    # the API
+    "App",
+    "AsyncResult",
+    "Settings",
+    "Status",
+    "Task",
+    # errors
+    "DeliveryFailed",
+    "InvalidArguments",
+    "TaskFailed",
+    "TaskstreamError",
+    "UnknownTask",
+    "UnsupportedAnnotation",
+]

@@ -1,0 +1,164 @@
+"""App: the registry of tasks and the entry point of the Python API.
+
+The app is the facade that ties the parts together: it lazily opens the publisher
+(taskstream.producer) when a task is first sent and the lookup store when a result is
+first read, so importing an app to run a worker costs neither.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from taskstream.codec import Codec
+from taskstream.config import Settings
+from taskstream.envelope import Envelopes, TaskEvent
+from taskstream.errors import UnknownTask
+from taskstream.kafka import ensure_topics
+from taskstream.store import ResultStore, open_store
+from taskstream.task import Task
+from taskstream.topics import topic_specs
+
+if TYPE_CHECKING:
+    from taskstream.producer.publisher import TaskPublisher
+    from taskstream.producer.result import AsyncResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_QUEUE = "default"
+
+
+class App:
+    """A taskstream application: ``App("demo")``, then ``@app.task``.
+
+    Settings come from keyword arguments, else ``TASKSTREAM_*`` environment variables
+    (see taskstream.config.Settings): ``bootstrap_servers``, ``store``, ``topic_prefix``,
+    ``partitions`` and more.
+    """
+
+    def __init__(self, name: str, **settings: Any) -> None:
+        self.name = name
+        self.settings = Settings.load(**settings)
+        self.codec = Codec()
+        self.envelopes = Envelopes(self.codec)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._lock = threading.Lock()
+        self._publisher: TaskPublisher | None = None
+        self._store: ResultStore | None = None
+
+    def __repr__(self) -> str:
+        return f"<App {self.name} tasks={len(self.tasks)}>"
+
+    @overload
+    def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self, *, name: str | None = None, queue: str = DEFAULT_QUEUE
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        func: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a function as a task. Its type hints become its Avro schemas; a hint
+        that has no Avro mapping raises UnsupportedAnnotation here."""
+
+        def register(f: Callable[P, R]) -> Task[P, R]:
+            task_name = name or self._default_name(f)
+            t: Task[P, R] = Task(self, f, name=task_name, queue=queue)
+            self.tasks[task_name] = t
+            return t
+
+        return register(func) if func is not None else register
+
+    def _default_name(self, func: Callable[..., Any]) -> str:
+        module = func.__module__
+        if module == "__main__":  # run as a script: name tasks after the app instead
+            module = self.name
+        return f"{module}.{func.__qualname__}"
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise UnknownTask(name) from None
+
+    @property
+    def queues(self) -> list[str]:
+        return sorted({t.queue for t in self.tasks.values()} | {DEFAULT_QUEUE})
+
+    # -- sending ----------------------------------------------------------------------------
+
+    @property
+    def publisher(self) -> TaskPublisher:
+        with self._lock:
+            if self._publisher is None:
+                from taskstream.producer.publisher import TaskPublisher
+
+                self._publisher = TaskPublisher(self.settings, self.envelopes)
+                atexit.register(self._publisher.close)
+            return self._publisher
+
+    def publish(self, event: TaskEvent) -> AsyncResult[Any]:
+        from taskstream.producer.result import AsyncResult
+
+        return AsyncResult(event.id, self, self.publisher.publish(event))
+
+    def send_task(
+        self,
+        name: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Send a task by name (``apply_async`` options apply)."""
+        return self.get_task(name).apply_async(args, kwargs, **options)
+
+    def ensure_topics(self, queues: list[str] | None = None) -> list[str]:
+        """Create this app's topics that are missing; returns the names created."""
+        s = self.settings
+        specs = topic_specs(s.topic_prefix, queues or self.queues, s.partitions, s.replication_factor)
+        return ensure_topics(s, specs)
+
+    # -- results ----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> ResultStore:
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self.settings.store)
+            return self._store
+
+    def result(self, task_id: str) -> AsyncResult[Any]:
+        """The AsyncResult for a task id from elsewhere."""
+        from taskstream.producer.result import AsyncResult
+
+        return AsyncResult(task_id, self)
+
+    def decode_result(self, task_name: str, data: bytes | None) -> Any:
+        """A stored return value as Python: typed when this app knows the task, else the
+        plain Avro datum found by fingerprint."""
+        if data is None:
+            return None
+        task = self.tasks.get(task_name)
+        if task is not None:
+            return task.decode_result(data)
+        return self.codec.decode(data)[1]
+
+    def close(self) -> None:
+        """Flush undelivered events and close the store."""
+        with self._lock:
+            if self._publisher is not None:
+                self._publisher.close()
+                atexit.unregister(self._publisher.close)
+                self._publisher = None
+            if self._store is not None:
+                self._store.close()
+                self._store = None

@@ -1,0 +1,75 @@
+"""The ``taskstream`` command: worker, materialize, dev, send, result, schemas."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from taskstream.errors import TaskFailed, TaskstreamError
+
+log = logging.getLogger("taskstream")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="taskstream", description="Background tasks on Kafka.")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("worker", help="run tasks from the app's queues (a consumer-group member)")
+    w.add_argument("app", help="the app, as module:attribute (e.g. examples.app:app)")
+    w.add_argument("--concurrency", type=int, help="tasks run at once (threads / async slots)")
+    w.add_argument("--queues", help="comma-separated queues (default: every queue of the app)")
+    w.add_argument("--max-tasks-in-flight", type=int, help="fetched, unfinished tasks before fetching pauses")
+
+    m = sub.add_parser("materialize", help="apply the results topic to the lookup store")
+    m.add_argument("--app", help="module:attribute; settings from the environment when omitted")
+
+    d = sub.add_parser("dev", help="embedded broker + worker + materializer, for development")
+    d.add_argument("app", help="module:attribute")
+    d.add_argument("--concurrency", type=int, default=4)
+
+    s = sub.add_parser("send", help="send a task by name with JSON arguments; prints its id")
+    s.add_argument("task", help="task name, e.g. examples.app.add")
+    s.add_argument("arguments", nargs="?", default="{}", help='JSON object, e.g. \'{"a": 2}\'')
+    s.add_argument("--app", required=True, help="module:attribute")
+    s.add_argument("--key", help="ordering key: one key, one partition, in order")
+    s.add_argument("--queue", help="queue (default: the task's)")
+    s.add_argument("--wait", type=float, metavar="SECONDS", help="also wait for the result")
+
+    r = sub.add_parser("result", help="print a task's stored outcome as JSON")
+    r.add_argument("task_id")
+    r.add_argument("--app", help="module:attribute (to decode return values by type)")
+    r.add_argument("--wait", type=float, metavar="SECONDS", help="wait for a final outcome")
+
+    sc = sub.add_parser("schemas", help="export or check the task schemas in schemas/")
+    sc.add_argument("action", choices=["export", "check"])
+    sc.add_argument("app", help="module:attribute")
+    sc.add_argument("--dir", help="schemas directory (default: TASKSTREAM_SCHEMAS_DIR or schemas)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    from taskstream import commands
+
+    handler = getattr(commands, args.command)
+    try:
+        code: int = handler(args)
+        return code
+    except TaskFailed as exc:
+        print(json.dumps({"status": "FAILURE", "type": exc.exc_type, "message": exc.message}))
+        print(exc.traceback, file=sys.stderr)
+        return 1
+    except (TaskstreamError, TimeoutError) as exc:
+        print(f"taskstream {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+

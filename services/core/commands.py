@@ -1,0 +1,221 @@
+"""What each ``taskstream`` subcommand does (argument parsing is in cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from taskstream.app import App
+from taskstream.config import DEV_STATE_FILE, clear_dev_state, write_dev_state
+from taskstream.errors import ConfigError, InvalidArguments
+from taskstream.loading import load_app
+from taskstream.status import Status
+
+
+def worker(args: argparse.Namespace) -> int:
+    from taskstream.consumer.worker import Worker
+
+    app = load_app(args.app)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    w = Worker(
+        app,
+        queues=queues,
+        concurrency=args.concurrency,
+        max_tasks_in_flight=args.max_tasks_in_flight,
+    )
+    w.install_signal_handlers()
+    w.run()
+    return 0
+
+
+def materialize(args: argparse.Namespace) -> int:
+    from taskstream.consumer.materializer import Materializer
+
+    app = load_app(args.app) if args.app else App("taskstream")
+    m = Materializer(app)
+
+    def handle(_signum: int, _frame: object) -> None:
+        m.stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    m.run()
+    app.close()
+    return 0
+
+
+def send(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    task = app.get_task(args.task)
+    try:
+        payload = json.loads(args.arguments)
+    except ValueError as exc:
+        raise InvalidArguments(task.name, "args", f"not JSON: {exc}") from exc
+    kwargs = task.signature.args_from_json(payload)
+    result = task.apply_async((), kwargs, key=args.key, queue=args.queue)
+    result.wait_delivered(app.settings.delivery_timeout_ms / 1000)
+    print(result.id)
+    if args.wait is not None:
+        value = result.get(timeout=args.wait)
+        print(json.dumps(task.signature.result_to_json(value)))
+    app.close()
+    return 0
+
+
+def result(args: argparse.Namespace) -> int:
+    app = load_app(args.app) if args.app else App("taskstream")
+    handle = app.result(args.task_id)
+    if args.wait is not None:
+        try:
+            handle.get(timeout=args.wait)
+        except Exception:  # noqa: BLE001, S110 - the record below says what happened
+            pass
+    record = handle.info
+    if record is None:
+        print(json.dumps({"task_id": args.task_id, "status": Status.PENDING.value}))
+        return 1
+    out: dict[str, Any] = {
+        "task_id": record.task_id,
+        "task": record.task,
+        "status": record.status.value,
+        "attempt": record.attempt,
+        "worker": record.worker,
+        "enqueued_at": record.enqueued_at.isoformat() if record.enqueued_at else None,
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+    }
+    if record.status is Status.SUCCESS:
+        value = app.decode_result(record.task, record.result)
+        task = app.tasks.get(record.task)
+        out["result"] = task.signature.result_to_json(value) if task else repr(value)
+    if record.error_type is not None:
+        out["error"] = {
+            "type": record.error_type,
+            "message": record.error_message,
+            "traceback": record.error_traceback,
+        }
+    print(json.dumps(out, indent=2))
+    app.close()
+    return 0 if record.status is not Status.FAILURE else 1
+
+
+def schemas(args: argparse.Namespace) -> int:
+    from taskstream import schema_files
+
+    app = load_app(args.app)
+    directory = Path(args.dir or app.settings.schemas_dir)
+    if args.action == "export":
+        for path in schema_files.export(app, directory):
+            print(f"wrote {path}")
+        return 0
+    schema_files.check(app, directory)
+    print(f"{directory}: up to date with {args.app} ({len(app.tasks)} tasks)")
+    return 0
+
+
+# -- dev ------------------------------------------------------------------------------------
+
+
+def _dev_already_running() -> int | None:
+    try:
+        pid = int(json.loads(DEV_STATE_FILE.read_text())["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid
+
+
+def dev(args: argparse.Namespace) -> int:
+    from taskstream.embedded_broker import EmbeddedBroker
+
+    running = _dev_already_running()
+    if running is not None and running != os.getpid():
+        raise ConfigError(f"taskstream dev is already running here (pid {running})")
+    clear_dev_state()  # a stale file from a dev that was killed
+    app = load_app(args.app)
+    broker: EmbeddedBroker | None = None
+    env = dict(os.environ)
+    bootstrap = app.settings.bootstrap_servers
+    if not bootstrap:
+        DEV_STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
+        broker = EmbeddedBroker(log_path=DEV_STATE_FILE.parent / "broker.log").start()
+        bootstrap = broker.bootstrap_servers
+        write_dev_state(bootstrap)
+        app.settings = app.settings.replace(bootstrap_servers=bootstrap)
+    env["TASKSTREAM_BOOTSTRAP_SERVERS"] = bootstrap
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        created = app.ensure_topics()
+        cli = [sys.executable, "-m", "taskstream", "--log-level", args.log_level]
+        children.append(
+            subprocess.Popen(
+                [*cli, "worker", args.app, "--concurrency", str(args.concurrency)], env=env
+            )
+        )
+        children.append(subprocess.Popen([*cli, "materialize", "--app", args.app], env=env))
+        _print_banner(app, args.app, bootstrap, broker is not None, created)
+        return _wait_for(children)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(app.settings.shutdown_grace_s + 5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if broker is not None:
+            broker.stop()
+            clear_dev_state()
+        print("taskstream dev: stopped", file=sys.stderr)
+
+
+def _wait_for(children: list[subprocess.Popen[bytes]]) -> int:
+    stop = False
+
+    def handle(_signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, handle)
+    while not stop:
+        for child in children:
+            if child.poll() is not None:
+                print(f"taskstream dev: {child.args[4]} exited with {child.returncode}", file=sys.stderr)
+                return 1
+        time.sleep(0.2)
+    return 0
+
+
+_PLACEHOLDERS: dict[str, Any] = {"long": 2, "double": 1.5, "string": "text", "boolean": True}
+
+
+def _print_banner(app: App, spec: str, bootstrap: str, embedded: bool, created: list[str]) -> None:
+    first = sorted(app.tasks)[0] if app.tasks else "TASK"
+    example = {}
+    if app.tasks:
+        for field in app.tasks[first].signature.args_schema["fields"]:
+            example[field["name"]] = _PLACEHOLDERS.get(str(field["type"]), None)
+    where = "embedded Tansu broker, memory only" if embedded else "external cluster"
+    print(
+        f"""
+taskstream dev is running {spec} ({len(app.tasks)} tasks, queues {", ".join(app.queues)})
+  broker: {bootstrap} ({where}); {len(created)} topics created
+  store:  {app.settings.store}
+
+In another terminal, in this directory:
+  taskstream send {first} '{json.dumps(example)}' --app {spec} --wait 10
+  taskstream result <task-id> --app {spec}
+
+Ctrl-C stops everything.
+""",
+        flush=True,
+    )

@@ -1,0 +1,124 @@
+"""Settings: the one place that reads the environment.
+
+Each setting comes from, in rising precedence: its default, a ``TASKSTREAM_<NAME>`` environment
+variable, an explicit keyword argument. librdkafka settings pass through untouched: any
+``TASKSTREAM_KAFKA_<NAME>`` variable (``TASKSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_SSL`` becomes
+``security.protocol``) or the ``kafka`` mapping, so SASL/TLS need no code here.
+
+When no bootstrap servers are given at all, the address that ``taskstream dev`` wrote to
+``.taskstream/dev.json`` in the working directory is used, so ``taskstream send`` in a second
+terminal finds the embedded broker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskstream.errors import ConfigError
+
+ENV_PREFIX = "TASKSTREAM_"
+KAFKA_ENV_PREFIX = "TASKSTREAM_KAFKA_"
+DEV_STATE_FILE = Path(".taskstream") / "dev.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str | None = None  # "host:port,host:port"; None: the dev broker, if running
+    store: str = "sqlite:///.taskstream/results.db"  # lookup store URL
+    topic_prefix: str = "taskstream"  # every topic name starts with it (see topics.py)
+    partitions: int = 12  # partitions of topics created on start
+    replication_factor: int = 1  # of topics created on start (3 on a real cluster)
+    session_timeout_ms: int = 6000  # consumer group session; failover time after a crash
+    heartbeat_interval_ms: int = 1000
+    max_poll_interval_ms: int = 300_000  # a task longer than this loses its partitions
+    fetch_wait_max_ms: int = 10  # broker-side fetch wait: bounds task pick-up latency
+    linger_ms: int = 2  # producer batching delay
+    delivery_timeout_ms: int = 30_000  # after this an unacknowledged event is a DeliveryFailed
+    commit_interval_ms: int = 200  # how often a worker commits finished offsets (async)
+    shutdown_grace_s: float = 30.0  # SIGTERM: time for in-flight tasks before exit
+    revoke_grace_s: float = 5.0  # rebalance: time for a revoked partition's tasks to finish
+    concurrency: int = 1  # worker threads (and async tasks) running at once
+    max_tasks_in_flight: int = 1000  # fetched but unfinished tasks before fetching pauses
+    schemas_dir: str = "schemas"  # where `taskstream schemas export/check` write and read
+    kafka: Mapping[str, str] = field(default_factory=dict)  # extra librdkafka settings
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Defaults, then TASKSTREAM_* environment variables, then ``overrides``."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "kafka":
+                continue
+            raw = os.environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, f.type, raw)
+        kafka = {
+            name[len(KAFKA_ENV_PREFIX) :].lower().replace("_", "."): value
+            for name, value in os.environ.items()
+            if name.startswith(KAFKA_ENV_PREFIX)
+        }
+        kafka.update(overrides.pop("kafka", None) or {})
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["kafka"] = kafka
+        if not values.get("bootstrap_servers"):
+            values["bootstrap_servers"] = read_dev_bootstrap()
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.partitions < 1 or self.replication_factor < 1 or self.concurrency < 1:
+            raise ConfigError("partitions, replication_factor and concurrency must be >= 1")
+        if self.max_tasks_in_flight < self.concurrency:
+            raise ConfigError("max_tasks_in_flight must be >= concurrency")
+
+    def require_bootstrap(self) -> str:
+        if not self.bootstrap_servers:
+            raise ConfigError(
+                "no Kafka bootstrap servers: set TASKSTREAM_BOOTSTRAP_SERVERS, pass "
+                "bootstrap_servers=..., or run `taskstream dev` in this directory"
+            )
+        return self.bootstrap_servers
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(name: str, annotation: Any, raw: str) -> Any:
+    kind = str(annotation)
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a number") from exc
+    return raw
+
+
+def read_dev_bootstrap(state_file: Path = DEV_STATE_FILE) -> str | None:
+    """The broker address a running ``taskstream dev`` recorded, if any."""
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return None
+    value = state.get("bootstrap_servers")
+    return value if isinstance(value, str) else None
+
+
+def write_dev_state(bootstrap_servers: str, state_file: Path = DEV_STATE_FILE) -> None:
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps({"bootstrap_servers": bootstrap_servers, "pid": os.getpid()}))
+
+
+def clear_dev_state(state_file: Path = DEV_STATE_FILE) -> None:
+    state_file.unlink(missing_ok=True)

@@ -1,0 +1,115 @@
+"""Every error taskstream raises, in one tree.
+
+    TaskstreamError
+    ├── ConfigError              a setting is missing or malformed
+    ├── SchemaError              a task's types cannot be expressed in Avro
+    │   ├── UnsupportedAnnotation    (task, parameter, annotation) at decoration time
+    │   └── SchemaDrift              checked-in schemas no longer match the code
+    ├── InvalidArguments         a call does not fit the task's schema (task, path)
+    ├── CodecError               bytes that are not what the codec expects
+    │   ├── CorruptMessage           not single-object Avro, or a body that does not parse
+    │   └── UnknownSchema            a fingerprint nobody registered
+    ├── UnknownTask              a task name this app does not define
+    ├── DeliveryFailed           the broker did not acknowledge an event
+    ├── TaskFailed               the remote task raised (type, message, traceback)
+    └── StoreError               the lookup store cannot be opened or written
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TaskstreamError(Exception):
+    """Root of every error taskstream raises."""
+
+
+class ConfigError(TaskstreamError):
+    """A setting is missing, unknown or malformed."""
+
+
+class SchemaError(TaskstreamError):
+    """A task's signature cannot be expressed as an Avro schema."""
+
+
+class UnsupportedAnnotation(SchemaError, TypeError):
+    """A parameter or return annotation has no Avro mapping."""
+
+    def __init__(self, task: str, parameter: str, annotation: Any, reason: str) -> None:
+        self.task = task
+        self.parameter = parameter
+        self.annotation = annotation
+        self.reason = reason
+        super().__init__(
+            f"task {task!r}: parameter {parameter!r} has annotation {annotation!r} "
+            f"that cannot be mapped to Avro: {reason}"
+        )
+
+
+class SchemaDrift(SchemaError):
+    """Schemas checked in under schemas/ differ from what the code derives."""
+
+    def __init__(self, differences: list[str]) -> None:
+        self.differences = differences
+        super().__init__("schemas differ from the code:\n  " + "\n  ".join(differences))
+
+
+class InvalidArguments(TaskstreamError, ValueError):
+    """Arguments (or a return value) do not fit the task's schema.
+
+    `path` names the offending field, e.g. ``args.user.age`` or ``args.items[3]``.
+    """
+
+    def __init__(self, task: str, path: str, message: str) -> None:
+        self.task = task
+        self.path = path
+        self.message = message
+        super().__init__(f"task {task!r}: {path}: {message}")
+
+
+class CodecError(TaskstreamError):
+    """Bytes that the codec cannot turn into a datum."""
+
+
+class CorruptMessage(CodecError):
+    """Not Avro single-object encoding, or a body that does not match its schema."""
+
+
+class UnknownSchema(CodecError):
+    """A single-object message whose schema fingerprint is not registered."""
+
+    def __init__(self, fingerprint: bytes) -> None:
+        self.fingerprint = fingerprint
+        super().__init__(f"no schema registered with fingerprint {fingerprint.hex()}")
+
+
+class UnknownTask(TaskstreamError, LookupError):
+    """A task name that the app does not define."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"unknown task {name!r}")
+
+
+class DeliveryFailed(TaskstreamError):
+    """The broker did not acknowledge an event (acks=all) within the delivery timeout."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        self.topic = topic
+        self.reason = reason
+        super().__init__(f"delivery to {topic!r} failed: {reason}")
+
+
+class TaskFailed(TaskstreamError):
+    """The task raised in the worker; carries the remote exception's description."""
+
+    def __init__(self, task_id: str, exc_type: str, message: str, traceback: str) -> None:
+        self.task_id = task_id
+        self.exc_type = exc_type
+        self.message = message
+        self.traceback = traceback
+        super().__init__(f"task {task_id} failed: {exc_type}: {message}")
+
+
+class StoreError(TaskstreamError):
+    """The lookup store cannot be opened, read or written."""

@@ -1,0 +1,161 @@
+"""A thin layer over confluent-kafka: client configs, topic creation, an event producer.
+
+Client configs merge, in rising precedence: taskstream's defaults, the user's librdkafka
+settings (``Settings.kafka``), then what the caller states explicitly, so any librdkafka
+setting (SASL, TLS, compression) can be passed through.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from taskstream.config import Settings
+from taskstream.errors import ConfigError
+from taskstream.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+def worker_id() -> str:
+    """``host:pid``, the name a worker gives itself in results and client ids."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _merge(settings: Settings, defaults: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
+    config = {"bootstrap.servers": settings.require_bootstrap(), **defaults}
+    config.update(settings.kafka)
+    config.update(explicit)
+    return config
+
+
+def producer_config(settings: Settings, **explicit: Any) -> dict[str, Any]:
+    return _merge(
+        settings,
+        {
+            "client.id": f"taskstream-producer-{worker_id()}",
+            # Idempotence brings acks=all and in-order, duplicate-free retries per partition.
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": settings.linger_ms,
+            "delivery.timeout.ms": settings.delivery_timeout_ms,
+            "compression.type": "lz4",
+        },
+        explicit,
+    )
+
+
+def consumer_config(settings: Settings, group_id: str, **explicit: Any) -> dict[str, Any]:
+    return _merge(
+        settings,
+        {
+            "group.id": group_id,
+            "client.id": f"taskstream-consumer-{worker_id()}",
+            # Offsets are committed by taskstream, only for work whose outcome is delivered.
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+            "max.poll.interval.ms": settings.max_poll_interval_ms,
+            "fetch.wait.max.ms": settings.fetch_wait_max_ms,
+            "enable.partition.eof": False,
+        },
+        explicit,
+    )
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    return _merge(settings, {"client.id": f"taskstream-admin-{worker_id()}"}, {})
+
+
+def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    admin = AdminClient(admin_config(settings))
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, s.partitions, s.replication_factor, config=s.config) for s in missing],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # a racing creator won
+                raise ConfigError(f"cannot create topic {name!r}: {exc}") from exc
+    return created
+
+
+class EventProducer:
+    """An idempotent, acks=all producer.
+
+    Delivery callbacks run in whichever thread calls :meth:`poll`. With
+    ``background_poll=True`` a daemon thread polls, which suits callers (``task.delay``) that
+    have no loop of their own; a worker polls from its own loop instead so that its callbacks
+    run on the thread that owns its offset bookkeeping.
+    """
+
+    def __init__(self, config: dict[str, Any], *, background_poll: bool = False) -> None:
+        self._producer = Producer(config)
+        self._closed = threading.Event()
+        self._poller: threading.Thread | None = None
+        if background_poll:
+            self._poller = threading.Thread(target=self._poll_forever, name="taskstream-producer-poll", daemon=True)
+            self._poller.start()
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: str | bytes | None = None,
+        on_delivery: DeliveryCallback | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int = -1,
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, partition=partition, on_delivery=on_delivery, headers=headers
+                )
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports to make room, then retry.
+                self._producer.poll(0.05)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        return self._producer.poll(timeout)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for outstanding deliveries; returns how many are still undelivered."""
+        return self._producer.flush(timeout)
+
+    def __len__(self) -> int:
+        return len(self._producer)
+
+    def close(self, timeout: float = 30.0) -> int:
+        remaining = self.flush(timeout)
+        self._closed.set()
+        if self._poller is not None:
+            self._poller.join(timeout=1.0)
+        if remaining:
+            log.error("%d events were still undelivered when the producer closed", remaining)
+        return remaining
+
+    def _poll_forever(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.1)

@@ -1,0 +1,29 @@
+"""Finding an app from a ``module:attribute`` string, as the CLI takes it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from taskstream.app import App
+from taskstream.errors import ConfigError
+
+
+def load_app(spec: str) -> App:
+    """``package.module:app`` (or ``package.module``, finding its one App)."""
+    module_name, _, attribute = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: the project's modules are importable
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r} for app {spec!r}: {exc}") from exc
+    if attribute:
+        app = getattr(module, attribute, None)
+    else:
+        found = [v for v in vars(module).values() if isinstance(v, App)]
+        app = found[0] if len(found) == 1 else None
+    if not isinstance(app, App):
+        raise ConfigError(f"{spec!r} does not name a taskstream App (use module:attribute)")
+    return app

@@ -1,0 +1,17 @@
+"""Task states, as Celery users know them."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Status(str, Enum):
+    PENDING = "PENDING"  # no outcome recorded yet (the store has no row)
+    STARTED = "STARTED"  # a worker began it (only for tasks with track_started)
+    RETRY = "RETRY"  # an attempt failed and another is scheduled
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (Status.SUCCESS, Status.FAILURE)

@@ -1,0 +1,121 @@
+"""The lookup store's interface: one row per task, plus the offsets it was built up to.
+
+The materializer reads the results topic and hands each batch to :meth:`ResultStore.apply`
+together with the next offset to read per partition; callers look outcomes up with
+:meth:`ResultStore.get`. Because rows and offsets commit together, the store (not Kafka's
+committed offsets) is the record of how far the results topic has been applied.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+from taskstream.status import Status
+
+_TIME_FIELDS = ("enqueued_at", "started_at", "finished_at")
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRecord:
+    """The latest known outcome of one task.
+
+    Datetimes must be timezone-aware and are normalised to UTC. ``result`` is the return value,
+    Avro single-object encoded; the store never looks inside it. ``source_*`` say where the
+    event that produced this row was read from.
+    """
+
+    task_id: str
+    task: str
+    status: Status
+    attempt: int
+    result: bytes | None
+    error_type: str | None
+    error_message: str | None
+    error_traceback: str | None
+    worker: str | None
+    key: str | None
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    source_topic: str | None
+    source_partition: int | None
+    source_offset: int | None
+
+    def __post_init__(self) -> None:
+        for name in _TIME_FIELDS:
+            value: datetime | None = getattr(self, name)
+            if value is None:
+                continue
+            if value.utcoffset() is None:
+                # A naive datetime's instant is unknowable; guessing would shift it by hours.
+                raise ValueError(f"ResultRecord.{name} must be timezone-aware, got {value!r}")
+            if value.tzinfo is not UTC:
+                object.__setattr__(self, name, value.astimezone(UTC))
+
+
+def supersedes(new: Status, old: Status) -> bool:
+    """Whether an outcome with status `new` replaces a stored one with status `old`.
+
+    A final outcome is never replaced by a non-final one: a redelivered task's late STARTED
+    must not hide its SUCCESS. Otherwise the latest wins, as with a compacted topic.
+    """
+    return new.is_final or not old.is_final
+
+
+class ResultStore(ABC):
+    """Where task outcomes are materialized and looked up. Use as a context manager."""
+
+    @abstractmethod
+    def apply(
+        self, records: Sequence[ResultRecord], offsets: Mapping[tuple[str, int], int]
+    ) -> None:
+        """Upsert `records` and set the next offset to read per (topic, partition), atomically.
+
+        A crash never applies a result without its offset or vice versa. Records apply in
+        order, each following :func:`supersedes`. Raises :class:`StoreError` if the batch
+        cannot be written, in which case nothing of it is.
+        """
+
+    @abstractmethod
+    def get(self, task_id: str) -> ResultRecord | None:
+        """The stored outcome of `task_id`, or None if there is none yet (PENDING)."""
+
+    @abstractmethod
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultRecord]:
+        """Outcomes by task id, for those of `task_ids` that have one."""
+
+    @abstractmethod
+    def offsets(self, topic: str) -> dict[int, int]:
+        """Next offset to read per partition of `topic`; partitions never applied are absent."""
+
+    @abstractmethod
+    def count(self, status: Status | None = None) -> int:
+        """Number of stored outcomes, or of those with `status` (for tests and operations)."""
+
+    @abstractmethod
+    def reset(self, topic: str) -> None:
+        """Drop every row and stored offset in one transaction, to rebuild from `topic`.
+
+        Offsets of every topic go, not only `topic`'s: rows from all topics are dropped, and an
+        offset kept without its rows would make a rebuild skip them for good.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the store; further calls raise :class:`StoreError`. Idempotent."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

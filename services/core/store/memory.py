@@ -1,0 +1,73 @@
+"""An in-memory lookup store: the fake for unit tests and single-process demos."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+
+from taskstream.errors import StoreError
+from taskstream.status import Status
+from taskstream.store.base import ResultRecord, ResultStore, supersedes
+
+
+class MemoryStore(ResultStore):
+    """A dict-backed :class:`ResultStore`, safe to share between threads; nothing persists."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[str, ResultRecord] = {}
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._closed = False
+
+    def apply(
+        self, records: Sequence[ResultRecord], offsets: Mapping[tuple[str, int], int]
+    ) -> None:
+        offsets = dict(offsets)
+        # Validate before touching anything, so a bad batch changes nothing, like the rolled-back
+        # transaction of the SQL stores (whose CHECK constraint this mirrors).
+        for (topic, partition), offset in offsets.items():
+            if offset < 0:
+                raise StoreError(f"memory store: negative offset {offset} for {topic}[{partition}]")
+        with self._lock:
+            self._check_open()
+            for record in records:
+                old = self._rows.get(record.task_id)
+                if old is None or supersedes(record.status, old.status):
+                    self._rows[record.task_id] = record
+            self._offsets.update(offsets)
+
+    def get(self, task_id: str) -> ResultRecord | None:
+        with self._lock:
+            self._check_open()
+            return self._rows.get(task_id)
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultRecord]:
+        with self._lock:
+            self._check_open()
+            return {t: self._rows[t] for t in task_ids if t in self._rows}
+
+    def offsets(self, topic: str) -> dict[int, int]:
+        with self._lock:
+            self._check_open()
+            return {p: o for (t, p), o in self._offsets.items() if t == topic}
+
+    def count(self, status: Status | None = None) -> int:
+        with self._lock:
+            self._check_open()
+            if status is None:
+                return len(self._rows)
+            return sum(1 for r in self._rows.values() if r.status == status)
+
+    def reset(self, topic: str) -> None:
+        with self._lock:
+            self._check_open()
+            self._rows.clear()
+            self._offsets.clear()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("memory store is closed")

@@ -1,0 +1,234 @@
+"""The SQLite lookup store: one file, written by the materializer, read by other processes.
+
+Durability: WAL journal with ``synchronous=NORMAL``. A process crash loses nothing that was
+committed. A power loss or OS crash can roll back the last few transactions, but a batch's rows
+and its offsets are one transaction, so they roll back together and the materializer simply
+re-reads those events from the older offset: consistency holds, only re-work is lost.
+``FULL`` would fsync every batch and buy no correctness, so it is not worth its cost here.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from taskstream.errors import StoreError
+from taskstream.status import Status
+from taskstream.store.base import ResultRecord, ResultStore
+
+SCHEMA_VERSION = 1  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
+
+_COLUMNS = tuple(f.name for f in fields(ResultRecord))  # same order as the dataclass
+_FINAL = ", ".join(f"'{s.value}'" for s in Status if s.is_final)
+_STATUSES = ", ".join(f"'{s.value}'" for s in Status)
+
+# Statements that bring the schema to each version, applied in order from the file's version.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        f"""CREATE TABLE IF NOT EXISTS results (
+            task_id TEXT PRIMARY KEY NOT NULL,
+            task TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ({_STATUSES})),
+            attempt INTEGER NOT NULL,
+            result BLOB,
+            error_type TEXT,
+            error_message TEXT,
+            error_traceback TEXT,
+            worker TEXT,
+            key TEXT,
+            enqueued_at INTEGER,  -- microseconds since the epoch, UTC
+            started_at INTEGER,
+            finished_at INTEGER,
+            source_topic TEXT,
+            source_partition INTEGER,
+            source_offset INTEGER
+        )""",
+        """CREATE TABLE IF NOT EXISTS offsets (
+            topic TEXT NOT NULL,
+            partition INTEGER NOT NULL,
+            next_offset INTEGER NOT NULL CHECK (next_offset >= 0),
+            PRIMARY KEY (topic, partition)
+        ) WITHOUT ROWID""",
+    ),
+}
+
+# The replacement rule lives in the WHERE clause, so concurrent writers cannot race a
+# read-then-write: an existing final row is only overwritten by another final outcome.
+_UPSERT = f"""
+    INSERT INTO results ({", ".join(_COLUMNS)}) VALUES ({", ".join("?" * len(_COLUMNS))})
+    ON CONFLICT (task_id) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])}
+    WHERE excluded.status IN ({_FINAL}) OR results.status NOT IN ({_FINAL})
+"""
+_SET_OFFSET = """
+    INSERT INTO offsets (topic, partition, next_offset) VALUES (?, ?, ?)
+    ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset
+"""
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM results"
+_IN_CHUNK = 500  # ids per IN (...) query, under SQLite's historic 999-variable limit
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class SQLiteStore(ResultStore):
+    """A :class:`ResultStore` in an SQLite file, created with its parent directory if missing.
+
+    Each instance holds one connection; open one instance per process. An instance may be
+    shared by threads: a lock serialises them on that connection. SQLite admits one writer at a
+    time anyway and lookups take microseconds, whereas a connection per thread could not be
+    closed deterministically by :meth:`close`. `busy_timeout` (seconds) is how long to wait for
+    another process's write lock before failing.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+            conn.execute("PRAGMA synchronous = NORMAL")  # see the module docstring
+            _migrate(conn, self.path)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
+            raise
+        self._conn: sqlite3.Connection | None = conn
+
+    def apply(
+        self, records: Sequence[ResultRecord], offsets: Mapping[tuple[str, int], int]
+    ) -> None:
+        rows = [_to_row(r) for r in records]
+        offset_rows = [(t, p, o) for (t, p), o in offsets.items()]
+        if not rows and not offset_rows:
+            return
+        with self._transaction(write=True) as conn:
+            conn.executemany(_UPSERT, rows)
+            conn.executemany(_SET_OFFSET, offset_rows)
+
+    def get(self, task_id: str) -> ResultRecord | None:
+        with self._transaction() as conn:
+            row = conn.execute(f"{_SELECT} WHERE task_id = ?", (task_id,)).fetchone()
+        return None if row is None else _from_row(row)
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultRecord]:
+        ids = list(dict.fromkeys(task_ids))
+        found: dict[str, ResultRecord] = {}
+        with self._transaction() as conn:  # one snapshot across the chunks
+            for i in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[i : i + _IN_CHUNK]
+                sql = f"{_SELECT} WHERE task_id IN ({', '.join('?' * len(chunk))})"
+                for row in conn.execute(sql, chunk):
+                    found[row[0]] = _from_row(row)
+        return {t: found[t] for t in ids if t in found}
+
+    def offsets(self, topic: str) -> dict[int, int]:
+        with self._transaction() as conn:
+            sql = "SELECT partition, next_offset FROM offsets WHERE topic = ?"
+            return dict(conn.execute(sql, (topic,)).fetchall())
+
+    def count(self, status: Status | None = None) -> int:
+        with self._transaction() as conn:
+            if status is None:
+                row = conn.execute("SELECT count(*) FROM results").fetchone()
+            else:
+                sql = "SELECT count(*) FROM results WHERE status = ?"
+                row = conn.execute(sql, (status.value,)).fetchone()
+        return int(row[0])
+
+    def reset(self, topic: str) -> None:
+        with self._transaction(write=True) as conn:
+            conn.execute("DELETE FROM results")
+            conn.execute("DELETE FROM offsets")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @contextmanager
+    def _transaction(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and a transaction; roll back and raise StoreError on failure."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreError(f"sqlite store {self.path} is closed")
+            try:
+                # IMMEDIATE takes the write lock up front: a deferred transaction that later
+                # upgrades can fail with SQLITE_BUSY at once, without honouring busy_timeout.
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+                raise
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the file's schema to SCHEMA_VERSION; refuse files from a newer taskstream."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Re-read under the write lock: another process may have migrated in the meantime.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"sqlite store {path} has schema version {version}, newer than the "
+                f"{SCHEMA_VERSION} this taskstream understands; upgrade taskstream"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _to_row(r: ResultRecord) -> tuple[Any, ...]:
+    return (
+        r.task_id, r.task, r.status.value, r.attempt, r.result,
+        r.error_type, r.error_message, r.error_traceback, r.worker, r.key,
+        _micros(r.enqueued_at), _micros(r.started_at), _micros(r.finished_at),
+        r.source_topic, r.source_partition, r.source_offset,
+    )  # fmt: skip
+
+
+def _from_row(row: Sequence[Any]) -> ResultRecord:
+    return ResultRecord(
+        row[0], row[1], Status(row[2]), row[3], row[4],
+        row[5], row[6], row[7], row[8], row[9],
+        _datetime(row[10]), _datetime(row[11]), _datetime(row[12]),
+        row[13], row[14], row[15],
+    )  # fmt: skip
+
+
+def _micros(value: datetime | None) -> int | None:
+    # Integer division of timedeltas is exact, unlike timestamp() which goes through a float.
+    return None if value is None else (value - _EPOCH) // _MICROSECOND
+
+
+def _datetime(micros: int | None) -> datetime | None:
+    return None if micros is None else _EPOCH + timedelta(microseconds=micros)

@@ -1,0 +1,1 @@
+"""The sending side: publishing task events and reading their results back."""

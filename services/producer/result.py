@@ -1,0 +1,93 @@
+"""AsyncResult: a handle on a task's outcome, read from the lookup store."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from taskstream.errors import TaskFailed
+from taskstream.status import Status
+from taskstream.store import ResultRecord
+
+if TYPE_CHECKING:
+    from taskstream.app import App
+
+R = TypeVar("R")
+
+_FIRST_POLL_S = 0.001  # store polling starts fast (results often land within milliseconds)
+_MAX_POLL_S = 0.05  # and backs off to this
+
+
+class AsyncResult(Generic[R]):
+    """The outcome of one task, by id. Returned at once by ``delay``/``apply_async``."""
+
+    def __init__(self, task_id: str, app: App, delivery: Future[None] | None = None) -> None:
+        self.id = task_id
+        self._app = app
+        self._delivery = delivery
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult {self.id}>"
+
+    @property
+    def info(self) -> ResultRecord | None:
+        """The stored outcome, or None while there is none."""
+        return self._app.store.get(self.id)
+
+    @property
+    def status(self) -> str:
+        """PENDING, STARTED, RETRY, SUCCESS or FAILURE (FAILURE too when delivery failed)."""
+        record = self.info
+        if record is not None:
+            return record.status.value
+        if self._delivery is not None and self._delivery.done() and self._delivery.exception():
+            return Status.FAILURE.value
+        return Status.PENDING.value
+
+    def ready(self) -> bool:
+        return self.status in (Status.SUCCESS.value, Status.FAILURE.value)
+
+    def successful(self) -> bool:
+        return self.status == Status.SUCCESS.value
+
+    def failed(self) -> bool:
+        return self.status == Status.FAILURE.value
+
+    def wait_delivered(self, timeout: float | None = None) -> None:
+        """Block until the broker acknowledged the task event; raises DeliveryFailed."""
+        if self._delivery is not None:
+            self._delivery.result(timeout)
+
+    def get(self, timeout: float | None = None) -> R:
+        """The task's return value once its result is in the store.
+
+        Raises TaskFailed when the task raised, DeliveryFailed when its event never reached
+        the broker, TimeoutError when there is no final outcome within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = _FIRST_POLL_S
+        while True:
+            record = self._app.store.get(self.id)
+            if record is not None and record.status.is_final:
+                return self._outcome(record)
+            if self._delivery is not None and self._delivery.done():
+                self._delivery.result()  # raises DeliveryFailed
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                status = record.status.value if record else Status.PENDING.value
+                raise TimeoutError(f"task {self.id}: no result within {timeout}s (status {status})")
+            sleep = interval if deadline is None else min(interval, deadline - now)
+            time.sleep(max(sleep, 0.0))
+            interval = min(interval * 2, _MAX_POLL_S)
+
+    def _outcome(self, record: ResultRecord) -> R:
+        if record.status is Status.FAILURE:
+            raise TaskFailed(
+                self.id,
+                record.error_type or "Exception",
+                record.error_message or "",
+                record.error_traceback or "",
+            )
+        value: Any = self._app.decode_result(record.task, record.result)
+        return value  # type: ignore[no-any-return]

@@ -1,0 +1,65 @@
+"""Running workers and materializers for a test: in threads or as real processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from taskstream import App
+from taskstream.consumer.materializer import Materializer
+from taskstream.consumer.worker import Worker
+
+from tests.conftest import REPO, Scope
+
+APP_SPEC = "tests.integration.tasks_app:app"
+
+
+@contextmanager
+def running(component: Worker | Materializer) -> Iterator[Any]:
+    """Run a worker or materializer on a thread; stop and join it at the end."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            component.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield component
+    finally:
+        component.stop()
+        thread.join(60)
+        assert not thread.is_alive(), f"{component!r} did not stop"
+    if errors:
+        raise errors[0]
+
+
+@contextmanager
+def worker_and_materializer(app: App, **worker_options: Any) -> Iterator[Worker]:
+    with running(Materializer(app)), running(Worker(app, **worker_options)) as worker:
+        yield worker
+
+
+def spawn_worker(scope: Scope, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    """A worker as a real process (`taskstream worker`), sharing the test's scope."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "taskstream", "worker", APP_SPEC, *args],
+        env=scope.env(**env),
+        cwd=REPO,
+    )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)

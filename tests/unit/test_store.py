@@ -1,0 +1,364 @@
+"""The lookup store contract, run against the in-memory fake and SQLite."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from taskstream.errors import StoreError
+from taskstream.status import Status
+from taskstream.store import MemoryStore, ResultRecord, ResultStore, SQLiteStore, open_store
+
+TOPIC = "app.results"
+T0 = datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=UTC)
+
+
+def record(task_id: str = "t1", status: Status = Status.SUCCESS, **fields: Any) -> ResultRecord:
+    values: dict[str, Any] = {f.name: None for f in dataclasses.fields(ResultRecord)}
+    values.update(task_id=task_id, task="add", status=status, attempt=1)
+    values.update(fields)
+    return ResultRecord(**values)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultStore]:
+    s: ResultStore = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "r.db")
+    with s:
+        yield s
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "sub" / "results.db"
+
+
+# --- round trips ----------------------------------------------------------------------------
+
+
+def test_every_field_round_trips(store: ResultStore) -> None:
+    full = ResultRecord(
+        task_id="t1", task="billing.charge", status=Status.FAILURE, attempt=3,
+        result=b"\xc3\x01\x00\xffbinary", error_type="ValueError", error_message="bad card",
+        error_traceback="Traceback (most recent call last):\n  ...", worker="host-1:42",
+        key="customer-7", enqueued_at=T0, started_at=T0 + timedelta(microseconds=1),
+        finished_at=T0 + timedelta(days=1), source_topic=TOPIC, source_partition=2,
+        source_offset=10_000_000_000,
+    )  # fmt: skip
+    store.apply([full], {})
+    got = store.get("t1")
+    assert got == full
+    assert got is not None and got.finished_at is not None and got.finished_at.tzinfo is UTC
+
+
+def test_a_record_with_only_required_fields_round_trips(store: ResultStore) -> None:
+    store.apply([record(status=Status.STARTED)], {})
+    assert store.get("t1") == record(status=Status.STARTED)
+
+
+def test_datetimes_in_other_zones_are_stored_as_the_same_instant_in_utc(
+    store: ResultStore,
+) -> None:
+    local = T0.astimezone(timezone(timedelta(hours=-5)))
+    store.apply([record(enqueued_at=local)], {})
+    got = store.get("t1")
+    assert got is not None and got.enqueued_at == T0 and got.enqueued_at.tzinfo is UTC
+
+
+def test_a_naive_datetime_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        record(started_at=datetime(2024, 1, 1))
+
+
+def test_a_task_without_an_outcome_is_none(store: ResultStore) -> None:
+    assert store.get("nope") is None
+
+
+# --- the replacement rule -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("one_batch", [True, False], ids=["one batch", "two batches"])
+def test_a_late_started_event_does_not_hide_a_success(store: ResultStore, one_batch: bool) -> None:
+    events = [record(status=Status.SUCCESS, result=b"ok"), record(status=Status.STARTED, attempt=2)]
+    if one_batch:
+        store.apply(events, {})
+    else:
+        for event in events:
+            store.apply([event], {})
+    assert store.get("t1") == events[0]
+
+
+def test_a_late_retry_does_not_hide_a_failure(store: ResultStore) -> None:
+    store.apply([record(status=Status.FAILURE, error_type="E")], {})
+    store.apply([record(status=Status.RETRY)], {})
+    got = store.get("t1")
+    assert got is not None and got.status is Status.FAILURE and got.error_type == "E"
+
+
+def test_a_later_final_outcome_replaces_an_earlier_one(store: ResultStore) -> None:
+    store.apply([record(status=Status.FAILURE, error_type="E")], {})
+    store.apply([record(status=Status.SUCCESS, attempt=2, result=b"ok")], {})
+    assert store.get("t1") == record(status=Status.SUCCESS, attempt=2, result=b"ok")
+
+
+def test_a_final_outcome_replaces_a_started_one(store: ResultStore) -> None:
+    store.apply([record(status=Status.STARTED, worker="w1")], {})
+    store.apply([record(status=Status.SUCCESS, worker="w1")], {})
+    assert store.get("t1") == record(status=Status.SUCCESS, worker="w1")
+
+
+def test_a_later_non_final_event_replaces_an_earlier_non_final_one(store: ResultStore) -> None:
+    store.apply([record(status=Status.STARTED), record(status=Status.RETRY, attempt=1)], {})
+    store.apply([record(status=Status.STARTED, attempt=2)], {})
+    assert store.get("t1") == record(status=Status.STARTED, attempt=2)
+
+
+def test_records_in_one_batch_apply_in_order(store: ResultStore) -> None:
+    store.apply(
+        [
+            record(status=Status.STARTED),
+            record(status=Status.RETRY),
+            record(status=Status.STARTED, attempt=2),
+            record(status=Status.FAILURE, attempt=2),
+            record(status=Status.SUCCESS, attempt=3),
+            record(status=Status.STARTED, attempt=3),
+        ],
+        {},
+    )
+    assert store.get("t1") == record(status=Status.SUCCESS, attempt=3)
+
+
+# --- offsets and atomicity ------------------------------------------------------------------
+
+
+def test_offsets_are_kept_per_topic_and_partition(store: ResultStore) -> None:
+    store.apply([record("a")], {(TOPIC, 0): 5, (TOPIC, 1): 7, ("other", 0): 100})
+    store.apply([record("b")], {(TOPIC, 0): 9})
+    assert store.offsets(TOPIC) == {0: 9, 1: 7}
+    assert store.offsets("other") == {0: 100}
+    assert store.offsets("never-read") == {}
+
+
+def test_offsets_can_advance_without_records(store: ResultStore) -> None:
+    store.apply([], {(TOPIC, 3): 42})
+    assert store.offsets(TOPIC) == {3: 42}
+    assert store.count() == 0
+
+
+def test_a_failed_apply_changes_neither_rows_nor_offsets(store: ResultStore) -> None:
+    store.apply([record("a", result=b"v1")], {(TOPIC, 0): 1})
+    with pytest.raises(StoreError):
+        # The rows are fine and written first; the bad offset must undo them too.
+        store.apply([record("a", result=b"v2"), record("b")], {(TOPIC, 0): 3, (TOPIC, 1): -1})
+    assert store.get("a") == record("a", result=b"v1")
+    assert store.get("b") is None
+    assert store.offsets(TOPIC) == {0: 1}
+
+
+def test_a_record_that_cannot_be_written_rolls_back_its_whole_batch(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "r.db") as s:
+        s.apply([record("a")], {(TOPIC, 0): 1})
+        unbindable = record("c", result=object())  # fails inside executemany, after "b"
+        with pytest.raises(StoreError, match=r"r\.db"):
+            s.apply([record("b"), unbindable], {(TOPIC, 0): 3})
+        assert s.count() == 1
+        assert s.get("b") is None
+        assert s.offsets(TOPIC) == {0: 1}
+
+
+def test_a_failure_while_committing_rolls_back_rows_and_offsets(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "r.db") as s:
+        assert s._conn is not None
+        real: sqlite3.Connection = s._conn
+
+        class FailingCommit:  # sqlite3.Connection's methods cannot be monkeypatched directly
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def execute(self, sql: str, *args: Any) -> Any:
+                if sql == "COMMIT":
+                    raise sqlite3.OperationalError("disk I/O error (simulated)")
+                return real.execute(sql, *args)
+
+        s._conn = FailingCommit()  # type: ignore[assignment]
+        with pytest.raises(StoreError, match="simulated"):
+            s.apply([record("a")], {(TOPIC, 0): 1})
+        s._conn = real
+        assert s.get("a") is None
+        assert s.offsets(TOPIC) == {}
+
+
+# --- reads, counts, reset -------------------------------------------------------------------
+
+
+def test_get_many_returns_the_tasks_that_have_outcomes(store: ResultStore) -> None:
+    store.apply([record(f"t{i}") for i in range(1200)], {})
+    wanted = ["t5", "missing", "t1100", "t5", *(f"t{i}" for i in range(600, 1200))]
+    got = store.get_many(wanted)
+    assert set(got) == {"t5", "t1100", *(f"t{i}" for i in range(600, 1200))}
+    assert got["t1100"] == record("t1100")
+    assert store.get_many([]) == {}
+
+
+def test_count_by_status(store: ResultStore) -> None:
+    store.apply(
+        [record("a"), record("b"), record("c", Status.FAILURE), record("d", Status.STARTED)], {}
+    )
+    assert store.count() == 4
+    assert store.count(Status.SUCCESS) == 2
+    assert store.count(Status.FAILURE) == 1
+    assert store.count(Status.RETRY) == 0
+
+
+def test_reset_drops_every_row_and_offset_and_the_store_can_be_rebuilt(store: ResultStore) -> None:
+    store.apply([record("a"), record("b")], {(TOPIC, 0): 2, ("other", 0): 4})
+    store.reset(TOPIC)
+    assert store.count() == 0
+    assert store.offsets(TOPIC) == {} and store.offsets("other") == {}
+    store.apply([record("a")], {(TOPIC, 0): 1})
+    assert store.get("a") == record("a") and store.offsets(TOPIC) == {0: 1}
+
+
+def test_a_closed_store_raises_store_error(store: ResultStore) -> None:
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        store.get("a")
+    with pytest.raises(StoreError, match="closed"):
+        store.apply([record()], {})
+
+
+# --- SQLite specifics -----------------------------------------------------------------------
+
+
+def test_sqlite_creates_its_directory_and_keeps_data_across_reopening(db: Path) -> None:
+    with SQLiteStore(db) as s:
+        s.apply([record()], {(TOPIC, 0): 1})
+    with SQLiteStore(db) as s:
+        assert s.get("t1") == record() and s.offsets(TOPIC) == {0: 1}
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert raw.execute("PRAGMA user_version").fetchone() == (1,)
+    raw.close()
+
+
+def test_a_reader_sees_what_another_store_on_the_same_file_wrote(db: Path) -> None:
+    with SQLiteStore(db) as writer, SQLiteStore(db) as reader:
+        assert reader.get("t1") is None
+        writer.apply([record(status=Status.STARTED)], {(TOPIC, 0): 1})
+        assert reader.get("t1") == record(status=Status.STARTED)
+        writer.apply([record()], {(TOPIC, 0): 2})
+        assert reader.get("t1") == record() and reader.offsets(TOPIC) == {0: 2}
+
+
+def test_two_writers_on_one_file_lose_no_batch(db: Path) -> None:
+    with SQLiteStore(db) as a, SQLiteStore(db) as b:
+        run_in_threads(
+            [partial(a.apply, [record(f"a{n}")], {}) for n in range(100)]
+            + [partial(b.apply, [record(f"b{n}")], {}) for n in range(100)]
+        )
+        assert a.count() == 200
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=r"junk\.db"):
+        SQLiteStore(path)
+
+
+def test_a_file_from_a_newer_schema_version_is_refused(db: Path) -> None:
+    SQLiteStore(db).close()
+    with sqlite3.connect(db) as raw:
+        raw.execute("PRAGMA user_version = 99")
+    raw.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        SQLiteStore(db)
+
+
+# --- threads --------------------------------------------------------------------------------
+
+
+def run_in_threads(calls: Sequence[Callable[[], object]], threads: int = 8) -> None:
+    jobs = list(calls)  # popped by the workers
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not jobs:
+                    return
+                job = jobs.pop()
+            try:
+                job()
+            except BaseException as exc:
+                errors.append(exc)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert errors == []
+
+
+def test_one_store_can_be_shared_by_threads(store: ResultStore) -> None:
+    def job(n: int) -> None:
+        store.apply([record(f"t{n}-{i}") for i in range(10)], {(TOPIC, n % 4): n})
+        assert store.get(f"t{n}-3") == record(f"t{n}-3")
+        assert len(store.get_many([f"t{n}-{i}" for i in range(10)])) == 10
+
+    run_in_threads([partial(job, n) for n in range(200)])
+    assert store.count() == 2000
+    assert set(store.offsets(TOPIC)) == {0, 1, 2, 3}
+
+
+# --- URLs -----------------------------------------------------------------------------------
+
+
+def test_memory_url_opens_a_memory_store() -> None:
+    with open_store("memory://") as s:
+        assert isinstance(s, MemoryStore)
+
+
+def test_sqlite_url_with_three_slashes_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open_store("sqlite:///data/results.db") as s:
+        assert isinstance(s, SQLiteStore) and s.path == Path("data/results.db")
+    assert (tmp_path / "data" / "results.db").exists()
+
+
+def test_sqlite_url_with_four_slashes_is_absolute(tmp_path: Path) -> None:
+    with open_store(f"sqlite:///{tmp_path}/abs.db") as s:
+        assert isinstance(s, SQLiteStore) and s.path == tmp_path / "abs.db"
+
+
+@pytest.mark.parametrize("url", ["redis://localhost/0", "results.db", "postgres://u@h/db"])
+def test_an_unknown_scheme_names_the_url_and_the_supported_schemes(url: str) -> None:
+    with pytest.raises(StoreError) as info:
+        open_store(url)
+    assert repr(url) in str(info.value)
+    assert "memory://" in str(info.value) and "sqlite://" in str(info.value)
+
+
+def test_an_unknown_scheme_does_not_echo_a_password() -> None:
+    with pytest.raises(StoreError) as info:
+        open_store("postgres://user:s3cret@db/results")
+    assert "s3cret" not in str(info.value) and "user:***@db" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///", "sqlite://host/x.db", "sqlite:///x.db?mode=ro", "memory://x"]
+)
+def test_a_malformed_url_is_refused(url: str) -> None:
+    with pytest.raises(StoreError, match="malformed store URL"):
+        open_store(url)

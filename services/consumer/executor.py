@@ -40,6 +40,7 @@ class Executor:
             t.start()
         self._concurrency = concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
         self._slots: asyncio.Semaphore | None = None
         self._keys = _KeyedSerializer(self._start)
 
@@ -77,9 +78,13 @@ class Executor:
                 asyncio.set_event_loop(loop)
                 self._slots = asyncio.Semaphore(self._concurrency)
                 ready.set()
-                loop.run_forever()
+                try:
+                    loop.run_forever()
+                finally:
+                    loop.close()
 
-            threading.Thread(target=serve, name="taskstream-async", daemon=True).start()
+            self._loop_thread = threading.Thread(target=serve, name="taskstream-async", daemon=True)
+            self._loop_thread.start()
             ready.wait()
             self._loop = loop
         return self._loop
@@ -88,8 +93,9 @@ class Executor:
         """Let idle threads end; running jobs are not interrupted."""
         for _ in self._threads:
             self._jobs.put(None)
-        if self._loop is not None:
+        if self._loop is not None and self._loop_thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(timeout=5.0)
 
 
 class _KeyedSerializer:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import collections.abc as abc
+import copy
 import dataclasses
 import functools
 import inspect
@@ -133,6 +134,10 @@ def _aware(v: Any) -> Any:
     return v
 
 
+def _b64encode(v: bytes) -> str:
+    return base64.b64encode(v).decode("ascii")
+
+
 def _parsed(parse: Callable[[str], Any], check: Callable[[Any], Any], what: str) -> Any:
     """from_json for a type that JSON carries as a string: parse strings, then check."""
 
@@ -147,8 +152,14 @@ def _parsed(parse: Callable[[str], Any], check: Callable[[Any], Any], what: str)
     return from_json
 
 
-def _leaf(schema: Any, check: Any, from_json: Any = None, to_json: Any = _identity) -> _Conv:
-    return _Conv(schema, check, _identity, from_json or check, to_json)
+def _leaf(schema: Any, check: Any, parse: Any = None, what: str = "", dump: Any = None) -> _Conv:
+    """A type without parts; JSON carries it as a string that `parse` reads, if it has one."""
+    from_json = check if parse is None else _parsed(parse, check, what)
+    return _Conv(schema, check, _identity, from_json, dump or _identity)
+
+
+def _logical(avro: str, logical: str) -> dict[str, str]:
+    return {"type": avro, "logicalType": logical}
 
 
 _is_bytes = _check("bytes", lambda v: isinstance(v, bytes))
@@ -161,30 +172,18 @@ _LEAVES: dict[Any, _Conv] = {
     str: _leaf("string", _check("str", lambda v: isinstance(v, str))),
     bool: _leaf("boolean", _check("bool", lambda v: v is True or v is False)),
     None: _leaf("null", _check("None", lambda v: v is None)),
-    bytes: _leaf(
-        "bytes",
-        _is_bytes,
-        _parsed(_b64decode, _is_bytes, "a base64 string"),
-        lambda v: base64.b64encode(v).decode("ascii"),
-    ),
+    bytes: _leaf("bytes", _is_bytes, _b64decode, "a base64 string", _b64encode),
     datetime: _leaf(
-        {"type": "long", "logicalType": "timestamp-micros"},
+        _logical("long", "timestamp-micros"),
         _aware,
-        _parsed(datetime.fromisoformat, _aware, "an ISO-8601 datetime string"),
+        datetime.fromisoformat,
+        "an ISO-8601 datetime",
         datetime.isoformat,
     ),
     date: _leaf(
-        {"type": "int", "logicalType": "date"},
-        _is_date,
-        _parsed(date.fromisoformat, _is_date, "an ISO-8601 date string"),
-        date.isoformat,
+        _logical("int", "date"), _is_date, date.fromisoformat, "an ISO-8601 date", date.isoformat
     ),
-    uuid.UUID: _leaf(
-        {"type": "string", "logicalType": "uuid"},
-        _is_uuid,
-        _parsed(uuid.UUID, _is_uuid, "a UUID string"),
-        str,
-    ),
+    uuid.UUID: _leaf(_logical("string", "uuid"), _is_uuid, uuid.UUID, "a UUID string", str),
 }
 _LEAVES[type(None)] = _LEAVES[None]
 
@@ -241,7 +240,7 @@ def _each(conv: Callable[[Any], Any], is_map: bool, check: Any = None) -> Callab
         except _Mismatch as exc:
             # Only now find which item failed, so that success stays a plain comprehension.
             items = ((json.dumps(k), x) for k, x in v.items()) if is_map else enumerate(v)
-            exc.segments.append(next(f"[{k}]" for k, x in items if _fails(conv, x)))
+            exc.segments.append(next((f"[{k}]" for k, x in items if _fails(conv, x)), "[?]"))
             raise
 
     return convert
@@ -327,7 +326,7 @@ def _field(name: str, conv: _Conv, default: Any) -> dict[str, Any]:
     s = conv.schema
     if default is None and isinstance(s, list) and s[0] == "null":
         out["default"] = None
-    elif (s, type(default)) in {("boolean", bool), ("string", str), ("long", int)}:
+    elif (s, type(default)) in (("boolean", bool), ("string", str), ("long", int)):
         out["default"] = default
     elif s == "double" and type(default) in (int, float):
         out["default"] = float(default)
@@ -341,6 +340,10 @@ def _sanitize(name: str) -> str:
 
 def _sanitize_namespace(namespace: str) -> str:
     return ".".join(_sanitize(part) for part in namespace.split("."))
+
+
+def _construct(cls: Any, datum: dict[str, Any]) -> Any:
+    return cls(**datum)
 
 
 class _Builder:
@@ -383,11 +386,11 @@ class _Builder:
             return _decimal(spec)
         if ann is typing.Any:
             raise self.fail(ann, "Any has no Avro schema; use a concrete type")
-        if ann in _LEAVES:
+        if (ann is None or isinstance(ann, type)) and ann in _LEAVES:
             return _LEAVES[ann]
-        if origin in (list, tuple, abc.Sequence) or ann in (list, tuple, dict, abc.Sequence):
-            if not args:
-                raise self.fail(ann, "name the item type, e.g. list[int]")
+        if (origin or ann) in (list, tuple, abc.Sequence, dict, abc.Mapping) and not args:
+            raise self.fail(ann, "name the item types, e.g. list[int] or dict[str, int]")
+        if origin in (list, tuple, abc.Sequence):
             if origin is tuple and (len(args) != 2 or args[1] is not ...):
                 raise self.fail(ann, "only tuple[X, ...] is supported; use a dataclass")
             return _container(self.build(args[0]), "tuple" if origin is tuple else "list")
@@ -454,6 +457,9 @@ class _Builder:
         def decode(d: Any) -> Any:
             return cls(**{name: conv.decode(d[name]) for name, conv in pairs})
 
+        if all(conv.decode is _identity for _, conv in pairs):
+            decode = functools.partial(_construct, cls)  # fastavro's dict holds the values
+
         def from_json(v: Any) -> Any:
             return cls(**_from_json_object(fields, v, cls.__name__))
 
@@ -480,7 +486,7 @@ def avro_type(
         except _Mismatch as exc:
             raise InvalidArguments(task, exc.path(path), exc.message) from None
 
-    return AvroType(conv.schema, to_avro, conv.decode)
+    return AvroType(copy.deepcopy(conv.schema), to_avro, conv.decode)
 
 
 @dataclass(frozen=True)
@@ -498,12 +504,15 @@ class TaskSignature:
     _args: tuple[_Conv, ...] = field(repr=False, compare=False)
     _required: frozenset[str] = field(repr=False, compare=False)
     _result: _Conv = field(repr=False, compare=False)
-    _positional: bool = field(repr=False, compare=False)  # no keyword-only parameters
+    # A call passing the first n (>= _fewest) arguments positionally skips inspect's bind():
+    # defaults[n:] fills the rest. _fewest is -1 with keyword-only parameters.
+    _fewest: int = field(repr=False, compare=False)
+    _defaults: tuple[Any, ...] = field(repr=False, compare=False)
 
     def args_to_avro(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Bind a call's arguments like Python would (with defaults) and encode them."""
-        if self._positional and not kwargs and len(args) == len(self.parameters):
-            values: Any = args  # the common call shape skips inspect's slower bind()
+        if not kwargs and 0 <= self._fewest <= len(args) <= len(self.parameters):
+            values: Any = args + self._defaults[len(args) :]
         else:
             try:
                 bound = self._bind.bind(*args, **kwargs)
@@ -533,7 +542,10 @@ class TaskSignature:
         return InvalidArguments(self.task, "args", why)
 
     def args_from_avro(self, datum: dict[str, Any]) -> dict[str, Any]:
-        """A datum fastavro read -> keyword arguments, in parameter order."""
+        """A datum fastavro read -> keyword arguments, in parameter order.
+
+        Positional-only parameters are included by name: call ``func(*kwargs.values())``.
+        """
         return {
             name: conv.decode(datum[name])
             for name, conv in zip(self.parameters, self._args, strict=True)
@@ -575,6 +587,17 @@ def _args_record_name(task: str) -> tuple[str, str]:
     return _sanitize_namespace(namespace or "taskstream.tasks"), _sanitize(f"{last}_args")
 
 
+def _unresolved(func: Callable[..., Any]) -> tuple[str, Any]:
+    """The first parameter whose string annotation does not evaluate, as get_type_hints does."""
+    for name, annotation in getattr(func, "__annotations__", {}).items():
+        if isinstance(annotation, str):
+            try:
+                eval(annotation, getattr(func, "__globals__", {}))
+            except Exception:
+                return name, annotation
+    return "?", None
+
+
 def derive_signature(func: Callable[..., Any], task: str) -> TaskSignature:
     """Derive the argument record and result schema of `func`, registered as `task`.
 
@@ -585,7 +608,8 @@ def derive_signature(func: Callable[..., Any], task: str) -> TaskSignature:
     try:
         hints = typing.get_type_hints(func, include_extras=True)
     except Exception as exc:  # NameError for an undefined name in a string annotation
-        raise UnsupportedAnnotation(task, "?", None, f"cannot resolve type hints: {exc}") from exc
+        name, annotation = _unresolved(func)
+        raise UnsupportedAnnotation(task, name, annotation, f"cannot resolve it: {exc}") from exc
     builder = _Builder(namespace, task, "?")
     record = builder.claim(TaskSignature, record_name)
     convs, fields, required, params = [], [], set(), []
@@ -615,14 +639,18 @@ def derive_signature(func: Callable[..., Any], task: str) -> TaskSignature:
             task, "return", sig.return_annotation, "annotate it; use -> None for no result"
         )
     result = _Builder(namespace, task, "return").build(hints["return"])
+    keyword_only = any(p.kind is p.KEYWORD_ONLY for p in params)
+    fewest = max((i + 1 for i, p in enumerate(params) if p.default is p.empty), default=0)
     return TaskSignature(
         task=task,
         parameters=tuple(p.name for p in params),
-        args_schema={"type": "record", **record, "fields": fields},
-        result_schema=result.schema,
+        # Copies, because leaf schemas are shared module-wide and callers may annotate theirs.
+        args_schema=copy.deepcopy({"type": "record", **record, "fields": fields}),
+        result_schema=copy.deepcopy(result.schema),
         _bind=sig.replace(parameters=params),
         _args=tuple(convs),
         _required=frozenset(required),
         _result=result,
-        _positional=all(p.kind is not p.KEYWORD_ONLY for p in params),
+        _fewest=-1 if keyword_only else fewest,
+        _defaults=tuple(p.default for p in params),
     )

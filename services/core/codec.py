@@ -105,10 +105,8 @@ class Codec:
         if data[:HEADER_SIZE] != schema.header:
             if len(data) < HEADER_SIZE or data[:2] != MARKER:
                 raise CorruptMessage("not Avro single-object encoding")
-            raise CorruptMessage(
-                f"fingerprint {bytes(data[2:HEADER_SIZE]).hex()} is not {schema.name}'s "
-                f"({schema.fingerprint.hex()})"
-            )
+            other = self.lookup(bytes(data[2:HEADER_SIZE]))  # UnknownSchema if unregistered
+            raise CorruptMessage(f"expected a {schema.name}, got a {other.name}")
         return self._read_body(schema, data)
 
     @staticmethod

@@ -1,0 +1,181 @@
+"""Worker processes in a consumer group: spread, crash, drain, and dead letters."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from taskstream import App, Status
+from taskstream.consumer.materializer import Materializer
+from taskstream.consumer.worker import Worker, worker_group
+from taskstream.topics import dead_letter_topic, task_topic
+from tests.conftest import Scope
+from tests.integration.running import running, spawn_worker, wait_until
+from tests.integration.tasks_app import build_app
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def app(scope: Scope) -> Iterator[App]:
+    app = build_app(**scope.settings())
+    app.ensure_topics()
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait(30)
+
+
+def stored(app: App, ids: list[str]) -> dict[str, object]:
+    return {i: r for i, r in app.store.get_many(ids).items() if r.status.is_final}
+
+
+def test_two_worker_processes_share_2000_tasks_across_12_partitions(
+    app: App, scope: Scope, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    add = app.tasks["itest.add"]
+    results = [add.delay(i, i) for i in range(2000)]
+    for r in results:
+        r.wait_delivered(30)
+    processes += [spawn_worker(scope, "--concurrency", "4") for _ in range(2)]
+    ids = [r.id for r in results]
+    with running(Materializer(app)):
+        wait_until(lambda: len(stored(app, ids)) == 2000, 120, "2000 results")
+    records = app.store.get_many(ids)
+    assert len(records) == 2000
+    assert all(records[r.id].status is Status.SUCCESS for r in results)
+    assert [r.get(timeout=1) for r in results] == [2 * i for i in range(2000)]
+    assert len({rec.worker for rec in records.values()}) == 2, "both workers ran tasks"
+    assert len({rec.source_partition for rec in records.values()}) == 12
+
+
+def test_a_worker_killed_mid_run_loses_no_task(
+    app: App, scope: Scope, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    nap = app.tasks["itest.nap"]
+    results = [nap.delay(0.005, i) for i in range(600)]
+    ids = [r.id for r in results]
+    processes += [spawn_worker(scope, "--concurrency", "2") for _ in range(2)]
+    victim = processes[0]
+    with running(Materializer(app)):
+        wait_until(lambda: len(stored(app, ids)) >= 100, 90, "the first 100 results")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        done_at_kill = len(stored(app, ids))
+        assert done_at_kill < 600, "the kill came too late to prove anything"
+        wait_until(lambda: len(stored(app, ids)) == 600, 120, "all 600 results after the kill")
+    assert [r.get(timeout=1) for r in results] == list(range(600))
+
+
+def test_sigterm_drains_in_flight_tasks_commits_and_exits_zero(
+    app: App, scope: Scope, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    nap = app.tasks["itest.nap"]
+    results = [nap.delay(0.3, i) for i in range(40)]
+    ids = [r.id for r in results]
+    worker = spawn_worker(scope, "--concurrency", "4", "--max-tasks-in-flight", "4")
+    processes.append(worker)
+    with running(Materializer(app)):
+        wait_until(lambda: len(stored(app, ids)) >= 4, 60, "the first results")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        wait_until(lambda: len(stored(app, ids)) >= 4, 10, "drained results")
+    first_run = {i: r.worker for i, r in app.store.get_many(ids).items()}
+    assert 4 <= len(first_run) < 40
+
+    # Every task below the committed offsets has its result: nothing is skipped...
+    committed = committed_offsets(app, scope)
+    records = app.store.get_many(ids).values()
+    by_position = {(r.source_partition, r.source_offset) for r in records}
+    for partition, offset in committed.items():
+        assert all((partition, o) in by_position for o in range(offset)), "a gap was committed"
+
+    # ...and a new worker finishes the rest without re-running what was done.
+    with running(Materializer(app)), running(Worker(app, concurrency=8)):
+        wait_until(lambda: len(stored(app, ids)) == 40, 90, "the remaining results")
+    after = app.store.get_many(ids)
+    assert all(after[i].worker == w for i, w in first_run.items()), "a drained task ran again"
+
+
+def committed_offsets(app: App, scope: Scope) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": scope.bootstrap_servers, "group.id": worker_group(scope.topic_prefix)})
+    try:
+        topic = task_topic(scope.topic_prefix, "default")
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(12)], timeout=10)
+        return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
+    finally:
+        consumer.close()
+
+
+def test_garbage_goes_to_the_dead_letter_topic_and_the_worker_goes_on(
+    app: App, scope: Scope
+) -> None:
+    topic = task_topic(scope.topic_prefix, "default")
+    producer = Producer({"bootstrap.servers": scope.bootstrap_servers})
+    garbage = [b"not avro at all", b"\xc3\x01" + b"\x00" * 8 + b"unknown fingerprint", b""]
+    for i, value in enumerate(garbage):
+        producer.produce(topic, value, key=f"junk-{i}")
+    # A well-formed envelope for a task this worker does not define.
+    unknown = app.tasks["itest.add"].event(app.tasks["itest.add"].encode_args((1, 2), {}))
+    unknown.task = "itest.nope"
+    producer.produce(topic, app.envelopes.encode_task(unknown), key="junk-3")
+    # A well-formed envelope whose arguments are not the task's.
+    wrong = app.tasks["itest.add"].event(app.tasks["itest.fail"].encode_args(("x",), {}))
+    producer.produce(topic, app.envelopes.encode_task(wrong), key="junk-4")
+    producer.flush(10)
+    good = app.tasks["itest.add"].delay(20, 22)
+
+    with running(Materializer(app)), running(Worker(app)):
+        assert good.get(timeout=60) == 42
+        letters = read_topic(scope, dead_letter_topic(scope.topic_prefix), 5)
+    reasons = {
+        m.key().decode(): dict(m.headers())["taskstream.reason"].decode() for m in letters
+    }
+    assert reasons == {
+        "junk-0": "undecodable",
+        "junk-1": "unknown-schema",
+        "junk-2": "undecodable",
+        "junk-3": "unknown-task",
+        "junk-4": "invalid-arguments",
+    }
+    first = next(m for m in letters if m.key() == b"junk-0")
+    headers = dict(first.headers())
+    assert first.value() == b"not avro at all"
+    assert headers["taskstream.topic"].decode() == topic
+    assert int(headers["taskstream.offset"]) >= 0
+    assert headers["taskstream.error"]
+
+
+def read_topic(scope: Scope, topic: str, count: int, timeout: float = 30) -> list:  # type: ignore[type-arg]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": scope.bootstrap_servers,
+            "group.id": f"{scope.topic_prefix}.reader",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([topic])
+    messages = []
+    try:
+        wait_until(
+            lambda: bool(messages.extend(m for m in consumer.consume(count, 0.2) if not m.error()))
+            or len(messages) >= count,
+            timeout,
+            f"{count} records on {topic}",
+        )
+    finally:
+        consumer.close()
+    return messages

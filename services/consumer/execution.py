@@ -71,7 +71,7 @@ def run_sync(
 ) -> ResultEvent:
     started = now_micros()
     try:
-        value = task.func(**kwargs)
+        value = task.invoke(kwargs)
     except Exception as exc:  # noqa: BLE001 - every failure is an outcome to record
         return outcome(task, event, source, worker, started, exc=exc)
     return outcome(task, event, source, worker, started, value)
@@ -82,7 +82,7 @@ async def run_async(
 ) -> ResultEvent:
     started = now_micros()
     try:
-        value = await task.func(**kwargs)
+        value = await task.invoke(kwargs)
     except Exception as exc:  # noqa: BLE001 - every failure is an outcome to record
         return outcome(task, event, source, worker, started, exc=exc)
     return outcome(task, event, source, worker, started, value)

@@ -544,7 +544,7 @@ class TaskSignature:
     def args_from_avro(self, datum: dict[str, Any]) -> dict[str, Any]:
         """A datum fastavro read -> keyword arguments, in parameter order.
 
-        Positional-only parameters are included by name: call ``func(*kwargs.values())``.
+        Positional-only parameters are included by name too; they must be passed positionally.
         """
         return {
             name: conv.decode(datum[name])

@@ -39,6 +39,11 @@ class Task(Generic[P, R]):
         codec = app.codec
         self.args_schema: AvroSchema = codec.register(self.signature.args_schema)
         self.result_schema: AvroSchema = codec.register(self.signature.result_schema)
+        self._positional_only = tuple(
+            p.name
+            for p in inspect.signature(func).parameters.values()
+            if p.kind is inspect.Parameter.POSITIONAL_ONLY
+        )
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
 
@@ -47,6 +52,13 @@ class Task(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
+
+    def invoke(self, kwargs: dict[str, Any]) -> Any:
+        """Run the function with decoded arguments (by name, positional-only ones by place)."""
+        if self._positional_only:
+            args = [kwargs.pop(name) for name in self._positional_only]
+            return self.func(*args, **kwargs)
+        return self.func(**kwargs)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send the task to a worker; returns at once. Arguments are checked against the

@@ -1,0 +1,76 @@
+"""The README's path: `taskstream dev`, then `send` and `result` from another terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, BrokerHandle
+from tests.integration.running import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "taskstream", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_dev_then_send_and_result_from_another_terminal(tmp_path: Path, broker: BrokerHandle) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTREAM_")}
+    env["PYTHONPATH"] = str(REPO)
+    env["TASKSTREAM_SESSION_TIMEOUT_MS"] = "6000"
+    if broker.embedded is None:  # an external cluster: dev uses it instead of its own broker
+        env["TASKSTREAM_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+        env["TASKSTREAM_TOPIC_PREFIX"] = f"cli-{os.getpid()}"
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "taskstream", "dev", "examples.app:app"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        if broker.embedded is not None:
+            wait_until(lambda: (tmp_path / ".taskstream" / "dev.json").exists(), 30, "dev broker")
+        sent = cli("send", "examples.app.add", '{"a": 2, "b": 3}', "--app", "examples.app:app",
+                   "--wait", "30", cwd=tmp_path, env=env)  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        task_id, value = sent.stdout.split()
+        assert value == "5"
+
+        shown = cli("result", task_id, "--app", "examples.app:app", cwd=tmp_path, env=env)
+        assert shown.returncode == 0, shown.stderr
+        record = json.loads(shown.stdout)
+        assert record["status"] == "SUCCESS" and record["result"] == 5
+
+        order = json.dumps(
+            {"order": {"order_id": "o-1", "amount_cents": 1000, "items": ["a", "b"],
+                       "placed_at": "2026-11-25T10:00:00+00:00"}, "discount_percent": 10}
+        )  # fmt: skip
+        sent = cli("send", "examples.app.process_order", order, "--app", "examples.app:app",
+                   "--key", "customer-42", "--wait", "30", cwd=tmp_path, env=env)  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout.split("\n", 1)[1]) == {
+            "order_id": "o-1", "total_cents": 900, "item_count": 2,
+        }  # fmt: skip
+
+        failed = cli("send", "examples.app.divide", '{"a": 1, "b": 0}', "--app", "examples.app:app",
+                     "--wait", "30", cwd=tmp_path, env=env)  # fmt: skip
+        assert failed.returncode == 1
+        assert "ZeroDivisionError" in failed.stdout and "Traceback" in failed.stderr
+
+        bad = cli("send", "examples.app.add", '{"a": "two"}', "--app", "examples.app:app",
+                  cwd=tmp_path, env=env)  # fmt: skip
+        assert bad.returncode == 2 and "args.a" in bad.stderr
+    finally:
+        dev.send_signal(signal.SIGINT)
+        output, _ = dev.communicate(timeout=60)
+    assert dev.returncode == 0, output
+    assert "taskstream send examples.app.add" in output
+    assert not (tmp_path / ".taskstream" / "dev.json").exists()

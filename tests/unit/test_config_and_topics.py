@@ -1,0 +1,67 @@
+"""Settings from the environment and topic naming."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskstream.config import Settings
+from taskstream.errors import ConfigError
+from taskstream.kafka import consumer_config, producer_config
+from taskstream.topics import dead_letter_topic, results_topic, task_topic, topic_specs
+
+
+def test_environment_variables_fill_settings_and_arguments_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKSTREAM_BOOTSTRAP_SERVERS", "kafka:9092")
+    monkeypatch.setenv("TASKSTREAM_PARTITIONS", "6")
+    monkeypatch.setenv("TASKSTREAM_TOPIC_PREFIX", "env")
+    s = Settings.load(topic_prefix="arg")
+    assert (s.bootstrap_servers, s.partitions, s.topic_prefix) == ("kafka:9092", 6, "arg")
+
+
+def test_librdkafka_settings_pass_through_and_explicit_ones_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKSTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    s = Settings.load(bootstrap_servers="k:1", kafka={"linger.ms": 50, "acks": "1"})
+    config = producer_config(s, acks="all")
+    assert config["security.protocol"] == "SASL_SSL"
+    assert config["linger.ms"] == 50  # the user's extra beats the default
+    assert config["acks"] == "all"  # the explicit argument beats the user's extra
+    assert config["enable.idempotence"] is True
+
+
+def test_a_consumer_never_auto_commits() -> None:
+    config = consumer_config(Settings.load(bootstrap_servers="k:1"), "g")
+    assert config["enable.auto.commit"] is False
+    assert config["enable.auto.offset.store"] is False
+
+
+def test_a_malformed_number_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKSTREAM_PARTITIONS", "many")
+    with pytest.raises(ConfigError, match="TASKSTREAM_PARTITIONS"):
+        Settings.load()
+
+
+def test_an_unknown_setting_is_refused() -> None:
+    with pytest.raises(ConfigError, match="partitons"):
+        Settings.load(partitons=3)
+
+
+def test_missing_bootstrap_servers_say_how_to_fix_it(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.delenv("TASKSTREAM_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="taskstream dev"):
+        Settings.load().require_bootstrap()
+
+
+def test_topic_names_share_the_prefix() -> None:
+    assert task_topic("ts", "emails") == "ts.tasks.emails"
+    assert results_topic("ts") == "ts.results"
+    assert dead_letter_topic("ts") == "ts.dead-letter"
+    with pytest.raises(ValueError):
+        task_topic("ts", "no spaces")
+
+
+def test_the_results_topic_is_compacted() -> None:
+    specs = {s.name: s for s in topic_specs("ts", ["default"], 12, 3)}
+    assert specs["ts.results"].config == {"cleanup.policy": "compact"}
+    assert specs["ts.tasks.default"].partitions == 12
+    assert specs["ts.dead-letter"].replication_factor == 3

@@ -72,7 +72,9 @@ class Codec:
         if known is not None:
             return known
         readable = schema if logical_types else strip_logical_types(schema)
-        parsed = parse_schema(json.loads(json.dumps(readable)), _write_hint=False)
+        # parse_schema marks its result as parsed; without the mark, fastavro's reader and
+        # writer would parse the schema again on every call.
+        parsed = parse_schema(json.loads(json.dumps(readable)))
         registered = AvroSchema(schema=schema, parsed=parsed, fingerprint=fp, header=MARKER + fp)
         self._by_fingerprint[fp] = registered
         return registered

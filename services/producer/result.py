@@ -15,8 +15,12 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-_FIRST_POLL_S = 0.001  # store polling starts fast (results often land within milliseconds)
-_MAX_POLL_S = 0.05  # and backs off to this
+# Results often land within milliseconds: poll the store every few ms for the first second
+# (a lookup by primary key costs microseconds), then back off.
+_FIRST_POLL_S = 0.001
+_FAST_POLL_MAX_S = 0.004
+_FAST_PHASE_S = 1.0
+_SLOW_POLL_S = 0.05
 
 
 class AsyncResult(Generic[R]):
@@ -65,7 +69,8 @@ class AsyncResult(Generic[R]):
         Raises TaskFailed when the task raised, DeliveryFailed when its event never reached
         the broker, TimeoutError when there is no final outcome within ``timeout`` seconds.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
         interval = _FIRST_POLL_S
         while True:
             record = self._app.store.get(self.id)
@@ -79,7 +84,8 @@ class AsyncResult(Generic[R]):
                 raise TimeoutError(f"task {self.id}: no result within {timeout}s (status {status})")
             sleep = interval if deadline is None else min(interval, deadline - now)
             time.sleep(max(sleep, 0.0))
-            interval = min(interval * 2, _MAX_POLL_S)
+            fast = now - started < _FAST_PHASE_S
+            interval = min(interval * 2, _FAST_POLL_MAX_S) if fast else _SLOW_POLL_S
 
     def _outcome(self, record: ResultRecord) -> R:
         if record.status is Status.FAILURE:

@@ -28,13 +28,13 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from taskstream import App  # noqa: E402
-from taskstream.codec import HEADER_SIZE, strip_logical_types  # noqa: E402
-from taskstream.consumer.materializer import Materializer  # noqa: E402
-from taskstream.consumer.worker import Worker, worker_group  # noqa: E402
-from taskstream.embedded_broker import EmbeddedBroker  # noqa: E402
-from taskstream.envelope import load_envelope_schema, now_micros  # noqa: E402
-from taskstream.topics import task_topic  # noqa: E402
+from taskstream import App
+from taskstream.codec import HEADER_SIZE, strip_logical_types
+from taskstream.consumer.materializer import Materializer
+from taskstream.consumer.worker import Worker
+from taskstream.embedded_broker import EmbeddedBroker
+from taskstream.envelope import load_envelope_schema, now_micros
+from taskstream.topics import task_topic
 
 PARTITIONS = 12
 REPORTS = Path(__file__).resolve().parent / "reports"
@@ -75,7 +75,7 @@ def raw_produce_rate(app: App, tasks: int, topic: str) -> float:
     producer.produce(topic, b"warm-up")
     producer.flush(30)
     started = time.perf_counter()
-    for i in range(tasks):
+    for _ in range(tasks):
         out = io.BytesIO()
         out.write(header)
         task_id = str(uuid.uuid4())
@@ -162,10 +162,13 @@ def worker_rate(app: App, tasks: int, topic: str, concurrency: int) -> float:
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     # Time from the first fetched record to the last result delivered and committed.
-    while not worker._tracker.partitions or worker._in_flight == 0:  # noqa: SLF001
+    while not worker._tracker.partitions or worker._in_flight == 0:
         time.sleep(0.001)
     started = time.perf_counter()
-    while sum(p.next_offset or 0 for p in worker._tracker.partitions.values()) < tasks or worker._in_flight:  # noqa: SLF001, E501
+    while (
+        sum(p.next_offset or 0 for p in worker._tracker.partitions.values()) < tasks
+        or worker._in_flight
+    ):
         time.sleep(0.002)
     finished = time.perf_counter()
     worker.stop()
@@ -203,7 +206,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run(bootstrap: str, tasks: int, runs: int, concurrency: int, workdir: Path) -> dict[str, Any]:
-    figures: dict[str, list[float]] = {k: [] for k in ("ceiling", "worker", "ratio", "raw_produce", "delay", "delay_ratio")}
+    figures: dict[str, list[float]] = {
+        k: [] for k in ("ceiling", "worker", "ratio", "raw_produce", "delay", "delay_ratio")
+    }
     for n in range(runs):
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         app = make_app(bootstrap, prefix, f"sqlite:///{workdir}/{prefix}.db")
@@ -213,10 +218,14 @@ def run(bootstrap: str, tasks: int, runs: int, concurrency: int, workdir: Path) 
         figures["raw_produce"].append(raw_produce_rate(app, tasks, task_topic(prefix, "ceiling")))
         figures["delay"].append(preload(app, tasks))
         figures["delay_ratio"].append(figures["delay"][-1] / figures["raw_produce"][-1])
-        figures["ceiling"].append(ceiling_consume(app, tasks, topic, task_topic(prefix, "ceiling-results")))
+        figures["ceiling"].append(
+            ceiling_consume(app, tasks, topic, task_topic(prefix, "ceiling-results"))
+        )
         figures["worker"].append(worker_rate(app, tasks, topic, concurrency))
         figures["ratio"].append(figures["worker"][-1] / figures["ceiling"][-1])
-        print(f"run {n + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in figures.items()), flush=True)
+        print(
+            f"run {n + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in figures.items()), flush=True
+        )
         app.close()
     # End to end, one run: a worker and a materializer running, one task at a time in flight.
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
@@ -239,9 +248,11 @@ def run(bootstrap: str, tasks: int, runs: int, concurrency: int, workdir: Path) 
         "concurrency": concurrency,
         **{k: summary(v) for k, v in figures.items()},
         "latency_ms_at_100_per_s": {
-            "p50": percentile(samples, 0.5), "p99": percentile(samples, 0.99), "max": max(samples),
+            "p50": percentile(samples, 0.5),
+            "p99": percentile(samples, 0.99),
+            "max": max(samples),
             "samples": len(samples),
-        },  # fmt: skip
+        },
     }
 
 
@@ -261,9 +272,9 @@ def write_report(result: dict[str, Any]) -> Path:
     lat = r["latency_ms_at_100_per_s"]
     text = f"""# Worker throughput and latency
 
-`python benchmarks/worker_throughput.py --tasks {r['tasks_per_run']} --runs {r['runs']}`,
-{r['tasks_per_run']:,} no-op tasks per run, {PARTITIONS} partitions, worker concurrency
-{r['concurrency']}, embedded broker on loopback, {os.cpu_count()} cores.
+`python benchmarks/worker_throughput.py --tasks {r["tasks_per_run"]} --runs {r["runs"]}`,
+{r["tasks_per_run"]:,} no-op tasks per run, {PARTITIONS} partitions, worker concurrency
+{r["concurrency"]}, embedded broker on loopback, {os.cpu_count()} cores.
 
 | figure | median | min | max |
 |---|---|---|---|
@@ -275,8 +286,8 @@ def write_report(result: dict[str, Any]) -> Path:
 {ratio("delay() / ceiling", "delay_ratio")}
 
 End to end, `delay()` -> `AsyncResult.get()` through worker, results topic, materializer
-and SQLite, one task at a time at 100 tasks/s ({lat['samples']} samples):
-p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms.
+and SQLite, one task at a time at 100 tasks/s ({lat["samples"]} samples):
+p50 {lat["p50"]:.1f} ms, p99 {lat["p99"]:.1f} ms, max {lat["max"]:.1f} ms.
 """
     path = REPORTS / "worker_throughput.md"
     path.write_text(text)
@@ -297,7 +308,9 @@ def main() -> int:
             result = run(args.bootstrap, args.tasks, args.runs, args.concurrency, Path(workdir))
         else:
             with EmbeddedBroker() as broker:
-                result = run(broker.bootstrap_servers, args.tasks, args.runs, args.concurrency, Path(workdir))
+                result = run(
+                    broker.bootstrap_servers, args.tasks, args.runs, args.concurrency, Path(workdir)
+                )
     print(write_report(result).read_text())
     return 0
 

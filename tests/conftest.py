@@ -35,7 +35,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
     log = tmp_path_factory.mktemp("broker") / "broker.log"
     try:
         embedded = EmbeddedBroker(log_path=log).start()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"no broker: set TASKSTREAM_TEST_BOOTSTRAP or install taskstream[test] ({exc})")

@@ -13,14 +13,14 @@ The original bytes and key are kept as they were; headers say why and where from
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from confluent_kafka import Message
 
 from taskstream.kafka import DeliveryCallback, EventProducer
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     UNDECODABLE = "undecodable"  # not single-object Avro, or a corrupt body
     UNKNOWN_SCHEMA = "unknown-schema"  # a fingerprint no one registered
     UNKNOWN_TASK = "unknown-task"  # a task this worker does not define

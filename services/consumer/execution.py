@@ -59,7 +59,7 @@ def outcome(
     if exc is None:
         try:
             encoded = task.encode_result(value)
-        except Exception as encode_exc:  # noqa: BLE001 - the task's bug becomes its FAILURE
+        except Exception as encode_exc:
             exc = encode_exc
         else:
             return _result_event(event, source, worker, started, Status.SUCCESS, encoded, None)
@@ -72,7 +72,7 @@ def run_sync(
     started = now_micros()
     try:
         value = task.invoke(kwargs)
-    except Exception as exc:  # noqa: BLE001 - every failure is an outcome to record
+    except Exception as exc:
         return outcome(task, event, source, worker, started, exc=exc)
     return outcome(task, event, source, worker, started, value)
 
@@ -83,6 +83,6 @@ async def run_async(
     started = now_micros()
     try:
         value = await task.invoke(kwargs)
-    except Exception as exc:  # noqa: BLE001 - every failure is an outcome to record
+    except Exception as exc:
         return outcome(task, event, source, worker, started, exc=exc)
     return outcome(task, event, source, worker, started, value)

@@ -128,4 +128,3 @@ class _KeyedSerializer:
                 return
             following = behind.popleft()
         self._start(following)
-

@@ -56,7 +56,9 @@ def to_record(event: ResultEvent) -> ResultRecord:
 class Materializer:
     """Consumes the results topic into ``store`` until stopped."""
 
-    def __init__(self, app: App, store: ResultStore | None = None, group_id: str | None = None) -> None:
+    def __init__(
+        self, app: App, store: ResultStore | None = None, group_id: str | None = None
+    ) -> None:
         s = app.settings
         self.app = app
         self.store = store or app.store
@@ -112,7 +114,7 @@ class Materializer:
             positions[(topic, partition)] = offset + 1
             try:
                 records.append(to_record(self.app.envelopes.decode_result(message.value() or b"")))
-            except Exception as exc:  # noqa: BLE001 - a bad result event is a dead letter
+            except Exception as exc:
                 self._dead_letter(message, str(exc))
         if not positions:
             return

@@ -185,7 +185,7 @@ class Worker:
             event = app.envelopes.decode_task(message.value() or b"")
         except UnknownSchema as exc:
             return self._dead_letter(message, offsets, Reason.UNKNOWN_SCHEMA, str(exc))
-        except Exception as exc:  # noqa: BLE001 - any undecodable record is a dead letter
+        except Exception as exc:
             return self._dead_letter(message, offsets, Reason.UNDECODABLE, str(exc))
         task = app.tasks.get(event.task)
         if task is None:
@@ -193,7 +193,7 @@ class Worker:
             return self._dead_letter(message, offsets, Reason.UNKNOWN_TASK, reason, event.task)
         try:
             kwargs = task.decode_args(event.args)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return self._dead_letter(
                 message, offsets, Reason.INVALID_ARGUMENTS, str(exc), event.task
             )
@@ -292,7 +292,9 @@ class Worker:
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             busy = [
-                p for key, p in self._tracker.partitions.items() if key in partitions and p.in_flight
+                p
+                for key, p in self._tracker.partitions.items()
+                if key in partitions and p.in_flight
             ]
             if not busy:
                 return

@@ -1,13 +1,13 @@
 """taskstream: Celery's job, done on Kafka.
 
-    from taskstream import App, TaskFailed
-    app = App("demo")
+from taskstream import App, TaskFailed
+app = App("demo")
 
-    @app.task
-    def add(a: int, b: int) -> int:
-        return a + b
+@app.task
+def add(a: int, b: int) -> int:
+    return a + b
 
-    add.delay(2, 3).get(timeout=10)  # -> 5
+add.delay(2, 3).get(timeout=10)  # -> 5
 """
 
 from taskstream.app import App
@@ -24,7 +24,7 @@ from taskstream.producer.result import AsyncResult
 from taskstream.status import Status
 from taskstream.task import Task
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - grouped, not sorted
     # the API
     "App",
     "AsyncResult",

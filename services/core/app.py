@@ -124,7 +124,9 @@ class App:
     def ensure_topics(self, queues: list[str] | None = None) -> list[str]:
         """Create this app's topics that are missing; returns the names created."""
         s = self.settings
-        specs = topic_specs(s.topic_prefix, queues or self.queues, s.partitions, s.replication_factor)
+        specs = topic_specs(
+            s.topic_prefix, queues or self.queues, s.partitions, s.replication_factor
+        )
         return ensure_topics(s, specs)
 
     # -- results ----------------------------------------------------------------------------

@@ -22,7 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("app", help="the app, as module:attribute (e.g. examples.app:app)")
     w.add_argument("--concurrency", type=int, help="tasks run at once (threads / async slots)")
     w.add_argument("--queues", help="comma-separated queues (default: every queue of the app)")
-    w.add_argument("--max-tasks-in-flight", type=int, help="fetched, unfinished tasks before fetching pauses")
+    w.add_argument(
+        "--max-tasks-in-flight", type=int, help="fetched, unfinished tasks before fetching pauses"
+    )
 
     m = sub.add_parser("materialize", help="apply the results topic to the lookup store")
     m.add_argument("--app", help="module:attribute; settings from the environment when omitted")
@@ -33,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("send", help="send a task by name with JSON arguments; prints its id")
     s.add_argument("task", help="task name, e.g. examples.app.add")
-    s.add_argument("arguments", nargs="?", default="{}", help='JSON object, e.g. \'{"a": 2}\'')
+    s.add_argument("arguments", nargs="?", default="{}", help="JSON object, e.g. '{\"a\": 2}'")
     s.add_argument("--app", required=True, help="module:attribute")
     s.add_argument("--key", help="ordering key: one key, one partition, in order")
     s.add_argument("--queue", help="queue (default: the task's)")
@@ -72,4 +74,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-

@@ -33,7 +33,11 @@ class AvroSchema:
 
     @property
     def name(self) -> str:
-        return self.schema["name"] if isinstance(self.schema, dict) and "name" in self.schema else str(self.schema)
+        return (
+            self.schema["name"]
+            if isinstance(self.schema, dict) and "name" in self.schema
+            else str(self.schema)
+        )
 
     def canonical_form(self) -> str:
         return to_parsing_canonical_form(self.schema)
@@ -98,7 +102,9 @@ class Codec:
         parse, UnknownSchema for a fingerprint that was never registered.
         """
         if len(data) < HEADER_SIZE or data[:2] != MARKER:
-            raise CorruptMessage(f"not Avro single-object encoding (starts {bytes(data[:10]).hex()})")
+            raise CorruptMessage(
+                f"not Avro single-object encoding (starts {bytes(data[:10]).hex()})"
+            )
         schema = self.lookup(bytes(data[2:HEADER_SIZE]))
         return schema, self._read_body(schema, data)
 

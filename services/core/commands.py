@@ -75,7 +75,7 @@ def result(args: argparse.Namespace) -> int:
     if args.wait is not None:
         try:
             handle.get(timeout=args.wait)
-        except Exception:  # noqa: BLE001, S110 - the record below says what happened
+        except Exception:
             pass
     record = handle.info
     if record is None:
@@ -189,7 +189,10 @@ def _wait_for(children: list[subprocess.Popen[bytes]]) -> int:
     while not stop:
         for child in children:
             if child.poll() is not None:
-                print(f"taskstream dev: {child.args[4]} exited with {child.returncode}", file=sys.stderr)
+                print(
+                    f"taskstream dev: {child.args[4]} exited with {child.returncode}",
+                    file=sys.stderr,
+                )
                 return 1
         time.sleep(0.2)
     return 0

@@ -1,18 +1,18 @@
 """Every error taskstream raises, in one tree.
 
-    TaskstreamError
-    ├── ConfigError              a setting is missing or malformed
-    ├── SchemaError              a task's types cannot be expressed in Avro
-    │   ├── UnsupportedAnnotation    (task, parameter, annotation) at decoration time
-    │   └── SchemaDrift              checked-in schemas no longer match the code
-    ├── InvalidArguments         a call does not fit the task's schema (task, path)
-    ├── CodecError               bytes that are not what the codec expects
-    │   ├── CorruptMessage           not single-object Avro, or a body that does not parse
-    │   └── UnknownSchema            a fingerprint nobody registered
-    ├── UnknownTask              a task name this app does not define
-    ├── DeliveryFailed           the broker did not acknowledge an event
-    ├── TaskFailed               the remote task raised (type, message, traceback)
-    └── StoreError               the lookup store cannot be opened or written
+TaskstreamError
+├── ConfigError              a setting is missing or malformed
+├── SchemaError              a task's types cannot be expressed in Avro
+│   ├── UnsupportedAnnotation    (task, parameter, annotation) at decoration time
+│   └── SchemaDrift              checked-in schemas no longer match the code
+├── InvalidArguments         a call does not fit the task's schema (task, path)
+├── CodecError               bytes that are not what the codec expects
+│   ├── CorruptMessage           not single-object Avro, or a body that does not parse
+│   └── UnknownSchema            a fingerprint nobody registered
+├── UnknownTask              a task name this app does not define
+├── DeliveryFailed           the broker did not acknowledge an event
+├── TaskFailed               the remote task raised (type, message, traceback)
+└── StoreError               the lookup store cannot be opened or written
 """
 
 from __future__ import annotations

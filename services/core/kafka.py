@@ -31,7 +31,9 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _merge(settings: Settings, defaults: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
+def _merge(
+    settings: Settings, defaults: dict[str, Any], explicit: dict[str, Any]
+) -> dict[str, Any]:
     config = {"bootstrap.servers": settings.require_bootstrap(), **defaults}
     config.update(settings.kafka)
     config.update(explicit)
@@ -78,7 +80,9 @@ def admin_config(settings: Settings) -> dict[str, Any]:
     return _merge(settings, {"client.id": f"taskstream-admin-{worker_id()}"}, {})
 
 
-def ensure_topics(settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
+def ensure_topics(
+    settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0
+) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
     admin = AdminClient(admin_config(settings))
     existing = set(admin.list_topics(timeout=timeout).topics)
@@ -115,7 +119,9 @@ class EventProducer:
         self._closed = threading.Event()
         self._poller: threading.Thread | None = None
         if background_poll:
-            self._poller = threading.Thread(target=self._poll_forever, name="taskstream-producer-poll", daemon=True)
+            self._poller = threading.Thread(
+                target=self._poll_forever, name="taskstream-producer-poll", daemon=True
+            )
             self._poller.start()
 
     def produce(

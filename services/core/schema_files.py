@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from taskstream.app import App
-from taskstream.envelope import RESULT_EVENT_SCHEMA_FILE, TASK_EVENT_SCHEMA_FILE, load_envelope_schema
+from taskstream.envelope import (
+    RESULT_EVENT_SCHEMA_FILE,
+    TASK_EVENT_SCHEMA_FILE,
+    load_envelope_schema,
+)
 from taskstream.errors import SchemaDrift
 
 

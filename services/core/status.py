@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     PENDING = "PENDING"  # no outcome recorded yet (the store has no row)
     STARTED = "STARTED"  # a worker began it (only for tasks with track_started)
     RETRY = "RETRY"  # an attempt failed and another is scheduled

@@ -76,7 +76,9 @@ class Task(Generic[P, R]):
     ) -> AsyncResult[R]:
         """Send the task with options. ``key``: events with one key go to one partition and
         run in order. ``queue``: another queue than the task's own."""
-        event = self.event(self.encode_args(args, kwargs or {}), key=key, queue=queue, task_id=task_id)
+        event = self.event(
+            self.encode_args(args, kwargs or {}), key=key, queue=queue, task_id=task_id
+        )
         return self.app.publish(event)
 
     def event(

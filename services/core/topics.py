@@ -46,7 +46,9 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-def topic_specs(prefix: str, queues: list[str], partitions: int, replication: int) -> list[TopicSpec]:
+def topic_specs(
+    prefix: str, queues: list[str], partitions: int, replication: int
+) -> list[TopicSpec]:
     """Every topic an app with these queues uses."""
     specs = [TopicSpec(task_topic(prefix, q), partitions, replication) for q in queues]
     # Compaction keeps the latest outcome per task id, so a store can be rebuilt from the topic.

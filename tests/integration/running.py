@@ -13,7 +13,6 @@ from typing import Any
 from taskstream import App
 from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker
-
 from tests.conftest import REPO, Scope
 
 APP_SPEC = "tests.integration.tasks_app:app"
@@ -27,7 +26,7 @@ def running(component: Worker | Materializer) -> Iterator[Any]:
     def target() -> None:
         try:
             component.run()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test
+        except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=target, daemon=True)

@@ -17,14 +17,18 @@ from tests.integration.running import wait_until
 pytestmark = pytest.mark.integration
 
 
-def cli(*args: str, cwd: Path, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, cwd: Path, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "taskstream", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
 
-def test_dev_then_send_and_result_from_another_terminal(tmp_path: Path, broker: BrokerHandle) -> None:
+def test_dev_then_send_and_result_from_another_terminal(
+    tmp_path: Path, broker: BrokerHandle
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTREAM_")}
     env["PYTHONPATH"] = str(REPO)
     env["TASKSTREAM_SESSION_TIMEOUT_MS"] = "6000"

@@ -50,7 +50,9 @@ def decode(path: Path, data: bytes) -> Any:
     return schemaless_reader(io.BytesIO(data[10:]), schema, None)
 
 
-def test_a_bare_kafka_client_and_plain_fastavro_talk_to_a_worker(scope: Scope, tmp_path: Path) -> None:
+def test_a_bare_kafka_client_and_plain_fastavro_talk_to_a_worker(
+    scope: Scope, tmp_path: Path
+) -> None:
     app = build_app(**scope.settings())
     schemas = tmp_path / "schemas"
     export(app, schemas)

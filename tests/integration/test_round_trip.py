@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -41,7 +42,7 @@ def test_a_failing_task_raises_task_failed_with_the_remote_traceback(app: App) -
             result.get(timeout=30)
     assert failed.value.exc_type == "ValueError"
     assert failed.value.message == "boom"
-    assert 'raise ValueError(message)' in failed.value.traceback
+    assert "raise ValueError(message)" in failed.value.traceback
     assert result.status == "FAILURE"
 
 
@@ -64,15 +65,13 @@ def test_arguments_that_break_the_schema_fail_in_the_caller(app: App) -> None:
 def test_tasks_with_one_key_run_in_order(app: App) -> None:
     nap = app.tasks["itest.nap"]
     with worker_and_materializer(app, concurrency=8):
-        results = [
-            nap.apply_async((0.02, i), key=f"customer-{i % 3}") for i in range(30)
-        ]
+        results = [nap.apply_async((0.02, i), key=f"customer-{i % 3}") for i in range(30)]
         assert [r.get(timeout=60) for r in results] == list(range(30))
     records = [app.store.get(r.id) for r in results]
     for k in range(3):
         same_key = [rec for rec in records[k::3] if rec is not None]
         assert len({(rec.source_topic, rec.source_partition) for rec in same_key}) == 1
-        for before, after in zip(same_key, same_key[1:], strict=False):
+        for before, after in itertools.pairwise(same_key):
             assert before.finished_at is not None and after.started_at is not None
             assert before.finished_at <= after.started_at, "a key's tasks overlapped"
 

@@ -110,7 +110,9 @@ def test_sigterm_drains_in_flight_tasks_commits_and_exits_zero(
 
 
 def committed_offsets(app: App, scope: Scope) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": scope.bootstrap_servers, "group.id": worker_group(scope.topic_prefix)})
+    consumer = Consumer(
+        {"bootstrap.servers": scope.bootstrap_servers, "group.id": worker_group(scope.topic_prefix)}
+    )
     try:
         topic = task_topic(scope.topic_prefix, "default")
         tps = consumer.committed([TopicPartition(topic, p) for p in range(12)], timeout=10)
@@ -140,9 +142,7 @@ def test_garbage_goes_to_the_dead_letter_topic_and_the_worker_goes_on(
     with running(Materializer(app)), running(Worker(app)):
         assert good.get(timeout=60) == 42
         letters = read_topic(scope, dead_letter_topic(scope.topic_prefix), 5)
-    reasons = {
-        m.key().decode(): dict(m.headers())["taskstream.reason"].decode() for m in letters
-    }
+    reasons = {m.key().decode(): dict(m.headers())["taskstream.reason"].decode() for m in letters}
     assert reasons == {
         "junk-0": "undecodable",
         "junk-1": "unknown-schema",
@@ -171,8 +171,10 @@ def read_topic(scope: Scope, topic: str, count: int, timeout: float = 30) -> lis
     messages = []
     try:
         wait_until(
-            lambda: bool(messages.extend(m for m in consumer.consume(count, 0.2) if not m.error()))
-            or len(messages) >= count,
+            lambda: (
+                bool(messages.extend(m for m in consumer.consume(count, 0.2) if not m.error()))
+                or len(messages) >= count
+            ),
             timeout,
             f"{count} records on {topic}",
         )

@@ -20,11 +20,19 @@ def imported_modules(folder: Path) -> set[str]:
 
 
 def test_the_producer_never_imports_the_consumer() -> None:
-    assert not {m for m in imported_modules(REPO / "services/producer") if m.startswith("taskstream.consumer")}
+    assert not {
+        m
+        for m in imported_modules(REPO / "services/producer")
+        if m.startswith("taskstream.consumer")
+    }
 
 
 def test_the_consumer_never_imports_the_producer() -> None:
-    assert not {m for m in imported_modules(REPO / "services/consumer") if m.startswith("taskstream.producer")}
+    assert not {
+        m
+        for m in imported_modules(REPO / "services/consumer")
+        if m.startswith("taskstream.producer")
+    }
 
 
 def test_only_the_codec_touches_fastavros_reader_and_writer() -> None:

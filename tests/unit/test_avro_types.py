@@ -18,6 +18,7 @@ from typing import Annotated, Any, Optional, Union
 
 import fastavro
 import pytest
+
 from taskstream.avro_types import AvroType, DecimalSpec, avro_type, derive_signature
 from taskstream.errors import InvalidArguments, UnsupportedAnnotation
 

@@ -55,7 +55,10 @@ def test_registering_twice_returns_the_same_schema() -> None:
 def test_logical_types_do_not_change_the_fingerprint() -> None:
     ts = {"type": "long", "logicalType": "timestamp-micros"}
     assert fingerprint(ts) == fingerprint("long")
-    assert strip_logical_types({"type": "array", "items": ts}) == {"type": "array", "items": {"type": "long"}}
+    assert strip_logical_types({"type": "array", "items": ts}) == {
+        "type": "array",
+        "items": {"type": "long"},
+    }
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ from taskstream.kafka import consumer_config, producer_config
 from taskstream.topics import dead_letter_topic, results_topic, task_topic, topic_specs
 
 
-def test_environment_variables_fill_settings_and_arguments_win(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_variables_fill_settings_and_arguments_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("TASKSTREAM_BOOTSTRAP_SERVERS", "kafka:9092")
     monkeypatch.setenv("TASKSTREAM_PARTITIONS", "6")
     monkeypatch.setenv("TASKSTREAM_TOPIC_PREFIX", "env")
@@ -18,7 +20,9 @@ def test_environment_variables_fill_settings_and_arguments_win(monkeypatch: pyte
     assert (s.bootstrap_servers, s.partitions, s.topic_prefix) == ("kafka:9092", 6, "arg")
 
 
-def test_librdkafka_settings_pass_through_and_explicit_ones_win(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_librdkafka_settings_pass_through_and_explicit_ones_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("TASKSTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     s = Settings.load(bootstrap_servers="k:1", kafka={"linger.ms": 50, "acks": "1"})
     config = producer_config(s, acks="all")
@@ -45,7 +49,9 @@ def test_an_unknown_setting_is_refused() -> None:
         Settings.load(partitons=3)
 
 
-def test_missing_bootstrap_servers_say_how_to_fix_it(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+def test_missing_bootstrap_servers_say_how_to_fix_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
     monkeypatch.delenv("TASKSTREAM_BOOTSTRAP_SERVERS", raising=False)
     monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="taskstream dev"):

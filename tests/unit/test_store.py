@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store import MemoryStore, ResultRecord, ResultStore, SQLiteStore, open_store

@@ -318,4 +318,9 @@ class Worker:
 
 
 def _names(partitions: list[TopicPartition]) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+    """``topic[0,1,2]`` per topic, for logs that stay one line with many partitions."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    parts = [f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items())]
+    return ", ".join(parts) or "nothing"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from taskstream.config import DEV_STATE_FILE, clear_dev_state, write_dev_state
 from taskstream.errors import ConfigError, InvalidArguments
 from taskstream.loading import load_app
 from taskstream.status import Status
+from taskstream.topics import results_topic
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -105,6 +107,24 @@ def result(args: argparse.Namespace) -> int:
     return 0 if record.status is not Status.FAILURE else 1
 
 
+def serve(args: argparse.Namespace) -> int:
+    from taskstream.producer.http.server import Source
+    from taskstream.producer.http.server import serve as run
+
+    if (args.app is None) == (args.schemas is None):
+        raise ConfigError("serve takes an app (module:attribute) or --schemas DIR, one of them")
+    queues = {}
+    for pair in args.queue:
+        task, sep, queue = pair.partition("=")
+        if not sep or not task or not queue:
+            raise ConfigError(f"--queue {pair!r}: use TASK=QUEUE")
+        queues[task] = queue
+    if queues and args.app:
+        raise ConfigError("--queue applies to --schemas only (an app knows its queues)")
+    run(Source(args.app, args.schemas, queues), args.host, args.port, args.workers)
+    return 0
+
+
 def schemas(args: argparse.Namespace) -> int:
     from taskstream import schema_files
 
@@ -148,6 +168,9 @@ def dev(args: argparse.Namespace) -> int:
         bootstrap = broker.bootstrap_servers
         write_dev_state(bootstrap)
         app.settings = app.settings.replace(bootstrap_servers=bootstrap)
+        # The embedded broker starts empty: results and offsets of an earlier run would make
+        # the materializer skip the new run's first results.
+        app.store.reset(results_topic(app.settings.topic_prefix))
     env["TASKSTREAM_BOOTSTRAP_SERVERS"] = bootstrap
     children: list[subprocess.Popen[bytes]] = []
     try:
@@ -172,6 +195,7 @@ def dev(args: argparse.Namespace) -> int:
                 child.wait(app.settings.shutdown_grace_s + 5)
             except subprocess.TimeoutExpired:
                 child.kill()
+        app.close()
         if broker is not None:
             broker.stop()
             clear_dev_state()
@@ -198,6 +222,14 @@ def _wait_for(children: list[subprocess.Popen[bytes]]) -> int:
     return 0
 
 
+def _own_command() -> str:
+    """How the user ran us: `taskstream` when it is on PATH, else the path they typed."""
+    argv0 = sys.argv[0]
+    if os.path.basename(argv0) != "taskstream" or shutil.which("taskstream") == argv0:
+        return "taskstream"
+    return os.path.relpath(argv0)
+
+
 _PLACEHOLDERS: dict[str, Any] = {"long": 2, "double": 1.5, "string": "text", "boolean": True}
 
 
@@ -208,6 +240,7 @@ def _print_banner(app: App, spec: str, bootstrap: str, embedded: bool, created: 
         for field in app.tasks[first].signature.args_schema["fields"]:
             example[field["name"]] = _PLACEHOLDERS.get(str(field["type"]), None)
     where = "embedded Tansu broker, memory only" if embedded else "external cluster"
+    command = _own_command()
     print(
         f"""
 taskstream dev is running {spec} ({len(app.tasks)} tasks, queues {", ".join(app.queues)})
@@ -215,8 +248,8 @@ taskstream dev is running {spec} ({len(app.tasks)} tasks, queues {", ".join(app.
   store:  {app.settings.store}
 
 In another terminal, in this directory:
-  taskstream send {first} '{json.dumps(example)}' --app {spec} --wait 10
-  taskstream result <task-id> --app {spec}
+  {command} send {first} '{json.dumps(example)}' --app {spec} --wait 10
+  {command} result <task-id> --app {spec}
 
 Ctrl-C stops everything.
 """,

@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,28 +28,51 @@ def cli(
     )  # fmt: skip
 
 
-def test_dev_then_send_and_result_from_another_terminal(
-    tmp_path: Path, broker: BrokerHandle
-) -> None:
+@contextmanager
+def dev_running(cwd: Path, env: dict[str, str], embedded: bool) -> Iterator[list[str]]:
+    """`taskstream dev examples.app:app` in ``cwd`` until the block ends, then Ctrl-C."""
+    output: list[str] = []
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "taskstream", "dev", "examples.app:app"],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        if embedded:
+            wait_until(lambda: (cwd / ".taskstream" / "dev.json").exists(), 30, "dev broker")
+        yield output
+    finally:
+        dev.send_signal(signal.SIGINT)
+        out, _ = dev.communicate(timeout=60)
+        output.append(out)
+    assert dev.returncode == 0, out
+    assert not (cwd / ".taskstream" / "dev.json").exists()
+
+
+def dev_env(broker: BrokerHandle) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTREAM_")}
     env["PYTHONPATH"] = str(REPO)
     env["TASKSTREAM_SESSION_TIMEOUT_MS"] = "6000"
     if broker.embedded is None:  # an external cluster: dev uses it instead of its own broker
         env["TASKSTREAM_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
         env["TASKSTREAM_TOPIC_PREFIX"] = f"cli-{os.getpid()}"
-    dev = subprocess.Popen(
-        [sys.executable, "-m", "taskstream", "dev", "examples.app:app"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        if broker.embedded is not None:
-            wait_until(lambda: (tmp_path / ".taskstream" / "dev.json").exists(), 30, "dev broker")
-        sent = cli("send", "examples.app.add", '{"a": 2, "b": 3}', "--app", "examples.app:app",
-                   "--wait", "30", cwd=tmp_path, env=env)  # fmt: skip
-        assert sent.returncode == 0, sent.stderr
-        task_id, value = sent.stdout.split()
-        assert value == "5"
+    return env
 
+
+def send_add(cwd: Path, env: dict[str, str], a: int, b: int) -> tuple[str, str]:
+    sent = cli("send", "examples.app.add", json.dumps({"a": a, "b": b}), "--app",
+               "examples.app:app", "--wait", "30", cwd=cwd, env=env)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    task_id, value = sent.stdout.split()
+    return task_id, value
+
+
+def test_dev_then_send_and_result_from_another_terminal(
+    tmp_path: Path, broker: BrokerHandle
+) -> None:
+    env = dev_env(broker)
+    with dev_running(tmp_path, env, broker.embedded is not None) as output:
+        task_id, value = send_add(tmp_path, env, 2, 3)
+        assert value == "5"
         shown = cli("result", task_id, "--app", "examples.app:app", cwd=tmp_path, env=env)
         assert shown.returncode == 0, shown.stderr
         record = json.loads(shown.stdout)
@@ -72,9 +97,16 @@ def test_dev_then_send_and_result_from_another_terminal(
         bad = cli("send", "examples.app.add", '{"a": "two"}', "--app", "examples.app:app",
                   cwd=tmp_path, env=env)  # fmt: skip
         assert bad.returncode == 2 and "args.a" in bad.stderr
-    finally:
-        dev.send_signal(signal.SIGINT)
-        output, _ = dev.communicate(timeout=60)
-    assert dev.returncode == 0, output
-    assert "taskstream send examples.app.add" in output
-    assert not (tmp_path / ".taskstream" / "dev.json").exists()
+    assert "send examples.app.add" in output[0]
+
+
+def test_a_second_dev_run_in_the_same_directory_starts_clean(
+    tmp_path: Path, broker: BrokerHandle
+) -> None:
+    broker.require_embedded()  # dev's own broker starts empty; the store must too
+    env = dev_env(broker)
+    with dev_running(tmp_path, env, embedded=True):
+        for i in range(30):
+            send_add(tmp_path, env, i, i)
+    with dev_running(tmp_path, env, embedded=True):
+        assert send_add(tmp_path, env, 20, 22)[1] == "42"

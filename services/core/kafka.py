@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -116,6 +117,7 @@ class EventProducer:
 
     def __init__(self, config: dict[str, Any], *, background_poll: bool = False) -> None:
         self._producer = Producer(config)
+        self._owner = threading.get_ident()  # the thread whose poll() serves the callbacks
         self._closed = threading.Event()
         self._poller: threading.Thread | None = None
         if background_poll:
@@ -140,8 +142,12 @@ class EventProducer:
                 )
                 return
             except BufferError:
-                # The local queue is full: serve delivery reports to make room, then retry.
-                self._producer.poll(0.05)
+                # The local queue is full: serve delivery reports to make room, then retry;
+                # on a thread that must not run the owner's callbacks, wait for the owner to.
+                if self._poller is None and threading.get_ident() != self._owner:
+                    time.sleep(0.005)
+                else:
+                    self._producer.poll(0.05)
 
     def poll(self, timeout: float = 0.0) -> int:
         return self._producer.poll(timeout)

@@ -1,4 +1,4 @@
-"""The ``taskstream`` command: worker, materialize, dev, send, result, schemas."""
+"""The ``taskstream`` command: worker, materialize, dev, send, result, serve, schemas."""
 
 from __future__ import annotations
 
@@ -28,10 +28,16 @@ def _parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("materialize", help="apply the results topic to the lookup store")
     m.add_argument("--app", help="module:attribute; settings from the environment when omitted")
+    m.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="drop the store's rows and offsets, then re-read the results topic from the start",
+    )
 
     d = sub.add_parser("dev", help="embedded broker + worker + materializer, for development")
     d.add_argument("app", help="module:attribute")
     d.add_argument("--concurrency", type=int, default=4)
+    d.add_argument("--http-port", type=int, default=8000, help="port of the HTTP API (0: none)")
 
     s = sub.add_parser("send", help="send a task by name with JSON arguments; prints its id")
     s.add_argument("task", help="task name, e.g. examples.app.add")
@@ -45,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("task_id")
     r.add_argument("--app", help="module:attribute (to decode return values by type)")
     r.add_argument("--wait", type=float, metavar="SECONDS", help="wait for a final outcome")
+
+    h = sub.add_parser("serve", help="the HTTP API: send tasks and read results over HTTP")
+    h.add_argument("app", nargs="?", help="module:attribute (or --schemas DIR without task code)")
+    h.add_argument("--schemas", metavar="DIR", help="serve the tasks whose schemas are in DIR")
+    h.add_argument("--queue", action="append", default=[], metavar="TASK=QUEUE",
+                   help="with --schemas: the queue of a task (default: the default queue)")
+    h.add_argument("--host", default="127.0.0.1")
+    h.add_argument("--port", type=int, default=8000)
+    h.add_argument("--workers", type=int, default=1, help="service processes")
 
     sc = sub.add_parser("schemas", help="export or check the task schemas in schemas/")
     sc.add_argument("action", choices=["export", "check"])

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,7 +42,7 @@ def materialize(args: argparse.Namespace) -> int:
     from taskstream.consumer.materializer import Materializer
 
     app = load_app(args.app) if args.app else App("taskstream")
-    m = Materializer(app)
+    m = Materializer(app, rebuild=args.rebuild)
 
     def handle(_signum: int, _frame: object) -> None:
         m.stop()
@@ -182,7 +183,13 @@ def dev(args: argparse.Namespace) -> int:
             )
         )
         children.append(subprocess.Popen([*cli, "materialize", "--app", args.app], env=env))
-        _print_banner(app, args.app, bootstrap, broker is not None, created)
+        http_port = args.http_port if args.http_port and _port_free(args.http_port) else 0
+        if args.http_port and not http_port:
+            print(f"taskstream dev: port {args.http_port} is taken; no HTTP API (use --http-port)")
+        if http_port:
+            serve_cmd = [*cli, "serve", args.app, "--port", str(http_port)]
+            children.append(subprocess.Popen(serve_cmd, env=env))
+        _print_banner(app, args.app, bootstrap, broker is not None, created, http_port)
         return _wait_for(children)
     except KeyboardInterrupt:
         return 0
@@ -200,6 +207,15 @@ def dev(args: argparse.Namespace) -> int:
             broker.stop()
             clear_dev_state()
         print("taskstream dev: stopped", file=sys.stderr)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _wait_for(children: list[subprocess.Popen[bytes]]) -> int:
@@ -233,7 +249,9 @@ def _own_command() -> str:
 _PLACEHOLDERS: dict[str, Any] = {"long": 2, "double": 1.5, "string": "text", "boolean": True}
 
 
-def _print_banner(app: App, spec: str, bootstrap: str, embedded: bool, created: list[str]) -> None:
+def _print_banner(
+    app: App, spec: str, bootstrap: str, embedded: bool, created: list[str], http_port: int = 0
+) -> None:
     first = sorted(app.tasks)[0] if app.tasks else "TASK"
     example = {}
     if app.tasks:
@@ -241,6 +259,15 @@ def _print_banner(app: App, spec: str, bootstrap: str, embedded: bool, created: 
             example[field["name"]] = _PLACEHOLDERS.get(str(field["type"]), None)
     where = "embedded Tansu broker, memory only" if embedded else "external cluster"
     command = _own_command()
+    http = ""
+    if http_port:
+        url = f"http://127.0.0.1:{http_port}"
+        body = json.dumps(example)
+        http = f"""
+Or over HTTP ({url}, API description at {url}/openapi.json):
+  curl -s -X POST {url}/v1/tasks/{first} -H 'Content-Type: application/json' -d '{body}'
+  curl -s '{url}/v1/tasks/<task-id>?wait=10'
+"""
     print(
         f"""
 taskstream dev is running {spec} ({len(app.tasks)} tasks, queues {", ".join(app.queues)})
@@ -250,7 +277,7 @@ taskstream dev is running {spec} ({len(app.tasks)} tasks, queues {", ".join(app.
 In another terminal, in this directory:
   {command} send {first} '{json.dumps(example)}' --app {spec} --wait 10
   {command} result <task-id> --app {spec}
-
+{http}
 Ctrl-C stops everything.
 """,
         flush=True,

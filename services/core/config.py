@@ -46,6 +46,16 @@ class Settings:
     concurrency: int = 1  # worker threads (and async tasks) running at once
     max_tasks_in_flight: int = 1000  # fetched but unfinished tasks before fetching pauses
     schemas_dir: str = "schemas"  # where `taskstream schemas export/check` write and read
+    # The HTTP service (`taskstream serve`, taskstream.producer.http):
+    http_tokens: str = ""  # comma-separated bearer tokens; empty: no auth
+    http_open_paths: str = "/healthz,/readyz,/metrics,/openapi.json"  # no token needed
+    http_max_body_bytes: int = 1_048_576  # larger request bodies get 413
+    http_batch_max_items: int = 10_000  # items per :batch request
+    http_publish_timeout_s: float = 5.0  # wait for the broker's ack before answering 503
+    http_idempotency_ttl_s: float = 86_400.0  # how long an Idempotency-Key keeps its task id
+    http_recent_ids: int = 200_000  # accepted ids remembered per process (PENDING, not 404)
+    http_max_wait_s: float = 60.0  # upper bound of GET ?wait=
+    metrics_port: int | None = None  # Prometheus /metrics port of worker/materializer; None: off
     kafka: Mapping[str, str] = field(default_factory=dict)  # extra librdkafka settings
 
     @classmethod
@@ -103,6 +113,12 @@ def _parse(name: str, annotation: Any, raw: str) -> Any:
     except ValueError as exc:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a number") from exc
     return raw
+
+
+def prometheus_multiproc_dir() -> str | None:
+    """prometheus-client's ``PROMETHEUS_MULTIPROC_DIR`` (its own variable, not a setting):
+    where the processes of one service share their metric values; None outside that mode."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 def read_dev_bootstrap(state_file: Path = DEV_STATE_FILE) -> str | None:

@@ -1,0 +1,362 @@
+"""JSON <-> Avro datums, driven by an Avro schema alone (no Python types, no task code).
+
+The HTTP service converts request bodies with it, whether it serves an app or only the
+``schemas/`` files, so both modes take one path. The JSON conventions are those of
+:meth:`TaskSignature.args_from_json` and ``result_to_json``:
+
+    null, boolean, string          as themselves       int, long      JSON integers (range-checked)
+    float, double                  JSON numbers        bytes, fixed   base64 strings
+    enum                           a symbol name       array, map     JSON arrays and objects
+    record                         a JSON object       ["null", X]    null or X's JSON
+    timestamp-millis/-micros       ISO-8601 date-time with a UTC offset
+    date                           ISO-8601 date       uuid           a UUID string
+    decimal                        a decimal string or number (scale and precision checked)
+
+A record field left out takes its Avro default, or is reported missing. Every error is an
+InvalidArguments whose ``path`` names the field, e.g. ``args.order.items[2]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import reprlib
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from taskstream.errors import InvalidArguments
+
+__all__ = ["JsonConverter", "datum_to_json"]
+
+_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_PRIMITIVES = ("null", "boolean", "int", "long", "float", "double", "bytes", "string")
+
+Convert = Callable[[Any], Any]
+
+
+class _Mismatch(ValueError):
+    """A value that does not fit; containers add their path segment while it propagates."""
+
+    def __init__(self, message: str, segment: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.segments: list[str] = [] if segment is None else [segment]
+
+
+def _expected(what: str, value: Any) -> _Mismatch:
+    kind = "null" if value is None else type(value).__name__
+    return _Mismatch(f"expected {what}, got {kind} {reprlib.repr(value)}")
+
+
+class JsonConverter:
+    """Converts a JSON value to the datum fastavro writes for ``schema``, checking it.
+
+    Compiled once per schema: ``JsonConverter(schema).to_datum(obj, task="t", root="args")``.
+    """
+
+    def __init__(self, schema: Any) -> None:
+        self.schema = schema
+        self._named: dict[str, list[Convert]] = {}
+        self._convert = self._compile(schema, namespace="")
+
+    def to_datum(self, value: Any, *, task: str, root: str = "args") -> Any:
+        try:
+            return self._convert(value)
+        except _Mismatch as exc:
+            raise InvalidArguments(
+                task, root + "".join(reversed(exc.segments)), exc.message
+            ) from None
+
+    # -- compiling ------------------------------------------------------------------------
+
+    def _compile(self, schema: Any, namespace: str) -> Convert:
+        if isinstance(schema, list):
+            return self._union([self._compile(s, namespace) for s in schema], schema)
+        if isinstance(schema, str):
+            if schema in _PRIMITIVES:
+                return _primitive(schema)
+            full = schema if "." in schema or not namespace else f"{namespace}.{schema}"
+            found = self._named.get(full)
+            if found is None:
+                found = self._named.get(schema)
+            if found is None:
+                raise ValueError(f"unknown named type {schema!r}")
+            ref = found
+            return lambda v: ref[0](v)  # looked up late: it may refer to itself
+        kind = schema["type"]
+        logical = schema.get("logicalType")
+        if logical is not None:
+            conv = _logical(logical, schema)
+            if conv is not None:
+                return conv
+        if kind in ("record", "error", "enum", "fixed"):
+            name = schema["name"]
+            if "." in name:
+                full = name
+            else:
+                ns = schema.get("namespace", namespace)
+                full = f"{ns}.{name}" if ns else name
+            namespace = full.rpartition(".")[0]  # the enclosing namespace of what it holds
+            cell: list[Convert] = []
+            self._named[full] = cell
+            if kind == "enum":
+                cell.append(_enum(schema["symbols"]))
+            elif kind == "fixed":
+                cell.append(_fixed(schema["size"]))
+            else:
+                cell.append(self._record(schema, namespace))
+            return cell[0]
+        if kind == "array":
+            return _each(self._compile(schema["items"], namespace), is_map=False)
+        if kind == "map":
+            return _each(self._compile(schema["values"], namespace), is_map=True)
+        return self._compile(kind, namespace)  # {"type": "long"} and the like
+
+    def _record(self, schema: dict[str, Any], namespace: str) -> Convert:
+        what = schema["name"]
+        fields: list[tuple[str, Convert, bool, Any]] = []
+        for f in schema["fields"]:
+            has_default = "default" in f
+            default = _default_datum(f["type"], f.get("default")) if has_default else None
+            fields.append((f["name"], self._compile(f["type"], namespace), has_default, default))
+        names = [name for name, _, _, _ in fields]
+        known = frozenset(names)
+
+        def convert(v: Any) -> Any:
+            if not isinstance(v, dict):
+                raise _expected(f"a JSON object of {what}", v)
+            for key in v:
+                if key not in known:
+                    raise _Mismatch(
+                        f"unknown field of {what}; expected one of {', '.join(names)}", f".{key}"
+                    )
+            out = {}
+            for name, conv, has_default, default in fields:
+                if name in v:
+                    try:
+                        out[name] = conv(v[name])
+                    except _Mismatch as exc:
+                        exc.segments.append(f".{name}")
+                        raise
+                elif has_default:
+                    out[name] = default
+                else:
+                    raise _Mismatch(f"missing required field of {what}", f".{name}")
+            return out
+
+        return convert
+
+    @staticmethod
+    def _union(branches: list[Convert], schema: list[Any]) -> Convert:
+        if len(branches) == 2 and schema[0] == "null":  # the usual X | None: no guessing
+            inner = branches[1]
+            return lambda v: None if v is None else inner(v)
+
+        def convert(v: Any) -> Any:
+            errors = []
+            for branch in branches:
+                try:
+                    return branch(v)
+                except _Mismatch as exc:
+                    errors.append(exc.message)
+            raise _Mismatch("no branch of the union fits: " + "; ".join(errors))
+
+        return convert
+
+
+def _primitive(kind: str) -> Convert:
+    if kind in _RANGES:
+        low, high = _RANGES[kind]
+
+        def integer(v: Any) -> Any:
+            if isinstance(v, float) and v.is_integer():  # JSON has one number type: 3.0 is 3
+                v = int(v)
+            if isinstance(v, int) and not isinstance(v, bool):
+                if low <= v <= high:
+                    return v
+                raise _Mismatch(f"{v} does not fit in an Avro {kind}")
+            raise _expected("int", v)
+
+        return integer
+    if kind in ("float", "double"):
+
+        def number(v: Any) -> Any:
+            if isinstance(v, float):
+                return v
+            if isinstance(v, int) and not isinstance(v, bool):
+                try:
+                    return float(v)
+                except OverflowError:
+                    raise _Mismatch(f"{reprlib.repr(v)} is too large for a {kind}") from None
+            raise _expected("float", v)
+
+        return number
+    if kind == "bytes":
+        return _base64(None)
+    checks: dict[str, tuple[str, Callable[[Any], bool]]] = {
+        "null": ("None", lambda v: v is None),
+        "boolean": ("bool", lambda v: v is True or v is False),
+        "string": ("str", lambda v: isinstance(v, str)),
+    }
+    label, accepts = checks[kind]
+
+    def check(v: Any) -> Any:
+        if accepts(v):
+            return v
+        raise _expected(label, v)
+
+    return check
+
+
+def _base64(size: int | None) -> Convert:
+    def convert(v: Any) -> Any:
+        if not isinstance(v, str):
+            raise _expected("a base64 string", v)
+        try:
+            raw = base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            raise _expected("a base64 string", v) from None
+        if size is not None and len(raw) != size:
+            raise _Mismatch(f"expected {size} bytes, got {len(raw)}")
+        return raw
+
+    return convert
+
+
+def _fixed(size: int) -> Convert:
+    return _base64(size)
+
+
+def _enum(symbols: list[str]) -> Convert:
+    known = frozenset(symbols)
+
+    def convert(v: Any) -> Any:
+        if isinstance(v, str) and v in known:
+            return v
+        raise _expected(f"one of {', '.join(symbols)}", v)
+
+    return convert
+
+
+def _parsed(parse: Callable[[str], Any], what: str) -> Convert:
+    def convert(v: Any) -> Any:
+        if not isinstance(v, str):
+            raise _expected(what, v)
+        try:
+            return parse(v)
+        except _Mismatch:
+            raise
+        except (ValueError, ArithmeticError):
+            raise _expected(what, v) from None
+
+    return convert
+
+
+def _aware(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.utcoffset() is None:
+        raise _Mismatch(f"datetime {text} needs a timezone (e.g. +00:00 or Z)")
+    return value
+
+
+def _decimal(precision: int, scale: int) -> Convert:
+    def convert(v: Any) -> Any:
+        if isinstance(v, float):
+            v = repr(v)  # so that 0.1 stays 0.1 rather than its binary expansion
+        if isinstance(v, int) and not isinstance(v, bool):
+            d = Decimal(v)
+        elif isinstance(v, str):
+            try:
+                d = Decimal(v)
+            except InvalidOperation:
+                raise _expected("a decimal string or number", v) from None
+        else:
+            raise _expected("a decimal string or number", v)
+        if not d.is_finite():
+            raise _Mismatch(f"{v} is not a finite decimal")
+        _, digits, exponent = d.as_tuple()
+        assert isinstance(exponent, int)
+        if -exponent > scale:
+            raise _Mismatch(f"{v} has more than {scale} digits after the point")
+        if len(digits) + exponent + scale > precision:
+            raise _Mismatch(f"{v} has more than {precision - scale} digits before the point")
+        return d
+
+    return convert
+
+
+def _logical(logical: str, schema: dict[str, Any]) -> Convert | None:
+    """The converter of a logical type fastavro writes from Python values, else None."""
+    kind = schema["type"]
+    if logical in ("timestamp-millis", "timestamp-micros") and kind == "long":
+        return _parsed(_aware, "an ISO-8601 datetime")
+    if logical == "date" and kind == "int":
+        return _parsed(date.fromisoformat, "an ISO-8601 date")
+    if logical in ("time-millis", "time-micros") and kind in ("int", "long"):
+        return _parsed(time.fromisoformat, "an ISO-8601 time")
+    if logical == "uuid" and kind == "string":
+        return _parsed(uuid.UUID, "a UUID string")
+    if logical == "decimal" and kind == "bytes":
+        return _decimal(int(schema["precision"]), int(schema.get("scale", 0)))
+    return None  # unknown logical types are read as their underlying type, as Avro says
+
+
+def _each(conv: Convert, *, is_map: bool) -> Convert:
+    def convert(v: Any) -> Any:
+        if is_map:
+            if not isinstance(v, dict):
+                raise _expected("a JSON object", v)
+            items: Iterator[tuple[Any, Any]] = iter(v.items())
+        else:
+            if not isinstance(v, list):
+                raise _expected("a JSON array", v)
+            items = enumerate(v)
+        out_map, out_list = {}, []
+        for k, x in items:
+            try:
+                converted = conv(x)
+            except _Mismatch as exc:
+                exc.segments.append(f'["{k}"]' if is_map else f"[{k}]")
+                raise
+            if is_map:
+                out_map[k] = converted
+            else:
+                out_list.append(converted)
+        return out_map if is_map else out_list
+
+    return convert
+
+
+def _default_datum(schema: Any, default: Any) -> Any:
+    """An Avro field default (JSON, for the union's first branch) as a datum fastavro writes."""
+    first = schema[0] if isinstance(schema, list) and schema else schema
+    kind = first.get("type") if isinstance(first, dict) else first
+    if kind in ("bytes", "fixed") and isinstance(default, str):
+        return default.encode("latin-1")  # Avro writes byte defaults as code points 0-255
+    return default
+
+
+def datum_to_json(datum: Any) -> Any:
+    """A datum fastavro read (logical types converted) as JSON-able data, by the
+    conventions above. Non-finite floats become the strings "NaN", "Infinity", "-Infinity"."""
+    if datum is None or isinstance(datum, bool | int | str):
+        return datum
+    if isinstance(datum, float):
+        if math.isfinite(datum):
+            return datum
+        return "NaN" if math.isnan(datum) else ("Infinity" if datum > 0 else "-Infinity")
+    if isinstance(datum, dict):
+        return {k: datum_to_json(v) for k, v in datum.items()}
+    if isinstance(datum, list | tuple):
+        return [datum_to_json(v) for v in datum]
+    if isinstance(datum, bytes):
+        return base64.b64encode(datum).decode("ascii")
+    if isinstance(datum, datetime | date | time):
+        return datum.isoformat()
+    if isinstance(datum, uuid.UUID | Decimal):
+        return str(datum)
+    return str(datum)

@@ -1,0 +1,160 @@
+"""HttpService: what the HTTP routes share (catalog, publisher, store, ingestor, metrics)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from starlette.concurrency import run_in_threadpool
+
+from taskstream.app import App
+from taskstream.avro_json import datum_to_json
+from taskstream.config import Settings
+from taskstream.errors import CodecError
+from taskstream.kafka import admin_config
+from taskstream.producer.http.catalog import Catalog
+from taskstream.producer.http.idempotency import IdempotencyKeys, RecentIds
+from taskstream.producer.http.ingest import Ingestor, Publisher
+from taskstream.producer.http.metrics import HttpMetrics
+from taskstream.status import Status
+from taskstream.store import ResultRecord, ResultStore, open_store
+
+_PROBE_CACHE_S = 1.0  # how long a readiness answer is reused
+
+
+class BrokerProbe:
+    """Whether the broker answers a metadata request, asked at most once a second."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 1.0) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._admin: AdminClient | None = None
+        self._last: tuple[float, bool] = (-1e9, False)
+
+    async def ready(self) -> bool:
+        checked_at, ok = self._last
+        if time.monotonic() - checked_at < _PROBE_CACHE_S:
+            return ok
+        ok = await run_in_threadpool(self._ask)
+        self._last = (time.monotonic(), ok)
+        return ok
+
+    def _ask(self) -> bool:
+        try:
+            if self._admin is None:
+                self._admin = AdminClient(admin_config(self._settings))
+            self._admin.list_topics(timeout=self._timeout_s)
+            return True
+        except KafkaException:
+            return False
+
+    def close(self) -> None:
+        self._admin = None
+
+
+class HttpService:
+    """Everything a request needs. Build it with :meth:`for_app` / :meth:`for_schemas`, or
+    directly with a fake publisher and store in tests."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        settings: Settings,
+        publisher: Publisher,
+        store: ResultStore,
+        broker: BrokerProbe | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self.publisher = publisher
+        self.store = store
+        self.broker = broker
+        self.metrics = HttpMetrics()
+        self.tokens = frozenset(t.strip() for t in settings.http_tokens.split(",") if t.strip())
+        self.open_paths = frozenset(
+            p.strip() for p in settings.http_open_paths.split(",") if p.strip()
+        )
+        self.ingestor = Ingestor(
+            catalog,
+            publisher,
+            self.metrics,
+            publish_timeout_s=settings.http_publish_timeout_s,
+            idempotency=IdempotencyKeys(settings.http_idempotency_ttl_s),
+            recent=RecentIds(settings.http_recent_ids),
+        )
+
+    @classmethod
+    def for_app(cls, app: App) -> HttpService:
+        """Serve `app`'s tasks, with its settings and codec (its own publisher and store)."""
+        from taskstream.producer.publisher import TaskPublisher
+
+        s = app.settings
+        publisher = TaskPublisher(s, app.envelopes)
+        return cls(Catalog.from_app(app), s, publisher, open_store(s.store), BrokerProbe(s))
+
+    @classmethod
+    def for_schemas(
+        cls, directory: str, settings: Settings, queues: dict[str, str] | None = None
+    ) -> HttpService:
+        """Serve the tasks whose schemas are in `directory`, without their code."""
+        from taskstream.producer.publisher import TaskPublisher
+
+        catalog = Catalog.from_schemas(directory, queues)
+        publisher = TaskPublisher(settings, catalog.envelopes)
+        return cls(catalog, settings, publisher, open_store(settings.store), BrokerProbe(settings))
+
+    async def store_ready(self) -> bool:
+        try:
+            await run_in_threadpool(self.store.get, "taskstream-readiness-probe")
+            return True
+        except Exception:
+            return False
+
+    def render(self, record: ResultRecord) -> dict[str, Any]:
+        """A stored outcome as the JSON body of GET /v1/tasks/{id}."""
+        out: dict[str, Any] = {
+            "task_id": record.task_id,
+            "task": record.task,
+            "status": record.status.value,
+            "attempt": record.attempt,
+            "key": record.key,
+            "worker": record.worker,
+            "enqueued_at": _iso(record.enqueued_at),
+            "started_at": _iso(record.started_at),
+            "finished_at": _iso(record.finished_at),
+            "result": None,
+            "error": None,
+        }
+        if record.status is Status.SUCCESS and record.result is not None:
+            out["result"] = self._result_json(record.task, record.result)
+        if record.error_type is not None:
+            out["error"] = {
+                "type": record.error_type,
+                "message": record.error_message or "",
+                "traceback": record.error_traceback or "",
+            }
+        return out
+
+    def _result_json(self, task: str, data: bytes) -> Any:
+        codec = self.catalog.codec
+        spec = self.catalog.tasks.get(task)
+        try:
+            if spec is not None:
+                return datum_to_json(codec.decode_as(spec.result, data))
+            return datum_to_json(codec.decode(data)[1])
+        except CodecError:
+            # A result whose schema this service does not know: hand over the raw Avro.
+            return {"avro_base64": base64.b64encode(data).decode("ascii")}
+
+    def close(self) -> None:
+        self.publisher.close(self.settings.http_publish_timeout_s)
+        self.store.close()
+        if self.broker is not None:
+            self.broker.close()
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else str(value.isoformat())

@@ -1,0 +1,42 @@
+"""An in-memory publisher and a service built on it, for HTTP tests without a broker."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any
+
+from taskstream import App
+from taskstream.envelope import TaskEvent
+from taskstream.errors import DeliveryFailed
+from taskstream.producer.http import HttpService
+from taskstream.producer.http.catalog import Catalog
+from taskstream.store import MemoryStore
+
+
+class FakePublisher:
+    """Acknowledges every event at once (mode "ack"), fails it ("fail") or never answers
+    ("hang"), like a broker that is up, refusing, or stopped."""
+
+    def __init__(self) -> None:
+        self.events: list[TaskEvent] = []
+        self.mode = "ack"
+        self.closed = False
+
+    def publish(self, event: TaskEvent) -> Future[None]:
+        future: Future[None] = Future()
+        if self.mode == "ack":
+            self.events.append(event)
+            future.set_result(None)
+        elif self.mode == "fail":
+            future.set_exception(DeliveryFailed("topic", "broker down"))
+        return future
+
+    def close(self, timeout: float = 30.0) -> int:
+        self.closed = True
+        return 0
+
+
+def fake_service(app: App, **settings: Any) -> tuple[HttpService, FakePublisher]:
+    publisher = FakePublisher()
+    s = app.settings.replace(http_publish_timeout_s=0.2, **settings)
+    return HttpService(Catalog.from_app(app), s, publisher, MemoryStore()), publisher

@@ -1,0 +1,295 @@
+"""The HTTP API's answers, through httpx's ASGI transport and an in-memory publisher."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from taskstream import App
+from taskstream.producer.http import create_app
+from taskstream.status import Status
+from taskstream.store import ResultRecord
+from tests.unit.http_fakes import FakePublisher, fake_service
+
+pytestmark = pytest.mark.anyio  # anyio's pytest plugin comes with starlette and httpx
+
+ADD = "/v1/tasks/examples.app.add"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def example_app() -> App:
+    from examples.app import app
+
+    return app
+
+
+class Api:
+    def __init__(self, client: httpx.AsyncClient, publisher: FakePublisher, service: Any) -> None:
+        self.client, self.publisher, self.service = client, publisher, service
+
+
+async def _api(example_app: App, **settings: Any) -> AsyncIterator[Api]:
+    service, publisher = fake_service(example_app, **settings)
+    transport = httpx.ASGITransport(app=create_app(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield Api(client, publisher, service)
+
+
+@pytest.fixture
+async def api(example_app: App) -> AsyncIterator[Api]:
+    async for a in _api(example_app):
+        yield a
+
+
+def _record(
+    task_id: str, status: Status, result: bytes | None = None, **extra: Any
+) -> ResultRecord:
+    now = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    fields: dict[str, Any] = dict(
+        task_id=task_id, task="examples.app.add", status=status, attempt=1, result=result,
+        error_type=None, error_message=None, error_traceback=None, worker="w:1", key=None,
+        enqueued_at=now, started_at=now, finished_at=now, source_topic="t",
+        source_partition=0, source_offset=0,
+    )  # fmt: skip
+    fields.update(extra)
+    return ResultRecord(**fields)
+
+
+async def test_a_valid_task_is_accepted_with_its_id_and_location(
+    api: Api, example_app: App
+) -> None:
+    r = await api.client.post(ADD, json={"a": 2, "b": 3}, params={"key": "k1"})
+    assert r.status_code == 202
+    body = r.json()
+    assert body["status"] == "PENDING"
+    assert r.headers["location"] == f"/v1/tasks/{body['task_id']}"
+    (event,) = api.publisher.events
+    assert (event.id, event.task, event.queue, event.key) == (
+        body["task_id"],
+        "examples.app.add",
+        "default",
+        "k1",
+    )
+    assert event.args == example_app.tasks["examples.app.add"].encode_args((2, 3), {})
+    assert (await api.client.get(r.headers["location"])).json() == body
+
+
+async def test_a_task_on_its_own_queue_goes_there(api: Api) -> None:
+    order = {
+        "order_id": "o1",
+        "amount_cents": 100,
+        "items": ["a"],
+        "placed_at": "2024-01-01T00:00:00Z",
+    }
+    r = await api.client.post("/v1/tasks/examples.app.process_order", json={"order": order})
+    assert r.status_code == 202
+    assert api.publisher.events[0].queue == "orders"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b'{"a": 2, "b":', {"content-type": "application/json"}, 400, "malformed_json"),
+        (b'{"a": NaN, "b": 1}', {"content-type": "application/json"}, 400, "malformed_json"),
+        (b"\xff\xfe", {"content-type": "application/json"}, 400, "malformed_json"),
+        (b'{"a": 2, "b": 3}', {"content-type": "text/plain"}, 415, "unsupported_media_type"),
+        (b'{"a": 2, "b": 3}', {}, 415, "unsupported_media_type"),
+        (b'{"a": 2, "b": "3"}', {"content-type": "application/json"}, 422, "invalid_arguments"),
+        (b"[1, 2]", {"content-type": "application/json; charset=utf-8"}, 422, "invalid_arguments"),
+    ],
+)
+async def test_bad_requests_get_clear_answers(
+    api: Api, body: bytes, headers: dict[str, str], status: int, code: str
+) -> None:
+    r = await api.client.post(ADD, content=body, headers=headers)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
+    assert not api.publisher.events
+
+
+async def test_a_schema_error_names_the_field_and_what_was_expected(api: Api) -> None:
+    order = {
+        "order_id": "o1",
+        "amount_cents": 100,
+        "items": ["a", 3],
+        "placed_at": "2024-01-01T00:00:00Z",
+    }
+    r = await api.client.post("/v1/tasks/examples.app.process_order", json={"order": order})
+    assert r.status_code == 422
+    error = r.json()["error"]
+    assert error["path"] == "args.order.items[1]"
+    assert error["message"] == "expected str, got int 3"
+
+
+async def test_unknown_tasks_ids_routes_and_queues(api: Api) -> None:
+    assert (await api.client.post("/v1/tasks/nope", json={})).json()["error"][
+        "code"
+    ] == "unknown_task"
+    assert (await api.client.post("/v1/tasks/nope", json={})).status_code == 404
+    missing = await api.client.get("/v1/tasks/6d1f0e4e-0000-0000-0000-000000000000")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "unknown_task_id")
+    assert (await api.client.get("/nowhere")).status_code == 404
+    r = await api.client.post(ADD, json={"a": 1, "b": 1}, params={"queue": "elsewhere"})
+    assert (r.status_code, r.json()["error"]["path"]) == (422, "queue")
+
+
+async def test_a_body_over_the_limit_gets_413(example_app: App) -> None:
+    async for api in _api(example_app, http_max_body_bytes=64):
+        r = await api.client.post(ADD, json={"a": 1, "b": 1, "pad": "x" * 100})
+        assert r.status_code == 413
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for c in [b'{"a": 1,', b' "b": 1', b" " * 100, b"}"]:
+                yield c
+
+        streamed = await api.client.post(
+            ADD, content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert streamed.status_code == 413  # chunked: no Content-Length to trust
+        assert not api.publisher.events
+
+
+async def test_an_unacknowledged_event_gets_503_with_retry_after_never_202(api: Api) -> None:
+    for mode in ("hang", "fail"):
+        api.publisher.mode = mode
+        r = await api.client.post(ADD, json={"a": 1, "b": 1})
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "broker_unavailable"
+
+
+async def test_an_idempotency_key_gives_the_same_task_id_and_no_second_event(api: Api) -> None:
+    headers = {"Idempotency-Key": "order-7"}
+    first = await api.client.post(ADD, json={"a": 1, "b": 1}, headers=headers)
+    again = await api.client.post(ADD, json={"a": 1, "b": 1}, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["task_id"] == again.json()["task_id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(api.publisher.events) == 1
+    other = await api.client.post(ADD, json={"a": 1, "b": 2}, headers=headers)
+    assert (other.status_code, other.json()["error"]["code"]) == (409, "idempotency_key_reused")
+    fresh = await api.client.post(
+        ADD, json={"a": 1, "b": 1}, headers={"Idempotency-Key": "order-8"}
+    )
+    assert fresh.json()["task_id"] != first.json()["task_id"]
+
+
+async def test_a_retry_after_503_with_the_same_key_keeps_the_task_id(api: Api) -> None:
+    headers = {"Idempotency-Key": "k"}
+    api.publisher.mode = "hang"
+    assert (await api.client.post(ADD, json={"a": 1, "b": 1}, headers=headers)).status_code == 503
+    api.publisher.mode = "ack"
+    retried = await api.client.post(ADD, json={"a": 1, "b": 1}, headers=headers)
+    assert retried.status_code == 202
+    assert [e.id for e in api.publisher.events] == [retried.json()["task_id"]]
+
+
+async def test_a_batch_answers_each_item(api: Api) -> None:
+    items: list[dict[str, Any]] = [{"args": {"a": i, "b": 1}, "key": f"k{i}"} for i in range(3)]
+    r = await api.client.post(
+        f"{ADD}:batch", json={"items": [*items, {"args": {"a": "x", "b": 1}}]}
+    )
+    assert r.status_code == 207
+    body = r.json()
+    assert body["accepted"] == 3
+    assert [i["status"] for i in body["items"]] == [202, 202, 202, 422]
+    assert body["items"][3]["error"]["path"] == "args.a"
+    assert [e.key for e in api.publisher.events] == ["k0", "k1", "k2"]
+    shape = await api.client.post(
+        f"{ADD}:batch", json={"items": [*items, {"args": {}, "key": None}]}
+    )
+    assert (shape.status_code, shape.json()["error"]["path"]) == (422, "items[3].key")
+    assert len(api.publisher.events) == 3  # a malformed batch sends nothing
+    all_ok = await api.client.post(f"{ADD}:batch", json={"items": items[:2]})
+    assert all_ok.status_code == 202
+    assert (await api.client.post(f"{ADD}:batch", json=[1])).status_code == 422
+    api.publisher.mode = "hang"
+    down = await api.client.post(f"{ADD}:batch", json={"items": items[:2]})
+    assert (down.status_code, down.headers["retry-after"]) == (503, "1")
+
+
+async def test_a_stored_outcome_renders_result_error_and_timestamps(
+    api: Api, example_app: App
+) -> None:
+    add = example_app.tasks["examples.app.add"]
+    store = api.service.store
+    store.apply([_record("t-ok", Status.SUCCESS, add.encode_result(5))], {})
+    store.apply([_record("t-bad", Status.FAILURE, error_type="ValueError", error_message="m",
+                         error_traceback="tb")], {})  # fmt: skip
+    ok = (await api.client.get("/v1/tasks/t-ok")).json()
+    assert (ok["status"], ok["result"], ok["attempt"], ok["error"]) == ("SUCCESS", 5, 1, None)
+    assert ok["finished_at"] == "2024-05-06T07:08:09+00:00"
+    bad = (await api.client.get("/v1/tasks/t-bad", params={"wait": "1"})).json()
+    assert bad["error"] == {"type": "ValueError", "message": "m", "traceback": "tb"}
+    assert (await api.client.get("/v1/tasks/t-ok", params={"wait": "-1"})).status_code == 422
+
+
+async def test_wait_long_polls_until_the_outcome_is_final(api: Api, example_app: App) -> None:
+    import asyncio
+
+    add = example_app.tasks["examples.app.add"]
+
+    async def finish_later() -> None:
+        await asyncio.sleep(0.2)
+        api.service.store.apply([_record("t-late", Status.SUCCESS, add.encode_result(7))], {})
+
+    later = asyncio.ensure_future(finish_later())
+    r = await api.client.get("/v1/tasks/t-late", params={"wait": "10"})
+    await later
+    assert r.json()["result"] == 7
+
+
+async def test_bearer_tokens_guard_v1_but_not_health_or_metrics(example_app: App) -> None:
+    async for api in _api(example_app, http_tokens="s3cret, other"):
+        assert (await api.client.post(ADD, json={"a": 1, "b": 1})).status_code == 401
+        assert (await api.client.get("/v1/tasks")).status_code == 401
+        wrong = await api.client.get("/v1/tasks", headers={"Authorization": "Bearer nope"})
+        assert (wrong.status_code, wrong.headers["www-authenticate"]) == (401, "Bearer")
+        good = await api.client.get("/v1/tasks", headers={"Authorization": "Bearer other"})
+        assert good.status_code == 200
+        for path in ("/healthz", "/metrics", "/openapi.json"):
+            assert (await api.client.get(path)).status_code == 200
+        spec = (await api.client.get("/openapi.json")).json()
+        assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    async for api in _api(example_app, http_tokens="s3cret", http_open_paths="/healthz"):
+        assert (await api.client.get("/metrics")).status_code == 401
+
+
+async def test_the_task_list_and_openapi_describe_every_task(api: Api) -> None:
+    tasks = {t["name"]: t for t in (await api.client.get("/v1/tasks")).json()["tasks"]}
+    assert set(tasks) == {"examples.app.add", "examples.app.divide", "examples.app.process_order"}
+    assert tasks["examples.app.process_order"]["queue"] == "orders"
+    assert tasks["examples.app.add"]["args_schema"]["fields"][0] == {"name": "a", "type": "long"}
+    spec = (await api.client.get("/openapi.json")).json()
+    assert spec["openapi"] == "3.1.0"
+    for name in tasks:
+        assert f"/v1/tasks/{name}" in spec["paths"] and f"/v1/tasks/{name}:batch" in spec["paths"]
+    order = spec["components"]["schemas"]["examples.app.Order"]
+    assert order["properties"]["placed_at"] == {"type": "string", "format": "date-time"}
+    assert order["required"] == ["order_id", "amount_cents", "items", "placed_at"]
+
+
+async def test_metrics_count_requests_and_accepted_tasks(api: Api) -> None:
+    await api.client.post(ADD, json={"a": 1, "b": 1})
+    await api.client.post(ADD, json={"a": "x", "b": 1})
+    text = (await api.client.get("/metrics")).text
+    assert 'taskstream_http_tasks_accepted_total{task="examples.app.add"} 1.0' in text
+    assert 'taskstream_http_tasks_rejected_total{reason="invalid_arguments"} 1.0' in text
+    assert 'status="202"' in text and 'status="422"' in text
+
+
+async def test_health_is_open_and_readiness_checks_the_store(api: Api) -> None:
+    assert (await api.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await api.client.get("/readyz")).status_code == 200
+    api.service.store.close()
+    r = await api.client.get("/readyz")
+    assert (r.status_code, r.headers["retry-after"]) == (503, "1")

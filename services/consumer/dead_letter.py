@@ -17,14 +17,13 @@ from enum import StrEnum
 
 from confluent_kafka import Message
 
-from taskstream.kafka import DeliveryCallback, EventProducer
-
 
 class Reason(StrEnum):
     UNDECODABLE = "undecodable"  # not single-object Avro, or a corrupt body
     UNKNOWN_SCHEMA = "unknown-schema"  # a fingerprint no one registered
     UNKNOWN_TASK = "unknown-task"  # a task this worker does not define
     INVALID_ARGUMENTS = "invalid-arguments"  # arguments that break the task's schema
+    RETRIES_EXHAUSTED = "retries-exhausted"  # the task failed max_retries + 1 times
 
 
 HEADER_PREFIX = "taskstream."
@@ -45,21 +44,3 @@ def dead_letter_headers(
     if task is not None:
         headers.append((HEADER_PREFIX + "task", task.encode()))
     return headers
-
-
-def send_to_dead_letter(
-    producer: EventProducer,
-    topic: str,
-    message: Message,
-    reason: Reason,
-    error: str,
-    on_delivery: DeliveryCallback,
-    task: str | None = None,
-) -> None:
-    producer.produce(
-        topic,
-        message.value() or b"",
-        message.key(),
-        on_delivery,
-        headers=dead_letter_headers(message, reason, error, task),
-    )

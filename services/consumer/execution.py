@@ -1,14 +1,23 @@
-"""Running one task event: decoded arguments in, a result event out."""
+"""Running one task event: decoded arguments in, an outcome out.
+
+The outcome is the result event to publish and, for a retry, the next attempt's event, or,
+when retries are used up, the word that the event goes to the dead-letter topic.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from taskstream.consumer import retries
+from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import ResultEvent, TaskError, TaskEvent, now_micros
+from taskstream.errors import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from taskstream.status import Status
-from taskstream.task import Task
+from taskstream.task import Task, TaskRequest, set_current_request
 
 
 @dataclass(slots=True)
@@ -20,29 +29,86 @@ class Source:
     offset: int
 
 
-def _result_event(
-    event: TaskEvent, source: Source, worker: str, started: int, status: Status,
-    result: bytes | None, error: TaskError | None,
-) -> ResultEvent:  # fmt: skip
-    return ResultEvent(
-        id=event.id,
-        task=event.task,
-        status=status,
-        attempt=event.attempt,
-        key=event.key,
-        result=result,
-        error=error,
-        worker=worker,
-        source_topic=source.topic,
-        source_partition=source.partition,
-        source_offset=source.offset,
-        enqueued_at=event.enqueued_at,
-        started_at=started,
-        finished_at=now_micros(),
-    )
+@dataclass(slots=True)
+class Outcome:
+    result: ResultEvent
+    retry: TaskEvent | None = None  # the next attempt, due at its not_before
+    dead_letter: str | None = None  # why the event goes to the dead-letter topic
 
 
-def _error(exc: BaseException) -> TaskError:
+@dataclass(slots=True)
+class Run:
+    """One run of one task event, and what its outcome is built from."""
+
+    task: Task[Any, Any]
+    event: TaskEvent
+    kwargs: dict[str, Any]
+    source: Source
+    worker: str
+    started: int = 0  # µs since the epoch
+
+    def enter(self) -> None:
+        """Mark the start of the run and make its request current for the task's code."""
+        self.started = now_micros()
+        event = self.event
+        set_current_request(TaskRequest(event.id, event.task, event.attempt, event.key))
+
+    def _result(
+        self, status: Status, result: bytes | None = None, error: TaskError | None = None
+    ) -> ResultEvent:
+        event, source = self.event, self.source
+        return ResultEvent(
+            id=event.id,
+            task=event.task,
+            status=status,
+            attempt=event.attempt,
+            key=event.key,
+            result=result,
+            error=error,
+            worker=self.worker,
+            source_topic=source.topic,
+            source_partition=source.partition,
+            source_offset=source.offset,
+            enqueued_at=event.enqueued_at,
+            started_at=self.started,
+            finished_at=now_micros(),
+        )
+
+    def succeeded(self, value: Any) -> Outcome:
+        """SUCCESS with the encoded return value (FAILURE if it breaks the result schema)."""
+        try:
+            encoded = self.task.encode_result(value)
+        except Exception as exc:
+            return self.failed(exc)
+        return Outcome(self._result(Status.SUCCESS, encoded))
+
+    def failed(self, exc: BaseException) -> Outcome:
+        """FAILURE, or RETRY with the next attempt when the task's policy says so."""
+        options = self.task.options
+        if not retries.wants_retry(options, exc):
+            return Outcome(self._result(Status.FAILURE, error=describe(exc)))
+        recorded = exc.exc if isinstance(exc, Retry) and exc.exc is not None else exc
+        retries_done = self.event.attempt - 1
+        if retries_done >= options.max_retries:
+            reason = f"retries exhausted after {self.event.attempt} attempts: {recorded!r}"
+            return Outcome(self._result(Status.FAILURE, error=describe(recorded)), None, reason)
+        requested = exc.countdown if isinstance(exc, Retry) else None
+        wait = retries.countdown(options, retries_done, requested)
+        event = self.event
+        following = TaskEvent(
+            id=event.id,
+            task=event.task,
+            queue=event.queue,
+            key=event.key,
+            attempt=event.attempt + 1,
+            enqueued_at=event.enqueued_at,
+            not_before=now_micros() + int(wait * 1_000_000),
+            args=event.args,
+        )
+        return Outcome(self._result(Status.RETRY, error=describe(recorded)), following)
+
+
+def describe(exc: BaseException) -> TaskError:
     return TaskError(
         type=type(exc).__name__,
         message=str(exc),
@@ -50,39 +116,60 @@ def _error(exc: BaseException) -> TaskError:
     )
 
 
-def outcome(
-    task: Task[Any, Any], event: TaskEvent, source: Source, worker: str, started: int,
-    value: Any = None, exc: BaseException | None = None,
-) -> ResultEvent:  # fmt: skip
-    """The result event for a finished run: SUCCESS with the encoded return value, or
-    FAILURE with the exception (also when the return value breaks the result schema)."""
-    if exc is None:
+def run_sync(run: Run, watchdog: Watchdog, on_abandon: Callable[[], None]) -> Outcome:
+    """Run a plain function on this thread, within its time limits."""
+    options = run.task.options
+    limited = options.time_limit is not None or options.soft_time_limit is not None
+    run.enter()
+    watch = (
+        watchdog.watch(options.soft_time_limit, options.time_limit, on_abandon) if limited else None
+    )
+    try:
         try:
-            encoded = task.encode_result(value)
-        except Exception as encode_exc:
-            exc = encode_exc
-        else:
-            return _result_event(event, source, worker, started, Status.SUCCESS, encoded, None)
-    return _result_event(event, source, worker, started, Status.FAILURE, None, _error(exc))
-
-
-def run_sync(
-    task: Task[Any, Any], event: TaskEvent, kwargs: dict[str, Any], source: Source, worker: str
-) -> ResultEvent:
-    started = now_micros()
-    try:
-        value = task.invoke(kwargs)
+            value = run.task.invoke(run.kwargs)
+        finally:
+            if watch is not None:
+                watchdog.unwatch(watch)
     except Exception as exc:
-        return outcome(task, event, source, worker, started, exc=exc)
-    return outcome(task, event, source, worker, started, value)
+        return run.failed(exc)
+    return run.succeeded(value)
 
 
-async def run_async(
-    task: Task[Any, Any], event: TaskEvent, kwargs: dict[str, Any], source: Source, worker: str
-) -> ResultEvent:
-    started = now_micros()
+async def run_async(run: Run) -> Outcome:
+    """Await a coroutine function on the worker's loop, within its time limits."""
+    options = run.task.options
+    run.enter()
     try:
-        value = await task.invoke(kwargs)
+        value = await _limited(
+            run.task.invoke(run.kwargs), options.soft_time_limit, options.time_limit
+        )
     except Exception as exc:
-        return outcome(task, event, source, worker, started, exc=exc)
-    return outcome(task, event, source, worker, started, value)
+        return run.failed(exc)
+    return run.succeeded(value)
+
+
+async def _limited(coro: Awaitable[Any], soft: float | None, hard: float | None) -> Any:
+    """Await ``coro``; at the soft limit cancel it (the task sees CancelledError and may
+    clean up; if it lets it through, the run failed with SoftTimeLimitExceeded); at the hard
+    limit give up on it: TimeLimitExceeded."""
+    if soft is None and hard is None:
+        return await coro
+    task = asyncio.ensure_future(coro)
+    if soft is not None and (hard is None or soft < hard):
+        done, _ = await asyncio.wait({task}, timeout=soft)
+        if not done:
+            task.cancel("soft time limit")
+            rest = None if hard is None else hard - soft
+            done, _ = await asyncio.wait({task}, timeout=rest)
+            if not done:
+                raise TimeLimitExceeded(f"hard time limit of {hard}s exceeded")
+            try:
+                return task.result()
+            except asyncio.CancelledError:
+                raise SoftTimeLimitExceeded(f"soft time limit of {soft}s exceeded") from None
+        return task.result()
+    done, _ = await asyncio.wait({task}, timeout=hard)
+    if not done:
+        task.cancel("hard time limit")
+        raise TimeLimitExceeded(f"hard time limit of {hard}s exceeded")
+    return task.result()

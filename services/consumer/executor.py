@@ -7,16 +7,20 @@ different keys (or none) run side by side up to the concurrency.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+log = logging.getLogger(__name__)
+
 
 class Job(Protocol):
     key: str | None
     is_async: bool
+    released: bool  # set by the executor once the job no longer holds its key
 
     def run(self) -> None: ...
 
@@ -32,12 +36,9 @@ class Executor:
 
     def __init__(self, concurrency: int) -> None:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"taskstream-task-{i}", daemon=True)
-            for i in range(concurrency)
-        ]
-        for t in self._threads:
-            t.start()
+        self._lock = threading.Lock()
+        self._surplus = 0  # threads to retire: replacements of abandoned ones came back
+        self._threads = [self._spawn() for _ in range(concurrency)]
         self._concurrency = concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -54,20 +55,49 @@ class Executor:
         else:
             self._jobs.put(job)
 
+    def _spawn(self) -> threading.Thread:
+        thread = threading.Thread(target=self._work, name="taskstream-task", daemon=True)
+        thread.start()
+        return thread
+
+    def abandon(self, job: Job) -> None:
+        """``job``'s thread is stuck past its hard time limit: release its key and add a
+        thread in its place (the stuck one retires when it comes back)."""
+        self.release(job)
+        with self._lock:
+            self._surplus += 1
+        self._threads.append(self._spawn())
+
+    def release(self, job: Job) -> None:
+        """Let the next job of ``job``'s key start; once per job."""
+        with self._lock:
+            if job.released:
+                return
+            job.released = True
+        self._keys.finished(job)
+
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
             try:
                 job.run()
+            except BaseException:
+                log.exception("task job failed outside its run")
             finally:
-                self._keys.finished(job)
+                self.release(job)
+            with self._lock:
+                if self._surplus:
+                    self._surplus -= 1
+                    return
 
     async def _run_async(self, job: Job) -> None:
         assert self._slots is not None
         async with self._slots:
             try:
                 await job.run_async()
+            except BaseException:
+                log.exception("task job failed outside its run")
             finally:
-                self._keys.finished(job)
+                self.release(job)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:

@@ -8,7 +8,12 @@ worker's max-tasks-in-flight, not by how far a fast key runs ahead.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+log = logging.getLogger(__name__)
 
 
 class PartitionOffsets:
@@ -84,3 +89,31 @@ class OffsetTracker:
             if position is not None:
                 out.append((p, position))
         return out
+
+
+def commit(
+    consumer: Consumer,
+    tracker: OffsetTracker,
+    asynchronous: bool,
+    only: set[tuple[str, int]] | None = None,
+) -> bool:
+    """Commit every tracked partition's committable offset (or only those in ``only``).
+
+    Returns False when the commit failed; the next commit carries the same or newer offsets.
+    """
+    items = [
+        (p, pos)
+        for p, pos in tracker.committable()
+        if only is None or (p.topic, p.partition) in only
+    ]
+    if not items:
+        return True
+    offsets = [TopicPartition(p.topic, p.partition, pos) for p, pos in items]
+    try:
+        consumer.commit(offsets=offsets, asynchronous=asynchronous)
+    except KafkaException as exc:
+        log.warning("commit failed (the next one carries these offsets): %s", exc)
+        return False
+    for p, pos in items:
+        p.committed = pos
+    return True

@@ -2,39 +2,41 @@
 
 One thread owns the consumer, the offset tracker and the producer's delivery reports; task
 code runs on the executor. A record's offset becomes committable only when its outcome (a
-result event, or the record itself in the dead-letter topic) is acknowledged by the broker
-(acks=all), so a worker killed at any moment loses no task: its uncommitted records are
-redelivered to the group's other members.
+result event, a retry's next attempt, or the record itself in the dead-letter topic) is
+acknowledged by the broker (acks=all), so a worker killed at any moment loses no task: its
+uncommitted records are redelivered to the group's other members. Each worker process also
+runs a delay scheduler (delays.py) that brings retries and countdowns back when due.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import signal
 import threading
 import time
 from types import FrameType
-from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from taskstream.app import App
-from taskstream.consumer.dead_letter import Reason, send_to_dead_letter
-from taskstream.consumer.execution import Source, run_async, run_sync
+from taskstream.consumer.dead_letter import Reason
+from taskstream.consumer.delays import DelayScheduler
+from taskstream.consumer.execution import Outcome, Run, Source, run_async, run_sync
 from taskstream.consumer.executor import Executor
-from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
-from taskstream.envelope import ResultEvent, TaskEvent
-from taskstream.errors import UnknownSchema
+from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets, commit
+from taskstream.consumer.outcomes import Outcomes
+from taskstream.consumer.time_limits import Watchdog
+from taskstream.envelope import now_micros
+from taskstream.errors import TimeLimitExceeded, UnknownSchema
 from taskstream.kafka import EventProducer, consumer_config, producer_config, worker_id
-from taskstream.task import Task
-from taskstream.topics import dead_letter_topic, results_topic, task_topic
+from taskstream.topics import task_topic
 
 log = logging.getLogger(__name__)
 
 _BATCH = 500  # records taken from the consumer per loop turn, at most
 _POLL_S = 0.05  # consumer poll wait; bounds how late delivery reports are served
 _RESUME_RATIO = 0.8  # fetching resumes when in-flight tasks fall below this share of the bound
+_EARLY_TOLERANCE_US = 5_000  # an event due within this is run now, not delayed again
 
 
 def worker_group(prefix: str) -> str:
@@ -42,31 +44,51 @@ def worker_group(prefix: str) -> str:
 
 
 class _TaskJob:
-    __slots__ = ("event", "is_async", "key", "kwargs", "offsets", "source", "task", "worker")
+    """One record's run on the executor; its outcome is published exactly once."""
+
+    __slots__ = (
+        "_lock",
+        "_published",
+        "is_async",
+        "key",
+        "message",
+        "offsets",
+        "released",
+        "run_",
+        "worker",
+    )
 
     def __init__(
-        self, worker: Worker, task: Task[Any, Any], event: TaskEvent, kwargs: dict[str, Any],
-        source: Source, offsets: PartitionOffsets,
-    ) -> None:  # fmt: skip
+        self, worker: Worker, run: Run, message: Message, offsets: PartitionOffsets
+    ) -> None:
         self.worker = worker
-        self.task = task
-        self.event = event
-        self.kwargs = kwargs
-        self.source = source
+        self.run_ = run
+        self.message = message
         self.offsets = offsets
-        self.key = event.key
-        self.is_async = task.is_async
+        self.key = run.event.key
+        self.is_async = run.task.is_async
+        self.released = False
+        self._published = False
+        self._lock = threading.Lock()
 
     def run(self) -> None:
-        w = self.worker
-        self.worker.publish_result(
-            self, run_sync(self.task, self.event, self.kwargs, self.source, w.worker_id)
-        )
+        self.publish(run_sync(self.run_, self.worker.watchdog, self.abandon))
 
     async def run_async(self) -> None:
-        w = self.worker
-        result = await run_async(self.task, self.event, self.kwargs, self.source, w.worker_id)
-        w.publish_result(self, result)
+        self.publish(await run_async(self.run_))
+
+    def abandon(self) -> None:
+        """Past its hard time limit and still stuck: record the failure, free the slot."""
+        limit = self.run_.task.options.time_limit
+        self.publish(self.run_.failed(TimeLimitExceeded(f"hard time limit of {limit}s exceeded")))
+        self.worker.executor.abandon(self)
+
+    def publish(self, outcome: Outcome) -> None:
+        with self._lock:
+            if self._published:
+                return  # an abandoned run came back after all
+            self._published = True
+        self.worker.outcomes.publish(self.offsets, self.message, outcome)
 
 
 class Worker:
@@ -94,15 +116,12 @@ class Worker:
         self.concurrency = concurrency or s.concurrency
         self.max_in_flight = max(max_tasks_in_flight or s.max_tasks_in_flight, self.concurrency)
         self.worker_id = worker_id()
-        self._results_topic = results_topic(s.topic_prefix)
-        self._dead_letter_topic = dead_letter_topic(s.topic_prefix)
+        self.watchdog = Watchdog()
         self._stopping = threading.Event()
         self._tracker = OffsetTracker()
         self._in_flight = 0  # dispatched records whose outcome is not yet delivered
         self._paused = False
         self._producer: EventProducer | None = None
-        self._executor: Executor | None = None
-        self._consumer: Consumer | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -121,9 +140,13 @@ class Worker:
     def run(self) -> None:
         s = self.settings
         self.app.ensure_topics(self.queues)
-        self._producer = EventProducer(producer_config(s))
-        self._executor = Executor(self.concurrency)
-        consumer = self._consumer = Consumer(consumer_config(s, self.group_id))
+        producer = self._producer = EventProducer(producer_config(s))
+        self.outcomes = Outcomes(producer, s.topic_prefix, self.app.envelopes, self._done)
+        self.executor = Executor(self.concurrency)
+        delays = DelayScheduler(self.app)
+        delays_thread = threading.Thread(target=delays.run, name="taskstream-delays", daemon=True)
+        delays_thread.start()
+        consumer = Consumer(consumer_config(s, self.group_id))
         consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -133,17 +156,19 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 self._fetch(consumer)
-                self._producer.poll(0)
+                producer.poll(0)
                 self._apply_backpressure(consumer)
                 now = time.monotonic()
                 if now >= next_commit:
-                    self._commit(consumer, asynchronous=True)
+                    commit(consumer, self._tracker, asynchronous=True)
                     next_commit = now + commit_every
             self._drain(consumer)
         finally:
             consumer.close()  # revokes: commits what is done
-            self._producer.close(s.delivery_timeout_ms / 1000)
-            self._executor.shutdown()
+            delays.stop()
+            delays_thread.join(s.delivery_timeout_ms / 1000)
+            producer.close(s.delivery_timeout_ms / 1000)
+            self.executor.shutdown()
             log.info("worker %s stopped", self.worker_id)
 
     # -- fetching and dispatch --------------------------------------------------------------
@@ -180,91 +205,34 @@ class Worker:
         offsets = self._tracker.get(topic, partition)
         offsets.add(offset)
         self._in_flight += 1
-        app = self.app
+        app, outcomes = self.app, self.outcomes
         try:
             event = app.envelopes.decode_task(message.value() or b"")
         except UnknownSchema as exc:
-            return self._dead_letter(message, offsets, Reason.UNKNOWN_SCHEMA, str(exc))
+            return outcomes.dead_letter(offsets, message, Reason.UNKNOWN_SCHEMA, str(exc))
         except Exception as exc:
-            return self._dead_letter(message, offsets, Reason.UNDECODABLE, str(exc))
+            return outcomes.dead_letter(offsets, message, Reason.UNDECODABLE, str(exc))
         task = app.tasks.get(event.task)
         if task is None:
             reason = f"task {event.task!r} is not defined by app {app.name!r}"
-            return self._dead_letter(message, offsets, Reason.UNKNOWN_TASK, reason, event.task)
+            return outcomes.dead_letter(offsets, message, Reason.UNKNOWN_TASK, reason, event.task)
+        if event.not_before and event.not_before - now_micros() > _EARLY_TOLERANCE_US:
+            return outcomes.forward(offsets, message, outcomes.destination(event))
         try:
             kwargs = task.decode_args(event.args)
         except Exception as exc:
-            return self._dead_letter(
-                message, offsets, Reason.INVALID_ARGUMENTS, str(exc), event.task
+            return outcomes.dead_letter(
+                offsets, message, Reason.INVALID_ARGUMENTS, str(exc), event.task
             )
-        assert self._executor is not None
-        self._executor.submit(
-            _TaskJob(self, task, event, kwargs, Source(topic, partition, offset), offsets)
-        )
+        run = Run(task, event, kwargs, Source(topic, partition, offset), self.worker_id)
+        self.executor.submit(_TaskJob(self, run, message, offsets))
 
-    def _dead_letter(
-        self, message: Message, offsets: PartitionOffsets, reason: Reason, error: str,
-        task: str | None = None,
-    ) -> None:  # fmt: skip
-        log.warning(
-            "dead letter %s[%s]@%s: %s: %s",
-            message.topic(), message.partition(), message.offset(), reason.value, error,
-        )  # fmt: skip
-        assert self._producer is not None
-        on_delivery = functools.partial(self._on_outcome_delivered, offsets, message.offset())
-        send_to_dead_letter(
-            self._producer, self._dead_letter_topic, message, reason, error, on_delivery, task
-        )
-
-    # -- outcomes ---------------------------------------------------------------------------
-
-    def publish_result(self, job: _TaskJob, result: ResultEvent) -> None:
-        """Called on the task's thread: the producer is thread-safe; the delivery report
-        comes back on the worker's thread."""
-        assert self._producer is not None
-        self._producer.produce(
-            self._results_topic,
-            self.app.envelopes.encode_result(result),
-            result.id,
-            functools.partial(self._on_outcome_delivered, job.offsets, job.source.offset),
-        )
-
-    def _on_outcome_delivered(
-        self, offsets: PartitionOffsets, offset: int, err: KafkaError | None, message: Message
-    ) -> None:
-        if err is not None:
-            # Never drop an outcome: produce it again; its offset stays uncommitted meanwhile.
-            log.error("outcome of offset %s not delivered (%s): retrying", offset, err)
-            assert self._producer is not None
-            self._producer.produce(
-                message.topic() or "", message.value() or b"", message.key(),
-                functools.partial(self._on_outcome_delivered, offsets, offset),
-                headers=message.headers(),
-            )  # fmt: skip
-            return
+    def _done(self, offsets: PartitionOffsets, offset: int) -> None:
+        """Every event of a record's outcome is acknowledged (on this thread)."""
         offsets.finish(offset)
         self._in_flight -= 1
 
     # -- offsets and rebalances -------------------------------------------------------------
-
-    def _commit(
-        self, consumer: Consumer, asynchronous: bool, only: set[tuple[str, int]] | None = None
-    ) -> None:
-        items = [
-            (p, pos)
-            for p, pos in self._tracker.committable()
-            if only is None or (p.topic, p.partition) in only
-        ]
-        if not items:
-            return
-        offsets = [TopicPartition(p.topic, p.partition, pos) for p, pos in items]
-        try:
-            consumer.commit(offsets=offsets, asynchronous=asynchronous)
-        except KafkaException as exc:
-            log.warning("commit failed (will retry with the next one): %s", exc)
-            return
-        for p, pos in items:
-            p.committed = pos
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -275,7 +243,7 @@ class Worker:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         if not self._stopping.is_set():
             self._wait_for(revoked, self.settings.revoke_grace_s)
-        self._commit(consumer, asynchronous=False, only=revoked)
+        commit(consumer, self._tracker, asynchronous=False, only=revoked)
         for topic, partition in revoked:
             self._tracker.revoke(topic, partition)
         log.info("revoked %s", _names(partitions))
@@ -314,7 +282,7 @@ class Worker:
         self._wait_for(set(self._tracker.partitions), self.settings.shutdown_grace_s)
         if self._in_flight:
             log.warning("%d tasks still running after the grace period", self._in_flight)
-        self._commit(consumer, asynchronous=False)
+        commit(consumer, self._tracker, asynchronous=False)
 
 
 def _names(partitions: list[TopicPartition]) -> str:

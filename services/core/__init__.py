@@ -15,14 +15,17 @@ from taskstream.config import Settings
 from taskstream.errors import (
     DeliveryFailed,
     InvalidArguments,
+    Retry,
+    SoftTimeLimitExceeded,
     TaskFailed,
     TaskstreamError,
+    TimeLimitExceeded,
     UnknownTask,
     UnsupportedAnnotation,
 )
 from taskstream.producer.result import AsyncResult
 from taskstream.status import Status
-from taskstream.task import Task
+from taskstream.task import Task, TaskOptions, TaskRequest, current_request
 
 __all__ = [  # noqa: RUF022 - grouped, not sorted
     # the API
@@ -31,11 +34,18 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "Settings",
     "Status",
     "Task",
+    "TaskOptions",
+    "TaskRequest",
+    "current_request",
+    # control flow raised by tasks
+    "Retry",
+    "SoftTimeLimitExceeded",
     # errors
     "DeliveryFailed",
     "InvalidArguments",
     "TaskFailed",
     "TaskstreamError",
+    "TimeLimitExceeded",
     "UnknownTask",
     "UnsupportedAnnotation",
 ]

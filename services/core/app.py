@@ -18,7 +18,7 @@ from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import UnknownTask
 from taskstream.kafka import ensure_topics
 from taskstream.store import ResultStore, open_store
-from taskstream.task import Task
+from taskstream.task import Task, TaskOptions
 from taskstream.topics import topic_specs
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class App:
     def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
     @overload
     def task(
-        self, *, name: str | None = None, queue: str = DEFAULT_QUEUE
+        self, *, name: str | None = None, queue: str = DEFAULT_QUEUE, **options: Any
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -66,13 +66,18 @@ class App:
         *,
         name: str | None = None,
         queue: str = DEFAULT_QUEUE,
+        **options: Any,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task. Its type hints become its Avro schemas; a hint
-        that has no Avro mapping raises UnsupportedAnnotation here."""
+        that has no Avro mapping raises UnsupportedAnnotation here. ``options`` are the
+        fields of TaskOptions: ``max_retries``, ``autoretry_for``, ``retry_backoff``,
+        ``retry_backoff_max``, ``retry_jitter``, ``default_retry_delay``, ``time_limit``,
+        ``soft_time_limit``."""
+        task_options = TaskOptions(**options)
 
         def register(f: Callable[P, R]) -> Task[P, R]:
             task_name = name or self._default_name(f)
-            t: Task[P, R] = Task(self, f, name=task_name, queue=queue)
+            t: Task[P, R] = Task(self, f, name=task_name, queue=queue, options=task_options)
             self.tasks[task_name] = t
             return t
 

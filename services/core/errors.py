@@ -113,3 +113,28 @@ class TaskFailed(TaskstreamError):
 
 class StoreError(TaskstreamError):
     """The lookup store cannot be opened, read or written."""
+
+
+class Retry(TaskstreamError):
+    """Raise from a task to have it run again later, as a new event (attempt + 1).
+
+    ``raise Retry(countdown=30)`` waits 30 s; without a countdown the task's backoff policy
+    decides. ``exc`` is the error recorded with the RETRY status (and with the FAILURE once
+    the task's ``max_retries`` are used up).
+    """
+
+    def __init__(
+        self, countdown: float | None = None, exc: BaseException | None = None, message: str = ""
+    ) -> None:
+        self.countdown = countdown
+        self.exc = exc
+        super().__init__(message or (f"{type(exc).__name__}: {exc}" if exc else "retry requested"))
+
+
+class SoftTimeLimitExceeded(TaskstreamError):
+    """Raised inside a running task when it passes its ``soft_time_limit``; it may catch it
+    to clean up before the hard ``time_limit``. (An async task is cancelled instead.)"""
+
+
+class TimeLimitExceeded(TaskstreamError):
+    """A task ran past its hard ``time_limit``; its outcome is a FAILURE of this type."""

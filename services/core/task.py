@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskstream.avro_types import TaskSignature, derive_signature
@@ -19,6 +21,60 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+@dataclass(frozen=True)
+class TaskRequest:
+    """What a running task knows about its own run: ``current_request()`` inside a task."""
+
+    id: str
+    task: str
+    attempt: int  # 1 for the first run, +1 per retry
+    key: str | None
+
+
+_current_request: ContextVar[TaskRequest | None] = ContextVar("taskstream_request", default=None)
+
+
+def current_request() -> TaskRequest:
+    """The request of the task running on this thread (or in this coroutine)."""
+    request = _current_request.get()
+    if request is None:
+        raise RuntimeError("current_request() is only available inside a running task")
+    return request
+
+
+def set_current_request(request: TaskRequest | None) -> None:
+    _current_request.set(request)
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a task is retried and limited, as in Celery.
+
+    A task is retried when it raises ``Retry`` or one of ``autoretry_for``, at most
+    ``max_retries`` times; then its outcome is FAILURE and its event goes to the dead-letter
+    topic. The wait before a retry: ``Retry(countdown=...)`` when given, else with
+    ``retry_backoff`` set, ``retry_backoff * 2 ** retries`` capped at ``retry_backoff_max``
+    (with ``retry_jitter``, a random share of that: "full jitter"), else
+    ``default_retry_delay``.
+    """
+
+    max_retries: int = 3
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_backoff: float = 0.0  # seconds; 0: no exponential backoff
+    retry_backoff_max: float = 600.0  # seconds
+    retry_jitter: bool = True
+    default_retry_delay: float = 180.0  # seconds
+    time_limit: float | None = None  # seconds; past it the run is a FAILURE TimeLimitExceeded
+    soft_time_limit: float | None = None  # seconds; SoftTimeLimitExceeded raised in the task
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        limits = (self.soft_time_limit, self.time_limit)
+        if any(v is not None and v <= 0 for v in limits):
+            raise ValueError("time limits must be positive")
+
+
 class Task(Generic[P, R]):
     """A registered task. Call it to run it here; ``delay`` to run it on a worker."""
 
@@ -29,11 +85,13 @@ class Task(Generic[P, R]):
         *,
         name: str,
         queue: str,
+        options: TaskOptions | None = None,
     ) -> None:
         self.app = app
         self.func = func
         self.name = name
         self.queue = queue
+        self.options = options or TaskOptions()
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature: TaskSignature = derive_signature(func, name)
         codec = app.codec
@@ -73,12 +131,16 @@ class Task(Generic[P, R]):
         key: str | None = None,
         queue: str | None = None,
         task_id: str | None = None,
+        countdown: float | None = None,
     ) -> AsyncResult[R]:
         """Send the task with options. ``key``: events with one key go to one partition and
-        run in order. ``queue``: another queue than the task's own."""
+        run in order. ``queue``: another queue than the task's own. ``countdown``: run it no
+        sooner than this many seconds from now."""
         event = self.event(
             self.encode_args(args, kwargs or {}), key=key, queue=queue, task_id=task_id
         )
+        if countdown:
+            event.not_before = event.enqueued_at + int(countdown * 1_000_000)
         return self.app.publish(event)
 
     def event(

@@ -5,6 +5,7 @@ With prefix ``taskstream``:
 - ``taskstream.tasks.<queue>``  task events of one queue, keyed by the task's ordering key
 - ``taskstream.results``        result events, keyed by task id, compacted
 - ``taskstream.dead-letter``    events that cannot run, with the reason in headers
+- ``taskstream.delay.<N>s``     delayed events (retries, countdowns) waiting N seconds
 """
 
 from __future__ import annotations
@@ -28,6 +29,35 @@ def results_topic(prefix: str) -> str:
 def dead_letter_topic(prefix: str) -> str:
     """``<prefix>.dead-letter``"""
     return _checked(f"{prefix}.dead-letter")
+
+
+# Delay tiers: a delayed event waits in the largest tier not longer than its remaining time,
+# hop by hop. Every record of one tier waits the same time, so a partition's records ripen in
+# order and its head is the only one that must wait.
+DELAY_TIERS_S = (1, 10, 60, 600, 3600)
+
+
+def delay_topic(prefix: str, seconds: int) -> str:
+    """``<prefix>.delay.<seconds>s``"""
+    return _checked(f"{prefix}.delay.{seconds}s")
+
+
+def delay_tier(remaining_s: float) -> int:
+    """The tier for an event due in ``remaining_s``: the largest not longer than it, or the
+    shortest (an event is never run early; it may run up to one shortest tier late)."""
+    fitting = [t for t in DELAY_TIERS_S if t <= remaining_s]
+    return fitting[-1] if fitting else DELAY_TIERS_S[0]
+
+
+def tier_of(prefix: str, topic: str) -> int | None:
+    """The tier of a delay topic name, or None for another topic."""
+    head = f"{prefix}.delay."
+    if topic.startswith(head) and topic.endswith("s"):
+        try:
+            return int(topic[len(head) : -1])
+        except ValueError:
+            return None
+    return None
 
 
 def _checked(name: str) -> str:
@@ -56,4 +86,5 @@ def topic_specs(
         TopicSpec(results_topic(prefix), partitions, replication, {"cleanup.policy": "compact"})
     )
     specs.append(TopicSpec(dead_letter_topic(prefix), partitions, replication))
+    specs += [TopicSpec(delay_topic(prefix, t), partitions, replication) for t in DELAY_TIERS_S]
     return specs

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from confluent_kafka import Consumer, Message
+
 from taskstream import App
 from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker
@@ -62,3 +64,28 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+def read_topic(scope: Scope, topic: str, count: int, timeout: float = 30) -> list[Message]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": scope.bootstrap_servers,
+            "group.id": f"{scope.topic_prefix}.reader",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([topic])
+    messages = []
+    try:
+        wait_until(
+            lambda: (
+                bool(messages.extend(m for m in consumer.consume(count, 0.2) if not m.error()))
+                or len(messages) >= count
+            ),
+            timeout,
+            f"{count} records on {topic}",
+        )
+    finally:
+        consumer.close()
+    return messages

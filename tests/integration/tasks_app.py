@@ -8,7 +8,7 @@ import asyncio
 import time
 from typing import Any
 
-from taskstream import App
+from taskstream import App, Retry, SoftTimeLimitExceeded, current_request
 
 
 def build_app(**settings: Any) -> App:
@@ -31,6 +31,42 @@ def build_app(**settings: Any) -> App:
     async def async_mul(a: int, b: int) -> int:
         await asyncio.sleep(0.001)
         return a * b
+
+    @app.task(name="itest.retry_until", max_retries=5)
+    def retry_until(attempts: int, countdown: float) -> int:
+        attempt = current_request().attempt
+        if attempt < attempts:
+            raise Retry(countdown=countdown, exc=RuntimeError(f"attempt {attempt} not yet"))
+        return attempt
+
+    @app.task(
+        name="itest.unreachable",
+        autoretry_for=(ConnectionError,),
+        max_retries=2,
+        retry_backoff=0.1,
+        retry_jitter=False,
+    )
+    def unreachable(host: str) -> int:
+        raise ConnectionError(f"{host} refused the connection")
+
+    @app.task(name="itest.polite", soft_time_limit=0.3, time_limit=5)
+    def polite(seconds: float) -> str:
+        try:
+            for _ in range(int(seconds * 100)):
+                time.sleep(0.01)
+        except SoftTimeLimitExceeded:
+            return "cleaned up"
+        return "finished"
+
+    @app.task(name="itest.stuck", time_limit=0.5)
+    def stuck(seconds: float) -> int:
+        time.sleep(seconds)  # in C: the exception cannot reach it; the run is abandoned
+        return 0
+
+    @app.task(name="itest.async_stuck", time_limit=0.3)
+    async def async_stuck(seconds: float) -> int:
+        await asyncio.sleep(seconds)
+        return 0
 
     return app
 

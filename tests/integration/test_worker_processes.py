@@ -14,7 +14,7 @@ from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker, worker_group
 from taskstream.topics import dead_letter_topic, task_topic
 from tests.conftest import Scope
-from tests.integration.running import running, spawn_worker, wait_until
+from tests.integration.running import read_topic, running, spawn_worker, wait_until
 from tests.integration.tasks_app import build_app
 
 pytestmark = pytest.mark.integration
@@ -156,28 +156,3 @@ def test_garbage_goes_to_the_dead_letter_topic_and_the_worker_goes_on(
     assert headers["taskstream.topic"].decode() == topic
     assert int(headers["taskstream.offset"]) >= 0
     assert headers["taskstream.error"]
-
-
-def read_topic(scope: Scope, topic: str, count: int, timeout: float = 30) -> list:  # type: ignore[type-arg]
-    consumer = Consumer(
-        {
-            "bootstrap.servers": scope.bootstrap_servers,
-            "group.id": f"{scope.topic_prefix}.reader",
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": 6000,
-        }
-    )
-    consumer.subscribe([topic])
-    messages = []
-    try:
-        wait_until(
-            lambda: (
-                bool(messages.extend(m for m in consumer.consume(count, 0.2) if not m.error()))
-                or len(messages) >= count
-            ),
-            timeout,
-            f"{count} records on {topic}",
-        )
-    finally:
-        consumer.close()
-    return messages

@@ -1,0 +1,124 @@
+"""Publishing what became of a record, and knowing when all of it is acknowledged.
+
+An outcome can be several events (a RETRY result and the next attempt; a FAILURE result and
+the record in the dead-letter topic). The record's offset is done only when every one of
+them is acknowledged (acks=all); an event that fails delivery is produced again, never
+dropped. ``produce`` is thread-safe, so task threads publish directly; delivery reports run
+on the thread that polls the producer, which owns the offset bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, Message
+
+from taskstream.consumer.dead_letter import Reason, dead_letter_headers
+from taskstream.consumer.execution import Outcome
+from taskstream.consumer.offsets import PartitionOffsets
+from taskstream.envelope import Envelopes, TaskEvent, now_micros
+from taskstream.kafka import EventProducer
+from taskstream.topics import (
+    dead_letter_topic,
+    delay_tier,
+    delay_topic,
+    results_topic,
+    task_topic,
+)
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]] | None
+Part = tuple[str, bytes, Any, Headers]  # topic, value, key, headers
+
+
+class _Remaining:
+    __slots__ = ("count", "offset", "offsets")
+
+    def __init__(self, offsets: PartitionOffsets, offset: int, count: int) -> None:
+        self.offsets = offsets
+        self.offset = offset
+        self.count = count
+
+
+class Outcomes:
+    def __init__(
+        self,
+        producer: EventProducer,
+        prefix: str,
+        envelopes: Envelopes,
+        on_done: Callable[[PartitionOffsets, int], None],
+    ) -> None:
+        self._producer = producer
+        self._prefix = prefix
+        self._envelopes = envelopes
+        self._on_done = on_done
+        self._results = results_topic(prefix)
+        self._dead_letters = dead_letter_topic(prefix)
+
+    def destination(self, event: TaskEvent) -> str:
+        """Where an event goes next: its task topic when due, else its delay tier."""
+        remaining = ((event.not_before or 0) - now_micros()) / 1_000_000
+        if remaining <= 0:
+            return task_topic(self._prefix, event.queue)
+        return delay_topic(self._prefix, delay_tier(remaining))
+
+    def publish(self, offsets: PartitionOffsets, message: Message, outcome: Outcome) -> None:
+        result = outcome.result
+        parts: list[Part] = [
+            (self._results, self._envelopes.encode_result(result), result.id, None)
+        ]
+        if outcome.retry is not None:
+            retry = outcome.retry
+            value = self._envelopes.encode_task(retry)
+            parts.append((self.destination(retry), value, retry.key or retry.id, None))
+        if outcome.dead_letter is not None:
+            headers = dead_letter_headers(
+                message, Reason.RETRIES_EXHAUSTED, outcome.dead_letter, result.task
+            )
+            parts.append((self._dead_letters, message.value() or b"", message.key(), headers))
+        self._send(offsets, message, parts)
+
+    def dead_letter(
+        self,
+        offsets: PartitionOffsets,
+        message: Message,
+        reason: Reason,
+        error: str,
+        task: str | None = None,
+    ) -> None:
+        log.warning(
+            "dead letter %s[%s]@%s: %s: %s",
+            message.topic(), message.partition(), message.offset(), reason.value, error,
+        )  # fmt: skip
+        headers = dead_letter_headers(message, reason, error, task)
+        value = message.value() or b""
+        self._send(offsets, message, [(self._dead_letters, value, message.key(), headers)])
+
+    def forward(self, offsets: PartitionOffsets, message: Message, topic: str) -> None:
+        """The record, unchanged, to another topic (a delay tier, or back to its task topic)."""
+        self._send(offsets, message, [(topic, message.value() or b"", message.key(), None)])
+
+    def _send(self, offsets: PartitionOffsets, message: Message, parts: list[Part]) -> None:
+        offset = message.offset()
+        assert offset is not None
+        remaining = _Remaining(offsets, offset, len(parts))
+        for topic, value, key, headers in parts:
+            self._produce(remaining, topic, value, key, headers)
+
+    def _produce(
+        self, remaining: _Remaining, topic: str, value: bytes, key: Any, headers: Headers
+    ) -> None:
+        def on_delivery(err: KafkaError | None, message: Message) -> None:
+            if err is not None:
+                log.error("event for offset %s not delivered (%s): producing it again",
+                          remaining.offset, err)  # fmt: skip
+                self._produce(remaining, topic, value, key, headers)
+                return
+            remaining.count -= 1
+            if remaining.count == 0:
+                self._on_done(remaining.offsets, remaining.offset)
+
+        self._producer.produce(topic, value, key, on_delivery, headers=headers)

@@ -61,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--port", type=int, default=8000)
     h.add_argument("--workers", type=int, default=1, help="service processes")
 
+    dl = sub.add_parser("dlq", help="list or replay the dead-letter topic")
+    dl.add_argument("action", choices=["list", "replay"])
+    dl.add_argument("--app", help="module:attribute; settings from the environment when omitted")
+    dl.add_argument("--task", help="only letters of this task")
+    dl.add_argument("--reason", help="only letters with this reason (e.g. unknown-task)")
+    dl.add_argument("--since", help="only records first written at or after this ISO time")
+    dl.add_argument("--json", action="store_true", help="list: one JSON object per line")
+
     sc = sub.add_parser("schemas", help="export or check the task schemas in schemas/")
     sc.add_argument("action", choices=["export", "check"])
     sc.add_argument("app", help="module:attribute")

@@ -1,0 +1,104 @@
+"""Reading and replaying the dead-letter topic (``taskstream dlq list|replay``)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+
+from taskstream.app import App
+from taskstream.consumer.dead_letter import HEADER_PREFIX
+from taskstream.envelope import Envelopes
+from taskstream.kafka import EventProducer, consumer_config, producer_config
+from taskstream.topics import dead_letter_topic
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    partition: int  # in the dead-letter topic
+    offset: int
+    reason: str
+    error: str
+    task: str | None
+    topic: str  # where the record was read from
+    original_partition: int
+    original_offset: int
+    time: datetime  # the original record's timestamp
+    key: bytes | None
+    value: bytes
+
+
+def _letter(message: Message) -> DeadLetter:
+    headers = {k: v for k, v in (message.headers() or []) if k.startswith(HEADER_PREFIX)}
+
+    def text(name: str, default: str = "") -> str:
+        raw = headers.get(HEADER_PREFIX + name)
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else default
+
+    task = text("task") or None
+    return DeadLetter(
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        reason=text("reason", "?"),
+        error=text("error"),
+        task=task,
+        topic=text("topic"),
+        original_partition=int(text("partition", "-1")),
+        original_offset=int(text("offset", "-1")),
+        time=datetime.fromtimestamp(int(text("timestamp", "0")) / 1000, tz=UTC),
+        key=message.key(),
+        value=message.value() or b"",
+    )
+
+
+def read_dead_letters(
+    app: App, idle_s: float = 1.5, timeout_s: float = 120.0
+) -> Iterator[DeadLetter]:
+    """Every record in the dead-letter topic, oldest first per partition; stops when nothing
+    more arrives for ``idle_s`` (queried watermarks are not trusted: some brokers get them
+    wrong)."""
+    s = app.settings
+    topic = dead_letter_topic(s.topic_prefix)
+    consumer = Consumer(consumer_config(s, f"{s.topic_prefix}.dlq-reader-{uuid.uuid4().hex[:8]}"))
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        while time.monotonic() - last < idle_s and time.monotonic() < deadline:
+            for message in consumer.consume(500, 0.2):
+                if message.error() is None:
+                    last = time.monotonic()
+                    yield _letter(message)
+    finally:
+        consumer.close()
+
+
+def replay(app: App, letters: list[DeadLetter]) -> int:
+    """Send ``letters`` back to the topics they came from. A task event starts over at
+    attempt 1 with no delay; other records go back unchanged. Returns how many were sent."""
+    envelopes = Envelopes(app.codec)
+    producer = EventProducer(producer_config(app.settings))
+    try:
+        for letter in letters:
+            value = letter.value
+            try:
+                event = envelopes.decode_task(value)
+            except Exception:
+                pass
+            else:
+                event.attempt, event.not_before = 1, None
+                value = envelopes.encode_task(event)
+            producer.produce(letter.topic, value, letter.key)
+        undelivered = producer.flush(app.settings.delivery_timeout_ms / 1000)
+    finally:
+        producer.close()
+    if undelivered:
+        raise RuntimeError(f"{undelivered} replayed records were not acknowledged")
+    return len(letters)

@@ -84,3 +84,38 @@ def scope(broker: BrokerHandle, tmp_path: Path) -> Scope:
         topic_prefix=f"test-{uuid.uuid4().hex[:10]}",
         store=f"sqlite:///{tmp_path}/results.db",
     )
+
+
+# --- PostgreSQL (the shared lookup store) -------------------------------------------------
+
+POSTGRES_URL = os.environ.get(
+    "TASKSTREAM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The test server's URL (TASKSTREAM_TEST_POSTGRES); skips locally, fails in CI, if down."""
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+            pass
+    except Exception as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL at {POSTGRES_URL} (set TASKSTREAM_TEST_POSTGRES): {exc}")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A store URL on a schema of this test's own, dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    sep = "&" if "?" in postgres_server else "?"
+    yield f"{postgres_server}{sep}schema={schema}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

@@ -57,7 +57,12 @@ class Materializer:
     """Consumes the results topic into ``store`` until stopped."""
 
     def __init__(
-        self, app: App, store: ResultStore | None = None, group_id: str | None = None
+        self,
+        app: App,
+        store: ResultStore | None = None,
+        group_id: str | None = None,
+        *,
+        rebuild: bool = False,
     ) -> None:
         s = app.settings
         self.app = app
@@ -68,6 +73,9 @@ class Materializer:
         self._stopping = threading.Event()
         self._producer: EventProducer | None = None
         self.applied = 0  # result events written to the store by this process
+        # Drop the store's rows and offsets first: with no stored offsets, every partition is
+        # read from the beginning (the compacted topic holds each task's latest outcome).
+        self.rebuild = rebuild
 
     def stop(self) -> None:
         self._stopping.set()
@@ -75,6 +83,10 @@ class Materializer:
     def run(self) -> None:
         s = self.app.settings
         self.app.ensure_topics()
+        if self.rebuild:
+            log.warning("rebuilding %s: dropping its rows and offsets", s.store)
+            self.store.reset(self.topic)
+            self.rebuild = False  # once: a second run() resumes from the rebuilt offsets
         # Eager assignment, so on_assign can place every partition at the store's offset.
         consumer = Consumer(
             consumer_config(s, self.group_id, **{"partition.assignment.strategy": "range"})

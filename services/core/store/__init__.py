@@ -1,12 +1,21 @@
 """The lookup store that task outcomes are materialized into from the results topic.
 
-``open_store(url)`` picks the backend: ``memory://`` (the in-memory fake) or
-``sqlite:///path.db``. Every backend implements :class:`ResultStore`.
+``open_store(url)`` picks the backend: ``memory://`` (the in-memory fake),
+``sqlite:///path.db`` or ``postgresql://user@host/db``. Every backend implements
+:class:`ResultStore`.
 """
 
 from taskstream.store.base import ResultRecord, ResultStore
 from taskstream.store.memory import MemoryStore
+from taskstream.store.postgres import PostgresStore
 from taskstream.store.sqlite import SQLiteStore
 from taskstream.store.url import open_store
 
-__all__ = ["MemoryStore", "ResultRecord", "ResultStore", "SQLiteStore", "open_store"]
+__all__ = [
+    "MemoryStore",
+    "PostgresStore",
+    "ResultRecord",
+    "ResultStore",
+    "SQLiteStore",
+    "open_store",
+]

@@ -12,6 +12,7 @@ from urllib.parse import SplitResult, urlsplit
 from taskstream.errors import StoreError
 from taskstream.store.base import ResultStore
 from taskstream.store.memory import MemoryStore
+from taskstream.store.postgres import PostgresStore
 from taskstream.store.sqlite import SQLiteStore
 
 
@@ -19,7 +20,8 @@ def open_store(url: str) -> ResultStore:
     """Open the store `url` names.
 
     ``memory://`` is a :class:`MemoryStore`; ``sqlite:///relative/path.db`` (relative to the
-    working directory) and ``sqlite:////absolute/path.db`` are :class:`SQLiteStore` files.
+    working directory) and ``sqlite:////absolute/path.db`` are :class:`SQLiteStore` files;
+    ``postgresql://user:password@host/dbname`` (or ``postgres://``) is a :class:`PostgresStore`.
     Raises :class:`StoreError` for an unsupported scheme or a malformed URL.
     """
     scheme = urlsplit(url).scheme
@@ -56,6 +58,8 @@ def _open_sqlite(url: str) -> ResultStore:
 SCHEMES: dict[str, Callable[[str], ResultStore]] = {
     "memory": _open_memory,
     "sqlite": _open_sqlite,
+    "postgresql": PostgresStore.from_url,
+    "postgres": PostgresStore.from_url,
 }
 
 

@@ -1,0 +1,155 @@
+"""Prometheus metrics: the one module that creates them.
+
+Every metric of the worker, the producer side and the materializer is defined here, once, on
+prometheus-client's default registry; the components import the objects and update them.
+Names follow Prometheus conventions: a ``taskstream_`` prefix, base units (seconds),
+``_total`` on counters (prometheus-client adds it to a Counter's name in the exposition).
+
+``serve_metrics(port)`` exposes them over HTTP. When ``PROMETHEUS_MULTIPROC_DIR`` is set
+(prometheus-client's own variable: every process of one service writes its values to files
+in that directory), it serves the merged values of all the processes instead of its own, so
+a worker or service running several processes reports one coherent set. Each gauge says how
+it merges (``multiprocess_mode``); outside multiprocess mode that argument changes nothing.
+``live*`` modes only count processes that are alive: a supervisor should call
+``prometheus_client.multiprocess.mark_process_dead(pid)`` for each child that exits, and
+clear the directory when the service starts.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from taskstream.config import prometheus_multiproc_dir
+
+# Task timing: from a millisecond no-op to a ten-minute job.
+TASK_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+# Broker acknowledgements: sub-millisecond to the 30 s default delivery timeout.
+DELIVERY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+# One store transaction (a batch of up to 2000 rows and its offsets).
+STORE_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+# -- worker ---------------------------------------------------------------------------------
+
+TASKS_STARTED = Counter("taskstream_tasks_started", "Tasks a worker began to run", ["task"])
+TASKS_SUCCEEDED = Counter(
+    "taskstream_tasks_succeeded", "Tasks that returned a value (SUCCESS published)", ["task"]
+)
+TASKS_FAILED = Counter(
+    "taskstream_tasks_failed", "Tasks that raised and will not be retried (FAILURE)", ["task"]
+)
+TASKS_RETRIED = Counter(
+    "taskstream_tasks_retried", "Task runs that raised and were scheduled again (RETRY)", ["task"]
+)
+TASKS_DEAD_LETTERED = Counter(
+    "taskstream_tasks_dead_lettered",
+    "Records sent to the dead-letter topic, by reason (undecodable, unknown_schema, "
+    "unknown_task, invalid_arguments, ...)",
+    ["reason"],
+)
+TASK_RUN_SECONDS = Histogram(
+    "taskstream_task_run_seconds",
+    "Time a task's code ran on the worker, in seconds",
+    ["task"],
+    buckets=TASK_BUCKETS,
+)
+TASK_LATENCY_SECONDS = Histogram(
+    "taskstream_task_end_to_end_seconds",
+    "From the task event's enqueue time to its final result being published, in seconds",
+    ["task"],
+    buckets=TASK_BUCKETS,
+)
+TASKS_IN_FLIGHT = Gauge(
+    "taskstream_tasks_in_flight",
+    "Fetched task records whose outcome is not yet acknowledged by the broker",
+    multiprocess_mode="livesum",
+)
+CONSUMER_LAG = Gauge(
+    "taskstream_consumer_lag",
+    "Records of an assigned partition not yet committed: high watermark minus committed offset",
+    ["topic", "partition"],
+    # One owner per partition at a time; the larger value of an owner that has not yet removed
+    # its series after a rebalance errs on the side of showing lag, never hiding it.
+    multiprocess_mode="livemax",
+)
+REBALANCES = Counter(
+    "taskstream_rebalances",
+    "Consumer group rebalance callbacks, by event (assign, revoke, lost)",
+    ["event"],
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "taskstream_assigned_partitions",
+    "Task topic partitions currently assigned to this worker",
+    multiprocess_mode="livesum",
+)
+COMMIT_FAILURES = Counter(
+    "taskstream_commit_failures", "Offset commits the broker refused or that failed"
+)
+
+# -- producer side --------------------------------------------------------------------------
+
+EVENTS_PRODUCED = Counter(
+    "taskstream_events_produced",
+    "Task events acknowledged by the broker (acks=all)",
+    ["task", "queue"],
+)
+EVENTS_FAILED = Counter(
+    "taskstream_events_failed",
+    "Task events the broker did not acknowledge (DeliveryFailed)",
+    ["task", "queue"],
+)
+DELIVERY_SECONDS = Histogram(
+    "taskstream_delivery_seconds",
+    "From produce() to the broker's acknowledgement of a task event, in seconds",
+    ["queue"],
+    buckets=DELIVERY_BUCKETS,
+)
+
+# -- materializer ---------------------------------------------------------------------------
+
+RESULTS_APPLIED = Counter("taskstream_results_applied", "Result events written to the lookup store")
+STORE_WRITE_SECONDS = Histogram(
+    "taskstream_store_write_seconds",
+    "Time of one store transaction (a batch of rows and its offsets), in seconds",
+    buckets=STORE_BUCKETS,
+)
+RESULTS_LAG = Gauge(
+    "taskstream_results_lag",
+    "Result events of a results-topic partition not yet in the store",
+    ["partition"],
+    multiprocess_mode="livemax",
+)
+
+
+def metrics_registry() -> CollectorRegistry:
+    """The registry to expose: the merged files of every process in multiprocess mode,
+    otherwise this process's default registry."""
+    directory = prometheus_multiproc_dir()
+    if directory is None:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:
+    """Serve ``/metrics`` on `addr`:`port` from a daemon thread (port 0: any free port).
+
+    In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set) the values of every process that
+    writes to that directory are served merged, whichever process serves them.
+    """
+    start_http_server(port, addr, registry=metrics_registry())

@@ -1,0 +1,299 @@
+"""The PostgreSQL lookup store: one database shared by materializers and readers on many hosts.
+
+URL: ``postgresql://user:password@host:5432/dbname`` (or ``postgres://``), with any libpq
+parameter in the query (``?sslmode=require``). ``?schema=NAME`` (taskstream's own parameter,
+default ``taskstream``) is the schema that holds the ``results`` and ``offsets`` tables; it is
+created when missing, so several deployments can share one database.
+
+Guarantees are those of :class:`SQLiteStore`: a batch's rows and its offsets are one
+transaction; the "a final outcome is never replaced by a non-final one" rule is the upsert's
+WHERE clause, so concurrent writers cannot race a read-then-write. A batch is written with
+COPY into a temporary table and one ``INSERT ... SELECT ... ON CONFLICT``; since one statement
+cannot touch a row twice, the batch is first folded per task id with the same rule (folding
+then upserting gives what applying the records one by one would).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from taskstream.errors import StoreError
+from taskstream.status import Status
+from taskstream.store.base import ResultRecord, ResultStore, supersedes
+
+try:
+    import psycopg
+    from psycopg import sql
+except ImportError:  # pragma: no cover - depends on the install
+    psycopg = None  # type: ignore[assignment]
+
+SCHEMA_VERSION = 1  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
+DEFAULT_SCHEMA = "taskstream"
+
+_COLUMNS = tuple(f.name for f in fields(ResultRecord))
+_FINAL = ", ".join(f"'{s.value}'" for s in Status if s.is_final)
+_STATUSES = ", ".join(f"'{s.value}'" for s in Status)
+# Any constant works: it only serialises concurrent first starts of the same database.
+_MIGRATION_LOCK = 0x7461736B  # "task"
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        f"""CREATE TABLE IF NOT EXISTS results (
+            task_id TEXT PRIMARY KEY,
+            task TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ({_STATUSES})),
+            attempt INTEGER NOT NULL,
+            result BYTEA,
+            error_type TEXT,
+            error_message TEXT,
+            error_traceback TEXT,
+            worker TEXT,
+            key TEXT,
+            enqueued_at TIMESTAMPTZ,
+            started_at TIMESTAMPTZ,
+            finished_at TIMESTAMPTZ,
+            source_topic TEXT,
+            source_partition INTEGER,
+            source_offset BIGINT
+        )""",
+        """CREATE TABLE IF NOT EXISTS offsets (
+            topic TEXT NOT NULL,
+            partition INTEGER NOT NULL,
+            next_offset BIGINT NOT NULL CHECK (next_offset >= 0),
+            PRIMARY KEY (topic, partition)
+        )""",
+    ),
+}
+
+_COLUMN_LIST = ", ".join(_COLUMNS)
+# Per connection; ON COMMIT DELETE ROWS empties it at the end of each batch's transaction.
+_STAGING = """CREATE TEMPORARY TABLE IF NOT EXISTS staging_results
+    (LIKE results INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
+_COPY = f"COPY staging_results ({_COLUMN_LIST}) FROM STDIN"
+_UPSERT = f"""
+    INSERT INTO results ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM staging_results
+    ON CONFLICT (task_id) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])}
+    WHERE excluded.status IN ({_FINAL}) OR results.status NOT IN ({_FINAL})
+"""
+_SET_OFFSET = """
+    INSERT INTO offsets (topic, partition, next_offset) VALUES (%s, %s, %s)
+    ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset
+"""
+_SELECT = f"SELECT {_COLUMN_LIST} FROM results"
+
+
+class PostgresStore(ResultStore):
+    """A :class:`ResultStore` in a PostgreSQL schema (psycopg 3).
+
+    Each instance holds one connection; threads share it under a lock, as with
+    :class:`SQLiteStore` (lookups take well under a millisecond; run one instance per process).
+    A connection that broke (server restart, network) is replaced on the next call; the call
+    that saw it break raises :class:`StoreError` and its transaction did not happen.
+    """
+
+    def __init__(
+        self, conninfo: str, *, schema: str = DEFAULT_SCHEMA, connect_timeout: float = 10.0
+    ) -> None:
+        if psycopg is None:
+            raise StoreError(
+                "the PostgreSQL store needs psycopg 3: pip install 'taskstream[postgres]'"
+            )
+        self.conninfo = conninfo
+        self.schema = schema
+        self._connect_timeout = connect_timeout
+        self._lock = threading.Lock()
+        self._closed = False
+        self._conn: psycopg.Connection[Any] | None = self._connect()
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """Open ``postgresql://...`` or ``postgres://...``; ``?schema=`` picks the schema."""
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        schema = DEFAULT_SCHEMA
+        rest = []
+        for name, value in query:
+            if name == "schema":
+                schema = value
+            else:
+                rest.append((name, value))
+        if not schema or parts.fragment:
+            raise StoreError(
+                f"malformed store URL {_redacted(url)!r}: use "
+                "postgresql://user:password@host:5432/dbname[?schema=NAME&sslmode=...]"
+            )
+        conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))
+        return cls(conninfo, schema=schema)
+
+    # -- the ResultStore interface -------------------------------------------------------------
+
+    def apply(
+        self, records: Sequence[ResultRecord], offsets: Mapping[tuple[str, int], int]
+    ) -> None:
+        rows = [_to_row(r) for r in _fold(records)]
+        offset_rows = [(t, p, o) for (t, p), o in offsets.items()]
+        if not rows and not offset_rows:
+            return
+        with self._transaction() as conn, conn.cursor() as cur:
+            if rows:
+                cur.execute(_STAGING)
+                with cur.copy(_COPY) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(_UPSERT)
+            if offset_rows:
+                cur.executemany(_SET_OFFSET, offset_rows)
+
+    def get(self, task_id: str) -> ResultRecord | None:
+        with self._transaction() as conn:
+            row = conn.execute(f"{_SELECT} WHERE task_id = %s", (task_id,)).fetchone()
+        return None if row is None else _from_row(row)
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultRecord]:
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return {}
+        with self._transaction() as conn:
+            found = {
+                row[0]: _from_row(row)
+                for row in conn.execute(f"{_SELECT} WHERE task_id = ANY(%s)", (ids,))
+            }
+        return {t: found[t] for t in ids if t in found}
+
+    def offsets(self, topic: str) -> dict[int, int]:
+        with self._transaction() as conn:
+            sql_ = "SELECT partition, next_offset FROM offsets WHERE topic = %s"
+            return {int(p): int(o) for p, o in conn.execute(sql_, (topic,))}
+
+    def count(self, status: Status | None = None) -> int:
+        with self._transaction() as conn:
+            if status is None:
+                row = conn.execute("SELECT count(*) FROM results").fetchone()
+            else:
+                sql_ = "SELECT count(*) FROM results WHERE status = %s"
+                row = conn.execute(sql_, (status.value,)).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def reset(self, topic: str) -> None:
+        with self._transaction() as conn:
+            # TRUNCATE is transactional in PostgreSQL: readers see all rows or none.
+            conn.execute("TRUNCATE results, offsets")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- connection and transactions -----------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        where = self._where()
+        try:
+            conn = psycopg.connect(
+                self.conninfo,
+                autocommit=True,  # transactions are explicit: conn.transaction()
+                connect_timeout=max(1, int(self._connect_timeout)),
+                options="-c TimeZone=UTC",
+            )
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open postgres store {where}: {exc}") from exc
+        try:
+            _migrate(conn, self.schema, where)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(f"cannot open postgres store {where}: {exc}") from exc
+            raise
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """Hold the lock and a transaction; it rolls back, raising StoreError, on failure."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"postgres store {self._where()} is closed")
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                self._conn = self._connect()
+            conn = self._conn
+            try:
+                with conn.transaction():
+                    yield conn
+            except psycopg.Error as exc:
+                raise StoreError(f"postgres store {self._where()}: {exc}") from exc
+
+    def _where(self) -> str:
+        """host/dbname and schema, never the password (for errors and logs)."""
+        parts = urlsplit(self.conninfo)
+        host = parts.hostname or "localhost"
+        return f"{host}{parts.path or '/'} schema {self.schema}"
+
+
+def _migrate(conn: psycopg.Connection[Any], schema: str, where: str) -> None:
+    """Create the schema and tables, or upgrade them; refuse a newer taskstream's schema."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM meta").fetchone()
+        version = int(row[0]) if row and row[0] is not None else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"postgres store {where} has schema version {version}, newer than the "
+                f"{SCHEMA_VERSION} this taskstream understands; upgrade taskstream"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target]:
+                conn.execute(statement)
+        if version < SCHEMA_VERSION:
+            conn.execute("DELETE FROM meta")
+            conn.execute("INSERT INTO meta (version) VALUES (%s)", (SCHEMA_VERSION,))
+    # SET (not SET LOCAL) outlives the transaction: the session keeps the schema.
+
+
+def _fold(records: Sequence[ResultRecord]) -> list[ResultRecord]:
+    """The batch reduced to one record per task id, as applying it in order would leave it."""
+    latest: dict[str, ResultRecord] = {}
+    for record in records:
+        old = latest.get(record.task_id)
+        if old is None or supersedes(record.status, old.status):
+            latest[record.task_id] = record
+    return list(latest.values())
+
+
+def _to_row(r: ResultRecord) -> tuple[Any, ...]:
+    return (
+        r.task_id, r.task, r.status.value, r.attempt, r.result,
+        r.error_type, r.error_message, r.error_traceback, r.worker, r.key,
+        r.enqueued_at, r.started_at, r.finished_at,
+        r.source_topic, r.source_partition, r.source_offset,
+    )  # fmt: skip
+
+
+def _from_row(row: Sequence[Any]) -> ResultRecord:
+    return ResultRecord(
+        row[0], row[1], Status(row[2]), row[3],
+        None if row[4] is None else bytes(row[4]),
+        row[5], row[6], row[7], row[8], row[9],
+        row[10], row[11], row[12],
+        row[13], row[14], row[15],
+    )  # fmt: skip
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

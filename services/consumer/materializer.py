@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
+from taskstream import metrics
 from taskstream.app import App
 from taskstream.consumer.dead_letter import Reason, dead_letter_headers
 from taskstream.envelope import ResultEvent, micros_to_datetime
@@ -132,8 +134,18 @@ class Materializer:
             return
         if self._producer is not None and self._producer.flush(30.0):
             raise KafkaException("dead letters not delivered; not advancing the store's offsets")
+        started = time.perf_counter()
         self.store.apply(records, positions)
+        metrics.STORE_WRITE_SECONDS.observe(time.perf_counter() - started)
+        metrics.RESULTS_APPLIED.inc(len(records))
         self.applied += len(records)
+        for (topic, partition), position in positions.items():
+            # The high watermark of the last fetch: what the consumer knows without asking.
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if high is not None and high >= 0:
+                metrics.RESULTS_LAG.labels(str(partition)).set(max(0, high - position))
         try:
             consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],

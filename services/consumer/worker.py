@@ -23,6 +23,7 @@ from taskstream.consumer.dead_letter import Reason
 from taskstream.consumer.delays import DelayScheduler
 from taskstream.consumer.execution import Outcome, Run, Source, run_async, run_sync
 from taskstream.consumer.executor import Executor
+from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets, commit
 from taskstream.consumer.outcomes import Outcomes
 from taskstream.consumer.time_limits import Watchdog
@@ -72,9 +73,11 @@ class _TaskJob:
         self._lock = threading.Lock()
 
     def run(self) -> None:
+        self.worker.hooks.run_started(self.run_)
         self.publish(run_sync(self.run_, self.worker.watchdog, self.abandon))
 
     async def run_async(self) -> None:
+        self.worker.hooks.run_started(self.run_)
         self.publish(await run_async(self.run_))
 
     def abandon(self) -> None:
@@ -88,6 +91,7 @@ class _TaskJob:
             if self._published:
                 return  # an abandoned run came back after all
             self._published = True
+        self.worker.hooks.outcome(self.run_, outcome)
         self.worker.outcomes.publish(self.offsets, self.message, outcome)
 
 
@@ -106,10 +110,12 @@ class Worker:
         concurrency: int | None = None,
         max_tasks_in_flight: int | None = None,
         group_id: str | None = None,
+        hooks: WorkerHooks | None = None,
     ) -> None:
         s = app.settings
         self.app = app
         self.settings = s
+        self.hooks = hooks if hooks is not None else PrometheusHooks()
         self.queues = queues or app.queues
         self.topics = [task_topic(s.topic_prefix, q) for q in self.queues]
         self.group_id = group_id or worker_group(s.topic_prefix)
@@ -146,7 +152,7 @@ class Worker:
         delays = DelayScheduler(self.app)
         delays_thread = threading.Thread(target=delays.run, name="taskstream-delays", daemon=True)
         delays_thread.start()
-        consumer = Consumer(consumer_config(s, self.group_id))
+        consumer = Consumer(consumer_config(s, self.group_id, on_commit=self.hooks.commit_result))
         consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -160,7 +166,9 @@ class Worker:
                 self._apply_backpressure(consumer)
                 now = time.monotonic()
                 if now >= next_commit:
-                    commit(consumer, self._tracker, asynchronous=True)
+                    ok = commit(consumer, self._tracker, asynchronous=True)
+                    self.hooks.committed(consumer, self._tracker, ok)
+                    self.hooks.in_flight(self._in_flight)
                     next_commit = now + commit_every
             self._drain(consumer)
         finally:
@@ -209,23 +217,34 @@ class Worker:
         try:
             event = app.envelopes.decode_task(message.value() or b"")
         except UnknownSchema as exc:
-            return outcomes.dead_letter(offsets, message, Reason.UNKNOWN_SCHEMA, str(exc))
+            return self._dead_letter(offsets, message, Reason.UNKNOWN_SCHEMA, str(exc))
         except Exception as exc:
-            return outcomes.dead_letter(offsets, message, Reason.UNDECODABLE, str(exc))
+            return self._dead_letter(offsets, message, Reason.UNDECODABLE, str(exc))
         task = app.tasks.get(event.task)
         if task is None:
             reason = f"task {event.task!r} is not defined by app {app.name!r}"
-            return outcomes.dead_letter(offsets, message, Reason.UNKNOWN_TASK, reason, event.task)
+            return self._dead_letter(offsets, message, Reason.UNKNOWN_TASK, reason, event.task)
         if event.not_before and event.not_before - now_micros() > _EARLY_TOLERANCE_US:
             return outcomes.forward(offsets, message, outcomes.destination(event))
         try:
             kwargs = task.decode_args(event.args)
         except Exception as exc:
-            return outcomes.dead_letter(
+            return self._dead_letter(
                 offsets, message, Reason.INVALID_ARGUMENTS, str(exc), event.task
             )
         run = Run(task, event, kwargs, Source(topic, partition, offset), self.worker_id)
         self.executor.submit(_TaskJob(self, run, message, offsets))
+
+    def _dead_letter(
+        self,
+        offsets: PartitionOffsets,
+        message: Message,
+        reason: Reason,
+        error: str,
+        task: str | None = None,
+    ) -> None:
+        self.hooks.dead_lettered(reason.value)
+        self.outcomes.dead_letter(offsets, message, reason, error, task)
 
     def _done(self, offsets: PartitionOffsets, offset: int) -> None:
         """Every event of a record's outcome is acknowledged (on this thread)."""
@@ -237,21 +256,25 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._tracker.assign(tp.topic, tp.partition)
+        self.hooks.partitions_changed("assign", len(self._tracker.partitions), [])
         log.info("assigned %s", _names(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         if not self._stopping.is_set():
             self._wait_for(revoked, self.settings.revoke_grace_s)
-        commit(consumer, self._tracker, asynchronous=False, only=revoked)
+        ok = commit(consumer, self._tracker, asynchronous=False, only=revoked)
+        self.hooks.committed(consumer, self._tracker, ok)
         for topic, partition in revoked:
             self._tracker.revoke(topic, partition)
+        self.hooks.partitions_changed("revoke", len(self._tracker.partitions), partitions)
         log.info("revoked %s", _names(partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member may own them already: committing now could skip its work.
         for tp in partitions:
             self._tracker.revoke(tp.topic, tp.partition)
+        self.hooks.partitions_changed("lost", len(self._tracker.partitions), partitions)
         log.warning("lost %s", _names(partitions))
 
     def _wait_for(self, partitions: set[tuple[str, int]], grace: float) -> None:
@@ -282,7 +305,8 @@ class Worker:
         self._wait_for(set(self._tracker.partitions), self.settings.shutdown_grace_s)
         if self._in_flight:
             log.warning("%d tasks still running after the grace period", self._in_flight)
-        commit(consumer, self._tracker, asynchronous=False)
+        ok = commit(consumer, self._tracker, asynchronous=False)
+        self.hooks.committed(consumer, self._tracker, ok)
 
 
 def _names(partitions: list[TopicPartition]) -> str:

@@ -22,12 +22,14 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("app", help="the app, as module:attribute (e.g. examples.app:app)")
     w.add_argument("--concurrency", type=int, help="tasks run at once (threads / async slots)")
     w.add_argument("--queues", help="comma-separated queues (default: every queue of the app)")
+    w.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     w.add_argument(
         "--max-tasks-in-flight", type=int, help="fetched, unfinished tasks before fetching pauses"
     )
 
     m = sub.add_parser("materialize", help="apply the results topic to the lookup store")
     m.add_argument("--app", help="module:attribute; settings from the environment when omitted")
+    m.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     m.add_argument(
         "--rebuild",
         action="store_true",
@@ -55,8 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     h = sub.add_parser("serve", help="the HTTP API: send tasks and read results over HTTP")
     h.add_argument("app", nargs="?", help="module:attribute (or --schemas DIR without task code)")
     h.add_argument("--schemas", metavar="DIR", help="serve the tasks whose schemas are in DIR")
-    h.add_argument("--queue", action="append", default=[], metavar="TASK=QUEUE",
-                   help="with --schemas: the queue of a task (default: the default queue)")
+    h.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="TASK=QUEUE",
+        help="with --schemas: the queue of a task (default: the default queue)",
+    )
     h.add_argument("--host", default="127.0.0.1")
     h.add_argument("--port", type=int, default=8000)
     h.add_argument("--workers", type=int, default=1, help="service processes")

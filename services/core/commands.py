@@ -22,10 +22,20 @@ from taskstream.status import Status
 from taskstream.topics import results_topic
 
 
+def _serve_metrics(flag: int | None, app: App) -> None:
+    """Prometheus /metrics on --metrics-port, else TASKSTREAM_METRICS_PORT, else nowhere."""
+    port = flag if flag is not None else app.settings.metrics_port
+    if port is not None:
+        from taskstream.metrics import serve_metrics
+
+        serve_metrics(port)
+
+
 def worker(args: argparse.Namespace) -> int:
     from taskstream.consumer.worker import Worker
 
     app = load_app(args.app)
+    _serve_metrics(args.metrics_port, app)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     w = Worker(
         app,
@@ -42,6 +52,7 @@ def materialize(args: argparse.Namespace) -> int:
     from taskstream.consumer.materializer import Materializer
 
     app = load_app(args.app) if args.app else App("taskstream")
+    _serve_metrics(args.metrics_port, app)
     m = Materializer(app, rebuild=args.rebuild)
 
     def handle(_signum: int, _frame: object) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
 
 from confluent_kafka import KafkaError, Message
 
+from taskstream import metrics
 from taskstream.config import Settings
 from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import DeliveryFailed
@@ -29,11 +31,15 @@ class TaskPublisher:
         if topic is None:
             topic = self._topics[event.queue] = task_topic(self._settings.topic_prefix, event.queue)
         delivered: Future[None] = Future()
+        sent = time.perf_counter()
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
+                metrics.EVENTS_PRODUCED.labels(event.task, event.queue).inc()
+                metrics.DELIVERY_SECONDS.labels(event.queue).observe(time.perf_counter() - sent)
                 delivered.set_result(None)
             else:
+                metrics.EVENTS_FAILED.labels(event.task, event.queue).inc()
                 delivered.set_exception(DeliveryFailed(topic, err.str()))
 
         self._producer.produce(

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -58,6 +59,15 @@ def spawn_worker(scope: Scope, *args: str, **env: str) -> subprocess.Popen[bytes
     )
 
 
+def spawn_materializer(scope: Scope) -> subprocess.Popen[bytes]:
+    """A materializer as a real process (`taskstream materialize`)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "taskstream", "materialize", "--app", APP_SPEC],
+        env=scope.env(),
+        cwd=REPO,
+    )
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -66,26 +76,37 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.05)
 
 
-def read_topic(scope: Scope, topic: str, count: int, timeout: float = 30) -> list[Message]:
+def read_topic(
+    scope: Scope, topic: str, count: int, timeout: float = 30, idle: float = 0.0
+) -> list[Message]:
+    """At least ``count`` records of ``topic`` from its start; with ``idle``, also every
+    record that arrives until none has for that many seconds."""
     consumer = Consumer(
         {
             "bootstrap.servers": scope.bootstrap_servers,
-            "group.id": f"{scope.topic_prefix}.reader",
+            "group.id": f"{scope.topic_prefix}.reader-{uuid.uuid4().hex[:6]}",
             "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
             "session.timeout.ms": 6000,
         }
     )
     consumer.subscribe([topic])
-    messages = []
+    messages: list[Message] = []
     try:
         wait_until(
             lambda: (
-                bool(messages.extend(m for m in consumer.consume(count, 0.2) if not m.error()))
+                bool(messages.extend(m for m in consumer.consume(1000, 0.2) if not m.error()))
                 or len(messages) >= count
             ),
             timeout,
             f"{count} records on {topic}",
         )
+        quiet_since = time.monotonic()
+        while idle and time.monotonic() - quiet_since < idle:
+            more = [m for m in consumer.consume(1000, 0.2) if not m.error()]
+            if more:
+                messages.extend(more)
+                quiet_since = time.monotonic()
     finally:
         consumer.close()
     return messages

@@ -166,13 +166,6 @@ def test_the_deploy_scrape_config_targets_the_worker_metrics_port() -> None:
     assert Settings.load().metrics_port is None  # off unless configured
 
 
-def _worker_metrics_wired() -> bool:
-    # TODO(lead): drop this guard once the worker updates taskstream.metrics (issue 5).
-    sources = (REPO / "services" / "consumer").glob("*.py")
-    return any("TASKS_SUCCEEDED" in path.read_text() for path in sources)
-
-
-@pytest.mark.skipif(not _worker_metrics_wired(), reason="the worker does not update metrics yet")
 def test_prometheus_scrapes_the_task_counters_and_the_lag_of_a_real_worker(
     app: App, prometheus: Prometheus, scope: Scope
 ) -> None:

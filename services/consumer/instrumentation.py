@@ -1,0 +1,85 @@
+"""The worker's hooks, and the metrics behind them.
+
+The worker calls these named hooks at the points that matter (a run starts, an outcome is
+published, a record is dead-lettered, partitions move, offsets are committed); what happens
+there, updating Prometheus metrics from taskstream.metrics, stays out of the worker's code.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from taskstream import metrics
+from taskstream.consumer.execution import Outcome, Run
+from taskstream.consumer.offsets import OffsetTracker
+from taskstream.status import Status
+
+
+class WorkerHooks:
+    """No-op hooks: subclass and override what you need."""
+
+    def run_started(self, run: Run) -> None: ...
+    def outcome(self, run: Run, outcome: Outcome) -> None: ...
+    def dead_lettered(self, reason: str) -> None: ...
+    def partitions_changed(self, event: str, assigned: int, gone: list[TopicPartition]) -> None: ...
+    def committed(self, consumer: Consumer, tracker: OffsetTracker, ok: bool) -> None: ...
+    def commit_result(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None: ...
+    def in_flight(self, count: int) -> None: ...
+
+
+class PrometheusHooks(WorkerHooks):
+    """The worker's Prometheus metrics (see taskstream.metrics and the README table)."""
+
+    def run_started(self, run: Run) -> None:
+        metrics.TASKS_STARTED.labels(run.task.name).inc()
+
+    def outcome(self, run: Run, outcome: Outcome) -> None:
+        result = outcome.result
+        name = run.task.name
+        metrics.TASK_RUN_SECONDS.labels(name).observe(
+            (result.finished_at - result.started_at) / 1e6
+        )
+        if result.status is Status.SUCCESS:
+            metrics.TASKS_SUCCEEDED.labels(name).inc()
+        elif result.status is Status.RETRY:
+            metrics.TASKS_RETRIED.labels(name).inc()
+            return
+        else:
+            metrics.TASKS_FAILED.labels(name).inc()
+        if outcome.dead_letter is not None:
+            metrics.TASKS_DEAD_LETTERED.labels("retries-exhausted").inc()
+        latency = (result.finished_at - result.enqueued_at) / 1e6
+        metrics.TASK_LATENCY_SECONDS.labels(name).observe(latency)
+
+    def dead_lettered(self, reason: str) -> None:
+        metrics.TASKS_DEAD_LETTERED.labels(reason).inc()
+
+    def partitions_changed(self, event: str, assigned: int, gone: list[TopicPartition]) -> None:
+        metrics.REBALANCES.labels(event).inc()
+        metrics.ASSIGNED_PARTITIONS.set(assigned)
+        for tp in gone:
+            try:
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+
+    def committed(self, consumer: Consumer, tracker: OffsetTracker, ok: bool) -> None:
+        if not ok:
+            metrics.COMMIT_FAILURES.inc()
+        # Lag from what the consumer already knows: the high watermark of its last fetch
+        # (queried watermarks are wrong on some brokers) minus the committed offset.
+        for (topic, partition), offsets in tracker.partitions.items():
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if high is None or high < 0:
+                continue
+            committed = offsets.committed if offsets.committed is not None else 0
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(max(0, high - committed))
+
+    def commit_result(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None or any(tp.error is not None for tp in partitions):
+            metrics.COMMIT_FAILURES.inc()
+
+    def in_flight(self, count: int) -> None:
+        metrics.TASKS_IN_FLIGHT.set(count)

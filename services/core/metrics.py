@@ -119,6 +119,26 @@ DELIVERY_SECONDS = Histogram(
     buckets=DELIVERY_BUCKETS,
 )
 
+# -- HTTP service (taskstream serve) --------------------------------------------------------
+
+HTTP_REQUESTS = Counter(
+    "taskstream_http_requests", "HTTP requests answered", ["route", "method", "status"]
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "taskstream_http_request_seconds",
+    "Time to answer an HTTP request, in seconds",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+)
+HTTP_TASKS_ACCEPTED = Counter(
+    "taskstream_http_tasks_accepted", "Task events accepted over HTTP (broker ack, 202)", ["task"]
+)
+HTTP_TASKS_REJECTED = Counter(
+    "taskstream_http_tasks_rejected",
+    "Task submissions over HTTP answered with an error",
+    ["reason"],
+)
+
 # -- materializer ---------------------------------------------------------------------------
 
 RESULTS_APPLIED = Counter("taskstream_results_applied", "Result events written to the lookup store")

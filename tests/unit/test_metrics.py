@@ -37,6 +37,10 @@ EXPECTED = {
     "RESULTS_APPLIED": ("taskstream_results_applied", Counter, ()),
     "STORE_WRITE_SECONDS": ("taskstream_store_write_seconds", Histogram, ()),
     "RESULTS_LAG": ("taskstream_results_lag", Gauge, ("partition",)),
+    "HTTP_REQUESTS": ("taskstream_http_requests", Counter, ("route", "method", "status")),
+    "HTTP_REQUEST_SECONDS": ("taskstream_http_request_seconds", Histogram, ("route",)),
+    "HTTP_TASKS_ACCEPTED": ("taskstream_http_tasks_accepted", Counter, ("task",)),
+    "HTTP_TASKS_REJECTED": ("taskstream_http_tasks_rejected", Counter, ("reason",)),
 }
 
 

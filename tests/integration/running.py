@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -110,3 +112,23 @@ def read_topic(
     finally:
         consumer.close()
     return messages
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def assigned_partitions(port: int) -> int:
+    """A worker's taskstream_assigned_partitions, read from its --metrics-port."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0  # not serving yet
+    for line in text.splitlines():
+        if line.startswith("taskstream_assigned_partitions "):
+            return int(float(line.split()[1]))
+    return 0

@@ -10,11 +10,9 @@ import collections
 import os
 import random
 import signal
-import socket
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +23,8 @@ from taskstream.status import Status
 from taskstream.topics import dead_letter_topic, results_topic, task_topic
 from tests.conftest import BrokerHandle, Scope
 from tests.integration.running import (
+    assigned_partitions,
+    free_port,
     read_topic,
     running,
     spawn_materializer,
@@ -230,22 +230,3 @@ def test_workers_joining_and_leaving_while_tasks_flow_lose_nothing(
         wait_until(lambda: finished(app, sent) == total, 120, f"all {total} results")
         assert owned() == 12
     assert sum(1 for w in ports if w.poll() is None) == 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def assigned_partitions(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return 0  # not serving yet
-    for line in text.splitlines():
-        if line.startswith("taskstream_assigned_partitions "):
-            return int(float(line.split()[1]))
-    return 0

@@ -14,7 +14,14 @@ from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker, worker_group
 from taskstream.topics import dead_letter_topic, task_topic
 from tests.conftest import Scope
-from tests.integration.running import read_topic, running, spawn_worker, wait_until
+from tests.integration.running import (
+    assigned_partitions,
+    free_port,
+    read_topic,
+    running,
+    spawn_worker,
+    wait_until,
+)
 from tests.integration.tasks_app import build_app
 
 pytestmark = pytest.mark.integration
@@ -156,3 +163,15 @@ def test_garbage_goes_to_the_dead_letter_topic_and_the_worker_goes_on(
     assert headers["taskstream.topic"].decode() == topic
     assert int(headers["taskstream.offset"]) >= 0
     assert headers["taskstream.error"]
+
+
+def test_four_worker_processes_get_three_partitions_each(
+    app: App, scope: Scope, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    ports = [free_port() for _ in range(4)]
+    processes += [spawn_worker(scope, "--metrics-port", str(port)) for port in ports]
+    wait_until(
+        lambda: [assigned_partitions(port) for port in ports] == [3, 3, 3, 3],
+        90,
+        "an even spread of 12 partitions over 4 workers",
+    )

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Producer
@@ -34,24 +33,6 @@ from tests.integration.running import (
 from tests.integration.tasks_app import build_app
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def app(scope: Scope) -> Iterator[App]:
-    app = build_app(**scope.settings())
-    app.ensure_topics()
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(30)
 
 
 def finished(app: App, ids: list[str]) -> int:

@@ -28,7 +28,6 @@ from taskstream.consumer.materializer import Materializer
 from taskstream.topics import task_topic
 from tests.conftest import REPO, Scope
 from tests.integration.running import running, wait_until
-from tests.integration.tasks_app import build_app
 
 pytestmark = pytest.mark.integration
 
@@ -150,13 +149,6 @@ def _ready(url: str) -> bool:
             return r.status == 200
     except OSError:
         return False
-
-
-@pytest.fixture
-def app(scope: Scope) -> Iterator[App]:
-    app = build_app(**scope.settings())
-    yield app
-    app.close()
 
 
 def test_the_deploy_scrape_config_targets_the_worker_metrics_port() -> None:

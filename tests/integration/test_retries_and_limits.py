@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -11,16 +10,8 @@ from taskstream import App, Status, TaskFailed
 from taskstream.topics import dead_letter_topic
 from tests.conftest import Scope
 from tests.integration.running import read_topic, wait_until, worker_and_materializer
-from tests.integration.tasks_app import build_app
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def app(scope: Scope) -> Iterator[App]:
-    app = build_app(**scope.settings())
-    yield app
-    app.close()
 
 
 def test_an_explicit_retry_runs_again_no_sooner_than_its_countdown(app: App) -> None:

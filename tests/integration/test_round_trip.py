@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
 
 from taskstream import App, DeliveryFailed, InvalidArguments, TaskFailed
-from tests.conftest import Scope
 from tests.integration.running import worker_and_materializer
 from tests.integration.tasks_app import build_app
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def app(scope: Scope) -> Iterator[App]:
-    app = build_app(**scope.settings())
-    yield app
-    app.close()
 
 
 def test_delay_then_get_returns_the_value(app: App) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -22,27 +21,8 @@ from tests.integration.running import (
     spawn_worker,
     wait_until,
 )
-from tests.integration.tasks_app import build_app
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def app(scope: Scope) -> Iterator[App]:
-    app = build_app(**scope.settings())
-    app.ensure_topics()
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(30)
 
 
 def stored(app: App, ids: list[str]) -> dict[str, object]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from taskstream.embedded_broker import EmbeddedBroker
+from tests.brokers import NoidaBroker
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -18,12 +19,17 @@ REPO = Path(__file__).resolve().parent.parent
 @dataclass
 class BrokerHandle:
     bootstrap_servers: str
-    embedded: EmbeddedBroker | None  # None for an external cluster (TASKSTREAM_TEST_BOOTSTRAP)
+    embedded: EmbeddedBroker | NoidaBroker | None  # None: an external cluster
+    crash_failover: bool = True  # the broker expires a consumer that died without closing
 
-    def require_embedded(self) -> EmbeddedBroker:
+    def require_embedded(self) -> EmbeddedBroker | NoidaBroker:
         if self.embedded is None:
-            pytest.skip("needs the embedded broker process (SIGSTOP), not an external cluster")
+            pytest.skip("needs the broker process (SIGSTOP), not an external cluster")
         return self.embedded
+
+    def require_crash_failover(self) -> None:
+        if not self.crash_failover:
+            pytest.skip("this broker never expires a consumer killed without closing")
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +38,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
     if external:
         yield BrokerHandle(external, None)
         return
-    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    directory = tmp_path_factory.mktemp("broker")
+    if os.environ.get("TASKSTREAM_TEST_BROKER", "tansu") == "noida":
+        noida = NoidaBroker(directory / "data", directory / "broker.log").start()
+        try:
+            yield BrokerHandle(noida.bootstrap_servers, noida, crash_failover=False)
+        finally:
+            noida.stop()
+        return
+    log = directory / "broker.log"
     try:
         embedded = EmbeddedBroker(log_path=log).start()
     except Exception as exc:

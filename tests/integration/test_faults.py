@@ -54,8 +54,9 @@ def result_events_per_task(scope: Scope, expected: int) -> collections.Counter[s
 
 
 def test_chaos_workers_killed_and_restarted_lose_nothing(
-    app: App, scope: Scope, processes: list[subprocess.Popen[bytes]]
+    app: App, scope: Scope, broker: BrokerHandle, processes: list[subprocess.Popen[bytes]]
 ) -> None:
+    broker.require_crash_failover()
     total = 20_000
     nap = app.tasks["itest.nap"]
     results = [nap.delay(0.001, i) for i in range(total)]
@@ -104,6 +105,7 @@ def test_a_broker_stalled_past_the_session_timeout_loses_nothing(
     app: App, scope: Scope, broker: BrokerHandle, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     embedded = broker.require_embedded()
+    broker.require_crash_failover()  # sessions lapse in the stall: members must be replaced
     add = app.tasks["itest.add"]
     processes += [spawn_worker(scope, "--concurrency", "2") for _ in range(2)]
     with running(__import__("taskstream.consumer.materializer", fromlist=["x"]).Materializer(app)):

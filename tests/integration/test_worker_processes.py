@@ -12,7 +12,7 @@ from taskstream import App, Status
 from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker, worker_group
 from taskstream.topics import dead_letter_topic, task_topic
-from tests.conftest import Scope
+from tests.conftest import BrokerHandle, Scope
 from tests.integration.running import (
     assigned_partitions,
     free_port,
@@ -49,8 +49,9 @@ def test_two_worker_processes_share_2000_tasks_across_12_partitions(
 
 
 def test_a_worker_killed_mid_run_loses_no_task(
-    app: App, scope: Scope, processes: list[subprocess.Popen[bytes]]
+    app: App, scope: Scope, broker: BrokerHandle, processes: list[subprocess.Popen[bytes]]
 ) -> None:
+    broker.require_crash_failover()
     nap = app.tasks["itest.nap"]
     results = [nap.delay(0.005, i) for i in range(600)]
     ids = [r.id for r in results]

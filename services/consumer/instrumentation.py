@@ -27,29 +27,50 @@ class WorkerHooks:
     def in_flight(self, count: int) -> None: ...
 
 
+class _TaskMetrics:
+    """One task's labelled metric children, looked up once (``labels()`` costs a lock and a
+    dict lookup with tuple building, per call, on the hot path)."""
+
+    __slots__ = ("failed", "latency", "retried", "run_seconds", "started", "succeeded")
+
+    def __init__(self, name: str) -> None:
+        self.started = metrics.TASKS_STARTED.labels(name)
+        self.succeeded = metrics.TASKS_SUCCEEDED.labels(name)
+        self.failed = metrics.TASKS_FAILED.labels(name)
+        self.retried = metrics.TASKS_RETRIED.labels(name)
+        self.run_seconds = metrics.TASK_RUN_SECONDS.labels(name)
+        self.latency = metrics.TASK_LATENCY_SECONDS.labels(name)
+
+
 class PrometheusHooks(WorkerHooks):
     """The worker's Prometheus metrics (see taskstream.metrics and the README table)."""
 
+    def __init__(self) -> None:
+        self._tasks: dict[str, _TaskMetrics] = {}
+
+    def _for(self, name: str) -> _TaskMetrics:
+        m = self._tasks.get(name)
+        if m is None:
+            m = self._tasks[name] = _TaskMetrics(name)
+        return m
+
     def run_started(self, run: Run) -> None:
-        metrics.TASKS_STARTED.labels(run.task.name).inc()
+        self._for(run.task.name).started.inc()
 
     def outcome(self, run: Run, outcome: Outcome) -> None:
         result = outcome.result
-        name = run.task.name
-        metrics.TASK_RUN_SECONDS.labels(name).observe(
-            (result.finished_at - result.started_at) / 1e6
-        )
+        m = self._for(run.task.name)
+        m.run_seconds.observe((result.finished_at - result.started_at) / 1e6)
         if result.status is Status.SUCCESS:
-            metrics.TASKS_SUCCEEDED.labels(name).inc()
+            m.succeeded.inc()
         elif result.status is Status.RETRY:
-            metrics.TASKS_RETRIED.labels(name).inc()
+            m.retried.inc()
             return
         else:
-            metrics.TASKS_FAILED.labels(name).inc()
+            m.failed.inc()
         if outcome.dead_letter is not None:
             metrics.TASKS_DEAD_LETTERED.labels("retries-exhausted").inc()
-        latency = (result.finished_at - result.enqueued_at) / 1e6
-        metrics.TASK_LATENCY_SECONDS.labels(name).observe(latency)
+        m.latency.observe((result.finished_at - result.enqueued_at) / 1e6)
 
     def dead_lettered(self, reason: str) -> None:
         metrics.TASKS_DEAD_LETTERED.labels(reason).inc()

@@ -35,7 +35,9 @@ from taskstream.topics import task_topic
 log = logging.getLogger(__name__)
 
 _BATCH = 500  # records taken from the consumer per loop turn, at most
-_POLL_S = 0.05  # consumer poll wait; bounds how late delivery reports are served
+_POLL_S = 0.05  # consumer poll wait when idle
+_BUSY_POLL_S = 0.005  # ... with tasks in flight; bounds how late delivery reports are served
+_PAUSE_AFTER_S = 0.5  # at the in-flight bound this long: pause the partitions (see _fetch)
 _RESUME_RATIO = 0.8  # fetching resumes when in-flight tasks fall below this share of the bound
 _EARLY_TOLERANCE_US = 5_000  # an event due within this is run now, not delayed again
 
@@ -127,6 +129,7 @@ class Worker:
         self._tracker = OffsetTracker()
         self._in_flight = 0  # dispatched records whose outcome is not yet delivered
         self._paused = False
+        self._full_since: float | None = None  # since when in-flight tasks are at the bound
         self._producer: EventProducer | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -183,8 +186,15 @@ class Worker:
 
     def _fetch(self, consumer: Consumer) -> None:
         room = self.max_in_flight - self._in_flight
-        if room <= 0:
-            assert self._producer is not None
+        assert self._producer is not None
+        if room <= 0 and not self._paused:
+            # Full: take no records, wait for outcomes. Pausing here would cost a refetch on
+            # resume (about a second on some brokers), so it waits for _PAUSE_AFTER_S first.
+            self._producer.poll(_BUSY_POLL_S)
+            return
+        if room <= 0 or self._paused:
+            # Paused (until in-flight tasks fall below the resume mark): a consumer poll would
+            # only wait out its timeout, while the delivery reports that free room go unserved.
             self._producer.poll(_POLL_S)  # wait for outcomes instead of records
             # Serve rebalances. A paused partition returns nothing, but one assigned since
             # the pause may: such a record is dispatched, never dropped.
@@ -192,7 +202,8 @@ class Worker:
             if message is not None:
                 self._dispatch(message)
             return
-        first = consumer.poll(_POLL_S)
+        # With tasks in flight, wait briefly: their delivery reports are served between polls.
+        first = consumer.poll(_BUSY_POLL_S if self._in_flight else _POLL_S)
         if first is None:
             return
         self._dispatch(first)
@@ -292,7 +303,18 @@ class Worker:
             self._producer.poll(0.01)
 
     def _apply_backpressure(self, consumer: Consumer) -> None:
-        if not self._paused and self._in_flight >= self.max_in_flight:
+        """Full, the loop takes no more records; full for _PAUSE_AFTER_S (slow tasks), the
+        partitions are paused so that the consumer can be polled for rebalances again."""
+        full = self._in_flight >= self.max_in_flight
+        if not full:
+            self._full_since = None
+        elif self._full_since is None:
+            self._full_since = time.monotonic()
+        if (
+            not self._paused
+            and full
+            and time.monotonic() - self._full_since >= _PAUSE_AFTER_S  # type: ignore[operator]
+        ):
             consumer.pause(consumer.assignment())
             self._paused = True
         elif self._paused and self._in_flight < self.max_in_flight * _RESUME_RATIO:

@@ -1,0 +1,1 @@
+"""taskstream's benchmark suite: ``python -m benchmarks.run --quick`` (see run.py)."""

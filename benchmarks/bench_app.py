@@ -1,0 +1,23 @@
+"""The app the benchmarks run, importable by worker processes as ``benchmarks.bench_app:app``.
+
+Settings come from TASKSTREAM_* variables set by the harness (bootstrap, prefix, partitions).
+"""
+
+from __future__ import annotations
+
+import time
+
+from taskstream import App
+
+app = App("bench")
+
+
+@app.task(name="bench.noop")
+def noop(n: int) -> int:
+    return n
+
+
+@app.task(name="bench.sleep")
+def sleep_10ms(n: int) -> int:
+    time.sleep(0.01)
+    return n

@@ -1,0 +1,257 @@
+"""Helpers shared by the workloads: apps, worker processes, preloading, checks."""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from taskstream import App
+from taskstream.consumer.worker import worker_group
+from taskstream.envelope import TaskEvent, now_micros
+from taskstream.topics import results_topic, task_topic
+
+REPO = Path(__file__).resolve().parent.parent
+PARTITIONS = 12
+APP_SPEC = "benchmarks.bench_app:app"
+
+
+class Scope:
+    """One workload run: a unique topic prefix on the shared broker."""
+
+    def __init__(self, bootstrap: str, workdir: Path, partitions: int = PARTITIONS,
+                 store: str | None = None) -> None:  # fmt: skip
+        self.bootstrap = bootstrap
+        self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        self.partitions = partitions
+        self.store = store or f"sqlite:///{workdir}/{self.prefix}.db"
+        self.workdir = workdir
+        self.logs: list[Path] = []  # worker logs, one per process
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "topic_prefix": self.prefix,
+            "store": self.store,
+            "partitions": self.partitions,
+            "session_timeout_ms": 6000,
+        }
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({f"TASKSTREAM_{k.upper()}": str(v) for k, v in self.settings().items()})
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+        env.update(extra)
+        return env
+
+    def app(self) -> App:
+        from benchmarks.bench_app import noop, sleep_10ms
+
+        app = App("bench", **self.settings())
+        app.task(name="bench.noop")(noop.func)
+        app.task(name="bench.sleep")(sleep_10ms.func)
+        return app
+
+    @property
+    def topic(self) -> str:
+        return task_topic(self.prefix, "default")
+
+    @property
+    def results(self) -> str:
+        return results_topic(self.prefix)
+
+    @property
+    def group(self) -> str:
+        return worker_group(self.prefix)
+
+
+def spawn_worker(scope: Scope, *args: str) -> subprocess.Popen[bytes]:
+    """A worker process; its log goes to a file that wait_group() reads assignments from."""
+    log = scope.workdir / f"{scope.prefix}-worker-{uuid.uuid4().hex[:6]}.log"
+    scope.logs.append(log)
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "taskstream", "worker", APP_SPEC, *args],
+            env=scope.env(), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def spawn_materializer(scope: Scope) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "taskstream", "materialize", "--app", APP_SPEC],
+        env=scope.env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for p in processes:
+        if p.poll() is None:
+            p.terminate()
+    for p in processes:
+        try:
+            p.wait(40)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
+def encode_backlog(app: App, count: int, task: str = "bench.noop",
+                   keys: int | None = None) -> list[tuple[bytes, str]]:  # fmt: skip
+    """``count`` task events as the worker reads them, (value, key) each, encoded up front so
+    that loading the topic costs the broker's time, not Python's."""
+    t = app.tasks[task]
+    out = []
+    now = now_micros()
+    for i in range(count):
+        key = None if keys is None else f"k{i % keys}"
+        event = TaskEvent(str(uuid.uuid4()), task, "default", key, 1, now, None,
+                          t.encode_args((i,), {}))  # fmt: skip
+        out.append((app.envelopes.encode_task(event), key or event.id))
+    return out
+
+
+def produce_all(bootstrap: str, topic: str, records: list[tuple[bytes, str]]) -> float:
+    """Produce pre-encoded records with a bare idempotent producer; returns seconds taken."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                         "acks": "all", "linger.ms": 5, "compression.type": "lz4",
+                         "queue.buffering.max.messages": 1_000_000})  # fmt: skip
+    started = time.perf_counter()
+    for value, key in records:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    left = producer.flush(120)
+    assert left == 0, f"{left} backlog records not delivered"
+    return time.perf_counter() - started
+
+
+def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in tps)
+    finally:
+        consumer.close()
+
+
+def wait_committed(scope: Scope, total: int, timeout: float, interval: float = 0.02) -> float:
+    """Block until the workers' committed offsets cover ``total`` records; returns the time."""
+    consumer = Consumer({"bootstrap.servers": scope.bootstrap, "group.id": scope.group})
+    tps = [TopicPartition(scope.topic, p) for p in range(scope.partitions)]
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            done = sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+            if done >= total:
+                return time.perf_counter()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"committed offsets cover {done} of {total} after {timeout}s")
+            time.sleep(interval)
+    finally:
+        consumer.close()
+
+
+_ASSIGNMENT = re.compile(r" (assigned|revoked|lost) (\S+)\[([0-9,]+)\]")
+
+
+def group_assignment(scope: Scope) -> dict[str, list[int]]:
+    """worker log -> partitions it owns now, from the workers' own log lines (the local
+    broker does not describe a group's members)."""
+    out = {}
+    for log in scope.logs:
+        owned: set[int] = set()
+        for line in log.read_text(errors="replace").splitlines():
+            m = _ASSIGNMENT.search(line)
+            if m is None or m.group(2) != scope.topic:
+                continue
+            parts = {int(p) for p in m.group(3).split(",")}
+            owned = owned | parts if m.group(1) == "assigned" else owned - parts
+        out[log.name] = sorted(owned)
+    return out
+
+
+def wait_group(scope: Scope, members: int, timeout: float = 60) -> dict[str, list[int]]:
+    """Until ``members`` workers own every partition between them, and the group is stable."""
+    deadline = time.monotonic() + timeout
+    stable_since = None
+    last: dict[str, list[int]] | None = None
+    while time.monotonic() < deadline:
+        a = group_assignment(scope)
+        ok = (len([ps for ps in a.values() if ps]) == members
+              and sorted(p for ps in a.values() for p in ps) == list(range(scope.partitions)))  # fmt: skip
+        if ok and a == last:
+            stable_since = stable_since or time.monotonic()
+            if time.monotonic() - stable_since > 1.0:
+                return a  # type: ignore[return-value]
+        else:
+            stable_since = None
+        last = a
+        time.sleep(0.2)
+    raise AssertionError(f"group {scope.group} did not settle on {members} members: {last}")
+
+
+def read_results(bootstrap: str, topic: str, expected: int, timeout: float = 60,
+                 idle: float = 1.0) -> list[Any]:  # fmt: skip
+    """Every message of the results topic (until ``expected`` were read and ``idle`` s pass
+    without another)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})  # fmt: skip
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.consume(10_000, 0.2)
+            batch = [m for m in batch if m.error() is None]
+            if batch:
+                out.extend(batch)
+                last = time.monotonic()
+            elif len(out) >= expected and time.monotonic() - last > idle:
+                break
+    finally:
+        consumer.close()
+    return out
+
+
+def check_results(
+    app: App, messages: list[Any], ids: set[str] | None, expected: int
+) -> dict[str, Any]:
+    """Exactly one result per task: counts of missing and duplicated task ids."""
+    counts = Counter(m.key().decode() for m in messages)
+    if ids is None:
+        ids = set(counts)
+    missing = sum(1 for i in ids if i not in counts)
+    duplicated = sum(1 for i in ids if counts.get(i, 0) > 1)
+    return {"results": len(messages), "missing": missing, "duplicated": duplicated,
+            "exactly_one_result_each": missing == 0 and duplicated == 0 and len(ids) == expected}  # fmt: skip
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": len(values)}  # fmt: skip
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

@@ -1,0 +1,189 @@
+"""The suite's report: reports/<name>.json (everything), .md (tables), .png (the plot)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REPORTS = Path(__file__).resolve().parent / "reports"
+
+
+def _n(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, reached, met?) for each target of issue 6 that the run measured."""
+    out = []
+    wc = r.get("worker_vs_ceiling", {})
+    if "ratio" in wc:
+        q = wc["ratio"]["median"]
+        out.append(("worker >= 50% of the ceiling", f"{q:.0%}", _met(q >= 0.5)))
+    d = r.get("delay", {})
+    if "ratio" in d:
+        q = d["ratio"]["median"]
+        out.append(("delay() >= 50% of its ceiling", f"{q:.0%}", _met(q >= 0.5)))
+    e = r.get("end_to_end", {}).get("1000")
+    if e:
+        ok = e["p50_ms"] < 10 and e["p99_ms"] < 25
+        out.append(("e2e at 1,000/s: p50 < 10 ms, p99 < 25 ms",
+                    f"p50 {e['p50_ms']:.1f} ms, p99 {e['p99_ms']:.1f} ms", _met(ok)))  # fmt: skip
+    k = r.get("keyed_io", {}).get("1000")
+    if k and "ratio_to_partition_ordered" in k:
+        q = k["ratio_to_partition_ordered"]
+        out.append(("1,000 keys on one partition >= 10x partition-ordered", f"{q:.1f}x",
+                    _met(q >= 10 and k["key_order_kept"])))  # fmt: skip
+    m = r.get("materializer", {}).get("sqlite", {})
+    if "rate" in m:
+        out.append(("materializer >= 50,000 results/s into SQLite", f"{_n(m['rate'])}/s",
+                    _met(m["rate"] >= 50_000)))  # fmt: skip
+    mem = r.get("memory", {})
+    if "peak_rss_mb" in mem:
+        out.append((f"peak RSS < 300 MB draining {_n(mem['tasks'])} tasks",
+                    f"{mem['peak_rss_mb']:.0f} MB", _met(mem["peak_rss_mb"] < 300)))  # fmt: skip
+    c = r.get("celery", {})
+    if "rate" in c and "worker" in wc:
+        q = wc["worker"]["median"] / c["rate"]
+        out.append((">= 20x Celery's throughput", f"{q:.0f}x", _met(q >= 20)))
+    return out
+
+
+def markdown(r: dict[str, Any], cmd: str, name: str) -> str:
+    lines = [f"# taskstream benchmarks ({r['mode']})", "",
+             f"`{cmd}`, {r['started']}, {r['cpus']} cores (shared, noisy), Python "
+             f"{r['python']}, the embedded broker (Tansu) on loopback, 12 partitions unless "
+             "stated. Throughputs: median (min-max) of the runs; ratios against a ceiling "
+             "measured in the same run. Every run checked one result per task and committed "
+             "offsets covering all input.", "", f"![plot]({name}.png)", ""]  # fmt: skip
+
+    def rng(s: dict[str, float], pct: bool = False) -> str:
+        f = (lambda v: f"{v:.0%}") if pct else _n
+        return f"{f(s['median'])} ({f(s['min'])}-{f(s['max'])})"
+
+    lines += ["| workload | figure | ceiling / baseline | ratio |", "|---|---|---|---|"]
+    wc = r.get("worker_vs_ceiling", {})
+    if "worker" in wc:
+        lines.append(f"| 1+3. worker, no-op, 1 process, {_n(wc['tasks'])}-task backlog | "
+                     f"{rng(wc['worker'])} tasks/s | bare loop {rng(wc['ceiling'])} tasks/s | "
+                     f"{rng(wc['ratio'], True)} |")  # fmt: skip
+    d = r.get("delay", {})
+    if "delay" in d:
+        lines.append(
+            f"| 2. `task.delay()`, one thread | {rng(d['delay'])} events/s | bare "
+            f"produce + Avro {rng(d['raw_produce'])} events/s | {rng(d['ratio'], True)} |"
+        )
+    for key, e in r.get("end_to_end", {}).items():
+        if not isinstance(e, dict) or "p50_ms" not in e:
+            continue
+        label = (
+            "saturation (delay() flat out)" if key == "saturation" else f"offered {_n(int(key))}/s"
+        )
+        lines.append(f"| 4. end to end, {label} | p50 {e['p50_ms']:.1f} ms, p99 "
+                     f"{e['p99_ms']:.1f} ms, max {e['max_ms']:.0f} ms | completed "
+                     f"{_n(e['completed_per_s'])}/s of {_n(e['sent_per_s'])}/s sent | |")  # fmt: skip
+    so = r.get("scale_out", {})
+    base = so.get("1", {}).get("rate")
+    for n, s in so.items():
+        if "rate" in s:
+            lines.append(f"| 7. scale-out, {n} worker process(es) | {_n(s['rate'])} tasks/s, "
+                         f"partitions per member {s['partitions_per_member']} | 1 process "
+                         f"{_n(base)} tasks/s | {s['rate'] / base:.2f}x |")  # fmt: skip
+    for store, m in r.get("materializer", {}).items():
+        if "rate" in m:
+            lines.append(f"| 6. materializer, {store} | {_n(m['rate'])} results/s | | |")
+        else:
+            lines.append(f"| 6. materializer, {store} | {m.get('error')} | | |")
+    for keys, k in r.get("keyed_io", {}).items():
+        if "rate" in k:
+            lines.append(f"| 5. 10 ms tasks, 1 partition, {keys} key(s), concurrency 100 | "
+                         f"{_n(k['rate'])} tasks/s, key order kept: {k['key_order_kept']} | "
+                         f"1 key (partition order) | {k['ratio_to_partition_ordered']:.1f}x |")  # fmt: skip
+    c = r.get("celery", {})
+    if "rate" in c and "worker" in wc:
+        lines.append(f"| 9. Celery 5 + Redis, prefork -c {c['concurrency']}, same no-op | "
+                     f"{_n(c['rate'])} tasks/s | taskstream worker {_n(wc['worker']['median'])}"
+                     f" tasks/s | taskstream {wc['worker']['median'] / c['rate']:.0f}x |")  # fmt: skip
+    mem = r.get("memory", {})
+    if "peak_rss_mb" in mem:
+        lines.append(f"| 8. memory, {_n(mem['tasks'])}-task backlog | peak RSS "
+                     f"{mem['peak_rss_mb']:.0f} MB (median {mem['median_sampled_rss_mb']:.0f}) "
+                     f"| | |")  # fmt: skip
+    errors = [(k, v["error"]) for k, v in r.items() if isinstance(v, dict) and "error" in v]
+    lines += ["", "## Targets", "", "| target | reached | |", "|---|---|---|"]
+    lines += [f"| {t} | {v} | {m} |" for t, v, m in targets(r)]
+    if errors:
+        lines += ["", "## Failed workloads", ""] + [f"- {k}: {e}" for k, e in errors]
+    return "\n".join(lines) + "\n"
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars: list[tuple[str, float, float | None]] = []  # label, value, ceiling
+    wc = r.get("worker_vs_ceiling", {})
+    if "worker" in wc:
+        bars.append(("worker\n(1 proc)", wc["worker"]["median"], wc["ceiling"]["median"]))
+    d = r.get("delay", {})
+    if "delay" in d:
+        bars.append(("delay()", d["delay"]["median"], d["raw_produce"]["median"]))
+    for n, s in r.get("scale_out", {}).items():
+        if "rate" in s:
+            bars.append((f"{n} worker\nprocs", s["rate"], None))
+    m = r.get("materializer", {})
+    for store in ("sqlite", "postgresql"):
+        if "rate" in m.get(store, {}):
+            bars.append((f"materializer\n{store}", m[store]["rate"], None))
+    if "rate" in r.get("celery", {}):
+        bars.append(("Celery+Redis\nprefork 2", r["celery"]["rate"], None))
+    e2e = {
+        k: v for k, v in r.get("end_to_end", {}).items() if isinstance(v, dict) and "p50_ms" in v
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [2.2, 1]})
+    ax = axes[0]
+    xs = range(len(bars))
+    ceilings = [c or 0 for _, _, c in bars]
+    ax.bar(xs, ceilings, color="#dddddd", label="ceiling (same run)")
+    ax.bar(xs, [v for _, v, _ in bars], color="#2a6fb0", width=0.6, label="taskstream / other")
+    for x, (_, v, c) in zip(xs, bars, strict=True):
+        ax.text(x, v, f"{v:,.0f}" + (f"\n{v / c:.0%}" if c else ""), ha="center", va="bottom",
+                fontsize=8)  # fmt: skip
+    ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=8)
+    ax.set_ylabel("tasks (events) per second")
+    ax.set_yscale("log")
+    ax.set_title("Throughput, median of runs (log scale)")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    labels = list(e2e)
+    for i, q in enumerate(("p50_ms", "p99_ms")):
+        ax.bar([x + i * 0.4 for x in range(len(labels))], [e2e[k][q] for k in labels], width=0.4,
+               label=q.replace("_ms", ""))  # fmt: skip
+    ax.set_xticks([x + 0.2 for x in range(len(labels))],
+                  [f"{k}/s" if k != "saturation" else "flat out" for k in labels])  # fmt: skip
+    ax.set_ylabel("delay() -> result readable, ms")
+    ax.set_yscale("log")
+    ax.set_title("End-to-end latency by offered rate")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(r: dict[str, Any], cmd: str, name: str = "latest") -> Path:
+    REPORTS.mkdir(exist_ok=True)
+    r = dict(r, command=cmd)
+    (REPORTS / f"{name}.json").write_text(json.dumps(r, indent=2, default=str) + "\n")
+    try:
+        plot(r, REPORTS / f"{name}.png")
+    except ImportError:
+        print("matplotlib is missing (pip install -e '.[bench]'): no plot")
+    path = REPORTS / f"{name}.md"
+    path.write_text(markdown(r, cmd, name))
+    return path

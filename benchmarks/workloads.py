@@ -1,0 +1,405 @@
+"""The nine workloads of the suite (issue 6). Each returns a JSON-able dict and checks its
+own correctness: one result per task, committed offsets covering all input."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+from benchmarks.common import (
+    PARTITIONS,
+    REPO,
+    Scope,
+    check_results,
+    committed_total,
+    encode_backlog,
+    peak_rss_mb,
+    percentile,
+    produce_all,
+    read_results,
+    spawn_materializer,
+    spawn_worker,
+    stop,
+    wait_committed,
+    wait_group,
+)
+from taskstream.codec import HEADER_SIZE, strip_logical_types
+from taskstream.envelope import ResultEvent, load_envelope_schema, now_micros
+from taskstream.kafka import consumer_config, producer_config
+from taskstream.status import Status
+from taskstream.topics import task_topic
+
+# -- 1. the ceiling --------------------------------------------------------------------------
+
+
+def ceiling_loop(scope: Scope, tasks: int) -> float:
+    """Bare confluent-kafka + fastavro: consume a batch, decode each task envelope, encode a
+    result envelope, produce it, commit once per batch. Same envelopes as taskstream."""
+    app = scope.app()
+    app.ensure_topics(["default"])
+    topic = scope.topic
+    produce_all(scope.bootstrap, topic, encode_backlog(app, tasks))
+    task_schema = parse_schema(strip_logical_types(load_envelope_schema("task_event.avsc")))
+    result_schema = parse_schema(strip_logical_types(load_envelope_schema("result_event.avsc")))
+    result_header = app.envelopes.result_schema.header
+    consumer = Consumer(consumer_config(app.settings, f"ceiling-{uuid.uuid4().hex[:6]}"))
+    producer = Producer(producer_config(app.settings))
+    consumer.subscribe([topic])
+    done = 0
+    started = None
+    while done < tasks:
+        first = consumer.poll(1.0)
+        if first is None:
+            continue
+        if started is None:
+            started = time.perf_counter()
+        positions = {}
+        for m in [first, *consumer.consume(499, 0)]:
+            if m.error():
+                continue
+            positions[(m.topic(), m.partition())] = m.offset() + 1
+            body = io.BytesIO(m.value())
+            body.seek(HEADER_SIZE)
+            event = schemaless_reader(body, task_schema, None)
+            out = io.BytesIO()
+            out.write(result_header)
+            now = now_micros()
+            schemaless_writer(out, result_schema, {
+                "id": event["id"], "task": event["task"], "status": "SUCCESS",
+                "attempt": 1, "key": None, "result": event["args"], "error": None,
+                "worker": "ceiling", "source": {"topic": m.topic(), "partition": m.partition(),
+                "offset": m.offset()}, "enqueued_at": event["enqueued_at"],
+                "started_at": now, "finished_at": now,
+            })  # fmt: skip
+            while True:
+                try:
+                    producer.produce(scope.results, out.getvalue(), event["id"])
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            done += 1
+        producer.poll(0)
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
+                        asynchronous=True)  # fmt: skip
+    producer.flush(60)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    app.close()
+    return tasks / elapsed
+
+
+# -- 2. delay() ------------------------------------------------------------------------------
+
+
+def delay_rate(scope: Scope, tasks: int) -> dict[str, float]:
+    """task.delay() in one process, and a bare producer encoding the same envelope."""
+    app = scope.app()
+    app.ensure_topics(["default", "ceiling"])
+    noop = app.tasks["bench.noop"]
+    schema = parse_schema(strip_logical_types(load_envelope_schema("task_event.avsc")))
+    header = app.envelopes.task_schema.header
+    args = noop.encode_args((1,), {})
+    producer = Producer(producer_config(app.settings))
+    producer.produce(task_topic(scope.prefix, "ceiling"), b"warm-up")
+    producer.flush(30)
+    topic = task_topic(scope.prefix, "ceiling")
+    started = time.perf_counter()
+    for _ in range(tasks):
+        out = io.BytesIO()
+        out.write(header)
+        task_id = str(uuid.uuid4())
+        schemaless_writer(out, schema, {
+            "id": task_id, "task": "bench.noop", "queue": "default", "key": None,
+            "attempt": 1, "enqueued_at": now_micros(), "not_before": None, "args": args,
+        })  # fmt: skip
+        while True:
+            try:
+                producer.produce(topic, out.getvalue(), task_id)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(60)
+    raw = tasks / (time.perf_counter() - started)
+    # Warm up: connect and get a producer id before timing.
+    app.publisher.publish(noop.event(noop.encode_args((0,), {}), queue="ceiling")).result(30)
+    started = time.perf_counter()
+    results = [noop.delay(i) for i in range(tasks)]
+    app.publisher.flush(60)
+    delay = tasks / (time.perf_counter() - started)
+    for r in results[:: max(1, tasks // 100)]:
+        r.wait_delivered(0)  # raises if the broker did not acknowledge
+    app.close()
+    return {"raw_produce": raw, "delay": delay, "ratio": delay / raw}
+
+
+# -- 3 and 7. worker processes on a backlog --------------------------------------------------
+
+
+def worker_processes(scope: Scope, tasks: int, processes: int, concurrency: int = 1,
+                     task: str = "bench.noop", keys: int | None = None,
+                     extra: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    """``processes`` worker processes join the group on empty topics; once it has settled,
+    the backlog is loaded (pre-encoded, a bare producer); time from the first record sent to
+    every offset committed. Then every result is read back and checked."""
+    app = scope.app()
+    app.ensure_topics(["default"])
+    backlog = encode_backlog(app, tasks, task, keys)
+    ids = {k for _, k in backlog} if keys is None else None
+    procs = [spawn_worker(scope, "--concurrency", str(concurrency), *extra)
+             for _ in range(processes)]  # fmt: skip
+    try:
+        assignment = wait_group(scope, processes)
+        started = time.perf_counter()
+        load_s = produce_all(scope.bootstrap, scope.topic, backlog)
+        finished = wait_committed(scope, tasks, timeout=max(120, tasks / 50))
+        rate = tasks / (finished - started)
+        peaks = [peak_rss_mb(p.pid) for p in procs]
+    finally:
+        stop(procs)
+    committed = committed_total(scope.bootstrap, scope.group, scope.topic, scope.partitions)
+    messages = read_results(scope.bootstrap, scope.results, tasks)
+    if ids is None:
+        ids = {m.key().decode() for m in messages}
+    check = check_results(app, messages, ids, tasks)
+    per_worker: dict[str, set[int]] = {}
+    decoded = [app.envelopes.decode_result(m.value()) for m in messages]
+    for r in decoded:
+        per_worker.setdefault(r.worker, set()).add(r.source_partition)
+    app.close()
+    assert committed == tasks, f"committed offsets cover {committed} of {tasks}"
+    assert check["missing"] == 0, check
+    return {
+        "rate": rate, "load_s": load_s, "committed": committed, **check,
+        "partitions_per_member": sorted(len(p) for p in assignment.values()),
+        "partitions_per_worker_from_results": sorted(len(p) for p in per_worker.values()),
+        "peak_rss_mb": peaks, "decoded": decoded,
+    }  # fmt: skip
+
+
+# -- 4. end to end ---------------------------------------------------------------------------
+
+
+def end_to_end(
+    scope: Scope, rates: list[int], seconds: float, saturation_tasks: int
+) -> dict[str, Any]:
+    """delay() -> result readable in the store (the lookup AsyncResult.get() makes), with a
+    worker process and a materializer process, at fixed offered rates; then the saturation
+    throughput (delay() as fast as one thread can, completions per second)."""
+    app = scope.app()
+    app.ensure_topics()
+    procs = [spawn_worker(scope), spawn_materializer(scope)]
+    noop = app.tasks["bench.noop"]
+    out: dict[str, Any] = {}
+    try:
+        wait_group(scope, 1)
+        noop.delay(-1).get(timeout=60)  # materializer has joined too
+        for rate in [*rates, None]:
+            count = saturation_tasks if rate is None else int(rate * seconds)
+            sent: dict[str, float] = {}
+            order: list[str] = []
+            seen: dict[str, float] = {}
+            done = threading.Event()
+
+            def watch(count: int = count, order: list[str] = order, seen: dict[str, float] = seen,
+                      done: threading.Event = done) -> None:  # fmt: skip
+                store = app.store
+                i = 0
+                while i < count:
+                    pending = [x for x in order[i : i + 500] if x not in seen]
+                    if pending:
+                        found = store.get_many(pending)
+                        now = time.perf_counter()
+                        for tid, rec in found.items():
+                            if rec.status.is_final:
+                                seen[tid] = now
+                    while i < len(order) and order[i] in seen:
+                        i += 1
+                    time.sleep(0.001)
+                done.set()
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            started = time.perf_counter()
+            for n in range(count):
+                if rate is not None:
+                    due = started + n / rate
+                    delay = due - time.perf_counter()
+                    if delay > 0.0005:
+                        time.sleep(delay)
+                t0 = time.perf_counter()
+                r = noop.delay(n)
+                sent[r.id] = t0
+                order.append(r.id)
+            sent_s = time.perf_counter() - started
+            assert done.wait(max(120, count / 100)), "results did not all arrive"
+            latencies = [(seen[i] - sent[i]) * 1000 for i in order]
+            key = "saturation" if rate is None else str(rate)
+            out[key] = {
+                "offered_per_s": None if rate is None else rate,
+                "sent_per_s": count / sent_s,
+                "completed_per_s": count / (max(seen.values()) - started),
+                "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
+                "max_ms": max(latencies), "tasks": count,
+            }  # fmt: skip
+            print(f"  e2e {key}: {out[key]}", flush=True)
+    finally:
+        stop(procs)
+        app.close()
+    return out
+
+
+# -- 5. IO-bound keyed concurrency -----------------------------------------------------------
+
+
+def keyed_io(
+    workdir: Path, bootstrap: str, keys: int, tasks: int, concurrency: int = 100
+) -> dict[str, Any]:
+    """Tasks that sleep 10 ms on ONE partition with ``keys`` distinct keys; per-key order is
+    checked from the results (each run starts after the key's previous one finished)."""
+    scope = Scope(bootstrap, workdir, partitions=1)
+    r = worker_processes(scope, tasks, 1, concurrency, "bench.sleep", keys)
+    by_key: dict[str | None, list[ResultEvent]] = {}
+    for e in r.pop("decoded"):
+        by_key.setdefault(e.key, []).append(e)
+    in_order = True
+    for events in by_key.values():
+        events.sort(key=lambda e: e.source_offset)
+        for a, b in itertools.pairwise(events):
+            if b.started_at < a.finished_at:
+                in_order = False
+    assert in_order, "a key's tasks overlapped or ran out of order"
+    return {"keys": keys, "tasks": tasks, "rate": r["rate"], "key_order_kept": in_order,
+            "exactly_one_result_each": r["exactly_one_result_each"],
+            "committed": r["committed"]}  # fmt: skip
+
+
+# -- 6. materializer -------------------------------------------------------------------------
+
+
+def materializer_rate(scope: Scope, results: int) -> dict[str, Any]:
+    """Result events preloaded on the results topic, applied to the store: results/s from the
+    first applied batch to the last, and one row per task checked in the store."""
+    from taskstream.consumer.materializer import Materializer
+
+    app = scope.app()
+    app.ensure_topics()
+    records = []
+    now = now_micros()
+    for i in range(results):
+        tid = str(uuid.uuid4())
+        ev = ResultEvent(tid, "bench.noop", Status.SUCCESS, 1, None,
+                         app.tasks["bench.noop"].encode_result(i), None, "bench:1",
+                         scope.topic, i % PARTITIONS, i // PARTITIONS, now, now, now)  # fmt: skip
+        records.append((app.envelopes.encode_result(ev), tid))
+    produce_all(scope.bootstrap, scope.results, records)
+    m = Materializer(app)
+    thread = threading.Thread(target=m.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + max(120, results / 500)
+    while m.applied == 0:
+        assert time.monotonic() < deadline, "materializer applied nothing"
+        time.sleep(0.001)
+    t0, a0 = time.perf_counter(), m.applied
+    while m.applied < results:
+        assert time.monotonic() < deadline, f"applied {m.applied} of {results}"
+        time.sleep(0.002)
+    rate = (results - a0) / (time.perf_counter() - t0)
+    m.stop()
+    thread.join(60)
+    rows = app.store.count()
+    app.close()
+    assert rows == results, f"{rows} rows for {results} results"
+    return {"rate": rate, "rows": rows, "results": results}
+
+
+# -- 8. memory -------------------------------------------------------------------------------
+
+
+def memory(scope: Scope, tasks: int) -> dict[str, Any]:
+    """A worker process drains a ``tasks`` backlog loaded before it starts: peak RSS sampled
+    every 100 ms and the kernel's high-water mark at the end."""
+    app = scope.app()
+    app.ensure_topics(["default"])
+    chunk = 100_000
+    for start in range(0, tasks, chunk):  # encode and load in chunks: the harness stays small
+        produce_all(scope.bootstrap, scope.topic, encode_backlog(app, min(chunk, tasks - start)))
+    proc = spawn_worker(scope)
+    samples = []
+    try:
+        import psutil
+
+        ps = psutil.Process(proc.pid)
+        consumer = Consumer({"bootstrap.servers": scope.bootstrap, "group.id": scope.group})
+        tps = [TopicPartition(scope.topic, p) for p in range(PARTITIONS)]
+        started = time.perf_counter()
+        deadline = time.monotonic() + max(300, tasks / 500)
+        while True:
+            samples.append(ps.memory_info().rss / 2**20)
+            done = sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+            if done >= tasks:
+                break
+            assert time.monotonic() < deadline, f"drained {done} of {tasks}"
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - started
+        consumer.close()
+        peak = peak_rss_mb(proc.pid)
+    finally:
+        stop([proc])
+    app.close()
+    return {"tasks": tasks, "peak_rss_mb": peak, "max_sampled_rss_mb": max(samples),
+            "median_sampled_rss_mb": sorted(samples)[len(samples) // 2],
+            "drain_per_s_incl_join": tasks / elapsed}  # fmt: skip
+
+
+# -- 9. Celery + Redis -----------------------------------------------------------------------
+
+
+def celery(tasks: int, concurrency: int = 2) -> dict[str, Any]:
+    """The same no-op backlog on Celery (prefork, ``concurrency`` processes) with the Redis
+    server on this machine: from the first result stored to the last."""
+    import redis
+
+    from benchmarks import celery_app
+
+    url = os.environ.get("TASKSTREAM_BENCH_REDIS", "redis://127.0.0.1:6379")
+    broker, backend = redis.Redis.from_url(f"{url}/14"), redis.Redis.from_url(f"{url}/15")
+    broker.flushdb()
+    backend.flushdb()
+    ids = [celery_app.noop.delay(i).id for i in range(tasks)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "benchmarks.celery_app", "worker", "-P", "prefork",
+         "-c", str(concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat",
+         "-Q", "taskstream-bench", "--loglevel", "WARNING"],
+        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + max(120, tasks / 50)
+        while backend.dbsize() == 0:
+            assert time.monotonic() < deadline and proc.poll() is None, "celery ran nothing"
+            time.sleep(0.005)
+        t0, n0 = time.perf_counter(), backend.dbsize()
+        while (n := backend.dbsize()) < tasks:
+            assert time.monotonic() < deadline, f"celery stored {n} of {tasks}"
+            time.sleep(0.01)
+        rate = (tasks - n0) / (time.perf_counter() - t0)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    stored = sum(backend.exists(f"celery-task-meta-{i}") for i in ids)
+    left = broker.llen("taskstream-bench")
+    assert stored == tasks, f"celery stored {stored} of {tasks} results"
+    return {"rate": rate, "tasks": tasks, "results_stored": stored, "queue_left": left,
+            "concurrency": concurrency}  # fmt: skip

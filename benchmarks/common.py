@@ -189,8 +189,9 @@ def wait_group(scope: Scope, members: int, timeout: float = 60) -> dict[str, lis
     last: dict[str, list[int]] | None = None
     while time.monotonic() < deadline:
         a = group_assignment(scope)
-        ok = (len([ps for ps in a.values() if ps]) == members
-              and sorted(p for ps in a.values() for p in ps) == list(range(scope.partitions)))  # fmt: skip
+        ok = len([ps for ps in a.values() if ps]) == members and sorted(
+            p for ps in a.values() for p in ps
+        ) == list(range(scope.partitions))
         if ok and a == last:
             stable_since = stable_since or time.monotonic()
             if time.monotonic() - stable_since > 1.0:
@@ -235,8 +236,12 @@ def check_results(
         ids = set(counts)
     missing = sum(1 for i in ids if i not in counts)
     duplicated = sum(1 for i in ids if counts.get(i, 0) > 1)
-    return {"results": len(messages), "missing": missing, "duplicated": duplicated,
-            "exactly_one_result_each": missing == 0 and duplicated == 0 and len(ids) == expected}  # fmt: skip
+    return {
+        "results": len(messages),
+        "missing": missing,
+        "duplicated": duplicated,
+        "exactly_one_result_each": missing == 0 and duplicated == 0 and len(ids) == expected,
+    }
 
 
 def summary(values: list[float]) -> dict[str, float]:

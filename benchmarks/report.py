@@ -83,9 +83,11 @@ def markdown(r: dict[str, Any], cmd: str, name: str) -> str:
         label = (
             "saturation (delay() flat out)" if key == "saturation" else f"offered {_n(int(key))}/s"
         )
-        lines.append(f"| 4. end to end, {label} | p50 {e['p50_ms']:.1f} ms, p99 "
-                     f"{e['p99_ms']:.1f} ms, max {e['max_ms']:.0f} ms | completed "
-                     f"{_n(e['completed_per_s'])}/s of {_n(e['sent_per_s'])}/s sent | |")  # fmt: skip
+        lines.append(
+            f"| 4. end to end, {label} | p50 {e['p50_ms']:.1f} ms, p99 "
+            f"{e['p99_ms']:.1f} ms, max {e['max_ms']:.0f} ms | completed "
+            f"{_n(e['completed_per_s'])}/s of {_n(e['sent_per_s'])}/s sent | |"
+        )
     so = r.get("scale_out", {})
     base = so.get("1", {}).get("rate")
     for n, s in so.items():
@@ -100,14 +102,18 @@ def markdown(r: dict[str, Any], cmd: str, name: str) -> str:
             lines.append(f"| 6. materializer, {store} | {m.get('error')} | | |")
     for keys, k in r.get("keyed_io", {}).items():
         if "rate" in k:
-            lines.append(f"| 5. 10 ms tasks, 1 partition, {keys} key(s), concurrency 100 | "
-                         f"{_n(k['rate'])} tasks/s, key order kept: {k['key_order_kept']} | "
-                         f"1 key (partition order) | {k['ratio_to_partition_ordered']:.1f}x |")  # fmt: skip
+            lines.append(
+                f"| 5. 10 ms tasks, 1 partition, {keys} key(s), concurrency 100 | "
+                f"{_n(k['rate'])} tasks/s, key order kept: {k['key_order_kept']} | "
+                f"1 key (partition order) | {k['ratio_to_partition_ordered']:.1f}x |"
+            )
     c = r.get("celery", {})
     if "rate" in c and "worker" in wc:
-        lines.append(f"| 9. Celery 5 + Redis, prefork -c {c['concurrency']}, same no-op | "
-                     f"{_n(c['rate'])} tasks/s | taskstream worker {_n(wc['worker']['median'])}"
-                     f" tasks/s | taskstream {wc['worker']['median'] / c['rate']:.0f}x |")  # fmt: skip
+        lines.append(
+            f"| 9. Celery 5 + Redis, prefork -c {c['concurrency']}, same no-op | "
+            f"{_n(c['rate'])} tasks/s | taskstream worker {_n(wc['worker']['median'])}"
+            f" tasks/s | taskstream {wc['worker']['median'] / c['rate']:.0f}x |"
+        )
     mem = r.get("memory", {})
     if "peak_rss_mb" in mem:
         lines.append(f"| 8. memory, {_n(mem['tasks'])}-task backlog | peak RSS "

@@ -15,13 +15,13 @@ import logging
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from taskstream.app import App
 from taskstream.consumer.dead_letter import Reason
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets, commit
 from taskstream.consumer.outcomes import Outcomes
-from taskstream.kafka import EventProducer, consumer_config, producer_config
+from taskstream.kafka import EventProducer, consumer_config, producer_config, record_position
 from taskstream.topics import DELAY_TIERS_S, delay_topic, tier_of
 
 log = logging.getLogger(__name__)
@@ -78,14 +78,10 @@ class DelayScheduler:
             producer.close(s.delivery_timeout_ms / 1000)
 
     def _route(self, consumer: Consumer, message: Message) -> None:
-        error = message.error()
-        if error is not None:
-            if error.fatal():
-                raise KafkaException(error)
-            log.warning("consumer error: %s", error)
+        position = record_position(message)
+        if position is None:
             return
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        assert topic is not None and partition is not None and offset is not None
+        topic, partition, offset = position
         if (topic, partition) in self._waiting:
             return  # behind an unripe head; read again after the resume
         tier = tier_of(self.prefix, topic) or DELAY_TIERS_S[0]

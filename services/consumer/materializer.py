@@ -19,7 +19,7 @@ from taskstream import metrics
 from taskstream.app import App
 from taskstream.consumer.dead_letter import Reason, dead_letter_headers
 from taskstream.envelope import ResultEvent, micros_to_datetime
-from taskstream.kafka import EventProducer, consumer_config, producer_config
+from taskstream.kafka import EventProducer, consumer_config, producer_config, record_position
 from taskstream.store import ResultRecord, ResultStore
 from taskstream.topics import dead_letter_topic, results_topic
 
@@ -117,14 +117,10 @@ class Materializer:
         records: list[ResultRecord] = []
         positions: dict[tuple[str, int], int] = {}
         for message in batch:
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise KafkaException(error)
-                log.warning("consumer error: %s", error)
+            position = record_position(message)
+            if position is None:
                 continue
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            assert topic is not None and partition is not None and offset is not None
+            topic, partition, offset = position
             positions[(topic, partition)] = offset + 1
             try:
                 records.append(to_record(self.app.envelopes.decode_result(message.value() or b"")))

@@ -16,7 +16,7 @@ import threading
 import time
 from types import FrameType
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from taskstream.app import App
 from taskstream.consumer.dead_letter import Reason
@@ -29,7 +29,13 @@ from taskstream.consumer.outcomes import Outcomes
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import now_micros
 from taskstream.errors import TimeLimitExceeded, UnknownSchema
-from taskstream.kafka import EventProducer, consumer_config, producer_config, worker_id
+from taskstream.kafka import (
+    EventProducer,
+    consumer_config,
+    producer_config,
+    record_position,
+    worker_id,
+)
 from taskstream.topics import task_topic
 
 log = logging.getLogger(__name__)
@@ -213,14 +219,10 @@ class Worker:
                 self._dispatch(message)
 
     def _dispatch(self, message: Message) -> None:
-        error = message.error()
-        if error is not None:
-            if error.fatal():
-                raise KafkaException(error)
-            log.warning("consumer error: %s", error)
+        position = record_position(message)
+        if position is None:
             return
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        assert topic is not None and partition is not None and offset is not None
+        topic, partition, offset = position
         offsets = self._tracker.get(topic, partition)
         offsets.add(offset)
         self._in_flight += 1
@@ -311,9 +313,7 @@ class Worker:
         elif self._full_since is None:
             self._full_since = time.monotonic()
         if (
-            not self._paused
-            and full
-            and time.monotonic() - self._full_since >= _PAUSE_AFTER_S  # type: ignore[operator]
+            not self._paused and full and time.monotonic() - self._full_since >= _PAUSE_AFTER_S  # type: ignore[operator]
         ):
             consumer.pause(consumer.assignment())
             self._paused = True

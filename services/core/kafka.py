@@ -27,6 +27,20 @@ log = logging.getLogger(__name__)
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
+def record_position(message: Message) -> tuple[str, int, int] | None:
+    """``(topic, partition, offset)`` of a record, or None for a consumer error event (logged;
+    a fatal one raises)."""
+    error = message.error()
+    if error is not None:
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("consumer error: %s", error)
+        return None
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
+
+
 def worker_id() -> str:
     """``host:pid``, the name a worker gives itself in results and client ids."""
     return f"{socket.gethostname()}:{os.getpid()}"

@@ -53,6 +53,11 @@ class Run:
         event = self.event
         set_current_request(TaskRequest(event.id, event.task, event.attempt, event.key))
 
+    def started_event(self) -> ResultEvent:
+        """The STARTED status of a task with ``track_started``, as the run begins."""
+        self.started = now_micros()
+        return self._result(Status.STARTED)
+
     def _result(
         self, status: Status, result: bytes | None = None, error: TaskError | None = None
     ) -> ResultEvent:

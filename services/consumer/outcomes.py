@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, Message
 from taskstream.consumer.dead_letter import Reason, dead_letter_headers
 from taskstream.consumer.execution import Outcome
 from taskstream.consumer.offsets import PartitionOffsets
-from taskstream.envelope import Envelopes, TaskEvent, now_micros
+from taskstream.envelope import Envelopes, ResultEvent, TaskEvent, now_micros
 from taskstream.kafka import EventProducer
 from taskstream.topics import (
     dead_letter_topic,
@@ -80,6 +80,10 @@ class Outcomes:
             )
             parts.append((self._dead_letters, message.value() or b"", message.key(), headers))
         self._send(offsets, message, parts)
+
+    def started(self, result: ResultEvent) -> None:
+        """A STARTED status: informative only, so no offset waits for it."""
+        self._producer.produce(self._results, self._envelopes.encode_result(result), result.id)
 
     def dead_letter(
         self,

@@ -80,12 +80,17 @@ class _TaskJob:
         self._published = False
         self._lock = threading.Lock()
 
-    def run(self) -> None:
+    def _begin(self) -> None:
         self.worker.hooks.run_started(self.run_)
+        if self.run_.task.options.track_started:
+            self.worker.outcomes.started(self.run_.started_event())
+
+    def run(self) -> None:
+        self._begin()
         self.publish(run_sync(self.run_, self.worker.watchdog, self.abandon))
 
     async def run_async(self) -> None:
-        self.worker.hooks.run_started(self.run_)
+        self._begin()
         self.publish(await run_async(self.run_))
 
     def abandon(self) -> None:

@@ -66,6 +66,7 @@ class TaskOptions:
     default_retry_delay: float = 180.0  # seconds
     time_limit: float | None = None  # seconds; past it the run is a FAILURE TimeLimitExceeded
     soft_time_limit: float | None = None  # seconds; SoftTimeLimitExceeded raised in the task
+    track_started: bool = False  # publish a STARTED status when a worker begins the task
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:

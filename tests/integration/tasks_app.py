@@ -58,6 +58,11 @@ def build_app(**settings: Any) -> App:
             return "cleaned up"
         return "finished"
 
+    @app.task(name="itest.tracked", track_started=True)
+    def tracked(seconds: float) -> int:
+        time.sleep(seconds)
+        return 1
+
     @app.task(name="itest.stuck", time_limit=0.5)
     def stuck(seconds: float) -> int:
         time.sleep(seconds)  # in C: the exception cannot reach it; the run is abandoned

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 
@@ -80,3 +81,16 @@ def test_a_delivery_failure_reaches_the_caller(tmp_path: object) -> None:
         assert result.status == "FAILURE"
     finally:
         app.close()
+
+
+def test_a_task_with_track_started_shows_started_while_it_runs(app: App) -> None:
+    with worker_and_materializer(app):
+        result = app.tasks["itest.tracked"].delay(3.0)
+        statuses = set()
+        deadline = time.monotonic() + 30
+        while not result.ready() and time.monotonic() < deadline:
+            statuses.add(result.status)
+            time.sleep(0.02)
+        assert result.get(timeout=30) == 1
+    assert "STARTED" in statuses
+    assert result.status == "SUCCESS"  # the late STARTED never hides the final outcome

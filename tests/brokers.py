@@ -9,6 +9,7 @@ both shows that the code is not tuned to one broker's quirks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -56,4 +57,15 @@ class NoidaBroker:
         os.killpg(self.pid, signal.SIGCONT)
 
     def stop(self) -> None:
-        EmbeddedBroker.stop(self)  # type: ignore[arg-type]
+        # The noida-db command is a launcher: the server is its child, in its process group.
+        process, self._process = self._process, None
+        if process is None:
+            return
+        for sig in (signal.SIGCONT, signal.SIGTERM):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -19,10 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 @dataclass
 class BrokerHandle:
     bootstrap_servers: str
-    embedded: EmbeddedBroker | NoidaBroker | None  # None: an external cluster
+    embedded: EmbeddedBroker | None  # None: an external cluster
     crash_failover: bool = True  # the broker expires a consumer that died without closing
 
-    def require_embedded(self) -> EmbeddedBroker | NoidaBroker:
+    def require_embedded(self) -> EmbeddedBroker:
         if self.embedded is None:
             pytest.skip("needs the broker process (SIGSTOP), not an external cluster")
         return self.embedded

@@ -7,6 +7,7 @@ everything. Production points taskstream at Apache Kafka instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -55,19 +56,16 @@ class EmbeddedBroker:
             raise RuntimeError("broker not started")
         return self._process.pid
 
-    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
+    def command(self) -> list[str]:
+        """The broker's command line (a subclass may run another Kafka-protocol broker)."""
         url = f"tcp://127.0.0.1:{self.port}"
+        return [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+
+    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             self._process = subprocess.Popen(
-                [
-                    broker_binary(),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                ],
+                self.command(),
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
@@ -93,23 +91,28 @@ class EmbeddedBroker:
         self.stop()
         raise TimeoutError(f"the broker did not listen on port {self.port} within {timeout}s")
 
+    # Signals go to the broker's process group (its own session): a launcher command may
+    # run the server as a child.
+
     def suspend(self) -> None:
         """SIGSTOP: the broker stalls but keeps its data (fault tests)."""
-        os.kill(self.pid, signal.SIGSTOP)
+        os.killpg(self.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
+        os.killpg(self.pid, signal.SIGCONT)
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        os.kill(process.pid, signal.SIGCONT)  # a suspended process cannot act on SIGTERM
-        process.terminate()
+        for sig in (signal.SIGCONT, signal.SIGTERM):  # a suspended process cannot act on TERM
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
     def __enter__(self) -> EmbeddedBroker:

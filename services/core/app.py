@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from taskstream.codec import Codec
@@ -29,6 +29,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_QUEUE = "default"
+
+
+def queues_of(task_queues: Iterable[str]) -> list[str]:
+    """The queues to consume and create topics for: the tasks' own, and always the default."""
+    return sorted({*task_queues, DEFAULT_QUEUE})
 
 
 class App:
@@ -97,7 +102,7 @@ class App:
 
     @property
     def queues(self) -> list[str]:
-        return sorted({t.queue for t in self.tasks.values()} | {DEFAULT_QUEUE})
+        return queues_of(t.queue for t in self.tasks.values())
 
     # -- sending ----------------------------------------------------------------------------
 

@@ -38,6 +38,16 @@ _PRIMITIVES = ("null", "boolean", "int", "long", "float", "double", "bytes", "st
 Convert = Callable[[Any], Any]
 
 
+def full_name(schema: dict[str, Any], namespace: str) -> str:
+    """A named type's full name, as the Avro specification resolves it: a dotted name is full;
+    otherwise its own namespace, else the enclosing one, goes before it."""
+    name: str = schema["name"]
+    if "." in name:
+        return name
+    ns = schema.get("namespace", namespace)
+    return f"{ns}.{name}" if ns else name
+
+
 class _Mismatch(ValueError):
     """A value that does not fit; containers add their path segment while it propagates."""
 
@@ -94,12 +104,7 @@ class JsonConverter:
             if conv is not None:
                 return conv
         if kind in ("record", "error", "enum", "fixed"):
-            name = schema["name"]
-            if "." in name:
-                full = name
-            else:
-                ns = schema.get("namespace", namespace)
-                full = f"{ns}.{name}" if ns else name
+            full = full_name(schema, namespace)
             namespace = full.rpartition(".")[0]  # the enclosing namespace of what it holds
             cell: list[Convert] = []
             self._named[full] = cell

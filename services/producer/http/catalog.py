@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskstream.app import DEFAULT_QUEUE, App
+from taskstream.app import DEFAULT_QUEUE, App, queues_of
 from taskstream.avro_json import JsonConverter
 from taskstream.codec import AvroSchema, Codec
 from taskstream.envelope import Envelopes
@@ -51,7 +51,7 @@ class Catalog:
 
     @property
     def queues(self) -> list[str]:
-        return sorted({t.queue for t in self.tasks.values()} | {DEFAULT_QUEUE})
+        return queues_of(t.queue for t in self.tasks.values())
 
     @classmethod
     def from_app(cls, app: App) -> Catalog:

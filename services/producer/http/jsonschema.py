@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskstream.avro_json import full_name
+
 _INT_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _LOGICAL: dict[str, dict[str, Any]] = {
     "timestamp-millis": {"type": "string", "format": "date-time"},
@@ -76,12 +78,7 @@ class JsonSchemas:
         return {"$ref": self.ref_prefix + key}
 
     def _define(self, schema: dict[str, Any], namespace: str) -> dict[str, Any]:
-        name = schema["name"]
-        if "." in name:
-            full = name
-        else:
-            ns = schema.get("namespace", namespace)
-            full = f"{ns}.{name}" if ns else name
+        full = full_name(schema, namespace)
         inner_ns = full.rpartition(".")[0]
         key = full
         self._known[full] = key

@@ -2,6 +2,11 @@
 
 Jobs with the same ordering key run one after another, in the order submitted; jobs with
 different keys (or none) run side by side up to the concurrency.
+
+With concurrency 1, a sync job without time limits runs on the thread that submits it (the
+worker's consumer thread) whenever no pool job is pending: handing each job to another thread
+and back costs more than a short task itself (a context switch and a GIL hand-off each way).
+A job with a time limit still gets a pool thread, since only a pool thread can be abandoned.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ log = logging.getLogger(__name__)
 class Job(Protocol):
     key: str | None
     is_async: bool
+    limited: bool  # has a time limit: runs on a pool thread, which can be abandoned
     released: bool  # set by the executor once the job no longer holds its key
 
     def run(self) -> None: ...
@@ -37,6 +43,9 @@ class Executor:
     def __init__(self, concurrency: int) -> None:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._inline = concurrency == 1
+        self._owner = threading.get_ident()  # the submitting thread, which may run jobs inline
+        self._pooled = 0  # jobs handed to the pool and not yet finished
         self._surplus = 0  # threads to retire: replacements of abandoned ones came back
         self._threads = [self._spawn() for _ in range(concurrency)]
         self._concurrency = concurrency
@@ -52,7 +61,21 @@ class Executor:
         if job.is_async:
             loop = self._event_loop()
             asyncio.run_coroutine_threadsafe(self._run_async(job), loop)
+        elif (
+            self._inline
+            and not job.limited
+            and not self._pooled
+            and threading.get_ident() == self._owner
+        ):
+            # Nothing else runs (concurrency 1, pool idle): run it here. Nothing of its key
+            # can be queued behind it, as the same thread submits the next job only after.
+            try:
+                job.run()
+            finally:
+                self.release(job)
         else:
+            with self._lock:
+                self._pooled += 1
             self._jobs.put(job)
 
     def _spawn(self) -> threading.Thread:
@@ -83,8 +106,9 @@ class Executor:
             except BaseException:
                 log.exception("task job failed outside its run")
             finally:
-                self.release(job)
+                self.release(job)  # may start the next job of its key: still counted pooled
             with self._lock:
+                self._pooled -= 1
                 if self._surplus:
                     self._surplus -= 1
                     return

@@ -82,6 +82,10 @@ class OffsetTracker:
     def in_flight(self) -> int:
         return sum(p.in_flight for p in self.partitions.values())
 
+    def uncommitted(self) -> bool:
+        """Whether any partition has a committable offset not committed yet."""
+        return any(p.committable() is not None for p in self.partitions.values())
+
     def committable(self) -> list[tuple[PartitionOffsets, int]]:
         out = []
         for p in self.partitions.values():

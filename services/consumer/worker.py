@@ -45,6 +45,7 @@ _POLL_S = 0.05  # consumer poll wait when idle
 _BUSY_POLL_S = 0.005  # ... with tasks in flight; bounds how late delivery reports are served
 _PAUSE_AFTER_S = 0.5  # at the in-flight bound this long: pause the partitions (see _fetch)
 _RESUME_RATIO = 0.8  # fetching resumes when in-flight tasks fall below this share of the bound
+_IDLE_COMMIT_S = 0.01  # with nothing in flight, commit this soon after the last commit
 _EARLY_TOLERANCE_US = 5_000  # an event due within this is run now, not delayed again
 
 
@@ -60,6 +61,7 @@ class _TaskJob:
         "_published",
         "is_async",
         "key",
+        "limited",
         "message",
         "offsets",
         "released",
@@ -76,6 +78,8 @@ class _TaskJob:
         self.offsets = offsets
         self.key = run.event.key
         self.is_async = run.task.is_async
+        options = run.task.options
+        self.limited = options.time_limit is not None or options.soft_time_limit is not None
         self.released = False
         self._published = False
         self._lock = threading.Lock()
@@ -172,18 +176,23 @@ class Worker:
         )
         log.info("worker %s consuming %s as group %s", self.worker_id, self.topics, self.group_id)
         commit_every = s.commit_interval_ms / 1000
-        next_commit = time.monotonic() + commit_every
+        last_commit = time.monotonic()
         try:
             while not self._stopping.is_set():
                 self._fetch(consumer)
                 producer.poll(0)
                 self._apply_backpressure(consumer)
                 now = time.monotonic()
-                if now >= next_commit:
+                # Every commit interval while busy; soon after everything in flight is done
+                # (the group's lag reads 0 then, not a commit interval later).
+                since = now - last_commit
+                if since >= commit_every or (
+                    not self._in_flight and since >= _IDLE_COMMIT_S and self._tracker.uncommitted()
+                ):
                     ok = commit(consumer, self._tracker, asynchronous=True)
                     self.hooks.committed(consumer, self._tracker, ok)
                     self.hooks.in_flight(self._in_flight)
-                    next_commit = now + commit_every
+                    last_commit = now
             self._drain(consumer)
         finally:
             consumer.close()  # revokes: commits what is done

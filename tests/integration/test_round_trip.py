@@ -94,3 +94,28 @@ def test_a_task_with_track_started_shows_started_while_it_runs(app: App) -> None
         assert result.get(timeout=30) == 1
     assert "STARTED" in statuses
     assert result.status == "SUCCESS"  # the late STARTED never hides the final outcome
+
+
+def test_with_concurrency_one_tasks_run_one_at_a_time_in_key_order(app: App) -> None:
+    """Concurrency 1 runs plain tasks on the consumer's thread and time-limited ones on a pool
+    thread; either way one at a time, each key in order."""
+    nap, polite = app.tasks["itest.nap"], app.tasks["itest.polite"]
+    with worker_and_materializer(app, concurrency=1):
+        results = []
+        for i in range(24):
+            if i % 6 == 5:
+                results.append(polite.apply_async((0.01,), key=f"customer-{i % 3}"))
+            else:
+                results.append(nap.apply_async((0.005, i), key=f"customer-{i % 3}"))
+        values = [r.get(timeout=60) for r in results]
+    assert [v for i, v in enumerate(values) if i % 6 != 5] == [i for i in range(24) if i % 6 != 5]
+    records = [app.store.get(r.id) for r in results]
+    assert all(rec is not None and rec.started_at and rec.finished_at for rec in records)
+    spans = sorted((rec.started_at, rec.finished_at) for rec in records)  # type: ignore[union-attr]
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert end <= start, "two tasks ran at once with concurrency 1"
+    for k in range(3):
+        same_key = records[k::3]
+        for before, after in itertools.pairwise(same_key):
+            assert before.source_offset < after.source_offset  # type: ignore[union-attr]
+            assert before.finished_at <= after.started_at  # type: ignore[union-attr,operator]

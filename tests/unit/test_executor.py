@@ -18,6 +18,7 @@ class Recorder:
 
 class SyncJob:
     is_async = False
+    limited = False
     released = False
 
     def __init__(self, rec: Recorder, key: str | None, n: int, seconds: float = 0.005) -> None:

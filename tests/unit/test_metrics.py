@@ -10,7 +10,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskstream import metrics
@@ -98,6 +105,36 @@ def test_the_exposition_carries_every_metric_with_its_values() -> None:
     assert samples[lag] == 42
     bucket = ("taskstream_task_run_seconds_bucket", (("le", "0.025"), ("task", "unit.metrics")))
     assert samples[bucket] >= 1
+
+
+def test_a_histogram_batch_exposes_what_the_same_observe_calls_would() -> None:
+    registry = CollectorRegistry()
+    direct = Histogram("unit_direct", "d", ["task"], buckets=metrics.TASK_BUCKETS,
+                       registry=registry)  # fmt: skip
+    batched = Histogram("unit_batched", "b", ["task"], buckets=metrics.TASK_BUCKETS,
+                        registry=registry)  # fmt: skip
+    batch = metrics.HistogramBatch(batched.labels("t"))
+    # Bounds themselves (le is inclusive), between them, below the first, above the last.
+    amounts = [0.0, 0.001, 0.0011, 0.025, 0.3, 599.9, 600.0, 1e6, 0.0005, 0.001]
+    for i, amount in enumerate(amounts):
+        direct.labels("t").observe(amount)
+        batch.observe(amount)
+        if i == 4:
+            batch.flush()  # twice: flushing adds, and starts again from zero
+    batch.flush()
+    batch.flush()  # nothing pending: no change
+
+    def samples(name: str) -> dict[tuple[str, str], float]:
+        return {
+            (s.name.removeprefix(name), s.labels.get("le", "")): s.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            if family.name == name
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples("unit_batched") == samples("unit_direct")
+    assert samples("unit_batched")[("_count", "")] == len(amounts)
 
 
 def test_metrics_port_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

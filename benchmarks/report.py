@@ -56,7 +56,8 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
 def markdown(r: dict[str, Any], cmd: str, name: str) -> str:
     lines = [f"# taskstream benchmarks ({r['mode']})", "",
              f"`{cmd}`, {r['started']}, {r['cpus']} cores (shared, noisy), Python "
-             f"{r['python']}, the embedded broker (Tansu) on loopback, 12 partitions unless "
+             f"{r['python']}, {r.get('broker', 'the embedded broker (Tansu)')} on loopback, "
+             "12 partitions unless "
              "stated. Throughputs: median (min-max) of the runs; ratios against a ceiling "
              "measured in the same run. Every run checked one result per task and committed "
              "offsets covering all input.", "", f"![plot]({name}.png)", ""]  # fmt: skip
@@ -83,9 +84,14 @@ def markdown(r: dict[str, Any], cmd: str, name: str) -> str:
         label = (
             "saturation (delay() flat out)" if key == "saturation" else f"offered {_n(int(key))}/s"
         )
+        parts = ""
+        if "pickup_p50_ms" in e:  # where the time went: enqueue -> start, finish -> store
+            parts = (f"; of which enqueue to start p50 {e['pickup_p50_ms']:.1f} / p99 "
+                     f"{e['pickup_p99_ms']:.1f} ms, finish to readable p50 "
+                     f"{e['store_p50_ms']:.1f} / p99 {e['store_p99_ms']:.1f} ms")  # fmt: skip
         lines.append(
             f"| 4. end to end, {label} | p50 {e['p50_ms']:.1f} ms, p99 "
-            f"{e['p99_ms']:.1f} ms, max {e['max_ms']:.0f} ms | completed "
+            f"{e['p99_ms']:.1f} ms, max {e['max_ms']:.0f} ms{parts} | completed "
             f"{_n(e['completed_per_s'])}/s of {_n(e['sent_per_s'])}/s sent | |"
         )
     so = r.get("scale_out", {})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -45,7 +46,9 @@ from taskstream.topics import task_topic
 
 def ceiling_loop(scope: Scope, tasks: int) -> float:
     """Bare confluent-kafka + fastavro: consume a batch, decode each task envelope, encode a
-    result envelope, produce it, commit once per batch. Same envelopes as taskstream."""
+    result envelope, produce it, commit once per batch. Same envelopes as taskstream. Timed
+    as the worker is: from the first record of a preloaded topic until every result is
+    acknowledged and the last offsets are committed."""
     app = scope.app()
     app.ensure_topics(["default"])
     topic = scope.topic
@@ -90,9 +93,11 @@ def ceiling_loop(scope: Scope, tasks: int) -> float:
                     producer.poll(0.05)
             done += 1
         producer.poll(0)
-        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
-                        asynchronous=True)  # fmt: skip
-    producer.flush(60)
+        last = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        consumer.commit(offsets=last, asynchronous=True)
+    # Done as the worker is done: every result acknowledged, every offset committed.
+    assert producer.flush(60) == 0, "results not delivered"
+    consumer.commit(offsets=last, asynchronous=False)
     elapsed = time.perf_counter() - (started or time.perf_counter())
     consumer.close()
     app.close()
@@ -150,8 +155,9 @@ def delay_rate(scope: Scope, tasks: int) -> dict[str, float]:
 def worker_processes(scope: Scope, tasks: int, processes: int, concurrency: int = 1,
                      task: str = "bench.noop", keys: int | None = None,
                      extra: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
-    """``processes`` worker processes join the group on empty topics; once it has settled,
-    the backlog is loaded (pre-encoded, a bare producer); time from the first record sent to
+    """``processes`` worker processes join the group on empty topics; once it has settled they
+    are stopped (SIGSTOP) while the backlog is loaded (pre-encoded, a bare producer), so they
+    drain a preloaded topic without a group join inside the timing; time from SIGCONT to
     every offset committed. Then every result is read back and checked."""
     app = scope.app()
     app.ensure_topics(["default"])
@@ -161,9 +167,15 @@ def worker_processes(scope: Scope, tasks: int, processes: int, concurrency: int 
              for _ in range(processes)]  # fmt: skip
     try:
         assignment = wait_group(scope, processes)
+        for p in procs:
+            p.send_signal(signal.SIGSTOP)
+        try:
+            load_s = produce_all(scope.bootstrap, scope.topic, backlog)
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGCONT)
         started = time.perf_counter()
-        load_s = produce_all(scope.bootstrap, scope.topic, backlog)
-        finished = wait_committed(scope, tasks, timeout=max(120, tasks / 50))
+        finished = wait_committed(scope, tasks, timeout=max(120, tasks / 50), interval=0.01)
         rate = tasks / (finished - started)
         peaks = [peak_rss_mb(p.pid) for p in procs]
     finally:
@@ -210,9 +222,11 @@ def end_to_end(
             sent: dict[str, float] = {}
             order: list[str] = []
             seen: dict[str, float] = {}
+            records: dict[str, Any] = {}
             done = threading.Event()
 
             def watch(count: int = count, order: list[str] = order, seen: dict[str, float] = seen,
+                      records: dict[str, Any] = records,
                       done: threading.Event = done) -> None:  # fmt: skip
                 store = app.store
                 i = 0
@@ -224,6 +238,7 @@ def end_to_end(
                         for tid, rec in found.items():
                             if rec.status.is_final:
                                 seen[tid] = now
+                                records[tid] = rec
                     while i < len(order) and order[i] in seen:
                         i += 1
                     time.sleep(0.001)
@@ -245,6 +260,13 @@ def end_to_end(
             sent_s = time.perf_counter() - started
             assert done.wait(max(120, count / 100)), "results did not all arrive"
             latencies = [(seen[i] - sent[i]) * 1000 for i in order]
+            # Where the time went, from the timestamps each result carries (wall clock, µs):
+            # enqueued -> a worker starts it -> it finishes -> readable in the store.
+            to_wall = time.time() - time.perf_counter()
+            pickup = [(r.started_at - r.enqueued_at).total_seconds() * 1000
+                      for r in records.values()]  # fmt: skip
+            to_store = [((seen[i] + to_wall) - r.finished_at.timestamp()) * 1000
+                        for i, r in records.items()]  # fmt: skip
             key = "saturation" if rate is None else str(rate)
             out[key] = {
                 "offered_per_s": None if rate is None else rate,
@@ -252,6 +274,9 @@ def end_to_end(
                 "completed_per_s": count / (max(seen.values()) - started),
                 "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
                 "max_ms": max(latencies), "tasks": count,
+                "pickup_p50_ms": percentile(pickup, 0.5), "pickup_p99_ms": percentile(pickup, 0.99),
+                "store_p50_ms": percentile(to_store, 0.5),
+                "store_p99_ms": percentile(to_store, 0.99),
             }  # fmt: skip
             print(f"  e2e {key}: {out[key]}", flush=True)
     finally:

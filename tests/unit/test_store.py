@@ -22,10 +22,12 @@ from taskstream.store import (
     MemoryStore,
     PostgresStore,
     ResultRecord,
+    ResultRow,
     ResultStore,
     SQLiteStore,
     open_store,
 )
+from taskstream.store.base import from_micros, from_row, to_micros, to_row
 
 TOPIC = "app.results"
 T0 = datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=UTC)
@@ -97,6 +99,46 @@ def test_a_naive_datetime_is_refused() -> None:
 
 def test_a_task_without_an_outcome_is_none(store: ResultStore) -> None:
     assert store.get("nope") is None
+
+
+def row(task_id: str = "t1", status: str = "SUCCESS", **fields: Any) -> ResultRow:
+    return to_row(record(task_id, Status(status), **fields))
+
+
+def test_rows_are_written_as_their_records_would_be(store: ResultStore) -> None:
+    micros = to_micros(T0)
+    assert micros is not None
+    written = (
+        "t1", "billing.charge", "FAILURE", 3, b"\xc3\x01\x00", "ValueError", "bad card", "tb",
+        "host-1:42", "customer-7", micros, micros + 1, -1, TOPIC, 2, 10_000_000_000,
+    )  # fmt: skip
+    store.apply_rows([written], {(TOPIC, 2): 5})
+    got = store.get("t1")
+    assert got is not None and got == from_row(written) and to_row(got) == written
+    assert got.finished_at == datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert store.offsets(TOPIC) == {2: 5}
+
+
+def test_a_row_with_an_unknown_status_is_refused_with_its_whole_batch(
+    store: ResultStore,
+) -> None:
+    store.apply_rows([row("a")], {(TOPIC, 0): 1})
+    bad = (*row("c")[:2], "LOST", *row("c")[3:])
+    with pytest.raises(StoreError):
+        store.apply_rows([row("b"), bad], {(TOPIC, 0): 3})
+    assert store.count() == 1 and store.get("b") is None and store.offsets(TOPIC) == {0: 1}
+
+
+def test_rows_in_one_batch_apply_in_order_and_keep_final_outcomes(store: ResultStore) -> None:
+    statuses = ["STARTED", "SUCCESS", "STARTED", "RETRY", "FAILURE", "STARTED"]
+    store.apply_rows([row("t1", s, attempt=n) for n, s in enumerate(statuses)], {})
+    assert store.get("t1") == record("t1", Status.FAILURE, attempt=4)
+
+
+@pytest.mark.parametrize("micros", [0, 1, -1, 1_715_949_045_123_457, 2**52 + 1, -(2**50) - 3])
+def test_micros_and_datetimes_convert_exactly(micros: int) -> None:
+    assert to_micros(from_micros(micros)) == micros
+    assert to_micros(None) is None and from_micros(None) is None
 
 
 # --- the replacement rule -------------------------------------------------------------------
@@ -455,6 +497,7 @@ def test_postgres_connection_errors_do_not_echo_the_password() -> None:
 
 
 def test_postgres_batch_folding_matches_applying_records_one_by_one() -> None:
+    from taskstream.store.base import from_row, to_row
     from taskstream.store.postgres import _fold
 
     events = [
@@ -466,5 +509,5 @@ def test_postgres_batch_folding_matches_applying_records_one_by_one() -> None:
     one_by_one = MemoryStore()
     for event in events:
         one_by_one.apply([event], {})
-    folded = {r.task_id: r for r in _fold(events)}
+    folded = {row[0]: from_row(row) for row in _fold([to_row(e) for e in events])}
     assert folded == one_by_one.get_many(["x", "y", "z"])

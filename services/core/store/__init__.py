@@ -5,7 +5,7 @@
 :class:`ResultStore`.
 """
 
-from taskstream.store.base import ResultRecord, ResultStore
+from taskstream.store.base import ResultRecord, ResultRow, ResultStore
 from taskstream.store.memory import MemoryStore
 from taskstream.store.postgres import PostgresStore
 from taskstream.store.sqlite import SQLiteStore
@@ -15,6 +15,7 @@ __all__ = [
     "MemoryStore",
     "PostgresStore",
     "ResultRecord",
+    "ResultRow",
     "ResultStore",
     "SQLiteStore",
     "open_store",

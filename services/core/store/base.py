@@ -1,9 +1,11 @@
 """The lookup store's interface: one row per task, plus the offsets it was built up to.
 
-The materializer reads the results topic and hands each batch to :meth:`ResultStore.apply`
-together with the next offset to read per partition; callers look outcomes up with
-:meth:`ResultStore.get`. Because rows and offsets commit together, the store (not Kafka's
-committed offsets) is the record of how far the results topic has been applied.
+The materializer reads the results topic and hands each batch to :meth:`ResultStore.apply_rows`
+(as plain :data:`ResultRow` tuples, built straight from the decoded events) together with the
+next offset to read per partition; :meth:`ResultStore.apply` does the same with
+:class:`ResultRecord` objects. Callers look outcomes up with :meth:`ResultStore.get`. Because
+rows and offsets commit together, the store (not Kafka's committed offsets) is the record of
+how far the results topic has been applied.
 """
 
 from __future__ import annotations
@@ -11,13 +13,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from taskstream.status import Status
 
 _TIME_FIELDS = ("enqueued_at", "started_at", "finished_at")
+_FINAL = frozenset(s.value for s in Status if s.is_final)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+ResultRow = tuple[Any, ...]
+"""A :class:`ResultRecord` as plain values, in the order of its fields, with ``status`` as its
+string value and the three times as integer microseconds since the epoch (UTC), as the result
+envelope carries them. The write path's format: no objects to build per event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +68,50 @@ class ResultRecord:
                 object.__setattr__(self, name, value.astimezone(UTC))
 
 
-def supersedes(new: Status, old: Status) -> bool:
+def supersedes(new: Status | str, old: Status | str) -> bool:
     """Whether an outcome with status `new` replaces a stored one with status `old`.
 
     A final outcome is never replaced by a non-final one: a redelivered task's late STARTED
-    must not hide its SUCCESS. Otherwise the latest wins, as with a compacted topic.
+    must not hide its SUCCESS. Otherwise the latest wins, as with a compacted topic. Statuses
+    may be given as :class:`Status` or as their string values (as in a :data:`ResultRow`).
     """
-    return new.is_final or not old.is_final
+    return new in _FINAL or old not in _FINAL
+
+
+def to_row(r: ResultRecord) -> ResultRow:
+    """`r` as a :data:`ResultRow`."""
+    return (
+        r.task_id, r.task, r.status.value, r.attempt, r.result,
+        r.error_type, r.error_message, r.error_traceback, r.worker, r.key,
+        to_micros(r.enqueued_at), to_micros(r.started_at), to_micros(r.finished_at),
+        r.source_topic, r.source_partition, r.source_offset,
+    )  # fmt: skip
+
+
+def from_row(row: Sequence[Any]) -> ResultRecord:
+    """The :class:`ResultRecord` of a :data:`ResultRow`; ValueError for an unknown status."""
+    return ResultRecord(
+        row[0], row[1], Status(row[2]), row[3], row[4],
+        row[5], row[6], row[7], row[8], row[9],
+        from_micros(row[10]), from_micros(row[11]), from_micros(row[12]),
+        row[13], row[14], row[15],
+    )  # fmt: skip
+
+
+def to_micros(value: datetime | None) -> int | None:
+    """Microseconds since the epoch of an aware datetime."""
+    # Integer division of timedeltas is exact, unlike timestamp() which goes through a float.
+    return None if value is None else (value - _EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int | None) -> datetime | None:
+    """The UTC datetime `micros` microseconds after the epoch, exactly."""
+    return None if micros is None else _EPOCH + timedelta(microseconds=micros)
 
 
 class ResultStore(ABC):
     """Where task outcomes are materialized and looked up. Use as a context manager."""
 
-    @abstractmethod
     def apply(
         self, records: Sequence[ResultRecord], offsets: Mapping[tuple[str, int], int]
     ) -> None:
@@ -79,6 +120,16 @@ class ResultStore(ABC):
         A crash never applies a result without its offset or vice versa. Records apply in
         order, each following :func:`supersedes`. Raises :class:`StoreError` if the batch
         cannot be written, in which case nothing of it is.
+        """
+        self.apply_rows([to_row(r) for r in records], offsets)
+
+    @abstractmethod
+    def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
+        """:meth:`apply` for :data:`ResultRow` tuples, with the same guarantees.
+
+        The materializer's path: it builds the rows from the decoded result envelopes, with
+        no datetime or record object per event. A row with an unknown status is refused with
+        :class:`StoreError`, like any row that cannot be written, and its whole batch with it.
         """
 
     @abstractmethod

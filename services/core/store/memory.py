@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from taskstream.errors import StoreError
 from taskstream.status import Status
-from taskstream.store.base import ResultRecord, ResultStore, supersedes
+from taskstream.store.base import ResultRecord, ResultRow, ResultStore, from_row, supersedes
 
 
 class MemoryStore(ResultStore):
@@ -19,15 +19,17 @@ class MemoryStore(ResultStore):
         self._offsets: dict[tuple[str, int], int] = {}
         self._closed = False
 
-    def apply(
-        self, records: Sequence[ResultRecord], offsets: Mapping[tuple[str, int], int]
-    ) -> None:
+    def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
         offsets = dict(offsets)
         # Validate before touching anything, so a bad batch changes nothing, like the rolled-back
-        # transaction of the SQL stores (whose CHECK constraint this mirrors).
+        # transaction of the SQL stores (whose CHECK constraints this mirrors).
         for (topic, partition), offset in offsets.items():
             if offset < 0:
                 raise StoreError(f"memory store: negative offset {offset} for {topic}[{partition}]")
+        try:
+            records = [from_row(row) for row in rows]
+        except (ValueError, TypeError, IndexError) as exc:
+            raise StoreError(f"memory store: cannot write a row: {exc}") from exc
         with self._lock:
             self._check_open()
             for record in records:

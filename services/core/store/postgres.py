@@ -8,9 +8,10 @@ created when missing, so several deployments can share one database.
 Guarantees are those of :class:`SQLiteStore`: a batch's rows and its offsets are one
 transaction; the "a final outcome is never replaced by a non-final one" rule is the upsert's
 WHERE clause, so concurrent writers cannot race a read-then-write. A batch is written with
-COPY into a temporary table and one ``INSERT ... SELECT ... ON CONFLICT``; since one statement
-cannot touch a row twice, the batch is first folded per task id with the same rule (folding
-then upserting gives what applying the records one by one would).
+binary COPY into a temporary table (times as integer microseconds, turned into TIMESTAMPTZ by
+the server) and one ``INSERT ... SELECT ... ON CONFLICT``; since one statement cannot touch a
+row twice, the batch is first folded per task id with the same rule (folding then upserting
+gives what applying the records one by one would).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from taskstream.errors import StoreError
 from taskstream.status import Status
-from taskstream.store.base import ResultRecord, ResultStore, supersedes
+from taskstream.store.base import ResultRecord, ResultRow, ResultStore, supersedes
 
 try:
     import psycopg
@@ -71,12 +72,23 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 _COLUMN_LIST = ", ".join(_COLUMNS)
+_TIMES = ("enqueued_at", "started_at", "finished_at")
+# A ResultRow as COPY reads it: the results table's columns, but the times in µs since the epoch.
+_STAGING_TYPES = (
+    "text", "text", "text", "integer", "bytea", "text", "text", "text", "text", "text",
+    "bigint", "bigint", "bigint", "text", "integer", "bigint",
+)  # fmt: skip
 # Per connection; ON COMMIT DELETE ROWS empties it at the end of each batch's transaction.
-_STAGING = """CREATE TEMPORARY TABLE IF NOT EXISTS staging_results
-    (LIKE results INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
-_COPY = f"COPY staging_results ({_COLUMN_LIST}) FROM STDIN"
+_STAGING = f"""CREATE TEMPORARY TABLE IF NOT EXISTS staging_rows
+    ({", ".join(f"{c} {t}" for c, t in zip(_COLUMNS, _STAGING_TYPES, strict=True))})
+    ON COMMIT DELETE ROWS"""
+_COPY = f"COPY staging_rows ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
+# interval * bigint is exact below 2**53 µs (285 years from the epoch), unlike to_timestamp().
+_STAGED = ", ".join(
+    f"TIMESTAMPTZ 'epoch' + {c} * INTERVAL '1 microsecond'" if c in _TIMES else c for c in _COLUMNS
+)
 _UPSERT = f"""
-    INSERT INTO results ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM staging_results
+    INSERT INTO results ({_COLUMN_LIST}) SELECT {_STAGED} FROM staging_rows
     ON CONFLICT (task_id) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])}
     WHERE excluded.status IN ({_FINAL}) OR results.status NOT IN ({_FINAL})
 """
@@ -132,10 +144,8 @@ class PostgresStore(ResultStore):
 
     # -- the ResultStore interface -------------------------------------------------------------
 
-    def apply(
-        self, records: Sequence[ResultRecord], offsets: Mapping[tuple[str, int], int]
-    ) -> None:
-        rows = [_to_row(r) for r in _fold(records)]
+    def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
+        rows = _fold(rows)
         offset_rows = [(t, p, o) for (t, p), o in offsets.items()]
         if not rows and not offset_rows:
             return
@@ -143,8 +153,10 @@ class PostgresStore(ResultStore):
             if rows:
                 cur.execute(_STAGING)
                 with cur.copy(_COPY) as copy:
+                    copy.set_types(_STAGING_TYPES)
+                    write_row = copy.write_row
                     for row in rows:
-                        copy.write_row(row)
+                        write_row(row)
                 cur.execute(_UPSERT)
             if offset_rows:
                 cur.executemany(_SET_OFFSET, offset_rows)
@@ -262,23 +274,14 @@ def _migrate(conn: psycopg.Connection[Any], schema: str, where: str) -> None:
     # SET (not SET LOCAL) outlives the transaction: the session keeps the schema.
 
 
-def _fold(records: Sequence[ResultRecord]) -> list[ResultRecord]:
-    """The batch reduced to one record per task id, as applying it in order would leave it."""
-    latest: dict[str, ResultRecord] = {}
-    for record in records:
-        old = latest.get(record.task_id)
-        if old is None or supersedes(record.status, old.status):
-            latest[record.task_id] = record
+def _fold(rows: Sequence[ResultRow]) -> list[ResultRow]:
+    """The batch reduced to one row per task id, as applying it in order would leave it."""
+    latest: dict[str, ResultRow] = {}
+    for row in rows:
+        old = latest.get(row[0])
+        if old is None or supersedes(row[2], old[2]):
+            latest[row[0]] = row
     return list(latest.values())
-
-
-def _to_row(r: ResultRecord) -> tuple[Any, ...]:
-    return (
-        r.task_id, r.task, r.status.value, r.attempt, r.result,
-        r.error_type, r.error_message, r.error_traceback, r.worker, r.key,
-        r.enqueued_at, r.started_at, r.finished_at,
-        r.source_topic, r.source_partition, r.source_offset,
-    )  # fmt: skip
 
 
 def _from_row(row: Sequence[Any]) -> ResultRecord:

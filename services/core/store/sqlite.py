@@ -15,13 +15,11 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from taskstream.errors import StoreError
 from taskstream.status import Status
-from taskstream.store.base import ResultRecord, ResultStore
+from taskstream.store.base import ResultRecord, ResultRow, ResultStore, from_row
 
 SCHEMA_VERSION = 1  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
 
@@ -73,9 +71,6 @@ _SET_OFFSET = """
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM results"
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's historic 999-variable limit
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
 
 class SQLiteStore(ResultStore):
     """A :class:`ResultStore` in an SQLite file, created with its parent directory if missing.
@@ -108,10 +103,8 @@ class SQLiteStore(ResultStore):
             raise
         self._conn: sqlite3.Connection | None = conn
 
-    def apply(
-        self, records: Sequence[ResultRecord], offsets: Mapping[tuple[str, int], int]
-    ) -> None:
-        rows = [_to_row(r) for r in records]
+    def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
+        # The rows' layout is the table's (times in µs): they bind as they are.
         offset_rows = [(t, p, o) for (t, p), o in offsets.items()]
         if not rows and not offset_rows:
             return
@@ -122,7 +115,7 @@ class SQLiteStore(ResultStore):
     def get(self, task_id: str) -> ResultRecord | None:
         with self._transaction() as conn:
             row = conn.execute(f"{_SELECT} WHERE task_id = ?", (task_id,)).fetchone()
-        return None if row is None else _from_row(row)
+        return None if row is None else from_row(row)
 
     def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultRecord]:
         ids = list(dict.fromkeys(task_ids))
@@ -132,7 +125,7 @@ class SQLiteStore(ResultStore):
                 chunk = ids[i : i + _IN_CHUNK]
                 sql = f"{_SELECT} WHERE task_id IN ({', '.join('?' * len(chunk))})"
                 for row in conn.execute(sql, chunk):
-                    found[row[0]] = _from_row(row)
+                    found[row[0]] = from_row(row)
         return {t: found[t] for t in ids if t in found}
 
     def offsets(self, topic: str) -> dict[int, int]:
@@ -205,30 +198,3 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         with suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
-
-
-def _to_row(r: ResultRecord) -> tuple[Any, ...]:
-    return (
-        r.task_id, r.task, r.status.value, r.attempt, r.result,
-        r.error_type, r.error_message, r.error_traceback, r.worker, r.key,
-        _micros(r.enqueued_at), _micros(r.started_at), _micros(r.finished_at),
-        r.source_topic, r.source_partition, r.source_offset,
-    )  # fmt: skip
-
-
-def _from_row(row: Sequence[Any]) -> ResultRecord:
-    return ResultRecord(
-        row[0], row[1], Status(row[2]), row[3], row[4],
-        row[5], row[6], row[7], row[8], row[9],
-        _datetime(row[10]), _datetime(row[11]), _datetime(row[12]),
-        row[13], row[14], row[15],
-    )  # fmt: skip
-
-
-def _micros(value: datetime | None) -> int | None:
-    # Integer division of timedeltas is exact, unlike timestamp() which goes through a float.
-    return None if value is None else (value - _EPOCH) // _MICROSECOND
-
-
-def _datetime(micros: int | None) -> datetime | None:
-    return None if micros is None else _EPOCH + timedelta(microseconds=micros)

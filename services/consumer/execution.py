@@ -21,15 +21,6 @@ from taskstream.task import Task, TaskRequest, set_current_request
 
 
 @dataclass(slots=True)
-class Source:
-    """Where the task event was read from."""
-
-    topic: str
-    partition: int
-    offset: int
-
-
-@dataclass(slots=True)
 class Outcome:
     result: ResultEvent
     retry: TaskEvent | None = None  # the next attempt, due at its not_before
@@ -43,7 +34,9 @@ class Run:
     task: Task[Any, Any]
     event: TaskEvent
     kwargs: dict[str, Any]
-    source: Source
+    topic: str  # where the task event was read from
+    partition: int
+    offset: int
     worker: str
     started: int = 0  # µs since the epoch
 
@@ -61,23 +54,12 @@ class Run:
     def _result(
         self, status: Status, result: bytes | None = None, error: TaskError | None = None
     ) -> ResultEvent:
-        event, source = self.event, self.source
+        event = self.event
         return ResultEvent(
-            id=event.id,
-            task=event.task,
-            status=status,
-            attempt=event.attempt,
-            key=event.key,
-            result=result,
-            error=error,
-            worker=self.worker,
-            source_topic=source.topic,
-            source_partition=source.partition,
-            source_offset=source.offset,
-            enqueued_at=event.enqueued_at,
-            started_at=self.started,
-            finished_at=now_micros(),
-        )
+            event.id, event.task, status, event.attempt, event.key, result, error, self.worker,
+            self.topic, self.partition, self.offset,
+            event.enqueued_at, self.started, now_micros(),
+        )  # fmt: skip
 
     def succeeded(self, value: Any) -> Outcome:
         """SUCCESS with the encoded return value (FAILURE if it breaks the result schema)."""

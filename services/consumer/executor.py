@@ -72,7 +72,8 @@ class Executor:
             try:
                 job.run()
             finally:
-                self.release(job)
+                job.released = True  # no lock: a job without time limits is never abandoned
+                self._keys.finished(job)
         else:
             with self._lock:
                 self._pooled += 1

@@ -34,13 +34,42 @@ Headers = list[tuple[str, bytes]] | None
 Part = tuple[str, bytes, Any, Headers]  # topic, value, key, headers
 
 
-class _Remaining:
-    __slots__ = ("count", "offset", "offsets")
+class _Record:
+    """One record's outcome: how many of its events are not yet acknowledged."""
 
-    def __init__(self, offsets: PartitionOffsets, offset: int, count: int) -> None:
+    __slots__ = ("offset", "offsets", "pending")
+
+    def __init__(self, offsets: PartitionOffsets, offset: int, pending: int) -> None:
         self.offsets = offsets
         self.offset = offset
-        self.count = count
+        self.pending = pending
+
+
+class _Event:
+    """One event of an outcome, kept until the broker acknowledges it (or produced again)."""
+
+    __slots__ = ("headers", "key", "outcomes", "record", "topic", "value")
+
+    def __init__(self, outcomes: Outcomes, record: _Record, part: Part) -> None:
+        self.outcomes = outcomes
+        self.record = record
+        self.topic, self.value, self.key, self.headers = part
+
+    def produce(self) -> None:
+        self.outcomes._producer.produce(
+            self.topic, self.value, self.key, self.delivered, headers=self.headers
+        )
+
+    def delivered(self, err: KafkaError | None, _message: Message) -> None:
+        if err is not None:
+            log.error("event for offset %s not delivered (%s): producing it again",
+                      self.record.offset, err)  # fmt: skip
+            self.produce()
+            return
+        record = self.record
+        record.pending -= 1
+        if record.pending == 0:
+            self.outcomes._on_done(record.offsets, record.offset)
 
 
 class Outcomes:
@@ -108,21 +137,6 @@ class Outcomes:
     def _send(self, offsets: PartitionOffsets, message: Message, parts: list[Part]) -> None:
         offset = message.offset()
         assert offset is not None
-        remaining = _Remaining(offsets, offset, len(parts))
-        for topic, value, key, headers in parts:
-            self._produce(remaining, topic, value, key, headers)
-
-    def _produce(
-        self, remaining: _Remaining, topic: str, value: bytes, key: Any, headers: Headers
-    ) -> None:
-        def on_delivery(err: KafkaError | None, message: Message) -> None:
-            if err is not None:
-                log.error("event for offset %s not delivered (%s): producing it again",
-                          remaining.offset, err)  # fmt: skip
-                self._produce(remaining, topic, value, key, headers)
-                return
-            remaining.count -= 1
-            if remaining.count == 0:
-                self._on_done(remaining.offsets, remaining.offset)
-
-        self._producer.produce(topic, value, key, on_delivery, headers=headers)
+        record = _Record(offsets, offset, len(parts))
+        for part in parts:
+            _Event(self, record, part).produce()

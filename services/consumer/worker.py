@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from taskstream.app import App
 from taskstream.consumer.dead_letter import Reason
 from taskstream.consumer.delays import DelayScheduler
-from taskstream.consumer.execution import Outcome, Run, Source, run_async, run_sync
+from taskstream.consumer.execution import Outcome, Run, run_async, run_sync
 from taskstream.consumer.executor import Executor
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets, commit
@@ -57,7 +57,6 @@ class _TaskJob:
     """One record's run on the executor; its outcome is published exactly once."""
 
     __slots__ = (
-        "_lock",
         "_published",
         "is_async",
         "key",
@@ -82,7 +81,6 @@ class _TaskJob:
         self.limited = options.time_limit is not None or options.soft_time_limit is not None
         self.released = False
         self._published = False
-        self._lock = threading.Lock()
 
     def _begin(self) -> None:
         self.worker.hooks.run_started(self.run_)
@@ -104,7 +102,7 @@ class _TaskJob:
         self.worker.executor.abandon(self)
 
     def publish(self, outcome: Outcome) -> None:
-        with self._lock:
+        with self.worker.publish_lock:  # the watchdog's thread may abandon the run meanwhile
             if self._published:
                 return  # an abandoned run came back after all
             self._published = True
@@ -146,6 +144,7 @@ class Worker:
         self._paused = False
         self._full_since: float | None = None  # since when in-flight tasks are at the bound
         self._producer: EventProducer | None = None
+        self.publish_lock = threading.Lock()  # one outcome per record, even when abandoned
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -259,7 +258,7 @@ class Worker:
             return self._dead_letter(
                 offsets, message, Reason.INVALID_ARGUMENTS, str(exc), event.task
             )
-        run = Run(task, event, kwargs, Source(topic, partition, offset), self.worker_id)
+        run = Run(task, event, kwargs, topic, partition, offset, self.worker_id)
         self.executor.submit(_TaskJob(self, run, message, offsets))
 
     def _dead_letter(

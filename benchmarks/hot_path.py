@@ -1,0 +1,160 @@
+"""The worker's per-task Python cost, in process and without a broker.
+
+    python -m benchmarks.hot_path                 # µs per task, best of several passes
+    python -m benchmarks.hot_path --instructions  # instructions per task too (valgrind)
+
+Feeds pre-encoded task records (confluent_kafka.Message objects) through the worker's own
+dispatch -> run -> publish path, with a producer stand-in that acknowledges every event on
+poll(); and the same records through the ceiling loop's Python work (fastavro decode of the
+task envelope, encode of a result envelope). Wall times on a shared machine are noisy; the
+instruction counts (callgrind, the difference between two sizes so that start-up cancels out)
+come out the same on every run, so they show what a change did to the hot path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Message
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+from benchmarks.common import REPO, Scope, encode_backlog
+from taskstream.codec import HEADER_SIZE, strip_logical_types
+from taskstream.consumer.executor import Executor
+from taskstream.consumer.outcomes import Outcomes
+from taskstream.consumer.worker import Worker
+from taskstream.envelope import load_envelope_schema, now_micros
+
+
+class AckingProducer:
+    """Takes events like EventProducer.produce; poll() acknowledges them all."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+
+    def produce(self, topic: str, value: bytes, key: Any = None, on_delivery: Any = None,
+                headers: Any = None, partition: int = -1) -> None:  # fmt: skip
+        self.callbacks.append(on_delivery)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback(None, None)
+        return len(callbacks)
+
+
+def records(count: int) -> tuple[Any, list[Message]]:
+    app = Scope("127.0.0.1:9", Path("/tmp")).app()  # nothing connects: no broker needed
+    topic = "bench.tasks.default"
+    backlog = encode_backlog(app, count)
+    return app, [
+        Message(topic=topic, partition=i % 12, offset=i // 12, value=v, key=k.encode())
+        for i, (v, k) in enumerate(backlog)
+    ]
+
+
+def worker_pass(app: Any) -> Callable[[list[Message]], None]:
+    worker = Worker(app)
+    producer = AckingProducer()
+    worker._producer = producer  # type: ignore[assignment]
+    worker.outcomes = Outcomes(producer, app.settings.topic_prefix, app.envelopes, worker._done)  # type: ignore[arg-type]
+    worker.executor = Executor(1)
+
+    def run(messages: list[Message]) -> None:
+        for message in messages:
+            worker._dispatch(message)
+        producer.poll()
+        assert worker._in_flight == 0
+
+    return run
+
+
+def ceiling_pass(app: Any) -> Callable[[list[Message]], None]:
+    """The Python work of workloads.ceiling_loop per record."""
+    task_schema = parse_schema(strip_logical_types(load_envelope_schema("task_event.avsc")))
+    result_schema = parse_schema(strip_logical_types(load_envelope_schema("result_event.avsc")))
+    header = app.envelopes.result_schema.header
+
+    def run(messages: list[Message]) -> None:
+        for m in messages:
+            body = io.BytesIO(m.value())
+            body.seek(HEADER_SIZE)
+            event = schemaless_reader(body, task_schema, None)
+            out = io.BytesIO()
+            out.write(header)
+            now = now_micros()
+            schemaless_writer(out, result_schema, {
+                "id": event["id"], "task": event["task"], "status": "SUCCESS",
+                "attempt": 1, "key": None, "result": event["args"], "error": None,
+                "worker": "ceiling", "source": {"topic": m.topic(), "partition": m.partition(),
+                "offset": m.offset()}, "enqueued_at": event["enqueued_at"],
+                "started_at": now, "finished_at": now,
+            })  # fmt: skip
+            out.getvalue()
+
+    return run
+
+
+def best_us(run: Callable[[list[Message]], None], messages: list[Message], passes: int) -> float:
+    best = float("inf")
+    for _ in range(passes):
+        started = time.perf_counter()
+        run(messages)
+        best = min(best, time.perf_counter() - started)
+    return best / len(messages) * 1e6
+
+
+_SMALL, _LARGE = 1000, 5000
+
+
+def instructions(which: str, small: int = _SMALL, large: int = _LARGE) -> float:
+    """Instructions per record of one pass (callgrind), start-up cancelled out."""
+
+    def total(n: int) -> int:
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+             "-m", "benchmarks.hot_path", "--one-pass", which, "--tasks", str(n)],
+            cwd=REPO, capture_output=True, text=True, check=True,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )  # fmt: skip
+        found = re.search(r"Collected : (\d+)", out.stderr)
+        assert found, out.stderr[-2000:]
+        return int(found.group(1))
+
+    return (total(large) - total(small)) / (large - small)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tasks", type=int, default=20_000)
+    p.add_argument("--passes", type=int, default=5)
+    p.add_argument("--instructions", action="store_true", help="count them with valgrind")
+    p.add_argument("--one-pass", choices=("worker", "ceiling"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one_pass:  # under valgrind: one pass over --tasks records, nothing printed
+        # The same set-up whatever --tasks is, so that it cancels out between two sizes.
+        app, messages = records(_LARGE)
+        (worker_pass if args.one_pass == "worker" else ceiling_pass)(app)(messages[: args.tasks])
+        return 0
+    app, messages = records(args.tasks)
+    worker = best_us(worker_pass(app), messages, args.passes)
+    ceiling = best_us(ceiling_pass(app), messages, args.passes)
+    print(f"worker hot path:  {worker:6.2f} µs/task (best of {args.passes} passes)")
+    print(f"ceiling's Python: {ceiling:6.2f} µs/task   ratio {ceiling / worker:.0%}")
+    if args.instructions:
+        w, c = instructions("worker"), instructions("ceiling")
+        print(f"instructions:     worker {w:,.0f}/task, ceiling {c:,.0f}/task   ratio {c / w:.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -120,13 +120,32 @@ def ensure_topics(
     return created
 
 
+# While a thread produces (and so serves delivery reports, see EventProducer.produce) the
+# background poller checks this often whether it still does, in seconds: the most a report
+# waits once that thread stops, if nobody waits for it (about the 2 ms linger.ms default).
+_PRODUCER_ACTIVE_CHECK_S = 0.002
+
+
+class _Serving(threading.local):
+    """Whether this thread is inside a poll() or flush() of the producer, running callbacks.
+
+    confluent-kafka keeps one call state per thread: a poll() from within a delivery callback
+    (a callback that produces again) would clear the outer poll's state and crash the
+    interpreter at its next callback. So produce() only serves reports outside of one.
+    """
+
+    active = False
+
+
 class EventProducer:
     """An idempotent, acks=all producer.
 
     Delivery callbacks run in whichever thread calls :meth:`poll`. With
     ``background_poll=True`` a daemon thread polls, which suits callers (``task.delay``) that
-    have no loop of their own; a worker polls from its own loop instead so that its callbacks
-    run on the thread that owns its offset bookkeeping.
+    have no loop of their own, and :meth:`produce` serves the reports that are ready on the
+    calling thread (``poll(0)``, as confluent's examples do), so callbacks then run on either
+    thread. A worker polls from its own loop instead so that its callbacks run on the thread
+    that owns its offset bookkeeping.
     """
 
     def __init__(self, config: dict[str, Any], *, background_poll: bool = False) -> None:
@@ -134,6 +153,9 @@ class EventProducer:
         self._owner = threading.get_ident()  # the thread whose poll() serves the callbacks
         self._closed = threading.Event()
         self._poller: threading.Thread | None = None
+        self._produced = False  # a thread produced (and polled) since the poller last looked
+        self._wakeup = threading.Event()
+        self._serving = _Serving()
         if background_poll:
             self._poller = threading.Thread(
                 target=self._poll_forever, name="taskstream-producer-poll", daemon=True
@@ -149,26 +171,47 @@ class EventProducer:
         headers: list[tuple[str, bytes]] | None = None,
         partition: int = -1,
     ) -> None:
+        producer = self._producer
         while True:
             try:
-                self._producer.produce(
-                    topic, value, key, partition=partition, on_delivery=on_delivery, headers=headers
-                )
-                return
+                # Positional, and headers only when there are some: confluent-kafka parses
+                # keyword arguments slowly enough to show in task.delay()'s rate.
+                if headers is None:
+                    producer.produce(topic, value, key, partition, on_delivery)
+                else:
+                    producer.produce(topic, value, key, partition, on_delivery, headers=headers)
+                break
             except BufferError:
                 # The local queue is full: serve delivery reports to make room, then retry;
                 # on a thread that must not run the owner's callbacks, wait for the owner to.
                 if self._poller is None and threading.get_ident() != self._owner:
                     time.sleep(0.005)
                 else:
-                    self._producer.poll(0.05)
+                    producer.poll(0.05)
+        if self._poller is not None and not self._serving.active:
+            self.poll(0)
+            self._produced = True
+
+    def wake(self) -> None:
+        """Have the background poller serve delivery reports now: someone waits for one."""
+        self._wakeup.set()
 
     def poll(self, timeout: float = 0.0) -> int:
-        return self._producer.poll(timeout)
+        serving = self._serving
+        nested, serving.active = serving.active, True
+        try:
+            return self._producer.poll(timeout)
+        finally:
+            serving.active = nested
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still undelivered."""
-        return self._producer.flush(timeout)
+        serving = self._serving
+        nested, serving.active = serving.active, True
+        try:
+            return self._producer.flush(timeout)
+        finally:
+            serving.active = nested
 
     def __len__(self) -> int:
         return len(self._producer)
@@ -176,6 +219,7 @@ class EventProducer:
     def close(self, timeout: float = 30.0) -> int:
         remaining = self.flush(timeout)
         self._closed.set()
+        self._wakeup.set()
         if self._poller is not None:
             self._poller.join(timeout=1.0)
         if remaining:
@@ -183,5 +227,15 @@ class EventProducer:
         return remaining
 
     def _poll_forever(self) -> None:
+        wakeup = self._wakeup
         while not self._closed.is_set():
-            self._producer.poll(0.1)
+            if self._produced and not wakeup.is_set():
+                # A thread is producing and serves the reports as it goes. Taking them here
+                # too would pass the GIL back and forth once per report (each callback takes
+                # it), which cost task.delay() 15-30% of its rate; so keep out of its way
+                # while that thread produces, unless someone waits for a report (wake()).
+                self._produced = False
+                wakeup.wait(_PRODUCER_ACTIVE_CHECK_S)
+                continue
+            wakeup.clear()
+            self.poll(0.1)

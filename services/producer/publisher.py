@@ -1,9 +1,16 @@
-"""Publishes task events: idempotent, acks=all, with a delivery future per event."""
+"""Publishes task events: idempotent, acks=all, with a delivery handle per event.
+
+``task.delay()`` is a hot path: a publish costs one small object (a :class:`Delivery`) and the
+delivery report one method call, with the metric children looked up once per task and queue.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from concurrent.futures import Future
+from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import KafkaError, Message
 
@@ -14,6 +21,129 @@ from taskstream.errors import DeliveryFailed
 from taskstream.kafka import EventProducer, producer_config
 from taskstream.topics import task_topic
 
+log = logging.getLogger(__name__)
+
+_PENDING: Any = object()  # a Delivery's outcome before the broker's report
+
+
+class _Metrics:
+    """The metric children of one (task, queue), so that a delivery report skips ``labels()``."""
+
+    __slots__ = ("failed", "produced", "seconds")
+
+    def __init__(self, task: str, queue: str) -> None:
+        self.produced = metrics.EVENTS_PRODUCED.labels(task, queue)
+        self.failed = metrics.EVENTS_FAILED.labels(task, queue)
+        self.seconds = metrics.DELIVERY_SECONDS.labels(queue)
+
+
+class Delivery:
+    """The broker's acknowledgement of one event, with the ``concurrent.futures.Future``
+    methods callers use: ``done``, ``result``, ``exception``, ``add_done_callback``.
+
+    ``result()`` returns None once the broker acknowledged the event (acks=all) and raises
+    DeliveryFailed when it did not within the delivery timeout. Lighter than a Future: no
+    Condition per event; the rare caller that blocks gets an Event made on demand. Every
+    delivery of a publisher shares its lock, held only for a few attribute updates.
+    """
+
+    __slots__ = (
+        "_callbacks",
+        "_event",
+        "_lock",
+        "_metrics",
+        "_outcome",
+        "_sent",
+        "_topic",
+        "_wake",
+    )
+
+    def __init__(
+        self,
+        lock: threading.Lock,
+        wake: Callable[[], None],
+        topic: str,
+        children: _Metrics,
+        sent: float,
+    ) -> None:
+        self._outcome: DeliveryFailed | None = _PENDING
+        self._lock = lock
+        self._wake = wake  # asks the producer to serve delivery reports now: someone waits
+        self._topic = topic
+        self._metrics = children
+        self._sent = sent
+        self._event: threading.Event | None = None
+        self._callbacks: list[Callable[[Delivery], object]] | None = None
+
+    def __repr__(self) -> str:
+        state = "pending" if self._outcome is _PENDING else self._outcome or "delivered"
+        return f"<Delivery {self._topic} {state}>"
+
+    def report(self, err: KafkaError | None, _msg: Message) -> None:
+        """The producer's delivery callback for this event."""
+        children = self._metrics
+        if err is None:
+            children.produced.inc()
+            children.seconds.observe(time.perf_counter() - self._sent)
+            outcome = None
+        else:
+            children.failed.inc()
+            outcome = DeliveryFailed(self._topic, err.str())
+        with self._lock:
+            self._outcome = outcome
+            event, callbacks = self._event, self._callbacks
+        if event is not None:
+            event.set()
+        if callbacks is not None:
+            for callback in callbacks:
+                self._call(callback)
+
+    def done(self) -> bool:
+        return self._outcome is not _PENDING
+
+    def result(self, timeout: float | None = None) -> None:
+        """None once acknowledged; DeliveryFailed if not, TimeoutError while still pending."""
+        outcome = self._wait(timeout)
+        if outcome is not None:
+            raise outcome
+
+    def exception(self, timeout: float | None = None) -> DeliveryFailed | None:
+        return self._wait(timeout)
+
+    def add_done_callback(self, callback: Callable[[Delivery], object]) -> None:
+        """Call ``callback(delivery)`` once done: now if it is, else on the producer's thread."""
+        with self._lock:
+            pending = self._outcome is _PENDING
+            if pending:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(callback)
+        if pending:
+            self._wake()
+        else:
+            self._call(callback)
+
+    def _call(self, callback: Callable[[Delivery], object]) -> None:
+        # As a Future does: a failing callback is logged, and must not escape into poll().
+        try:
+            callback(self)
+        except Exception:
+            log.exception("a delivery callback of %r raised", self)
+
+    def _wait(self, timeout: float | None) -> DeliveryFailed | None:
+        outcome = self._outcome
+        if outcome is not _PENDING:
+            return outcome
+        with self._lock:
+            if self._outcome is _PENDING and self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        if event is not None:
+            self._wake()
+            if not event.wait(timeout):
+                raise TimeoutError(f"no delivery report for an event to {self._topic} yet")
+        return self._outcome
+
 
 class TaskPublisher:
     """Sends task events to their queue's topic, keyed by ordering key (else task id)."""
@@ -23,29 +153,25 @@ class TaskPublisher:
         self._envelopes = envelopes
         self._producer = EventProducer(producer_config(settings), background_poll=True)
         self._topics: dict[str, str] = {}
+        self._metrics: dict[tuple[str, str], _Metrics] = {}
+        self._lock = threading.Lock()
 
-    def publish(self, event: TaskEvent) -> Future[None]:
-        """Produce ``event``; the future resolves when the broker acknowledged it (acks=all)
+    def publish(self, event: TaskEvent) -> Delivery:
+        """Produce ``event``; its Delivery resolves when the broker acknowledged it (acks=all)
         and fails with DeliveryFailed when it did not within the delivery timeout."""
-        topic = self._topics.get(event.queue)
+        queue = event.queue
+        topic = self._topics.get(queue)
         if topic is None:
-            topic = self._topics[event.queue] = task_topic(self._settings.topic_prefix, event.queue)
-        delivered: Future[None] = Future()
-        sent = time.perf_counter()
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is None:
-                metrics.EVENTS_PRODUCED.labels(event.task, event.queue).inc()
-                metrics.DELIVERY_SECONDS.labels(event.queue).observe(time.perf_counter() - sent)
-                delivered.set_result(None)
-            else:
-                metrics.EVENTS_FAILED.labels(event.task, event.queue).inc()
-                delivered.set_exception(DeliveryFailed(topic, err.str()))
-
-        self._producer.produce(
-            topic, self._envelopes.encode_task(event), event.key or event.id, on_delivery
+            topic = self._topics[queue] = task_topic(self._settings.topic_prefix, queue)
+        children = self._metrics.get((event.task, queue))
+        if children is None:
+            children = self._metrics[event.task, queue] = _Metrics(event.task, queue)
+        producer = self._producer
+        delivery = Delivery(self._lock, producer.wake, topic, children, time.perf_counter())
+        producer.produce(
+            topic, self._envelopes.encode_task(event), event.key or event.id, delivery.report
         )
-        return delivered
+        return delivery
 
     def flush(self, timeout: float = 30.0) -> int:
         return self._producer.flush(timeout)

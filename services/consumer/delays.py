@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
 _BATCH = 500
+_TIER_FETCH_WAIT_MS = 250  # a retry is due a second or more after it was sent
 
 
 def delays_group(prefix: str) -> str:
@@ -52,9 +53,19 @@ class DelayScheduler:
         s = self.app.settings
         producer = self._producer = EventProducer(producer_config(s))
         self._outcomes = Outcomes(producer, self.prefix, self.app.envelopes, self._done)
-        # Eager assignment: a new assignment starts unpaused at the committed offsets.
+        # Eager assignment: a new assignment starts unpaused at the committed offsets. A
+        # delay tier is a second or more, so its fetches may wait long: with the tasks'
+        # short wait, the idle fetches of every tier's partitions cost the broker more than
+        # the tasks themselves (on brokers that answer a fetch only when its wait is over).
         consumer = Consumer(
-            consumer_config(s, self.group_id, **{"partition.assignment.strategy": "range"})
+            consumer_config(
+                s,
+                self.group_id,
+                **{
+                    "partition.assignment.strategy": "range",
+                    "fetch.wait.max.ms": max(s.fetch_wait_max_ms, _TIER_FETCH_WAIT_MS),
+                },
+            )
         )
         consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         commit_every = s.commit_interval_ms / 1000

@@ -84,6 +84,9 @@ class Materializer:
         self._stopping = threading.Event()
         self._producer: EventProducer | None = None
         self.applied = 0  # result events written to the store by this process
+        self._lag_positions: dict[tuple[str, int], int] = {}  # applied, not yet committed
+        self._lag_committed_at = 0.0
+        self._commit_every_s = s.commit_interval_ms / 1000
         # Drop the store's rows and offsets first: with no stored offsets, every partition is
         # read from the beginning (the compacted topic holds each task's latest outcome).
         self.rebuild = rebuild
@@ -107,10 +110,10 @@ class Materializer:
         try:
             while not self._stopping.is_set():
                 first = consumer.poll(_POLL_S)
-                if first is None:
-                    continue
-                batch = [first, *consumer.consume(_BATCH - 1, 0)]
-                self._apply(consumer, batch)
+                if first is not None:
+                    self._apply(consumer, [first, *consumer.consume(_BATCH - 1, 0)])
+                self._commit_for_lag(consumer)
+            self._commit_for_lag(consumer, now=True)
         finally:
             consumer.close()
             if self._producer is not None:
@@ -153,11 +156,21 @@ class Materializer:
             )
             if high is not None and high >= 0:
                 metrics.RESULTS_LAG.labels(str(partition)).set(max(0, high - position))
+        self._lag_positions.update(positions)
+
+    def _commit_for_lag(self, consumer: Consumer, *, now: bool = False) -> None:
+        """Commit the store's positions to Kafka too, every commit interval: only so that
+        the group's lag shows (each commit is a request the broker serves)."""
+        if not self._lag_positions:
+            return
+        moment = time.monotonic()
+        if not now and moment - self._lag_committed_at < self._commit_every_s:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._lag_positions.items()]
+        self._lag_positions.clear()
+        self._lag_committed_at = moment
         try:
-            consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
-                asynchronous=True,
-            )
+            consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:  # only lag reporting depends on it
             log.debug("lag commit failed: %s", exc)
 

@@ -45,7 +45,7 @@ _POLL_S = 0.05  # consumer poll wait when idle
 _BUSY_POLL_S = 0.005  # ... with tasks in flight; bounds how late delivery reports are served
 _PAUSE_AFTER_S = 0.5  # at the in-flight bound this long: pause the partitions (see _fetch)
 _RESUME_RATIO = 0.8  # fetching resumes when in-flight tasks fall below this share of the bound
-_IDLE_COMMIT_S = 0.01  # with nothing in flight, commit this soon after the last commit
+_IDLE_COMMIT_S = 0.05  # with nothing in flight, commit this soon after the last commit
 _EARLY_TOLERANCE_US = 5_000  # an event due within this is run now, not delayed again
 
 

@@ -32,7 +32,7 @@ from benchmarks.report import write_report
 SIZES = {
     # name: (quick, full)
     "runs": (3, 5),
-    "tasks": (20_000, 50_000),
+    "tasks": (50_000, 100_000),
     "e2e_seconds": (3, 10),
     "saturation_tasks": (10_000, 30_000),
     "scale_tasks": (30_000, 60_000),

@@ -17,7 +17,7 @@ from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import ResultEvent, TaskError, TaskEvent, now_micros
 from taskstream.errors import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from taskstream.status import Status
-from taskstream.task import Task, TaskRequest, set_current_request
+from taskstream.task import Task, set_current_event
 
 
 @dataclass(slots=True)
@@ -43,8 +43,7 @@ class Run:
     def enter(self) -> None:
         """Mark the start of the run and make its request current for the task's code."""
         self.started = now_micros()
-        event = self.event
-        set_current_request(TaskRequest(event.id, event.task, event.attempt, event.key))
+        set_current_event(self.event)
 
     def started_event(self) -> ResultEvent:
         """The STARTED status of a task with ``track_started``, as the run begins."""

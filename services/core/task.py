@@ -58,19 +58,21 @@ def new_task_id() -> str:
             _ids.extend(_id_block())
 
 
-_current_request: ContextVar[TaskRequest | None] = ContextVar("taskstream_request", default=None)
+# The running task's event: its TaskRequest is built only when a task asks for it.
+_current_event: ContextVar[TaskEvent | None] = ContextVar("taskstream_event", default=None)
 
 
 def current_request() -> TaskRequest:
     """The request of the task running on this thread (or in this coroutine)."""
-    request = _current_request.get()
-    if request is None:
+    event = _current_event.get()
+    if event is None:
         raise RuntimeError("current_request() is only available inside a running task")
-    return request
+    return TaskRequest(event.id, event.task, event.attempt, event.key)
 
 
-def set_current_request(request: TaskRequest | None) -> None:
-    _current_request.set(request)
+def set_current_event(event: TaskEvent | None) -> None:
+    """Make ``event`` the one ``current_request()`` describes on this thread (or coroutine)."""
+    _current_event.set(event)
 
 
 @dataclass(frozen=True)

@@ -50,10 +50,16 @@ class _Event:
 
     __slots__ = ("headers", "key", "outcomes", "record", "topic", "value")
 
-    def __init__(self, outcomes: Outcomes, record: _Record, part: Part) -> None:
+    def __init__(
+        self, outcomes: Outcomes, record: _Record, topic: str, value: bytes, key: Any,
+        headers: Headers,
+    ) -> None:  # fmt: skip
         self.outcomes = outcomes
         self.record = record
-        self.topic, self.value, self.key, self.headers = part
+        self.topic = topic
+        self.value = value
+        self.key = key
+        self.headers = headers
 
     def produce(self) -> None:
         self.outcomes._producer.produce(
@@ -96,9 +102,12 @@ class Outcomes:
 
     def publish(self, offsets: PartitionOffsets, message: Message, outcome: Outcome) -> None:
         result = outcome.result
-        parts: list[Part] = [
-            (self._results, self._envelopes.encode_result(result), result.id, None)
-        ]
+        value = self._envelopes.encode_result(result)
+        if outcome.retry is None and outcome.dead_letter is None:  # the common case
+            record = _Record(offsets, message.offset(), 1)  # type: ignore[arg-type]
+            _Event(self, record, self._results, value, result.id, None).produce()
+            return
+        parts: list[Part] = [(self._results, value, result.id, None)]
         if outcome.retry is not None:
             retry = outcome.retry
             value = self._envelopes.encode_task(retry)
@@ -138,5 +147,5 @@ class Outcomes:
         offset = message.offset()
         assert offset is not None
         record = _Record(offsets, offset, len(parts))
-        for part in parts:
-            _Event(self, record, part).produce()
+        for topic, value, key, headers in parts:
+            _Event(self, record, topic, value, key, headers).produce()

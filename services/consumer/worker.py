@@ -102,10 +102,11 @@ class _TaskJob:
         self.worker.executor.abandon(self)
 
     def publish(self, outcome: Outcome) -> None:
-        with self.worker.publish_lock:  # the watchdog's thread may abandon the run meanwhile
-            if self._published:
-                return  # an abandoned run came back after all
-            self._published = True
+        if self.limited:  # the watchdog's thread may abandon the run meanwhile
+            with self.worker.publish_lock:
+                if self._published:
+                    return  # an abandoned run came back after all
+                self._published = True
         self.worker.hooks.outcome(self.run_, outcome)
         self.worker.outcomes.publish(self.offsets, self.message, outcome)
 

@@ -120,6 +120,8 @@ def run(bootstrap: str, quick: bool, only: set[int], workdir: Path) -> dict[str,
     step(2, "delay", delay)
     step(4, "end_to_end", lambda: w.end_to_end(scope(), [100, 1000, 5000], size["e2e_seconds"],
                                                size["saturation_tasks"]))  # fmt: skip
+    step(4, "kafka_hop", lambda: {str(rate): w.bare_hop(scope(), rate, size["e2e_seconds"])
+                                  for rate in (100, 1000)})  # fmt: skip
     step(7, "scale_out", scale_out)
     step(6, "materializer", materializer)
     step(5, "keyed_io", keyed)

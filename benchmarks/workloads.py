@@ -285,6 +285,52 @@ def end_to_end(
     return out
 
 
+def bare_hop(scope: Scope, rate: int, seconds: float) -> dict[str, float]:
+    """The latency floor of one Kafka hop on this broker: a bare producer (taskstream's
+    producer settings) to a bare consumer (its consumer settings), at ``rate`` records/s.
+    delay() -> result readable takes two such hops (task topic, results topic)."""
+    app = scope.app()
+    app.ensure_topics(["default"])
+    s = app.settings
+    consumer = Consumer(consumer_config(s, f"hop-{uuid.uuid4().hex[:6]}"))
+    consumer.subscribe([scope.topic])
+    producer = Producer(producer_config(s))
+    count = int(rate * seconds)
+    latencies: list[float] = []
+    try:
+        deadline = time.monotonic() + 60
+        producer.produce(scope.topic, b"warm-up")
+        while True:  # joined and fetching: records sent from now on are timed
+            assert time.monotonic() < deadline, "the hop consumer did not join"
+            m = consumer.poll(0.1)
+            if m is not None and m.error() is None and m.value() == b"warm-up":
+                break
+
+        def send() -> None:
+            started = time.perf_counter()
+            for n in range(count):
+                delay = started + n / rate - time.perf_counter()
+                if delay > 0.0005:
+                    time.sleep(delay)
+                producer.produce(scope.topic, str(time.perf_counter()).encode(), str(n))
+                producer.poll(0)
+            producer.flush(30)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        while len(latencies) < count:
+            assert time.monotonic() < deadline + seconds, f"{len(latencies)} of {count} hops"
+            m = consumer.poll(0.5)
+            if m is not None and m.error() is None:
+                latencies.append((time.perf_counter() - float(m.value())) * 1000)
+        sender.join(30)
+    finally:
+        consumer.close()
+        app.close()
+    return {"p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
+            "rate": rate, "records": count}  # fmt: skip
+
+
 # -- 5. IO-bound keyed concurrency -----------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ come out the same on every run, so they show what a change did to the hot path.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import re
 import subprocess
@@ -25,14 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Message
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from benchmarks.common import REPO, Scope, encode_backlog
-from taskstream.codec import HEADER_SIZE, strip_logical_types
+from benchmarks.workloads import CeilingCodec
 from taskstream.consumer.executor import Executor
 from taskstream.consumer.outcomes import Outcomes
 from taskstream.consumer.worker import Worker
-from taskstream.envelope import load_envelope_schema, now_micros
 
 
 class AckingProducer:
@@ -80,26 +77,11 @@ def worker_pass(app: Any) -> Callable[[list[Message]], None]:
 
 def ceiling_pass(app: Any) -> Callable[[list[Message]], None]:
     """The Python work of workloads.ceiling_loop per record."""
-    task_schema = parse_schema(strip_logical_types(load_envelope_schema("task_event.avsc")))
-    result_schema = parse_schema(strip_logical_types(load_envelope_schema("result_event.avsc")))
-    header = app.envelopes.result_schema.header
+    codec = CeilingCodec(app)
 
     def run(messages: list[Message]) -> None:
         for m in messages:
-            body = io.BytesIO(m.value())
-            body.seek(HEADER_SIZE)
-            event = schemaless_reader(body, task_schema, None)
-            out = io.BytesIO()
-            out.write(header)
-            now = now_micros()
-            schemaless_writer(out, result_schema, {
-                "id": event["id"], "task": event["task"], "status": "SUCCESS",
-                "attempt": 1, "key": None, "result": event["args"], "error": None,
-                "worker": "ceiling", "source": {"topic": m.topic(), "partition": m.partition(),
-                "offset": m.offset()}, "enqueued_at": event["enqueued_at"],
-                "started_at": now, "finished_at": now,
-            })  # fmt: skip
-            out.getvalue()
+            codec.result_for(m)
 
     return run
 

@@ -44,6 +44,37 @@ from taskstream.topics import task_topic
 # -- 1. the ceiling --------------------------------------------------------------------------
 
 
+class CeilingCodec:
+    """The ceiling's Avro work per record: plain fastavro with the envelopes' schemas (parsed
+    once), the task envelope decoded, a result envelope encoded."""
+
+    def __init__(self, app: Any) -> None:
+        self.task_schema = parse_schema(
+            strip_logical_types(load_envelope_schema("task_event.avsc"))
+        )
+        self.result_schema = parse_schema(
+            strip_logical_types(load_envelope_schema("result_event.avsc"))
+        )
+        self.header = app.envelopes.result_schema.header
+
+    def result_for(self, m: Any) -> tuple[bytes, str]:
+        """The result envelope for task record ``m``, and its key (the task id)."""
+        body = io.BytesIO(m.value())
+        body.seek(HEADER_SIZE)
+        event = schemaless_reader(body, self.task_schema, None)
+        out = io.BytesIO()
+        out.write(self.header)
+        now = now_micros()
+        schemaless_writer(out, self.result_schema, {
+            "id": event["id"], "task": event["task"], "status": "SUCCESS",
+            "attempt": 1, "key": None, "result": event["args"], "error": None,
+            "worker": "ceiling", "source": {"topic": m.topic(), "partition": m.partition(),
+            "offset": m.offset()}, "enqueued_at": event["enqueued_at"],
+            "started_at": now, "finished_at": now,
+        })  # fmt: skip
+        return out.getvalue(), event["id"]
+
+
 def ceiling_loop(scope: Scope, tasks: int) -> float:
     """Bare confluent-kafka + fastavro: consume a batch, decode each task envelope, encode a
     result envelope, produce it, commit once per batch. Same envelopes as taskstream. Timed
@@ -53,9 +84,7 @@ def ceiling_loop(scope: Scope, tasks: int) -> float:
     app.ensure_topics(["default"])
     topic = scope.topic
     produce_all(scope.bootstrap, topic, encode_backlog(app, tasks))
-    task_schema = parse_schema(strip_logical_types(load_envelope_schema("task_event.avsc")))
-    result_schema = parse_schema(strip_logical_types(load_envelope_schema("result_event.avsc")))
-    result_header = app.envelopes.result_schema.header
+    codec = CeilingCodec(app)
     consumer = Consumer(consumer_config(app.settings, f"ceiling-{uuid.uuid4().hex[:6]}"))
     producer = Producer(producer_config(app.settings))
     consumer.subscribe([topic])
@@ -72,22 +101,10 @@ def ceiling_loop(scope: Scope, tasks: int) -> float:
             if m.error():
                 continue
             positions[(m.topic(), m.partition())] = m.offset() + 1
-            body = io.BytesIO(m.value())
-            body.seek(HEADER_SIZE)
-            event = schemaless_reader(body, task_schema, None)
-            out = io.BytesIO()
-            out.write(result_header)
-            now = now_micros()
-            schemaless_writer(out, result_schema, {
-                "id": event["id"], "task": event["task"], "status": "SUCCESS",
-                "attempt": 1, "key": None, "result": event["args"], "error": None,
-                "worker": "ceiling", "source": {"topic": m.topic(), "partition": m.partition(),
-                "offset": m.offset()}, "enqueued_at": event["enqueued_at"],
-                "started_at": now, "finished_at": now,
-            })  # fmt: skip
+            value, task_id = codec.result_for(m)
             while True:
                 try:
-                    producer.produce(scope.results, out.getvalue(), event["id"])
+                    producer.produce(scope.results, value, task_id)
                     break
                 except BufferError:
                     producer.poll(0.05)

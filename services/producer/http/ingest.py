@@ -14,7 +14,6 @@ import json
 import threading
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,12 +24,13 @@ from taskstream.errors import DeliveryFailed, InvalidArguments
 from taskstream.producer.http.catalog import Catalog, TaskSpec
 from taskstream.producer.http.idempotency import IdempotencyKeys, KeyEntry, RecentIds
 from taskstream.producer.http.metrics import HttpMetrics
+from taskstream.producer.publisher import Delivery
 
 
 class Publisher(Protocol):
     """What the ingestor needs of taskstream.producer.publisher.TaskPublisher."""
 
-    def publish(self, event: TaskEvent) -> Future[None]: ...
+    def publish(self, event: TaskEvent) -> Delivery: ...
 
     def close(self, timeout: float = 30.0) -> int: ...
 
@@ -171,7 +171,7 @@ class Ingestor:
         pending: list[tuple[int, TaskEvent, KeyEntry | None]],
         outcomes: list[Outcome | None],
     ) -> None:
-        futures: list[Future[None] | None] = []
+        futures: list[Delivery | None] = []
         for i, event, _entry in pending:
             try:
                 futures.append(self.publisher.publish(event))
@@ -199,7 +199,7 @@ class Ingestor:
                 entry.inflight = None
 
 
-async def _settle(futures: list[Future[None]], timeout: float) -> None:
+async def _settle(futures: list[Delivery], timeout: float) -> None:
     """Wait until every future is done or `timeout` passed, whichever comes first.
 
     Never cancels them: the producer's delivery callback must still be able to resolve them.
@@ -215,7 +215,7 @@ async def _settle(futures: list[Future[None]], timeout: float) -> None:
         if not all_done.done():
             all_done.set_result(None)
 
-    def on_done(_f: Future[None]) -> None:
+    def on_done(_f: Delivery) -> None:
         nonlocal remaining
         with lock:
             remaining -= 1

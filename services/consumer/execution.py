@@ -105,10 +105,11 @@ def describe(exc: BaseException) -> TaskError:
 def run_sync(run: Run, watchdog: Watchdog, on_abandon: Callable[[], None]) -> Outcome:
     """Run a plain function on this thread, within its time limits."""
     options = run.task.options
-    limited = options.time_limit is not None or options.soft_time_limit is not None
     run.enter()
     watch = (
-        watchdog.watch(options.soft_time_limit, options.time_limit, on_abandon) if limited else None
+        watchdog.watch(options.soft_time_limit, options.time_limit, on_abandon)
+        if options.time_limited
+        else None
     )
     try:
         try:

@@ -77,8 +77,7 @@ class _TaskJob:
         self.offsets = offsets
         self.key = run.event.key
         self.is_async = run.task.is_async
-        options = run.task.options
-        self.limited = options.time_limit is not None or options.soft_time_limit is not None
+        self.limited = run.task.options.time_limited
         self.released = False
         self._published = False
 

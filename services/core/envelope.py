@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -30,12 +29,6 @@ def load_envelope_schema(filename: str) -> dict[str, Any]:
 
 def now_micros() -> int:
     return time.time_ns() // 1000
-
-
-def micros_to_datetime(micros: int | None) -> datetime | None:
-    if micros is None:
-        return None
-    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)
 
 
 @dataclass(slots=True)

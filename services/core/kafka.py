@@ -197,19 +197,18 @@ class EventProducer:
         self._wakeup.set()
 
     def poll(self, timeout: float = 0.0) -> int:
-        serving = self._serving
-        nested, serving.active = serving.active, True
-        try:
-            return self._producer.poll(timeout)
-        finally:
-            serving.active = nested
+        return self._serve(self._producer.poll, timeout)
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still undelivered."""
+        return self._serve(self._producer.flush, timeout)
+
+    def _serve(self, call: Callable[[float], int], timeout: float) -> int:
+        """``call`` (poll or flush, which run delivery callbacks), marked as serving them."""
         serving = self._serving
         nested, serving.active = serving.active, True
         try:
-            return self._producer.flush(timeout)
+            return call(timeout)
         finally:
             serving.active = nested
 

@@ -104,6 +104,11 @@ class TaskOptions:
         if any(v is not None and v <= 0 for v in limits):
             raise ValueError("time limits must be positive")
 
+    @property
+    def time_limited(self) -> bool:
+        """Whether a run has a soft or hard time limit (so needs a thread it can abandon)."""
+        return self.time_limit is not None or self.soft_time_limit is not None
+
 
 class Task(Generic[P, R]):
     """A registered task. Call it to run it here; ``delay`` to run it on a worker."""

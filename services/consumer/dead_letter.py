@@ -24,6 +24,7 @@ class Reason(StrEnum):
     UNKNOWN_TASK = "unknown-task"  # a task this worker does not define
     INVALID_ARGUMENTS = "invalid-arguments"  # arguments that break the task's schema
     RETRIES_EXHAUSTED = "retries-exhausted"  # the task failed max_retries + 1 times
+    WORKER_LOST = "worker-lost"  # its worker died during the run, worker_lost_max_deliveries times
 
 
 HEADER_PREFIX = "taskstream."

@@ -17,7 +17,7 @@ from taskstream.codec import Codec
 from taskstream.config import Settings
 from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import UnknownTask
-from taskstream.kafka import ensure_topics
+from taskstream.kafka import Broker, KafkaBroker
 from taskstream.store import ResultStore, open_store
 from taskstream.task import Task, TaskOptions
 from taskstream.topics import topic_specs
@@ -54,9 +54,11 @@ class App:
     ``partitions`` and more.
     """
 
-    def __init__(self, name: str, **settings: Any) -> None:
+    def __init__(self, name: str, *, broker: Broker | None = None, **settings: Any) -> None:
         self.name = name
         self.settings = Settings.load(**settings)
+        # Where Kafka clients come from: the cluster in the settings, or a StubBroker.
+        self.broker: Broker = broker if broker is not None else KafkaBroker()
         self.codec = Codec()
         self.envelopes = Envelopes(self.codec)
         self.tasks: dict[str, Task[Any, Any]] = {}
@@ -148,7 +150,7 @@ class App:
         specs = topic_specs(
             s.topic_prefix, queues or self.queues, s.partitions, s.replication_factor
         )
-        return ensure_topics(s, specs)
+        return self.broker.ensure_topics(s, specs)
 
     # -- results ----------------------------------------------------------------------------
 

@@ -11,6 +11,9 @@ TaskstreamError
 │   └── UnknownSchema            a fingerprint nobody registered
 ├── UnknownTask              a task name this app does not define
 ├── DeliveryFailed           the broker did not acknowledge an event
+├── MessageTooLarge          an event over the producer's message.max.bytes (task, size, limit)
+├── ResultTooLarge           a result over message.max.bytes: the FAILURE type it becomes
+├── WorkerLost               a task's worker died in its run too often: its FAILURE type
 ├── TaskFailed               the remote task raised (type, message, traceback)
 └── StoreError               the lookup store cannot be opened or written
 """
@@ -98,6 +101,36 @@ class DeliveryFailed(TaskstreamError):
         self.topic = topic
         self.reason = reason
         super().__init__(f"delivery to {topic!r} failed: {reason}")
+
+
+class MessageTooLarge(TaskstreamError, ValueError):
+    """An event would exceed the producer's ``message.max.bytes``: it is never sent.
+
+    ``task`` names the task whose event it is, ``size`` and ``limit`` are in bytes.
+    """
+
+    def __init__(self, task: str, size: int, limit: int, what: str = "event") -> None:
+        self.task = task
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"task {task!r}: {what} of {size} bytes is over the producer's "
+            f"message.max.bytes of {limit} bytes"
+        )
+
+
+class ResultTooLarge(MessageTooLarge):
+    """A task's return value made a result event too large to publish; the task's outcome
+    is a FAILURE of this type instead (so its record commits and ``get()`` raises)."""
+
+    def __init__(self, task: str, size: int, limit: int) -> None:
+        super().__init__(task, size, limit, what="result")
+
+
+class WorkerLost(TaskstreamError):
+    """The worker running a task died during the run (killed, out of memory, a crash in a C
+    extension) as many times as ``worker_lost_max_deliveries`` allows: the task's outcome is
+    a FAILURE of this type and its record goes to the dead-letter topic as ``worker-lost``."""
 
 
 class TaskFailed(TaskstreamError):

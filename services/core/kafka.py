@@ -13,9 +13,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from taskstream.config import Settings
@@ -95,6 +95,41 @@ def admin_config(settings: Settings) -> dict[str, Any]:
     return _merge(settings, {"client.id": f"taskstream-admin-{worker_id()}"}, {})
 
 
+class Broker(Protocol):
+    """Where an app's Kafka clients come from: the real cluster (:class:`KafkaBroker`) or the
+    in-memory :class:`taskstream.stub_broker.StubBroker` of unit tests and
+    ``taskstream.testing``.
+
+    The clients it returns have confluent-kafka's ``Consumer`` and ``Producer`` API (the
+    part taskstream uses), so the code above this seam is the same for both.
+    """
+
+    def consumer(self, config: dict[str, Any]) -> Consumer: ...
+
+    def producer(self, config: dict[str, Any]) -> Producer: ...
+
+    def ensure_topics(
+        self, settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0
+    ) -> list[str]:
+        """Create the topics that do not exist yet; returns the names created."""
+        ...
+
+
+class KafkaBroker:
+    """The real thing: confluent-kafka clients for the cluster in the settings."""
+
+    def consumer(self, config: dict[str, Any]) -> Consumer:
+        return Consumer(config)
+
+    def producer(self, config: dict[str, Any]) -> Producer:
+        return Producer(config)
+
+    def ensure_topics(
+        self, settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0
+    ) -> list[str]:
+        return ensure_topics(settings, specs, timeout)
+
+
 def ensure_topics(
     settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0
 ) -> list[str]:
@@ -148,8 +183,14 @@ class EventProducer:
     that owns its offset bookkeeping.
     """
 
-    def __init__(self, config: dict[str, Any], *, background_poll: bool = False) -> None:
-        self._producer = Producer(config)
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        background_poll: bool = False,
+        broker: Broker | None = None,
+    ) -> None:
+        self._producer = (broker or KafkaBroker()).producer(config)
         self._owner = threading.get_ident()  # the thread whose poll() serves the callbacks
         self._closed = threading.Event()
         self._poller: threading.Thread | None = None

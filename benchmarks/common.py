@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from taskstream import App
-from taskstream.consumer.worker import worker_group
+from taskstream.topics import worker_group
 from taskstream.envelope import TaskEvent, now_micros
 from taskstream.topics import results_topic, task_topic
 

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from taskstream.app import App
 from taskstream.consumer.dead_letter import HEADER_PREFIX
+from taskstream.consumer.offsets import OffsetTracker
+from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.envelope import Envelopes
 from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.topics import dead_letter_topic
@@ -55,6 +57,32 @@ def _letter(message: Message) -> DeadLetter:
     )
 
 
+class _LetterCollector:
+    """A consumer runtime handler that keeps every dead letter it reads."""
+
+    def __init__(self, deadline: float) -> None:
+        self.letters: list[DeadLetter] = []
+        self.deadline = deadline
+        self.runtime: ConsumerRuntime | None = None
+
+    def records(self, batch: list[Message]) -> None:
+        self.letters += [_letter(m) for m in batch]
+
+    def serve(self, timeout: float) -> None:
+        if time.monotonic() >= self.deadline and self.runtime is not None:
+            self.runtime.stop()
+
+    def room(self) -> int:
+        return 500
+
+    def busy(self) -> bool:
+        return False
+
+    def assigned(self, partitions: list[TopicPartition]) -> None: ...
+    def revoked(self, partitions: list[TopicPartition], lost: bool) -> None: ...
+    def drain(self, grace: float) -> None: ...
+
+
 def read_dead_letters(
     app: App, idle_s: float = 1.5, timeout_s: float = 120.0
 ) -> Iterator[DeadLetter]:
@@ -63,28 +91,27 @@ def read_dead_letters(
     wrong)."""
     s = app.settings
     topic = dead_letter_topic(s.topic_prefix)
-    consumer = Consumer(consumer_config(s, f"{s.topic_prefix}.dlq-reader-{uuid.uuid4().hex[:8]}"))
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
-        deadline = time.monotonic() + timeout_s
-        last = time.monotonic()
-        while time.monotonic() - last < idle_s and time.monotonic() < deadline:
-            for message in consumer.consume(500, 0.2):
-                if message.error() is None:
-                    last = time.monotonic()
-                    yield _letter(message)
-    finally:
+    consumer = app.broker.consumer(
+        consumer_config(s, f"{s.topic_prefix}.dlq-reader-{uuid.uuid4().hex[:8]}")
+    )
+    metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if metadata is None or metadata.error is not None:
         consumer.close()
+        return
+    collector = _LetterCollector(time.monotonic() + timeout_s)
+    runtime = collector.runtime = ConsumerRuntime(
+        consumer, collector, OffsetTracker(), timing=LoopTiming(poll_s=0.2)
+    )
+    runtime.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+    runtime.run(idle_stop_s=idle_s)  # a reader: nothing to commit
+    yield from collector.letters
 
 
 def replay(app: App, letters: list[DeadLetter]) -> int:
     """Send ``letters`` back to the topics they came from. A task event starts over at
     attempt 1 with no delay; other records go back unchanged. Returns how many were sent."""
     envelopes = Envelopes(app.codec)
-    producer = EventProducer(producer_config(app.settings))
+    producer = EventProducer(producer_config(app.settings), broker=app.broker)
     try:
         for letter in letters:
             value = letter.value

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskstream.consumer import retries
+from taskstream.consumer.dead_letter import Reason
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import ResultEvent, TaskError, TaskEvent, now_micros
-from taskstream.errors import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from taskstream.errors import Retry, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLost
 from taskstream.status import Status
 from taskstream.task import Task, set_current_event
 
@@ -25,6 +26,7 @@ class Outcome:
     result: ResultEvent
     retry: TaskEvent | None = None  # the next attempt, due at its not_before
     dead_letter: str | None = None  # why the event goes to the dead-letter topic
+    reason: Reason = Reason.RETRIES_EXHAUSTED  # ... in a word
 
 
 @dataclass(slots=True)
@@ -67,6 +69,15 @@ class Run:
         except Exception as exc:
             return self.failed(exc)
         return Outcome(self._result(Status.SUCCESS, encoded))
+
+    def worker_lost(self, lost: int) -> Outcome:
+        """Not run again: ``lost`` runs of it ended with their worker's death."""
+        self.started = now_micros()
+        exc = WorkerLost(f"the worker died during {lost} runs of this task; not run again")
+        reason = f"{lost} deliveries lost with their worker"
+        return Outcome(
+            self._result(Status.FAILURE, error=describe(exc)), None, reason, Reason.WORKER_LOST
+        )
 
     def failed(self, exc: BaseException) -> Outcome:
         """FAILURE, or RETRY with the next attempt when the task's policy says so."""

@@ -3,10 +3,8 @@
 Jobs with the same ordering key run one after another, in the order submitted; jobs with
 different keys (or none) run side by side up to the concurrency.
 
-With concurrency 1, a sync job without time limits runs on the thread that submits it (the
-worker's consumer thread) whenever no pool job is pending: handing each job to another thread
-and back costs more than a short task itself (a context switch and a GIL hand-off each way).
-A job with a time limit still gets a pool thread, since only a pool thread can be abandoned.
+Task code never runs on the submitting thread (the worker's consumer loop): a task of any
+length must not stop that loop from polling, or the worker would leave its group.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ log = logging.getLogger(__name__)
 class Job(Protocol):
     key: str | None
     is_async: bool
-    limited: bool  # has a time limit: runs on a pool thread, which can be abandoned
+    limited: bool  # has a time limit: its thread may be abandoned
     released: bool  # set by the executor once the job no longer holds its key
 
     def run(self) -> None: ...
@@ -43,8 +41,6 @@ class Executor:
     def __init__(self, concurrency: int) -> None:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._inline = concurrency == 1
-        self._owner = threading.get_ident()  # the submitting thread, which may run jobs inline
         self._pooled = 0  # jobs handed to the pool and not yet finished
         self._surplus = 0  # threads to retire: replacements of abandoned ones came back
         self._threads = [self._spawn() for _ in range(concurrency)]
@@ -61,19 +57,6 @@ class Executor:
         if job.is_async:
             loop = self._event_loop()
             asyncio.run_coroutine_threadsafe(self._run_async(job), loop)
-        elif (
-            self._inline
-            and not job.limited
-            and not self._pooled
-            and threading.get_ident() == self._owner
-        ):
-            # Nothing else runs (concurrency 1, pool idle): run it here. Nothing of its key
-            # can be queued behind it, as the same thread submits the next job only after.
-            try:
-                job.run()
-            finally:
-                job.released = True  # no lock: a job without time limits is never abandoned
-                self._keys.finished(job)
         else:
             with self._lock:
                 self._pooled += 1

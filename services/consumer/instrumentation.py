@@ -112,7 +112,7 @@ class PrometheusHooks(WorkerHooks):
                 m.n_failed += 1
             m.latency.observe((result.finished_at - result.enqueued_at) / 1e6)
         if outcome.dead_letter is not None:
-            metrics.TASKS_DEAD_LETTERED.labels("retries-exhausted").inc()
+            metrics.TASKS_DEAD_LETTERED.labels(outcome.reason.value).inc()
 
     def dead_lettered(self, reason: str) -> None:
         metrics.TASKS_DEAD_LETTERED.labels(reason).inc()

@@ -14,30 +14,27 @@ datetimes and a ResultRecord per event cost more than the SQLite write itself.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 
 from taskstream import metrics
 from taskstream.app import App
 from taskstream.consumer.dead_letter import Reason, dead_letter_headers
+from taskstream.consumer.offsets import OffsetTracker
+from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.errors import CorruptMessage
-from taskstream.kafka import EventProducer, consumer_config, producer_config, record_position
+from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.status import Status
 from taskstream.store import ResultRow, ResultStore
-from taskstream.topics import dead_letter_topic, results_topic
+from taskstream.topics import dead_letter_topic, materializer_group, results_topic
 
 log = logging.getLogger(__name__)
 
 _BATCH = 2000  # result events applied per store transaction, at most
 _POLL_S = 0.1
 _STATUSES = frozenset(s.value for s in Status)
-
-
-def materializer_group(prefix: str) -> str:
-    return f"{prefix}.materializer"
 
 
 def result_row(d: dict[str, Any]) -> ResultRow:
@@ -65,7 +62,7 @@ def result_row(d: dict[str, Any]) -> ResultRow:
 
 
 class Materializer:
-    """Consumes the results topic into ``store`` until stopped."""
+    """Consumes the results topic into ``store`` until stopped (a consumer runtime handler)."""
 
     def __init__(
         self,
@@ -81,18 +78,19 @@ class Materializer:
         self.topic = results_topic(s.topic_prefix)
         self.group_id = group_id or materializer_group(s.topic_prefix)
         self._dead_letter_topic = dead_letter_topic(s.topic_prefix)
-        self._stopping = threading.Event()
+        self._stop_requested = False
+        self._runtime: ConsumerRuntime | None = None
+        self._tracker = OffsetTracker()
         self._producer: EventProducer | None = None
         self.applied = 0  # result events written to the store by this process
-        self._lag_positions: dict[tuple[str, int], int] = {}  # applied, not yet committed
-        self._lag_committed_at = 0.0
-        self._commit_every_s = s.commit_interval_ms / 1000
         # Drop the store's rows and offsets first: with no stored offsets, every partition is
         # read from the beginning (the compacted topic holds each task's latest outcome).
         self.rebuild = rebuild
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._stop_requested = True
+        if self._runtime is not None:
+            self._runtime.stop()
 
     def run(self) -> None:
         s = self.app.settings
@@ -101,47 +99,65 @@ class Materializer:
             log.warning("rebuilding %s: dropping its rows and offsets", s.store)
             self.store.reset(self.topic)
             self.rebuild = False  # once: a second run() resumes from the rebuilt offsets
-        # Eager assignment, so on_assign can place every partition at the store's offset.
-        consumer = Consumer(
-            consumer_config(s, self.group_id, **{"partition.assignment.strategy": "range"})
+        # Eager assignment, so that assigned() can place every partition at the store's offset.
+        consumer = self.app.broker.consumer(consumer_config(s, self.group_id, strategy="range"))
+        # The store holds the offsets that count; the group's commits (every commit
+        # interval) only let operators see the lag.
+        runtime = self._runtime = ConsumerRuntime(
+            consumer,
+            self,
+            self._tracker,
+            timing=LoopTiming(
+                poll_s=_POLL_S, batch=_BATCH, commit_every_s=s.commit_interval_ms / 1000
+            ),
+            capacity=_BATCH,
         )
-        consumer.subscribe([self.topic], on_assign=self._on_assign)
+        runtime.subscribe([self.topic])
+        if self._stop_requested:
+            runtime.stop()
         log.info("materializing %s into %s", self.topic, s.store)
         try:
-            while not self._stopping.is_set():
-                first = consumer.poll(_POLL_S)
-                if first is not None:
-                    self._apply(consumer, [first, *consumer.consume(_BATCH - 1, 0)])
-                self._commit_for_lag(consumer)
-            self._commit_for_lag(consumer, now=True)
+            runtime.run()
         finally:
-            consumer.close()
             if self._producer is not None:
                 self._producer.close()
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    # -- the runtime's handler --------------------------------------------------------------
+
+    def room(self) -> int:
+        return _BATCH  # each batch is applied before the next fetch
+
+    def busy(self) -> bool:
+        return False
+
+    def serve(self, timeout: float) -> None:
+        if self._producer is not None:
+            self._producer.poll(0)
+
+    def drain(self, grace: float) -> None:
+        pass
+
+    def revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
+        pass  # every applied batch is in the store already, with its offsets
+
+    def assigned(self, partitions: list[TopicPartition]) -> None:
         stored = self.store.offsets(self.topic)
         for tp in partitions:
             tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
-        consumer.assign(partitions)
 
-    def _apply(self, consumer: Consumer, batch: list[Message]) -> None:
+    def records(self, batch: list[Message]) -> None:
         decode = self.app.envelopes.codec.decode_as
         schema = self.app.envelopes.result_schema
         rows: list[ResultRow] = []
         positions: dict[tuple[str, int], int] = {}
         for message in batch:
-            position = record_position(message)
-            if position is None:
-                continue
-            topic, partition, offset = position
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            assert topic is not None and partition is not None and offset is not None
             positions[(topic, partition)] = offset + 1
             try:
                 rows.append(result_row(decode(schema, message.value() or b"")))
             except Exception as exc:
                 self._dead_letter(message, str(exc))
-        if not positions:
-            return
         if self._producer is not None and self._producer.flush(30.0):
             raise KafkaException("dead letters not delivered; not advancing the store's offsets")
         started = time.perf_counter()
@@ -149,35 +165,23 @@ class Materializer:
         metrics.STORE_WRITE_SECONDS.observe(time.perf_counter() - started)
         metrics.RESULTS_APPLIED.inc(len(rows))
         self.applied += len(rows)
+        assert self._runtime is not None
+        consumer = self._runtime.consumer
         for (topic, partition), position in positions.items():
+            self._tracker.get(topic, partition).advance(position)
             # The high watermark of the last fetch: what the consumer knows without asking.
             _low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), cached=True
             )
             if high is not None and high >= 0:
                 metrics.RESULTS_LAG.labels(str(partition)).set(max(0, high - position))
-        self._lag_positions.update(positions)
-
-    def _commit_for_lag(self, consumer: Consumer, *, now: bool = False) -> None:
-        """Commit the store's positions to Kafka too, every commit interval: only so that
-        the group's lag shows (each commit is a request the broker serves)."""
-        if not self._lag_positions:
-            return
-        moment = time.monotonic()
-        if not now and moment - self._lag_committed_at < self._commit_every_s:
-            return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._lag_positions.items()]
-        self._lag_positions.clear()
-        self._lag_committed_at = moment
-        try:
-            consumer.commit(offsets=offsets, asynchronous=True)
-        except KafkaException as exc:  # only lag reporting depends on it
-            log.debug("lag commit failed: %s", exc)
 
     def _dead_letter(self, message: Message, error: str) -> None:
         log.warning("undecodable result event at offset %s: %s", message.offset(), error)
         if self._producer is None:
-            self._producer = EventProducer(producer_config(self.app.settings))
+            self._producer = EventProducer(
+                producer_config(self.app.settings), broker=self.app.broker
+            )
         self._producer.produce(
             self._dead_letter_topic,
             message.value() or b"",

@@ -49,6 +49,11 @@ class PartitionOffsets:
         else:
             self._done.add(offset)
 
+    def advance(self, position: int) -> None:
+        """Everything below ``position`` is done (a consumer that finishes in order)."""
+        if not self._pending:
+            self.next_offset = position
+
     @property
     def in_flight(self) -> int:
         return len(self._pending) - len(self._done)

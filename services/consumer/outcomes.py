@@ -113,9 +113,7 @@ class Outcomes:
             value = self._envelopes.encode_task(retry)
             parts.append((self.destination(retry), value, retry.key or retry.id, None))
         if outcome.dead_letter is not None:
-            headers = dead_letter_headers(
-                message, Reason.RETRIES_EXHAUSTED, outcome.dead_letter, result.task
-            )
+            headers = dead_letter_headers(message, outcome.reason, outcome.dead_letter, result.task)
             parts.append((self._dead_letters, message.value() or b"", message.key(), headers))
         self._send(offsets, message, parts)
 

@@ -36,7 +36,7 @@ class Settings:
     replication_factor: int = 1  # of topics created on start (3 on a real cluster)
     session_timeout_ms: int = 6000  # consumer group session; failover time after a crash
     heartbeat_interval_ms: int = 1000
-    max_poll_interval_ms: int = 300_000  # a task longer than this loses its partitions
+    max_poll_interval_ms: int = 300_000  # a stuck consumer loop (never a task) leaves the group
     fetch_wait_max_ms: int = 10  # broker-side fetch wait: bounds task pick-up latency
     linger_ms: int = 2  # producer batching delay
     delivery_timeout_ms: int = 30_000  # after this an unacknowledged event is a DeliveryFailed
@@ -45,6 +45,7 @@ class Settings:
     revoke_grace_s: float = 5.0  # rebalance: time for a revoked partition's tasks to finish
     concurrency: int = 1  # worker threads (and async tasks) running at once
     max_tasks_in_flight: int = 1000  # fetched but unfinished tasks before fetching pauses
+    worker_lost_max_deliveries: int = 3  # runs lost to a dying worker before a dead letter
     schemas_dir: str = "schemas"  # where `taskstream schemas export/check` write and read
     # The HTTP service (`taskstream serve`, taskstream.producer.http):
     http_tokens: str = ""  # comma-separated bearer tokens; empty: no auth
@@ -90,6 +91,8 @@ class Settings:
             raise ConfigError("partitions, replication_factor and concurrency must be >= 1")
         if self.max_tasks_in_flight < self.concurrency:
             raise ConfigError("max_tasks_in_flight must be >= concurrency")
+        if self.worker_lost_max_deliveries < 1:
+            raise ConfigError("worker_lost_max_deliveries must be >= 1")
 
     def require_bootstrap(self) -> str:
         if not self.bootstrap_servers:

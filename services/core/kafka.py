@@ -71,10 +71,16 @@ def producer_config(settings: Settings, **explicit: Any) -> dict[str, Any]:
     )
 
 
-def consumer_config(settings: Settings, group_id: str, **explicit: Any) -> dict[str, Any]:
+def consumer_config(
+    settings: Settings, group_id: str, *, strategy: str | None = None, **explicit: Any
+) -> dict[str, Any]:
+    """A consumer's config; ``strategy``: its default partition assignment strategy (a user's
+    ``partition.assignment.strategy`` setting wins over it)."""
+    defaults = {} if strategy is None else {"partition.assignment.strategy": strategy}
     return _merge(
         settings,
         {
+            **defaults,
             "group.id": group_id,
             "client.id": f"taskstream-consumer-{worker_id()}",
             # Offsets are committed by taskstream, only for work whose outcome is delivered.

@@ -6,6 +6,13 @@ With prefix ``taskstream``:
 - ``taskstream.results``        result events, keyed by task id, compacted
 - ``taskstream.dead-letter``    events that cannot run, with the reason in headers
 - ``taskstream.delay.<N>s``     delayed events (retries, countdowns) waiting N seconds
+- ``taskstream.deliveries``     each task partition's owner and careful runs (lost deliveries)
+
+and the consumer groups that read them:
+
+- ``taskstream.workers``        the workers (task topics)
+- ``taskstream.delays``         the delay schedulers (delay tiers)
+- ``taskstream.materializer``   the materializers (results topic)
 """
 
 from __future__ import annotations
@@ -29,6 +36,26 @@ def results_topic(prefix: str) -> str:
 def dead_letter_topic(prefix: str) -> str:
     """``<prefix>.dead-letter``"""
     return _checked(f"{prefix}.dead-letter")
+
+
+def deliveries_topic(prefix: str) -> str:
+    """``<prefix>.deliveries``"""
+    return _checked(f"{prefix}.deliveries")
+
+
+def worker_group(prefix: str) -> str:
+    """``<prefix>.workers``"""
+    return f"{prefix}.workers"
+
+
+def delays_group(prefix: str) -> str:
+    """``<prefix>.delays``"""
+    return f"{prefix}.delays"
+
+
+def materializer_group(prefix: str) -> str:
+    """``<prefix>.materializer``"""
+    return f"{prefix}.materializer"
 
 
 # Delay tiers: a delayed event waits in the largest tier not longer than its remaining time,
@@ -86,5 +113,9 @@ def topic_specs(
         TopicSpec(results_topic(prefix), partitions, replication, {"cleanup.policy": "compact"})
     )
     specs.append(TopicSpec(dead_letter_topic(prefix), partitions, replication))
+    # One state record per task partition, the latest wins: compacted.
+    specs.append(
+        TopicSpec(deliveries_topic(prefix), partitions, replication, {"cleanup.policy": "compact"})
+    )
     specs += [TopicSpec(delay_topic(prefix, t), partitions, replication) for t in DELAY_TIERS_S]
     return specs

@@ -25,7 +25,7 @@ from yamllint.config import YamlLintConfig
 
 from taskstream import metrics
 from taskstream.config import Settings
-from taskstream.consumer.worker import worker_group
+from taskstream.topics import worker_group
 from taskstream.topics import task_topic
 from tests.conftest import REPO
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from taskstream.app import App
@@ -130,7 +132,8 @@ def test_a_batch_writes_its_rows_and_offsets_and_dead_letters_what_does_not_deco
         FakeMessage(0, 8, later_started),
         FakeMessage(1, 5, app.envelopes.encode_result(event(id="b", status=Status.RETRY))),
     ]
-    m._apply(FakeConsumer(), batch)  # type: ignore[arg-type]
+    m._runtime = SimpleNamespace(consumer=FakeConsumer())  # type: ignore[assignment]
+    m.records(batch)  # type: ignore[arg-type]
     assert m.applied == 3
     assert app.store.get("a") == as_record(event(id="a"))
     assert app.store.count() == 2 and app.store.offsets(m.topic) == {0: 9, 1: 6}

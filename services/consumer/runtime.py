@@ -1,0 +1,269 @@
+"""The consumer runtime: the one poll / batch / commit / pause / rebalance / stop loop.
+
+The worker, the delay scheduler, the materializer and the dead-letter reader are handlers of
+this loop; none of them polls a consumer itself. The loop owns the consumer and calls it
+from one thread only, and it polls at least every ``poll_s`` whatever its handler does:
+handlers never block it (task code runs elsewhere), so a member stays in its group for as
+long as its tasks take, and ``max.poll.interval.ms`` bounds nothing but a stuck loop.
+
+Offsets: a handler marks each record done in the :class:`OffsetTracker` the runtime gives it
+(``tracker.get(topic, partition).finish(offset)``); the runtime commits what is committable
+every commit interval, soon after the handler falls idle, on revoke and on stop.
+
+Backpressure: when the handler has no room the loop takes no more records; if that lasts
+``pause_after_s`` the assigned partitions are paused (a paused consumer still serves
+rebalances and heartbeats), and resumed once the handler has room again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from taskstream.consumer.offsets import OffsetTracker, commit
+from taskstream.kafka import record_position
+
+log = logging.getLogger(__name__)
+
+
+class Handler(Protocol):
+    """What a consumer loop does with what it fetches. Every method runs on the loop's
+    thread; none may block for long (serve() waits at most its ``timeout``)."""
+
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        """Partitions were assigned; a handler may set ``tp.offset`` to start elsewhere."""
+
+    def revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
+        """Partitions are going away. Not lost: the runtime commits them right after.
+        Lost: another member may own them already, nothing is committed."""
+
+    def records(self, batch: list[Message]) -> None:
+        """Records fetched, in partition order (error events already filtered out)."""
+
+    def room(self) -> int:
+        """How many more records the handler takes now; 0 when full."""
+
+    def serve(self, timeout: float) -> None:
+        """Serve what the handler waits for (delivery reports), waiting at most ``timeout``."""
+
+    def busy(self) -> bool:
+        """Whether records are in flight (the loop then polls with a short wait)."""
+
+    def drain(self, grace: float) -> None:
+        """Stopping: wait up to ``grace`` seconds for records in flight."""
+
+
+@dataclass(frozen=True)
+class LoopTiming:
+    """How the loop waits, in seconds."""
+
+    poll_s: float = 0.05  # consumer poll wait when idle
+    busy_poll_s: float = 0.005  # ... with records in flight: how late delivery reports wait
+    commit_every_s: float = 0.2  # periodic commit while busy
+    idle_commit_s: float = 0.05  # once idle, commit this soon after the last commit
+    pause_after_s: float = 0.5  # full this long: pause the partitions
+    batch: int = 500  # records taken per loop turn, at most
+    resume_ratio: float = 0.8  # paused: resume when the room is back to this share
+
+
+class ConsumerRuntime:
+    """Runs one consumer for one handler until stopped.
+
+    ``subscribe(topics)`` joins the group (rebalances served through the handler), or
+    ``assign(partitions)`` reads fixed partitions without a group's assignment.
+    ``cooperative``: the group uses incremental (cooperative-sticky) rebalancing, so a member
+    joining or leaving moves only the partitions that must move.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        handler: Handler,
+        tracker: OffsetTracker,
+        *,
+        timing: LoopTiming | None = None,
+        capacity: int = 1000,
+        cooperative: bool = False,
+        on_commit: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.handler = handler
+        self.tracker = tracker
+        self.timing = timing or LoopTiming()
+        self.capacity = capacity  # the handler's room when empty: sets the resume mark
+        self.cooperative = cooperative
+        self._on_commit = on_commit or (lambda ok: None)
+        self._stopping = threading.Event()
+        self._paused = False  # backpressure pause of every assigned partition
+        self._full_since: float | None = None
+        self._last_commit = time.monotonic()
+        self.last_record_at = time.monotonic()  # when the last record arrived
+
+    # -- set-up and stop --------------------------------------------------------------------
+
+    def subscribe(self, topics: list[str]) -> None:
+        self.consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.tracker.assign(tp.topic, tp.partition)
+        self.consumer.assign(partitions)
+
+    def stop(self) -> None:
+        """Ask the loop to drain and return; safe from any thread."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(
+        self, *, grace: float = 0.0, idle_stop_s: float | None = None, close: bool = True
+    ) -> None:
+        """Loop until stop() (or, with ``idle_stop_s``, until nothing arrived for that long),
+        then drain within ``grace``, commit, and close the consumer."""
+        try:
+            while not self._stopping.is_set():
+                self.turn()
+                if idle_stop_s is not None and (
+                    time.monotonic() - self.last_record_at >= idle_stop_s
+                    and not self.handler.busy()
+                ):
+                    break
+            self._drain(grace)
+        finally:
+            if close:
+                self.consumer.close()  # a subscribed consumer's revoke commits what is done
+
+    def turn(self) -> None:
+        """One turn: fetch what there is room for, serve the handler, commit when due."""
+        handler, timing = self.handler, self.timing
+        room = handler.room()
+        self._apply_backpressure(room)
+        if room <= 0 or self._paused:
+            # Full: wait for outcomes, not records; poll(0) still serves rebalances and
+            # heartbeats (a record of a partition assigned since the pause is taken too).
+            handler.serve(timing.poll_s if room <= 0 else timing.busy_poll_s)
+            self._take(self.consumer.poll(0), room)
+        else:
+            wait = timing.busy_poll_s if handler.busy() else timing.poll_s
+            self._take(self.consumer.poll(wait), room)
+            handler.serve(0)
+        self._commit_when_due()
+
+    def _take(self, first: Message | None, room: int) -> None:
+        if first is None:
+            return
+        batch = [first]
+        if room > 1:
+            # What else is ready, without waiting (consume(n, t) would wait for all n).
+            batch += self.consumer.consume(min(room - 1, self.timing.batch), 0)
+        records = [m for m in batch if record_position(m) is not None]
+        if records:
+            self.last_record_at = time.monotonic()
+            self.handler.records(records)
+
+    def _commit_when_due(self) -> None:
+        now = time.monotonic()
+        since = now - self._last_commit
+        # Every commit interval while busy; soon after falling idle (lag reads 0 then).
+        if since >= self.timing.commit_every_s or (
+            since >= self.timing.idle_commit_s
+            and not self.handler.busy()
+            and self.tracker.uncommitted()
+        ):
+            self.commit(asynchronous=True)
+            self._last_commit = now
+
+    def commit(self, *, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> bool:
+        ok = commit(self.consumer, self.tracker, asynchronous=asynchronous, only=only)
+        self._on_commit(ok)
+        return ok
+
+    def _apply_backpressure(self, room: int) -> None:
+        """Full for ``pause_after_s`` (slow tasks): pause, so that polling serves rebalances
+        without fetching; pausing at once would cost a refetch per short burst."""
+        timing = self.timing
+        if room > 0:
+            self._full_since = None
+            if self._paused and room >= self.capacity * (1 - timing.resume_ratio):
+                self._set_paused(False)
+            return
+        now = time.monotonic()
+        if self._full_since is None:
+            self._full_since = now
+        if not self._paused and now - self._full_since >= timing.pause_after_s:
+            self._set_paused(True)
+
+    def _set_paused(self, paused: bool) -> None:
+        assignment = self.consumer.assignment()
+        try:
+            (self.consumer.pause if paused else self.consumer.resume)(assignment)
+        except KafkaException as exc:  # a partition revoked meanwhile; the next turn retries
+            log.debug("pause/resume failed: %s", exc)
+            return
+        self._paused = paused
+
+    def _drain(self, grace: float) -> None:
+        try:
+            self.consumer.pause(self.consumer.assignment())
+        except KafkaException as exc:
+            log.debug("pause on drain failed: %s", exc)
+        self.handler.drain(grace)
+        self.commit(asynchronous=False)
+
+    # -- rebalances (served inside poll, on the loop's thread) -------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.tracker.assign(tp.topic, tp.partition)
+        self.handler.assigned(partitions)
+        if self.cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        if self._paused and partitions:
+            consumer.pause(partitions)  # full: new partitions wait like the others
+        log.info("assigned %s", partition_names(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.handler.revoked(partitions, lost=False)
+        self.commit(asynchronous=False, only=revoked)
+        for topic, partition in revoked:
+            self.tracker.revoke(topic, partition)
+        if self.cooperative:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
+        log.info("revoked %s", partition_names(partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another member may own them already: committing now could skip its work.
+        self.handler.revoked(partitions, lost=True)
+        for tp in partitions:
+            self.tracker.revoke(tp.topic, tp.partition)
+        if self.cooperative:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
+        log.warning("lost %s", partition_names(partitions))
+
+
+def partition_names(partitions: list[TopicPartition]) -> str:
+    """``topic[0,1,2]`` per topic, for logs that stay one line with many partitions."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    parts = [f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items())]
+    return ", ".join(parts) or "nothing"

@@ -36,6 +36,7 @@ from taskstream.kafka import (
     record_position,
     worker_id,
 )
+from taskstream.sizes import message_max_bytes
 from taskstream.topics import task_topic
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,9 @@ class Worker:
     def run(self) -> None:
         s = self.settings
         self.app.ensure_topics(self.queues)
-        producer = self._producer = EventProducer(producer_config(s))
+        config = producer_config(s)
+        self.message_max_bytes = message_max_bytes(config)  # what a Run's result may take
+        producer = self._producer = EventProducer(config)
         self.outcomes = Outcomes(producer, s.topic_prefix, self.app.envelopes, self._done)
         self.executor = Executor(self.concurrency)
         delays = DelayScheduler(self.app)
@@ -258,7 +261,10 @@ class Worker:
             return self._dead_letter(
                 offsets, message, Reason.INVALID_ARGUMENTS, str(exc), event.task
             )
-        run = Run(task, event, kwargs, topic, partition, offset, self.worker_id)
+        run = Run(
+            task, event, kwargs, topic, partition, offset, self.worker_id,
+            message_max_bytes=self.message_max_bytes,
+        )  # fmt: skip
         self.executor.submit(_TaskJob(self, run, message, offsets))
 
     def _dead_letter(

@@ -16,9 +16,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from taskstream import App
-from taskstream.topics import worker_group
 from taskstream.envelope import TaskEvent, now_micros
-from taskstream.topics import results_topic, task_topic
+from taskstream.topics import results_topic, task_topic, worker_group
 
 REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 12

@@ -2,6 +2,10 @@
 
 The outcome is the result event to publish and, for a retry, the next attempt's event, or,
 when retries are used up, the word that the event goes to the dead-letter topic.
+
+Every result event fits in the producer's ``message.max.bytes``, or it could never be
+published and its record never committed: a return value too large for it becomes a FAILURE
+``ResultTooLarge``, and an error's message and traceback are cut to fit.
 """
 
 from __future__ import annotations
@@ -9,14 +13,21 @@ from __future__ import annotations
 import asyncio
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from taskstream import sizes
 from taskstream.consumer import retries
 from taskstream.consumer.dead_letter import Reason
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import ResultEvent, TaskError, TaskEvent, now_micros
-from taskstream.errors import Retry, SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLost
+from taskstream.errors import (
+    ResultTooLarge,
+    Retry,
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+    WorkerLost,
+)
 from taskstream.status import Status
 from taskstream.task import Task, set_current_event
 
@@ -41,6 +52,9 @@ class Run:
     offset: int
     worker: str
     started: int = 0  # µs since the epoch
+    # The producer's message.max.bytes (taskstream.sizes.producer_limit), in bytes: the
+    # largest result event this run may publish.
+    message_max_bytes: int = field(kw_only=True)
 
     def enter(self) -> None:
         """Mark the start of the run and make its request current for the task's code."""
@@ -63,12 +77,18 @@ class Run:
         )  # fmt: skip
 
     def succeeded(self, value: Any) -> Outcome:
-        """SUCCESS with the encoded return value (FAILURE if it breaks the result schema)."""
+        """SUCCESS with the encoded return value; FAILURE if it breaks the result schema, and
+        FAILURE ``ResultTooLarge`` (never retried) if its event would be over the limit."""
         try:
             encoded = self.task.encode_result(value)
         except Exception as exc:
             return self.failed(exc)
-        return Outcome(self._result(Status.SUCCESS, encoded))
+        result = self._result(Status.SUCCESS, encoded)
+        limit = self.message_max_bytes
+        if sizes.result_fits(result, limit):
+            return Outcome(result)
+        too_large = ResultTooLarge(self.event.task, sizes.result_record_size(result), limit)
+        return Outcome(self._failure(Status.FAILURE, too_large))
 
     def worker_lost(self, lost: int) -> Outcome:
         """Not run again: ``lost`` runs of it ended with their worker's death."""
@@ -83,12 +103,16 @@ class Run:
         """FAILURE, or RETRY with the next attempt when the task's policy says so."""
         options = self.task.options
         if not retries.wants_retry(options, exc):
-            return Outcome(self._result(Status.FAILURE, error=describe(exc)))
+            return Outcome(self._failure(Status.FAILURE, exc))
         recorded = exc.exc if isinstance(exc, Retry) and exc.exc is not None else exc
         retries_done = self.event.attempt - 1
         if retries_done >= options.max_retries:
-            reason = f"retries exhausted after {self.event.attempt} attempts: {recorded!r}"
-            return Outcome(self._result(Status.FAILURE, error=describe(recorded)), None, reason)
+            # The reason travels in a dead-letter header, next to the whole task event.
+            reason = _cut(
+                f"retries exhausted after {self.event.attempt} attempts: {recorded!r}",
+                _REASON_MAX_BYTES,
+            )
+            return Outcome(self._failure(Status.FAILURE, recorded), None, reason)
         requested = exc.countdown if isinstance(exc, Retry) else None
         wait = retries.countdown(options, retries_done, requested)
         event = self.event
@@ -102,7 +126,57 @@ class Run:
             not_before=now_micros() + int(wait * 1_000_000),
             args=event.args,
         )
-        return Outcome(self._result(Status.RETRY, error=describe(recorded)), following)
+        return Outcome(self._failure(Status.RETRY, recorded), following)
+
+    def _failure(self, status: Status, exc: BaseException) -> ResultEvent:
+        """A FAILURE or RETRY event describing ``exc``, its message and traceback cut so that
+        the event fits in ``message_max_bytes``."""
+        result = self._result(status, error=describe(exc))
+        limit = self.message_max_bytes
+        if sizes.result_fits(result, limit):
+            return result
+        error = result.error
+        assert error is not None
+        message, trace = error.message, error.traceback
+        error.message = error.traceback = ""
+        # What the event leaves for the two texts; 10: their lengths' varints may grow.
+        room = max(0, limit - sizes.result_record_size(result) - 10)
+        message_bytes, trace_bytes = sizes.utf8_len(message), sizes.utf8_len(trace)
+        # A short text keeps all of it and leaves the rest to the other; else half each.
+        if message_bytes <= room // 2:
+            message_room = message_bytes
+        elif trace_bytes <= room // 2:
+            message_room = room - trace_bytes
+        else:
+            message_room = room // 2
+        error.message = _cut(message, message_room)
+        error.traceback = _cut(trace, room - sizes.utf8_len(error.message), tail=True)
+        return result
+
+
+# The longest dead-letter reason, in bytes: its exception's repr is cut beyond this.
+_REASON_MAX_BYTES = 4096
+# What _cut puts where it cut, with room for any size (and " ..." before a kept tail).
+_CUT_MARK = "... [truncated {}]"
+_CUT_MARK_MAX = len(_CUT_MARK.format("9999.9 GB") + " ...")
+
+
+def _cut(text: str, max_bytes: int, *, tail: bool = False) -> str:
+    """``text`` in at most ``max_bytes`` UTF-8 bytes: its head, and with ``tail`` its end
+    too (a traceback's last lines say what was raised), marked with how much was cut."""
+    size = sizes.utf8_len(text)
+    if size <= max_bytes:
+        return text
+    keep = max_bytes - _CUT_MARK_MAX
+    if keep <= 0:
+        return ""
+    data = text.encode("utf-8", "surrogatepass")
+    back = keep // 2 if tail else 0
+    # A character split at a cut is dropped ("ignore"), so count what is kept afterwards.
+    head = data[: keep - back].decode("utf-8", "ignore")
+    end = data[len(data) - back :].decode("utf-8", "ignore") if back else ""
+    cut = size - sizes.utf8_len(head) - sizes.utf8_len(end)
+    return head + _CUT_MARK.format(sizes.format_size(cut)) + (" ..." if back else "") + end
 
 
 def describe(exc: BaseException) -> TaskError:

@@ -35,6 +35,7 @@ from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import now_micros
 from taskstream.errors import TimeLimitExceeded, UnknownSchema
 from taskstream.kafka import EventProducer, consumer_config, producer_config, worker_id
+from taskstream.sizes import message_max_bytes
 from taskstream.topics import deliveries_topic, task_topic, worker_group
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,9 @@ class Worker:
     def run(self) -> None:
         s, app = self.settings, self.app
         app.ensure_topics(self.queues)
-        producer = self._producer = EventProducer(producer_config(s), broker=app.broker)
+        producer_settings = producer_config(s)
+        self.message_max_bytes = message_max_bytes(producer_settings)  # what a result may take
+        producer = self._producer = EventProducer(producer_settings, broker=app.broker)
         self.outcomes = Outcomes(producer, s.topic_prefix, app.envelopes, self._done)
         self.executor = Executor(self.concurrency)
         self._context = JobContext(self.hooks, self.outcomes, self.executor, Watchdog())
@@ -295,7 +298,10 @@ class Worker:
             return self._dead_letter(
                 offsets, message, Reason.INVALID_ARGUMENTS, str(exc), event.task
             )
-        run = Run(task, event, kwargs, topic, partition, offset, self.worker_id)  # type: ignore[arg-type]
+        run = Run(
+            task, event, kwargs, topic, partition, offset, self.worker_id,  # type: ignore[arg-type]
+            message_max_bytes=self.message_max_bytes,
+        )  # fmt: skip
         if lost is not None and lost >= self.settings.worker_lost_max_deliveries:
             log.error("task %s (%s) lost %d workers: dead-lettered", event.id, event.task, lost)
             outcome = run.worker_lost(lost)

@@ -15,6 +15,8 @@ from taskstream.config import Settings
 from taskstream.errors import (
     DeliveryFailed,
     InvalidArguments,
+    MessageTooLarge,
+    ResultTooLarge,
     Retry,
     SoftTimeLimitExceeded,
     TaskFailed,
@@ -43,6 +45,8 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     # errors
     "DeliveryFailed",
     "InvalidArguments",
+    "MessageTooLarge",
+    "ResultTooLarge",
     "TaskFailed",
     "TaskstreamError",
     "TimeLimitExceeded",

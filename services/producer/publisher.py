@@ -2,6 +2,10 @@
 
 ``task.delay()`` is a hot path: a publish costs one small object (a :class:`Delivery`) and the
 delivery report one method call, with the metric children looked up once per task and queue.
+
+An event over the producer's ``message.max.bytes`` is refused before it is produced
+(MessageTooLarge, naming the task and the size); a KafkaException from ``produce()`` reaches
+the caller as a TaskstreamError, never bare.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from taskstream import metrics
 from taskstream.config import Settings
 from taskstream.envelope import Envelopes, TaskEvent
-from taskstream.errors import DeliveryFailed
+from taskstream.errors import DeliveryFailed, MessageTooLarge
 from taskstream.kafka import EventProducer, producer_config
+from taskstream.sizes import message_max_bytes, record_size
 from taskstream.topics import task_topic
 
 log = logging.getLogger(__name__)
@@ -151,14 +156,24 @@ class TaskPublisher:
     def __init__(self, settings: Settings, envelopes: Envelopes) -> None:
         self._settings = settings
         self._envelopes = envelopes
-        self._producer = EventProducer(producer_config(settings), background_poll=True)
+        config = producer_config(settings)
+        self.message_max_bytes = message_max_bytes(config)  # the largest event it sends
+        self._producer = EventProducer(config, background_poll=True)
         self._topics: dict[str, str] = {}
         self._metrics: dict[tuple[str, str], _Metrics] = {}
         self._lock = threading.Lock()
 
     def publish(self, event: TaskEvent) -> Delivery:
         """Produce ``event``; its Delivery resolves when the broker acknowledged it (acks=all)
-        and fails with DeliveryFailed when it did not within the delivery timeout."""
+        and fails with DeliveryFailed when it did not within the delivery timeout.
+
+        Raises MessageTooLarge, before sending anything, for an event over
+        ``message.max.bytes``, and DeliveryFailed when the producer refuses it at once."""
+        value = self._envelopes.encode_task(event)
+        key = event.key or event.id
+        size = record_size(value, key)
+        if size > self.message_max_bytes:
+            raise MessageTooLarge(event.task, size, self.message_max_bytes)
         queue = event.queue
         topic = self._topics.get(queue)
         if topic is None:
@@ -168,9 +183,13 @@ class TaskPublisher:
             children = self._metrics[event.task, queue] = _Metrics(event.task, queue)
         producer = self._producer
         delivery = Delivery(self._lock, producer.wake, topic, children, time.perf_counter())
-        producer.produce(
-            topic, self._envelopes.encode_task(event), event.key or event.id, delivery.report
-        )
+        try:
+            producer.produce(topic, value, key, delivery.report)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                raise MessageTooLarge(event.task, size, self.message_max_bytes) from exc
+            raise DeliveryFailed(topic, error.str() if error else str(exc)) from exc
         return delivery
 
     def flush(self, timeout: float = 30.0) -> int:

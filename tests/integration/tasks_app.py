@@ -73,6 +73,18 @@ def build_app(**settings: Any) -> App:
         await asyncio.sleep(seconds)
         return 0
 
+    @app.task(name="itest.blob")
+    def blob(size: int) -> bytes:
+        return b"x" * size
+
+    @app.task(name="itest.measure")
+    def measure(data: bytes) -> int:
+        return len(data)
+
+    @app.task(name="itest.shout")
+    def shout(size: int) -> int:
+        raise ValueError("!" * size)
+
     return app
 
 

@@ -11,8 +11,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from taskstream import App, Status
 from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker
-from taskstream.topics import worker_group
-from taskstream.topics import dead_letter_topic, task_topic
+from taskstream.topics import dead_letter_topic, task_topic, worker_group
 from tests.conftest import BrokerHandle, Scope
 from tests.integration.running import (
     assigned_partitions,

@@ -325,7 +325,8 @@ def test_pause_stops_a_partition_and_seek_moves_its_position() -> None:
         p.produce("t", str(i).encode())
     c = consumer(broker)
     c.assign([TopicPartition("t", 0, OFFSET_BEGINNING)])
-    assert c.poll(0).value() == b"0"  # type: ignore[union-attr]
+    first = c.poll(0)
+    assert first is not None and first.value() == b"0"
     assert c.position([TopicPartition("t", 0)])[0].offset == 1
     c.pause([TopicPartition("t", 0)])
     assert c.poll(0.01) is None

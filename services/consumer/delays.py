@@ -17,6 +17,7 @@ import time
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from taskstream import clock
 from taskstream.app import App
 from taskstream.consumer.dead_letter import Reason
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets, commit
@@ -51,13 +52,13 @@ class DelayScheduler:
 
     def run(self) -> None:
         s = self.app.settings
-        producer = self._producer = EventProducer(producer_config(s))
+        producer = self._producer = EventProducer(producer_config(s), broker=self.app.broker)
         self._outcomes = Outcomes(producer, self.prefix, self.app.envelopes, self._done)
         # Eager assignment: a new assignment starts unpaused at the committed offsets. A
         # delay tier is a second or more, so its fetches may wait long: with the tasks'
         # short wait, the idle fetches of every tier's partitions cost the broker more than
         # the tasks themselves (on brokers that answer a fetch only when its wait is over).
-        consumer = Consumer(
+        consumer = self.app.broker.consumer(
             consumer_config(
                 s,
                 self.group_id,
@@ -97,7 +98,7 @@ class DelayScheduler:
             return  # behind an unripe head; read again after the resume
         tier = tier_of(self.prefix, topic) or DELAY_TIERS_S[0]
         ripe_at = message.timestamp()[1] / 1000 + tier
-        if time.time() < ripe_at:
+        if clock.now() < ripe_at:
             position = TopicPartition(topic, partition, offset)
             consumer.pause([position])
             consumer.seek(position)
@@ -113,7 +114,7 @@ class DelayScheduler:
         self._outcomes.forward(offsets, message, self._outcomes.destination(event))
 
     def _resume_ripe(self, consumer: Consumer) -> None:
-        now = time.time()
+        now = clock.now()
         ripe = [key for key, at in self._waiting.items() if at <= now]
         if ripe:
             consumer.resume([TopicPartition(t, p) for t, p in ripe])

@@ -102,7 +102,7 @@ class Materializer:
             self.store.reset(self.topic)
             self.rebuild = False  # once: a second run() resumes from the rebuilt offsets
         # Eager assignment, so on_assign can place every partition at the store's offset.
-        consumer = Consumer(
+        consumer = self.app.broker.consumer(
             consumer_config(s, self.group_id, **{"partition.assignment.strategy": "range"})
         )
         consumer.subscribe([self.topic], on_assign=self._on_assign)
@@ -177,7 +177,9 @@ class Materializer:
     def _dead_letter(self, message: Message, error: str) -> None:
         log.warning("undecodable result event at offset %s: %s", message.offset(), error)
         if self._producer is None:
-            self._producer = EventProducer(producer_config(self.app.settings))
+            self._producer = EventProducer(
+                producer_config(self.app.settings), broker=self.app.broker
+            )
         self._producer.produce(
             self._dead_letter_topic,
             message.value() or b"",

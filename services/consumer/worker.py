@@ -163,13 +163,15 @@ class Worker:
     def run(self) -> None:
         s = self.settings
         self.app.ensure_topics(self.queues)
-        producer = self._producer = EventProducer(producer_config(s))
+        producer = self._producer = EventProducer(producer_config(s), broker=self.app.broker)
         self.outcomes = Outcomes(producer, s.topic_prefix, self.app.envelopes, self._done)
         self.executor = Executor(self.concurrency)
         delays = DelayScheduler(self.app)
         delays_thread = threading.Thread(target=delays.run, name="taskstream-delays", daemon=True)
         delays_thread.start()
-        consumer = Consumer(consumer_config(s, self.group_id, on_commit=self.hooks.commit_result))
+        consumer = self.app.broker.consumer(
+            consumer_config(s, self.group_id, on_commit=self.hooks.commit_result)
+        )
         consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )

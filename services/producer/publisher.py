@@ -18,7 +18,7 @@ from taskstream import metrics
 from taskstream.config import Settings
 from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import DeliveryFailed
-from taskstream.kafka import EventProducer, producer_config
+from taskstream.kafka import Broker, EventProducer, producer_config
 from taskstream.topics import task_topic
 
 log = logging.getLogger(__name__)
@@ -148,10 +148,14 @@ class Delivery:
 class TaskPublisher:
     """Sends task events to their queue's topic, keyed by ordering key (else task id)."""
 
-    def __init__(self, settings: Settings, envelopes: Envelopes) -> None:
+    def __init__(
+        self, settings: Settings, envelopes: Envelopes, broker: Broker | None = None
+    ) -> None:
         self._settings = settings
         self._envelopes = envelopes
-        self._producer = EventProducer(producer_config(settings), background_poll=True)
+        self._producer = EventProducer(
+            producer_config(settings), background_poll=True, broker=broker
+        )
         self._topics: dict[str, str] = {}
         self._metrics: dict[tuple[str, str], _Metrics] = {}
         self._lock = threading.Lock()

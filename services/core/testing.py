@@ -80,11 +80,12 @@ class Stub:
 
         def not_due(record: Message) -> bool:
             tier = tier_of(prefix, record.topic() or "") or DELAY_TIERS_S[0]
-            return record.timestamp()[1] / 1000 + tier > clock.now()
+            now: float = clock.now()
+            return bool(record.timestamp()[1] / 1000 + tier > now)
 
         def idle() -> bool:
             self.raise_errors()
-            return (
+            return bool(
                 broker.caught_up(self.worker.group_id, tasks)
                 and broker.caught_up(delays_group(prefix), delays, not_due=not_due)
                 and broker.caught_up(self.materializer.group_id, results)

@@ -93,3 +93,18 @@ def test_an_async_task_runs(app: App) -> None:
         result = app.tasks["unit.async_mul"].delay(6, 7)
         stub.join()
         assert result.get(timeout=1) == 42
+
+
+def test_the_clock_moves_forward_for_every_reader() -> None:
+    from taskstream.envelope import now_micros
+
+    before = clock.now_micros()
+    clock.advance(3600)
+    try:
+        assert now_micros() - before >= 3_600_000_000
+        assert clock.now() * 1_000_000 - before >= 3_600_000_000
+        with pytest.raises(ValueError):
+            clock.advance(-1)
+    finally:
+        clock.reset()
+    assert clock.offset() == 0

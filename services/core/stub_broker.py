@@ -527,8 +527,7 @@ class StubConsumer(Consumer):
     def _leave(self) -> None:
         if self.subscription is None:
             return
-        self._serve()  # what a poll would run first (a pending revoke among it)
-        with self._broker.condition:
+        with self._broker.condition:  # a pending rebalance is moot: revoke what it holds
             owned = sorted(self._owned)
         if owned:
             self._revoke(owned)

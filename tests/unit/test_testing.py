@@ -8,7 +8,15 @@ from collections.abc import Iterator
 import pytest
 
 import taskstream.testing
-from taskstream import App, InvalidArguments, Retry, TaskFailed, clock, current_request
+from taskstream import (
+    App,
+    DeliveryFailed,
+    InvalidArguments,
+    Retry,
+    TaskFailed,
+    clock,
+    current_request,
+)
 from taskstream.stub_broker import StubBroker
 
 
@@ -108,3 +116,11 @@ def test_the_clock_moves_forward_for_every_reader() -> None:
     finally:
         clock.reset()
     assert clock.offset() == 0
+
+
+def test_an_event_the_broker_did_not_take_fails_its_get(app: App) -> None:
+    with taskstream.testing.run(app) as stub:
+        stub.broker.fail_deliveries(1)
+        with pytest.raises(DeliveryFailed):
+            app.tasks["unit.add"].delay(1, 2).get(timeout=5)
+        assert app.tasks["unit.add"].delay(1, 2).get(timeout=5) == 3

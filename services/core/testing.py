@@ -46,7 +46,9 @@ _SHUTDOWN_GRACE_S = 5.0  # at most, for tasks still running when the test ends
 class Stub:
     """What ``run(app)`` yields: the stub broker, and the test's control of time and work."""
 
-    def __init__(self, app: App, broker: StubBroker, worker: Worker, materializer: Materializer):
+    def __init__(
+        self, app: App, broker: StubBroker, worker: Worker, materializer: Materializer
+    ) -> None:
         self.app = app
         self.broker = broker
         self.worker = worker

@@ -127,7 +127,7 @@ class App:
             if self._publisher is None:
                 from taskstream.producer.publisher import TaskPublisher
 
-                self._publisher = TaskPublisher(self.settings, self.envelopes)
+                self._publisher = TaskPublisher(self.settings, self.envelopes, self.broker)
                 atexit.register(self._publisher.close)
             return self._publisher
 

@@ -1,32 +1,44 @@
-"""The one clock taskstream reads: wall time, which ``taskstream.testing`` can move forward.
+"""The one clock taskstream reads wall time from: ``now()`` and ``now_micros()``.
 
-Due times (countdowns, retries, delay tiers) compare against it, so a test can make a
-countdown come due without sleeping. Only tests move it.
+Normally ``time.time()``. ``taskstream.testing`` moves it forward with :func:`advance` so that
+countdowns and retries come due in a unit test without waiting. The shift is a module-level
+offset, not a clock object handed around, because the readers (the task producer's
+``enqueued_at``, the worker's due check, the delay scheduler) run on several threads that
+share no object but the process, just as they share ``time.time()``: one offset keeps every
+reader in agreement. Only tests move it; nothing here ever goes backwards on its own.
 """
 
 from __future__ import annotations
 
 import time
 
-_offset = 0.0  # seconds added to the wall clock (taskstream.testing's advance())
+_offset_s = 0.0  # seconds added to time.time() by advance()
 
 
 def now() -> float:
-    """Seconds since the epoch."""
-    return time.time() + _offset
+    """Seconds since the epoch (UTC), shifted by :func:`advance`."""
+    return time.time() + _offset_s
 
 
 def now_micros() -> int:
-    """Microseconds since the epoch."""
-    return int((time.time() + _offset) * 1_000_000)
+    """Integer microseconds since the epoch (UTC), shifted by :func:`advance`."""
+    return time.time_ns() // 1000 + round(_offset_s * 1_000_000)
 
 
 def advance(seconds: float) -> None:
-    """Move the clock forward (tests only)."""
-    global _offset
-    _offset += seconds
+    """Move the clock forward by ``seconds`` (for tests: countdowns and retries come due)."""
+    global _offset_s
+    if seconds < 0:
+        raise ValueError("the clock only moves forward")
+    _offset_s += seconds
+
+
+def offset() -> float:
+    """How far :func:`advance` moved the clock, in seconds."""
+    return _offset_s
 
 
 def reset() -> None:
-    global _offset
-    _offset = 0.0
+    """Back to ``time.time()``: the end of a test that advanced the clock."""
+    global _offset_s
+    _offset_s = 0.0

@@ -7,11 +7,11 @@ are read without logical-type conversion because the hot path only passes them o
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from taskstream import clock
 from taskstream.codec import AvroSchema, Codec
 from taskstream.errors import CorruptMessage
 from taskstream.status import Status
@@ -28,7 +28,8 @@ def load_envelope_schema(filename: str) -> dict[str, Any]:
 
 
 def now_micros() -> int:
-    return time.time_ns() // 1000
+    """µs since the epoch, from taskstream.clock (which tests can move forward)."""
+    return clock.now_micros()
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ from taskstream import metrics
 from taskstream.config import Settings
 from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import DeliveryFailed, MessageTooLarge
-from taskstream.kafka import EventProducer, producer_config
+from taskstream.kafka import Broker, EventProducer, producer_config
 from taskstream.sizes import message_max_bytes, record_size
 from taskstream.topics import task_topic
 
@@ -153,12 +153,14 @@ class Delivery:
 class TaskPublisher:
     """Sends task events to their queue's topic, keyed by ordering key (else task id)."""
 
-    def __init__(self, settings: Settings, envelopes: Envelopes) -> None:
+    def __init__(
+        self, settings: Settings, envelopes: Envelopes, broker: Broker | None = None
+    ) -> None:
         self._settings = settings
         self._envelopes = envelopes
         config = producer_config(settings)
         self.message_max_bytes = message_max_bytes(config)  # the largest event it sends
-        self._producer = EventProducer(config, background_poll=True)
+        self._producer = EventProducer(config, background_poll=True, broker=broker)
         self._topics: dict[str, str] = {}
         self._metrics: dict[tuple[str, str], _Metrics] = {}
         self._lock = threading.Lock()

@@ -11,9 +11,11 @@ keeps a small journal in Kafka, the compacted topic ``<prefix>.deliveries`` keye
   costs nothing more: the partition runs as usual.
 - An owner that never released its partition died (or was fenced). Which of its records
   killed it is unknown (nothing per task is written in the steady state), so the new owner
-  runs that partition **carefully**: one record at a time, each run recorded durably
-  (``running``) before it starts, up to the partition's end at the time of the takeover
-  (whatever the dead owner could have fetched). Other partitions keep flowing as usual.
+  runs that partition's suspects **carefully**: each alone in the worker (no other task runs
+  meanwhile, so a death can only be that run's), its run recorded durably (``running``)
+  before it starts. The suspects are what the dead owner could have fetched: from the
+  committed offset, at most its ``max_tasks_in_flight`` records, and no further than the
+  partition's end at the takeover. Afterwards the partition runs as usual again.
 - A careful owner that dies with a run recorded has been killed by that record: it counts a
   lost delivery, plus the death that started the careful mode (then attributed). At
   ``worker_lost_max_deliveries`` the record is not run again: its outcome is FAILURE
@@ -55,6 +57,8 @@ class PartitionState:
     inferred: bool = False  # a death not yet attributed to a record
     running: int | None = None  # the offset whose careful run is in progress
     lost: dict[int, int] = field(default_factory=dict)  # offset -> lost deliveries
+    window: int = 0  # the owner's max_tasks_in_flight: how far past the commit it may fetch
+    suspects: int = 0  # careful: how many records past the first may be suspects
 
     def encode(self) -> bytes:
         d = asdict(self)
@@ -72,33 +76,37 @@ def journal_key(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-def takeover(previous: PartitionState | None, me: str, token: str) -> PartitionState:
+def takeover(previous: PartitionState | None, me: str, token: str, window: int) -> PartitionState:
     """The state a new owner starts from, given how the previous owner left."""
     if previous is None:
-        return PartitionState(me, token, OWN)
+        return PartitionState(me, token, OWN, window=window)
     if previous.state == RELEASE:  # clean: carry an unfinished careful window on
-        return replace(previous, owner=me, token=token, state=OWN, running=None)
+        return replace(previous, owner=me, token=token, state=OWN, running=None, window=window)
     lost = dict(previous.lost)
-    if previous.running is not None:  # died during a recorded run: that record did it
+    if previous.running is not None:  # died during a recorded run, alone: that record did it
         offset = previous.running
         lost[offset] = lost.get(offset, 0) + 1 + (1 if previous.inferred else 0)
         until = max(previous.careful_until or 0, offset + 1)
-        return PartitionState(me, token, OWN, until, False, None, lost)
-    # Died with no run recorded: some record in what it had fetched may have done it.
-    return PartitionState(me, token, OWN, -1, True, None, lost)
+        return PartitionState(me, token, OWN, until, False, None, lost, window)
+    # Died with no run recorded: a record in what it had fetched may have done it.
+    suspects = previous.window or window
+    return PartitionState(me, token, OWN, -1, True, None, lost, window, suspects)
 
 
 class _Partition:
     """The journal's view of one assigned partition, in this worker."""
 
-    __slots__ = ("held", "key", "running", "state", "tp")
+    __slots__ = ("held", "key", "state", "tp")
 
     def __init__(self, tp: TopicPartition, key: str, state: PartitionState) -> None:
         self.tp = tp
         self.key = key
         self.state = state
         self.held: deque[Message] = deque()  # fetched, waiting: claim unconfirmed, or careful
-        self.running: int | None = None  # careful: the offset in progress
+
+    @property
+    def careful(self) -> bool:
+        return self.state.state == OWN and self.state.careful_until is not None
 
 
 class DeliveryJournal:
@@ -107,7 +115,8 @@ class DeliveryJournal:
     Driven from the worker's consumer loop (one thread): ``admit`` each fetched record,
     ``serve`` every loop turn, ``finished`` when a record's outcome is acknowledged.
     ``dispatch(message, lost)`` hands a record to the worker: ``lost`` is None for a record
-    that runs as usual, else its lost deliveries so far (a careful run).
+    that runs as usual, else its lost deliveries so far (a careful run, which the worker
+    must run alone). While ``isolating``, the worker starts no usual run.
     """
 
     def __init__(
@@ -116,6 +125,7 @@ class DeliveryJournal:
         reader: Consumer,
         producer: EventProducer,
         worker: str,
+        window: int,
         dispatch: Callable[[Message, int | None], None],
         high_watermark: Callable[[str, int], int | None],
     ) -> None:
@@ -123,12 +133,14 @@ class DeliveryJournal:
         self._reader = reader
         self._producer = producer
         self._worker = worker
+        self._window = window  # this worker's max_tasks_in_flight: what a death leaves
         self._dispatch = dispatch
         self._high_watermark = high_watermark
         self._settled: dict[str, PartitionState] = {}  # key -> last own/release state read
         self._claims: dict[str, _Partition] = {}  # token -> partition waiting for its claim
         self._partitions: dict[tuple[str, int], _Partition] = {}
-        self._confirmed: set[tuple[str, int]] = set()
+        self._confirmed: set[tuple[str, int]] = set()  # runs as usual
+        self._running: tuple[_Partition, int] | None = None  # the careful run in progress
 
     def start(self, partitions: int) -> None:
         """Read the journal from its beginning (the latest state per key is what counts)."""
@@ -144,7 +156,7 @@ class DeliveryJournal:
     def claim(self, tp: TopicPartition) -> None:
         key = journal_key(tp.topic, tp.partition)
         token = uuid.uuid4().hex
-        state = PartitionState(self._worker, token, CLAIM)
+        state = PartitionState(self._worker, token, CLAIM, window=self._window)
         part = _Partition(TopicPartition(tp.topic, tp.partition), key, state)
         self._partitions[(tp.topic, tp.partition)] = part
         self._claims[token] = part
@@ -152,11 +164,9 @@ class DeliveryJournal:
 
     def release(self, topic: str, partition: int) -> list[Message]:
         """A clean hand-over; returns the held records (not run: the next owner will)."""
-        part = self._partitions.pop((topic, partition), None)
-        self._confirmed.discard((topic, partition))
+        part = self._drop(topic, partition)
         if part is None:
             return []
-        self._claims.pop(part.state.token, None)
         if part.state.state == OWN:
             part.state = replace(part.state, state=RELEASE, running=None)
             self._write(part)
@@ -164,12 +174,17 @@ class DeliveryJournal:
 
     def lost(self, topic: str, partition: int) -> list[Message]:
         """Lost (fenced): another member may own it; write nothing."""
+        part = self._drop(topic, partition)
+        return list(part.held) if part is not None else []
+
+    def _drop(self, topic: str, partition: int) -> _Partition | None:
         part = self._partitions.pop((topic, partition), None)
         self._confirmed.discard((topic, partition))
-        if part is None:
-            return []
-        self._claims.pop(part.state.token, None)
-        return list(part.held)
+        if part is not None:
+            self._claims.pop(part.state.token, None)
+            if self._running is not None and self._running[0] is part:
+                self._running = None  # its run goes on; the next owner is told by release
+        return part
 
     # -- records ----------------------------------------------------------------------------
 
@@ -182,90 +197,113 @@ class DeliveryJournal:
         if part is None:
             return True  # not a claimed partition (cannot happen with subscribe)
         part.held.append(message)
-        if part.state.state == OWN:
-            self._next_careful(part)
+        self._settle(part)
         return False
 
     def finished(self, topic: str, partition: int, offset: int) -> None:
-        part = self._partitions.get((topic, partition))
-        if part is None or part.running != offset:
+        running = self._running
+        if running is None or running[0].tp.topic != topic or running[0].tp.partition != partition:
             return
-        part.running = None
+        part, careful_offset = running
+        if careful_offset != offset:
+            return
+        self._running = None
         lost = {k: v for k, v in part.state.lost.items() if k > offset}
         part.state = replace(part.state, running=None, lost=lost)
         self._write(part)  # not waited for: the next run's record follows it in order
-        self._next_careful(part)
+        self._settle(part)
 
     def held_in(self, topic: str, partition: int) -> int:
         """Records of the partition fetched but held (not running)."""
         part = self._partitions.get((topic, partition))
         return len(part.held) if part is not None else 0
 
-    def serve(self) -> None:
-        """Read what the journal has new; confirm claims whose record came back."""
+    def held(self) -> int:
+        return sum(len(p.held) for p in self._partitions.values())
+
+    @property
+    def isolating(self) -> bool:
+        """A careful run is due or in progress: no usual run may start."""
+        return self._running is not None or any(
+            p.careful and p.held for p in self._partitions.values()
+        )
+
+    def serve(self, idle: Callable[[], bool]) -> None:
+        """Read what the journal has new; confirm claims whose record came back; start the
+        next careful run when nothing else runs (``idle``)."""
         for message in self._reader.consume(500, 0):
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("deliveries journal: %s", error)
-                continue
-            key, value = message.key(), message.value()
-            if not key or not value:
-                continue
-            try:
-                state = PartitionState.decode(value)
-            except (ValueError, TypeError) as exc:
-                log.warning("deliveries journal: unreadable record skipped: %s", exc)
-                continue
-            name = key.decode() if isinstance(key, bytes) else str(key)
-            if state.state != CLAIM:
-                self._settled[name] = state
-                continue
-            part = self._claims.pop(state.token, None)
-            if part is not None:
-                self._confirm(part, self._settled.get(name))
+            self._read(message)
+        if self._running is None and self.isolating and idle():
+            for part in self._partitions.values():
+                if part.careful and part.held:
+                    self._start_careful(part)
+                    return
+
+    def _read(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("deliveries journal: %s", error)
+            return
+        key, value = message.key(), message.value()
+        if not key or not value:
+            return
+        try:
+            state = PartitionState.decode(value)
+        except (ValueError, TypeError) as exc:
+            log.warning("deliveries journal: unreadable record skipped: %s", exc)
+            return
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        if state.state != CLAIM:
+            self._settled[name] = state
+            return
+        part = self._claims.pop(state.token, None)
+        if part is not None:
+            self._confirm(part, self._settled.get(name))
 
     def _confirm(self, part: _Partition, previous: PartitionState | None) -> None:
-        state = takeover(previous, self._worker, part.state.token)
+        state = takeover(previous, self._worker, part.state.token, self._window)
         if previous is not None and previous.state != RELEASE:
             log.warning(
-                "%s: its last owner %s died with it; running its records one at a time "
+                "%s: its last owner %s died with it; its suspects run one at a time "
                 "(lost deliveries so far: %s)", part.key, previous.owner, state.lost or "none",
             )  # fmt: skip
         part.state = state
         self._write(part)
-        self._next_careful(part)
+        self._settle(part)
 
-    def _next_careful(self, part: _Partition) -> None:
-        """Run the partition's next held record: carefully inside the window, else all."""
-        if part.running is not None or not part.held:
-            return
+    def _settle(self, part: _Partition) -> None:
+        """Owned: fix the careful window's end at the first record; past it, run as usual."""
         state = part.state
-        if state.careful_until == -1:  # the end of the partition at the takeover
+        if state.state != OWN or not part.held:
+            return
+        first = part.held[0].offset()
+        assert first is not None
+        if state.careful_until == -1:  # what the dead owner could have fetched
             high = self._high_watermark(part.tp.topic, part.tp.partition)
-            last = part.held[-1].offset()
-            assert last is not None
-            until = high if high is not None and high >= 0 else last + 1
+            end = first + (state.suspects or self._window)
+            until = min(end, high) if high is not None and high > first else end
             last_lost = max(state.lost, default=-1)  # a counted record stays inside
             state = part.state = replace(state, careful_until=max(until, last_lost + 1))
             self._write(part)
         until = state.careful_until
-        head = part.held[0]
+        if until is not None and first < until:
+            return  # careful: serve() runs its head when nothing else runs
+        if until is not None:
+            part.state = replace(state, careful_until=None, inferred=False, lost={})
+            self._write(part)
+            log.info("%s: careful runs done", part.key)
+        self._confirmed.add((part.tp.topic, part.tp.partition))
+        while part.held:
+            self._dispatch(part.held.popleft(), None)
+
+    def _start_careful(self, part: _Partition) -> None:
+        head = part.held.popleft()
         offset = head.offset()
         assert offset is not None
-        if until is None or offset >= until:
-            if until is not None:
-                part.state = replace(state, careful_until=None, inferred=False, lost={})
-                self._write(part)
-                log.info("%s: careful runs done", part.key)
-            self._confirmed.add((part.tp.topic, part.tp.partition))
-            while part.held:
-                self._dispatch(part.held.popleft(), None)
-            return
-        part.held.popleft()
-        part.running = offset
-        lost = state.lost.get(offset, 0)
-        part.state = replace(state, running=offset)
+        self._running = (part, offset)
+        lost = part.state.lost.get(offset, 0)
+        part.state = replace(part.state, running=offset)
         # The run starts only once its record is durable: if it kills this process, the
         # next owner knows which record did.
         self._write(part, lambda: self._run_if_owned(part, head, lost))

@@ -148,6 +148,7 @@ class Worker:
         self._runtime: ConsumerRuntime | None = None
         self._tracker = OffsetTracker()
         self._in_flight = 0  # fetched records whose outcome is not yet delivered
+        self._held: list[Message] = []  # may run, but wait for careful runs to end
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -216,7 +217,7 @@ class Worker:
         )
         reader = self.app.broker.consumer(reader_config)
         journal = DeliveryJournal(
-            topic, reader, self._producer, self.worker_id, self._dispatch,
+            topic, reader, self._producer, self.worker_id, self.max_in_flight, self._admitted,
             lambda t, p: consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)[1],
         )  # fmt: skip
         metadata = reader.list_topics(topic, timeout=10).topics.get(topic)
@@ -239,7 +240,15 @@ class Worker:
 
     def serve(self, timeout: float) -> None:
         self._producer.poll(timeout)
-        self._journal.serve()
+        journal = self._journal
+        journal.serve(self._nothing_runs)
+        if self._held and not journal.isolating:
+            held, self._held = self._held, []
+            for message in held:
+                self._dispatch(message, None)
+
+    def _nothing_runs(self) -> bool:
+        return self._in_flight == self._journal.held() + len(self._held)
 
     def records(self, batch: list[Message]) -> None:
         tracker, journal = self._tracker, self._journal
@@ -248,7 +257,14 @@ class Worker:
             tracker.get(topic, partition).add(offset)  # type: ignore[arg-type]
             self._in_flight += 1
             if journal.admit(message):
-                self._dispatch(message, None)
+                self._admitted(message, None)
+
+    def _admitted(self, message: Message, lost: int | None) -> None:
+        """A record may run: as usual unless a careful run must run alone (then it waits)."""
+        if lost is None and self._journal.isolating:
+            self._held.append(message)
+        else:
+            self._dispatch(message, lost)
 
     def assigned(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -265,6 +281,10 @@ class Worker:
             else:
                 dropped = self._journal.release(topic, partition)
             self._in_flight -= len(dropped)  # never run here: the next owner runs them
+        if self._held:
+            kept = [m for m in self._held if (m.topic(), m.partition()) not in keys]
+            self._in_flight -= len(self._held) - len(kept)
+            self._held = kept
         remaining = len(self._tracker.partitions) - len(keys)
         self.hooks.partitions_changed("lost" if lost else "revoke", remaining, partitions)
 
@@ -326,6 +346,9 @@ class Worker:
         self._in_flight -= 1
         self._journal.finished(offsets.topic, offsets.partition, offset)
 
+    def _held_in(self, key: tuple[str, int]) -> int:
+        return sum(1 for m in self._held if (m.topic(), m.partition()) == key) if self._held else 0
+
     def _wait_for(self, partitions: set[tuple[str, int]], grace: float) -> None:
         """Serve delivery reports until the partitions' in-flight tasks are done."""
         deadline = time.monotonic() + grace
@@ -334,7 +357,7 @@ class Worker:
             busy = [
                 p
                 for key, p in self._tracker.partitions.items()
-                if key in partitions and p.in_flight > journal.held_in(*key)
+                if key in partitions and p.in_flight > journal.held_in(*key) + self._held_in(key)
             ]
             if not busy:
                 return

@@ -5,6 +5,8 @@ Worker processes get their settings from TASKSTREAM_* variables (see Scope.env).
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from typing import Any
 
@@ -84,6 +86,22 @@ def build_app(**settings: Any) -> App:
     @app.task(name="itest.shout")
     def shout(size: int) -> int:
         raise ValueError("!" * size)
+
+    @app.task(name="itest.logged_nap")
+    def logged_nap(seconds: float, log_path: str) -> int:
+        """Sleeps; appends a line per start to ``log_path``, so a test can count the runs."""
+        with open(log_path, "a") as log:
+            log.write(f"{os.getpid()}\n")
+        time.sleep(seconds)
+        return os.getpid()
+
+    @app.task(name="itest.kill_worker")
+    def kill_worker(log_path: str) -> int:
+        """Kills the process that runs it, as an OOM kill or a segfault would."""
+        with open(log_path, "a") as log:
+            log.write(f"{os.getpid()}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+        return 0
 
     return app
 

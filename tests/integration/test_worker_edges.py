@@ -1,0 +1,104 @@
+"""The worker at the edges: tasks longer than max.poll.interval.ms, tasks that kill their
+worker. Real worker processes on the real broker."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from taskstream import App, Status, TaskFailed
+from taskstream.consumer.materializer import Materializer
+from taskstream.topics import dead_letter_topic
+from tests.conftest import BrokerHandle, Scope
+from tests.integration.running import (
+    assigned_partitions,
+    free_port,
+    read_topic,
+    running,
+    spawn_worker,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def final(app: App, ids: list[str]) -> dict[str, object]:
+    return {i: r for i, r in app.store.get_many(ids).items() if r.status.is_final}
+
+
+def test_a_task_longer_than_max_poll_interval_runs_once_while_other_keys_flow(
+    app: App, scope: Scope, processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    ports = [free_port() for _ in range(2)]
+    env = {"TASKSTREAM_MAX_POLL_INTERVAL_MS": "10000"}
+    processes += [
+        spawn_worker(scope, "--concurrency", "2", "--metrics-port", str(port), **env)
+        for port in ports
+    ]
+    wait_until(
+        lambda: [assigned_partitions(port) for port in ports] == [6, 6],
+        90,
+        "both workers in the group, 6 partitions each",
+    )
+    runs = tmp_path / "runs.log"
+    long = app.tasks["itest.logged_nap"].apply_async((30.0, str(runs)), key="long")
+    add = app.tasks["itest.add"]
+    with running(Materializer(app)):
+        wait_until(runs.exists, 30, "the long task to start")
+        started = time.monotonic()
+        others = [add.apply_async((i, 1), key=f"other-{i}") for i in range(40)]
+        ids = [r.id for r in others]
+        wait_until(lambda: len(final(app, ids)) == 40, 25, "40 short tasks beside the long one")
+        took = time.monotonic() - started
+        assert [r.get(timeout=1) for r in others] == [i + 1 for i in range(40)]
+        assert long.get(timeout=60) > 0  # 30 s, three times max.poll.interval.ms
+    assert len(runs.read_text().splitlines()) == 1, "the long task ran more than once"
+    assert all(p.poll() is None for p in processes), "a worker died"
+    assert took < 25
+
+
+def test_a_task_that_kills_its_worker_ends_as_worker_lost_and_the_rest_runs(
+    app: App,
+    scope: Scope,
+    broker: BrokerHandle,
+    processes: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    broker.require_crash_failover()
+    deaths_log = tmp_path / "deaths.log"
+    killer = app.tasks["itest.kill_worker"].apply_async((str(deaths_log),), key="poison")
+    add = app.tasks["itest.add"]
+    same_key = [add.apply_async((i, 100), key="poison") for i in range(5)]
+    other_keys = [add.apply_async((i, 0), key=f"k{i}") for i in range(50)]
+    ids = [r.id for r in [killer, *same_key, *other_keys]]
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return spawn_worker(scope, "--concurrency", "2")
+
+    workers = [spawn(), spawn()]
+    processes += workers
+    deaths = 0
+    with running(Materializer(app)):
+        deadline = time.monotonic() + 240
+        while len(final(app, ids)) < len(ids):
+            assert time.monotonic() < deadline, f"not done after {deaths} deaths"
+            for i, worker in enumerate(workers):
+                if worker.poll() is not None:  # died: restart it, as a supervisor would
+                    deaths += 1
+                    workers[i] = spawn()
+                    processes.append(workers[i])
+            time.sleep(0.2)
+    with pytest.raises(TaskFailed) as failed:
+        killer.get(timeout=1)
+    assert failed.value.exc_type == "WorkerLost"
+    assert killer.status == Status.FAILURE
+    runs = len(deaths_log.read_text().splitlines())
+    assert runs == deaths <= 3, f"{runs} runs, {deaths} deaths"
+    assert [r.get(timeout=1) for r in same_key] == [i + 100 for i in range(5)]
+    assert [r.get(timeout=1) for r in other_keys] == list(range(50))
+    letters = read_topic(scope, dead_letter_topic(scope.topic_prefix), 1)
+    reasons = [dict(m.headers() or [])["taskstream.reason"] for m in letters]
+    assert reasons == [b"worker-lost"]

@@ -86,7 +86,7 @@ def takeover(previous: PartitionState | None, me: str, token: str, window: int) 
     if previous.running is not None:  # died during a recorded run, alone: that record did it
         offset = previous.running
         lost[offset] = lost.get(offset, 0) + 1 + (1 if previous.inferred else 0)
-        until = max(previous.careful_until or 0, offset + 1)
+        until = max(lost) + 1  # the inferred death is now attributed: only counted ones stay
         return PartitionState(me, token, OWN, until, False, None, lost, window)
     # Died with no run recorded: a record in what it had fetched may have done it.
     suspects = previous.window or window

@@ -1,0 +1,128 @@
+"""Lost deliveries: the journal attributes a worker's death to the record it ran, on the stub."""
+
+from __future__ import annotations
+
+from confluent_kafka import Message, TopicPartition
+
+from taskstream.consumer.deliveries import (
+    CLAIM,
+    OWN,
+    RELEASE,
+    DeliveryJournal,
+    PartitionState,
+    takeover,
+)
+from taskstream.kafka import EventProducer
+from taskstream.stub_broker import StubBroker
+
+TASKS, JOURNAL = "t.tasks.default", "t.deliveries"
+
+
+class Worker:
+    """A journal with what a worker gives it; "dies" by being dropped without a release."""
+
+    def __init__(self, broker: StubBroker, name: str, window: int = 1000) -> None:
+        self.broker = broker
+        self.producer = EventProducer({"bootstrap.servers": "stub"}, broker=broker)
+        reader = broker.consumer({"group.id": f"reader-{name}", "enable.auto.commit": False})
+        self.runs: list[tuple[int, int | None]] = []  # (offset, lost) handed to the worker
+        self.journal = DeliveryJournal(
+            JOURNAL, reader, self.producer, name, window,
+            lambda m, lost: self.runs.append((m.offset() or 0, lost)),
+            lambda t, p: broker.end_offset(t, p),
+        )  # fmt: skip
+        self.journal.start(1)
+
+    def take(self, records: list[Message]) -> None:
+        self.journal.claim(TopicPartition(TASKS, 0))
+        for message in records:
+            if self.journal.admit(message):
+                self.runs.append((message.offset() or 0, None))
+        self.pump()
+
+    def pump(self) -> None:
+        for _ in range(4):
+            self.journal.serve(lambda: True)
+            self.producer.poll(0)
+
+
+def setup(count: int) -> tuple[StubBroker, list[Message]]:
+    broker = StubBroker()
+    broker.create_topic(TASKS, 1)
+    broker.create_topic(JOURNAL, 1)
+    producer = broker.producer({"bootstrap.servers": "stub"})
+    for i in range(count):
+        producer.produce(TASKS, f"task-{i}".encode(), b"k")
+    producer.flush(1)
+    return broker, broker.records(TASKS)
+
+
+def test_a_partition_handed_over_cleanly_runs_as_usual() -> None:
+    broker, records = setup(3)
+    first = Worker(broker, "a")
+    first.take(records)
+    assert first.runs == [(0, None), (1, None), (2, None)]
+    first.journal.release(TASKS, 0)
+    first.producer.flush(1)
+    second = Worker(broker, "b")
+    second.take(records)
+    assert second.runs == [(0, None), (1, None), (2, None)]
+
+
+def test_a_record_that_kills_three_workers_is_handed_over_with_three_lost_deliveries() -> None:
+    broker, records = setup(3)
+    Worker(broker, "a").take(records)  # runs all three as usual, then dies: no release
+    suspects = Worker(broker, "b")
+    suspects.take(records)
+    # Careful: one record at a time, each durable first; 0 runs and "kills" b.
+    assert suspects.runs == [(0, 0)]
+    third = Worker(broker, "c")
+    third.take(records)
+    assert third.runs == [(0, 2)], "its recorded death plus the inferred first one"
+    fourth = Worker(broker, "d")
+    fourth.take(records)
+    assert fourth.runs == [(0, 3)]  # the worker dead-letters it: WorkerLost
+    fourth.journal.finished(TASKS, 0, 0)
+    fourth.pump()
+    assert fourth.runs == [(0, 3), (1, None), (2, None)], "then the rest as usual"
+    assert not fourth.journal.isolating
+
+
+def test_careful_runs_wait_until_nothing_else_runs() -> None:
+    broker, records = setup(2)
+    Worker(broker, "a").take(records)
+    b = Worker(broker, "b")
+    b.journal.claim(TopicPartition(TASKS, 0))
+    for m in records:
+        assert not b.journal.admit(m)
+    for _ in range(4):
+        b.journal.serve(lambda: False)  # a usual task still runs
+        b.producer.poll(0)
+    assert b.runs == [] and b.journal.isolating
+    b.pump()
+    assert b.runs == [(0, 0)]
+
+
+def test_the_suspects_are_bounded_by_the_dead_owners_window() -> None:
+    broker, records = setup(5)
+    Worker(broker, "a", window=2).take(records)
+    b = Worker(broker, "b")
+    b.take(records)
+    for offset in range(2):
+        b.journal.finished(TASKS, 0, offset)
+        b.pump()
+    assert b.runs == [(0, 0), (1, 0), (2, None), (3, None), (4, None)]
+
+
+def test_takeover_rules() -> None:
+    clean = PartitionState("a", "t1", RELEASE)
+    assert takeover(None, "b", "t2", 10) == PartitionState("b", "t2", OWN, window=10)
+    assert takeover(clean, "b", "t2", 10).careful_until is None
+    died_running = PartitionState("a", "t1", OWN, 9, True, 7, {7: 1})
+    state = takeover(died_running, "b", "t2", 10)
+    assert (state.lost, state.careful_until, state.inferred) == ({7: 3}, 8, False)
+    died = PartitionState("a", "t1", OWN, window=50)
+    state = takeover(died, "b", "t2", 10)
+    assert (state.careful_until, state.inferred, state.suspects) == (-1, True, 50)
+    assert PartitionState.decode(died_running.encode()) == died_running
+    assert CLAIM == "claim"

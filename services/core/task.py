@@ -9,9 +9,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from taskstream.avro_types import TaskSignature, derive_signature
 from taskstream.codec import AvroSchema
 from taskstream.envelope import TaskEvent, now_micros
+from taskstream.signature import TaskSignature, derive_signature
 
 if TYPE_CHECKING:
     from taskstream.app import App

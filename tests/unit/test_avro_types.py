@@ -19,8 +19,9 @@ from typing import Annotated, Any, Optional, Union
 import fastavro
 import pytest
 
-from taskstream.avro_types import AvroType, DecimalSpec, avro_type, derive_signature
+from taskstream.avro_schema import AvroType, DecimalSpec, avro_type
 from taskstream.errors import InvalidArguments, UnsupportedAnnotation
+from taskstream.signature import derive_signature
 
 NS = "app.tasks"
 
@@ -186,6 +187,22 @@ def test_an_int_rejects_bool_and_values_outside_64_bits() -> None:
         t.to_avro(True, "args.n")
     with pytest.raises(InvalidArguments, match="64-bit"):
         t.to_avro(2**63, "args.n")
+
+
+@pytest.mark.parametrize("value", [1.0, 1e3, 2.5])
+def test_an_int_parameter_takes_only_integers_from_delay_and_from_json(value: float) -> None:
+    # One rule for both sides: 1.0 (and JSON's 1e3, a float once parsed) is refused too.
+    def scale(n: int) -> int:
+        return n
+
+    sig = derive_signature(scale, "t.scale")
+    with pytest.raises(InvalidArguments, match="expected int, got float") as info:
+        sig.args_to_avro((value,), {})
+    assert info.value.path == "args.n"
+    with pytest.raises(InvalidArguments, match="expected int, got float") as info:
+        sig.args_from_json(json.loads(f'{{"n": {value!r}}}'.replace("1000.0", "1e3")))
+    assert info.value.path == "args.n"
+    assert sig.args_from_json(json.loads('{"n": 1000}')) == {"n": 1000}
 
 
 def test_a_float_accepts_an_int_and_encodes_it_as_a_float() -> None:
@@ -589,9 +606,8 @@ def test_a_result_becomes_json_with_the_inverse_conventions() -> None:
 def test_json_accepts_lenient_spellings() -> None:
     sig = derive_signature(everything_task, "app.tasks.everything")
     e = dict(EVERYTHING_JSON, amount=12.34, when="2024-05-06T09:08:09.123456+02:00")
-    kwargs = sig.args_from_json({"e": e, "p": 2, "when": "2024-01-01T00:00:00Z"})
+    kwargs = sig.args_from_json({"e": e, "p": "HIGH", "when": "2024-01-01T00:00:00Z"})
     assert kwargs["e"] == EVERYTHING
-    assert kwargs["p"] is Priority.HIGH  # by value
     assert kwargs["when"] == datetime(2024, 1, 1, tzinfo=UTC)
 
 
@@ -615,6 +631,7 @@ def test_json_dataclass_fields_with_defaults_may_be_left_out() -> None:
         ({"e": dict(EVERYTHING_JSON, tags={"a": True})}, 'args.e.tags["a"]', "expected int"),
         ({"e": dict(EVERYTHING_JSON, extra=1)}, "args.e.extra", "unknown field"),
         ({"p": "MEDIUM"}, "args.p", "one of LOW, HIGH"),
+        ({"p": 2}, "args.p", "one of LOW, HIGH"),  # by name only, as over HTTP
         ({"q": 1}, "args.q", "unknown field"),
         ({"p": "LOW", "e": {"n": 1}}, "args.e.x", "missing required field of Everything"),
     ],

@@ -130,6 +130,18 @@ async def test_a_schema_error_names_the_field_and_what_was_expected(api: Api) ->
     assert error["message"] == "expected str, got int 3"
 
 
+@pytest.mark.parametrize("number", [b"1.0", b"1e3", b"2.5"])
+async def test_an_int_argument_takes_only_integers_as_delay_does(api: Api, number: bytes) -> None:
+    r = await api.client.post(
+        ADD, content=b'{"a": ' + number + b', "b": 1}', headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["path"] == "args.a"
+    assert error["message"].startswith("expected int, got float")
+    assert not api.publisher.events
+
+
 async def test_unknown_tasks_ids_routes_and_queues(api: Api) -> None:
     assert (await api.client.post("/v1/tasks/nope", json={})).json()["error"][
         "code"

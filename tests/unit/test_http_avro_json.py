@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from taskstream.avro_json import JsonConverter, datum_to_json
-from taskstream.avro_types import derive_signature
 from taskstream.codec import Codec
 from taskstream.errors import InvalidArguments
+from taskstream.signature import derive_signature
 from tests.unit.test_avro_types import EVERYTHING, EVERYTHING_JSON, everything_task, register
 
 
@@ -66,6 +66,9 @@ def test_a_datum_renders_as_the_json_that_result_to_json_gives() -> None:
         ({"e": dict(EVERYTHING_JSON, scores=[1, "2"])}, "args.e.scores[1]", "expected float"),
         ({"e": dict(EVERYTHING_JSON, tags={"a": True})}, 'args.e.tags["a"]', "expected int"),
         ({"e": dict(EVERYTHING_JSON, n=2**63)}, "args.e.n", "does not fit"),
+        ({"e": dict(EVERYTHING_JSON, n=1.0)}, "args.e.n", "expected int, got float 1.0"),
+        ({"e": dict(EVERYTHING_JSON, n=1e3)}, "args.e.n", "expected int, got float 1000.0"),
+        ({"e": dict(EVERYTHING_JSON, tags={"a": 2.0})}, 'args.e.tags["a"]', "expected int"),
         ({"e": dict(EVERYTHING_JSON, extra=1)}, "args.e.extra", "unknown field"),
         ({"p": "MEDIUM"}, "args.p", "one of LOW, HIGH"),
         ({"q": 1}, "args.q", "unknown field"),

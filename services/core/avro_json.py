@@ -12,8 +12,8 @@ The conventions:
     date                           ISO-8601 date       uuid           a UUID string
     decimal                        a decimal string or number (scale and precision checked)
 
-An int or long takes integers only, by the rule ``task.delay()`` applies
-(taskstream.avro_values.integer): ``1.0`` and ``1e3`` are floats once parsed, and refused.
+An int or long takes an integral number, by the rule ``task.delay()`` applies too
+(taskstream.avro_values.integer): ``3``, ``3.0`` and ``3e0`` are 3, ``2.5`` is refused.
 
 A record field left out takes its Avro default, or is reported missing. Every error is an
 InvalidArguments whose ``path`` names the field, e.g. ``args.order.items[2]``.

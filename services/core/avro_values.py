@@ -58,15 +58,23 @@ def identity(value: Any) -> Any:
 
 
 def integer(v: Any, avro: str = "long") -> int:
-    """The one rule for an Avro int or long, whether a Python caller or a JSON body sent it:
-    an ``int`` (never a bool, never a float, not even an integral one such as ``1.0`` or
-    JSON's ``1e3``), within the type's range."""
+    """The one rule for an Avro int or long, whether ``task.delay()`` or a JSON body sent it:
+    an integral number within the type's range. That is an ``int`` (never a bool), or a float
+    with no fractional part (``1.0``, JSON's ``1e3``), which becomes that int; ``2.5`` fails.
+
+    Why floats at all: JSON has one number type, and JSON Schema (so the OpenAPI document the
+    HTTP service publishes, ``"type": "integer"``) counts 1.0 as an integer, as do encoders
+    that write every number as a double. Python callers get the same rule rather than a
+    stricter one, so that a value is valid or not whichever way it is sent.
+    """
+    if isinstance(v, float) and v.is_integer():  # False for inf and nan
+        v = int(v)
     if isinstance(v, int) and not isinstance(v, bool):
         low, high = INT_RANGE if avro == "int" else LONG_RANGE
         if low <= v <= high:
             return v
         bits = 32 if avro == "int" else 64
-        raise Mismatch(f"{v} does not fit in a {bits}-bit signed Avro {avro}")
+        raise Mismatch(f"{reprlib.repr(v)} does not fit in a {bits}-bit signed Avro {avro}")
     raise expected("int", v)
 
 

@@ -11,7 +11,7 @@ from taskstream.store import ResultRecord
 
 if TYPE_CHECKING:
     from taskstream.app import App
-    from taskstream.producer.publisher import Delivery
+    from taskstream.publishing import DeliveryHandle
 
 R = TypeVar("R")
 
@@ -26,7 +26,7 @@ _SLOW_POLL_S = 0.05
 class AsyncResult(Generic[R]):
     """The outcome of one task, by id. Returned at once by ``delay``/``apply_async``."""
 
-    def __init__(self, task_id: str, app: App, delivery: Delivery | None = None) -> None:
+    def __init__(self, task_id: str, app: App, delivery: DeliveryHandle | None = None) -> None:
         self.id = task_id
         self._app = app
         self._delivery = delivery

@@ -15,7 +15,7 @@ from taskstream.signature import TaskSignature, derive_signature
 
 if TYPE_CHECKING:
     from taskstream.app import App
-    from taskstream.producer.result import AsyncResult
+    from taskstream.result import AsyncResult
 
 P = ParamSpec("P")
 R = TypeVar("R")

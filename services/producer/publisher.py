@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, Message
 
@@ -18,8 +18,11 @@ from taskstream import metrics
 from taskstream.config import Settings
 from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import DeliveryFailed
-from taskstream.kafka import EventProducer, producer_config
+from taskstream.kafka import Broker, EventProducer, producer_config
 from taskstream.topics import task_topic
+
+if TYPE_CHECKING:
+    from taskstream.app import App
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +151,14 @@ class Delivery:
 class TaskPublisher:
     """Sends task events to their queue's topic, keyed by ordering key (else task id)."""
 
-    def __init__(self, settings: Settings, envelopes: Envelopes) -> None:
+    def __init__(
+        self, settings: Settings, envelopes: Envelopes, broker: Broker | None = None
+    ) -> None:
         self._settings = settings
         self._envelopes = envelopes
-        self._producer = EventProducer(producer_config(settings), background_poll=True)
+        self._producer = EventProducer(
+            producer_config(settings), background_poll=True, broker=broker
+        )
         self._topics: dict[str, str] = {}
         self._metrics: dict[tuple[str, str], _Metrics] = {}
         self._lock = threading.Lock()
@@ -178,3 +185,8 @@ class TaskPublisher:
 
     def close(self, timeout: float = 30.0) -> int:
         return self._producer.close(timeout)
+
+
+def for_app(app: App) -> TaskPublisher:
+    """An app's default publisher (the ``taskstream.publishers`` entry point ``kafka``)."""
+    return TaskPublisher(app.settings, app.envelopes, app.broker)

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from taskstream.app import App
 from taskstream.consumer.dead_letter import HEADER_PREFIX
 from taskstream.envelope import Envelopes
+from taskstream.errors import BrokerError, DeliveryFailed
 from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.topics import dead_letter_topic
 
@@ -65,7 +66,10 @@ def read_dead_letters(
     topic = dead_letter_topic(s.topic_prefix)
     consumer = Consumer(consumer_config(s, f"{s.topic_prefix}.dlq-reader-{uuid.uuid4().hex[:8]}"))
     try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        try:
+            metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        except KafkaException as exc:
+            raise BrokerError.wrap(exc, f"reading {topic!r}") from exc
         if metadata is None or metadata.error is not None:
             return
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
@@ -100,5 +104,7 @@ def replay(app: App, letters: list[DeadLetter]) -> int:
     finally:
         producer.close()
     if undelivered:
-        raise RuntimeError(f"{undelivered} replayed records were not acknowledged")
+        topics = ", ".join(sorted({letter.topic for letter in letters}))
+        reason = f"{undelivered} of {len(letters)} replayed records were not acknowledged"
+        raise DeliveryFailed(topics, reason)
     return len(letters)

@@ -92,7 +92,7 @@ class App:
         fields of TaskOptions: ``max_retries``, ``autoretry_for``, ``retry_backoff``,
         ``retry_backoff_max``, ``retry_jitter``, ``default_retry_delay``, ``time_limit``,
         ``soft_time_limit``, ``track_started``."""
-        task_options = TaskOptions(**options)
+        task_options = TaskOptions.of(options)
 
         def register(f: Callable[P, R]) -> Task[P, R]:
             task_name = name or self._default_name(f)

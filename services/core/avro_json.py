@@ -32,7 +32,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from taskstream.avro_values import Convert, Mismatch, double, fit_decimal, integer
-from taskstream.errors import InvalidArguments, SchemaError
+from taskstream.errors import InvalidArguments, InvalidSchema
 
 __all__ = ["JsonConverter", "datum_to_json", "full_name"]
 
@@ -75,7 +75,7 @@ class JsonConverter:
         try:
             if partial:
                 if self._root is None:
-                    raise SchemaError("partial conversion needs a record schema")
+                    raise InvalidSchema("partial conversion needs a record schema")
                 return self._root.convert(value, partial=True)
             return self._convert(value)
         except Mismatch as exc:
@@ -94,7 +94,7 @@ class JsonConverter:
             if found is None:
                 found = self._named.get(schema)
             if found is None:
-                raise SchemaError(f"unknown named type {schema!r}")
+                raise InvalidSchema(f"unknown named type {schema!r}")
             ref = found
             return lambda v: ref[0](v)  # looked up late: it may refer to itself
         kind = schema["type"]

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaError, Message
 from taskstream import metrics
 from taskstream.config import Settings
 from taskstream.envelope import Envelopes, TaskEvent
-from taskstream.errors import DeliveryFailed
+from taskstream.errors import BrokerError, DeliveryFailed, DeliveryTimeout, MessageTooLarge
 from taskstream.kafka import Broker, EventProducer, producer_config
 from taskstream.topics import task_topic
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PENDING: Any = object()  # a Delivery's outcome before the broker's report
+_MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's default message.max.bytes, in bytes
 
 
 class _Metrics:
@@ -105,7 +106,8 @@ class Delivery:
         return self._outcome is not _PENDING
 
     def result(self, timeout: float | None = None) -> None:
-        """None once acknowledged; DeliveryFailed if not, TimeoutError while still pending."""
+        """None once acknowledged; DeliveryFailed if not, DeliveryTimeout (a TimeoutError)
+        while still pending."""
         outcome = self._wait(timeout)
         if outcome is not None:
             raise outcome
@@ -144,7 +146,7 @@ class Delivery:
         if event is not None:
             self._wake()
             if not event.wait(timeout):
-                raise TimeoutError(f"no delivery report for an event to {self._topic} yet")
+                raise DeliveryTimeout(self._topic, timeout)
         return self._outcome
 
 
@@ -156,16 +158,20 @@ class TaskPublisher:
     ) -> None:
         self._settings = settings
         self._envelopes = envelopes
-        self._producer = EventProducer(
-            producer_config(settings), background_poll=True, broker=broker
-        )
+        config = producer_config(settings)
+        self._max_bytes = int(config.get("message.max.bytes", _MESSAGE_MAX_BYTES))
+        self._producer = EventProducer(config, background_poll=True, broker=broker)
         self._topics: dict[str, str] = {}
         self._metrics: dict[tuple[str, str], _Metrics] = {}
         self._lock = threading.Lock()
 
     def publish(self, event: TaskEvent) -> Delivery:
         """Produce ``event``; its Delivery resolves when the broker acknowledged it (acks=all)
-        and fails with DeliveryFailed when it did not within the delivery timeout."""
+        and fails with DeliveryFailed when it did not within the delivery timeout.
+
+        Raises MessageTooLarge for an event over ``message.max.bytes`` (never sent), and
+        BrokerError when the client refuses the event for another reason.
+        """
         queue = event.queue
         topic = self._topics.get(queue)
         if topic is None:
@@ -175,9 +181,13 @@ class TaskPublisher:
             children = self._metrics[event.task, queue] = _Metrics(event.task, queue)
         producer = self._producer
         delivery = Delivery(self._lock, producer.wake, topic, children, time.perf_counter())
-        producer.produce(
-            topic, self._envelopes.encode_task(event), event.key or event.id, delivery.report
-        )
+        value = self._envelopes.encode_task(event)
+        try:
+            producer.produce(topic, value, event.key or event.id, delivery.report)
+        except BrokerError as exc:
+            if exc.code == KafkaError.MSG_SIZE_TOO_LARGE:
+                raise MessageTooLarge(event.task, len(value), self._max_bytes) from exc
+            raise
         return delivery
 
     def flush(self, timeout: float = 30.0) -> int:

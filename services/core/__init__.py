@@ -16,6 +16,7 @@ from taskstream.config import Settings
 from taskstream.errors import (
     DeliveryFailed,
     InvalidArguments,
+    ResultTimeout,
     Retry,
     SoftTimeLimitExceeded,
     TaskFailed,
@@ -45,6 +46,7 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     # errors
     "DeliveryFailed",
     "InvalidArguments",
+    "ResultTimeout",
     "TaskFailed",
     "TaskstreamError",
     "TimeLimitExceeded",

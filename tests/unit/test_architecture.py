@@ -40,7 +40,7 @@ _LEAVING_CORE = {"commands.py", "cli.py", "embedded_broker.py"}
 
 
 def test_core_never_imports_the_producer_or_the_consumer() -> None:
-    outward = set()
+    outward: set[str] = set()
     for path in (REPO / "services/core").rglob("*.py"):
         if path.name in _LEAVING_CORE and path.parent == REPO / "services/core":
             continue

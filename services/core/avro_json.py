@@ -4,7 +4,7 @@ The HTTP service converts request bodies with it, whether it serves an app or on
 ``schemas/`` files, and the CLI's JSON arguments (TaskSignature.args_from_json) take it too.
 The conventions:
 
-    null, boolean, string          as themselves       int, long      JSON integers (range-checked)
+    null, boolean, string          as themselves       int, long      integral numbers, in range
     float, double                  JSON numbers        bytes, fixed   base64 strings
     enum                           a symbol name       array, map     JSON arrays and objects
     record                         a JSON object       ["null", X]    null or X's JSON
@@ -24,14 +24,13 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import reprlib
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from taskstream.avro_values import Convert, Mismatch, double, fit_decimal, integer
+from taskstream.avro_values import Convert, Mismatch, double, expected, fit_decimal, integer
 from taskstream.errors import InvalidArguments, InvalidSchema
 
 __all__ = ["JsonConverter", "datum_to_json", "full_name"]
@@ -50,8 +49,7 @@ def full_name(schema: dict[str, Any], namespace: str) -> str:
 
 
 def _expected(what: str, value: Any) -> Mismatch:
-    kind = "null" if value is None else type(value).__name__
-    return Mismatch(f"expected {what}, got {kind} {reprlib.repr(value)}")
+    return expected(what, value, "null" if value is None else None)  # as JSON names it
 
 
 class JsonConverter:

@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 
 from taskstream.app import App
 from taskstream.consumer.dead_letter import HEADER_PREFIX
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.envelope import Envelopes
+from taskstream.errors import BrokerError, DeliveryFailed
 from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.topics import dead_letter_topic
 
@@ -94,7 +95,11 @@ def read_dead_letters(
     consumer = app.broker.consumer(
         consumer_config(s, f"{s.topic_prefix}.dlq-reader-{uuid.uuid4().hex[:8]}")
     )
-    metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    except KafkaException as exc:
+        consumer.close()
+        raise BrokerError.wrap(exc, f"reading {topic!r}") from exc
     if metadata is None or metadata.error is not None:
         consumer.close()
         return
@@ -127,5 +132,7 @@ def replay(app: App, letters: list[DeadLetter]) -> int:
     finally:
         producer.close()
     if undelivered:
-        raise RuntimeError(f"{undelivered} replayed records were not acknowledged")
+        topics = ", ".join(sorted({letter.topic for letter in letters}))
+        reason = f"{undelivered} of {len(letters)} replayed records were not acknowledged"
+        raise DeliveryFailed(topics, reason)
     return len(letters)

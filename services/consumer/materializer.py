@@ -17,14 +17,14 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from taskstream import metrics
 from taskstream.app import App
 from taskstream.consumer.dead_letter import Reason, dead_letter_headers
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
-from taskstream.errors import CorruptMessage
+from taskstream.errors import CorruptMessage, DeliveryFailed
 from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.status import Status
 from taskstream.store import ResultRow, ResultStore
@@ -159,7 +159,7 @@ class Materializer:
             except Exception as exc:
                 self._dead_letter(message, str(exc))
         if self._producer is not None and self._producer.flush(30.0):
-            raise KafkaException("dead letters not delivered; not advancing the store's offsets")
+            raise DeliveryFailed(self._dead_letter_topic, "not advancing the store's offsets")
         started = time.perf_counter()
         self.store.apply_rows(rows, positions)
         metrics.STORE_WRITE_SECONDS.observe(time.perf_counter() - started)

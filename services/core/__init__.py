@@ -11,11 +11,13 @@ add.delay(2, 3).get(timeout=10)  # -> 5
 """
 
 from taskstream.app import App
+from taskstream.avro_schema import DecimalSpec
 from taskstream.config import Settings
 from taskstream.errors import (
     DeliveryFailed,
     InvalidArguments,
     MessageTooLarge,
+    ResultTimeout,
     ResultTooLarge,
     Retry,
     SoftTimeLimitExceeded,
@@ -25,7 +27,7 @@ from taskstream.errors import (
     UnknownTask,
     UnsupportedAnnotation,
 )
-from taskstream.producer.result import AsyncResult
+from taskstream.result import AsyncResult
 from taskstream.status import Status
 from taskstream.task import Task, TaskOptions, TaskRequest, current_request
 
@@ -33,6 +35,7 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     # the API
     "App",
     "AsyncResult",
+    "DecimalSpec",
     "Settings",
     "Status",
     "Task",
@@ -47,6 +50,7 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "InvalidArguments",
     "MessageTooLarge",
     "ResultTooLarge",
+    "ResultTimeout",
     "TaskFailed",
     "TaskstreamError",
     "TimeLimitExceeded",

@@ -1,44 +1,34 @@
 """App: the registry of tasks and the entry point of the Python API.
 
-The app is the facade that ties the parts together: it lazily opens the publisher
-(taskstream.producer) when a task is first sent and the lookup store when a result is
-first read, so importing an app to run a worker costs neither.
+The app is the facade that ties the parts together: it lazily opens the publisher when a
+task is first sent and the lookup store when a result is first read, so importing an app to
+run a worker costs neither. The publisher comes from a factory (taskstream.publishing), by
+default the Kafka one the installed distribution declares, so core never imports the
+producer package.
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from taskstream.codec import Codec
 from taskstream.config import Settings
 from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import UnknownTask
 from taskstream.kafka import Broker, KafkaBroker
+from taskstream.publishing import Publisher, PublisherFactory, default_publisher_factory
+from taskstream.result import AsyncResult
 from taskstream.store import ResultStore, open_store
 from taskstream.task import Task, TaskOptions
 from taskstream.topics import topic_specs
-
-if TYPE_CHECKING:
-    from taskstream.producer.publisher import TaskPublisher
-    from taskstream.producer.result import AsyncResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_QUEUE = "default"
-
-
-@functools.cache
-def _async_result() -> type[AsyncResult[Any]]:
-    # Imported on first use, so that a worker never loads the producer side; cached, because
-    # an import statement in publish() costs 0.7 µs of every task.delay().
-    from taskstream.producer.result import AsyncResult
-
-    return AsyncResult
 
 
 def queues_of(task_queues: Iterable[str]) -> list[str]:
@@ -52,18 +42,30 @@ class App:
     Settings come from keyword arguments, else ``TASKSTREAM_*`` environment variables
     (see taskstream.config.Settings): ``bootstrap_servers``, ``store``, ``topic_prefix``,
     ``partitions`` and more.
+
+    ``broker``: where Kafka clients come from (default: the cluster in the settings).
+    ``publisher_factory``: ``factory(app) -> Publisher``, called when the app first sends a
+    task (default: the Kafka publisher, found by entry point; see taskstream.publishing).
     """
 
-    def __init__(self, name: str, *, broker: Broker | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        broker: Broker | None = None,
+        publisher_factory: PublisherFactory | None = None,
+        **settings: Any,
+    ) -> None:
         self.name = name
         self.settings = Settings.load(**settings)
         # Where Kafka clients come from: the cluster in the settings, or a StubBroker.
         self.broker: Broker = broker if broker is not None else KafkaBroker()
+        self._publisher_factory = publisher_factory
         self.codec = Codec()
         self.envelopes = Envelopes(self.codec)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._lock = threading.Lock()
-        self._publisher: TaskPublisher | None = None
+        self._publisher: Publisher | None = None
         self._store: ResultStore | None = None
 
     def __repr__(self) -> str:
@@ -90,7 +92,7 @@ class App:
         fields of TaskOptions: ``max_retries``, ``autoretry_for``, ``retry_backoff``,
         ``retry_backoff_max``, ``retry_jitter``, ``default_retry_delay``, ``time_limit``,
         ``soft_time_limit``, ``track_started``."""
-        task_options = TaskOptions(**options)
+        task_options = TaskOptions.of(options)
 
         def register(f: Callable[P, R]) -> Task[P, R]:
             task_name = name or self._default_name(f)
@@ -119,20 +121,20 @@ class App:
     # -- sending ----------------------------------------------------------------------------
 
     @property
-    def publisher(self) -> TaskPublisher:
+    def publisher(self) -> Publisher:
+        """The publisher, opened on first use (and closed at exit or by :meth:`close`)."""
         publisher = self._publisher  # set once: the lock is only for opening it
         if publisher is not None:
             return publisher
         with self._lock:
             if self._publisher is None:
-                from taskstream.producer.publisher import TaskPublisher
-
-                self._publisher = TaskPublisher(self.settings, self.envelopes, self.broker)
+                factory = self._publisher_factory or default_publisher_factory()
+                self._publisher = factory(self)
                 atexit.register(self._publisher.close)
             return self._publisher
 
     def publish(self, event: TaskEvent) -> AsyncResult[Any]:
-        return _async_result()(event.id, self, self.publisher.publish(event))
+        return AsyncResult(event.id, self, self.publisher.publish(event))
 
     def send_task(
         self,
@@ -163,7 +165,7 @@ class App:
 
     def result(self, task_id: str) -> AsyncResult[Any]:
         """The AsyncResult for a task id from elsewhere."""
-        return _async_result()(task_id, self)
+        return AsyncResult(task_id, self)
 
     def decode_result(self, task_name: str, data: bytes | None) -> Any:
         """A stored return value as Python: typed when this app knows the task, else the

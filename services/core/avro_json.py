@@ -1,16 +1,19 @@
-"""JSON <-> Avro datums, driven by an Avro schema alone (no Python types, no task code).
+"""JSON <-> Avro datums, driven by an Avro schema alone: the one JSON path of taskstream.
 
 The HTTP service converts request bodies with it, whether it serves an app or only the
-``schemas/`` files, so both modes take one path. The JSON conventions are those of
-:meth:`TaskSignature.args_from_json` and ``result_to_json``:
+``schemas/`` files, and the CLI's JSON arguments (TaskSignature.args_from_json) take it too.
+The conventions:
 
-    null, boolean, string          as themselves       int, long      JSON integers (range-checked)
+    null, boolean, string          as themselves       int, long      integral numbers, in range
     float, double                  JSON numbers        bytes, fixed   base64 strings
     enum                           a symbol name       array, map     JSON arrays and objects
     record                         a JSON object       ["null", X]    null or X's JSON
     timestamp-millis/-micros       ISO-8601 date-time with a UTC offset
     date                           ISO-8601 date       uuid           a UUID string
     decimal                        a decimal string or number (scale and precision checked)
+
+An int or long takes an integral number, by the rule ``task.delay()`` applies too
+(taskstream.avro_values.integer): ``3``, ``3.0`` and ``3e0`` are 3, ``2.5`` is refused.
 
 A record field left out takes its Avro default, or is reported missing. Every error is an
 InvalidArguments whose ``path`` names the field, e.g. ``args.order.items[2]``.
@@ -21,21 +24,18 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import reprlib
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from taskstream.errors import InvalidArguments
+from taskstream.avro_values import Convert, Mismatch, double, expected, fit_decimal, integer
+from taskstream.errors import InvalidArguments, InvalidSchema
 
-__all__ = ["JsonConverter", "datum_to_json"]
+__all__ = ["JsonConverter", "datum_to_json", "full_name"]
 
-_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _PRIMITIVES = ("null", "boolean", "int", "long", "float", "double", "bytes", "string")
-
-Convert = Callable[[Any], Any]
 
 
 def full_name(schema: dict[str, Any], namespace: str) -> str:
@@ -48,18 +48,8 @@ def full_name(schema: dict[str, Any], namespace: str) -> str:
     return f"{ns}.{name}" if ns else name
 
 
-class _Mismatch(ValueError):
-    """A value that does not fit; containers add their path segment while it propagates."""
-
-    def __init__(self, message: str, segment: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.segments: list[str] = [] if segment is None else [segment]
-
-
-def _expected(what: str, value: Any) -> _Mismatch:
-    kind = "null" if value is None else type(value).__name__
-    return _Mismatch(f"expected {what}, got {kind} {reprlib.repr(value)}")
+def _expected(what: str, value: Any) -> Mismatch:
+    return expected(what, value, "null" if value is None else None)  # as JSON names it
 
 
 class JsonConverter:
@@ -71,15 +61,23 @@ class JsonConverter:
     def __init__(self, schema: Any) -> None:
         self.schema = schema
         self._named: dict[str, list[Convert]] = {}
+        self._records: dict[str, _Record] = {}
         self._convert = self._compile(schema, namespace="")
+        is_record = isinstance(schema, dict) and schema.get("type") in ("record", "error")
+        self._root = self._records[full_name(schema, "")] if is_record else None
 
-    def to_datum(self, value: Any, *, task: str, root: str = "args") -> Any:
+    def to_datum(self, value: Any, *, task: str, root: str = "args", partial: bool = False) -> Any:
+        """The datum of `value`; InvalidArguments naming the field below `root` if it does
+        not fit. With ``partial`` (a record schema only), fields left out of the top-level
+        object are left out of the datum too, rather than defaulted or reported missing."""
         try:
+            if partial:
+                if self._root is None:
+                    raise InvalidSchema("partial conversion needs a record schema")
+                return self._root.convert(value, partial=True)
             return self._convert(value)
-        except _Mismatch as exc:
-            raise InvalidArguments(
-                task, root + "".join(reversed(exc.segments)), exc.message
-            ) from None
+        except Mismatch as exc:
+            raise InvalidArguments(task, exc.path(root), exc.message) from None
 
     # -- compiling ------------------------------------------------------------------------
 
@@ -94,7 +92,7 @@ class JsonConverter:
             if found is None:
                 found = self._named.get(schema)
             if found is None:
-                raise ValueError(f"unknown named type {schema!r}")
+                raise InvalidSchema(f"unknown named type {schema!r}")
             ref = found
             return lambda v: ref[0](v)  # looked up late: it may refer to itself
         kind = schema["type"]
@@ -111,9 +109,9 @@ class JsonConverter:
             if kind == "enum":
                 cell.append(_enum(schema["symbols"]))
             elif kind == "fixed":
-                cell.append(_fixed(schema["size"]))
+                cell.append(_base64(schema["size"]))
             else:
-                cell.append(self._record(schema, namespace))
+                cell.append(self._record(schema, full, namespace))
             return cell[0]
         if kind == "array":
             return _each(self._compile(schema["items"], namespace), is_map=False)
@@ -121,39 +119,14 @@ class JsonConverter:
             return _each(self._compile(schema["values"], namespace), is_map=True)
         return self._compile(kind, namespace)  # {"type": "long"} and the like
 
-    def _record(self, schema: dict[str, Any], namespace: str) -> Convert:
-        what = schema["name"]
+    def _record(self, schema: dict[str, Any], full: str, namespace: str) -> Convert:
         fields: list[tuple[str, Convert, bool, Any]] = []
         for f in schema["fields"]:
             has_default = "default" in f
             default = _default_datum(f["type"], f.get("default")) if has_default else None
             fields.append((f["name"], self._compile(f["type"], namespace), has_default, default))
-        names = [name for name, _, _, _ in fields]
-        known = frozenset(names)
-
-        def convert(v: Any) -> Any:
-            if not isinstance(v, dict):
-                raise _expected(f"a JSON object of {what}", v)
-            for key in v:
-                if key not in known:
-                    raise _Mismatch(
-                        f"unknown field of {what}; expected one of {', '.join(names)}", f".{key}"
-                    )
-            out = {}
-            for name, conv, has_default, default in fields:
-                if name in v:
-                    try:
-                        out[name] = conv(v[name])
-                    except _Mismatch as exc:
-                        exc.segments.append(f".{name}")
-                        raise
-                elif has_default:
-                    out[name] = default
-                else:
-                    raise _Mismatch(f"missing required field of {what}", f".{name}")
-            return out
-
-        return convert
+        compiled = self._records[full] = _Record(schema["name"], fields)
+        return compiled.convert
 
     @staticmethod
     def _union(branches: list[Convert], schema: list[Any]) -> Convert:
@@ -166,38 +139,55 @@ class JsonConverter:
             for branch in branches:
                 try:
                     return branch(v)
-                except _Mismatch as exc:
+                except Mismatch as exc:
                     errors.append(exc.message)
-            raise _Mismatch("no branch of the union fits: " + "; ".join(errors))
+            raise Mismatch("no branch of the union fits: " + "; ".join(errors))
 
         return convert
 
 
+class _Record:
+    """A record's converter: a JSON object with its fields, checked and defaulted."""
+
+    def __init__(self, name: str, fields: list[tuple[str, Convert, bool, Any]]) -> None:
+        self.name = name
+        self.fields = fields
+        self.names = [name for name, _, _, _ in fields]
+        self.known = frozenset(self.names)
+
+    def convert(self, v: Any, partial: bool = False) -> Any:
+        what = self.name
+        if not isinstance(v, dict):
+            raise _expected(f"a JSON object of {what}", v)
+        for key in v:
+            if key not in self.known:
+                expected = ", ".join(self.names)
+                raise Mismatch(f"unknown field of {what}; expected one of {expected}", f".{key}")
+        out = {}
+        for name, conv, has_default, default in self.fields:
+            if name in v:
+                try:
+                    out[name] = conv(v[name])
+                except Mismatch as exc:
+                    exc.segments.append(f".{name}")
+                    raise
+            elif partial:
+                continue
+            elif has_default:
+                out[name] = default
+            else:
+                raise Mismatch(f"missing required field of {what}", f".{name}")
+        return out
+
+
 def _primitive(kind: str) -> Convert:
-    if kind in _RANGES:
-        low, high = _RANGES[kind]
-
-        def integer(v: Any) -> Any:
-            if isinstance(v, float) and v.is_integer():  # JSON has one number type: 3.0 is 3
-                v = int(v)
-            if isinstance(v, int) and not isinstance(v, bool):
-                if low <= v <= high:
-                    return v
-                raise _Mismatch(f"{v} does not fit in an Avro {kind}")
-            raise _expected("int", v)
-
-        return integer
-    if kind in ("float", "double"):
+    if kind in ("int", "long", "float", "double"):
+        whole = kind in ("int", "long")
 
         def number(v: Any) -> Any:
-            if isinstance(v, float):
-                return v
-            if isinstance(v, int) and not isinstance(v, bool):
-                try:
-                    return float(v)
-                except OverflowError:
-                    raise _Mismatch(f"{reprlib.repr(v)} is too large for a {kind}") from None
-            raise _expected("float", v)
+            if v is None:  # as JSON says it, where the shared checks would say NoneType
+                raise _expected("int" if whole else "float", v)
+            return integer(v, kind) if whole else double(v)
 
         return number
     if kind == "bytes":
@@ -226,14 +216,10 @@ def _base64(size: int | None) -> Convert:
         except (binascii.Error, ValueError):
             raise _expected("a base64 string", v) from None
         if size is not None and len(raw) != size:
-            raise _Mismatch(f"expected {size} bytes, got {len(raw)}")
+            raise Mismatch(f"expected {size} bytes, got {len(raw)}")
         return raw
 
     return convert
-
-
-def _fixed(size: int) -> Convert:
-    return _base64(size)
 
 
 def _enum(symbols: list[str]) -> Convert:
@@ -253,7 +239,7 @@ def _parsed(parse: Callable[[str], Any], what: str) -> Convert:
             raise _expected(what, v)
         try:
             return parse(v)
-        except _Mismatch:
+        except Mismatch:
             raise
         except (ValueError, ArithmeticError):
             raise _expected(what, v) from None
@@ -264,7 +250,7 @@ def _parsed(parse: Callable[[str], Any], what: str) -> Convert:
 def _aware(text: str) -> datetime:
     value = datetime.fromisoformat(text)
     if value.utcoffset() is None:
-        raise _Mismatch(f"datetime {text} needs a timezone (e.g. +00:00 or Z)")
+        raise Mismatch(f"datetime {text} needs a timezone (e.g. +00:00 or Z)")
     return value
 
 
@@ -281,15 +267,7 @@ def _decimal(precision: int, scale: int) -> Convert:
                 raise _expected("a decimal string or number", v) from None
         else:
             raise _expected("a decimal string or number", v)
-        if not d.is_finite():
-            raise _Mismatch(f"{v} is not a finite decimal")
-        _, digits, exponent = d.as_tuple()
-        assert isinstance(exponent, int)
-        if -exponent > scale:
-            raise _Mismatch(f"{v} has more than {scale} digits after the point")
-        if len(digits) + exponent + scale > precision:
-            raise _Mismatch(f"{v} has more than {precision - scale} digits before the point")
-        return d
+        return fit_decimal(d, precision, scale)
 
     return convert
 
@@ -324,7 +302,7 @@ def _each(conv: Convert, *, is_map: bool) -> Convert:
         for k, x in items:
             try:
                 converted = conv(x)
-            except _Mismatch as exc:
+            except Mismatch as exc:
                 exc.segments.append(f'["{k}"]' if is_map else f"[{k}]")
                 raise
             if is_map:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 
+from taskstream.errors import ClockError
+
 _offset_s = 0.0  # seconds added to time.time() by advance()
 
 
@@ -29,7 +31,7 @@ def advance(seconds: float) -> None:
     """Move the clock forward by ``seconds`` (for tests: countdowns and retries come due)."""
     global _offset_s
     if seconds < 0:
-        raise ValueError("the clock only moves forward")
+        raise ClockError("the clock only moves forward")
     _offset_s += seconds
 
 

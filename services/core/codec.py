@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import io
 import json
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import SchemaParseException, to_parsing_canonical_form
 from fastavro.schema import fingerprint as _fingerprint
-from fastavro.schema import to_parsing_canonical_form
 
-from taskstream.errors import CorruptMessage, UnknownSchema
+from taskstream.errors import CorruptMessage, InvalidSchema, UnknownSchema
 
 MARKER = b"\xc3\x01"
 HEADER_SIZE = len(MARKER) + 8
@@ -70,15 +71,22 @@ class Codec:
         self._by_fingerprint: dict[bytes, AvroSchema] = {}
 
     def register(self, schema: Any, *, logical_types: bool = True) -> AvroSchema:
-        """Parse ``schema`` once and remember it by fingerprint; registering twice is harmless."""
-        fp = fingerprint(schema)
-        known = self._by_fingerprint.get(fp)
-        if known is not None:
-            return known
-        readable = schema if logical_types else strip_logical_types(schema)
-        # parse_schema marks its result as parsed; without the mark, fastavro's reader and
-        # writer would parse the schema again on every call.
-        parsed = parse_schema(json.loads(json.dumps(readable)))
+        """Parse ``schema`` once and remember it by fingerprint; registering twice is harmless.
+
+        Raises InvalidSchema for a schema fastavro does not parse.
+        """
+        try:
+            fp = fingerprint(schema)
+            known = self._by_fingerprint.get(fp)
+            if known is not None:
+                return known
+            readable = schema if logical_types else strip_logical_types(schema)
+            # parse_schema marks its result as parsed; without the mark, fastavro's reader and
+            # writer would parse the schema again on every call.
+            parsed = parse_schema(json.loads(json.dumps(readable)))
+        except (SchemaParseException, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # fastavro's own error for most, a builtin where it indexes a malformed schema
+            raise InvalidSchema(f"{exc!r} in {reprlib.repr(schema)}") from exc
         registered = AvroSchema(schema=schema, parsed=parsed, fingerprint=fp, header=MARKER + fp)
         self._by_fingerprint[fp] = registered
         return registered

@@ -2,25 +2,43 @@
 
 TaskstreamError
 ├── ConfigError              a setting is missing or malformed
+│   ├── InvalidOption            a task option unknown or out of range (option, value)  +V
+│   └── InvalidTopicName         a topic name Kafka refuses (name)                      +V
 ├── SchemaError              a task's types cannot be expressed in Avro
-│   ├── UnsupportedAnnotation    (task, parameter, annotation) at decoration time
-│   └── SchemaDrift              checked-in schemas no longer match the code
-├── InvalidArguments         a call does not fit the task's schema (task, path)
+│   ├── UnsupportedAnnotation    (task, parameter, annotation) at decoration time       +T
+│   ├── SchemaDrift              checked-in schemas no longer match the code
+│   └── InvalidSchema            an Avro schema that does not parse (reason)            +V
+├── InvalidArguments         a call does not fit the task's schema (task, path)         +V
 ├── CodecError               bytes that are not what the codec expects
 │   ├── CorruptMessage           not single-object Avro, or a body that does not parse
 │   └── UnknownSchema            a fingerprint nobody registered
-├── UnknownTask              a task name this app does not define
-├── DeliveryFailed           the broker did not acknowledge an event
-├── MessageTooLarge          an event over the producer's message.max.bytes (task, size, limit)
-├── ResultTooLarge           a result over message.max.bytes: the FAILURE type it becomes
+├── UnknownTask              a task name this app does not define (name)         +LookupError
+├── NoCurrentTask            current_request() outside a running task           +RuntimeError
+├── BrokerError              the Kafka client reported an error (code, name)  +KafkaException
+├── DeliveryFailed           the broker did not acknowledge an event (topic, reason)
+├── DeliveryTimeout          no delivery report within the wait (topic, timeout)         +TO
+├── MessageTooLarge          an event over message.max.bytes (task, size, limit)         +V
+│   └── ResultTooLarge           a result over message.max.bytes: its FAILURE type
 ├── WorkerLost               a task's worker died in its run too often: its FAILURE type
 ├── TaskFailed               the remote task raised (type, message, traceback)
-└── StoreError               the lookup store cannot be opened or written
+├── ResultTimeout            no final outcome within get()'s timeout (task_id, status)   +TO
+├── JoinTimeout              taskstream.testing's join(): work still pending (timeout)   +TO
+├── ClockError               taskstream.clock asked to go backwards                       +V
+├── StoreError               the lookup store cannot be opened or written
+│   └── InvalidRecord            a result record with a naive datetime (field, value)   +V
+├── Retry                    raised by a task: run it again later (countdown, exc)
+├── SoftTimeLimitExceeded    raised inside a task past its soft_time_limit
+└── TimeLimitExceeded        a task ran past its hard time_limit: its FAILURE type
+
+A "+" marks a second base, kept where callers may catch the builtin (or confluent-kafka's
+KafkaException) rather than ours: +V ValueError, +T TypeError, +TO TimeoutError.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
 
 
 class TaskstreamError(Exception):
@@ -29,6 +47,24 @@ class TaskstreamError(Exception):
 
 class ConfigError(TaskstreamError):
     """A setting is missing, unknown or malformed."""
+
+
+class InvalidOption(ConfigError, ValueError):
+    """A task option out of range, or one TaskOptions does not have."""
+
+    def __init__(self, option: str, value: Any, reason: str) -> None:
+        self.option = option
+        self.value = value
+        self.reason = reason
+        super().__init__(f"task option {option}={value!r}: {reason}")
+
+
+class InvalidTopicName(ConfigError, ValueError):
+    """A topic name (from the prefix or a queue) with characters Kafka does not allow."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"illegal Kafka topic name {name!r} (use letters, digits, '.', '_', '-')")
 
 
 class SchemaError(TaskstreamError):
@@ -55,6 +91,14 @@ class SchemaDrift(SchemaError):
     def __init__(self, differences: list[str]) -> None:
         self.differences = differences
         super().__init__("schemas differ from the code:\n  " + "\n  ".join(differences))
+
+
+class InvalidSchema(SchemaError, ValueError):
+    """An Avro schema (a task's, or a file under schemas/) that does not parse."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid Avro schema: {reason}")
 
 
 class InvalidArguments(TaskstreamError, ValueError):
@@ -94,6 +138,39 @@ class UnknownTask(TaskstreamError, LookupError):
         super().__init__(f"unknown task {name!r}")
 
 
+class NoCurrentTask(TaskstreamError, RuntimeError):
+    """``current_request()`` was called where no task is running."""
+
+    def __init__(self) -> None:
+        super().__init__("current_request() is only available inside a running task")
+
+
+class BrokerError(TaskstreamError, KafkaException):
+    """The Kafka client reported an error while taskstream was `action` (e.g. "listing
+    topics"). Also a confluent_kafka.KafkaException whose ``args[0]`` is the KafkaError, for
+    callers that catch those."""
+
+    def __init__(self, error: KafkaError, action: str) -> None:
+        super().__init__(error)
+        self.error = error
+        self.action = action
+        self.code: int = error.code()
+        self.name: str = error.name()
+        self.fatal: bool = error.fatal()
+        self.retriable: bool = error.retriable()
+
+    @classmethod
+    def wrap(cls, exc: KafkaException, action: str) -> BrokerError:
+        """The BrokerError of a KafkaException the client raised (``raise ... from exc``)."""
+        error = exc.args[0] if exc.args else None
+        if not isinstance(error, KafkaError):  # raised with a message rather than an error
+            error = KafkaError(KafkaError._FAIL, str(error))
+        return cls(error, action)
+
+    def __str__(self) -> str:
+        return f"{self.action}: {self.error.str()} ({self.name})"
+
+
 class DeliveryFailed(TaskstreamError):
     """The broker did not acknowledge an event (acks=all) within the delivery timeout."""
 
@@ -101,6 +178,16 @@ class DeliveryFailed(TaskstreamError):
         self.topic = topic
         self.reason = reason
         super().__init__(f"delivery to {topic!r} failed: {reason}")
+
+
+class DeliveryTimeout(TaskstreamError, TimeoutError):
+    """No delivery report for an event to `topic` within the `timeout` waited (seconds); the
+    event may still be delivered later."""
+
+    def __init__(self, topic: str, timeout: float | None) -> None:
+        self.topic = topic
+        self.timeout = timeout
+        super().__init__(f"no delivery report for an event to {topic!r} within {timeout}s")
 
 
 class MessageTooLarge(TaskstreamError, ValueError):
@@ -144,8 +231,40 @@ class TaskFailed(TaskstreamError):
         super().__init__(f"task {task_id} failed: {exc_type}: {message}")
 
 
+class JoinTimeout(TaskstreamError, TimeoutError):
+    """``taskstream.testing``'s ``join(timeout)``: work was still pending after `timeout` s."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(f"taskstream.testing: work still pending after {timeout}s")
+
+
+class ClockError(TaskstreamError, ValueError):
+    """``taskstream.clock.advance`` was asked to move the clock backwards."""
+
+
+class ResultTimeout(TaskstreamError, TimeoutError):
+    """``AsyncResult.get(timeout)`` saw no final outcome in time; `status` is the last one
+    seen (PENDING, STARTED, RETRY). The task may still finish later."""
+
+    def __init__(self, task_id: str, timeout: float | None, status: str) -> None:
+        self.task_id = task_id
+        self.timeout = timeout
+        self.status = status
+        super().__init__(f"task {task_id}: no result within {timeout}s (status {status})")
+
+
 class StoreError(TaskstreamError):
     """The lookup store cannot be opened, read or written."""
+
+
+class InvalidRecord(StoreError, ValueError):
+    """A result record whose datetime `field` is naive (the store keeps UTC instants)."""
+
+    def __init__(self, field: str, value: Any) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"ResultRecord.{field} must be timezone-aware, got {value!r}")
 
 
 class Retry(TaskstreamError):

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from taskstream.config import Settings
-from taskstream.errors import ConfigError
+from taskstream.errors import BrokerError, ConfigError
 from taskstream.topics import TopicSpec
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def record_position(message: Message) -> tuple[str, int, int] | None:
     error = message.error()
     if error is not None:
         if error.fatal():
-            raise KafkaException(error)
+            raise BrokerError(error, "consuming")
         log.warning("consumer error: %s", error)
         return None
     topic, partition, offset = message.topic(), message.partition(), message.offset()
@@ -141,7 +141,10 @@ def ensure_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
     admin = AdminClient(admin_config(settings))
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise BrokerError.wrap(exc, "listing topics") from exc
     missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []
@@ -235,6 +238,8 @@ class EventProducer:
                     time.sleep(0.005)
                 else:
                     producer.poll(0.05)
+            except KafkaException as exc:  # e.g. MSG_SIZE_TOO_LARGE, or a fatal producer error
+                raise BrokerError.wrap(exc, f"producing to {topic!r}") from exc
         if self._poller is not None and not self._serving.active:
             self.poll(0)
             self._produced = True

@@ -6,16 +6,17 @@ import inspect
 import os
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from taskstream.avro_types import TaskSignature, derive_signature
 from taskstream.codec import AvroSchema
 from taskstream.envelope import TaskEvent, now_micros
+from taskstream.errors import InvalidOption, NoCurrentTask
+from taskstream.signature import TaskSignature, derive_signature
 
 if TYPE_CHECKING:
     from taskstream.app import App
-    from taskstream.producer.result import AsyncResult
+    from taskstream.result import AsyncResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,7 +67,7 @@ def current_request() -> TaskRequest:
     """The request of the task running on this thread (or in this coroutine)."""
     event = _current_event.get()
     if event is None:
-        raise RuntimeError("current_request() is only available inside a running task")
+        raise NoCurrentTask()
     return TaskRequest(event.id, event.task, event.attempt, event.key)
 
 
@@ -99,10 +100,22 @@ class TaskOptions:
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
-        limits = (self.soft_time_limit, self.time_limit)
-        if any(v is not None and v <= 0 for v in limits):
-            raise ValueError("time limits must be positive")
+            raise InvalidOption("max_retries", self.max_retries, "must be >= 0")
+        for option in ("soft_time_limit", "time_limit"):
+            value = getattr(self, option)
+            if value is not None and value <= 0:
+                raise InvalidOption(option, value, "a time limit must be positive (seconds)")
+
+    @classmethod
+    def of(cls, options: dict[str, Any]) -> TaskOptions:
+        """TaskOptions from ``@app.task``'s keyword arguments; InvalidOption for unknown ones."""
+        known = {f.name for f in fields(cls)}
+        for option, value in options.items():
+            if option not in known:
+                raise InvalidOption(
+                    option, value, f"unknown; options are {', '.join(sorted(known))}"
+                )
+        return cls(**options)
 
     @property
     def time_limited(self) -> bool:

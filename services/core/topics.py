@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from taskstream.errors import InvalidTopicName
+
 _LEGAL = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
@@ -89,7 +91,7 @@ def tier_of(prefix: str, topic: str) -> int | None:
 
 def _checked(name: str) -> str:
     if not _LEGAL.match(name):
-        raise ValueError(f"illegal Kafka topic name {name!r} (use letters, digits, '.', '_', '-')")
+        raise InvalidTopicName(name)
     return name
 
 

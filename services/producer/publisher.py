@@ -14,17 +14,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, Message
 
 from taskstream import metrics
 from taskstream.config import Settings
 from taskstream.envelope import Envelopes, TaskEvent
-from taskstream.errors import DeliveryFailed, MessageTooLarge
+from taskstream.errors import BrokerError, DeliveryFailed, DeliveryTimeout, MessageTooLarge
 from taskstream.kafka import Broker, EventProducer, producer_config
 from taskstream.sizes import message_max_bytes, record_size
 from taskstream.topics import task_topic
+
+if TYPE_CHECKING:
+    from taskstream.app import App
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,8 @@ class Delivery:
         return self._outcome is not _PENDING
 
     def result(self, timeout: float | None = None) -> None:
-        """None once acknowledged; DeliveryFailed if not, TimeoutError while still pending."""
+        """None once acknowledged; DeliveryFailed if not, DeliveryTimeout (a TimeoutError)
+        while still pending."""
         outcome = self._wait(timeout)
         if outcome is not None:
             raise outcome
@@ -146,7 +150,7 @@ class Delivery:
         if event is not None:
             self._wake()
             if not event.wait(timeout):
-                raise TimeoutError(f"no delivery report for an event to {self._topic} yet")
+                raise DeliveryTimeout(self._topic, timeout)
         return self._outcome
 
 
@@ -170,7 +174,7 @@ class TaskPublisher:
         and fails with DeliveryFailed when it did not within the delivery timeout.
 
         Raises MessageTooLarge, before sending anything, for an event over
-        ``message.max.bytes``, and DeliveryFailed when the producer refuses it at once."""
+        ``message.max.bytes``, and BrokerError when the client refuses it for another reason."""
         value = self._envelopes.encode_task(event)
         key = event.key or event.id
         size = record_size(value, key)
@@ -187,11 +191,10 @@ class TaskPublisher:
         delivery = Delivery(self._lock, producer.wake, topic, children, time.perf_counter())
         try:
             producer.produce(topic, value, key, delivery.report)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            if error is not None and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        except BrokerError as exc:
+            if exc.code == KafkaError.MSG_SIZE_TOO_LARGE:
                 raise MessageTooLarge(event.task, size, self.message_max_bytes) from exc
-            raise DeliveryFailed(topic, error.str() if error else str(exc)) from exc
+            raise
         return delivery
 
     def flush(self, timeout: float = 30.0) -> int:
@@ -199,3 +202,8 @@ class TaskPublisher:
 
     def close(self, timeout: float = 30.0) -> int:
         return self._producer.close(timeout)
+
+
+def for_app(app: App) -> TaskPublisher:
+    """An app's default publisher (the ``taskstream.publishers`` entry point ``kafka``)."""
+    return TaskPublisher(app.settings, app.envelopes, app.broker)

@@ -19,8 +19,9 @@ from typing import Annotated, Any, Optional, Union
 import fastavro
 import pytest
 
-from taskstream.avro_types import AvroType, DecimalSpec, avro_type, derive_signature
+from taskstream.avro_schema import AvroType, DecimalSpec, avro_type
 from taskstream.errors import InvalidArguments, UnsupportedAnnotation
+from taskstream.signature import derive_signature
 
 NS = "app.tasks"
 
@@ -186,6 +187,34 @@ def test_an_int_rejects_bool_and_values_outside_64_bits() -> None:
         t.to_avro(True, "args.n")
     with pytest.raises(InvalidArguments, match="64-bit"):
         t.to_avro(2**63, "args.n")
+
+
+def _scale(n: int) -> int:
+    return n
+
+
+@pytest.mark.parametrize(("text", "value"), [("3", 3), ("3.0", 3), ("1e3", 1000), ("-0.0", 0)])
+def test_an_int_parameter_takes_an_integral_number_from_delay_and_from_json(
+    text: str, value: int
+) -> None:
+    # One rule on both sides: JSON Schema's "integer" (the published OpenAPI) counts 1.0 in.
+    sig = derive_signature(_scale, "t.scale")
+    number = json.loads(text)
+    encoded = sig.args_to_avro((number,), {})["n"]
+    assert encoded == value and type(encoded) is int
+    decoded = sig.args_from_json(json.loads(f'{{"n": {text}}}'))["n"]
+    assert decoded == value and type(decoded) is int
+
+
+@pytest.mark.parametrize("text", ["2.5", "1e-3", "1e300", "true"])
+def test_an_int_parameter_refuses_other_numbers_from_delay_and_from_json(text: str) -> None:
+    sig = derive_signature(_scale, "t.scale")
+    with pytest.raises(InvalidArguments) as from_python:
+        sig.args_to_avro((json.loads(text),), {})
+    with pytest.raises(InvalidArguments) as from_json:
+        sig.args_from_json(json.loads(f'{{"n": {text}}}'))
+    assert from_python.value.path == from_json.value.path == "args.n"
+    assert from_python.value.message == from_json.value.message
 
 
 def test_a_float_accepts_an_int_and_encodes_it_as_a_float() -> None:
@@ -589,9 +618,8 @@ def test_a_result_becomes_json_with_the_inverse_conventions() -> None:
 def test_json_accepts_lenient_spellings() -> None:
     sig = derive_signature(everything_task, "app.tasks.everything")
     e = dict(EVERYTHING_JSON, amount=12.34, when="2024-05-06T09:08:09.123456+02:00")
-    kwargs = sig.args_from_json({"e": e, "p": 2, "when": "2024-01-01T00:00:00Z"})
+    kwargs = sig.args_from_json({"e": e, "p": "HIGH", "when": "2024-01-01T00:00:00Z"})
     assert kwargs["e"] == EVERYTHING
-    assert kwargs["p"] is Priority.HIGH  # by value
     assert kwargs["when"] == datetime(2024, 1, 1, tzinfo=UTC)
 
 
@@ -615,6 +643,7 @@ def test_json_dataclass_fields_with_defaults_may_be_left_out() -> None:
         ({"e": dict(EVERYTHING_JSON, tags={"a": True})}, 'args.e.tags["a"]', "expected int"),
         ({"e": dict(EVERYTHING_JSON, extra=1)}, "args.e.extra", "unknown field"),
         ({"p": "MEDIUM"}, "args.p", "one of LOW, HIGH"),
+        ({"p": 2}, "args.p", "one of LOW, HIGH"),  # by name only, as over HTTP
         ({"q": 1}, "args.q", "unknown field"),
         ({"p": "LOW", "e": {"n": 1}}, "args.e.x", "missing required field of Everything"),
     ],

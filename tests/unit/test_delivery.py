@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, Message
 from taskstream import App, DeliveryFailed
 from taskstream.kafka import EventProducer
 from taskstream.producer.publisher import Delivery, _Metrics
-from taskstream.producer.result import AsyncResult
+from taskstream.result import AsyncResult
 from taskstream.task import new_task_id
 
 NOWHERE = "127.0.0.1:9"  # nothing listens on the discard port

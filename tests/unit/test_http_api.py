@@ -130,6 +130,27 @@ async def test_a_schema_error_names_the_field_and_what_was_expected(api: Api) ->
     assert error["message"] == "expected str, got int 3"
 
 
+@pytest.mark.parametrize(("number", "value"), [(b"2.0", 2), (b"1e3", 1000)])
+async def test_an_int_argument_takes_an_integral_number_as_delay_does(
+    api: Api, example_app: App, number: bytes, value: int
+) -> None:
+    body = b'{"a": ' + number + b', "b": 1}'
+    r = await api.client.post(ADD, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 202, r.text
+    (event,) = api.publisher.events
+    assert example_app.get_task("examples.app.add").decode_args(event.args) == {"a": value, "b": 1}
+
+
+async def test_an_int_argument_refuses_a_fraction_naming_the_field(api: Api) -> None:
+    body = b'{"a": 2.5, "b": 1}'
+    r = await api.client.post(ADD, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["path"] == "args.a"
+    assert error["message"] == "expected int, got float 2.5"
+    assert not api.publisher.events
+
+
 async def test_unknown_tasks_ids_routes_and_queues(api: Api) -> None:
     assert (await api.client.post("/v1/tasks/nope", json={})).json()["error"][
         "code"

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from taskstream.avro_json import JsonConverter, datum_to_json
-from taskstream.avro_types import derive_signature
 from taskstream.codec import Codec
 from taskstream.errors import InvalidArguments
+from taskstream.signature import derive_signature
 from tests.unit.test_avro_types import EVERYTHING, EVERYTHING_JSON, everything_task, register
 
 
@@ -66,6 +66,9 @@ def test_a_datum_renders_as_the_json_that_result_to_json_gives() -> None:
         ({"e": dict(EVERYTHING_JSON, scores=[1, "2"])}, "args.e.scores[1]", "expected float"),
         ({"e": dict(EVERYTHING_JSON, tags={"a": True})}, 'args.e.tags["a"]', "expected int"),
         ({"e": dict(EVERYTHING_JSON, n=2**63)}, "args.e.n", "does not fit"),
+        ({"e": dict(EVERYTHING_JSON, n=1.5)}, "args.e.n", "expected int, got float 1.5"),
+        ({"e": dict(EVERYTHING_JSON, n=1e19)}, "args.e.n", "does not fit"),
+        ({"e": dict(EVERYTHING_JSON, tags={"a": 2.5})}, 'args.e.tags["a"]', "expected int"),
         ({"e": dict(EVERYTHING_JSON, extra=1)}, "args.e.extra", "unknown field"),
         ({"p": "MEDIUM"}, "args.p", "one of LOW, HIGH"),
         ({"q": 1}, "args.q", "unknown field"),
@@ -82,6 +85,14 @@ def test_invalid_json_names_the_offending_field_and_what_was_expected(
             {"e": EVERYTHING_JSON, "p": "LOW", **change}, task="t"
         )
     assert info.value.path == path
+
+
+def test_an_integral_json_number_is_an_int_as_delay_takes_it() -> None:
+    sig = derive_signature(everything_task, "t.everything")
+    e = dict(EVERYTHING_JSON, n=json.loads("1e3"), tags={"a": 2.0})
+    datum = JsonConverter(sig.args_schema).to_datum({"e": e, "p": "LOW"}, task="t")
+    assert datum["e"]["n"] == 1000 and type(datum["e"]["n"]) is int
+    assert datum["e"]["tags"] == {"a": 2} and type(datum["e"]["tags"]["a"]) is int
 
 
 def test_a_body_that_is_not_an_object_is_reported_at_the_root() -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
+from taskstream.errors import InvalidRecord
 from taskstream.status import Status
 
 _TIME_FIELDS = ("enqueued_at", "started_at", "finished_at")
@@ -63,7 +64,7 @@ class ResultRecord:
                 continue
             if value.utcoffset() is None:
                 # A naive datetime's instant is unknowable; guessing would shift it by hours.
-                raise ValueError(f"ResultRecord.{name} must be timezone-aware, got {value!r}")
+                raise InvalidRecord(name, value)
             if value.tzinfo is not UTC:
                 object.__setattr__(self, name, value.astimezone(UTC))
 

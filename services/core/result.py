@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from taskstream.errors import TaskFailed
+from taskstream.errors import ResultTimeout, TaskFailed
 from taskstream.status import Status
 from taskstream.store import ResultRecord
 
 if TYPE_CHECKING:
     from taskstream.app import App
-    from taskstream.producer.publisher import Delivery
+    from taskstream.publishing import DeliveryHandle
 
 R = TypeVar("R")
 
@@ -26,7 +26,7 @@ _SLOW_POLL_S = 0.05
 class AsyncResult(Generic[R]):
     """The outcome of one task, by id. Returned at once by ``delay``/``apply_async``."""
 
-    def __init__(self, task_id: str, app: App, delivery: Delivery | None = None) -> None:
+    def __init__(self, task_id: str, app: App, delivery: DeliveryHandle | None = None) -> None:
         self.id = task_id
         self._app = app
         self._delivery = delivery
@@ -67,7 +67,8 @@ class AsyncResult(Generic[R]):
         """The task's return value once its result is in the store.
 
         Raises TaskFailed when the task raised, DeliveryFailed when its event never reached
-        the broker, TimeoutError when there is no final outcome within ``timeout`` seconds.
+        the broker, ResultTimeout (a TimeoutError) when there is no final outcome within
+        ``timeout`` seconds.
         """
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
@@ -81,7 +82,7 @@ class AsyncResult(Generic[R]):
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 status = record.status.value if record else Status.PENDING.value
-                raise TimeoutError(f"task {self.id}: no result within {timeout}s (status {status})")
+                raise ResultTimeout(self.id, timeout, status)
             sleep = interval if deadline is None else min(interval, deadline - now)
             time.sleep(max(sleep, 0.0))
             fast = now - started < _FAST_PHASE_S

@@ -23,19 +23,24 @@ import atexit
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 from confluent_kafka import Message
 
 from taskstream import clock
 from taskstream.app import App
+from taskstream.consumer.materializer import Materializer
+from taskstream.consumer.worker import Worker
+from taskstream.errors import JoinTimeout
 from taskstream.store import MemoryStore
 from taskstream.stub_broker import StubBroker
-from taskstream.topics import DELAY_TIERS_S, delay_topic, results_topic, task_topic, tier_of
-
-if TYPE_CHECKING:
-    from taskstream.consumer.materializer import Materializer
-    from taskstream.consumer.worker import Worker
+from taskstream.topics import (
+    DELAY_TIERS_S,
+    delay_topic,
+    delays_group,
+    results_topic,
+    task_topic,
+    tier_of,
+)
 
 __all__ = ["Stub", "run"]
 
@@ -78,7 +83,6 @@ class Stub:
         delays = [delay_topic(prefix, t) for t in DELAY_TIERS_S]
         results = [results_topic(prefix)]
         broker = self.broker
-        from taskstream.consumer.delays import delays_group
 
         def not_due(record: Message) -> bool:
             tier = tier_of(prefix, record.topic() or "") or DELAY_TIERS_S[0]
@@ -96,7 +100,7 @@ class Stub:
         try:
             broker.wait_until(idle, timeout)
         except TimeoutError:
-            raise TimeoutError(f"taskstream.testing: work still pending after {timeout}s") from None
+            raise JoinTimeout(timeout) from None
 
     def raise_errors(self) -> None:
         """Re-raise the first exception that ended a background thread."""
@@ -131,9 +135,6 @@ def run(app: App, *, concurrency: int | None = None) -> Iterator[Stub]:
     the app's broker, store, publisher and settings are restored; the clock is moved back
     if the block advanced it.
     """
-    from taskstream.consumer.materializer import Materializer
-    from taskstream.consumer.worker import Worker
-
     saved = (app.broker, app.settings, app._store, app._publisher)
     clock_offset = clock.offset()
     broker = StubBroker(clock=clock.now)

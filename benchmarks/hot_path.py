@@ -27,9 +27,11 @@ from confluent_kafka import Message
 
 from benchmarks.common import REPO, Scope, encode_backlog
 from benchmarks.workloads import CeilingCodec
+from taskstream.consumer.dead_letter import DeadLetters
 from taskstream.consumer.executor import Executor
 from taskstream.consumer.outcomes import Outcomes
-from taskstream.consumer.worker import Worker
+from taskstream.consumer.time_limits import Watchdog
+from taskstream.consumer.worker import JobContext, Worker
 
 
 class AckingProducer:
@@ -59,18 +61,35 @@ def records(count: int) -> tuple[Any, list[Message]]:
     ]
 
 
+class _NoJournal:
+    """The deliveries journal in the steady state: every record runs as usual."""
+
+    isolating = False
+
+    def admit(self, message: Message) -> bool:
+        return True
+
+    def finished(self, topic: str, partition: int, offset: int) -> None:
+        pass
+
+
 def worker_pass(app: Any) -> Callable[[list[Message]], None]:
     worker = Worker(app)
     producer = AckingProducer()
     worker._producer = producer  # type: ignore[assignment]
-    worker.outcomes = Outcomes(producer, app.settings.topic_prefix, app.envelopes, worker._done)  # type: ignore[arg-type]
+    letters = DeadLetters(app.settings.topic_prefix, 1_000_000)
+    outcomes = Outcomes(producer, app.settings.topic_prefix, app.envelopes, worker._done, letters)  # type: ignore[arg-type]
+    worker.outcomes = outcomes
     worker.executor = Executor(1)
+    worker.message_max_bytes = 1_000_000
+    worker._context = JobContext(worker.hooks, outcomes, worker.executor, Watchdog())
+    worker._journal = _NoJournal()  # type: ignore[assignment]
 
     def run(messages: list[Message]) -> None:
-        for message in messages:
-            worker._dispatch(message)
-        producer.poll()
-        assert worker._in_flight == 0
+        worker.records(messages)  # tasks run on the executor's thread, as in a worker
+        while worker._in_flight:
+            time.sleep(0.0005)  # as the worker's loop waits in consumer.poll(), GIL released
+            producer.poll()
 
     return run
 

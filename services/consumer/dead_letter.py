@@ -13,9 +13,18 @@ The original bytes and key are kept as they were; headers say why and where from
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
+from typing import Any
 
 from confluent_kafka import Message
+
+from taskstream.sizes import record_size
+from taskstream.topics import dead_letter_topic
+
+log = logging.getLogger(__name__)
+
+_MAX_ERROR_BYTES = 4096  # of the error header; a letter must fit message.max.bytes
 
 
 class Reason(StrEnum):
@@ -25,6 +34,7 @@ class Reason(StrEnum):
     INVALID_ARGUMENTS = "invalid-arguments"  # arguments that break the task's schema
     RETRIES_EXHAUSTED = "retries-exhausted"  # the task failed max_retries + 1 times
     WORKER_LOST = "worker-lost"  # its worker died during the run, worker_lost_max_deliveries times
+    UNPUBLISHABLE = "unpublishable"  # its outcome could not be produced (over the size limit)
 
 
 HEADER_PREFIX = "taskstream."
@@ -45,3 +55,34 @@ def dead_letter_headers(
     if task is not None:
         headers.append((HEADER_PREFIX + "task", task.encode()))
     return headers
+
+
+Letter = tuple[str, bytes, Any, list[tuple[str, bytes]]]  # topic, value, key, headers
+
+
+class DeadLetters:
+    """The one place that makes a dead letter: the record as it was, its headers, a log line.
+
+    Whoever sends it (the worker's and the delay scheduler's outcomes, the materializer)
+    produces what :meth:`letter` returns; its error text is cut so that the letter fits the
+    producer's ``message.max.bytes`` (the record itself fitted when it was written).
+    """
+
+    def __init__(self, prefix: str, limit: int) -> None:
+        self.topic = dead_letter_topic(prefix)
+        self._limit = limit
+
+    def letter(
+        self, message: Message, reason: Reason, error: str, task: str | None = None
+    ) -> Letter:
+        log.warning(
+            "dead letter %s[%s]@%s: %s: %s",
+            message.topic(), message.partition(), message.offset(), reason.value, error[:500],
+        )  # fmt: skip
+        value, key = message.value() or b"", message.key()
+        bare = record_size(value, key, dead_letter_headers(message, reason, "", task))
+        room = max(0, min(_MAX_ERROR_BYTES, self._limit - bare))
+        encoded = error.encode("utf-8", "replace")
+        if len(encoded) > room:
+            error = encoded[: max(0, room - 20)].decode("utf-8", "ignore") + " ... [cut]"
+        return self.topic, value, key, dead_letter_headers(message, reason, error, task)

@@ -17,11 +17,12 @@ from confluent_kafka import Message, TopicPartition
 
 from taskstream import clock
 from taskstream.app import App
-from taskstream.consumer.dead_letter import Reason
+from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.kafka import EventProducer, consumer_config, producer_config
+from taskstream.sizes import message_max_bytes
 from taskstream.topics import DELAY_TIERS_S, delay_topic, delays_group, tier_of
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,10 @@ class DelayScheduler:
 
     def run(self) -> None:
         s = self.app.settings
-        producer = self._producer = EventProducer(producer_config(s), broker=self.app.broker)
-        self._outcomes = Outcomes(producer, self.prefix, self.app.envelopes, self._done)
+        config = producer_config(s)
+        producer = self._producer = EventProducer(config, broker=self.app.broker)
+        letters = DeadLetters(self.prefix, message_max_bytes(config))
+        self._outcomes = Outcomes(producer, self.prefix, self.app.envelopes, self._done, letters)
         # Eager assignment: a new assignment starts unpaused at the committed offsets. A
         # delay tier is a second or more, so its fetches may wait long: with the tasks'
         # short wait, the idle fetches of every tier's partitions cost the broker more than

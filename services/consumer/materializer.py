@@ -21,14 +21,15 @@ from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from taskstream import metrics
 from taskstream.app import App
-from taskstream.consumer.dead_letter import Reason, dead_letter_headers
+from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.errors import CorruptMessage, DeliveryFailed
 from taskstream.kafka import EventProducer, consumer_config, producer_config
+from taskstream.sizes import producer_limit
 from taskstream.status import Status
 from taskstream.store import ResultRow, ResultStore
-from taskstream.topics import dead_letter_topic, materializer_group, results_topic
+from taskstream.topics import materializer_group, results_topic
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,11 @@ class Materializer:
         self.store = store or app.store
         self.topic = results_topic(s.topic_prefix)
         self.group_id = group_id or materializer_group(s.topic_prefix)
-        self._dead_letter_topic = dead_letter_topic(s.topic_prefix)
         self._stop_requested = False
         self._runtime: ConsumerRuntime | None = None
         self._tracker = OffsetTracker()
-        self._producer: EventProducer | None = None
+        self._producer: EventProducer | None = None  # opened for the first dead letter
+        self._letters = DeadLetters(s.topic_prefix, producer_limit(s))
         self.applied = 0  # result events written to the store by this process
         # Drop the store's rows and offsets first: with no stored offsets, every partition is
         # read from the beginning (the compacted topic holds each task's latest outcome).
@@ -159,7 +160,7 @@ class Materializer:
             except Exception as exc:
                 self._dead_letter(message, str(exc))
         if self._producer is not None and self._producer.flush(30.0):
-            raise DeliveryFailed(self._dead_letter_topic, "not advancing the store's offsets")
+            raise DeliveryFailed(self._letters.topic, "not advancing the store's offsets")
         started = time.perf_counter()
         self.store.apply_rows(rows, positions)
         metrics.STORE_WRITE_SECONDS.observe(time.perf_counter() - started)
@@ -177,14 +178,8 @@ class Materializer:
                 metrics.RESULTS_LAG.labels(str(partition)).set(max(0, high - position))
 
     def _dead_letter(self, message: Message, error: str) -> None:
-        log.warning("undecodable result event at offset %s: %s", message.offset(), error)
         if self._producer is None:
-            self._producer = EventProducer(
-                producer_config(self.app.settings), broker=self.app.broker
-            )
-        self._producer.produce(
-            self._dead_letter_topic,
-            message.value() or b"",
-            message.key(),
-            headers=dead_letter_headers(message, Reason.UNDECODABLE, error),
-        )
+            config = producer_config(self.app.settings)
+            self._producer = EventProducer(config, broker=self.app.broker)
+        topic, value, key, headers = self._letters.letter(message, Reason.UNDECODABLE, error)
+        self._producer.produce(topic, value, key, headers=headers)

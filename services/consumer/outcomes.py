@@ -15,13 +15,13 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message
 
-from taskstream.consumer.dead_letter import Reason, dead_letter_headers
+from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.execution import Outcome
 from taskstream.consumer.offsets import PartitionOffsets
 from taskstream.envelope import Envelopes, ResultEvent, TaskEvent, now_micros
+from taskstream.errors import TaskstreamError
 from taskstream.kafka import EventProducer
 from taskstream.topics import (
-    dead_letter_topic,
     delay_tier,
     delay_topic,
     results_topic,
@@ -85,13 +85,14 @@ class Outcomes:
         prefix: str,
         envelopes: Envelopes,
         on_done: Callable[[PartitionOffsets, int], None],
+        dead_letters: DeadLetters,
     ) -> None:
         self._producer = producer
         self._prefix = prefix
         self._envelopes = envelopes
         self._on_done = on_done
         self._results = results_topic(prefix)
-        self._dead_letters = dead_letter_topic(prefix)
+        self._dead_letters = dead_letters
 
     def destination(self, event: TaskEvent) -> str:
         """Where an event goes next: its task topic when due, else its delay tier."""
@@ -113,8 +114,10 @@ class Outcomes:
             value = self._envelopes.encode_task(retry)
             parts.append((self.destination(retry), value, retry.key or retry.id, None))
         if outcome.dead_letter is not None:
-            headers = dead_letter_headers(message, outcome.reason, outcome.dead_letter, result.task)
-            parts.append((self._dead_letters, message.value() or b"", message.key(), headers))
+            letter = self._dead_letters.letter(
+                message, outcome.reason, outcome.dead_letter, result.task
+            )
+            parts.append(letter)
         self._send(offsets, message, parts)
 
     def started(self, result: ResultEvent) -> None:
@@ -129,13 +132,7 @@ class Outcomes:
         error: str,
         task: str | None = None,
     ) -> None:
-        log.warning(
-            "dead letter %s[%s]@%s: %s: %s",
-            message.topic(), message.partition(), message.offset(), reason.value, error,
-        )  # fmt: skip
-        headers = dead_letter_headers(message, reason, error, task)
-        value = message.value() or b""
-        self._send(offsets, message, [(self._dead_letters, value, message.key(), headers)])
+        self._send(offsets, message, [self._dead_letters.letter(message, reason, error, task)])
 
     def forward(self, offsets: PartitionOffsets, message: Message, topic: str) -> None:
         """The record, unchanged, to another topic (a delay tier, or back to its task topic)."""
@@ -145,5 +142,18 @@ class Outcomes:
         offset = message.offset()
         assert offset is not None
         record = _Record(offsets, offset, len(parts))
-        for topic, value, key, headers in parts:
-            _Event(self, record, topic, value, key, headers).produce()
+        for i, (topic, value, key, headers) in enumerate(parts):
+            try:
+                _Event(self, record, topic, value, key, headers).produce()
+            except TaskstreamError as exc:
+                # Refused by the client (over message.max.bytes: a retry's next attempt a few
+                # bytes over its original): the record goes to the dead letters instead, so
+                # that its offset can still commit.
+                record.pending -= len(parts) - i
+                if topic == self._dead_letters.topic:
+                    raise
+                error = f"its outcome could not be published to {topic!r}: {exc}"
+                letter = self._dead_letters.letter(message, Reason.UNPUBLISHABLE, error)
+                record.pending += 1
+                _Event(self, record, *letter).produce()
+                return

@@ -22,7 +22,7 @@ from types import FrameType
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from taskstream.app import App
-from taskstream.consumer.dead_letter import Reason
+from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.delays import DelayScheduler
 from taskstream.consumer.deliveries import DeliveryJournal
 from taskstream.consumer.execution import Outcome, Run, run_async, run_sync
@@ -172,7 +172,8 @@ class Worker:
         producer_settings = producer_config(s)
         self.message_max_bytes = message_max_bytes(producer_settings)  # what a result may take
         producer = self._producer = EventProducer(producer_settings, broker=app.broker)
-        self.outcomes = Outcomes(producer, s.topic_prefix, app.envelopes, self._done)
+        letters = DeadLetters(s.topic_prefix, self.message_max_bytes)
+        self.outcomes = Outcomes(producer, s.topic_prefix, app.envelopes, self._done, letters)
         self.executor = Executor(self.concurrency)
         self._context = JobContext(self.hooks, self.outcomes, self.executor, Watchdog())
         config = consumer_config(

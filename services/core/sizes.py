@@ -23,7 +23,6 @@ from taskstream.codec import HEADER_SIZE
 from taskstream.config import Settings
 from taskstream.envelope import ResultEvent
 from taskstream.errors import ConfigError
-from taskstream.kafka import producer_config
 
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's default message.max.bytes, in bytes
 RECORD_OVERHEAD = 36  # bytes librdkafka adds to key + value + headers for its check
@@ -41,8 +40,11 @@ def message_max_bytes(config: Mapping[str, Any]) -> int:
 
 
 def producer_limit(settings: Settings) -> int:
-    """The largest record taskstream's producers accept with these settings, in bytes."""
-    return message_max_bytes(producer_config(settings))
+    """The largest record taskstream's producers accept with these settings, in bytes.
+
+    taskstream's producer defaults leave ``message.max.bytes`` alone, so it is the user's
+    librdkafka setting or librdkafka's default (no bootstrap servers needed to know it)."""
+    return message_max_bytes(settings.kafka)
 
 
 def record_size(value: bytes | int, key: str | bytes | None = None, headers: Headers = None) -> int:

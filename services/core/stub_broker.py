@@ -153,7 +153,7 @@ class StubBroker:
         self._logs: dict[str, list[list[Message]]] = {}
         self._groups: dict[str, _Group] = {}
         self._next_keyless: dict[str, int] = {}
-        self._failures: deque[int] = deque()
+        self._failures: deque[tuple[int, str | None]] = deque()  # (code, topic or any)
 
     def __repr__(self) -> str:
         return f"<StubBroker topics={len(self._logs)} groups={len(self._groups)}>"
@@ -216,11 +216,13 @@ class StubBroker:
             g = self._groups.get(group)
             return list(g.members) if g is not None else []
 
-    def fail_deliveries(self, n: int = 1, code: int = KafkaError._MSG_TIMED_OUT) -> None:
-        """Make the next ``n`` produces (by any producer) fail: their delivery report carries
-        ``KafkaError(code)`` and the record is not appended."""
+    def fail_deliveries(
+        self, n: int = 1, code: int = KafkaError._MSG_TIMED_OUT, topic: str | None = None
+    ) -> None:
+        """Make the next ``n`` produces (by any producer; to ``topic`` only, if given) fail:
+        their delivery report carries ``KafkaError(code)`` and the record is not appended."""
         with self.condition:
-            self._failures.extend([code] * n)
+            self._failures.extend([(code, topic)] * n)
 
     def caught_up(
         self,
@@ -950,8 +952,9 @@ class StubProducer(Producer):
             else:
                 if partition < 0:
                     partition = broker._partition_for(topic, key_b, len(log), self._murmur)
-                if broker._failures:
-                    error = KafkaError(broker._failures.popleft())
+                failure = broker._failures[0] if broker._failures else None
+                if failure is not None and failure[1] in (None, topic):
+                    error = KafkaError(broker._failures.popleft()[0])
                 else:
                     offset = len(log[partition])
             record = Message(

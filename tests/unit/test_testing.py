@@ -18,6 +18,7 @@ from taskstream import (
     current_request,
 )
 from taskstream.stub_broker import StubBroker
+from taskstream.topics import task_topic
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ def test_the_clock_moves_forward_for_every_reader() -> None:
 
 def test_an_event_the_broker_did_not_take_fails_its_get(app: App) -> None:
     with taskstream.testing.run(app) as stub:
-        stub.broker.fail_deliveries(1)
+        stub.broker.fail_deliveries(1, topic=task_topic(app.settings.topic_prefix, "default"))
         with pytest.raises(DeliveryFailed):
             app.tasks["unit.add"].delay(1, 2).get(timeout=5)
         assert app.tasks["unit.add"].delay(1, 2).get(timeout=5) == 3

@@ -16,7 +16,8 @@ from taskstream.store import MemoryStore, ResultStore
 class FakePublisher:
     """Acknowledges every event at once (mode "ack"), fails it ("fail") or never answers
     ("hang"), like a broker that is up, refusing, or stopped; or refuses to produce it as
-    too large ("too_large"), like a publisher with a lower message.max.bytes."""
+    too large ("too_large"), like a publisher with a lower message.max.bytes; or fails in a
+    way nobody planned for ("crash")."""
 
     def __init__(self) -> None:
         self.events: list[TaskEvent] = []
@@ -26,6 +27,8 @@ class FakePublisher:
     def publish(self, event: TaskEvent) -> Future[None]:
         if self.mode == "too_large":
             raise MessageTooLarge(event.task, 2_000_000, 1_000_000)
+        if self.mode == "crash":
+            raise RuntimeError("publisher bug")
         future: Future[None] = Future()
         if self.mode == "ack":
             self.events.append(event)

@@ -421,3 +421,19 @@ async def test_a_key_repeated_within_one_batch_is_published_once(api: Api) -> No
     assert r.status_code == 202
     assert len({i["task_id"] for i in r.json()["items"]}) == 1
     assert len(api.publisher.events) == 1
+
+
+async def test_a_retry_after_a_crashed_publish_with_the_same_key_does_not_wait_for_it(
+    api: Api,
+) -> None:
+    import asyncio
+
+    headers = {"Idempotency-Key": "k"}
+    api.publisher.mode = "crash"
+    with pytest.raises(RuntimeError, match="publisher bug"):
+        await api.client.post(ADD, json={"a": 1, "b": 1}, headers=headers)
+    api.publisher.mode = "ack"
+    async with asyncio.timeout(5):
+        retried = await api.client.post(ADD, json={"a": 1, "b": 1}, headers=headers)
+    assert retried.status_code == 202
+    assert [e.id for e in api.publisher.events] == [retried.json()["task_id"]]

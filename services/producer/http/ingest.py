@@ -112,10 +112,11 @@ def _unavailable(message: str) -> Outcome:
     return Outcome(503, code="broker_unavailable", message=message)
 
 
-_KEY_REUSED = Outcome(
-    409, code="idempotency_key_reused", path="Idempotency-Key",
-    message="this Idempotency-Key was used with a different request",
-)  # fmt: skip
+def _key_reused() -> Outcome:
+    return Outcome(
+        409, code="idempotency_key_reused", path="Idempotency-Key",
+        message="this Idempotency-Key was used with a different request",
+    )  # fmt: skip
 
 
 class Ingestor:
@@ -156,8 +157,13 @@ class Ingestor:
                 pending.append(_Pending(i, item.event))
             else:
                 outcomes[i] = self._settle_key(i, item, claim, pending, waiting)
-        if pending:
+        try:
             await self._publish(pending, outcomes)
+        finally:  # whatever happened, later requests with these keys must not wait forever
+            await self.idempotency.finish(
+                [(p.claim, p.inflight, _accepted(outcomes[p.index])) for p in pending
+                 if p.claim is not None and p.inflight is not None]
+            )  # fmt: skip
         for i, claim, inflight in waiting:
             delivered = await asyncio.shield(inflight)
             outcomes[i] = (
@@ -184,7 +190,7 @@ class Ingestor:
         to wait for the publish in flight with its key."""
         assert item.key is not None
         if claim.fingerprint != item.key.fingerprint:
-            return _KEY_REUSED
+            return _key_reused()
         if claim.accepted:
             return Outcome(202, task_id=claim.task_id, replayed=True)
         inflight = None if claim.fresh else self.idempotency.inflight(claim.key)
@@ -245,7 +251,6 @@ class Ingestor:
                 futures.append(None)
                 outcomes[p.index] = self._refused(p.event, exc)
         await _settle([f for f in futures if f is not None], self.publish_timeout_s)
-        ended: list[tuple[Claim, asyncio.Future[bool], bool]] = []
         for p, future in zip(pending, futures, strict=True):
             delivered = future is not None and future.done() and future.exception() is None
             if delivered:
@@ -261,9 +266,6 @@ class Ingestor:
                 outcomes[p.index] = _unavailable(
                     f"the broker did not take the event: {reason}; retry"
                 )
-            if p.claim is not None and p.inflight is not None:
-                ended.append((p.claim, p.inflight, delivered))
-        await self.idempotency.finish(ended)
 
     def _refused(self, event: TaskEvent, exc: Exception) -> Outcome:
         """The answer to a publish that raised: 413 for an event too large (the publisher's
@@ -274,6 +276,10 @@ class Ingestor:
             size = self.event_size(event)
             return Outcome.of(MessageTooLarge(event.task, size, self.max_event_bytes))
         return _unavailable(f"cannot produce the event: {exc}")
+
+
+def _accepted(outcome: Outcome | None) -> bool:
+    return outcome is not None and outcome.accepted
 
 
 def _is_too_large(exc: KafkaException) -> bool:

@@ -536,6 +536,23 @@ def test_postgres_a_record_that_cannot_be_written_rolls_back_its_whole_batch(
 
 
 @pytest.mark.integration
+def test_postgres_a_version_1_schema_gains_the_idempotency_keys_and_keeps_its_rows(
+    postgres_url: str,
+) -> None:
+    with PostgresStore.from_url(postgres_url) as s:
+        s.apply([record()], {(TOPIC, 0): 1})
+    with PostgresStore.from_url(postgres_url) as s, s._transaction() as conn:
+        conn.execute("DROP TABLE idempotency_keys")  # as taskstream with schema 1 left it
+        conn.execute("UPDATE meta SET version = 1")
+    with PostgresStore.from_url(postgres_url) as s:
+        assert s.get("t1") == record() and s.offsets(TOPIC) == {0: 1}
+        assert s.claim_idempotency_key("k", "task-1", b"fp", 60) is None
+        assert s.claim_idempotency_key("k", "x", b"", 60) == IdempotencyKey("task-1", b"fp")
+        with s._transaction() as conn:
+            assert conn.execute("SELECT version FROM meta").fetchall() == [(2,)]
+
+
+@pytest.mark.integration
 def test_postgres_stores_on_two_connections_share_idempotency_keys(postgres_url: str) -> None:
     with PostgresStore.from_url(postgres_url) as a, PostgresStore.from_url(postgres_url) as b:
         won: list[str] = []

@@ -56,22 +56,28 @@ class Settings:
     http_idempotency_ttl_s: float = 86_400.0  # how long an Idempotency-Key keeps its task id
     http_recent_ids: int = 200_000  # accepted ids remembered per process (PENDING, not 404)
     http_max_wait_s: float = 60.0  # upper bound of GET ?wait=
+    # An oversize body is read and dropped, up to these bounds, before its 413 is sent: a
+    # client that reads only after sending everything then sees the 413, not a reset.
+    http_drain_max_bytes: int = 16_777_216  # beyond this the connection is closed instead
+    http_drain_timeout_s: float = 5.0  # as nginx's lingering_timeout
     metrics_port: int | None = None  # Prometheus /metrics port of worker/materializer; None: off
     kafka: Mapping[str, str] = field(default_factory=dict)  # extra librdkafka settings
 
     @classmethod
-    def load(cls, **overrides: Any) -> Settings:
-        """Defaults, then TASKSTREAM_* environment variables, then ``overrides``."""
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then TASKSTREAM_* variables of `environ` (default: the process's
+        environment), then ``overrides``."""
+        env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name == "kafka":
                 continue
-            raw = os.environ.get(ENV_PREFIX + f.name.upper())
+            raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None and raw != "":
                 values[f.name] = _parse(f.name, f.type, raw)
         kafka = {
             name[len(KAFKA_ENV_PREFIX) :].lower().replace("_", "."): value
-            for name, value in os.environ.items()
+            for name, value in env.items()
             if name.startswith(KAFKA_ENV_PREFIX)
         }
         kafka.update(overrides.pop("kafka", None) or {})

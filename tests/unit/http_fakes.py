@@ -7,15 +7,17 @@ from typing import Any
 
 from taskstream import App
 from taskstream.envelope import TaskEvent
-from taskstream.errors import DeliveryFailed
+from taskstream.errors import DeliveryFailed, MessageTooLarge
 from taskstream.producer.http import HttpService
 from taskstream.producer.http.catalog import Catalog
-from taskstream.store import MemoryStore
+from taskstream.store import MemoryStore, ResultStore
 
 
 class FakePublisher:
     """Acknowledges every event at once (mode "ack"), fails it ("fail") or never answers
-    ("hang"), like a broker that is up, refusing, or stopped."""
+    ("hang"), like a broker that is up, refusing, or stopped; or refuses to produce it as
+    too large ("too_large"), like a publisher with a lower message.max.bytes; or fails in a
+    way nobody planned for ("crash")."""
 
     def __init__(self) -> None:
         self.events: list[TaskEvent] = []
@@ -23,6 +25,10 @@ class FakePublisher:
         self.closed = False
 
     def publish(self, event: TaskEvent) -> Future[None]:
+        if self.mode == "too_large":
+            raise MessageTooLarge(event.task, 2_000_000, 1_000_000)
+        if self.mode == "crash":
+            raise RuntimeError("publisher bug")
         future: Future[None] = Future()
         if self.mode == "ack":
             self.events.append(event)
@@ -36,7 +42,12 @@ class FakePublisher:
         return 0
 
 
-def fake_service(app: App, **settings: Any) -> tuple[HttpService, FakePublisher]:
+def fake_service(
+    app: App, store: ResultStore | None = None, **settings: Any
+) -> tuple[HttpService, FakePublisher]:
+    """A service of `app`'s tasks on a FakePublisher and `store` (default: a new
+    MemoryStore), with `settings` changed."""
     publisher = FakePublisher()
     s = app.settings.replace(http_publish_timeout_s=0.2, **settings)
-    return HttpService(Catalog.from_app(app), s, publisher, MemoryStore()), publisher
+    store = MemoryStore() if store is None else store
+    return HttpService(Catalog.from_app(app), s, publisher, store), publisher

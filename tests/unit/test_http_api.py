@@ -12,7 +12,7 @@ import pytest
 from taskstream import App
 from taskstream.producer.http import create_app
 from taskstream.status import Status
-from taskstream.store import ResultRecord
+from taskstream.store import MemoryStore, ResultRecord
 from tests.unit.http_fakes import FakePublisher, fake_service
 
 pytestmark = pytest.mark.anyio  # anyio's pytest plugin comes with starlette and httpx
@@ -324,3 +324,137 @@ async def test_health_is_open_and_readiness_checks_the_store(api: Api) -> None:
     api.service.store.close()
     r = await api.client.get("/readyz")
     assert (r.status_code, r.headers["retry-after"]) == (503, "1")
+
+
+# --- events over the producer's message.max.bytes -------------------------------------------
+
+ORDER = "/v1/tasks/examples.app.process_order"
+
+
+def _order(n_items: int, item: str = "sku-0000000000000000") -> dict[str, Any]:
+    order = {"order_id": "o1", "amount_cents": 100, "items": [item] * n_items,
+             "placed_at": "2024-01-01T00:00:00Z"}  # fmt: skip
+    return {"order": order}
+
+
+async def test_an_event_over_message_max_bytes_gets_413_naming_task_and_size_never_503(
+    example_app: App,
+) -> None:
+    limit = {"message.max.bytes": "600"}  # as TASKSTREAM_KAFKA_MESSAGE_MAX_BYTES=600 gives
+    async for api in _api(example_app, kafka=limit):
+        assert (await api.client.post(ORDER, json=_order(3))).status_code == 202
+        r = await api.client.post(ORDER, json=_order(100))  # a body well under 1 MiB
+        assert r.status_code == 413, r.text
+        assert "retry-after" not in r.headers
+        error = r.json()["error"]
+        assert (error["code"], error["task"], error["limit"]) == (
+            "message_too_large", "examples.app.process_order", 600,
+        )  # fmt: skip
+        assert error["size"] > 600 and str(error["size"]) in error["message"]
+        assert len(api.publisher.events) == 1
+
+
+async def test_a_batch_says_which_items_are_too_large(example_app: App) -> None:
+    async for api in _api(example_app, kafka={"message.max.bytes": "600"}):
+        items = [{"args": _order(1)}, {"args": _order(100)}, {"args": _order(2)}]
+        r = await api.client.post(f"{ORDER}:batch", json={"items": items})
+        assert r.status_code == 207
+        body = r.json()
+        assert body["accepted"] == 2
+        assert [i["status"] for i in body["items"]] == [202, 413, 202]
+        too_large = body["items"][1]["error"]
+        assert (too_large["code"], too_large["limit"]) == ("message_too_large", 600)
+        assert too_large["size"] > 600
+        only = await api.client.post(f"{ORDER}:batch", json={"items": items[1:2]})
+        assert (only.status_code, only.json()["items"][0]["status"]) == (207, 413)
+        assert len(api.publisher.events) == 2
+
+
+async def test_an_event_the_publisher_refuses_as_too_large_gets_413(api: Api) -> None:
+    api.publisher.mode = "too_large"
+    r = await api.client.post(ADD, json={"a": 1, "b": 1})
+    assert r.status_code == 413 and "retry-after" not in r.headers
+    assert r.json()["error"]["size"] == 2_000_000
+
+
+# --- oversize bodies ------------------------------------------------------------------------
+
+
+async def _chunks(n: int, size: int) -> AsyncIterator[bytes]:
+    yield b'{"a": 1, "b": 1, "pad": "'
+    for _ in range(n):
+        yield b"x" * size
+    yield b'"}'
+
+
+async def test_an_oversize_body_is_read_to_its_end_before_the_413_within_the_drain_bound(
+    example_app: App,
+) -> None:
+    async for api in _api(example_app, http_max_body_bytes=64, http_drain_max_bytes=10_000):
+        json_ = {"content-type": "application/json"}
+        drained = await api.client.post(ADD, content=_chunks(20, 100), headers=json_)
+        assert drained.status_code == 413 and "connection" not in drained.headers
+        beyond = await api.client.post(ADD, content=_chunks(200, 100), headers=json_)
+        assert (beyond.status_code, beyond.headers["connection"]) == (413, "close")
+        declared = await api.client.post(ADD, json={"pad": "x" * 20_000})  # Content-Length
+        assert (declared.status_code, declared.headers["connection"]) == (413, "close")
+        expecting = await api.client.post(
+            ADD, json={"pad": "x" * 100}, headers={"Expect": "100-continue"}
+        )
+        assert (expecting.status_code, expecting.headers["connection"]) == (413, "close")
+        assert not api.publisher.events
+
+
+# --- Idempotency-Keys in the lookup store ---------------------------------------------------
+
+
+async def test_two_services_sharing_a_store_give_one_idempotency_key_one_task_id(
+    example_app: App,
+) -> None:
+    store = MemoryStore()
+    first_service, first = fake_service(example_app, store=store)
+    second_service, second = fake_service(example_app, store=store)
+    headers = {"Idempotency-Key": "order-9"}
+    answers = []
+    for service in (first_service, second_service):
+        transport = httpx.ASGITransport(app=create_app(service))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answers.append(await client.post(ADD, json={"a": 1, "b": 1}, headers=headers))
+    assert [a.status_code for a in answers] == [202, 202]
+    assert answers[0].json()["task_id"] == answers[1].json()["task_id"]
+    assert answers[1].headers["idempotent-replayed"] == "true"
+    assert (len(first.events), len(second.events)) == (1, 0)
+
+
+async def test_a_request_with_a_key_gets_503_while_the_store_is_down_and_others_get_202(
+    api: Api,
+) -> None:
+    api.service.store.close()
+    keyed = await api.client.post(ADD, json={"a": 1, "b": 1}, headers={"Idempotency-Key": "k"})
+    assert (keyed.status_code, keyed.headers["retry-after"]) == (503, "1")
+    assert keyed.json()["error"]["code"] == "store_unavailable"
+    assert (await api.client.post(ADD, json={"a": 1, "b": 1})).status_code == 202
+
+
+async def test_a_key_repeated_within_one_batch_is_published_once(api: Api) -> None:
+    items = [{"args": {"a": 1, "b": 1}, "idempotency_key": "same"}] * 3
+    r = await api.client.post(f"{ADD}:batch", json={"items": items})
+    assert r.status_code == 202
+    assert len({i["task_id"] for i in r.json()["items"]}) == 1
+    assert len(api.publisher.events) == 1
+
+
+async def test_a_retry_after_a_crashed_publish_with_the_same_key_does_not_wait_for_it(
+    api: Api,
+) -> None:
+    import asyncio
+
+    headers = {"Idempotency-Key": "k"}
+    api.publisher.mode = "crash"
+    with pytest.raises(RuntimeError, match="publisher bug"):
+        await api.client.post(ADD, json={"a": 1, "b": 1}, headers=headers)
+    api.publisher.mode = "ack"
+    async with asyncio.timeout(5):
+        retried = await api.client.post(ADD, json={"a": 1, "b": 1}, headers=headers)
+    assert retried.status_code == 202
+    assert [e.id for e in api.publisher.events] == [retried.json()["task_id"]]

@@ -10,8 +10,8 @@ import pytest
 
 from taskstream.errors import StoreError
 from taskstream.status import Status
-from taskstream.store import SQLiteStore
-from taskstream.store.sqlite import SCHEMA_VERSION
+from taskstream.store import IdempotencyKey, SQLiteStore
+from taskstream.store.sqlite import _MIGRATIONS, SCHEMA_VERSION
 
 TOPIC = "app.results"
 
@@ -80,8 +80,8 @@ def schema_of(path: Path) -> tuple[int, dict[str, str]]:
 def test_a_new_file_is_created_at_the_latest_version_directly(tmp_path: Path) -> None:
     SQLiteStore(tmp_path / "new.db").close()
     version, tables = schema_of(tmp_path / "new.db")
-    assert version == SCHEMA_VERSION == 2
-    assert set(tables) == {"results", "offsets"}
+    assert version == SCHEMA_VERSION == 3
+    assert set(tables) == {"results", "offsets", "idempotency_keys"}
     assert "status = 'PENDING' OR status = 'STARTED'" in tables["results"]
     assert "status IN" not in tables["results"]
 
@@ -105,7 +105,7 @@ def test_a_version_1_file_is_migrated_on_open_and_keeps_its_rows_and_offsets(
         raw.close()
     version, tables = schema_of(v1_file)
     assert version == SCHEMA_VERSION
-    assert set(tables) == {"results", "offsets"}
+    assert set(tables) == {"results", "offsets", "idempotency_keys"}
     assert "status IN" not in tables["results"]
 
 
@@ -147,5 +147,22 @@ def test_a_version_1_taskstream_refuses_a_file_of_this_version(
 ) -> None:
     SQLiteStore(tmp_path / "new.db").close()
     monkeypatch.setattr("taskstream.store.sqlite.SCHEMA_VERSION", 1)  # as taskstream 1 was
-    with pytest.raises(StoreError, match="schema version 2, newer than the 1"):
+    with pytest.raises(StoreError, match="schema version 3, newer than the 1"):
         SQLiteStore(tmp_path / "new.db")
+
+
+def test_a_version_2_file_gains_the_idempotency_keys_and_keeps_its_rows(v1_file: Path) -> None:
+    raw = sqlite3.connect(v1_file)
+    with raw:  # version 2 as taskstream wrote it: version 1 migrated by its one step
+        for statement in _MIGRATIONS[2]:
+            raw.execute(statement)
+        raw.execute("PRAGMA user_version = 2")
+    raw.close()
+    assert set(schema_of(v1_file)[1]) == {"results", "offsets"}
+    with SQLiteStore(v1_file) as s:
+        assert s.count() == 3 and s.offsets(TOPIC) == {0: 11, 1: 8}
+        assert s.claim_idempotency_key("k", "task-1", b"fp", 60) is None
+        assert s.claim_idempotency_key("k", "task-2", b"fp", 60) == IdempotencyKey("task-1", b"fp")
+    version, tables = schema_of(v1_file)
+    assert version == SCHEMA_VERSION
+    assert set(tables) == {"results", "offsets", "idempotency_keys"}

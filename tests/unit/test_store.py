@@ -19,6 +19,7 @@ import pytest
 from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store import (
+    IdempotencyKey,
     MemoryStore,
     PostgresStore,
     ResultRecord,
@@ -382,6 +383,81 @@ def test_one_store_can_be_shared_by_threads(store: ResultStore) -> None:
     assert set(store.offsets(TOPIC)) == {0, 1, 2, 3}
 
 
+# --- Idempotency-Keys -----------------------------------------------------------------------
+
+
+def test_a_free_idempotency_key_is_claimed_then_answers_with_its_first_binding(
+    store: ResultStore,
+) -> None:
+    assert store.claim_idempotency_key("add:k1", "task-1", b"fp-1", 60) is None
+    again = store.claim_idempotency_key("add:k1", "task-2", b"fp-2", 60)
+    assert again == IdempotencyKey("task-1", b"fp-1", accepted=False)
+    assert store.claim_idempotency_key("add:k2", "task-3", b"fp-1", 60) is None
+
+
+def test_an_accepted_key_says_so_and_accepting_for_another_task_id_changes_nothing(
+    store: ResultStore,
+) -> None:
+    store.claim_idempotency_key("k", "task-1", b"fp", 60)
+    store.accept_idempotency_key("k", "task-other")
+    assert store.claim_idempotency_key("k", "x", b"", 60) == IdempotencyKey("task-1", b"fp")
+    store.accept_idempotency_key("k", "task-1")
+    store.accept_idempotency_key("never-claimed", "task-1")
+    assert store.claim_idempotency_key("k", "x", b"", 60) == IdempotencyKey("task-1", b"fp", True)
+
+
+def test_an_expired_idempotency_key_is_claimed_afresh(store: ResultStore) -> None:
+    assert store.claim_idempotency_key("k", "task-1", b"fp-1", 0) is None  # expires at once
+    assert store.claim_idempotency_key("k", "task-2", b"fp-2", 60) is None
+    assert store.claim_idempotency_key("k", "x", b"", 60) == IdempotencyKey("task-2", b"fp-2")
+
+
+def test_idempotency_keys_outlive_a_reset_of_the_results(store: ResultStore) -> None:
+    store.claim_idempotency_key("k", "task-1", b"fp", 60)
+    store.reset(TOPIC)
+    assert store.claim_idempotency_key("k", "x", b"", 60) == IdempotencyKey("task-1", b"fp")
+
+
+def test_concurrent_claims_of_one_key_bind_it_once(store: ResultStore) -> None:
+    won: list[str] = []
+
+    def claim(n: int) -> None:
+        if store.claim_idempotency_key(f"k{n % 10}", f"task-{n}", b"", 60) is None:
+            won.append(f"k{n % 10}")
+
+    run_in_threads([partial(claim, n) for n in range(100)])
+    assert sorted(won) == [f"k{i}" for i in range(10)]
+
+
+def test_two_sqlite_stores_on_one_file_share_idempotency_keys(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "r.db") as a, SQLiteStore(tmp_path / "r.db") as b:
+        won: list[str] = []
+
+        def claim(s: ResultStore, n: int) -> None:
+            if s.claim_idempotency_key("k", f"task-{n}", b"", 60) is None:
+                won.append(f"task-{n}")
+
+        run_in_threads([partial(claim, (a, b)[n % 2], n) for n in range(40)])
+        assert len(won) == 1
+        b.accept_idempotency_key("k", won[0])
+        assert a.claim_idempotency_key("k", "x", b"", 60) == IdempotencyKey(won[0], b"", True)
+
+
+def test_sqlite_purges_expired_idempotency_keys_now_and_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("taskstream.store.sqlite._PURGE_EVERY", 4)
+    with SQLiteStore(tmp_path / "r.db") as s:
+        for n in range(3):
+            s.claim_idempotency_key(f"gone{n}", "t", b"", 0)
+        s.claim_idempotency_key("kept", "t", b"", 60)  # the 4th claim sweeps
+    raw = sqlite3.connect(tmp_path / "r.db")
+    try:
+        assert raw.execute("SELECT key FROM idempotency_keys").fetchall() == [("kept",)]
+    finally:
+        raw.close()
+
+
 # --- URLs -----------------------------------------------------------------------------------
 
 
@@ -457,6 +533,38 @@ def test_postgres_a_record_that_cannot_be_written_rolls_back_its_whole_batch(
         with pytest.raises(StoreError, match="schema test_"):
             s.apply([record("b"), record("c", task="x" * 10 + "\x00")], {(TOPIC, 0): 3})
         assert s.count() == 1 and s.get("b") is None and s.offsets(TOPIC) == {0: 1}
+
+
+@pytest.mark.integration
+def test_postgres_a_version_1_schema_gains_the_idempotency_keys_and_keeps_its_rows(
+    postgres_url: str,
+) -> None:
+    with PostgresStore.from_url(postgres_url) as s:
+        s.apply([record()], {(TOPIC, 0): 1})
+    with PostgresStore.from_url(postgres_url) as s, s._transaction() as conn:
+        conn.execute("DROP TABLE idempotency_keys")  # as taskstream with schema 1 left it
+        conn.execute("UPDATE meta SET version = 1")
+    with PostgresStore.from_url(postgres_url) as s:
+        assert s.get("t1") == record() and s.offsets(TOPIC) == {0: 1}
+        assert s.claim_idempotency_key("k", "task-1", b"fp", 60) is None
+        assert s.claim_idempotency_key("k", "x", b"", 60) == IdempotencyKey("task-1", b"fp")
+        with s._transaction() as conn:
+            assert conn.execute("SELECT version FROM meta").fetchall() == [(2,)]
+
+
+@pytest.mark.integration
+def test_postgres_stores_on_two_connections_share_idempotency_keys(postgres_url: str) -> None:
+    with PostgresStore.from_url(postgres_url) as a, PostgresStore.from_url(postgres_url) as b:
+        won: list[str] = []
+
+        def claim(s: ResultStore, n: int) -> None:
+            if s.claim_idempotency_key("k", f"task-{n}", b"", 60) is None:
+                won.append(f"task-{n}")
+
+        run_in_threads([partial(claim, (a, b)[n % 2], n) for n in range(40)])
+        assert len(won) == 1
+        b.accept_idempotency_key("k", won[0])
+        assert a.claim_idempotency_key("k", "x", b"", 60) == IdempotencyKey(won[0], b"", True)
 
 
 @pytest.mark.integration

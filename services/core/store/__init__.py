@@ -5,13 +5,14 @@
 :class:`ResultStore`.
 """
 
-from taskstream.store.base import ResultRecord, ResultRow, ResultStore
+from taskstream.store.base import IdempotencyKey, ResultRecord, ResultRow, ResultStore
 from taskstream.store.memory import MemoryStore
 from taskstream.store.postgres import PostgresStore
 from taskstream.store.sqlite import SQLiteStore
 from taskstream.store.url import open_store
 
 __all__ = [
+    "IdempotencyKey",
     "MemoryStore",
     "PostgresStore",
     "ResultRecord",

@@ -6,6 +6,10 @@ next offset to read per partition; :meth:`ResultStore.apply` does the same with
 :class:`ResultRecord` objects. Callers look outcomes up with :meth:`ResultStore.get`. Because
 rows and offsets commit together, the store (not Kafka's committed offsets) is the record of
 how far the results topic has been applied.
+
+The store also keeps the HTTP service's Idempotency-Keys
+(:meth:`ResultStore.claim_idempotency_key`), so that every process and host serving one
+deployment gives a retried request the same task id.
 """
 
 from __future__ import annotations
@@ -110,6 +114,17 @@ def from_micros(micros: int | None) -> datetime | None:
     return None if micros is None else _EPOCH + timedelta(microseconds=micros)
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """What a live Idempotency-Key is bound to: the task id of the request that first used it,
+    that request's fingerprint (a hash the caller chose), and whether the broker acknowledged
+    the task's event (then a retry needs no new event)."""
+
+    task_id: str
+    fingerprint: bytes
+    accepted: bool = False
+
+
 class ResultStore(ABC):
     """Where task outcomes are materialized and looked up. Use as a context manager."""
 
@@ -154,7 +169,28 @@ class ResultStore(ABC):
         """Drop every row and stored offset in one transaction, to rebuild from `topic`.
 
         Offsets of every topic go, not only `topic`'s: rows from all topics are dropped, and an
-        offset kept without its rows would make a rebuild skip them for good.
+        offset kept without its rows would make a rebuild skip them for good. Idempotency-Keys
+        stay: they are not built from any topic.
+        """
+
+    @abstractmethod
+    def claim_idempotency_key(
+        self, key: str, task_id: str, fingerprint: bytes, ttl_s: float
+    ) -> IdempotencyKey | None:
+        """Bind `key` to `task_id` and `fingerprint` for `ttl_s` seconds, unless it is bound.
+
+        Returns None when the claim succeeded (the key was free, or its binding had expired),
+        else the live binding, unchanged. Atomic across every process sharing the store: of
+        concurrent claims of a free key exactly one gets None. Expired bindings are purged
+        now and then. Raises :class:`StoreError` if the store cannot be written.
+        """
+
+    @abstractmethod
+    def accept_idempotency_key(self, key: str, task_id: str) -> None:
+        """Mark `key`'s binding to `task_id` as accepted (its event was acknowledged).
+
+        Does nothing if `key` is no longer bound to `task_id` (it expired and was claimed
+        again). Raises :class:`StoreError` if the store cannot be written.
         """
 
     @abstractmethod

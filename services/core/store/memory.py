@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 from taskstream.errors import StoreError
 from taskstream.status import Status
-from taskstream.store.base import ResultRecord, ResultRow, ResultStore, from_row, supersedes
+from taskstream.store.base import (
+    IdempotencyKey,
+    ResultRecord,
+    ResultRow,
+    ResultStore,
+    from_row,
+    supersedes,
+)
+
+_PURGE_EVERY = 1024  # claims between sweeps of expired Idempotency-Keys
 
 
 class MemoryStore(ResultStore):
     """A dict-backed :class:`ResultStore`, safe to share between threads; nothing persists."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._rows: dict[str, ResultRecord] = {}
         self._offsets: dict[tuple[str, int], int] = {}
+        self._keys: dict[str, tuple[IdempotencyKey, float]] = {}  # key -> (binding, expires)
+        self._claims = 0
+        self._clock = clock
         self._closed = False
 
     def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
@@ -65,6 +78,29 @@ class MemoryStore(ResultStore):
             self._check_open()
             self._rows.clear()
             self._offsets.clear()
+
+    def claim_idempotency_key(
+        self, key: str, task_id: str, fingerprint: bytes, ttl_s: float
+    ) -> IdempotencyKey | None:
+        now = self._clock()
+        with self._lock:
+            self._check_open()
+            self._claims += 1
+            if self._claims % _PURGE_EVERY == 0:
+                self._keys = {k: v for k, v in self._keys.items() if v[1] > now}
+            bound = self._keys.get(key)
+            if bound is not None and bound[1] > now:
+                return bound[0]
+            self._keys[key] = (IdempotencyKey(task_id, fingerprint), now + ttl_s)
+            return None
+
+    def accept_idempotency_key(self, key: str, task_id: str) -> None:
+        with self._lock:
+            self._check_open()
+            bound = self._keys.get(key)
+            if bound is not None and bound[0].task_id == task_id:
+                binding, expires = bound
+                self._keys[key] = (IdempotencyKey(task_id, binding.fingerprint, True), expires)
 
     def close(self) -> None:
         with self._lock:

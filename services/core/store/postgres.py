@@ -2,7 +2,8 @@
 
 URL: ``postgresql://user:password@host:5432/dbname`` (or ``postgres://``), with any libpq
 parameter in the query (``?sslmode=require``). ``?schema=NAME`` (taskstream's own parameter,
-default ``taskstream``) is the schema that holds the ``results`` and ``offsets`` tables; it is
+default ``taskstream``) is the schema that holds the ``results``, ``offsets`` and
+``idempotency_keys`` tables; it is
 created when missing, so several deployments can share one database.
 
 Guarantees are those of :class:`SQLiteStore`: a batch's rows and its offsets are one
@@ -25,7 +26,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from taskstream.errors import StoreError
 from taskstream.status import Status
-from taskstream.store.base import ResultRecord, ResultRow, ResultStore, supersedes
+from taskstream.store.base import (
+    IdempotencyKey,
+    ResultRecord,
+    ResultRow,
+    ResultStore,
+    supersedes,
+)
 
 try:
     import psycopg
@@ -33,7 +40,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     psycopg = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 1  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 2  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
 DEFAULT_SCHEMA = "taskstream"
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))
@@ -69,6 +76,17 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (topic, partition)
         )""",
     ),
+    # 2: the HTTP service's Idempotency-Keys, shared by its processes and hosts.
+    2: (
+        """CREATE TABLE IF NOT EXISTS idempotency_keys (
+            key TEXT PRIMARY KEY,
+            task_id TEXT NOT NULL,
+            fingerprint BYTEA NOT NULL,
+            accepted BOOLEAN NOT NULL DEFAULT false,
+            expires_at TIMESTAMPTZ NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
+    ),
 }
 
 _COLUMN_LIST = ", ".join(_COLUMNS)
@@ -97,6 +115,19 @@ _SET_OFFSET = """
     ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset
 """
 _SELECT = f"SELECT {_COLUMN_LIST} FROM results"
+# The server's clock decides expiry, so hosts with skewed clocks agree. A live binding makes
+# the conflict's WHERE false: nothing is returned and the row stays as it is (but locked, so
+# the SELECT that follows in the same transaction reads what it is now).
+_CLAIM_KEY = """
+    INSERT INTO idempotency_keys AS k (key, task_id, fingerprint, accepted, expires_at)
+    VALUES (%s, %s, %s, false, now() + %s * INTERVAL '1 microsecond')
+    ON CONFLICT (key) DO UPDATE SET task_id = excluded.task_id,
+        fingerprint = excluded.fingerprint, accepted = false, expires_at = excluded.expires_at
+    WHERE k.expires_at <= now()
+    RETURNING task_id
+"""
+_SELECT_KEY = "SELECT task_id, fingerprint, accepted FROM idempotency_keys WHERE key = %s"
+_PURGE_EVERY = 1024  # claims between deletions of expired Idempotency-Keys
 
 
 class PostgresStore(ResultStore):
@@ -120,6 +151,7 @@ class PostgresStore(ResultStore):
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
         self._closed = False
+        self._claims = 0
         self._conn: psycopg.Connection[Any] | None = self._connect()
 
     @classmethod
@@ -196,6 +228,26 @@ class PostgresStore(ResultStore):
         with self._transaction() as conn:
             # TRUNCATE is transactional in PostgreSQL: readers see all rows or none.
             conn.execute("TRUNCATE results, offsets")
+
+    def claim_idempotency_key(
+        self, key: str, task_id: str, fingerprint: bytes, ttl_s: float
+    ) -> IdempotencyKey | None:
+        with self._transaction() as conn:
+            self._claims += 1
+            if self._claims % _PURGE_EVERY == 0:
+                conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= now()")
+            ttl_us = int(ttl_s * 1_000_000)
+            if conn.execute(_CLAIM_KEY, (key, task_id, fingerprint, ttl_us)).fetchone():
+                return None
+            row = conn.execute(_SELECT_KEY, (key,)).fetchone()
+        if row is None:  # pragma: no cover - the conflicting row is locked until commit
+            raise StoreError(f"postgres store {self._where()}: key {key!r} vanished mid-claim")
+        return IdempotencyKey(row[0], bytes(row[1]), bool(row[2]))
+
+    def accept_idempotency_key(self, key: str, task_id: str) -> None:
+        sql_ = "UPDATE idempotency_keys SET accepted = true WHERE key = %s AND task_id = %s"
+        with self._transaction() as conn:
+            conn.execute(sql_, (key, task_id))
 
     def close(self) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields
@@ -19,9 +20,9 @@ from pathlib import Path
 
 from taskstream.errors import StoreError
 from taskstream.status import Status
-from taskstream.store.base import ResultRecord, ResultRow, ResultStore, from_row
+from taskstream.store.base import IdempotencyKey, ResultRecord, ResultRow, ResultStore, from_row
 
-SCHEMA_VERSION = 2  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 3  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))  # same order as the dataclass
 _FINAL = ", ".join(f"'{s.value}'" for s in Status if s.is_final)
@@ -46,6 +47,17 @@ _RESULTS_COLUMNS = f"""(
         source_partition INTEGER,
         source_offset INTEGER
     )"""
+# The HTTP service's Idempotency-Keys (version 3), looked up by key, purged by expiry.
+_IDEMPOTENCY: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS idempotency_keys (
+        key TEXT PRIMARY KEY NOT NULL,
+        task_id TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        accepted INTEGER NOT NULL DEFAULT 0 CHECK (accepted IN (0, 1)),
+        expires_at INTEGER NOT NULL  -- microseconds since the epoch, UTC
+    )""",
+    "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
+)
 
 # A new file gets the latest schema at once.
 _CREATE: tuple[str, ...] = (
@@ -56,6 +68,7 @@ _CREATE: tuple[str, ...] = (
         next_offset INTEGER NOT NULL CHECK (next_offset >= 0),
         PRIMARY KEY (topic, partition)
     ) WITHOUT ROWID""",
+    *_IDEMPOTENCY,
 )
 
 # Statements that bring an existing file from the previous version to each version, applied
@@ -70,6 +83,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP TABLE results",
         "ALTER TABLE results_v2 RENAME TO results",
     ),
+    # 3: Idempotency-Keys shared by the HTTP service's processes.
+    3: _IDEMPOTENCY,
 }
 
 # The replacement rule lives in the WHERE clause, so concurrent writers cannot race a
@@ -84,6 +99,14 @@ _SET_OFFSET = """
     ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset
 """
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM results"
+_SELECT_KEY = (
+    "SELECT task_id, fingerprint, accepted, expires_at FROM idempotency_keys WHERE key = ?"
+)
+_BIND_KEY = """
+    INSERT OR REPLACE INTO idempotency_keys (key, task_id, fingerprint, accepted, expires_at)
+    VALUES (?, ?, ?, 0, ?)
+"""
+_PURGE_EVERY = 1024  # claims between deletions of expired Idempotency-Keys
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's historic 999-variable limit
 
 
@@ -119,6 +142,7 @@ class SQLiteStore(ResultStore):
                 raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
             raise
         self._conn: sqlite3.Connection | None = conn
+        self._claims = 0
 
     def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
         # The rows' layout is the table's (times in µs): they bind as they are.
@@ -163,6 +187,26 @@ class SQLiteStore(ResultStore):
         with self._transaction(write=True) as conn:
             conn.execute("DELETE FROM results")
             conn.execute("DELETE FROM offsets")
+
+    def claim_idempotency_key(
+        self, key: str, task_id: str, fingerprint: bytes, ttl_s: float
+    ) -> IdempotencyKey | None:
+        # The wall clock, not a monotonic one: other processes read the expiry too.
+        now = time.time_ns() // 1000
+        with self._transaction(write=True) as conn:  # the write lock makes the claim atomic
+            self._claims += 1
+            if self._claims % _PURGE_EVERY == 0:
+                conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,))
+            row = conn.execute(_SELECT_KEY, (key,)).fetchone()
+            if row is not None and row[3] > now:
+                return IdempotencyKey(row[0], bytes(row[1]), bool(row[2]))
+            conn.execute(_BIND_KEY, (key, task_id, fingerprint, now + int(ttl_s * 1_000_000)))
+            return None
+
+    def accept_idempotency_key(self, key: str, task_id: str) -> None:
+        sql = "UPDATE idempotency_keys SET accepted = 1 WHERE key = ? AND task_id = ?"
+        with self._transaction(write=True) as conn:
+            conn.execute(sql, (key, task_id))
 
     def close(self) -> None:
         with self._lock:

@@ -6,7 +6,8 @@ asgi = create_app(HttpService.for_app(app))
 asgi = create_app(HttpService.for_schemas("schemas", settings))  # without the task code
 """
 
-from taskstream.producer.http.api import create_app
-from taskstream.producer.http.service import HttpService
+from .api import create_app
+from .service import HttpService
+from .settings import HttpSettings
 
-__all__ = ["HttpService", "create_app"]
+__all__ = ["HttpService", "HttpSettings", "create_app"]

@@ -51,7 +51,8 @@ class Catalog:
 
     @property
     def queues(self) -> list[str]:
-        return queues_of(t.queue for t in self.tasks.values())
+        queues: list[str] = queues_of(t.queue for t in self.tasks.values())
+        return queues
 
     @classmethod
     def from_app(cls, app: App) -> Catalog:

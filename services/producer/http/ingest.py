@@ -1,9 +1,11 @@
 """Turning JSON submissions into acknowledged task events.
 
 ``Ingestor.submit`` validates each item against its task's Avro argument schema, encodes it
-like ``task.delay`` (single-object Avro args inside a TaskEvent), publishes, and waits for the
-broker's acknowledgements (acks=all) up to the publish timeout. An item is ``accepted`` only
-once its delivery future resolved: what the service answers 202 for is never lost.
+like ``task.delay`` (single-object Avro args inside a TaskEvent), checks that the event fits
+the producer's ``message.max.bytes`` (else 413: the broker would refuse it every time),
+settles Idempotency-Keys with the lookup store, publishes, and waits for the broker's
+acknowledgements (acks=all) up to the publish timeout. An item is ``accepted`` only once its
+delivery future resolved: what the service answers 202 for is never lost.
 """
 
 from __future__ import annotations
@@ -17,14 +19,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from taskstream.envelope import TaskEvent, now_micros
-from taskstream.errors import DeliveryFailed, InvalidArguments
-from taskstream.producer.http.catalog import Catalog, TaskSpec
-from taskstream.producer.http.idempotency import IdempotencyKeys, KeyEntry, RecentIds
-from taskstream.producer.http.metrics import HttpMetrics
+from taskstream.errors import DeliveryFailed, InvalidArguments, MessageTooLarge, TaskstreamError
 from taskstream.producer.publisher import Delivery
+
+from .catalog import Catalog, TaskSpec
+from .errors import error_detail
+from .idempotency import (
+    Claim,
+    IdempotencyKeys,
+    KeyRequest,
+    RecentIds,
+    store_key,
+)
+from .metrics import HttpMetrics
 
 
 class Publisher(Protocol):
@@ -46,7 +56,8 @@ class Submission:
 
 @dataclass(slots=True)
 class Outcome:
-    """One item's answer: 202 with a task id, or an error status with code and message."""
+    """One item's answer: 202 with a task id, or an error status with code and message
+    (and, for some errors, more detail fields: ``extra``)."""
 
     status: int
     task_id: str | None = None
@@ -54,10 +65,43 @@ class Outcome:
     message: str | None = None
     path: str | None = None
     replayed: bool = False
+    extra: dict[str, Any] | None = None
 
     @property
     def accepted(self) -> bool:
         return self.status == 202
+
+    @classmethod
+    def of(cls, exc: TaskstreamError) -> Outcome:
+        """The answer to `exc`, as the API's error table (errors.ANSWERS) maps it."""
+        status, detail = error_detail(exc)
+        code, message, path = detail.pop("code"), detail.pop("message"), detail.pop("path", None)
+        return cls(status, code=code, message=message, path=path, extra=detail or None)
+
+    def error(self) -> dict[str, Any]:
+        """The ``error`` object of this answer."""
+        detail: dict[str, Any] = {"code": self.code or "error", "message": self.message or ""}
+        if self.path is not None:
+            detail["path"] = self.path
+        if self.extra:
+            detail.update(self.extra)
+        return detail
+
+
+@dataclass(slots=True)
+class _Item:
+    """A valid item's event, and its Idempotency-Key claim request if it has a key."""
+
+    event: TaskEvent
+    key: KeyRequest | None
+
+
+@dataclass(slots=True)
+class _Pending:
+    index: int
+    event: TaskEvent
+    claim: Claim | None = None
+    inflight: asyncio.Future[bool] | None = None  # resolved for later requests with the key
 
 
 def _invalid(code: str, message: str, path: str | None = None) -> Outcome:
@@ -68,6 +112,13 @@ def _unavailable(message: str) -> Outcome:
     return Outcome(503, code="broker_unavailable", message=message)
 
 
+def _key_reused() -> Outcome:
+    return Outcome(
+        409, code="idempotency_key_reused", path="Idempotency-Key",
+        message="this Idempotency-Key was used with a different request",
+    )  # fmt: skip
+
+
 class Ingestor:
     def __init__(
         self,
@@ -76,6 +127,7 @@ class Ingestor:
         metrics: HttpMetrics,
         *,
         publish_timeout_s: float,
+        max_event_bytes: int,
         idempotency: IdempotencyKeys,
         recent: RecentIds,
     ) -> None:
@@ -83,38 +135,39 @@ class Ingestor:
         self.publisher = publisher
         self.metrics = metrics
         self.publish_timeout_s = publish_timeout_s
+        self.max_event_bytes = max_event_bytes
         self.idempotency = idempotency
         self.recent = recent
         self._queues = frozenset(catalog.queues)
 
     async def submit(self, items: Sequence[Submission]) -> list[Outcome]:
-        loop = asyncio.get_running_loop()
-        outcomes: list[Outcome | None] = [None] * len(items)
-        pending: list[tuple[int, TaskEvent, KeyEntry | None]] = []
-        waiting: list[tuple[int, KeyEntry]] = []  # same key as a request still in flight
-        for i, item in enumerate(items):
-            prepared = self._prepare(item)
-            if isinstance(prepared, Outcome):
-                outcomes[i] = prepared
-                continue
-            event, entry, fresh = prepared
-            if entry is not None and not fresh:
-                if entry.accepted:
-                    outcomes[i] = Outcome(202, task_id=entry.task_id, replayed=True)
-                    continue
-                if entry.inflight is not None:
-                    waiting.append((i, entry))
-                    continue
-            if entry is not None:  # a later request with this key waits for this one
-                entry.inflight = loop.create_future()
-            pending.append((i, event, entry))
-        if pending:
+        """Each item's outcome, in order. Raises StoreError if Idempotency-Keys cannot be
+        claimed (then nothing was published)."""
+        prepared = [self._prepare(item) for item in items]
+        outcomes = [p if isinstance(p, Outcome) else None for p in prepared]
+        valid = [(i, p) for i, p in enumerate(prepared) if isinstance(p, _Item)]
+        keyed = [(i, p.key) for i, p in valid if p.key is not None]
+        bound = await self.idempotency.claim([k for _, k in keyed])
+        claims = {i: claim for (i, _), claim in zip(keyed, bound, strict=True)}
+        pending: list[_Pending] = []
+        waiting: list[tuple[int, Claim, asyncio.Future[bool]]] = []
+        for i, item in valid:
+            claim = claims.get(i)
+            if claim is None:
+                pending.append(_Pending(i, item.event))
+            else:
+                outcomes[i] = self._settle_key(i, item, claim, pending, waiting)
+        try:
             await self._publish(pending, outcomes)
-        for i, entry in waiting:
-            assert entry.inflight is not None
-            delivered = await asyncio.shield(entry.inflight)
+        finally:  # whatever happened, later requests with these keys must not wait forever
+            await self.idempotency.finish(
+                [(p.claim, p.inflight, _accepted(outcomes[p.index])) for p in pending
+                 if p.claim is not None and p.inflight is not None]
+            )  # fmt: skip
+        for i, claim, inflight in waiting:
+            delivered = await asyncio.shield(inflight)
             outcomes[i] = (
-                Outcome(202, task_id=entry.task_id, replayed=True)
+                Outcome(202, task_id=claim.task_id, replayed=True)
                 if delivered
                 else _unavailable("the broker did not acknowledge the event in time; retry")
             )
@@ -125,7 +178,30 @@ class Ingestor:
                 self.metrics.rejected.labels(o.code or "error").inc()
         return done
 
-    def _prepare(self, item: Submission) -> Outcome | tuple[TaskEvent, KeyEntry | None, bool]:
+    def _settle_key(
+        self,
+        i: int,
+        item: _Item,
+        claim: Claim,
+        pending: list[_Pending],
+        waiting: list[tuple[int, Claim, asyncio.Future[bool]]],
+    ) -> Outcome | None:
+        """What a keyed item does: an answer now, or None once it is queued to publish or
+        to wait for the publish in flight with its key."""
+        assert item.key is not None
+        if claim.fingerprint != item.key.fingerprint:
+            return _key_reused()
+        if claim.accepted:
+            return Outcome(202, task_id=claim.task_id, replayed=True)
+        inflight = None if claim.fresh else self.idempotency.inflight(claim.key)
+        if inflight is not None:
+            waiting.append((i, claim, inflight))
+            return None
+        item.event.id = claim.task_id
+        pending.append(_Pending(i, item.event, claim, self.idempotency.start(claim.key)))
+        return None
+
+    def _prepare(self, item: Submission) -> Outcome | _Item:
         spec = item.task
         queue = spec.queue if item.queue is None else item.queue
         if queue not in self._queues:
@@ -138,24 +214,11 @@ class Ingestor:
             datum = spec.converter.to_datum(item.args, task=spec.name, root="args")
             encoded = self.catalog.codec.encode(spec.args, datum)
         except InvalidArguments as exc:
-            return _invalid("invalid_arguments", exc.message, exc.path)
+            return Outcome.of(exc)
         except (ValueError, OverflowError, TypeError) as exc:  # e.g. a date fastavro cannot write
             return _invalid("invalid_arguments", f"cannot encode the arguments: {exc}", "args")
-        entry, fresh = None, True
-        task_id = str(uuid.uuid4())
-        if item.idempotency_key is not None:
-            fingerprint = _fingerprint(spec.name, item.args, item.key, queue)
-            entry, fresh = self.idempotency.claim(
-                f"{spec.name}\0{item.idempotency_key}", fingerprint, task_id
-            )
-            if entry.fingerprint != fingerprint:
-                return Outcome(
-                    409, code="idempotency_key_reused", path="Idempotency-Key",
-                    message="this Idempotency-Key was used with a different request",
-                )  # fmt: skip
-            task_id = entry.task_id
         event = TaskEvent(
-            id=task_id,
+            id=str(uuid.uuid4()),
             task=spec.name,
             queue=queue,
             key=item.key,
@@ -164,39 +227,64 @@ class Ingestor:
             not_before=None,
             args=encoded,
         )
-        return event, entry, fresh
+        size = self.event_size(event)
+        if size > self.max_event_bytes:
+            return Outcome.of(MessageTooLarge(spec.name, size, self.max_event_bytes))
+        if item.idempotency_key is None:
+            return _Item(event, None)
+        fingerprint = _fingerprint(spec.name, item.args, item.key, queue)
+        key = KeyRequest(store_key(spec.name, item.idempotency_key), event.id, fingerprint)
+        return _Item(event, key)
 
-    async def _publish(
-        self,
-        pending: list[tuple[int, TaskEvent, KeyEntry | None]],
-        outcomes: list[Outcome | None],
-    ) -> None:
+    def event_size(self, event: TaskEvent) -> int:
+        """Bytes of `event` as produced, as ``message.max.bytes`` counts them: the encoded
+        envelope and the record key (the ordering key, else the task id)."""
+        value = self.catalog.envelopes.encode_task(event)
+        return len(value) + len((event.key or event.id).encode())
+
+    async def _publish(self, pending: list[_Pending], outcomes: list[Outcome | None]) -> None:
         futures: list[Delivery | None] = []
-        for i, event, _entry in pending:
+        for p in pending:
             try:
-                futures.append(self.publisher.publish(event))
+                futures.append(self.publisher.publish(p.event))
             except (KafkaException, BufferError, ValueError) as exc:
                 futures.append(None)
-                outcomes[i] = _unavailable(f"cannot produce the event: {exc}")
+                outcomes[p.index] = self._refused(p.event, exc)
         await _settle([f for f in futures if f is not None], self.publish_timeout_s)
-        for (i, event, entry), future in zip(pending, futures, strict=True):
+        for p, future in zip(pending, futures, strict=True):
             delivered = future is not None and future.done() and future.exception() is None
             if delivered:
-                outcomes[i] = Outcome(202, task_id=event.id)
-                self.recent.add(event.id)
-                self.metrics.accepted.labels(event.task).inc()
+                outcomes[p.index] = Outcome(202, task_id=p.event.id)
+                self.recent.add(p.event.id)
+                self.metrics.accepted.labels(p.event.task).inc()
             elif future is not None:
                 error = future.exception() if future.done() else None
                 reason = (
                     error.reason if isinstance(error, DeliveryFailed)
                     else f"no acknowledgement within {self.publish_timeout_s:g}s"
                 )  # fmt: skip
-                outcomes[i] = _unavailable(f"the broker did not take the event: {reason}; retry")
-            if entry is not None:
-                entry.accepted = delivered
-                assert entry.inflight is not None
-                entry.inflight.set_result(delivered)
-                entry.inflight = None
+                outcomes[p.index] = _unavailable(
+                    f"the broker did not take the event: {reason}; retry"
+                )
+
+    def _refused(self, event: TaskEvent, exc: Exception) -> Outcome:
+        """The answer to a publish that raised: 413 for an event too large (the publisher's
+        own check, or librdkafka's, which also counts the record overhead), else 503."""
+        if isinstance(exc, MessageTooLarge):
+            return Outcome.of(exc)
+        if isinstance(exc, KafkaException) and _is_too_large(exc):
+            size = self.event_size(event)
+            return Outcome.of(MessageTooLarge(event.task, size, self.max_event_bytes))
+        return _unavailable(f"cannot produce the event: {exc}")
+
+
+def _accepted(outcome: Outcome | None) -> bool:
+    return outcome is not None and outcome.accepted
+
+
+def _is_too_large(exc: KafkaException) -> bool:
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE
 
 
 async def _settle(futures: list[Delivery], timeout: float) -> None:

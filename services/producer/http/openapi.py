@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskstream.producer.http.catalog import Catalog
-from taskstream.producer.http.jsonschema import JsonSchemas
+from .catalog import Catalog
+from .jsonschema import JsonSchemas
 
 REF = "#/components/schemas/"
 
@@ -44,7 +44,8 @@ def _errors(*codes: int, auth: bool) -> dict[str, Any]:
         400: "malformed JSON",
         404: "unknown task or task id",
         409: "the Idempotency-Key was used before with a different request",
-        413: "request body over the size limit",
+        413: "request body over the size limit, or a task event over the producer's "
+        "message.max.bytes (error.size and error.limit, in bytes)",
         415: "content type is not application/json",
         422: "the request does not fit the schema (error.path names the field)",
     }
@@ -73,6 +74,8 @@ def _common_schemas() -> dict[str, Any]:
                     "description": "the offending field, e.g. args.order.items[2]",
                 },
                 "task": {"type": "string"},
+                "size": {"type": "integer", "description": "bytes of the task event"},
+                "limit": {"type": "integer", "description": "the producer's message.max.bytes"},
             },
         },
         "Accepted": {

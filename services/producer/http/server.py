@@ -2,7 +2,8 @@
 
 With ``--workers N`` uvicorn forks N processes that each build the service from the
 ``TASKSTREAM_SERVE_SOURCE`` variable this module sets (an app spec or ``schemas:DIR``); each
-process has its own producer, idempotency memory and metrics.
+process has its own producer and metrics; Idempotency-Keys live in the lookup store, which
+every process (and host) of the service shares.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 from taskstream.config import Settings
-from taskstream.producer.http.api import create_app
-from taskstream.producer.http.service import HttpService
+
+from .api import create_app
+from .service import HttpService
 
 SOURCE_ENV = "TASKSTREAM_SERVE_SOURCE"
 

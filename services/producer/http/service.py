@@ -15,12 +15,14 @@ from taskstream.avro_json import datum_to_json
 from taskstream.config import Settings
 from taskstream.errors import CodecError
 from taskstream.kafka import admin_config
-from taskstream.producer.http.catalog import Catalog
-from taskstream.producer.http.idempotency import IdempotencyKeys, RecentIds
-from taskstream.producer.http.ingest import Ingestor, Publisher
-from taskstream.producer.http.metrics import HttpMetrics
 from taskstream.status import Status
 from taskstream.store import ResultRecord, ResultStore, open_store
+
+from .catalog import Catalog
+from .idempotency import IdempotencyKeys, RecentIds
+from .ingest import Ingestor, Publisher
+from .metrics import HttpMetrics
+from .settings import HttpSettings
 
 _PROBE_CACHE_S = 1.0  # how long a readiness answer is reused
 
@@ -57,7 +59,9 @@ class BrokerProbe:
 
 class HttpService:
     """Everything a request needs. Build it with :meth:`for_app` / :meth:`for_schemas`, or
-    directly with a fake publisher and store in tests."""
+    directly with a fake publisher and store in tests. `http` defaults to the HTTP settings
+    of `settings`; the store also keeps the Idempotency-Keys, shared with every process
+    that uses it."""
 
     def __init__(
         self,
@@ -66,24 +70,23 @@ class HttpService:
         publisher: Publisher,
         store: ResultStore,
         broker: BrokerProbe | None = None,
+        http: HttpSettings | None = None,
     ) -> None:
         self.catalog = catalog
         self.settings = settings
+        self.http = HttpSettings.from_settings(settings) if http is None else http
         self.publisher = publisher
         self.store = store
         self.broker = broker
         self.metrics = HttpMetrics()
-        self.tokens = frozenset(t.strip() for t in settings.http_tokens.split(",") if t.strip())
-        self.open_paths = frozenset(
-            p.strip() for p in settings.http_open_paths.split(",") if p.strip()
-        )
         self.ingestor = Ingestor(
             catalog,
             publisher,
             self.metrics,
-            publish_timeout_s=settings.http_publish_timeout_s,
-            idempotency=IdempotencyKeys(settings.http_idempotency_ttl_s),
-            recent=RecentIds(settings.http_recent_ids),
+            publish_timeout_s=self.http.publish_timeout_s,
+            max_event_bytes=self.http.max_event_bytes,
+            idempotency=IdempotencyKeys(store, self.http.idempotency_ttl_s),
+            recent=RecentIds(self.http.recent_ids),
         )
 
     @classmethod
@@ -150,7 +153,7 @@ class HttpService:
             return {"avro_base64": base64.b64encode(data).decode("ascii")}
 
     def close(self) -> None:
-        self.publisher.close(self.settings.http_publish_timeout_s)
+        self.publisher.close(self.http.publish_timeout_s)
         self.store.close()
         if self.broker is not None:
             self.broker.close()

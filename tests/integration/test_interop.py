@@ -4,7 +4,9 @@ A bare confluent-kafka producer sends a task event that plain fastavro encoded f
 exported schema files, a taskstream worker runs it, and a bare consumer reads the result
 event back for plain fastavro to decode: no taskstream code on the outside of the wire.
 (Debian's kcat, built on librdkafka 2.0, cannot negotiate API versions with the embedded
-broker, so the outside client here is confluent-kafka without taskstream.)
+broker, so the outside client here is confluent-kafka without taskstream.) Apache's Python
+avro writes a task event the worker runs, and a Node.js client (kafkajs + avsc, in
+tests/interop/node) sends a task and reads its result.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -96,6 +99,40 @@ def test_a_bare_kafka_client_and_plain_fastavro_talk_to_a_worker(
     result = decode(schemas / "result_event.avsc", message.value() or b"")
     assert result["id"] == task_id and result["status"] == "SUCCESS"
     assert decode(schemas / "tasks" / "itest.add.result.avsc", result["result"]) == 42
+
+
+def test_a_task_event_written_with_apache_avro_runs_instead_of_being_dead_lettered(
+    scope: Scope, app: App, tmp_path: Path
+) -> None:
+    """Apache's Python avro fingerprints the envelope differently (it keeps {"type":"long"}
+    for timestamp-micros in its canonical form); the worker accepts its events all the same."""
+    avro_io = pytest.importorskip("avro.io")
+    avro_schema = pytest.importorskip("avro.schema")
+    schemas = tmp_path / "schemas"
+    export(app, schemas)
+
+    def single_object(path: Path, datum: Any) -> bytes:
+        schema = avro_schema.parse(path.read_text())
+        out = io.BytesIO()
+        out.write(b"\xc3\x01" + schema.fingerprint("CRC-64-AVRO"))
+        avro_io.DatumWriter(schema).write(datum, avro_io.BinaryEncoder(out))
+        return out.getvalue()
+
+    task_id = str(uuid.uuid4())
+    event = single_object(
+        schemas / "task_event.avsc",
+        {
+            "id": task_id, "task": "itest.add", "queue": "default", "key": None, "attempt": 1,
+            "enqueued_at": datetime.now(UTC), "not_before": None,
+            "args": single_object(schemas / "tasks" / "itest.add.args.avsc", {"a": 40, "b": 2}),
+        },
+    )  # fmt: skip
+    assert event[2:10] != app.envelopes.task_schema.fingerprint  # not the spec's fingerprint
+    producer = Producer({"bootstrap.servers": scope.bootstrap_servers})
+    producer.produce(task_topic(scope.topic_prefix, "default"), event, task_id)
+    assert producer.flush(30) == 0
+    with worker_and_materializer(app):
+        assert app.result(task_id).get(timeout=60) == 42
 
 
 # --- A client nobody here wrote: Node.js, kafkajs + avsc (tests/interop/node) -------------

@@ -3,6 +3,14 @@
 A message is ``C3 01`` + the schema's 8-byte CRC-64-AVRO fingerprint (little-endian) + the
 Avro binary body, as the Avro specification defines, so any Avro library decodes it given the
 schema. Schemas are parsed once, at registration, and kept by fingerprint.
+
+The fingerprint is that of the schema's Parsing Canonical Form, which drops every attribute
+but name, type, fields, symbols, items, values and size, so a ``{"type": "long",
+"logicalType": "timestamp-micros"}`` is just ``"long"`` in it. Apache's Python ``avro``
+(1.12) keeps such a primitive as ``{"type":"long"}`` instead, so it fingerprints any schema
+with a logical type on a primitive differently; :func:`apache_python_fingerprint` computes
+its value, and :meth:`Codec.register` files the schema under that fingerprint too, so
+messages written with it decode. Encoding always uses the specification's fingerprint.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ class AvroSchema:
     parsed: Any  # fastavro's parsed form, used on the hot path
     fingerprint: bytes  # CRC-64-AVRO of the Parsing Canonical Form, little-endian
     header: bytes  # MARKER + fingerprint
+    # Other fingerprints that decode as this schema (other libraries' canonical forms).
+    aliases: tuple[bytes, ...] = ()
 
     @property
     def name(self) -> str:
@@ -49,6 +59,74 @@ def fingerprint(schema: Any) -> bytes:
     canonical = to_parsing_canonical_form(parse_schema(schema, _write_hint=False))
     # fastavro renders the 64-bit value as hex of its little-endian bytes: the wire order.
     return bytes.fromhex(_fingerprint(canonical, "CRC-64-AVRO"))
+
+
+# Attributes Apache's Python avro does not count among a schema's properties: a primitive
+# written as an object with any other attribute (logicalType, precision, ...) keeps its
+# object form, ``{"type":"long"}``, in that library's canonical form (avro/schema.py:
+# SCHEMA_RESERVED_PROPS and PrimitiveSchema.to_canonical_json).
+_APACHE_RESERVED = frozenset(
+    ("type", "name", "namespace", "fields", "items", "size", "symbols", "values", "doc")
+)
+_PRIMITIVES = frozenset(("null", "boolean", "int", "long", "float", "double", "bytes", "string"))
+
+
+def apache_python_canonical_form(schema: Any) -> str:
+    """``schema``'s canonical form as Apache's Python ``avro`` 1.12 writes it.
+
+    It is the Parsing Canonical Form except that a primitive type with a logical type (or
+    another non-reserved attribute) stays an object with only its type: ``{"type":"long"}``
+    where the specification has ``"long"``.
+    """
+    out: list[str] = []
+    _apache_form(parse_schema(schema, _write_hint=False), out)
+    return "".join(out)
+
+
+def _apache_form(schema: Any, out: list[str]) -> None:
+    # parse_schema has resolved names to full names and later uses to name references.
+    if isinstance(schema, list):
+        out.append("[")
+        for i, branch in enumerate(schema):
+            if i:
+                out.append(",")
+            _apache_form(branch, out)
+        out.append("]")
+        return
+    if not isinstance(schema, dict):
+        out.append(json.dumps(schema))
+        return
+    kind = schema["type"]
+    if isinstance(kind, str) and kind in _PRIMITIVES:
+        out.append(f'{{"type":"{kind}"}}' if set(schema) - _APACHE_RESERVED else json.dumps(kind))
+    elif kind in ("array", "map"):
+        child = "items" if kind == "array" else "values"
+        out.append(f'{{"type":"{kind}","{child}":')
+        _apache_form(schema[child], out)
+        out.append("}")
+    elif kind == "enum":
+        symbols = ",".join(json.dumps(s) for s in schema["symbols"])
+        out.append(f'{{"name":{json.dumps(schema["name"])},"type":"enum","symbols":[{symbols}]}}')
+    elif kind == "fixed":
+        out.append(
+            f'{{"name":{json.dumps(schema["name"])},"type":"fixed","size":{schema["size"]}}}'
+        )
+    elif kind in ("record", "error"):
+        out.append(f'{{"name":{json.dumps(schema["name"])},"type":"record","fields":[')
+        for i, field in enumerate(schema["fields"]):
+            out.append(f'{"," if i else ""}{{"name":{json.dumps(field["name"])},"type":')
+            _apache_form(field["type"], out)
+            out.append("}")
+        out.append("]}")
+    else:  # {"type": <a type>}
+        _apache_form(kind, out)
+
+
+def apache_python_fingerprint(schema: Any) -> bytes:
+    """The 8 fingerprint bytes Apache's Python ``avro`` 1.12 gives ``schema`` (its
+    ``Schema.fingerprint("CRC-64-AVRO")``): CRC-64-AVRO of :func:`apache_python_canonical_form`.
+    Equal to :func:`fingerprint` for schemas without logical types on primitives."""
+    return bytes.fromhex(_fingerprint(apache_python_canonical_form(schema), "CRC-64-AVRO"))
 
 
 def strip_logical_types(schema: Any) -> Any:
@@ -73,6 +151,8 @@ class Codec:
     def register(self, schema: Any, *, logical_types: bool = True) -> AvroSchema:
         """Parse ``schema`` once and remember it by fingerprint; registering twice is harmless.
 
+        It is also remembered by the fingerprint Apache's Python avro computes for it, when
+        that differs, so events fingerprinted that way decode (encoding keeps the spec's).
         Raises InvalidSchema for a schema fastavro does not parse.
         """
         try:
@@ -84,11 +164,18 @@ class Codec:
             # parse_schema marks its result as parsed; without the mark, fastavro's reader and
             # writer would parse the schema again on every call.
             parsed = parse_schema(json.loads(json.dumps(readable)))
+            aliases = tuple(a for a in (apache_python_fingerprint(schema),) if a != fp)
         except (SchemaParseException, ValueError, KeyError, TypeError, AttributeError) as exc:
             # fastavro's own error for most, a builtin where it indexes a malformed schema
             raise InvalidSchema(f"{exc!r} in {reprlib.repr(schema)}") from exc
-        registered = AvroSchema(schema=schema, parsed=parsed, fingerprint=fp, header=MARKER + fp)
+        registered = AvroSchema(
+            schema=schema, parsed=parsed, fingerprint=fp, header=MARKER + fp, aliases=aliases
+        )
         self._by_fingerprint[fp] = registered
+        for alias in aliases:
+            # A spec fingerprint never names another schema: no Parsing Canonical Form has a
+            # {"type":"long"} object in it, so an alias cannot equal another's fingerprint.
+            self._by_fingerprint.setdefault(alias, registered)
         return registered
 
     def lookup(self, fp: bytes) -> AvroSchema:
@@ -117,12 +204,13 @@ class Codec:
         return schema, self._read_body(schema, data)
 
     def decode_as(self, schema: AvroSchema, data: bytes) -> Any:
-        """The datum of ``data``, which must carry ``schema``'s fingerprint."""
+        """The datum of ``data``, which must carry ``schema``'s fingerprint (or an alias)."""
         if data[:HEADER_SIZE] != schema.header:
             if len(data) < HEADER_SIZE or data[:2] != MARKER:
                 raise CorruptMessage("not Avro single-object encoding")
             other = self.lookup(bytes(data[2:HEADER_SIZE]))  # UnknownSchema if unregistered
-            raise CorruptMessage(f"expected a {schema.name}, got a {other.name}")
+            if other is not schema:
+                raise CorruptMessage(f"expected a {schema.name}, got a {other.name}")
         return self._read_body(schema, data)
 
     @staticmethod

@@ -6,8 +6,21 @@ import struct
 
 import pytest
 
-from taskstream.codec import MARKER, Codec, fingerprint, strip_logical_types
+from taskstream.codec import (
+    MARKER,
+    Codec,
+    apache_python_fingerprint,
+    fingerprint,
+    strip_logical_types,
+)
+from taskstream.envelope import (
+    RESULT_EVENT_SCHEMA_FILE,
+    TASK_EVENT_SCHEMA_FILE,
+    Envelopes,
+    load_envelope_schema,
+)
 from taskstream.errors import CorruptMessage, UnknownSchema
+from taskstream.status import Status
 
 POINT = {
     "type": "record",
@@ -100,3 +113,93 @@ def test_decode_as_rejects_another_registered_schema() -> None:
     other = codec.register("string")
     with pytest.raises(CorruptMessage, match="expected a Point"):
         codec.decode_as(point, codec.encode(other, "x"))
+
+
+# --- Events from Apache's Python avro 1.12 -------------------------------------------------
+# Written with avro 1.12.2: C3 01 + schema.fingerprint("CRC-64-AVRO") + DatumWriter's body,
+# from schemas/task_event.avsc and schemas/result_event.avsc. That library keeps
+# {"type":"long"} for timestamp-micros in its canonical form, so its envelope fingerprints
+# (a4d291fc2f46e32f, 8985d5ca55ceb15f) are not the specification's.
+APACHE_TASK_EVENT = bytes.fromhex(
+    "c301a4d291fc2f46e32f4836663163316238652d336333612d346235332d396135352d3162326134663063"
+    "396431301269746573742e6164640e64656661756c74000280d8dafeddd9b0060018c301a78d516037205d"
+    "715004"
+)
+APACHE_RESULT_EVENT = bytes.fromhex(
+    "c3018985d5ca55ceb15f4836663163316238652d336333612d346235332d396135352d3162326134663063"
+    "396431301269746573742e6164640602000216c301b71df49344e154d05400106e6f64652d313a371e742e"
+    "7461736b732e64656661756c74062280d8dafeddd9b00688e6dafeddd9b006ece6dafeddd9b006"
+)
+ADD_ARGS = {
+    "type": "record",
+    "name": "add_args",
+    "namespace": "itest",
+    "fields": [{"name": "a", "type": "long"}, {"name": "b", "type": "long"}],
+}
+T0 = 1_795_944_600_000_000  # 2026-11-29T09:30:00Z in µs
+TASK_ID = "6f1c1b8e-3c3a-4b53-9a55-1b2a4f0c9d10"
+
+
+def test_a_task_event_written_by_apache_avro_decodes() -> None:
+    codec = Codec()
+    envelopes = Envelopes(codec)
+    args = codec.register(ADD_ARGS)
+    event = envelopes.decode_task(APACHE_TASK_EVENT)
+    assert (event.id, event.task, event.queue, event.key, event.attempt) == (
+        TASK_ID, "itest.add", "default", None, 1,
+    )  # fmt: skip
+    assert (event.enqueued_at, event.not_before) == (T0, None)
+    # The arguments record has no logical type: both libraries agree on its fingerprint.
+    assert codec.decode_as(args, event.args) == {"a": 40, "b": 2}
+    schema, _ = codec.decode(APACHE_TASK_EVENT)
+    assert schema is envelopes.task_schema
+
+
+def test_a_result_event_written_by_apache_avro_decodes() -> None:
+    codec = Codec()
+    result = Envelopes(codec).decode_result(APACHE_RESULT_EVENT)
+    assert (result.id, result.status, result.error, result.worker) == (
+        TASK_ID, Status.SUCCESS, None, "node-1:7",
+    )  # fmt: skip
+    assert (result.source_topic, result.source_partition, result.source_offset) == (
+        "t.tasks.default", 3, 17,
+    )  # fmt: skip
+    assert (result.enqueued_at, result.started_at, result.finished_at) == (T0, T0 + 900, T0 + 950)
+    assert result.result is not None
+    assert codec.decode_as(codec.register("long"), result.result) == 42
+
+
+def test_encoding_keeps_the_specification_fingerprint() -> None:
+    codec = Codec()
+    envelopes = Envelopes(codec)
+    event = envelopes.decode_task(APACHE_TASK_EVENT)
+    again = envelopes.encode_task(event)
+    spec = fingerprint(load_envelope_schema(TASK_EVENT_SCHEMA_FILE))
+    assert again == MARKER + spec + APACHE_TASK_EVENT[10:]
+    assert envelopes.task_schema.aliases == (APACHE_TASK_EVENT[2:10],)
+
+
+@pytest.mark.parametrize(
+    ("filename", "spec", "apache"),
+    [
+        (TASK_EVENT_SCHEMA_FILE, "fb51d1a78cff63ad", "a4d291fc2f46e32f"),
+        (RESULT_EVENT_SCHEMA_FILE, "abcc3e02563c979d", "8985d5ca55ceb15f"),
+    ],
+)
+def test_the_envelope_fingerprints_are_the_documented_ones(
+    filename: str, spec: str, apache: str
+) -> None:
+    schema = load_envelope_schema(filename)
+    assert fingerprint(schema).hex() == spec
+    assert apache_python_fingerprint(schema).hex() == apache
+
+
+def test_a_schema_without_logical_types_has_no_alias() -> None:
+    assert Codec().register(POINT).aliases == ()
+
+
+def test_an_alias_does_not_make_another_schema_decode_as_this_one() -> None:
+    codec = Codec()
+    envelopes = Envelopes(codec)
+    with pytest.raises(CorruptMessage, match="expected a TaskEvent, got a ResultEvent"):
+        envelopes.decode_task(APACHE_RESULT_EVENT)

@@ -32,6 +32,24 @@ def test_librdkafka_settings_pass_through_and_explicit_ones_win(
     assert config["enable.idempotence"] is True
 
 
+def test_producers_compress_with_gzip_which_every_kafka_client_reads() -> None:
+    config = producer_config(Settings.load(bootstrap_servers="k:1"))
+    assert (config["compression.type"], config["compression.level"]) == ("gzip", 1)
+    # Part of the wire contract too: a key's partition is CRC-32(key) mod partitions.
+    assert config["partitioner"] == "consistent_random"
+
+
+@pytest.mark.parametrize("name", ["compression.type", "compression.codec"])
+def test_a_codec_of_the_user_s_choice_keeps_its_own_default_level(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv("TASKSTREAM_KAFKA_" + name.upper().replace(".", "_"), "zstd")
+    config = producer_config(Settings.load(bootstrap_servers="k:1"))
+    assert config[name] == "zstd"
+    assert "compression.level" not in config
+    assert producer_config(Settings.load(bootstrap_servers="k:1"), **{name: "lz4"})[name] == "lz4"
+
+
 def test_a_consumer_never_auto_commits() -> None:
     config = consumer_config(Settings.load(bootstrap_servers="k:1"), "g")
     assert config["enable.auto.commit"] is False

@@ -561,7 +561,7 @@ def taskstream_drain(scope: Scope, tasks: int) -> dict[str, Any]:
     app.ensure_topics(["default"])
     backlog = encode_backlog(app, tasks)
     app.close()
-    proc = spawn_worker(scope)
+    proc = spawn_worker(scope, "--concurrency", "1")  # as workload 1 runs it
     try:
         wait_group(scope, 1)
     except BaseException:

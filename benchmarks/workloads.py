@@ -531,15 +531,19 @@ def _timed_drain(scope: Scope, proc: subprocess.Popen[bytes],
     group's committed offsets covering the backlog; CPU is the process's user+sys between
     the start and the last commit. The records read are checked, one result per task."""
     tasks = len(backlog)
-    watcher = ResultWatcher(scope.bootstrap, scope.results, tasks)
-    proc.send_signal(signal.SIGSTOP)
     try:
-        load_s = produce_all(scope.bootstrap, scope.topic, backlog)
-    finally:
-        proc.send_signal(signal.SIGCONT)
-    cpu = cpu_seconds(proc.pid)
-    started = time.perf_counter()
+        watcher = ResultWatcher(scope.bootstrap, scope.results, tasks)
+    except BaseException:
+        stop([proc])
+        raise
     try:
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            load_s = produce_all(scope.bootstrap, scope.topic, backlog)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        cpu = cpu_seconds(proc.pid)
+        started = time.perf_counter()
         committed_at = wait_committed(scope, tasks, timeout=max(120, tasks / 50), interval=0.01)
         cpu = cpu_seconds(proc.pid) - cpu
         last_result = watcher.wait(30)

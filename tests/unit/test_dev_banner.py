@@ -1,0 +1,76 @@
+"""What `taskstream dev` prints and which ports it gives its children, without running it."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from taskstream import App
+from taskstream.cli.banner import Banner, example_task
+from taskstream.cli.dev import _metrics_ports
+from taskstream.errors import ConfigError
+
+
+def test_the_banner_example_is_add_when_the_app_has_one() -> None:
+    app = App("banner", bootstrap_servers="127.0.0.1:1", store="memory://")
+
+    @app.task(name="demo.a_divide")
+    def a_divide(a: float, b: float) -> float:
+        return a / b
+
+    @app.task(name="demo.add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    assert example_task(app) == "demo.add"
+
+
+def test_the_banner_example_is_not_a_task_whose_name_says_it_fails() -> None:
+    app = App("banner", bootstrap_servers="127.0.0.1:1", store="memory://")
+
+    @app.task(name="demo.always_fails")
+    def always_fails(reason: str) -> None:
+        raise RuntimeError(reason)
+
+    @app.task(name="demo.greet")
+    def greet(name: str) -> str:
+        return f"hello {name}"
+
+    assert example_task(app) == "demo.greet"
+
+
+def test_the_banner_says_the_store_was_emptied_and_where_each_metrics_port_is() -> None:
+    app = App("banner", bootstrap_servers="127.0.0.1:1", store="memory://")
+
+    @app.task(name="demo.add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    text = Banner(
+        app, "m:app", "127.0.0.1:1", embedded=True, created=[], http_port=0,
+        http_port_taken=8000, metrics_ports={"worker": 9464, "materializer": 9465},
+    ).render()  # fmt: skip
+    assert "memory:// (emptied: the embedded broker starts empty)" in text
+    assert "none: port 8000 is taken" in text
+    assert "worker http://127.0.0.1:9464/metrics" in text
+    assert "materializer http://127.0.0.1:9465/metrics" in text
+    assert """send demo.add '{"a": 2, "b": 2}' --app m:app""" in text
+
+
+def test_dev_gives_the_worker_and_the_materializer_a_metrics_port_each() -> None:
+    app = App("ports", bootstrap_servers="127.0.0.1:1", store="memory://", metrics_port=0)
+    ports = _metrics_ports(app)
+    assert set(ports) == {"worker", "materializer"}
+    assert ports["worker"] != ports["materializer"]
+    assert _metrics_ports(App("none", bootstrap_servers="127.0.0.1:1", store="memory://")) == {}
+
+
+def test_dev_refuses_a_metrics_port_that_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        app = App("ports", bootstrap_servers="127.0.0.1:1", store="memory://", metrics_port=port)
+        with pytest.raises(ConfigError, match=f"port {port} .the worker's. is taken"):
+            _metrics_ports(app)

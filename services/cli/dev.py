@@ -165,7 +165,10 @@ def _metrics_ports(app: App) -> dict[str, int]:
 
 
 def _port_free(port: int) -> bool:
+    """Nothing listens on `port`. With SO_REUSEADDR, as uvicorn and prometheus-client bind:
+    connections of a server that just stopped (TIME_WAIT) do not make the port look taken."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

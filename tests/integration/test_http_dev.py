@@ -150,28 +150,31 @@ def test_a_dev_that_is_killed_or_hung_up_leaves_no_process_and_frees_its_ports(
         assert read_dev_bootstrap(state) is None
 
 
-def test_a_dev_started_after_a_killed_one_replaces_its_state(
+def test_a_dev_started_after_a_killed_one_replaces_its_state_and_gets_the_http_port(
     tmp_path: Path, broker: BrokerHandle
 ) -> None:
     broker.require_embedded()  # only dev's own broker writes dev.json
     state = tmp_path / ".taskstream" / "dev.json"
-    env = dev_env(broker)
-    first = start_dev(tmp_path, env, 0)
+    env, port = dev_env(broker), free_port()
+    url = f"http://127.0.0.1:{port}"
+    first = start_dev(tmp_path, env, port)
     try:
-        wait_until(state.exists, 60, "the first dev's broker")
+        wait_until(lambda: _answers(url), 60, "the first dev's HTTP API")
+        with httpx.Client() as client:  # a keep-alive connection open when the server dies
+            assert client.get(f"{url}/healthz").status_code == 200
+            first.kill()
+            first.communicate(timeout=30)
     finally:
-        first.kill()
-        first.communicate(timeout=30)
-    second = start_dev(tmp_path, env, 0)
+        if first.poll() is None:
+            first.kill()
+            first.communicate(timeout=30)
+    second = start_dev(tmp_path, env, port)
     try:
-        wait_until(
-            lambda: state.exists() and json.loads(state.read_text())["pid"] == second.pid,
-            60,
-            "the second dev to replace the stale dev.json",
-        )
+        wait_until(lambda: _answers(url), 60, "the second dev's HTTP API on the same port")
+        assert json.loads(state.read_text())["pid"] == second.pid
         assert read_dev_bootstrap(state) is not None
     finally:
         second.send_signal(signal.SIGINT)
         out, _ = second.communicate(timeout=60)
     assert second.returncode == 0, out
-    assert "already running" not in out
+    assert "already running" not in out and "is taken" not in out

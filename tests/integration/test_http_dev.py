@@ -117,8 +117,10 @@ def test_a_dev_that_is_killed_or_hung_up_leaves_no_process_and_frees_its_ports(
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _answers(url), 60, "the HTTP API of taskstream dev")
         # The worker and the materializer each serve /metrics on a port of their own.
-        for p in (metrics_port, metrics_port + 1):
-            wait_until(lambda p=p: not nothing_listens(p), 30, f"/metrics on port {p}")
+        metrics_ports = (metrics_port, metrics_port + 1)
+        wait_until(
+            lambda: not any(nothing_listens(p) for p in metrics_ports), 30, "both /metrics ports"
+        )
         children = children_of(dev.pid)
         roles = ["worker", "materialize", "serve"] + (["broker"] if broker.embedded else [])
         assert all(any(f" {r} " in c for c in children.values()) for r in roles), children

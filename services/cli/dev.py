@@ -46,8 +46,9 @@ STATE_DIR = DEV_STATE_FILE.parent
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-class _Stop(Exception):
-    """Ctrl-C, SIGTERM or SIGHUP arrived: stop everything."""
+class _Stop(BaseException):
+    """Ctrl-C, SIGTERM or SIGHUP arrived: stop everything. A BaseException, as
+    KeyboardInterrupt is, so that no library's ``except Exception`` swallows it."""
 
 
 _stopping: list[str] = []  # the stop signal's name, once one arrived

@@ -80,14 +80,14 @@ def spawn_worker(scope: Scope, *args: str) -> subprocess.Popen[bytes]:
     scope.logs.append(log)
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "taskstream", "worker", APP_SPEC, *args],
+            [sys.executable, "-m", "taskstream.cli", "worker", APP_SPEC, *args],
             env=scope.env(), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
 
 def spawn_materializer(scope: Scope) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "taskstream", "materialize", "--app", APP_SPEC],
+        [sys.executable, "-m", "taskstream.cli", "materialize", "--app", APP_SPEC],
         env=scope.env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

@@ -31,7 +31,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from taskstream import App, schema_files
-from taskstream.embedded_broker import EmbeddedBroker, free_port
+from taskstream.cli.embedded_broker import EmbeddedBroker, free_port
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 TASK = "bench.noop"
@@ -123,7 +123,7 @@ def main() -> int:
     env.update(TASKSTREAM_BOOTSTRAP_SERVERS=bootstrap, TASKSTREAM_TOPIC_PREFIX=prefix,
                TASKSTREAM_STORE="memory://")  # fmt: skip
     server = subprocess.Popen(
-        [sys.executable, "-m", "taskstream", "serve", "--schemas", str(work / "schemas"),
+        [sys.executable, "-m", "taskstream.cli", "serve", "--schemas", str(work / "schemas"),
          "--port", str(port)],
         env=env, cwd=work,
     )  # fmt: skip

@@ -51,7 +51,7 @@ def main() -> int:
     p.add_argument("--tasks", type=int, default=60_000)
     p.add_argument("--out", default=str(REPO / "benchmarks/reports/profile"))
     args = p.parse_args()
-    from taskstream.embedded_broker import EmbeddedBroker
+    from taskstream.cli.embedded_broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as d:
         scope = Scope(broker.bootstrap_servers, Path(d))
@@ -61,7 +61,7 @@ def main() -> int:
         folded = Path(args.out + ".folded")
         spy = subprocess.Popen(
             ["py-spy", "record", "-r", "250", "-f", "raw", "-o", str(folded), "--",
-             sys.executable, "-m", "taskstream", "worker", APP_SPEC],
+             sys.executable, "-m", "taskstream.cli", "worker", APP_SPEC],
             env=scope.env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         started = time.perf_counter()

@@ -144,7 +144,7 @@ BROKERS = {
 
 
 def _local_broker(name: str, workdir: Path) -> Any:
-    from taskstream.embedded_broker import EmbeddedBroker
+    from taskstream.cli.embedded_broker import EmbeddedBroker
 
     if name == "noida":
         from tests.brokers import NoidaBroker

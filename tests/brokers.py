@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from taskstream.embedded_broker import EmbeddedBroker
+from taskstream.cli.embedded_broker import EmbeddedBroker
 
 
 class NoidaBroker(EmbeddedBroker):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from taskstream.embedded_broker import EmbeddedBroker
+from taskstream.cli.embedded_broker import EmbeddedBroker
 from tests.brokers import NoidaBroker
 
 REPO = Path(__file__).resolve().parent.parent

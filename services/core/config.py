@@ -131,10 +131,17 @@ def prometheus_multiproc_dir() -> str | None:
 
 
 def read_dev_bootstrap(state_file: Path = DEV_STATE_FILE) -> str | None:
-    """The broker address a running ``taskstream dev`` recorded, if any."""
+    """The broker address a running ``taskstream dev`` recorded, if any.
+
+    A file left by a dev that was killed (its pid no longer alive) is ignored: its broker
+    died with it.
+    """
     try:
         state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
+        os.kill(int(state["pid"]), 0)
+    except PermissionError:
+        pass  # alive, owned by another user
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     value = state.get("bootstrap_servers")
     return value if isinstance(value, str) else None

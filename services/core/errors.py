@@ -15,6 +15,7 @@ TaskstreamError
 ├── UnknownTask              a task name this app does not define (name)         +LookupError
 ├── NoCurrentTask            current_request() outside a running task           +RuntimeError
 ├── BrokerError              the Kafka client reported an error (code, name)  +KafkaException
+├── BrokerNotStarted         the embedded broker (dev, tests) did not come up   +RuntimeError
 ├── DeliveryFailed           the broker did not acknowledge an event (topic, reason)
 ├── DeliveryTimeout          no delivery report within the wait (topic, timeout)         +TO
 ├── MessageTooLarge          an event over message.max.bytes (task, size, limit)         +V
@@ -169,6 +170,10 @@ class BrokerError(TaskstreamError, KafkaException):
 
     def __str__(self) -> str:
         return f"{self.action}: {self.error.str()} ({self.name})"
+
+
+class BrokerNotStarted(TaskstreamError, RuntimeError):
+    """The embedded broker of ``taskstream dev`` and the tests did not start or listen."""
 
 
 class DeliveryFailed(TaskstreamError):

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import httpx
 import uvicorn
 
-from taskstream.embedded_broker import free_port
+from taskstream.cli.embedded_broker import free_port
 from taskstream.producer.http import HttpService, create_app
 from tests.conftest import REPO, Scope
 
@@ -47,7 +47,7 @@ def serve_process(scope: Scope, *args: str, **env: str) -> Iterator[str]:
     """`taskstream serve ARGS --port <free>` as a process sharing the test's scope."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "taskstream", "serve", *args, "--port", str(port)],
+        [sys.executable, "-m", "taskstream.cli", "serve", *args, "--port", str(port)],
         env=scope.env(**env),
         cwd=REPO,
     )

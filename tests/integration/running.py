@@ -55,7 +55,7 @@ def worker_and_materializer(app: App, **worker_options: Any) -> Iterator[Worker]
 def spawn_worker(scope: Scope, *args: str, **env: str) -> subprocess.Popen[bytes]:
     """A worker as a real process (`taskstream worker`), sharing the test's scope."""
     return subprocess.Popen(
-        [sys.executable, "-m", "taskstream", "worker", APP_SPEC, *args],
+        [sys.executable, "-m", "taskstream.cli", "worker", APP_SPEC, *args],
         env=scope.env(**env),
         cwd=REPO,
     )
@@ -64,7 +64,7 @@ def spawn_worker(scope: Scope, *args: str, **env: str) -> subprocess.Popen[bytes
 def spawn_materializer(scope: Scope) -> subprocess.Popen[bytes]:
     """A materializer as a real process (`taskstream materialize`)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "taskstream", "materialize", "--app", APP_SPEC],
+        [sys.executable, "-m", "taskstream.cli", "materialize", "--app", APP_SPEC],
         env=scope.env(),
         cwd=REPO,
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from taskstream.cli.embedded_broker import free_port
 from tests.conftest import REPO, BrokerHandle
 from tests.integration.running import wait_until
 
@@ -23,7 +24,7 @@ def cli(
     *args: str, cwd: Path, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "taskstream", *args],
+        [sys.executable, "-m", "taskstream.cli", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -33,7 +34,7 @@ def dev_running(cwd: Path, env: dict[str, str], embedded: bool) -> Iterator[list
     """`taskstream dev examples.app:app` in ``cwd`` until the block ends, then Ctrl-C."""
     output: list[str] = []
     dev = subprocess.Popen(
-        [sys.executable, "-m", "taskstream", "dev", "examples.app:app"],
+        [sys.executable, "-m", "taskstream.cli", "dev", "examples.app:app"],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -110,3 +111,19 @@ def test_a_second_dev_run_in_the_same_directory_starts_clean(
             send_add(tmp_path, env, i, i)
     with dev_running(tmp_path, env, embedded=True):
         assert send_add(tmp_path, env, 20, 22)[1] == "42"
+
+
+def test_serve_prints_the_address_it_listens_on(tmp_path: Path, broker: BrokerHandle) -> None:
+    port = free_port()
+    env = dev_env(broker) | {"TASKSTREAM_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "taskstream.cli", "serve", "examples.app:app", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        first = serve.stdout.readline()
+    finally:
+        serve.terminate()
+        serve.communicate(timeout=30)
+    assert first == f"taskstream serve: examples.app:app on http://127.0.0.1:{port}\n"

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def dlq(scope: Scope, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "taskstream", "dlq", *args],
+        [sys.executable, "-m", "taskstream.cli", "dlq", *args],
         env=scope.env(), cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

@@ -112,8 +112,15 @@ def worker_metrics(scope: Scope, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def prometheus(worker_metrics: str, tmp_path: Path) -> Iterator[Prometheus]:
-    binary = prometheus_binary()
+def prometheus_path() -> str:
+    return prometheus_binary()
+
+
+# prometheus_path comes first: a missing binary skips the test before a worker is started
+# (a worker stopped while it starts exits by the signal, not 0).
+@pytest.fixture
+def prometheus(prometheus_path: str, worker_metrics: str, tmp_path: Path) -> Iterator[Prometheus]:
+    binary = prometheus_path
     config = scrape_config(worker_metrics)
     config.pop("_metrics_port")
     directory = tmp_path / "prometheus"

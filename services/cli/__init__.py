@@ -1,0 +1,52 @@
+"""The ``taskstream`` command: worker, materialize, dev, send, result, serve, dlq, schemas.
+
+The front door, outside the core package: it imports the producer and the consumer services,
+which core never does. Each subcommand lives in the module of its concept (``_MODULES``) and
+is imported only when it runs, so ``taskstream --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from taskstream.cli.parser import build_parser
+from taskstream.errors import TaskFailed, TaskstreamError
+
+__all__ = ["main"]
+
+# subcommand -> the module (under taskstream.cli) with the function of the same name
+_MODULES = {
+    "worker": "roles",
+    "materialize": "roles",
+    "serve": "roles",
+    "send": "tasks",
+    "result": "tasks",
+    "dlq": "dlq",
+    "schemas": "schemas",
+    "dev": "dev",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    module = importlib.import_module(f"taskstream.cli.{_MODULES[args.command]}")
+    handler: Callable[..., int] = getattr(module, args.command)
+    try:
+        return handler(args)
+    except TaskFailed as exc:
+        print(json.dumps({"status": "FAILURE", "type": exc.exc_type, "message": exc.message}))
+        print(exc.traceback, file=sys.stderr)
+        return 1
+    except (TaskstreamError, TimeoutError) as exc:
+        print(f"taskstream {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,204 @@
+"""``taskstream dev``: broker, topics, worker, materializer and HTTP API in one command.
+
+One supervisor (this process) and its children: the embedded broker (unless bootstrap
+servers are configured), ``taskstream worker``, ``taskstream materialize`` and
+``taskstream serve`` (unless ``--http-port 0``).
+
+- **Stopping.** Ctrl-C, SIGTERM and SIGHUP (the terminal closing) stop it in order: SIGTERM
+  to each child, a wait, then the broker. The children run in sessions of their own, so the
+  terminal's signals reach the supervisor alone. If the supervisor is killed outright
+  (SIGKILL), the kernel sends its children SIGTERM and the broker SIGKILL (``children.py``).
+- **State in** ``.taskstream/``: ``dev.json`` (this process's pid and the broker address,
+  which ``send``/``result``/``worker`` in this directory use while that pid lives; a file
+  whose pid is dead is ignored and replaced), ``broker.log``, and ``metrics/``, the
+  ``PROMETHEUS_MULTIPROC_DIR`` the children share (emptied at start), so every ``/metrics``
+  of the run, the HTTP API's included, shows the worker, materializer and HTTP values merged.
+- **The store is emptied at start when dev runs its own broker**, and the banner says so: the
+  embedded broker keeps nothing across runs, so the previous run's task ids no longer exist
+  and its stored offsets would make the materializer skip the new run's first results. With
+  an external cluster the store is kept.
+- **Metrics ports.** ``TASKSTREAM_METRICS_PORT=P`` gives the worker ``P`` and the materializer
+  ``P + 1`` (0: a free port each); the banner prints both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from taskstream.app import App
+from taskstream.cli.banner import Banner
+from taskstream.cli.children import spawn
+from taskstream.cli.embedded_broker import EmbeddedBroker, free_port
+from taskstream.config import DEV_STATE_FILE, clear_dev_state, write_dev_state
+from taskstream.errors import ConfigError
+from taskstream.loading import load_app
+from taskstream.topics import results_topic
+
+STATE_DIR = DEV_STATE_FILE.parent
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Stop(BaseException):
+    """Ctrl-C, SIGTERM or SIGHUP arrived: stop everything. A BaseException, as
+    KeyboardInterrupt is, so that no library's ``except Exception`` swallows it."""
+
+
+_stopping: list[str] = []  # the stop signal's name, once one arrived
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    _stopping.append(signal.Signals(signum).name)
+    raise _Stop(_stopping[-1])
+
+
+def dev(args: argparse.Namespace) -> int:
+    running = _dev_already_running()
+    if running is not None and running != os.getpid():
+        raise ConfigError(f"taskstream dev is already running here (pid {running})")
+    clear_dev_state()  # a stale file from a dev that was killed
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, _raise_stop)
+    app: App | None = None
+    broker: EmbeddedBroker | None = None
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        app = load_app(args.app)
+        env = dict(os.environ)
+        bootstrap = app.settings.bootstrap_servers
+        if not bootstrap:
+            STATE_DIR.mkdir(parents=True, exist_ok=True)
+            broker = EmbeddedBroker(log_path=STATE_DIR / "broker.log")
+            broker.start()
+            bootstrap = broker.bootstrap_servers
+            write_dev_state(bootstrap)
+            app.settings = app.settings.replace(bootstrap_servers=bootstrap)
+            app.store.reset(results_topic(app.settings.topic_prefix))
+        env["TASKSTREAM_BOOTSTRAP_SERVERS"] = bootstrap
+        _share_metrics_dir(env)
+        metrics = _metrics_ports(app)
+        created = app.ensure_topics()
+
+        cli = [sys.executable, "-m", "taskstream.cli", "--log-level", args.log_level]
+        worker = [*cli, "worker", args.app, "--concurrency", str(args.concurrency)]
+        materializer = [*cli, "materialize", "--app", args.app]
+        if "worker" in metrics:
+            worker += ["--metrics-port", str(metrics["worker"])]
+            materializer += ["--metrics-port", str(metrics["materializer"])]
+        commands = {"worker": worker, "materializer": materializer}
+        http_port = args.http_port if args.http_port and _port_free(args.http_port) else 0
+        if http_port:
+            commands["HTTP API"] = [*cli, "serve", args.app, "--port", str(http_port)]
+        for name, command in commands.items():
+            children[name] = spawn(
+                command, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+
+        banner = Banner(
+            app,
+            args.app,
+            bootstrap,
+            embedded=broker is not None,
+            created=created,
+            http_port=http_port,
+            http_port_taken=args.http_port if args.http_port and not http_port else None,
+            metrics_ports=metrics,
+        )
+        print(banner.render(), flush=True)
+        return _supervise(children)
+    except _Stop:
+        return 0
+    except Exception:
+        if _stopping:  # the stop interrupted a library call, which reported it its own way
+            return 0
+        raise
+    finally:
+        for sig in _STOP_SIGNALS:  # let the clean-up run to its end
+            signal.signal(sig, signal.SIG_IGN)
+        grace = app.settings.shutdown_grace_s + 5 if app is not None else 5
+        _stop_children(children, grace)
+        if app is not None:
+            app.close()
+        if broker is not None:
+            broker.stop()
+        clear_dev_state()
+        print("taskstream dev: stopped", file=sys.stderr, flush=True)
+
+
+def _dev_already_running() -> int | None:
+    try:
+        pid = int(json.loads(DEV_STATE_FILE.read_text())["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid
+
+
+def _share_metrics_dir(env: dict[str, str]) -> None:
+    """One PROMETHEUS_MULTIPROC_DIR for the children (the user's own if set, kept as is)."""
+    if env.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    directory = STATE_DIR / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)  # values of a previous run's processes
+    directory.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(directory.resolve())
+
+
+def _metrics_ports(app: App) -> dict[str, int]:
+    """The worker's and the materializer's /metrics ports: P and P + 1 (0: free ones)."""
+    port = app.settings.metrics_port
+    if port is None:
+        return {}
+    if port == 0:
+        return {"worker": free_port(), "materializer": free_port()}
+    ports = {"worker": port, "materializer": port + 1}
+    for name, p in ports.items():
+        if not _port_free(p):
+            raise ConfigError(f"TASKSTREAM_METRICS_PORT: port {p} (the {name}'s) is taken")
+    return ports
+
+
+def _port_free(port: int) -> bool:
+    """Nothing listens on `port`. With SO_REUSEADDR, as uvicorn and prometheus-client bind:
+    connections of a server that just stopped (TIME_WAIT) do not make the port look taken."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
+    """Until a stop signal (an exception) or a child's exit, which stops the others."""
+    while True:
+        for name, child in children.items():
+            if child.poll() is not None:
+                print(
+                    f"taskstream dev: the {name} exited with {child.returncode}; stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return 1
+        time.sleep(0.2)
+
+
+def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace: float) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children.values():
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

@@ -1,0 +1,75 @@
+"""The long-running roles: ``taskstream worker``, ``materialize`` and ``serve``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from taskstream.app import App
+from taskstream.errors import ConfigError
+from taskstream.loading import load_app
+
+
+def _serve_metrics(flag: int | None, app: App) -> None:
+    """Prometheus /metrics on --metrics-port, else TASKSTREAM_METRICS_PORT, else nowhere."""
+    port = flag if flag is not None else app.settings.metrics_port
+    if port is not None:
+        from taskstream.metrics import serve_metrics
+
+        serve_metrics(port)
+
+
+def worker(args: argparse.Namespace) -> int:
+    from taskstream.consumer.worker import Worker
+
+    app = load_app(args.app)
+    _serve_metrics(args.metrics_port, app)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    w = Worker(
+        app,
+        queues=queues,
+        concurrency=args.concurrency,
+        max_tasks_in_flight=args.max_tasks_in_flight,
+    )
+    w.install_signal_handlers()
+    w.run()
+    return 0
+
+
+def materialize(args: argparse.Namespace) -> int:
+    from taskstream.consumer.materializer import Materializer
+
+    app = load_app(args.app) if args.app else App("taskstream")
+    _serve_metrics(args.metrics_port, app)
+    m = Materializer(app, rebuild=args.rebuild)
+
+    def handle(_signum: int, _frame: object) -> None:
+        m.stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    m.run()
+    app.close()
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from taskstream.producer.http.server import Source
+    from taskstream.producer.http.server import serve as run
+
+    if (args.app is None) == (args.schemas is None):
+        raise ConfigError("serve takes an app (module:attribute) or --schemas DIR, one of them")
+    queues = {}
+    for pair in args.queue:
+        task, sep, queue = pair.partition("=")
+        if not sep or not task or not queue:
+            raise ConfigError(f"--queue {pair!r}: use TASK=QUEUE")
+        queues[task] = queue
+    if queues and args.app:
+        raise ConfigError("--queue applies to --schemas only (an app knows its queues)")
+    what = args.app or f"the schemas in {args.schemas}"
+    # uvicorn itself logs at WARNING only: say where we listen (a bind failure follows this
+    # line as uvicorn's error).
+    print(f"taskstream serve: {what} on http://{args.host}:{args.port}", flush=True)
+    run(Source(args.app, args.schemas, queues), args.host, args.port, args.workers)
+    return 0

@@ -1,0 +1,66 @@
+"""``taskstream send`` and ``taskstream result``: one task in, one outcome out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from taskstream.app import App
+from taskstream.errors import InvalidArguments
+from taskstream.loading import load_app
+from taskstream.status import Status
+
+
+def send(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    task = app.get_task(args.task)
+    try:
+        payload = json.loads(args.arguments)
+    except ValueError as exc:
+        raise InvalidArguments(task.name, "args", f"not JSON: {exc}") from exc
+    kwargs = task.signature.args_from_json(payload)
+    result = task.apply_async((), kwargs, key=args.key, queue=args.queue)
+    result.wait_delivered(app.settings.delivery_timeout_ms / 1000)
+    print(result.id)
+    if args.wait is not None:
+        value = result.get(timeout=args.wait)
+        print(json.dumps(task.signature.result_to_json(value)))
+    app.close()
+    return 0
+
+
+def result(args: argparse.Namespace) -> int:
+    app = load_app(args.app) if args.app else App("taskstream")
+    handle = app.result(args.task_id)
+    if args.wait is not None:
+        try:
+            handle.get(timeout=args.wait)
+        except Exception:
+            pass
+    record = handle.info
+    if record is None:
+        print(json.dumps({"task_id": args.task_id, "status": Status.PENDING.value}))
+        return 1
+    out: dict[str, Any] = {
+        "task_id": record.task_id,
+        "task": record.task,
+        "status": record.status.value,
+        "attempt": record.attempt,
+        "worker": record.worker,
+        "enqueued_at": record.enqueued_at.isoformat() if record.enqueued_at else None,
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+    }
+    if record.status is Status.SUCCESS:
+        value = app.decode_result(record.task, record.result)
+        task = app.tasks.get(record.task)
+        out["result"] = task.signature.result_to_json(value) if task else repr(value)
+    if record.error_type is not None:
+        out["error"] = {
+            "type": record.error_type,
+            "message": record.error_message,
+            "traceback": record.error_traceback,
+        }
+    print(json.dumps(out, indent=2))
+    app.close()
+    return 0 if record.status is not Status.FAILURE else 1

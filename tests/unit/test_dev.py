@@ -1,0 +1,98 @@
+"""`taskstream dev` without a broker: its banner, its children's ports, its supervision."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taskstream import App
+from taskstream.cli.banner import Banner, example_task
+from taskstream.cli.dev import _metrics_ports, _supervise
+from taskstream.config import read_dev_bootstrap, write_dev_state
+from taskstream.errors import ConfigError
+
+
+def test_the_banner_example_is_add_when_the_app_has_one() -> None:
+    app = App("banner", bootstrap_servers="127.0.0.1:1", store="memory://")
+
+    @app.task(name="demo.a_divide")
+    def a_divide(a: float, b: float) -> float:
+        return a / b
+
+    @app.task(name="demo.add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    assert example_task(app) == "demo.add"
+
+
+def test_the_banner_example_is_not_a_task_whose_name_says_it_fails() -> None:
+    app = App("banner", bootstrap_servers="127.0.0.1:1", store="memory://")
+
+    @app.task(name="demo.always_fails")
+    def always_fails(reason: str) -> None:
+        raise RuntimeError(reason)
+
+    @app.task(name="demo.greet")
+    def greet(name: str) -> str:
+        return f"hello {name}"
+
+    assert example_task(app) == "demo.greet"
+
+
+def test_the_banner_says_the_store_was_emptied_and_where_each_metrics_port_is() -> None:
+    app = App("banner", bootstrap_servers="127.0.0.1:1", store="memory://")
+
+    @app.task(name="demo.add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    text = Banner(
+        app, "m:app", "127.0.0.1:1", embedded=True, created=[], http_port=0,
+        http_port_taken=8000, metrics_ports={"worker": 9464, "materializer": 9465},
+    ).render()  # fmt: skip
+    assert "memory:// (emptied: the embedded broker starts empty)" in text
+    assert "none: port 8000 is taken" in text
+    assert "worker http://127.0.0.1:9464/metrics" in text
+    assert "materializer http://127.0.0.1:9465/metrics" in text
+    assert """send demo.add '{"a": 2, "b": 2}' --app m:app""" in text
+
+
+def test_dev_gives_the_worker_and_the_materializer_a_metrics_port_each() -> None:
+    app = App("ports", bootstrap_servers="127.0.0.1:1", store="memory://", metrics_port=0)
+    ports = _metrics_ports(app)
+    assert set(ports) == {"worker", "materializer"}
+    assert ports["worker"] != ports["materializer"]
+    assert _metrics_ports(App("none", bootstrap_servers="127.0.0.1:1", store="memory://")) == {}
+
+
+def test_dev_refuses_a_metrics_port_that_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        app = App("ports", bootstrap_servers="127.0.0.1:1", store="memory://", metrics_port=port)
+        with pytest.raises(ConfigError, match=f"port {port} .the worker's. is taken"):
+            _metrics_ports(app)
+
+
+def test_dev_names_the_child_that_exited(capsys: pytest.CaptureFixture[str]) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    child.wait(30)
+    assert _supervise({"materializer": child}) == 1
+    assert "taskstream dev: the materializer exited with 3" in capsys.readouterr().err
+
+
+def test_the_state_of_a_dev_whose_process_is_gone_is_ignored(tmp_path: Path) -> None:
+    state = tmp_path / ".taskstream" / "dev.json"
+    write_dev_state("127.0.0.1:9092", state)
+    assert read_dev_bootstrap(state) == "127.0.0.1:9092"  # ours: this process is alive
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(30)
+    state.write_text(json.dumps({"bootstrap_servers": "127.0.0.1:9092", "pid": gone.pid}))
+    assert read_dev_bootstrap(state) is None

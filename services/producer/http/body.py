@@ -84,4 +84,4 @@ def _awaits_continue(request: Request) -> bool:
 
 
 def _reject_nonfinite(token: str) -> Any:
-    raise ValueError(f"{token} is not valid JSON")
+    raise json.JSONDecodeError(f"{token} is not valid JSON", token, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from taskstream.avro_json import full_name
+from taskstream.errors import InvalidSchema
 
 _INT_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _LOGICAL: dict[str, dict[str, Any]] = {
@@ -74,7 +75,7 @@ class JsonSchemas:
         full = name if "." in name or not namespace else f"{namespace}.{name}"
         key = self._known.get(full) or self._known.get(name)
         if key is None:
-            raise ValueError(f"unknown named type {name!r}")
+            raise InvalidSchema(f"unknown named type {name!r}")
         return {"$ref": self.ref_prefix + key}
 
     def _define(self, schema: dict[str, Any], namespace: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from benchmarks.workloads import CeilingCodec
 from taskstream.consumer.dead_letter import DeadLetters
 from taskstream.consumer.executor import Executor
 from taskstream.consumer.outcomes import Outcomes
+from taskstream.consumer.reports import ReportServer
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.consumer.worker import JobContext, Worker
 
@@ -72,6 +73,9 @@ class _NoJournal:
     def finished(self, topic: str, partition: int, offset: int) -> None:
         pass
 
+    def serve(self, idle: object) -> None:
+        pass
+
 
 def worker_pass(app: Any) -> Callable[[list[Message]], None]:
     worker = Worker(app)
@@ -80,16 +84,18 @@ def worker_pass(app: Any) -> Callable[[list[Message]], None]:
     letters = DeadLetters(app.settings.topic_prefix, 1_000_000)
     outcomes = Outcomes(producer, app.settings.topic_prefix, app.envelopes, worker._done, letters)  # type: ignore[arg-type]
     worker.outcomes = outcomes
-    worker.executor = Executor(1)
+    worker.executor = Executor(1, inline=lambda run: run())  # as the worker's loop runs them
     worker.message_max_bytes = 1_000_000
-    worker._context = JobContext(worker.hooks, outcomes, worker.executor, Watchdog())
+    worker._reports = ReportServer(producer)  # type: ignore[arg-type]
+    worker._context = JobContext(
+        worker.hooks, outcomes, worker.executor, Watchdog(), worker._reports
+    )
     worker._journal = _NoJournal()  # type: ignore[assignment]
 
     def run(messages: list[Message]) -> None:
-        worker.records(messages)  # tasks run on the executor's thread, as in a worker
+        worker.records(messages)  # concurrency 1: on this thread, as in a worker
         while worker._in_flight:
-            time.sleep(0.0005)  # as the worker's loop waits in consumer.poll(), GIL released
-            producer.poll()
+            worker.serve(0)  # delivery reports: the outcomes are acknowledged
 
     return run
 

@@ -224,15 +224,21 @@ class DeliveryJournal:
     @property
     def isolating(self) -> bool:
         """A careful run is due or in progress: no usual run may start."""
-        return self._running is not None or any(
-            p.careful and p.held for p in self._partitions.values()
-        )
+        if self._running is not None:
+            return True
+        if len(self._confirmed) == len(self._partitions):  # the steady state: at once
+            return False
+        return any(p.careful and p.held for p in self._partitions.values())
 
     def serve(self, idle: Callable[[], bool]) -> None:
-        """Read what the journal has new; confirm claims whose record came back; start the
-        next careful run when nothing else runs (``idle``)."""
-        for message in self._reader.consume(500, 0):
-            self._read(message)
+        """Read what the journal has new while a claim waits for its record (others' states
+        matter only then; the client prefetches meanwhile); start the next careful run when
+        nothing else runs (``idle``)."""
+        if self._claims:
+            for message in self._reader.consume(500, 0):
+                self._read(message)
+        if len(self._confirmed) == len(self._partitions):
+            return
         if self._running is None and self.isolating and idle():
             for part in self._partitions.values():
                 if part.careful and part.held:
@@ -270,6 +276,8 @@ class DeliveryJournal:
             )  # fmt: skip
         part.state = state
         self._write(part)
+        if state.careful_until is None:  # the usual case: nothing to be careful about
+            self._confirmed.add((part.tp.topic, part.tp.partition))
         self._settle(part)
 
     def _settle(self, part: _Partition) -> None:

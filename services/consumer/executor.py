@@ -3,8 +3,12 @@
 Jobs with the same ordering key run one after another, in the order submitted; jobs with
 different keys (or none) run side by side up to the concurrency.
 
-Task code never runs on the submitting thread (the worker's consumer loop): a task of any
-length must not stop that loop from polling, or the worker would leave its group.
+With concurrency 1, a sync job without time limits runs on the submitting thread (the
+consumer loop's) through ``inline``, when no pool job is pending: handing each job to another
+thread costs more than a short task, and two busy Python threads make every delivery report
+wait for the GIL. ``inline`` (the runtime's ``run_unlocked``) lets the runtime's keeper poll
+the consumer meanwhile, so a long task never keeps the worker from its group. A job with a
+time limit gets a pool thread, since only a pool thread can be abandoned.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ log = logging.getLogger(__name__)
 class Job(Protocol):
     key: str | None
     is_async: bool
-    limited: bool  # has a time limit: its thread may be abandoned
+    limited: bool  # has a time limit: runs on a pool thread, which can be abandoned
     released: bool  # set by the executor once the job no longer holds its key
 
     def run(self) -> None: ...
@@ -38,7 +42,11 @@ class Executor:
     runs; the task's event was not committed and will be redelivered.
     """
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(
+        self, concurrency: int, inline: Callable[[Callable[[], None]], None] | None = None
+    ) -> None:
+        self._inline = inline if concurrency == 1 else None
+        self._owner = threading.get_ident()  # the submitting thread, which may run jobs inline
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pooled = 0  # jobs handed to the pool and not yet finished
@@ -57,6 +65,19 @@ class Executor:
         if job.is_async:
             loop = self._event_loop()
             asyncio.run_coroutine_threadsafe(self._run_async(job), loop)
+        elif (
+            self._inline is not None
+            and not job.limited
+            and not self._pooled
+            and threading.get_ident() == self._owner
+        ):
+            # Nothing else runs (concurrency 1, pool idle): run it here. Nothing of its key
+            # can be queued behind it, as the same thread submits the next job only after.
+            try:
+                self._inline(job.run)
+            finally:
+                job.released = True  # no lock: a job without time limits is never abandoned
+                self._keys.finished(job)
         else:
             with self._lock:
                 self._pooled += 1

@@ -13,6 +13,14 @@ every commit interval, soon after the handler falls idle, on revoke and on stop.
 Backpressure: when the handler has no room the loop takes no more records; if that lasts
 ``pause_after_s`` the assigned partitions are paused (a paused consumer still serves
 rebalances and heartbeats), and resumed once the handler has room again.
+
+A handler may run a task on the loop's own thread (the worker does, at concurrency 1: it is
+the fastest way) only through :meth:`ConsumerRuntime.run_unlocked`. The loop's state is
+guarded by one lock, which the loop thread holds except inside ``run_unlocked``; when a call
+there lasts ``keeper_after_s``, the keeper thread takes the lock and keeps the member in its
+group: it pauses fetching and polls for heartbeats and rebalances until the call returns
+(a record it receives meanwhile is kept for the loop). So the consumer is polled at least
+every ``keeper_every_s`` whatever the task, and ``max.poll.interval.ms`` bounds no task.
 """
 
 from __future__ import annotations
@@ -68,6 +76,8 @@ class LoopTiming:
     commit_every_s: float = 0.2  # periodic commit while busy
     idle_commit_s: float = 0.05  # once idle, commit this soon after the last commit
     pause_after_s: float = 0.5  # full this long: pause the partitions
+    keeper_after_s: float = 0.5  # a task on the loop's thread this long: the keeper polls
+    keeper_every_s: float = 0.1  # ... this often
     batch: int = 500  # records taken per loop turn, at most
     resume_ratio: float = 0.8  # paused: resume when the room is back to this share
 
@@ -104,6 +114,10 @@ class ConsumerRuntime:
         self._full_since: float | None = None
         self._last_commit = time.monotonic()
         self.last_record_at = time.monotonic()  # when the last record arrived
+        self._lock = threading.Lock()  # the loop's state: held by the loop or the keeper
+        self._unlocked_since: float | None = None  # a task runs on the loop's thread since
+        self._kept: list[Message] = []  # received by the keeper, for the loop
+        self._polling = False  # inside consumer.poll()/consume(): rebalance callbacks run
 
     # -- set-up and stop --------------------------------------------------------------------
 
@@ -132,6 +146,9 @@ class ConsumerRuntime:
     ) -> None:
         """Loop until stop() (or, with ``idle_stop_s``, until nothing arrived for that long),
         then drain within ``grace``, commit, and close the consumer."""
+        keeper = threading.Thread(target=self._keep, name="taskstream-keeper", daemon=True)
+        self._lock.acquire()
+        keeper.start()
         try:
             while not self._stopping.is_set():
                 self.turn()
@@ -142,24 +159,74 @@ class ConsumerRuntime:
                     break
             self._drain(grace)
         finally:
-            if close:
-                self.consumer.close()  # a subscribed consumer's revoke commits what is done
+            try:
+                if close:
+                    self.consumer.close()  # a subscribed consumer's revoke commits what is done
+            finally:
+                self._stopping.set()
+                self._lock.release()
+                keeper.join(1.0)
+
+    def run_unlocked(self, call: Callable[[], None]) -> None:
+        """Run ``call`` (a task) on the loop's thread, letting the keeper poll meanwhile
+        (not from inside a rebalance callback: the consumer is in a poll() there)."""
+        if self._polling:
+            call()
+            return
+        self._unlocked_since = time.monotonic()
+        self._lock.release()
+        try:
+            call()
+        finally:
+            self._lock.acquire()
+            self._unlocked_since = None
+
+    def _keep(self) -> None:
+        """The keeper: while a task holds the loop's thread, poll in its place."""
+        timing = self.timing
+        while not self._stopping.wait(timing.keeper_every_s):
+            since = self._unlocked_since
+            if since is None or time.monotonic() - since < timing.keeper_after_s:
+                continue
+            if not self._lock.acquire(timeout=timing.keeper_every_s):
+                continue
+            try:
+                if self._unlocked_since is None or self._stopping.is_set():
+                    continue
+                if not self._paused:
+                    self._set_paused(True)  # nothing more to fetch while the task runs
+                    self._full_since = time.monotonic()
+                message = self.consumer.poll(0)  # heartbeats, rebalances
+                if message is not None and record_position(message) is not None:
+                    self._kept.append(message)
+            finally:
+                self._lock.release()
 
     def turn(self) -> None:
         """One turn: fetch what there is room for, serve the handler, commit when due."""
         handler, timing = self.handler, self.timing
+        if self._kept:
+            kept, self._kept = self._kept, []
+            self.handler.records(kept)
         room = handler.room()
         self._apply_backpressure(room)
         if room <= 0 or self._paused:
             # Full: wait for outcomes, not records; poll(0) still serves rebalances and
             # heartbeats (a record of a partition assigned since the pause is taken too).
             handler.serve(timing.poll_s if room <= 0 else timing.busy_poll_s)
-            self._take(self.consumer.poll(0), room)
+            self._take(self._poll(0), room)
         else:
             wait = timing.busy_poll_s if handler.busy() else timing.poll_s
-            self._take(self.consumer.poll(wait), room)
+            self._take(self._poll(wait), room)
             handler.serve(0)
         self._commit_when_due()
+
+    def _poll(self, timeout: float) -> Message | None:
+        self._polling = True
+        try:
+            return self.consumer.poll(timeout)
+        finally:
+            self._polling = False
 
     def _take(self, first: Message | None, room: int) -> None:
         if first is None:
@@ -167,7 +234,11 @@ class ConsumerRuntime:
         batch = [first]
         if room > 1:
             # What else is ready, without waiting (consume(n, t) would wait for all n).
-            batch += self.consumer.consume(min(room - 1, self.timing.batch), 0)
+            self._polling = True
+            try:
+                batch += self.consumer.consume(min(room - 1, self.timing.batch), 0)
+            finally:
+                self._polling = False
         records = [m for m in batch if record_position(m) is not None]
         if records:
             self.last_record_at = time.monotonic()

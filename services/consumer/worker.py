@@ -17,6 +17,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from types import FrameType
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -30,6 +31,7 @@ from taskstream.consumer.executor import Executor
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
+from taskstream.consumer.reports import ReportServer
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import now_micros
@@ -47,15 +49,21 @@ _JOURNAL_FETCH_WAIT_MS = 100  # the journal is read at assignments: no need to f
 class JobContext:
     """What a task job uses: the worker's collaborators, handed in."""
 
-    __slots__ = ("executor", "hooks", "outcomes", "publish_lock", "watchdog")
+    __slots__ = ("executor", "hooks", "outcomes", "publish_lock", "reports", "watchdog")
 
     def __init__(
-        self, hooks: WorkerHooks, outcomes: Outcomes, executor: Executor, watchdog: Watchdog
+        self,
+        hooks: WorkerHooks,
+        outcomes: Outcomes,
+        executor: Executor,
+        watchdog: Watchdog,
+        reports: ReportServer,
     ) -> None:
         self.hooks = hooks
         self.outcomes = outcomes
         self.executor = executor
         self.watchdog = watchdog
+        self.reports = reports
         self.publish_lock = threading.Lock()  # one outcome per record, even when abandoned
 
 
@@ -115,6 +123,7 @@ class TaskJob:
                 self._published = True
         context.hooks.outcome(self.run_, outcome)
         context.outcomes.publish(self.offsets, self.message, outcome)
+        context.reports.serve_ready()
 
 
 class Worker:
@@ -149,6 +158,7 @@ class Worker:
         self._tracker = OffsetTracker()
         self._in_flight = 0  # fetched records whose outcome is not yet delivered
         self._held: list[Message] = []  # may run, but wait for careful runs to end
+        self._finished: deque[tuple[PartitionOffsets, int]] = deque()  # outcomes acknowledged
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -174,8 +184,6 @@ class Worker:
         producer = self._producer = EventProducer(producer_settings, broker=app.broker)
         letters = DeadLetters(s.topic_prefix, self.message_max_bytes)
         self.outcomes = Outcomes(producer, s.topic_prefix, app.envelopes, self._done, letters)
-        self.executor = Executor(self.concurrency)
-        self._context = JobContext(self.hooks, self.outcomes, self.executor, Watchdog())
         config = consumer_config(
             s, self.group_id, strategy="cooperative-sticky", on_commit=self.hooks.commit_result
         )
@@ -189,6 +197,11 @@ class Worker:
             capacity=self.max_in_flight,
             cooperative="cooperative" in config["partition.assignment.strategy"],
             on_commit=self._committed,
+        )
+        self.executor = Executor(self.concurrency, inline=runtime.run_unlocked)
+        self._reports = ReportServer(producer)
+        self._context = JobContext(
+            self.hooks, self.outcomes, self.executor, Watchdog(), self._reports
         )
         self._journal = self._open_journal(consumer)
         delays = DelayScheduler(app)
@@ -240,8 +253,14 @@ class Worker:
         return self._in_flight > 0
 
     def serve(self, timeout: float) -> None:
-        self._producer.poll(timeout)
+        self._reports.serve(timeout)
+        finished = self._finished
         journal = self._journal
+        while finished:
+            offsets, offset = finished.popleft()
+            offsets.finish(offset)
+            self._in_flight -= 1
+            journal.finished(offsets.topic, offsets.partition, offset)
         journal.serve(self._nothing_runs)
         if self._held and not journal.isolating:
             held, self._held = self._held, []
@@ -342,10 +361,9 @@ class Worker:
         self.outcomes.dead_letter(offsets, message, reason, error, task)
 
     def _done(self, offsets: PartitionOffsets, offset: int) -> None:
-        """Every event of a record's outcome is acknowledged (on the loop's thread)."""
-        offsets.finish(offset)
-        self._in_flight -= 1
-        self._journal.finished(offsets.topic, offsets.partition, offset)
+        """Every event of a record's outcome is acknowledged (on whichever thread served the
+        report): the loop's thread settles it at its next serve()."""
+        self._finished.append((offsets, offset))
 
     def _held_in(self, key: tuple[str, int]) -> int:
         return sum(1 for m in self._held if (m.topic(), m.partition()) == key) if self._held else 0

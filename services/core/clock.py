@@ -15,6 +15,7 @@ import time
 from taskstream.errors import ClockError
 
 _offset_s = 0.0  # seconds added to time.time() by advance()
+_offset_us = 0  # the same in whole microseconds: now_micros() runs several times per task
 
 
 def now() -> float:
@@ -24,15 +25,16 @@ def now() -> float:
 
 def now_micros() -> int:
     """Integer microseconds since the epoch (UTC), shifted by :func:`advance`."""
-    return time.time_ns() // 1000 + round(_offset_s * 1_000_000)
+    return time.time_ns() // 1000 + _offset_us
 
 
 def advance(seconds: float) -> None:
     """Move the clock forward by ``seconds`` (for tests: countdowns and retries come due)."""
-    global _offset_s
+    global _offset_s, _offset_us
     if seconds < 0:
         raise ClockError("the clock only moves forward")
     _offset_s += seconds
+    _offset_us = round(_offset_s * 1_000_000)
 
 
 def offset() -> float:
@@ -42,5 +44,6 @@ def offset() -> float:
 
 def reset() -> None:
     """Back to ``time.time()``: the end of a test that advanced the clock."""
-    global _offset_s
+    global _offset_s, _offset_us
     _offset_s = 0.0
+    _offset_us = 0

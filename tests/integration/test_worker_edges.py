@@ -102,3 +102,28 @@ def test_a_task_that_kills_its_worker_ends_as_worker_lost_and_the_rest_runs(
     letters = read_topic(scope, dead_letter_topic(scope.topic_prefix), 1)
     reasons = [dict(m.headers() or [])["taskstream.reason"] for m in letters]
     assert reasons == [b"worker-lost"]
+
+
+def test_at_concurrency_1_a_long_task_keeps_its_worker_in_the_group(
+    app: App, scope: Scope, processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    ports = [free_port() for _ in range(2)]
+    env = {"TASKSTREAM_MAX_POLL_INTERVAL_MS": "7000"}
+    processes += [
+        spawn_worker(scope, "--concurrency", "1", "--metrics-port", str(port), **env)
+        for port in ports
+    ]
+    wait_until(
+        lambda: [assigned_partitions(port) for port in ports] == [6, 6],
+        90,
+        "both workers in the group, 6 partitions each",
+    )
+    runs = tmp_path / "runs.log"
+    long = app.tasks["itest.logged_nap"].apply_async((15.0, str(runs)), key="long")
+    with running(Materializer(app)):
+        wait_until(runs.exists, 30, "the long task to start")
+        time.sleep(9)  # past max.poll.interval.ms: a worker that stopped polling is gone now
+        assert [assigned_partitions(port) for port in ports] == [6, 6]
+        assert long.get(timeout=30) > 0
+    assert len(runs.read_text().splitlines()) == 1, "the long task ran more than once"
+    assert all(p.poll() is None for p in processes), "a worker died"

@@ -1,20 +1,22 @@
-"""The worker's hooks, and the metrics behind them.
+"""The worker's and the materializer's hooks, and the metrics behind them.
 
-The worker calls these named hooks at the points that matter (a run starts, an outcome is
-published, a record is dead-lettered, partitions move, offsets are committed); what happens
-there, updating Prometheus metrics from taskstream.metrics, stays out of the worker's code.
+They call these named hooks at the points that matter (a run starts, an outcome is
+published, a record is dead-lettered, partitions move, offsets are committed, results are
+applied) with taskstream's own values: a run, an outcome, (topic, partition) pairs, lag in
+records. What happens there, updating Prometheus metrics from taskstream.metrics, stays out
+of their code, and no hook sees a Kafka client.
 """
 
 from __future__ import annotations
 
 import threading
-
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from collections.abc import Mapping
 
 from taskstream import metrics
 from taskstream.consumer.execution import Outcome, Run
-from taskstream.consumer.offsets import OffsetTracker
 from taskstream.status import Status
+
+Partition = tuple[str, int]  # (topic, partition)
 
 
 class WorkerHooks:
@@ -23,10 +25,35 @@ class WorkerHooks:
     def run_started(self, run: Run) -> None: ...
     def outcome(self, run: Run, outcome: Outcome) -> None: ...
     def dead_lettered(self, reason: str) -> None: ...
-    def partitions_changed(self, event: str, assigned: int, gone: list[TopicPartition]) -> None: ...
-    def committed(self, consumer: Consumer, tracker: OffsetTracker, ok: bool) -> None: ...
-    def commit_result(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None: ...
-    def in_flight(self, count: int) -> None: ...
+    def partitions_changed(self, event: str, assigned: int, gone: list[Partition]) -> None: ...
+    def committed(self, ok: bool, lag: Mapping[Partition, int], in_flight: int) -> None:
+        """A commit was sent (``ok``: the client took it); ``lag``: records not yet done
+        per partition, from what the consumer last fetched."""
+
+    def commit_result(self, ok: bool) -> None:
+        """The broker answered an asynchronous commit."""
+
+
+class MaterializerHooks:
+    """No-op hooks of the materializer."""
+
+    def applied(self, rows: int, seconds: float, lag: Mapping[int, int]) -> None:
+        """A batch of ``rows`` went to the store in ``seconds``; ``lag`` per partition."""
+
+    def dead_lettered(self, reason: str) -> None: ...
+
+
+class PrometheusMaterializerHooks(MaterializerHooks):
+    """The materializer's Prometheus metrics (see taskstream.metrics)."""
+
+    def applied(self, rows: int, seconds: float, lag: Mapping[int, int]) -> None:
+        metrics.STORE_WRITE_SECONDS.observe(seconds)
+        metrics.RESULTS_APPLIED.inc(rows)
+        for partition, behind in lag.items():
+            metrics.RESULTS_LAG.labels(str(partition)).set(behind)
+
+    def dead_lettered(self, reason: str) -> None:
+        metrics.TASKS_DEAD_LETTERED.labels(reason).inc()
 
 
 class _TaskMetrics:
@@ -117,33 +144,23 @@ class PrometheusHooks(WorkerHooks):
     def dead_lettered(self, reason: str) -> None:
         metrics.TASKS_DEAD_LETTERED.labels(reason).inc()
 
-    def partitions_changed(self, event: str, assigned: int, gone: list[TopicPartition]) -> None:
+    def partitions_changed(self, event: str, assigned: int, gone: list[Partition]) -> None:
         metrics.REBALANCES.labels(event).inc()
         metrics.ASSIGNED_PARTITIONS.set(assigned)
-        for tp in gone:
+        for topic, partition in gone:
             try:
-                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+                metrics.CONSUMER_LAG.remove(topic, str(partition))
             except KeyError:
                 pass
 
-    def committed(self, consumer: Consumer, tracker: OffsetTracker, ok: bool) -> None:
+    def committed(self, ok: bool, lag: Mapping[Partition, int], in_flight: int) -> None:
         self.flush()
         if not ok:
             metrics.COMMIT_FAILURES.inc()
-        # Lag from what the consumer already knows: the high watermark of its last fetch
-        # (queried watermarks are wrong on some brokers) minus the committed offset.
-        for (topic, partition), offsets in tracker.partitions.items():
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), cached=True
-            )
-            if high is None or high < 0:
-                continue
-            committed = offsets.committed if offsets.committed is not None else 0
-            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(max(0, high - committed))
+        for (topic, partition), behind in lag.items():
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(behind)
+        metrics.TASKS_IN_FLIGHT.set(in_flight)
 
-    def commit_result(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        if err is not None or any(tp.error is not None for tp in partitions):
+    def commit_result(self, ok: bool) -> None:
+        if not ok:
             metrics.COMMIT_FAILURES.inc()
-
-    def in_flight(self, count: int) -> None:
-        metrics.TASKS_IN_FLIGHT.set(count)

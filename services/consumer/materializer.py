@@ -19,9 +19,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
-from taskstream import metrics
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
+from taskstream.consumer.instrumentation import MaterializerHooks, PrometheusMaterializerHooks
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.errors import CorruptMessage, DeliveryFailed
@@ -72,6 +72,7 @@ class Materializer:
         group_id: str | None = None,
         *,
         rebuild: bool = False,
+        hooks: MaterializerHooks | None = None,
     ) -> None:
         s = app.settings
         self.app = app
@@ -83,6 +84,7 @@ class Materializer:
         self._tracker = OffsetTracker()
         self._producer: EventProducer | None = None  # opened for the first dead letter
         self._letters = DeadLetters(s.topic_prefix, producer_limit(s))
+        self.hooks = hooks if hooks is not None else PrometheusMaterializerHooks()
         self.applied = 0  # result events written to the store by this process
         # Drop the store's rows and offsets first: with no stored offsets, every partition is
         # read from the beginning (the compacted topic holds each task's latest outcome).
@@ -163,11 +165,11 @@ class Materializer:
             raise DeliveryFailed(self._letters.topic, "not advancing the store's offsets")
         started = time.perf_counter()
         self.store.apply_rows(rows, positions)
-        metrics.STORE_WRITE_SECONDS.observe(time.perf_counter() - started)
-        metrics.RESULTS_APPLIED.inc(len(rows))
+        seconds = time.perf_counter() - started
         self.applied += len(rows)
         assert self._runtime is not None
         consumer = self._runtime.consumer
+        lag = {}
         for (topic, partition), position in positions.items():
             self._tracker.get(topic, partition).advance(position)
             # The high watermark of the last fetch: what the consumer knows without asking.
@@ -175,11 +177,13 @@ class Materializer:
                 TopicPartition(topic, partition), cached=True
             )
             if high is not None and high >= 0:
-                metrics.RESULTS_LAG.labels(str(partition)).set(max(0, high - position))
+                lag[partition] = max(0, high - position)
+        self.hooks.applied(len(rows), seconds, lag)
 
     def _dead_letter(self, message: Message, error: str) -> None:
         if self._producer is None:
             config = producer_config(self.app.settings)
             self._producer = EventProducer(config, broker=self.app.broker)
         topic, value, key, headers = self._letters.letter(message, Reason.UNDECODABLE, error)
+        self.hooks.dead_lettered(Reason.UNDECODABLE.value)
         self._producer.produce(topic, value, key, headers=headers)

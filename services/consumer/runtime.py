@@ -256,6 +256,18 @@ class ConsumerRuntime:
             self.commit(asynchronous=True)
             self._last_commit = now
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet committed per assigned partition: the high watermark of the last
+        fetch (what the consumer knows without asking; queried watermarks are wrong on some
+        brokers) minus the committed offset."""
+        lag = {}
+        for key, offsets in self.tracker.partitions.items():
+            _low, high = self.consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
+            if high is not None and high >= 0:
+                committed = offsets.committed if offsets.committed is not None else 0
+                lag[key] = max(0, high - committed)
+        return lag
+
     def commit(self, *, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> bool:
         ok = commit(self.consumer, self.tracker, asynchronous=asynchronous, only=only)
         self._on_commit(ok)

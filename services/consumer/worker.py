@@ -20,7 +20,7 @@ import time
 from collections import deque
 from types import FrameType
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
@@ -185,7 +185,7 @@ class Worker:
         letters = DeadLetters(s.topic_prefix, self.message_max_bytes)
         self.outcomes = Outcomes(producer, s.topic_prefix, app.envelopes, self._done, letters)
         config = consumer_config(
-            s, self.group_id, strategy="cooperative-sticky", on_commit=self.hooks.commit_result
+            s, self.group_id, strategy="cooperative-sticky", on_commit=self._commit_answered
         )
         consumer = app.broker.consumer(config)
         tracker = self._tracker
@@ -241,8 +241,11 @@ class Worker:
 
     def _committed(self, ok: bool) -> None:
         assert self._runtime is not None
-        self.hooks.committed(self._runtime.consumer, self._tracker, ok)
-        self.hooks.in_flight(self._in_flight)
+        self.hooks.committed(ok, self._runtime.lag(), self._in_flight)
+
+    def _commit_answered(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's on_commit, for an asynchronous commit."""
+        self.hooks.commit_result(err is None and all(tp.error is None for tp in partitions))
 
     # -- the runtime's handler --------------------------------------------------------------
 
@@ -306,7 +309,7 @@ class Worker:
             self._in_flight -= len(self._held) - len(kept)
             self._held = kept
         remaining = len(self._tracker.partitions) - len(keys)
-        self.hooks.partitions_changed("lost" if lost else "revoke", remaining, partitions)
+        self.hooks.partitions_changed("lost" if lost else "revoke", remaining, sorted(keys))
 
     def drain(self, grace: float) -> None:
         self._wait_for(set(self._tracker.partitions), grace)

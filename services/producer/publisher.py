@@ -1,7 +1,8 @@
 """Publishes task events: idempotent, acks=all, with a delivery handle per event.
 
 ``task.delay()`` is a hot path: a publish costs one small object (a :class:`Delivery`) and the
-delivery report one method call, with the metric children looked up once per task and queue.
+delivery report one hook call, with the hooks (the metric children) looked up once per task
+and queue.
 
 An event over the producer's ``message.max.bytes`` is refused before it is produced
 (MessageTooLarge, naming the task and the size); a KafkaException from ``produce()`` reaches
@@ -34,15 +35,47 @@ log = logging.getLogger(__name__)
 _PENDING: Any = object()  # a Delivery's outcome before the broker's report
 
 
-class _Metrics:
-    """The metric children of one (task, queue), so that a delivery report skips ``labels()``."""
+class DeliveryHooks:
+    """What a delivery report of one (task, queue) calls: no-ops, to override."""
 
-    __slots__ = ("failed", "produced", "seconds")
+    def delivered(self, seconds: float) -> None:
+        """The broker acknowledged an event ``seconds`` after it was produced."""
+
+    def failed(self) -> None:
+        """An event was not delivered within the delivery timeout."""
+
+
+class PublisherHooks:
+    """The publisher's hooks: ``for_task`` is asked once per (task, queue), so that a delivery
+    report costs one method call."""
+
+    def for_task(self, task: str, queue: str) -> DeliveryHooks:
+        return DeliveryHooks()
+
+
+class _PrometheusDelivery(DeliveryHooks):
+    """The metric children of one (task, queue): a delivery report skips ``labels()``."""
+
+    __slots__ = ("_failed", "_produced", "_seconds")
 
     def __init__(self, task: str, queue: str) -> None:
-        self.produced = metrics.EVENTS_PRODUCED.labels(task, queue)
-        self.failed = metrics.EVENTS_FAILED.labels(task, queue)
-        self.seconds = metrics.DELIVERY_SECONDS.labels(queue)
+        self._produced = metrics.EVENTS_PRODUCED.labels(task, queue)
+        self._failed = metrics.EVENTS_FAILED.labels(task, queue)
+        self._seconds = metrics.DELIVERY_SECONDS.labels(queue)
+
+    def delivered(self, seconds: float) -> None:
+        self._produced.inc()
+        self._seconds.observe(seconds)
+
+    def failed(self) -> None:
+        self._failed.inc()
+
+
+class PrometheusPublisherHooks(PublisherHooks):
+    """The publisher's Prometheus metrics (events produced and failed, delivery seconds)."""
+
+    def for_task(self, task: str, queue: str) -> DeliveryHooks:
+        return _PrometheusDelivery(task, queue)
 
 
 class Delivery:
@@ -58,8 +91,8 @@ class Delivery:
     __slots__ = (
         "_callbacks",
         "_event",
+        "_hooks",
         "_lock",
-        "_metrics",
         "_outcome",
         "_sent",
         "_topic",
@@ -71,14 +104,14 @@ class Delivery:
         lock: threading.Lock,
         wake: Callable[[], None],
         topic: str,
-        children: _Metrics,
+        hooks: DeliveryHooks,
         sent: float,
     ) -> None:
         self._outcome: DeliveryFailed | None = _PENDING
         self._lock = lock
         self._wake = wake  # asks the producer to serve delivery reports now: someone waits
         self._topic = topic
-        self._metrics = children
+        self._hooks = hooks
         self._sent = sent
         self._event: threading.Event | None = None
         self._callbacks: list[Callable[[Delivery], object]] | None = None
@@ -89,13 +122,11 @@ class Delivery:
 
     def report(self, err: KafkaError | None, _msg: Message) -> None:
         """The producer's delivery callback for this event."""
-        children = self._metrics
         if err is None:
-            children.produced.inc()
-            children.seconds.observe(time.perf_counter() - self._sent)
+            self._hooks.delivered(time.perf_counter() - self._sent)
             outcome = None
         else:
-            children.failed.inc()
+            self._hooks.failed()
             outcome = DeliveryFailed(self._topic, err.str())
         with self._lock:
             self._outcome = outcome
@@ -158,7 +189,11 @@ class TaskPublisher:
     """Sends task events to their queue's topic, keyed by ordering key (else task id)."""
 
     def __init__(
-        self, settings: Settings, envelopes: Envelopes, broker: Broker | None = None
+        self,
+        settings: Settings,
+        envelopes: Envelopes,
+        broker: Broker | None = None,
+        hooks: PublisherHooks | None = None,
     ) -> None:
         self._settings = settings
         self._envelopes = envelopes
@@ -166,7 +201,8 @@ class TaskPublisher:
         self.message_max_bytes = message_max_bytes(config)  # the largest event it sends
         self._producer = EventProducer(config, background_poll=True, broker=broker)
         self._topics: dict[str, str] = {}
-        self._metrics: dict[tuple[str, str], _Metrics] = {}
+        self._hooks = hooks if hooks is not None else PrometheusPublisherHooks()
+        self._task_hooks: dict[tuple[str, str], DeliveryHooks] = {}
         self._lock = threading.Lock()
 
     def publish(self, event: TaskEvent) -> Delivery:
@@ -184,11 +220,11 @@ class TaskPublisher:
         topic = self._topics.get(queue)
         if topic is None:
             topic = self._topics[queue] = task_topic(self._settings.topic_prefix, queue)
-        children = self._metrics.get((event.task, queue))
-        if children is None:
-            children = self._metrics[event.task, queue] = _Metrics(event.task, queue)
+        hooks = self._task_hooks.get((event.task, queue))
+        if hooks is None:
+            hooks = self._task_hooks[event.task, queue] = self._hooks.for_task(event.task, queue)
         producer = self._producer
-        delivery = Delivery(self._lock, producer.wake, topic, children, time.perf_counter())
+        delivery = Delivery(self._lock, producer.wake, topic, hooks, time.perf_counter())
         try:
             producer.produce(topic, value, key, delivery.report)
         except BrokerError as exc:

@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, Message
 
 from taskstream import App, DeliveryFailed
 from taskstream.kafka import EventProducer
-from taskstream.producer.publisher import Delivery, _Metrics
+from taskstream.producer.publisher import Delivery, PrometheusPublisherHooks
 from taskstream.result import AsyncResult
 from taskstream.task import new_task_id
 
@@ -25,7 +25,7 @@ def make_delivery(wake: threading.Event | None = None) -> Delivery:
         threading.Lock(),
         woken.set,
         "t.tasks.default",
-        _Metrics("t.noop", "default"),
+        PrometheusPublisherHooks().for_task("t.noop", "default"),
         time.perf_counter(),
     )
 

@@ -9,6 +9,7 @@ from typing import Any
 from taskstream.app import App
 from taskstream.errors import InvalidArguments
 from taskstream.loading import load_app
+from taskstream.outcome_json import outcome_json
 from taskstream.status import Status
 
 
@@ -42,25 +43,13 @@ def result(args: argparse.Namespace) -> int:
     if record is None:
         print(json.dumps({"task_id": args.task_id, "status": Status.PENDING.value}))
         return 1
-    out: dict[str, Any] = {
-        "task_id": record.task_id,
-        "task": record.task,
-        "status": record.status.value,
-        "attempt": record.attempt,
-        "worker": record.worker,
-        "enqueued_at": record.enqueued_at.isoformat() if record.enqueued_at else None,
-        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
-    }
-    if record.status is Status.SUCCESS:
-        value = app.decode_result(record.task, record.result)
-        task = app.tasks.get(record.task)
-        out["result"] = task.signature.result_to_json(value) if task else repr(value)
-    if record.error_type is not None:
-        out["error"] = {
-            "type": record.error_type,
-            "message": record.error_message,
-            "traceback": record.error_traceback,
-        }
+
+    def result_json(task_name: str, data: bytes) -> Any:
+        value = app.decode_result(task_name, data)
+        task = app.tasks.get(task_name)
+        return task.signature.result_to_json(value) if task else repr(value)
+
+    out = outcome_json(record, result_json)
     print(json.dumps(out, indent=2))
     app.close()
     return 0 if record.status is not Status.FAILURE else 1

@@ -15,7 +15,7 @@ from taskstream.avro_json import datum_to_json
 from taskstream.config import Settings
 from taskstream.errors import CodecError
 from taskstream.kafka import admin_config
-from taskstream.status import Status
+from taskstream.outcome_json import outcome_json
 from taskstream.store import ResultRecord, ResultStore, open_store
 
 from .catalog import Catalog
@@ -118,28 +118,7 @@ class HttpService:
 
     def render(self, record: ResultRecord) -> dict[str, Any]:
         """A stored outcome as the JSON body of GET /v1/tasks/{id}."""
-        out: dict[str, Any] = {
-            "task_id": record.task_id,
-            "task": record.task,
-            "status": record.status.value,
-            "attempt": record.attempt,
-            "key": record.key,
-            "worker": record.worker,
-            "enqueued_at": _iso(record.enqueued_at),
-            "started_at": _iso(record.started_at),
-            "finished_at": _iso(record.finished_at),
-            "result": None,
-            "error": None,
-        }
-        if record.status is Status.SUCCESS and record.result is not None:
-            out["result"] = self._result_json(record.task, record.result)
-        if record.error_type is not None:
-            out["error"] = {
-                "type": record.error_type,
-                "message": record.error_message or "",
-                "traceback": record.error_traceback or "",
-            }
-        return out
+        return outcome_json(record, self._result_json)
 
     def _result_json(self, task: str, data: bytes) -> Any:
         codec = self.catalog.codec
@@ -158,6 +137,3 @@ class HttpService:
         if self.broker is not None:
             self.broker.close()
 
-
-def _iso(value: Any) -> str | None:
-    return None if value is None else str(value.isoformat())

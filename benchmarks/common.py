@@ -74,14 +74,16 @@ class Scope:
         return worker_group(self.prefix)
 
 
-def spawn_worker(scope: Scope, *args: str) -> subprocess.Popen[bytes]:
+def spawn_worker(
+    scope: Scope, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """A worker process; its log goes to a file that wait_group() reads assignments from."""
     log = scope.workdir / f"{scope.prefix}-worker-{uuid.uuid4().hex[:6]}.log"
     scope.logs.append(log)
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "taskstream.cli", "worker", APP_SPEC, *args],
-            env=scope.env(), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            env={**scope.env(), **(env or {})}, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
 

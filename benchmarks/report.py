@@ -76,6 +76,11 @@ def markdown(r: dict[str, Any], cmd: str, name: str) -> str:
         lines.append(f"| 1+3. worker, no-op, 1 process, {_n(wc['tasks'])}-task backlog | "
                      f"{rng(wc['worker'])} tasks/s | bare loop {rng(wc['ceiling'])} tasks/s | "
                      f"{rng(wc['ratio'], True)} |")  # fmt: skip
+    if "uncounted" in wc:
+        lines.append(f"| 1b. the same worker with crash counting off "
+                     f"(`worker_lost_max_deliveries=0`) | {rng(wc['uncounted'])} tasks/s | "
+                     f"with it {rng(wc['worker'])} tasks/s | cost of counting "
+                     f"{rng(wc['counting_cost'], True)} |")  # fmt: skip
     d = r.get("delay", {})
     if "delay" in d:
         lines.append(

@@ -68,15 +68,22 @@ def run(bootstrap: str, quick: bool, only: set[int], workdir: Path) -> dict[str,
 
     def worker_vs_ceiling() -> dict[str, Any]:
         ceiling, worker, ratio, checks = [], [], [], []
+        uncounted, counting_cost = [], []  # the same worker with crash counting off
         for i in range(size["runs"]):
             ceiling.append(w.ceiling_loop(scope(), size["tasks"]))
             r = w.worker_processes(scope(), size["tasks"], 1)
             worker.append(r["rate"])
             ratio.append(worker[-1] / ceiling[-1])
             checks.append(r["exactly_one_result_each"] and r["committed"] == size["tasks"])
+            off = {"TASKSTREAM_WORKER_LOST_MAX_DELIVERIES": "0"}
+            u = w.worker_processes(scope(), size["tasks"], 1, env=off)
+            uncounted.append(u["rate"])
+            counting_cost.append(1 - worker[-1] / uncounted[-1])
             print(f"  run {i + 1}: ceiling {ceiling[-1]:,.0f}/s worker {worker[-1]:,.0f}/s "
-                  f"({ratio[-1]:.0%}) rss {r['peak_rss_mb'][0]:.0f} MB", flush=True)  # fmt: skip
+                  f"({ratio[-1]:.0%}) rss {r['peak_rss_mb'][0]:.0f} MB; without crash "
+                  f"counting {uncounted[-1]:,.0f}/s", flush=True)  # fmt: skip
         return {"ceiling": summary(ceiling), "worker": summary(worker), "ratio": summary(ratio),
+                "uncounted": summary(uncounted), "counting_cost": summary(counting_cost),
                 "all_checks_passed": all(checks), "tasks": size["tasks"]}  # fmt: skip
 
     def delay() -> dict[str, Any]:

@@ -177,7 +177,8 @@ def delay_rate(scope: Scope, tasks: int) -> dict[str, float]:
 
 def worker_processes(scope: Scope, tasks: int, processes: int, concurrency: int = 1,
                      task: str = "bench.noop", keys: int | None = None,
-                     extra: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+                     extra: tuple[str, ...] = (),
+                     env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     """``processes`` worker processes join the group on empty topics; once it has settled they
     are stopped (SIGSTOP) while the backlog is loaded (pre-encoded, a bare producer), so they
     drain a preloaded topic without a group join inside the timing; time from SIGCONT to
@@ -186,7 +187,7 @@ def worker_processes(scope: Scope, tasks: int, processes: int, concurrency: int 
     app.ensure_topics(["default"])
     backlog = encode_backlog(app, tasks, task, keys)
     ids = {k for _, k in backlog} if keys is None else None
-    procs = [spawn_worker(scope, "--concurrency", str(concurrency), *extra)
+    procs = [spawn_worker(scope, "--concurrency", str(concurrency), *extra, env=env)
              for _ in range(processes)]  # fmt: skip
     try:
         assignment = wait_group(scope, processes)

@@ -330,3 +330,38 @@ class DeliveryJournal:
                 then()
 
         self._producer.produce(self.topic, part.state.encode(), part.key, delivered)
+
+
+class UncountedDeliveries(DeliveryJournal):
+    """``worker_lost_max_deliveries = 0``: lost deliveries are not counted; every record runs
+    as usual (a task that kills its worker is delivered again and again)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def start(self, partitions: int) -> None: ...
+    def close(self) -> None: ...
+    def claim(self, tp: TopicPartition) -> None: ...
+
+    def release(self, topic: str, partition: int) -> list[Message]:
+        return []
+
+    def lost(self, topic: str, partition: int) -> list[Message]:
+        return []
+
+    def admit(self, message: Message) -> bool:
+        return True
+
+    def finished(self, topic: str, partition: int, offset: int) -> None: ...
+
+    def held_in(self, topic: str, partition: int) -> int:
+        return 0
+
+    def held(self) -> int:
+        return 0
+
+    @property
+    def isolating(self) -> bool:
+        return False
+
+    def serve(self, idle: Callable[[], bool]) -> None: ...

@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.delays import DelayScheduler
-from taskstream.consumer.deliveries import DeliveryJournal
+from taskstream.consumer.deliveries import DeliveryJournal, UncountedDeliveries
 from taskstream.consumer.execution import Outcome, Run, run_async, run_sync
 from taskstream.consumer.executor import Executor
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
@@ -203,7 +203,9 @@ class Worker:
         self._context = JobContext(
             self.hooks, self.outcomes, self.executor, Watchdog(), self._reports
         )
-        self._journal = self._open_journal(consumer)
+        self._journal = (
+            self._open_journal(consumer) if s.worker_lost_max_deliveries else UncountedDeliveries()
+        )
         delays = DelayScheduler(app)
         delays_thread = threading.Thread(target=delays.run, name="taskstream-delays", daemon=True)
         delays_thread.start()

@@ -45,7 +45,7 @@ class Settings:
     revoke_grace_s: float = 5.0  # rebalance: time for a revoked partition's tasks to finish
     concurrency: int = 1  # worker threads (and async tasks) running at once
     max_tasks_in_flight: int = 1000  # fetched but unfinished tasks before fetching pauses
-    worker_lost_max_deliveries: int = 3  # runs lost to a dying worker before a dead letter
+    worker_lost_max_deliveries: int = 3  # runs lost to a dying worker before a dead letter; 0: off
     schemas_dir: str = "schemas"  # where `taskstream schemas export/check` write and read
     # The HTTP service (`taskstream serve`, taskstream.producer.http):
     http_tokens: str = ""  # comma-separated bearer tokens; empty: no auth
@@ -97,8 +97,8 @@ class Settings:
             raise ConfigError("partitions, replication_factor and concurrency must be >= 1")
         if self.max_tasks_in_flight < self.concurrency:
             raise ConfigError("max_tasks_in_flight must be >= concurrency")
-        if self.worker_lost_max_deliveries < 1:
-            raise ConfigError("worker_lost_max_deliveries must be >= 1")
+        if self.worker_lost_max_deliveries < 0:
+            raise ConfigError("worker_lost_max_deliveries must be >= 0 (0: not counted)")
 
     def require_bootstrap(self) -> str:
         if not self.bootstrap_servers:

@@ -96,17 +96,18 @@ def takeover(previous: PartitionState | None, me: str, token: str, window: int) 
 class _Partition:
     """The journal's view of one assigned partition, in this worker."""
 
-    __slots__ = ("held", "key", "state", "tp")
+    __slots__ = ("durable", "held", "key", "state", "tp")
 
     def __init__(self, tp: TopicPartition, key: str, state: PartitionState) -> None:
         self.tp = tp
         self.key = key
         self.state = state
+        self.durable = False  # its "own" state is acknowledged: its records may run
         self.held: deque[Message] = deque()  # fetched, waiting: claim unconfirmed, or careful
 
     @property
     def careful(self) -> bool:
-        return self.state.state == OWN and self.state.careful_until is not None
+        return self.durable and self.state.careful_until is not None
 
 
 class DeliveryJournal:
@@ -143,10 +144,15 @@ class DeliveryJournal:
         self._running: tuple[_Partition, int] | None = None  # the careful run in progress
 
     def start(self, partitions: int) -> None:
-        """Read the journal from its beginning (the latest state per key is what counts)."""
+        """Read the journal from its beginning (the latest state per key is what counts),
+        only while a claim waits: the reader is paused otherwise, so that an idle journal
+        costs the broker no fetches."""
+        self._journal_partitions = [TopicPartition(self.topic, p) for p in range(partitions)]
         self._reader.assign(
             [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(partitions)]
         )
+        self._reader.pause(self._journal_partitions)
+        self._reading = False
 
     def close(self) -> None:
         self._reader.close()
@@ -235,8 +241,14 @@ class DeliveryJournal:
         matter only then; the client prefetches meanwhile); start the next careful run when
         nothing else runs (``idle``)."""
         if self._claims:
+            if not self._reading:
+                self._reader.resume(self._journal_partitions)
+                self._reading = True
             for message in self._reader.consume(500, 0):
                 self._read(message)
+        elif self._reading:
+            self._reader.pause(self._journal_partitions)
+            self._reading = False
         if len(self._confirmed) == len(self._partitions):
             return
         if self._running is None and self.isolating and idle():
@@ -275,15 +287,23 @@ class DeliveryJournal:
                 "(lost deliveries so far: %s)", part.key, previous.owner, state.lost or "none",
             )  # fmt: skip
         part.state = state
-        self._write(part)
-        if state.careful_until is None:  # the usual case: nothing to be careful about
-            self._confirmed.add((part.tp.topic, part.tp.partition))
+        # Nothing runs before this state is durable: a worker that dies on its first record
+        # must leave an owner behind that never handed over, or its death would go unseen.
+        self._write(part, lambda: self._owned(part))
+
+    def _owned(self, part: _Partition) -> None:
+        tp = part.tp
+        if self._partitions.get((tp.topic, tp.partition)) is not part:
+            return  # revoked meanwhile
+        part.durable = True
+        if part.state.careful_until is None:  # the usual case: nothing to be careful about
+            self._confirmed.add((tp.topic, tp.partition))
         self._settle(part)
 
     def _settle(self, part: _Partition) -> None:
         """Owned: fix the careful window's end at the first record; past it, run as usual."""
         state = part.state
-        if state.state != OWN or not part.held:
+        if state.state != OWN or not part.durable or not part.held:
             return
         first = part.held[0].offset()
         assert first is not None

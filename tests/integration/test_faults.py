@@ -179,7 +179,7 @@ def test_workers_joining_and_leaving_while_tasks_flow_lose_nothing(
         for i in range(total):
             sent.append(add.delay(i, 1).id)
             if i % 200 == 199:
-                time.sleep(0.6)  # about 30 s of traffic: the whole reshuffle
+                time.sleep(1.2)  # about 60 s of traffic: the whole reshuffle
         done_sending.set()
 
     ports: dict[subprocess.Popen[bytes], int] = {}
@@ -205,12 +205,16 @@ def test_workers_joining_and_leaving_while_tasks_flow_lose_nothing(
         for step in ("join", "join", "leave", "join", "leave"):
             if step == "join":
                 join()
+                port = ports[list(ports)[-1]]
+                # Settled: the newcomer owns some partitions and the group all of them (the
+                # total alone reads 12 before the rebalance has even begun).
+                settled = lambda p=port: assigned_partitions(p) > 0 and owned() == 12  # noqa: E731
             else:
                 leaving = next(w for w in ports if w.poll() is None)
                 leaving.send_signal(signal.SIGTERM)
                 assert leaving.wait(60) == 0
-            time.sleep(1)
-            wait_until(lambda: owned() == 12, 90, f"every partition owned after a {step}")
+                settled = lambda: owned() == 12  # noqa: E731
+            wait_until(settled, 90, f"every partition owned after a {step}")
         assert not done_sending.is_set(), "the traffic ended before the reshuffle did"
         sender.join(120)
         wait_until(lambda: finished(app, sent) == total, 120, f"all {total} results")

@@ -210,8 +210,12 @@ class ConsumerRuntime:
             self.handler.records(kept)
         room = handler.room()
         self._apply_backpressure(room)
-        if room <= 0 or self._paused:
-            # Full: wait for outcomes, not records; poll(0) still serves rebalances and
+        if room <= 0 and not self._paused:
+            # Full, not paused yet (within pause_after_s): wait for outcomes only; a consumer
+            # poll now would hand over records there is no room for.
+            handler.serve(timing.busy_poll_s)
+        elif room <= 0 or self._paused:
+            # Paused: wait for outcomes, not records; poll(0) still serves rebalances and
             # heartbeats (a record of a partition assigned since the pause is taken too).
             handler.serve(timing.poll_s if room <= 0 else timing.busy_poll_s)
             self._take(self._poll(0), room)

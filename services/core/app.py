@@ -73,9 +73,11 @@ class App:
 
     @overload
     def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
+    # The "/" after self only works around python/mypy#11606 (a method's overload without
+    # positional parameters is checked against the implementation's positional-only func).
     @overload
     def task(
-        self, *, name: str | None = None, queue: str = DEFAULT_QUEUE, **options: Any
+        self, /, *, name: str | None = None, queue: str = DEFAULT_QUEUE, **options: Any
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(

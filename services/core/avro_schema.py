@@ -86,6 +86,7 @@ def sanitize_namespace(namespace: str) -> str:
 
 _SEQUENCES: tuple[Any, ...] = (list, tuple, abc.Sequence)  # an Avro array
 _MAPPINGS: tuple[Any, ...] = (dict, abc.Mapping)  # an Avro map
+_CONTAINERS = _SEQUENCES + _MAPPINGS
 
 
 class SchemaBuilder:
@@ -124,7 +125,7 @@ class SchemaBuilder:
             raise self.fail(ann, "Any has no Avro schema; use a concrete type")
         if (ann is None or isinstance(ann, type)) and ann in values.LEAVES:
             return values.LEAVES[ann]
-        if (origin or ann) in _SEQUENCES + _MAPPINGS:
+        if (origin or ann) in _CONTAINERS:
             return self.container(ann, origin, args)
         if isinstance(ann, type) and (issubclass(ann, Enum) or dataclasses.is_dataclass(ann)):
             return self.named(ann)

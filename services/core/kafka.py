@@ -115,7 +115,7 @@ def consumer_config(
     )
 
 
-def header_pairs(message: Message) -> list[tuple[str, str | bytes | None]]:
+def header_pairs(message: Message) -> Headers:
     """A record's headers as (name, value) pairs, [] when it has none. A consumed record
     carries a list; confluent-kafka's stub also allows the dict that produce() takes."""
     headers = message.headers()

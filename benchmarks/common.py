@@ -197,7 +197,7 @@ def wait_group(scope: Scope, members: int, timeout: float = 60) -> dict[str, lis
         if ok and a == last:
             stable_since = stable_since or time.monotonic()
             if time.monotonic() - stable_since > 1.0:
-                return a  # type: ignore[return-value]
+                return a
         else:
             stable_since = None
         last = a
@@ -230,7 +230,7 @@ def read_results(bootstrap: str, topic: str, expected: int, timeout: float = 60,
 
 
 def check_results(
-    app: App, messages: list[Any], ids: set[str] | None, expected: int
+    app: App | None, messages: list[Any], ids: set[str] | None, expected: int
 ) -> dict[str, Any]:
     """Exactly one result per task: counts of missing and duplicated task ids."""
     counts = Counter(m.key().decode() for m in messages)

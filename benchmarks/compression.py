@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # stub: no __all__
 
+from taskstream.cli.embedded_broker import EmbeddedBroker
 from taskstream.codec import Codec
 from taskstream.config import Settings
-from taskstream.embedded_broker import EmbeddedBroker
 from taskstream.envelope import Envelopes, ResultEvent, TaskEvent, now_micros
 from taskstream.kafka import consumer_config, producer_config
 from taskstream.status import Status
@@ -142,7 +142,8 @@ def one_run(bootstrap: str, compression: dict[str, Any], records: list[tuple[byt
         producer.poll(0.05)
     tx_bytes = _tx_bytes(stats)
 
-    consumer = Consumer(consumer_config(settings, f"{topic}.reader", **{"fetch.wait.max.ms": 10}))
+    fetch: dict[str, Any] = {"fetch.wait.max.ms": 10}
+    consumer = Consumer(consumer_config(settings, f"{topic}.reader", **fetch))
     consumer.subscribe([topic])
     first = consumer.poll(30)  # the group join is not part of the consume time
     assert first is not None and first.error() is None, "nothing to consume"

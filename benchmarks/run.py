@@ -33,7 +33,7 @@ from benchmarks import workloads as w
 from benchmarks.common import Scope, summary
 from benchmarks.report import write_report
 
-SIZES = {
+SIZES: dict[str, tuple[Any, Any]] = {
     # name: (quick, full)
     "runs": (3, 5),
     "tasks": (50_000, 100_000),
@@ -52,7 +52,9 @@ def run(bootstrap: str, quick: bool, only: set[int], workdir: Path) -> dict[str,
     out: dict[str, Any] = {"mode": "quick" if quick else "full", "sizes": size,
                            "cpus": os.cpu_count(), "python": platform.python_version(),
                            "started": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
-    scope = lambda **kw: Scope(bootstrap, workdir, **kw)  # noqa: E731
+
+    def scope(**kw: Any) -> Scope:
+        return Scope(bootstrap, workdir, **kw)
 
     def step(n: int, name: str, fn: Any) -> None:
         if only and n not in only:

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -67,7 +67,7 @@ class CeilingCodec:
         """The result envelope for task record ``m``, and its key (the task id)."""
         body = io.BytesIO(m.value())
         body.seek(HEADER_SIZE)
-        event = schemaless_reader(body, self.task_schema, None)
+        event: Any = schemaless_reader(body, self.task_schema, None)  # a task event's dict
         out = io.BytesIO()
         out.write(self.header)
         now = now_micros()
@@ -103,7 +103,8 @@ def ceiling_loop(scope: Scope, tasks: int) -> float:
         if started is None:
             started = time.perf_counter()
         positions = {}
-        for m in [first, *consumer.consume(499, 0)]:
+        batch: list[Any] = [first, *consumer.consume(499, 0)]  # Messages, unchecked as m above
+        for m in batch:
             if m.error():
                 continue
             positions[(m.topic(), m.partition())] = m.offset() + 1
@@ -346,7 +347,7 @@ def bare_hop(scope: Scope, rate: int, seconds: float) -> dict[str, float]:
             assert time.monotonic() < deadline + seconds, f"{len(latencies)} of {count} hops"
             m = consumer.poll(0.5)
             if m is not None and m.error() is None:
-                latencies.append((time.perf_counter() - float(m.value())) * 1000)
+                latencies.append((time.perf_counter() - float(cast(bytes, m.value()))) * 1000)
         sender.join(30)
     finally:
         consumer.close()

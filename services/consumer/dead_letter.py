@@ -19,6 +19,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from taskstream.kafka import Headers
 from taskstream.sizes import record_size
 from taskstream.topics import dead_letter_topic
 
@@ -42,9 +43,9 @@ HEADER_PREFIX = "taskstream."
 
 def dead_letter_headers(
     message: Message, reason: Reason, error: str, task: str | None = None
-) -> list[tuple[str, bytes]]:
+) -> Headers:
     _kind, timestamp = message.timestamp()
-    headers = [
+    headers: Headers = [
         (HEADER_PREFIX + "reason", reason.value.encode()),
         (HEADER_PREFIX + "error", error.encode("utf-8", "replace")),
         (HEADER_PREFIX + "topic", (message.topic() or "").encode()),
@@ -57,7 +58,7 @@ def dead_letter_headers(
     return headers
 
 
-Letter = tuple[str, bytes, Any, list[tuple[str, bytes]]]  # topic, value, key, headers
+Letter = tuple[str, bytes, Any, Headers]  # topic, value, key, headers
 
 
 class DeadLetters:

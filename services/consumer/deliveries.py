@@ -310,9 +310,9 @@ class DeliveryJournal:
         if state.careful_until == -1:  # what the dead owner could have fetched
             high = self._high_watermark(part.tp.topic, part.tp.partition)
             end = first + (state.suspects or self._window)
-            until = min(end, high) if high is not None and high > first else end
+            reach = min(end, high) if high is not None and high > first else end
             last_lost = max(state.lost, default=-1)  # a counted record stays inside
-            state = part.state = replace(state, careful_until=max(until, last_lost + 1))
+            state = part.state = replace(state, careful_until=max(reach, last_lost + 1))
             self._write(part)
         until = state.careful_until
         if until is not None and first < until:

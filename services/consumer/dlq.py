@@ -16,7 +16,7 @@ from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.envelope import Envelopes
 from taskstream.errors import BrokerError, DeliveryFailed
-from taskstream.kafka import EventProducer, consumer_config, producer_config
+from taskstream.kafka import EventProducer, consumer_config, header_pairs, producer_config
 from taskstream.topics import dead_letter_topic
 
 
@@ -36,7 +36,7 @@ class DeadLetter:
 
 
 def _letter(message: Message) -> DeadLetter:
-    headers = {k: v for k, v in (message.headers() or []) if k.startswith(HEADER_PREFIX)}
+    headers = {k: v for k, v in header_pairs(message) if k.startswith(HEADER_PREFIX)}
 
     def text(name: str, default: str = "") -> str:
         raw = headers.get(HEADER_PREFIX + name)

@@ -119,7 +119,11 @@ def commit(
         return True
     offsets = [TopicPartition(p.topic, p.partition, pos) for p, pos in items]
     try:
-        consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        # Branches on the literal: confluent-kafka's overloads type asynchronous as Literal.
+        if asynchronous:
+            consumer.commit(offsets=offsets, asynchronous=True)
+        else:
+            consumer.commit(offsets=offsets, asynchronous=False)
     except KafkaException as exc:
         log.warning("commit failed (the next one carries these offsets): %s", exc)
         return False

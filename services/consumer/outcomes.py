@@ -20,7 +20,7 @@ from taskstream.consumer.execution import Outcome
 from taskstream.consumer.offsets import PartitionOffsets
 from taskstream.envelope import Envelopes, ResultEvent, TaskEvent, now_micros
 from taskstream.errors import TaskstreamError
-from taskstream.kafka import EventProducer
+from taskstream.kafka import EventProducer, Headers
 from taskstream.topics import (
     delay_tier,
     delay_topic,
@@ -30,8 +30,7 @@ from taskstream.topics import (
 
 log = logging.getLogger(__name__)
 
-Headers = list[tuple[str, bytes]] | None
-Part = tuple[str, bytes, Any, Headers]  # topic, value, key, headers
+Part = tuple[str, bytes, Any, Headers | None]  # topic, value, key, headers
 
 
 class _Record:
@@ -52,7 +51,7 @@ class _Event:
 
     def __init__(
         self, outcomes: Outcomes, record: _Record, topic: str, value: bytes, key: Any,
-        headers: Headers,
+        headers: Headers | None,
     ) -> None:  # fmt: skip
         self.outcomes = outcomes
         self.record = record

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from types import FrameType
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
@@ -226,10 +227,13 @@ class Worker:
     def _open_journal(self, consumer: Consumer) -> DeliveryJournal:
         s = self.settings
         topic = deliveries_topic(s.topic_prefix)
+        fetch: dict[str, Any] = {
+            "fetch.wait.max.ms": max(s.fetch_wait_max_ms, _JOURNAL_FETCH_WAIT_MS)
+        }
         reader_config = consumer_config(
             s,
             f"{self.group_id}.journal",  # never joined nor committed: the reader assigns
-            **{"fetch.wait.max.ms": max(s.fetch_wait_max_ms, _JOURNAL_FETCH_WAIT_MS)},
+            **fetch,
         )
         reader = self.app.broker.consumer(reader_config)
         journal = DeliveryJournal(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
 from taskstream.codec import Codec
@@ -27,6 +27,7 @@ from taskstream.topics import topic_specs
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 DEFAULT_QUEUE = "default"
 
@@ -34,6 +35,14 @@ DEFAULT_QUEUE = "default"
 def queues_of(task_queues: Iterable[str]) -> list[str]:
     """The queues to consume and create topics for: the tasks' own, and always the default."""
     return sorted({*task_queues, DEFAULT_QUEUE})
+
+
+def task_named(tasks: Mapping[str, T], name: str) -> T:
+    """``tasks[name]``, or UnknownTask: how an app and the HTTP catalog look tasks up."""
+    try:
+        return tasks[name]
+    except KeyError:
+        raise UnknownTask(name) from None
 
 
 class App:
@@ -73,9 +82,11 @@ class App:
 
     @overload
     def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
+    # The "/" after self only works around python/mypy#11606 (a method's overload without
+    # positional parameters is checked against the implementation's positional-only func).
     @overload
     def task(
-        self, *, name: str | None = None, queue: str = DEFAULT_QUEUE, **options: Any
+        self, /, *, name: str | None = None, queue: str = DEFAULT_QUEUE, **options: Any
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -109,10 +120,7 @@ class App:
         return f"{module}.{func.__qualname__}"
 
     def get_task(self, name: str) -> Task[Any, Any]:
-        try:
-            return self.tasks[name]
-        except KeyError:
-            raise UnknownTask(name) from None
+        return task_named(self.tasks, name)
 
     @property
     def queues(self) -> list[str]:

@@ -84,6 +84,11 @@ def sanitize_namespace(namespace: str) -> str:
     return ".".join(sanitize(part) for part in namespace.split("."))
 
 
+_SEQUENCES: tuple[Any, ...] = (list, tuple, abc.Sequence)  # an Avro array
+_MAPPINGS: tuple[Any, ...] = (dict, abc.Mapping)  # an Avro map
+_CONTAINERS = _SEQUENCES + _MAPPINGS
+
+
 class SchemaBuilder:
     """Builds one schema, defining each named type once (Avro forbids redefining one).
 
@@ -107,42 +112,53 @@ class SchemaBuilder:
         return {"name": name, "namespace": self.namespace}
 
     def build(self, ann: Any, spec: DecimalSpec | None = None) -> Conv:
+        """Dispatches on the kind of annotation; each kind with rules of its own has a method."""
         origin, args = typing.get_origin(ann), typing.get_args(ann)
         if origin is typing.Annotated:
             found = [m for m in ann.__metadata__ if isinstance(m, DecimalSpec)]
             return self.build(args[0], found[-1] if found else spec)
         if origin is typing.Union or origin is types.UnionType:
-            if len(args) != 2 or type(None) not in args:
-                raise self.fail(
-                    ann,
-                    "only X | None unions are supported; for alternatives, "
-                    "use a dataclass with optional fields",
-                )
-            return values.optional(self.build(args[args[0] is type(None)], spec))
-        if spec is not None and ann is not Decimal:
-            raise self.fail(ann, "DecimalSpec applies to Decimal only")
-        if ann is Decimal:
-            spec = spec or DecimalSpec()
-            if not 0 <= spec.scale <= spec.precision or spec.precision < 1:
-                raise self.fail(ann, f"{spec} needs 0 <= scale <= precision, precision >= 1")
-            return values.decimal(spec.precision, spec.scale)
+            return self.union(ann, args, spec)
+        if spec is not None or ann is Decimal:
+            return self.decimal(ann, spec)
         if ann is typing.Any:
             raise self.fail(ann, "Any has no Avro schema; use a concrete type")
         if (ann is None or isinstance(ann, type)) and ann in values.LEAVES:
             return values.LEAVES[ann]
-        if (origin or ann) in (list, tuple, abc.Sequence, dict, abc.Mapping) and not args:
-            raise self.fail(ann, "name the item types, e.g. list[int] or dict[str, int]")
-        if origin in (list, tuple, abc.Sequence):
-            if origin is tuple and (len(args) != 2 or args[1] is not ...):
-                raise self.fail(ann, "only tuple[X, ...] is supported; use a dataclass")
-            return values.container(self.build(args[0]), "tuple" if origin is tuple else "list")
-        if origin in (dict, abc.Mapping):
-            if args[0] is not str:
-                raise self.fail(ann, "Avro map keys are strings; use dict[str, X]")
-            return values.container(self.build(args[1]), "map")
+        if (origin or ann) in _CONTAINERS:
+            return self.container(ann, origin, args)
         if isinstance(ann, type) and (issubclass(ann, Enum) or dataclasses.is_dataclass(ann)):
             return self.named(ann)
         raise self.fail(ann, f"no Avro mapping; supported: {_SUPPORTED}")
+
+    def union(self, ann: Any, args: tuple[Any, ...], spec: DecimalSpec | None) -> Conv:
+        if len(args) != 2 or type(None) not in args:
+            raise self.fail(
+                ann,
+                "only X | None unions are supported; for alternatives, "
+                "use a dataclass with optional fields",
+            )
+        return values.optional(self.build(args[args[0] is type(None)], spec))
+
+    def decimal(self, ann: Any, spec: DecimalSpec | None) -> Conv:
+        if ann is not Decimal:
+            raise self.fail(ann, "DecimalSpec applies to Decimal only")
+        spec = spec or DecimalSpec()
+        if not 0 <= spec.scale <= spec.precision or spec.precision < 1:
+            raise self.fail(ann, f"{spec} needs 0 <= scale <= precision, precision >= 1")
+        return values.decimal(spec.precision, spec.scale)
+
+    def container(self, ann: Any, origin: Any, args: tuple[Any, ...]) -> Conv:
+        """A list, tuple, sequence, dict or mapping: an Avro array or map."""
+        if not args:
+            raise self.fail(ann, "name the item types, e.g. list[int] or dict[str, int]")
+        if origin in _MAPPINGS:
+            if args[0] is not str:
+                raise self.fail(ann, "Avro map keys are strings; use dict[str, X]")
+            return values.container(self.build(args[1]), "map")
+        if origin is tuple and (len(args) != 2 or args[1] is not ...):
+            raise self.fail(ann, "only tuple[X, ...] is supported; use a dataclass")
+        return values.container(self.build(args[0]), "tuple" if origin is tuple else "list")
 
     def named(self, cls: type) -> Conv:
         name = sanitize(cls.__qualname__.replace(".", "_"))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # stub: no __all__
 
 from taskstream.config import Settings
 from taskstream.errors import BrokerError, ConfigError
@@ -25,6 +25,8 @@ from taskstream.topics import TopicSpec
 log = logging.getLogger(__name__)
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+# A record's headers as Producer.produce takes them (a list: invariant, so build it as this).
+Headers = list[tuple[str, str | bytes | None]]
 
 
 def record_position(message: Message) -> tuple[str, int, int] | None:
@@ -111,6 +113,15 @@ def consumer_config(
         },
         explicit,
     )
+
+
+def header_pairs(message: Message) -> Headers:
+    """A record's headers as (name, value) pairs, [] when it has none. A consumed record
+    carries a list; confluent-kafka's stub also allows the dict that produce() takes."""
+    headers = message.headers()
+    if headers is None:
+        return []
+    return list(headers.items()) if isinstance(headers, dict) else headers
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:
@@ -234,7 +245,7 @@ class EventProducer:
         value: bytes,
         key: str | bytes | None = None,
         on_delivery: DeliveryCallback | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Headers | None = None,
         partition: int = -1,
     ) -> None:
         producer = self._producer

@@ -161,10 +161,11 @@ class Task(Generic[P, R]):
 
     def invoke(self, kwargs: dict[str, Any]) -> Any:
         """Run the function with decoded arguments (by name, positional-only ones by place)."""
+        func: Callable[..., R] = self.func  # P cannot type values decoded into a dict
         if self._positional_only:
             args = [kwargs.pop(name) for name in self._positional_only]
-            return self.func(*args, **kwargs)
-        return self.func(**kwargs)
+            return func(*args, **kwargs)
+        return func(**kwargs)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send the task to a worker; returns at once. Arguments are checked against the

@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, Message
 from taskstream import App
 from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker
+from taskstream.kafka import header_pairs
 from tests.conftest import REPO, Scope
 
 APP_SPEC = "tests.integration.tasks_app:app"
@@ -78,6 +79,11 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.05)
 
 
+def headers_of(message: Message) -> dict[str, bytes]:
+    """A consumed record's headers by name (taskstream writes every value as bytes)."""
+    return {k: v for k, v in header_pairs(message) if isinstance(v, bytes)}
+
+
 def read_topic(
     scope: Scope, topic: str, count: int, timeout: float = 30, idle: float = 0.0
 ) -> list[Message]:
@@ -94,12 +100,14 @@ def read_topic(
     )
     consumer.subscribe([topic])
     messages: list[Message] = []
+
+    def fetched() -> bool:
+        messages.extend(m for m in consumer.consume(1000, 0.2) if not m.error())
+        return len(messages) >= count
+
     try:
         wait_until(
-            lambda: (
-                bool(messages.extend(m for m in consumer.consume(1000, 0.2) if not m.error()))
-                or len(messages) >= count
-            ),
+            fetched,
             timeout,
             f"{count} records on {topic}",
         )

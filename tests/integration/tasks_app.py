@@ -15,6 +15,17 @@ from taskstream import App, Retry, SoftTimeLimitExceeded, current_request
 
 def build_app(**settings: Any) -> App:
     app = App("itest", **settings)
+    # Registered in groups (one function each), in the order the tests have always seen.
+    _plain_tasks(app)
+    _retrying_tasks(app)
+    _timed_tasks(app)
+    _sized_tasks(app)
+    _process_tasks(app)
+    return app
+
+
+def _plain_tasks(app: App) -> None:
+    """Tasks that return or raise at once (or after a nap)."""
 
     @app.task(name="itest.add")
     def add(a: int, b: int) -> int:
@@ -34,6 +45,10 @@ def build_app(**settings: Any) -> App:
         await asyncio.sleep(0.001)
         return a * b
 
+
+def _retrying_tasks(app: App) -> None:
+    """Tasks that retry: by raising Retry, or by autoretry_for."""
+
     @app.task(name="itest.retry_until", max_retries=5)
     def retry_until(attempts: int, countdown: float) -> int:
         attempt = current_request().attempt
@@ -50,6 +65,10 @@ def build_app(**settings: Any) -> App:
     )
     def unreachable(host: str) -> int:
         raise ConnectionError(f"{host} refused the connection")
+
+
+def _timed_tasks(app: App) -> None:
+    """Tasks with time limits, or tracked as STARTED."""
 
     @app.task(name="itest.polite", soft_time_limit=0.3, time_limit=5)
     def polite(seconds: float) -> str:
@@ -75,6 +94,10 @@ def build_app(**settings: Any) -> App:
         await asyncio.sleep(seconds)
         return 0
 
+
+def _sized_tasks(app: App) -> None:
+    """Tasks whose arguments, results or errors are as large as asked."""
+
     @app.task(name="itest.blob")
     def blob(size: int) -> bytes:
         return b"x" * size
@@ -86,6 +109,10 @@ def build_app(**settings: Any) -> App:
     @app.task(name="itest.shout")
     def shout(size: int) -> int:
         raise ValueError("!" * size)
+
+
+def _process_tasks(app: App) -> None:
+    """Tasks that leave a trace of the process running them, or kill it."""
 
     @app.task(name="itest.logged_nap")
     def logged_nap(seconds: float, log_path: str) -> int:
@@ -102,8 +129,6 @@ def build_app(**settings: Any) -> App:
             log.write(f"{os.getpid()}\n")
         os.kill(os.getpid(), signal.SIGKILL)
         return 0
-
-    return app
 
 
 app = build_app()

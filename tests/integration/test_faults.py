@@ -24,6 +24,7 @@ from tests.conftest import BrokerHandle, Scope
 from tests.integration.running import (
     assigned_partitions,
     free_port,
+    headers_of,
     read_topic,
     running,
     spawn_materializer,
@@ -162,7 +163,7 @@ def test_poison_among_valid_tasks_lands_in_the_dead_letter_topic(app: App, scope
         with running(Worker(app, concurrency=4)):
             assert [r.get(timeout=120) for r in valid] == [2 * i for i in range(0, 3000, 6)]
             letters = read_topic(scope, dead_letter_topic(scope.topic_prefix), poison, 120)
-    reasons = collections.Counter(dict(m.headers())["taskstream.reason"].decode() for m in letters)
+    reasons = collections.Counter(headers_of(m)["taskstream.reason"].decode() for m in letters)
     assert len(letters) == poison
     assert reasons == expected
 

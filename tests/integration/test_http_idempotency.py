@@ -4,6 +4,7 @@ that the load balancer sends to another process (or host) gets the same task id.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
@@ -30,7 +31,7 @@ def test_two_serve_processes_on_one_store_give_an_idempotency_key_one_task_id(
     app: App, shared: Scope
 ) -> None:
     with serve_process(shared, APP) as one, serve_process(shared, APP) as two:
-        send = {"json": {"a": 1, "b": 2}, "timeout": 30}
+        send: dict[str, Any] = {"json": {"a": 1, "b": 2}, "timeout": 30}
         first = httpx.post(f"{one}/v1/tasks/itest.add", headers={"Idempotency-Key": "k1"}, **send)
         retry = httpx.post(f"{two}/v1/tasks/itest.add", headers={"Idempotency-Key": "k1"}, **send)
         assert (first.status_code, retry.status_code) == (202, 202), retry.text

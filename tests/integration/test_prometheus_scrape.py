@@ -153,7 +153,8 @@ def prometheus(prometheus_path: str, worker_metrics: str, tmp_path: Path) -> Ite
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as r:
-            return r.status == 200
+            status: int = r.status
+            return status == 200
     except OSError:
         return False
 

@@ -9,7 +9,12 @@ import pytest
 from taskstream import App, Status, TaskFailed
 from taskstream.topics import dead_letter_topic
 from tests.conftest import Scope
-from tests.integration.running import read_topic, wait_until, worker_and_materializer
+from tests.integration.running import (
+    headers_of,
+    read_topic,
+    wait_until,
+    worker_and_materializer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +38,7 @@ def test_retries_that_run_out_end_in_failure_and_a_dead_letter(app: App, scope: 
     assert failed.value.exc_type == "ConnectionError"
     record = app.store.get(result.id)
     assert record is not None and record.attempt == 3  # the first run and two retries
-    headers = dict(letters[0].headers())
+    headers = headers_of(letters[0])
     assert headers["taskstream.reason"] == b"retries-exhausted"
     assert headers["taskstream.task"] == b"itest.unreachable"
     assert b"refused the connection" in headers["taskstream.error"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import time
+from datetime import datetime
 
 import pytest
 
 from taskstream import App, DeliveryFailed, InvalidArguments, TaskFailed
+from taskstream.store import ResultRecord
 from tests.integration.running import worker_and_materializer
 from tests.integration.tasks_app import build_app
 
@@ -109,13 +111,19 @@ def test_with_concurrency_one_tasks_run_one_at_a_time_in_key_order(app: App) -> 
                 results.append(nap.apply_async((0.005, i), key=f"customer-{i % 3}"))
         values = [r.get(timeout=60) for r in results]
     assert [v for i, v in enumerate(values) if i % 6 != 5] == [i for i in range(24) if i % 6 != 5]
-    records = [app.store.get(r.id) for r in results]
-    assert all(rec is not None and rec.started_at and rec.finished_at for rec in records)
-    spans = sorted((rec.started_at, rec.finished_at) for rec in records)  # type: ignore[union-attr]
+    runs = [_run(app.store.get(r.id)) for r in results]
+    spans = sorted((started, finished) for started, finished, _ in runs)
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start, "two tasks ran at once with concurrency 1"
     for k in range(3):
-        same_key = records[k::3]
+        same_key = runs[k::3]
         for before, after in itertools.pairwise(same_key):
-            assert before.source_offset < after.source_offset  # type: ignore[union-attr]
-            assert before.finished_at <= after.started_at  # type: ignore[union-attr,operator]
+            assert before[2] < after[2]  # source offsets
+            assert before[1] <= after[0]  # the earlier finished before the later started
+
+
+def _run(record: ResultRecord | None) -> tuple[datetime, datetime, int]:
+    """A finished task's start, finish and source offset, asserted to be there."""
+    assert record is not None and record.started_at and record.finished_at
+    assert record.source_offset is not None
+    return record.started_at, record.finished_at, record.source_offset

@@ -4,6 +4,8 @@ status codes, content types and response schemas."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 
@@ -20,5 +22,7 @@ schema = schemathesis.openapi.from_asgi(
 
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-def test_the_api_never_answers_5xx_and_keeps_to_its_openapi(case: schemathesis.Case) -> None:
+def test_the_api_never_answers_5xx_and_keeps_to_its_openapi(
+    case: schemathesis.Case[Any],
+) -> None:
     case.call_and_validate()

@@ -138,7 +138,7 @@ def test_failed_deliveries_are_reported_and_not_appended() -> None:
     errors: list[int | None] = []
     broker.fail_deliveries(1)
     for value in (b"lost", b"kept"):
-        p.produce("t", value, on_delivery=lambda e, m: errors.append(e and e.code()))
+        p.produce("t", value, on_delivery=lambda e, m: errors.append(e if e is None else e.code()))
     p.flush(1.0)
     assert errors == [KafkaError._MSG_TIMED_OUT, None]
     assert values(broker.records("t")) == [b"kept"]

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskstream.app import DEFAULT_QUEUE, App, queues_of
+from taskstream.app import DEFAULT_QUEUE, App, queues_of, task_named
 from taskstream.avro_json import JsonConverter
 from taskstream.codec import AvroSchema, Codec
 from taskstream.envelope import Envelopes
-from taskstream.errors import ConfigError, UnknownTask
+from taskstream.errors import ConfigError
 
 ARGS_SUFFIX = ".args.avsc"
 RESULT_SUFFIX = ".result.avsc"
@@ -44,15 +44,11 @@ class Catalog:
         return len(self.tasks)
 
     def get(self, name: str) -> TaskSpec:
-        try:
-            return self.tasks[name]
-        except KeyError:
-            raise UnknownTask(name) from None
+        return task_named(self.tasks, name)
 
     @property
     def queues(self) -> list[str]:
-        queues: list[str] = queues_of(t.queue for t in self.tasks.values())
-        return queues
+        return queues_of(t.queue for t in self.tasks.values())
 
     @classmethod
     def from_app(cls, app: App) -> Catalog:

@@ -23,7 +23,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from taskstream.envelope import TaskEvent, now_micros
 from taskstream.errors import DeliveryFailed, InvalidArguments, MessageTooLarge, TaskstreamError
-from taskstream.producer.publisher import Delivery
+from taskstream.publishing import DeliveryHandle
 
 from .catalog import Catalog, TaskSpec
 from .errors import error_detail
@@ -40,7 +40,7 @@ from .metrics import HttpMetrics
 class Publisher(Protocol):
     """What the ingestor needs of taskstream.producer.publisher.TaskPublisher."""
 
-    def publish(self, event: TaskEvent) -> Delivery: ...
+    def publish(self, event: TaskEvent) -> DeliveryHandle: ...
 
     def close(self, timeout: float = 30.0) -> int: ...
 
@@ -243,7 +243,7 @@ class Ingestor:
         return len(value) + len((event.key or event.id).encode())
 
     async def _publish(self, pending: list[_Pending], outcomes: list[Outcome | None]) -> None:
-        futures: list[Delivery | None] = []
+        futures: list[DeliveryHandle | None] = []
         for p in pending:
             try:
                 futures.append(self.publisher.publish(p.event))
@@ -287,7 +287,7 @@ def _is_too_large(exc: KafkaException) -> bool:
     return isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE
 
 
-async def _settle(futures: list[Delivery], timeout: float) -> None:
+async def _settle(futures: list[DeliveryHandle], timeout: float) -> None:
     """Wait until every future is done or `timeout` passed, whichever comes first.
 
     Never cancels them: the producer's delivery callback must still be able to resolve them.
@@ -303,7 +303,7 @@ async def _settle(futures: list[Delivery], timeout: float) -> None:
         if not all_done.done():
             all_done.set_result(None)
 
-    def on_done(_f: Delivery) -> None:
+    def on_done(_f: DeliveryHandle) -> None:
         nonlocal remaining
         with lock:
             remaining -= 1

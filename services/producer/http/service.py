@@ -136,4 +136,3 @@ class HttpService:
         self.store.close()
         if self.broker is not None:
             self.broker.close()
-

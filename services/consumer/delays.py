@@ -20,7 +20,7 @@ from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
-from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
+from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.sizes import message_max_bytes
 from taskstream.topics import DELAY_TIERS_S, delay_topic, delays_group, tier_of
@@ -32,24 +32,17 @@ _CAPACITY = 10_000  # records forwarded but not yet acknowledged, at most
 _REVOKE_FLUSH_S = 5.0
 
 
-class DelayScheduler:
+class DelayScheduler(RuntimeOwner):
     def __init__(self, app: App) -> None:
         s = app.settings
         self.app = app
         self.prefix = s.topic_prefix
         self.topics = [delay_topic(self.prefix, t) for t in DELAY_TIERS_S]
         self.group_id = delays_group(self.prefix)
-        self._runtime: ConsumerRuntime | None = None
-        self._stop_requested = False
         self._tracker = OffsetTracker()
         self._pending = 0  # forwarded, not yet acknowledged
         # paused partition -> (its unripe head's offset, when it ripens in epoch seconds)
         self._waiting: dict[tuple[str, int], tuple[int, float]] = {}
-
-    def stop(self) -> None:
-        self._stop_requested = True
-        if self._runtime is not None:
-            self._runtime.stop()
 
     def run(self) -> None:
         s = self.app.settings
@@ -69,16 +62,16 @@ class DelayScheduler:
                 **{"fetch.wait.max.ms": max(s.fetch_wait_max_ms, _TIER_FETCH_WAIT_MS)},
             )
         )
-        runtime = self._runtime = ConsumerRuntime(
-            consumer,
-            self,
-            self._tracker,
-            timing=LoopTiming(poll_s=0.1, commit_every_s=s.commit_interval_ms / 1000),
-            capacity=_CAPACITY,
+        runtime = self._started(
+            ConsumerRuntime(
+                consumer,
+                self,
+                self._tracker,
+                timing=LoopTiming(poll_s=0.1, commit_every_s=s.commit_interval_ms / 1000),
+                capacity=_CAPACITY,
+            )
         )
         runtime.subscribe(self.topics)
-        if self._stop_requested:
-            runtime.stop()
         try:
             runtime.run(grace=s.delivery_timeout_ms / 1000)
         finally:

@@ -23,7 +23,7 @@ from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.instrumentation import MaterializerHooks, PrometheusMaterializerHooks
 from taskstream.consumer.offsets import OffsetTracker
-from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
+from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.errors import CorruptMessage, DeliveryFailed
 from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.sizes import producer_limit
@@ -62,7 +62,7 @@ def result_row(d: dict[str, Any]) -> ResultRow:
     )  # fmt: skip
 
 
-class Materializer:
+class Materializer(RuntimeOwner):
     """Consumes the results topic into ``store`` until stopped (a consumer runtime handler)."""
 
     def __init__(
@@ -79,8 +79,6 @@ class Materializer:
         self.store = store or app.store
         self.topic = results_topic(s.topic_prefix)
         self.group_id = group_id or materializer_group(s.topic_prefix)
-        self._stop_requested = False
-        self._runtime: ConsumerRuntime | None = None
         self._tracker = OffsetTracker()
         self._producer: EventProducer | None = None  # opened for the first dead letter
         self._letters = DeadLetters(s.topic_prefix, producer_limit(s))
@@ -89,11 +87,6 @@ class Materializer:
         # Drop the store's rows and offsets first: with no stored offsets, every partition is
         # read from the beginning (the compacted topic holds each task's latest outcome).
         self.rebuild = rebuild
-
-    def stop(self) -> None:
-        self._stop_requested = True
-        if self._runtime is not None:
-            self._runtime.stop()
 
     def run(self) -> None:
         s = self.app.settings
@@ -106,18 +99,18 @@ class Materializer:
         consumer = self.app.broker.consumer(consumer_config(s, self.group_id, strategy="range"))
         # The store holds the offsets that count; the group's commits (every commit
         # interval) only let operators see the lag.
-        runtime = self._runtime = ConsumerRuntime(
-            consumer,
-            self,
-            self._tracker,
-            timing=LoopTiming(
-                poll_s=_POLL_S, batch=_BATCH, commit_every_s=s.commit_interval_ms / 1000
-            ),
-            capacity=_BATCH,
+        runtime = self._started(
+            ConsumerRuntime(
+                consumer,
+                self,
+                self._tracker,
+                timing=LoopTiming(
+                    poll_s=_POLL_S, batch=_BATCH, commit_every_s=s.commit_interval_ms / 1000
+                ),
+                capacity=_BATCH,
+            )
         )
         runtime.subscribe([self.topic])
-        if self._stop_requested:
-            runtime.stop()
         log.info("materializing %s into %s", self.topic, s.store)
         try:
             runtime.run()

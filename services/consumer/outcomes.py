@@ -85,6 +85,7 @@ class Outcomes:
         envelopes: Envelopes,
         on_done: Callable[[PartitionOffsets, int], None],
         dead_letters: DeadLetters,
+        on_dead_letter: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._producer = producer
         self._prefix = prefix
@@ -92,6 +93,7 @@ class Outcomes:
         self._on_done = on_done
         self._results = results_topic(prefix)
         self._dead_letters = dead_letters
+        self._on_dead_letter = on_dead_letter  # a record goes to the dead letters, why
 
     def destination(self, event: TaskEvent) -> str:
         """Where an event goes next: its task topic when due, else its delay tier."""
@@ -131,6 +133,7 @@ class Outcomes:
         error: str,
         task: str | None = None,
     ) -> None:
+        self._on_dead_letter(reason.value)
         self._send(offsets, message, [self._dead_letters.letter(message, reason, error, task)])
 
     def forward(self, offsets: PartitionOffsets, message: Message, topic: str) -> None:

@@ -347,6 +347,27 @@ class ConsumerRuntime:
         log.warning("lost %s", partition_names(partitions))
 
 
+class RuntimeOwner:
+    """What the owners of a runtime (worker, delay scheduler, materializer) share: ``stop()``,
+    safe from any thread, before or during ``run()``."""
+
+    _runtime: ConsumerRuntime | None = None
+    _stop_requested = False
+
+    def stop(self) -> None:
+        """Ask ``run()`` to drain and return."""
+        self._stop_requested = True
+        if self._runtime is not None:
+            self._runtime.stop()
+
+    def _started(self, runtime: ConsumerRuntime) -> ConsumerRuntime:
+        """Keep ``runtime`` as the one to stop (a stop() that came first stops it at once)."""
+        self._runtime = runtime
+        if self._stop_requested:
+            runtime.stop()
+        return runtime
+
+
 def partition_names(partitions: list[TopicPartition]) -> str:
     """``topic[0,1,2]`` per topic, for logs that stay one line with many partitions."""
     by_topic: dict[str, list[int]] = {}

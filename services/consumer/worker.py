@@ -33,7 +33,7 @@ from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
 from taskstream.consumer.reports import ReportServer
-from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
+from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import now_micros
 from taskstream.errors import TimeLimitExceeded, UnknownSchema
@@ -127,7 +127,7 @@ class TaskJob:
         context.reports.serve_ready()
 
 
-class Worker:
+class Worker(RuntimeOwner):
     """Runs an app's tasks from its queues' topics until stopped.
 
     ``run()`` blocks; ``stop()`` (or SIGTERM/SIGINT after ``install_signal_handlers()``)
@@ -154,20 +154,12 @@ class Worker:
         self.concurrency = concurrency or s.concurrency
         self.max_in_flight = max(max_tasks_in_flight or s.max_tasks_in_flight, self.concurrency)
         self.worker_id = worker_id()
-        self._stop_requested = threading.Event()
-        self._runtime: ConsumerRuntime | None = None
         self._tracker = OffsetTracker()
         self._in_flight = 0  # fetched records whose outcome is not yet delivered
         self._held: list[Message] = []  # may run, but wait for careful runs to end
         self._finished: deque[tuple[PartitionOffsets, int]] = deque()  # outcomes acknowledged
 
     # -- lifecycle --------------------------------------------------------------------------
-
-    def stop(self) -> None:
-        """Ask the worker to drain and return from run(); safe from any thread."""
-        self._stop_requested.set()
-        if self._runtime is not None:
-            self._runtime.stop()
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, _frame: FrameType | None) -> None:
@@ -184,13 +176,15 @@ class Worker:
         self.message_max_bytes = message_max_bytes(producer_settings)  # what a result may take
         producer = self._producer = EventProducer(producer_settings, broker=app.broker)
         letters = DeadLetters(s.topic_prefix, self.message_max_bytes)
-        self.outcomes = Outcomes(producer, s.topic_prefix, app.envelopes, self._done, letters)
+        self.outcomes = Outcomes(
+            producer, s.topic_prefix, app.envelopes, self._done, letters, self.hooks.dead_lettered
+        )
         config = consumer_config(
             s, self.group_id, strategy="cooperative-sticky", on_commit=self._commit_answered
         )
         consumer = app.broker.consumer(config)
         tracker = self._tracker
-        runtime = self._runtime = ConsumerRuntime(
+        runtime = ConsumerRuntime(
             consumer,
             self,
             tracker,
@@ -210,10 +204,9 @@ class Worker:
         delays = DelayScheduler(app)
         delays_thread = threading.Thread(target=delays.run, name="taskstream-delays", daemon=True)
         delays_thread.start()
+        self._started(runtime)
         runtime.subscribe(self.topics)
         log.info("worker %s consuming %s as group %s", self.worker_id, self.topics, self.group_id)
-        if self._stop_requested.is_set():
-            runtime.stop()
         try:
             runtime.run(grace=s.shutdown_grace_s)  # closing revokes: releases, commits
         finally:
@@ -302,7 +295,7 @@ class Worker:
 
     def revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
         keys = {(tp.topic, tp.partition) for tp in partitions}
-        if not lost and not self._stop_requested.is_set():
+        if not lost and not self._stop_requested:
             self._wait_for(keys, self.settings.revoke_grace_s)  # then handed over as they are
         for topic, partition in keys:
             if lost:
@@ -332,19 +325,19 @@ class Worker:
         try:
             event = app.envelopes.decode_task(message.value() or b"")
         except UnknownSchema as exc:
-            return self._dead_letter(offsets, message, Reason.UNKNOWN_SCHEMA, str(exc))
+            return outcomes.dead_letter(offsets, message, Reason.UNKNOWN_SCHEMA, str(exc))
         except Exception as exc:
-            return self._dead_letter(offsets, message, Reason.UNDECODABLE, str(exc))
+            return outcomes.dead_letter(offsets, message, Reason.UNDECODABLE, str(exc))
         task = app.tasks.get(event.task)
         if task is None:
             reason = f"task {event.task!r} is not defined by app {app.name!r}"
-            return self._dead_letter(offsets, message, Reason.UNKNOWN_TASK, reason, event.task)
+            return outcomes.dead_letter(offsets, message, Reason.UNKNOWN_TASK, reason, event.task)
         if event.not_before and event.not_before - now_micros() > _EARLY_TOLERANCE_US:
             return outcomes.forward(offsets, message, outcomes.destination(event))
         try:
             kwargs = task.decode_args(event.args)
         except Exception as exc:
-            return self._dead_letter(
+            return outcomes.dead_letter(
                 offsets, message, Reason.INVALID_ARGUMENTS, str(exc), event.task
             )
         run = Run(
@@ -357,17 +350,6 @@ class Worker:
             self.hooks.outcome(run, outcome)
             return outcomes.publish(offsets, message, outcome)
         self.executor.submit(TaskJob(self._context, run, message, offsets))
-
-    def _dead_letter(
-        self,
-        offsets: PartitionOffsets,
-        message: Message,
-        reason: Reason,
-        error: str,
-        task: str | None = None,
-    ) -> None:
-        self.hooks.dead_lettered(reason.value)
-        self.outcomes.dead_letter(offsets, message, reason, error, task)
 
     def _done(self, offsets: PartitionOffsets, offset: int) -> None:
         """Every event of a record's outcome is acknowledged (on whichever thread served the

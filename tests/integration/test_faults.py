@@ -204,17 +204,20 @@ def test_workers_joining_and_leaving_while_tasks_flow_lose_nothing(
         wait_until(lambda: owned() == 12, 60, "the first worker's assignment")
         sender.start()
         for step in ("join", "join", "leave", "join", "leave"):
+            newcomer: int | None = None
             if step == "join":
                 join()
-                port = ports[list(ports)[-1]]
-                # Settled: the newcomer owns some partitions and the group all of them (the
-                # total alone reads 12 before the rebalance has even begun).
-                settled = lambda p=port: assigned_partitions(p) > 0 and owned() == 12  # noqa: E731
+                newcomer = ports[list(ports)[-1]]
             else:
                 leaving = next(w for w in ports if w.poll() is None)
                 leaving.send_signal(signal.SIGTERM)
                 assert leaving.wait(60) == 0
-                settled = lambda: owned() == 12  # noqa: E731
+
+            def settled(newcomer: int | None = newcomer) -> bool:
+                # The group owns every partition, and a newcomer some of them (the total
+                # alone reads 12 before the rebalance has even begun).
+                return owned() == 12 and (newcomer is None or assigned_partitions(newcomer) > 0)
+
             wait_until(settled, 90, f"every partition owned after a {step}")
         assert not done_sending.is_set(), "the traffic ended before the reshuffle did"
         sender.join(120)

@@ -161,15 +161,11 @@ class Materializer(RuntimeOwner):
         seconds = time.perf_counter() - started
         self.applied += len(rows)
         assert self._runtime is not None
-        consumer = self._runtime.consumer
         lag = {}
         for (topic, partition), position in positions.items():
             self._tracker.get(topic, partition).advance(position)
-            # The high watermark of the last fetch: what the consumer knows without asking.
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), cached=True
-            )
-            if high is not None and high >= 0:
+            high = self._runtime.high_watermark(topic, partition)
+            if high is not None:
                 lag[partition] = max(0, high - position)
         self.hooks.applied(len(rows), seconds, lag)
 

@@ -265,12 +265,20 @@ class ConsumerRuntime:
         fetch (what the consumer knows without asking; queried watermarks are wrong on some
         brokers) minus the committed offset."""
         lag = {}
-        for key, offsets in self.tracker.partitions.items():
-            _low, high = self.consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
-            if high is not None and high >= 0:
+        for (topic, partition), offsets in self.tracker.partitions.items():
+            high = self.high_watermark(topic, partition)
+            if high is not None:
                 committed = offsets.committed if offsets.committed is not None else 0
-                lag[key] = max(0, high - committed)
+                lag[(topic, partition)] = max(0, high - committed)
         return lag
+
+    def high_watermark(self, topic: str, partition: int) -> int | None:
+        """The partition's end as of the consumer's last fetch (None before one): what the
+        consumer knows without asking, where queried watermarks are wrong on some brokers."""
+        _low, high = self.consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), cached=True
+        )
+        return high if high is not None and high >= 0 else None
 
     def commit(self, *, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> bool:
         ok = commit(self.consumer, self.tracker, asynchronous=asynchronous, only=only)

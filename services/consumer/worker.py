@@ -21,7 +21,7 @@ from collections import deque
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
@@ -199,7 +199,7 @@ class Worker(RuntimeOwner):
             self.hooks, self.outcomes, self.executor, Watchdog(), self._reports
         )
         self._journal = (
-            self._open_journal(consumer) if s.worker_lost_max_deliveries else UncountedDeliveries()
+            self._open_journal(runtime) if s.worker_lost_max_deliveries else UncountedDeliveries()
         )
         delays = DelayScheduler(app)
         delays_thread = threading.Thread(target=delays.run, name="taskstream-delays", daemon=True)
@@ -217,7 +217,7 @@ class Worker(RuntimeOwner):
             self.executor.shutdown()
             log.info("worker %s stopped", self.worker_id)
 
-    def _open_journal(self, consumer: Consumer) -> DeliveryJournal:
+    def _open_journal(self, runtime: ConsumerRuntime) -> DeliveryJournal:
         s = self.settings
         topic = deliveries_topic(s.topic_prefix)
         fetch: dict[str, Any] = {
@@ -231,7 +231,7 @@ class Worker(RuntimeOwner):
         reader = self.app.broker.consumer(reader_config)
         journal = DeliveryJournal(
             topic, reader, self._producer, self.worker_id, self.max_in_flight, self._admitted,
-            lambda t, p: consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)[1],
+            runtime.high_watermark,
         )  # fmt: skip
         metadata = reader.list_topics(topic, timeout=10).topics.get(topic)
         partitions = len(metadata.partitions) if metadata is not None else s.partitions

@@ -29,13 +29,18 @@ def final(app: App, ids: list[str]) -> dict[str, object]:
     return {i: r for i, r in app.store.get_many(ids).items() if r.status.is_final}
 
 
-def test_a_task_longer_than_max_poll_interval_runs_once_while_other_keys_flow(
-    app: App, scope: Scope, processes: list[subprocess.Popen[bytes]], tmp_path: Path
-) -> None:
+def two_workers_in_the_group(
+    scope: Scope,
+    processes: list[subprocess.Popen[bytes]],
+    *,
+    concurrency: int,
+    max_poll_interval_ms: int,
+) -> list[int]:
+    """Two worker processes, once they own 6 partitions each; their metrics ports."""
     ports = [free_port() for _ in range(2)]
-    env = {"TASKSTREAM_MAX_POLL_INTERVAL_MS": "10000"}
+    env = {"TASKSTREAM_MAX_POLL_INTERVAL_MS": str(max_poll_interval_ms)}
     processes += [
-        spawn_worker(scope, "--concurrency", "2", "--metrics-port", str(port), **env)
+        spawn_worker(scope, "--concurrency", str(concurrency), "--metrics-port", str(port), **env)
         for port in ports
     ]
     wait_until(
@@ -43,6 +48,13 @@ def test_a_task_longer_than_max_poll_interval_runs_once_while_other_keys_flow(
         90,
         "both workers in the group, 6 partitions each",
     )
+    return ports
+
+
+def test_a_task_longer_than_max_poll_interval_runs_once_while_other_keys_flow(
+    app: App, scope: Scope, processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    two_workers_in_the_group(scope, processes, concurrency=2, max_poll_interval_ms=10000)
     runs = tmp_path / "runs.log"
     long = app.tasks["itest.logged_nap"].apply_async((30.0, str(runs)), key="long")
     add = app.tasks["itest.add"]
@@ -107,17 +119,7 @@ def test_a_task_that_kills_its_worker_ends_as_worker_lost_and_the_rest_runs(
 def test_at_concurrency_1_a_long_task_keeps_its_worker_in_the_group(
     app: App, scope: Scope, processes: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
-    ports = [free_port() for _ in range(2)]
-    env = {"TASKSTREAM_MAX_POLL_INTERVAL_MS": "7000"}
-    processes += [
-        spawn_worker(scope, "--concurrency", "1", "--metrics-port", str(port), **env)
-        for port in ports
-    ]
-    wait_until(
-        lambda: [assigned_partitions(port) for port in ports] == [6, 6],
-        90,
-        "both workers in the group, 6 partitions each",
-    )
+    ports = two_workers_in_the_group(scope, processes, concurrency=1, max_poll_interval_ms=7000)
     runs = tmp_path / "runs.log"
     long = app.tasks["itest.logged_nap"].apply_async((15.0, str(runs)), key="long")
     with running(Materializer(app)):

@@ -98,14 +98,6 @@ class FakeMessage:
         return (1, 0)
 
 
-class FakeConsumer:
-    def get_watermark_offsets(self, tp: object, cached: bool = False) -> tuple[int, int]:
-        return (0, 100)
-
-    def commit(self, **kwargs: object) -> None:
-        pass
-
-
 class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, dict[str, bytes]]] = []
@@ -132,7 +124,7 @@ def test_a_batch_writes_its_rows_and_offsets_and_dead_letters_what_does_not_deco
         FakeMessage(0, 8, later_started),
         FakeMessage(1, 5, app.envelopes.encode_result(event(id="b", status=Status.RETRY))),
     ]
-    m._runtime = SimpleNamespace(consumer=FakeConsumer())  # type: ignore[assignment]
+    m._runtime = SimpleNamespace(high_watermark=lambda topic, partition: 100)  # type: ignore[assignment]
     m.records(batch)  # type: ignore[arg-type]
     assert m.applied == 3
     assert app.store.get("a") == as_record(event(id="a"))

@@ -45,7 +45,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
@@ -670,14 +670,37 @@ class DeliveryJournal:
         self._producer.produce(self.topic, part.state.encode(), part.key, delivered)
 
 
-class UncountedDeliveries(DeliveryJournal):
+class Deliveries(Protocol):
+    """What the worker asks of its deliveries journal (DeliveryJournal, or
+    UncountedDeliveries when crash counting is off)."""
+
+    @property
+    def handing(self) -> bool: ...
+    @property
+    def isolating(self) -> bool: ...
+    def close(self) -> None: ...
+    def keep_alive(self) -> None: ...
+    def claim(self, tp: TopicPartition) -> None: ...
+    def release(
+        self,
+        topic: str,
+        partition: int,
+        running: Mapping[int, bytes | None] | None = None,
+        done: Iterable[int] = (),
+    ) -> list[Message]: ...
+    def lost(self, topic: str, partition: int) -> list[Message]: ...
+    def admit(self, message: Message) -> bool: ...
+    def finished(self, topic: str, partition: int, offset: int) -> None: ...
+    def held_in(self, topic: str, partition: int) -> int: ...
+    def held(self) -> int: ...
+    def serve(self, idle: Callable[[], bool]) -> None: ...
+
+
+class UncountedDeliveries:
     """``worker_lost_max_deliveries = 0``: lost deliveries are not counted; every record runs
-    as usual (a task that kills its worker is delivered again and again)."""
+    as usual (a task that kills its worker is delivered again and again), and a partition
+    moved while its tasks run is run again by its new owner."""
 
-    def __init__(self) -> None:
-        pass
-
-    def start(self, partitions: int) -> None: ...
     def close(self) -> None: ...
     def claim(self, tp: TopicPartition) -> None: ...
 

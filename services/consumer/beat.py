@@ -80,8 +80,9 @@ class _Term:
 class Beat(RuntimeOwner):
     """``Beat(app).run()``: a beat replica until ``stop()``."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, timing: LoopTiming | None = None) -> None:
         s = app.settings
+        self.timing = timing or LoopTiming(poll_s=0.1)
         self.app = app
         self.prefix = s.topic_prefix
         self.topic = beat_topic(self.prefix)
@@ -120,7 +121,7 @@ class Beat(RuntimeOwner):
             )
         )
         runtime = self._started(
-            ConsumerRuntime(consumer, self, OffsetTracker(), timing=LoopTiming(poll_s=0.1))
+            ConsumerRuntime(consumer, self, OffsetTracker(), timing=self.timing)
         )
         runtime.subscribe([self.topic])
         return runtime
@@ -280,6 +281,7 @@ class Beat(RuntimeOwner):
 
     def _failed(self, term: _Term, error: KafkaError) -> None:
         producer = term.producer
+        assert producer is not None
         if error.code() in _FENCED or error.fatal():
             # Another replica took the transactional id: it leads now. Stop firing until
             # the group assigns this replica the partition again (then it claims anew).

@@ -1,0 +1,166 @@
+"""The beat on the stub broker and the shifted clock: one leader, every tick once, failover."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from taskstream import App, clock
+from taskstream.consumer.beat import ENTRY_HEADER, TICK_HEADER, Beat
+from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
+from taskstream.kafka import header_pairs
+from taskstream.metrics import BEAT_LEADER
+from taskstream.periodic import tick_id
+from taskstream.stub_broker import StubBroker
+from taskstream.topics import task_topic
+
+PREFIX = "ub"
+FAST = LoopTiming(poll_s=0.001, busy_poll_s=0.001)  # turns cost no real time to speak of
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> Iterator[None]:
+    yield
+    clock.reset()
+
+
+def make_app(broker: StubBroker, **settings: Any) -> App:
+    app = App(
+        "beat", broker=broker, bootstrap_servers="stub", store="memory://",
+        topic_prefix=PREFIX, partitions=2, **settings,
+    )  # fmt: skip
+
+    @app.task
+    def ping(n: int) -> int:
+        return n
+
+    app.add_periodic_task(1.0, ping, (7,), name="every-second")
+    return app
+
+
+def ticks(app: App, broker: StubBroker) -> list[tuple[str, int, str]]:
+    """(entry, tick µs, task id) of every task event the beat sent, in log order per entry."""
+    out = []
+    for record in broker.records(task_topic(PREFIX, "default")):
+        headers = dict(header_pairs(record))
+        event = app.envelopes.decode_task(record.value() or b"")
+        tick = int(headers[TICK_HEADER] or b"0")
+        out.append(((headers[ENTRY_HEADER] or b"").decode(), tick, event.id))  # type: ignore[union-attr]
+    return sorted(out, key=lambda t: t[1])
+
+
+def turn(*runtimes: ConsumerRuntime, times: int = 5) -> None:
+    for _ in range(times):
+        for runtime in runtimes:
+            runtime.turn()
+
+
+def two_replicas(broker: StubBroker) -> tuple[App, Beat, Beat]:
+    """An app and two beat replicas settled in their group: (app, leader, follower)."""
+    app = make_app(broker)
+    a, b = Beat(app, timing=FAST), Beat(make_app(broker), timing=FAST)
+    ra, rb = a.open(), b.open()
+    turn(ra, rb)
+    assert [a.leading, b.leading].count(True) == 1
+    return (app, a, b) if a.leading else (app, b, a)
+
+
+def runtime(beat: Beat) -> ConsumerRuntime:
+    assert beat._runtime is not None
+    return beat._runtime
+
+
+def test_one_replica_leads_and_fires_each_tick_once_with_its_deterministic_id() -> None:
+    broker = StubBroker()
+    app, leader, follower = two_replicas(broker)
+    a, b = leader, follower
+    ra, rb = runtime(a), runtime(b)
+    start = leader.last["every-second"]
+    clock.advance(3.5)
+    turn(ra, rb)
+    fired = ticks(app, broker)
+    assert [t for _e, t, _i in fired] == [start + 1_000_000 * k for k in (1, 2, 3)]
+    assert all(i == tick_id(PREFIX, e, t) for e, t, i in fired)
+    clock.advance(1.0)
+    turn(ra, rb)
+    assert len(ticks(app, broker)) == 4 and a.fired + b.fired == 4
+
+
+def test_a_killed_leaders_successor_fires_the_missed_ticks_and_none_twice() -> None:
+    broker = StubBroker()
+    app, a, b = two_replicas(broker)  # a leads
+    ra, rb = runtime(a), runtime(b)
+    clock.advance(2.5)
+    turn(ra, rb)
+    assert len(ticks(app, broker)) == 2
+    ra.consumer.kill()  # type: ignore[attr-defined]  # a StubConsumer
+    clock.advance(5.0)  # the outage: ticks 3 to 7 missed
+    turn(rb)
+    assert b.leading
+    fired = ticks(app, broker)
+    times = [t for _e, t, _i in fired]
+    assert len(times) == 7 and len(set(times)) == 7  # ticks 1..7: none skipped, none twice
+    assert all(later - earlier == 1_000_000 for earlier, later in itertools.pairwise(times))
+
+
+def test_a_zombie_leader_is_fenced_and_fires_nothing_more() -> None:
+    broker = StubBroker()
+    app, a, b = two_replicas(broker)  # a leads
+    ra, rb = runtime(a), runtime(b)
+    ra.consumer.kill()  # type: ignore[attr-defined]  # a StubConsumer
+    turn(rb)
+    assert b.leading
+    clock.advance(1.5)
+    a.serve(0)  # the zombie tries to fire the due tick: its producer is fenced
+    assert not a.leading and a.fired == 0
+    turn(rb)
+    assert [t for _e, t, _i in ticks(app, broker)] == [b.last["every-second"]]
+    assert b.fired == 1
+
+
+def test_a_zombie_that_fired_before_the_new_leader_claimed_is_not_repeated() -> None:
+    broker = StubBroker()
+    app, a, b = two_replicas(broker)  # a leads
+    ra, rb = runtime(a), runtime(b)
+    ra.consumer.kill()  # type: ignore[attr-defined]  # a StubConsumer
+    clock.advance(1.5)
+    a.serve(0)  # fires tick 1 before b has taken over: b reads it with the state
+    assert a.fired == 1
+    turn(rb)
+    assert b.leading and b.fired == 0
+    clock.advance(1.0)
+    turn(rb)
+    times = [t for _e, t, _i in ticks(app, broker)]
+    assert len(times) == 2 and times[1] - times[0] == 1_000_000
+
+
+def test_a_long_outage_fires_once_or_skips_by_policy() -> None:
+    for policy, expected in (("once", 1), ("skip", 0)):
+        broker = StubBroker()
+        app = make_app(broker, beat_catch_up=policy, beat_catch_up_window_s=60.0)
+        a = Beat(app, timing=FAST)
+        ra = a.open()
+        turn(ra)
+        ra.consumer.kill()  # type: ignore[attr-defined]  # a StubConsumer
+        clock.advance(3600)
+        b = Beat(make_app(broker, beat_catch_up=policy, beat_catch_up_window_s=60.0), timing=FAST)
+        turn(b.open())
+        assert len(ticks(app, broker)) == expected, policy
+        clock.advance(1.0)
+        turn(runtime(b))
+        assert len(ticks(app, broker)) == expected + 1, policy
+        clock.reset()
+
+
+def test_the_leader_gauge_follows_the_lead() -> None:
+    broker = StubBroker()
+    a = Beat(make_app(broker), timing=FAST)
+    ra = a.open()
+    turn(ra)
+    assert a.leading and BEAT_LEADER._value.get() == 1
+    ra.stop()
+    ra.run()  # drains and closes: the revoke ends the lead
+    assert not a.leading and BEAT_LEADER._value.get() == 0

@@ -100,6 +100,30 @@ def spawn_beat(scope: Scope, port: int) -> subprocess.Popen[bytes]:
     )
 
 
+def assert_each_tick_once(scope: Scope, seen: list[Seen]) -> list[int]:
+    """Every tick read once, with its deterministic id, consecutive: none twice, none skipped."""
+    ticks = sorted(s.tick for s in seen)
+    ids = [s.task_id for s in seen]
+    assert all(s.entry == "every-second" for s in seen)
+    assert len(set(ids)) == len(ids), "a tick fired twice"
+    assert all(s.task_id == tick_id(scope.topic_prefix, s.entry, s.tick) for s in seen)
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    assert set(gaps) == {1_000_000}, f"ticks skipped: gaps {sorted(set(gaps))} µs"
+    return ticks
+
+
+def stop_all(beats: list[subprocess.Popen[bytes]]) -> None:
+    for beat in beats:
+        if beat.poll() is None:
+            beat.send_signal(signal.SIGCONT)
+            beat.send_signal(signal.SIGTERM)
+    for beat in beats:
+        try:
+            beat.wait(30)
+        except subprocess.TimeoutExpired:
+            beat.kill()
+
+
 def test_two_replicas_fire_every_tick_once_when_the_leader_is_sigkilled(
     scope: Scope, broker: BrokerHandle
 ) -> None:
@@ -125,24 +149,11 @@ def test_two_replicas_fire_every_tick_once_when_the_leader_is_sigkilled(
         # The last ticks of the old leader may still arrive: give stragglers a moment.
         time.sleep(2)
     finally:
-        for beat in beats:
-            if beat.poll() is None:
-                beat.send_signal(signal.SIGTERM)
-        for beat in beats:
-            try:
-                beat.wait(30)
-            except subprocess.TimeoutExpired:
-                beat.kill()
+        stop_all(beats)
         reader.close()
 
     seen = reader.seen
-    ticks = sorted(s.tick for s in seen)
-    ids = [s.task_id for s in seen]
-    assert all(s.entry == "every-second" for s in seen)
-    assert len(set(ids)) == len(ids), "a tick fired twice"
-    assert all(s.task_id == tick_id(scope.topic_prefix, s.entry, s.tick) for s in seen)
-    gaps = [b - a for a, b in itertools.pairwise(ticks)]
-    assert set(gaps) == {1_000_000}, f"ticks skipped: gaps {sorted(set(gaps))} µs"
+    ticks = assert_each_tick_once(scope, seen)
     after_kill = [s.arrived for s in seen if s.arrived > killed_at]
     first_after = min(after_kill) - killed_at
     arrivals = sorted(s.arrived for s in seen)
@@ -157,3 +168,39 @@ def test_two_replicas_fire_every_tick_once_when_the_leader_is_sigkilled(
     # a speed test, only "replaced", not "never".
     assert largest_gap < 60
     assert os.environ.get("TASKSTREAM_TEST_BOOTSTRAP") or first_after < 60
+
+
+def test_a_paused_leader_that_resumes_after_losing_the_lead_fires_no_tick_twice(
+    scope: Scope, broker: BrokerHandle
+) -> None:
+    """The zombie: SIGSTOP the leader past its session, let the other lead, then SIGCONT it.
+    Its clock says ticks are due. Either librdkafka notices the lost session first (the
+    partition is lost, it steps down) or its fenced producer refuses the transaction:
+    whichever comes first, none of its ticks reaches the topic."""
+    broker.require_crash_failover()
+    app = App("beat-it", **scope.settings())
+    app.ensure_topics()
+    reader = TickReader(scope, app)
+    ports = [free_port(), free_port()]
+    beats = [spawn_beat(scope, port) for port in ports]
+    try:
+        wait_until(lambda: len(reader.seen) >= 3, 120, "three ticks from the first leader")
+        leaders = [i for i, port in enumerate(ports) if leader_gauge(port) == 1]
+        assert len(leaders) == 1
+        leader, other = leaders[0], 1 - leaders[0]
+        beats[leader].send_signal(signal.SIGSTOP)
+        wait_until(lambda: leader_gauge(ports[other]) == 1, 120, "the other replica to lead")
+        count = len(reader.seen)
+        wait_until(lambda: len(reader.seen) >= count + 3, 60, "ticks from the new leader")
+        beats[leader].send_signal(signal.SIGCONT)  # it resumes believing it leads
+        count = len(reader.seen)
+        wait_until(lambda: len(reader.seen) >= count + 5, 60, "ticks after the resume")
+        # Back in the group, it may lead again after a rebalance: one leader either way.
+        wait_until(
+            lambda: sorted(leader_gauge(p) for p in ports) == [0, 1], 60, "exactly one leader"
+        )
+        time.sleep(2)
+    finally:
+        stop_all(beats)
+        reader.close()
+    assert_each_tick_once(scope, reader.seen)

@@ -15,6 +15,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer
 
@@ -90,6 +91,14 @@ def leader_gauge(port: int) -> float | None:
     return None
 
 
+def beat_app(scope: Scope) -> App:
+    """The test's view of the app: its topics created, its envelopes to decode ticks."""
+    settings: dict[str, Any] = scope.settings()
+    app = App("beat-it", **settings)
+    app.ensure_topics()
+    return app
+
+
 def spawn_beat(scope: Scope, port: int) -> subprocess.Popen[bytes]:
     env = scope.env()
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each replica's own gauge
@@ -128,8 +137,7 @@ def test_two_replicas_fire_every_tick_once_when_the_leader_is_sigkilled(
     scope: Scope, broker: BrokerHandle
 ) -> None:
     broker.require_crash_failover()
-    app = App("beat-it", **scope.settings())
-    app.ensure_topics()
+    app = beat_app(scope)
     reader = TickReader(scope, app)
     ports = [free_port(), free_port()]
     beats = [spawn_beat(scope, port) for port in ports]
@@ -178,8 +186,7 @@ def test_a_paused_leader_that_resumes_after_losing_the_lead_fires_no_tick_twice(
     partition is lost, it steps down) or its fenced producer refuses the transaction:
     whichever comes first, none of its ticks reaches the topic."""
     broker.require_crash_failover()
-    app = App("beat-it", **scope.settings())
-    app.ensure_topics()
+    app = beat_app(scope)
     reader = TickReader(scope, app)
     ports = [free_port(), free_port()]
     beats = [spawn_beat(scope, port) for port in ports]
@@ -197,7 +204,7 @@ def test_a_paused_leader_that_resumes_after_losing_the_lead_fires_no_tick_twice(
         wait_until(lambda: len(reader.seen) >= count + 5, 60, "ticks after the resume")
         # Back in the group, it may lead again after a rebalance: one leader either way.
         wait_until(
-            lambda: sorted(leader_gauge(p) for p in ports) == [0, 1], 60, "exactly one leader"
+            lambda: sorted(leader_gauge(p) or 0 for p in ports) == [0, 1], 60, "exactly one leader"
         )
         time.sleep(2)
     finally:

@@ -48,7 +48,7 @@ from confluent_kafka import (
 )
 
 from taskstream import clock
-from taskstream.app import App
+from taskstream.app import App, queues_of
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.kafka import Headers, consumer_config, producer_config, worker_id
@@ -109,7 +109,8 @@ class Beat(RuntimeOwner):
     def open(self) -> ConsumerRuntime:
         """Create the topics, join the beat group: the runtime to run (or turn, in tests)."""
         s = self.app.settings
-        self.app.ensure_topics()
+        # The task topics of every queue an entry sends to, not only the tasks' own queues.
+        self.app.ensure_topics(queues_of([*self.app.queues, *self._entry_queues()]))
         consumer = self.app.broker.consumer(
             # The beat topic gets a record per turn at most: a long fetch wait spares the
             # broker idle fetches (it delays the catch-up read of a new leader by as much).
@@ -126,6 +127,9 @@ class Beat(RuntimeOwner):
         runtime.subscribe([self.topic])
         return runtime
 
+    def _entry_queues(self) -> list[str]:
+        return [e.queue for e in self.entries.values() if e.queue is not None]
+
     # -- the runtime's handler --------------------------------------------------------------
 
     def assigned(self, partitions: list[TopicPartition]) -> None:
@@ -136,6 +140,7 @@ class Beat(RuntimeOwner):
         self._resign()
         self.last = {}
         self._term = _Term(token=uuid.uuid4().hex)
+        self._due_at = 0  # claim at once
 
     def revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
         if partitions:
@@ -156,7 +161,8 @@ class Beat(RuntimeOwner):
         if term is None:
             return
         if term.producer is None:
-            self._claim(term)
+            if clock.now_micros() >= self._due_at:
+                self._claim(term)
         elif term.caught_up:
             self._fire_due(term)
 
@@ -180,7 +186,8 @@ class Beat(RuntimeOwner):
             producer.commit_transaction(_TXN_TIMEOUT_S)
         except KafkaException as exc:
             log.warning("beat %s: cannot claim the lead yet: %s", self.me, exc)
-            return  # the next turn tries again with a new producer
+            self._due_at = clock.now_micros() + int(_RETRY_AFTER_S * 1_000_000)
+            return  # a later turn tries again with a new producer
         term.producer = producer
         log.info("beat %s: claimed the lead, reading the state", self.me)
 
@@ -296,6 +303,7 @@ class Beat(RuntimeOwner):
             # A new producer's claim fences this one; the state read so far stays right (the
             # new claim comes after it in the topic), so reading simply goes on.
             term.producer, term.token, term.caught_up = None, uuid.uuid4().hex, False
+            self._due_at = 0
             BEAT_LEADER.set(0)
 
     def _resign(self) -> None:

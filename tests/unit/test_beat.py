@@ -164,3 +164,16 @@ def test_the_leader_gauge_follows_the_lead() -> None:
     ra.stop()
     ra.run()  # drains and closes: the revoke ends the lead
     assert not a.leading and BEAT_LEADER._value.get() == 0
+
+
+def test_an_entry_sent_to_another_queue_finds_its_topic_created() -> None:
+    broker = StubBroker()
+    app = make_app(broker)
+    app.add_periodic_task(1.0, app.get_task(next(iter(app.tasks))), (1,), name="q", queue="rep")
+    a = Beat(app, timing=FAST)
+    ra = a.open()
+    turn(ra)
+    clock.advance(1.5)
+    turn(ra)
+    sent = broker.records(task_topic(PREFIX, "rep"))
+    assert [dict(header_pairs(m))[ENTRY_HEADER] for m in sent] == [b"q"]

@@ -134,5 +134,7 @@ def topic_specs(
     specs += [TopicSpec(delay_topic(prefix, t), partitions, replication) for t in DELAY_TIERS_S]
     # One partition: its owner in the beat group is the one replica that fires ticks. The
     # latest record per key (each entry's last tick, the leader's claim) is all that counts.
-    specs.append(TopicSpec(beat_topic(prefix), 1, replication, {"cleanup.policy": "compact"}))
+    # An hour's segments: only closed segments are compacted, and a new leader reads it all.
+    beat_config = {"cleanup.policy": "compact", "segment.ms": "3600000"}
+    specs.append(TopicSpec(beat_topic(prefix), 1, replication, beat_config))
     return specs

@@ -177,3 +177,18 @@ def test_an_entry_sent_to_another_queue_finds_its_topic_created() -> None:
     turn(ra)
     sent = broker.records(task_topic(PREFIX, "rep"))
     assert [dict(header_pairs(m))[ENTRY_HEADER] for m in sent] == [b"q"]
+
+
+def test_dev_runs_a_beat_and_says_so_only_for_an_app_with_periodic_tasks() -> None:
+    import argparse
+
+    from taskstream.cli.banner import Banner
+    from taskstream.cli.dev import _role_commands
+
+    args = argparse.Namespace(app="m:app", concurrency=1)
+    plain = App("plain", bootstrap_servers="stub", store="memory://")
+    assert "beat" not in _role_commands(["ts"], args, plain, {})
+    app = make_app(StubBroker())
+    assert _role_commands(["ts"], args, app, {})["beat"] == ["ts", "beat", "m:app"]
+    text = Banner(app, "m:app", "127.0.0.1:1", embedded=True, created=[]).render()
+    assert "beat:    1 periodic tasks" in text

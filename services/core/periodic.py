@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,7 +49,6 @@ class PeriodicTask:
     encoded_args: bytes  # checked against the task's schema when the entry is added
     queue: str | None = None  # None: the task's own
     key: str | None = None  # ordering key of the events (None: the task id)
-    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 def periodic_call(

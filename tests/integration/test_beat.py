@@ -211,3 +211,31 @@ def test_a_paused_leader_that_resumes_after_losing_the_lead_fires_no_tick_twice(
         stop_all(beats)
         reader.close()
     assert_each_tick_once(scope, reader.seen)
+
+
+def test_a_leader_stopped_with_sigterm_hands_over_without_a_gap_in_ticks(
+    scope: Scope, broker: BrokerHandle
+) -> None:
+    """A rolling deploy: the leader leaves the group cleanly, the other leads at once."""
+    app = beat_app(scope)
+    reader = TickReader(scope, app)
+    ports = [free_port(), free_port()]
+    beats = [spawn_beat(scope, port) for port in ports]
+    try:
+        wait_until(lambda: len(reader.seen) >= 3, 120, "three ticks from the first leader")
+        leaders = [i for i, port in enumerate(ports) if leader_gauge(port) == 1]
+        assert len(leaders) == 1
+        leader, other = leaders[0], 1 - leaders[0]
+        beats[leader].send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        assert beats[leader].wait(30) == 0
+        wait_until(lambda: leader_gauge(ports[other]) == 1, 120, "the other replica to lead")
+        handed_over = time.monotonic() - stopped_at
+        count = len(reader.seen)
+        wait_until(lambda: len(reader.seen) >= count + 3, 60, "ticks from the new leader")
+    finally:
+        stop_all(beats)
+        reader.close()
+    assert_each_tick_once(scope, reader.seen)
+    print(f"\nbeat hand-over on SIGTERM: {handed_over:.1f} s to the new leader")
+    assert handed_over < 60

@@ -19,7 +19,8 @@ librdkafka default of workers and of the beat) and its successor fires the tick 
 leader killed after it has recorded the tick. A zombie (an old leader paused past its
 session, then resumed) is fenced by the producer: the new leader's ``init_transactions``
 bumps the transactional id's epoch, so the zombie's next produce or commit fails with
-``PRODUCER_FENCED`` and it stops firing until the group assigns it the partition again.
+``PRODUCER_FENCED`` and it stops firing (it claims again only if the group still gives it
+the partition a session timeout later, when the other claimer must be the expelled one).
 The producer makes the duplicate impossible; the worker needs no check. Where a broker does
 not hide aborted records (Tansu, the embedded broker: it fences, but ``read_committed``
 shows aborted records), a leader killed inside its few-millisecond transaction can leave a
@@ -118,7 +119,11 @@ class Beat(RuntimeOwner):
                 s,
                 beat_group(self.prefix),
                 strategy="range",
-                **{"fetch.wait.max.ms": max(s.fetch_wait_max_ms, _FETCH_WAIT_MS)},
+                **{
+                    "fetch.wait.max.ms": max(s.fetch_wait_max_ms, _FETCH_WAIT_MS),
+                    # librdkafka's default, stated: the state is what committed transactions say
+                    "isolation.level": "read_committed",
+                },
             )
         )
         runtime = self._started(
@@ -196,7 +201,11 @@ class Beat(RuntimeOwner):
         value = message.value()
         if value is None:
             return
-        data = json.loads(value)
+        try:
+            data = json.loads(value)
+        except ValueError:
+            log.warning("beat: ignoring a record that is not JSON at offset %s", message.offset())
+            return
         if key.startswith(TICK_KEY):
             entry = key[len(TICK_KEY) :]
             # max: a zombie's late record (shown aborted by some brokers) never moves it back
@@ -290,21 +299,27 @@ class Beat(RuntimeOwner):
         producer = term.producer
         assert producer is not None
         if error.code() in _FENCED or error.fatal():
-            # Another replica took the transactional id: it leads now. Stop firing until
-            # the group assigns this replica the partition again (then it claims anew).
+            # Another replica took the transactional id: it leads now, and this one stops
+            # firing. If the group still gives this replica the partition a session later,
+            # the other was a zombie (expelled by then): claim again, fencing it in turn.
             log.warning("beat %s: fenced by a newer leader, stepping down: %s", self.me, error)
-            self._resign()
+            self._claim_again(term, self.app.settings.session_timeout_ms / 1000)
             return
         log.warning("beat %s: transaction failed, retrying: %s", self.me, error)
         try:
             producer.abort_transaction(_TXN_TIMEOUT_S)
         except KafkaException as exc:
             log.warning("beat %s: abort failed, claiming anew: %s", self.me, exc)
-            # A new producer's claim fences this one; the state read so far stays right (the
-            # new claim comes after it in the topic), so reading simply goes on.
-            term.producer, term.token, term.caught_up = None, uuid.uuid4().hex, False
-            self._due_at = 0
-            BEAT_LEADER.set(0)
+            self._claim_again(term, _RETRY_AFTER_S)
+
+    def _claim_again(self, term: _Term, after_s: float) -> None:
+        """Stop leading; claim with a new producer in ``after_s`` if still assigned. The state
+        read so far stays right (a new claim comes after it in the topic): reading goes on."""
+        if term.caught_up:
+            log.info("beat %s: no longer leading", self.me)
+        term.producer, term.token, term.caught_up = None, uuid.uuid4().hex, False
+        self._due_at = clock.now_micros() + int(after_s * 1_000_000)
+        BEAT_LEADER.set(0)
 
     def _resign(self) -> None:
         if self._term is not None and self._term.caught_up:

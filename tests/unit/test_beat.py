@@ -68,6 +68,11 @@ def two_replicas(broker: StubBroker) -> tuple[App, Beat, Beat]:
     return (app, a, b) if a.leading else (app, b, a)
 
 
+def consecutive(times: list[int]) -> bool:
+    """One tick a second, none missing, none twice."""
+    return all(later - earlier == 1_000_000 for earlier, later in itertools.pairwise(times))
+
+
 def runtime(beat: Beat) -> ConsumerRuntime:
     assert beat._runtime is not None
     return beat._runtime
@@ -103,7 +108,7 @@ def test_a_killed_leaders_successor_fires_the_missed_ticks_and_none_twice() -> N
     fired = ticks(app, broker)
     times = [t for _e, t, _i in fired]
     assert len(times) == 7 and len(set(times)) == 7  # ticks 1..7: none skipped, none twice
-    assert all(later - earlier == 1_000_000 for earlier, later in itertools.pairwise(times))
+    assert consecutive(times)
 
 
 def test_a_zombie_leader_is_fenced_and_fires_nothing_more() -> None:
@@ -192,3 +197,20 @@ def test_dev_runs_a_beat_and_says_so_only_for_an_app_with_periodic_tasks() -> No
     assert _role_commands(["ts"], args, app, {})["beat"] == ["ts", "beat", "m:app"]
     text = Banner(app, "m:app", "127.0.0.1:1", embedded=True, created=[]).render()
     assert "beat:    1 periodic tasks" in text
+
+
+def test_a_leader_fenced_by_a_zombies_claim_claims_again_a_session_later() -> None:
+    broker = StubBroker()
+    app, a, _b = two_replicas(broker)
+    ra = runtime(a)
+    # A zombie (an expelled replica that resumed) takes the transactional id and fires nothing.
+    zombie = broker.producer({"transactional.id": f"{PREFIX}.beat"})
+    zombie.init_transactions(1)
+    clock.advance(1.5)
+    turn(ra)
+    assert not a.leading and a.fired == 0  # fenced: it stepped down
+    clock.advance(app.settings.session_timeout_ms / 1000 + 0.5)
+    turn(ra)  # still the group's owner a session later: the lead is its own again
+    assert a.leading
+    times = [t for _e, t, _i in ticks(app, broker)]
+    assert len(times) >= 7 and consecutive(times)  # ticks 1..7: none skipped, none twice

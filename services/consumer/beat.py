@@ -87,7 +87,7 @@ class Beat(RuntimeOwner):
         self.app = app
         self.prefix = s.topic_prefix
         self.topic = beat_topic(self.prefix)
-        self.tz = s.tzinfo()
+        self.tz = s.time_zone()
         self.entries: dict[str, PeriodicTask] = dict(app.periodic_tasks)
         self.last: dict[str, int] = {}  # entry -> last tick fired (or skipped), epoch µs
         self.fired = 0  # ticks this replica fired

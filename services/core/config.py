@@ -107,9 +107,9 @@ class Settings:
             raise ConfigError("worker_lost_max_deliveries must be >= 0 (0: not counted)")
         if self.beat_catch_up not in ("once", "skip"):
             raise ConfigError(f"beat_catch_up must be 'once' or 'skip', not {self.beat_catch_up!r}")
-        self.tzinfo()  # an unknown timezone fails here, not at the first tick
+        self.time_zone()  # an unknown timezone fails here, not at the first tick
 
-    def tzinfo(self) -> tzinfo:
+    def time_zone(self) -> tzinfo:
         """The ``timezone`` setting as a tzinfo."""
         try:
             return ZoneInfo(self.timezone)

@@ -214,3 +214,25 @@ def test_a_leader_fenced_by_a_zombies_claim_claims_again_a_session_later() -> No
     assert a.leading
     times = [t for _e, t, _i in ticks(app, broker)]
     assert len(times) >= 7 and consecutive(times)  # ticks 1..7: none skipped, none twice
+
+
+def test_a_crontab_entry_fires_at_the_wall_clock_time_of_the_configured_timezone() -> None:
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from taskstream.schedules import crontab
+
+    tokyo = ZoneInfo("Asia/Tokyo")  # UTC+9 all year: no daylight-saving surprise
+    broker = StubBroker()
+    app = make_app(broker, timezone="Asia/Tokyo")
+    now = datetime.fromtimestamp(clock.now(), tokyo)
+    at = (now + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    app.add_periodic_task(crontab(minute=0, hour=at.hour), app.tasks[next(iter(app.tasks))],
+                          (1,), name="tokyo")  # fmt: skip
+    beat = Beat(app, timing=FAST)
+    rt = beat.open()
+    turn(rt)
+    clock.advance(at.timestamp() - clock.now() + 0.5)
+    turn(rt)
+    fired = [t for e, t, _i in ticks(app, broker) if e == "tokyo"]
+    assert fired == [round(at.timestamp() * 1_000_000)]

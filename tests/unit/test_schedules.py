@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from taskstream import App
-from taskstream.errors import InvalidArguments, InvalidSchedule
+from taskstream.config import Settings
+from taskstream.errors import ConfigError, InvalidArguments, InvalidSchedule
 from taskstream.periodic import plan, tick_id
 from taskstream.schedules import crontab, expand, schedule
 
@@ -172,3 +173,12 @@ def test_the_periodic_task_decorator_registers_and_schedules() -> None:
 
     assert ping.name in app.tasks and ping.options.max_retries == 0
     assert app.periodic_tasks[ping.name].args == ("x",)
+
+
+def test_the_timezone_and_catch_up_settings_are_checked_when_loaded() -> None:
+    assert Settings.load({}, timezone="Europe/Paris").time_zone() == ZoneInfo("Europe/Paris")
+    assert Settings.load({"TASKSTREAM_BEAT_CATCH_UP": "skip"}).beat_catch_up == "skip"
+    with pytest.raises(ConfigError):
+        Settings.load({}, timezone="Mars/Olympus_Mons")
+    with pytest.raises(ConfigError):
+        Settings.load({}, beat_catch_up="twice")

@@ -20,7 +20,7 @@ from taskstream.config import Settings
 from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import UnknownTask
 from taskstream.kafka import Broker, KafkaBroker
-from taskstream.periodic import Call, PeriodicTask, entry_for
+from taskstream.periodic import Call, PeriodicTask, Signal, entry_for
 from taskstream.publishing import Publisher, PublisherFactory, default_publisher_factory
 from taskstream.result import AsyncResult
 from taskstream.schedules import Schedule
@@ -79,7 +79,8 @@ class App:
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None
         self._store: ResultStore | None = None
-        self.periodic_tasks: dict[str, PeriodicTask] = {}  # the beat schedule, by entry name
+        self._periodic_tasks: dict[str, PeriodicTask] = {}  # the beat schedule, by entry name
+        self.on_after_configure = Signal("on_after_configure")  # Celery's periodic-task hook
 
     def __repr__(self) -> str:
         return f"<App {self.name} tasks={len(self.tasks)}>"
@@ -132,6 +133,12 @@ class App:
 
     # -- periodic tasks (run by `taskstream beat`, see taskstream.periodic) ------------------
 
+    @property
+    def periodic_tasks(self) -> dict[str, PeriodicTask]:
+        """The beat schedule by entry name, once ``on_after_configure``'s receivers ran."""
+        self.on_after_configure.send_once(self)
+        return self._periodic_tasks
+
     def add_periodic_task(
         self,
         schedule: float | timedelta | Schedule,
@@ -148,7 +155,7 @@ class App:
         replicas (default: the call, e.g. ``tasks.add(2, 3)``); an entry of the same name
         is replaced, as in Celery. The arguments are checked against the task's schema now."""
         entry = entry_for(schedule, sig, args, kwargs, name=name, queue=queue, key=key)
-        self.periodic_tasks[entry.name] = entry
+        self._periodic_tasks[entry.name] = entry
         return entry
 
     def periodic_task(

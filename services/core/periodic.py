@@ -15,7 +15,7 @@ whole backlog; ``skip`` fires none and waits for the next tick.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Literal
@@ -86,6 +86,42 @@ def entry_for(
     if not name:
         raise InvalidSchedule("a periodic task's name must not be empty")
     return PeriodicTask(name, as_schedule(schedule), task.name, args, kw, encoded, queue, key)
+
+
+Receiver = Callable[..., Any]
+
+
+class Signal:
+    """Celery's app signal as periodic tasks use it: ``@app.on_after_configure.connect``.
+
+    Its receivers run once, called with ``sender=app``, when the beat schedule is first read
+    (``app.periodic_tasks``: by ``taskstream beat`` or ``dev``), so that they may name tasks
+    defined further down their module, as in Celery's documentation. A receiver connected
+    after that runs at once.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._receivers: list[Receiver] = []
+        self._sent_to: object | None = None
+
+    def connect(self, receiver: Receiver | None = None, **_options: Any) -> Any:
+        """Connect ``receiver``; usable as ``@signal.connect`` or ``@signal.connect(weak=False)``
+        (Celery's options are accepted and ignored)."""
+
+        def add(r: Receiver) -> Receiver:
+            self._receivers.append(r)
+            if self._sent_to is not None:
+                r(sender=self._sent_to)
+            return r
+
+        return add(receiver) if receiver is not None else add
+
+    def send_once(self, sender: object) -> None:
+        if self._sent_to is None:
+            self._sent_to = sender
+            for receiver in self._receivers:
+                receiver(sender=sender)
 
 
 def tick_id(prefix: str, entry: str, tick_us: int) -> str:

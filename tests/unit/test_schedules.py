@@ -182,3 +182,21 @@ def test_the_timezone_and_catch_up_settings_are_checked_when_loaded() -> None:
         Settings.load({}, timezone="Mars/Olympus_Mons")
     with pytest.raises(ConfigError):
         Settings.load({}, beat_catch_up="twice")
+
+
+def test_on_after_configure_receivers_add_entries_when_the_schedule_is_read() -> None:
+    app = App("t", bootstrap_servers="stub", store="memory://")
+
+    @app.on_after_configure.connect
+    def setup_periodic_tasks(sender: App, **kwargs: object) -> None:
+        sender.add_periodic_task(10.0, later, (1,), name="every 10 s")  # defined below
+
+    @app.task
+    def later(n: int) -> int:
+        return n
+
+    assert list(app.periodic_tasks) == ["every 10 s"]
+    assert list(app.periodic_tasks) == ["every 10 s"]  # the receivers ran once
+    seen: list[App] = []
+    app.on_after_configure.connect(weak=False)(lambda sender, **kw: seen.append(sender))
+    assert seen == [app]  # connected late: run at once

@@ -125,6 +125,7 @@ class Run:
             enqueued_at=event.enqueued_at,
             not_before=now_micros() + int(wait * 1_000_000),
             args=event.args,
+            expires=event.expires,
         )
         return Outcome(self._failure(Status.RETRY, recorded), following)
 

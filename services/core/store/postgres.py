@@ -40,7 +40,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     psycopg = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 2  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 3  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
 DEFAULT_SCHEMA = "taskstream"
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))
@@ -86,6 +86,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             expires_at TIMESTAMPTZ NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
+    ),
+    # 3: the REVOKED status joins the CHECK (named by PostgreSQL's default rule), and the index
+    # that deletes outcomes by age (result_expires) reads, oldest first.
+    3: (
+        "ALTER TABLE results DROP CONSTRAINT IF EXISTS results_status_check",
+        f"ALTER TABLE results ADD CONSTRAINT results_status_check CHECK (status IN ({_STATUSES}))",
+        "CREATE INDEX IF NOT EXISTS results_finished_at ON results (finished_at)",
     ),
 }
 

@@ -22,7 +22,7 @@ from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store.base import IdempotencyKey, ResultRecord, ResultRow, ResultStore, from_row
 
-SCHEMA_VERSION = 3  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 4  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))  # same order as the dataclass
 _FINAL = ", ".join(f"'{s.value}'" for s in Status if s.is_final)
@@ -59,6 +59,9 @@ _IDEMPOTENCY: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
 )
 
+# Outcomes are deleted by age (result_expires, version 4), oldest first, a batch at a time.
+_EXPIRY_INDEX = "CREATE INDEX IF NOT EXISTS results_finished_at ON results (finished_at)"
+
 # A new file gets the latest schema at once.
 _CREATE: tuple[str, ...] = (
     f"CREATE TABLE IF NOT EXISTS results {_RESULTS_COLUMNS}",
@@ -69,6 +72,7 @@ _CREATE: tuple[str, ...] = (
         PRIMARY KEY (topic, partition)
     ) WITHOUT ROWID""",
     *_IDEMPOTENCY,
+    _EXPIRY_INDEX,
 )
 
 # Statements that bring an existing file from the previous version to each version, applied
@@ -85,6 +89,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 3: Idempotency-Keys shared by the HTTP service's processes.
     3: _IDEMPOTENCY,
+    # 4: the REVOKED status joins the CHECK (a rebuild, as in 2), and the expiry index.
+    4: (
+        f"CREATE TABLE results_v4 {_RESULTS_COLUMNS}",
+        f"INSERT INTO results_v4 ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM results",
+        "DROP TABLE results",
+        "ALTER TABLE results_v4 RENAME TO results",
+        _EXPIRY_INDEX,
+    ),
 }
 
 # The replacement rule lives in the WHERE clause, so concurrent writers cannot race a

@@ -31,6 +31,9 @@ from taskstream.errors import (
 from taskstream.status import Status
 from taskstream.task import Task, set_current_event
 
+# Why a REVOKED task did not run or stopped: its error message (Celery's words).
+REVOKED, EXPIRED, TERMINATED = "revoked", "expired", "terminated"
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -55,6 +58,7 @@ class Run:
     # The producer's message.max.bytes (taskstream.sizes.producer_limit), in bytes: the
     # largest result event this run may publish.
     message_max_bytes: int = field(kw_only=True)
+    terminated: bool = field(default=False, kw_only=True)  # revoked with terminate=True
 
     def enter(self) -> None:
         """Mark the start of the run and make its request current for the task's code."""
@@ -89,6 +93,10 @@ class Run:
             return Outcome(result)
         too_large = ResultTooLarge(self.event.task, sizes.result_record_size(result), limit)
         return Outcome(self._failure(Status.FAILURE, too_large))
+
+    def revoked(self, reason: str) -> Outcome:
+        """REVOKED: not run (revoked, expired) or stopped (terminated)."""
+        return revoked(self.event, self.topic, self.partition, self.offset, self.worker, reason)
 
     def worker_lost(self, lost: int) -> Outcome:
         """Not run again: ``lost`` runs of it ended with their worker's death."""
@@ -180,6 +188,20 @@ def _cut(text: str, max_bytes: int, *, tail: bool = False) -> str:
     return head + _CUT_MARK.format(sizes.format_size(cut)) + (" ..." if back else "") + end
 
 
+def revoked(
+    event: TaskEvent, topic: str, partition: int, offset: int, worker: str, reason: str
+) -> Outcome:
+    """The REVOKED outcome of a task event that does not run, or was terminated: the
+    reason (revoked, expired, terminated) is the error's message, ``TaskRevoked`` its type."""
+    now = now_micros()
+    result = ResultEvent(
+        event.id, event.task, Status.REVOKED, event.attempt, event.key, None,
+        TaskError("TaskRevoked", reason, ""), worker, topic, partition, offset,
+        event.enqueued_at, now, now,
+    )  # fmt: skip
+    return Outcome(result)
+
+
 def describe(exc: BaseException) -> TaskError:
     return TaskError(
         type=type(exc).__name__,
@@ -188,23 +210,25 @@ def describe(exc: BaseException) -> TaskError:
     )
 
 
-def run_sync(run: Run, watchdog: Watchdog, on_abandon: Callable[[], None]) -> Outcome:
-    """Run a plain function on this thread, within its time limits."""
+def run_sync(run: Run, watchdog: Watchdog, on_abandon: Callable[[bool], None]) -> Outcome:
+    """Run a plain function on this thread, within its time limits, terminable by its id
+    (``on_abandon(terminated)``: the watchdog gave up on the thread)."""
     options = run.task.options
     run.enter()
-    watch = (
-        watchdog.watch(options.soft_time_limit, options.time_limit, on_abandon)
-        if options.time_limited
-        else None
-    )
+    watch = watchdog.watch(options.soft_time_limit, options.time_limit, on_abandon, run.event.id)
     try:
         try:
             value = run.task.invoke(run.kwargs)
         finally:
-            if watch is not None:
-                watchdog.unwatch(watch)
+            watchdog.unwatch(watch)
     except Exception as exc:
+        if watch.terminated:
+            run.terminated = True
+            return run.revoked(TERMINATED)
         return run.failed(exc)
+    if watch.terminated:  # it caught Terminated and returned: still stopped by the revoke
+        run.terminated = True
+        return run.revoked(TERMINATED)
     return run.succeeded(value)
 
 

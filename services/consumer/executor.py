@@ -58,6 +58,11 @@ class Executor:
         self._slots: asyncio.Semaphore | None = None
         self._keys = _KeyedSerializer(self._start)
 
+    @property
+    def owner(self) -> int:
+        """The thread that submits jobs (and runs some inline, at concurrency 1)."""
+        return self._owner
+
     def submit(self, job: Job) -> None:
         self._keys.submit(job)
 

@@ -7,6 +7,10 @@ in C (a blocking call) is abandoned a moment after its hard limit: its task is r
 FAILURE TimeLimitExceeded, the executor gets a replacement thread, and whatever the stuck
 thread returns later is dropped. Async tasks are limited on their event loop instead
 (execution.py).
+
+The watchdog also stops a run revoked with ``terminate=True`` (:meth:`Watchdog.terminate`)
+the same way: ``Terminated`` is raised in its thread at once, and a thread that does not
+come back within ``TERMINATE_ABANDON_S`` is abandoned like one past its hard limit.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from taskstream.errors import SoftTimeLimitExceeded, TimeLimitExceeded
+from taskstream.errors import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
 
 ABANDON_AFTER_S = 1.0  # past the hard limit, how long a thread gets to act on the exception
+TERMINATE_ABANDON_S = 5.0  # after Terminated is raised, how long before the run is abandoned
 
 
 def raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> None:
@@ -31,12 +36,21 @@ def raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> Non
 
 
 class _Watch:
-    __slots__ = ("active", "on_abandon", "thread_id")
+    __slots__ = ("active", "limited", "on_abandon", "task_id", "terminated", "thread_id")
 
-    def __init__(self, thread_id: int, on_abandon: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        thread_id: int,
+        on_abandon: Callable[[bool], None],
+        task_id: str | None,
+        limited: bool,
+    ) -> None:
         self.thread_id = thread_id
-        self.on_abandon = on_abandon
+        self.limited = limited  # has deadlines: an exception may be scheduled in its thread
+        self.on_abandon = on_abandon  # called with whether the run was terminated
+        self.task_id = task_id
         self.active = True
+        self.terminated = False
 
 
 class Watchdog:
@@ -47,14 +61,24 @@ class Watchdog:
         self._deadlines: list[tuple[float, int, str, _Watch]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
+        self._running: dict[str, _Watch] = {}  # task id -> its watched run, to terminate it
 
     def watch(
-        self, soft: float | None, hard: float | None, on_abandon: Callable[[], None]
+        self,
+        soft: float | None,
+        hard: float | None,
+        on_abandon: Callable[[bool], None],
+        task_id: str | None = None,
     ) -> _Watch:
-        """Watch the calling thread from now on."""
-        watch = _Watch(threading.get_ident(), on_abandon)
+        """Watch the calling thread from now on (with ``task_id``: terminable by it)."""
+        limited = soft is not None or hard is not None
+        watch = _Watch(threading.get_ident(), on_abandon, task_id, limited)
         now = time.monotonic()
         with self._lock:
+            if task_id is not None:
+                self._running[task_id] = watch
+            if not limited:
+                return watch
             if soft is not None and (hard is None or soft < hard):
                 heapq.heappush(self._deadlines, (now + soft, next(self._order), "soft", watch))
             if hard is not None:
@@ -63,20 +87,41 @@ class Watchdog:
                     self._deadlines,
                     (now + hard + ABANDON_AFTER_S, next(self._order), "abandon", watch),
                 )
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="taskstream-watchdog", daemon=True
-                )
-                self._thread.start()
-            self._lock.notify()
+            self._wake()
         return watch
+
+    def _wake(self) -> None:
+        """Start the thread if needed and have it look at the deadlines (lock held)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="taskstream-watchdog", daemon=True
+            )
+            self._thread.start()
+        self._lock.notify()
 
     def unwatch(self, watch: _Watch) -> None:
         """The run ended: no exception is raised in the thread after this returns."""
         with self._lock:
+            if watch.task_id is not None and self._running.get(watch.task_id) is watch:
+                del self._running[watch.task_id]
             if watch.active:
                 watch.active = False
-                raise_in_thread(watch.thread_id, None)  # one scheduled but not yet raised
+                if watch.limited or watch.terminated:
+                    raise_in_thread(watch.thread_id, None)  # one scheduled but not yet raised
+
+    def terminate(self, task_id: str, abandon_after: float = TERMINATE_ABANDON_S) -> bool:
+        """Stop the watched run of ``task_id``: raise Terminated in its thread now, abandon
+        it after ``abandon_after`` seconds. False when no such run is in progress here."""
+        with self._lock:
+            watch = self._running.get(task_id)
+            if watch is None or not watch.active or watch.terminated:
+                return False
+            watch.terminated = True
+            raise_in_thread(watch.thread_id, Terminated)
+            deadline = (time.monotonic() + abandon_after, next(self._order), "abandon", watch)
+            heapq.heappush(self._deadlines, deadline)
+            self._wake()
+        return True
 
     def _run(self) -> None:
         while True:
@@ -95,4 +140,6 @@ class Watchdog:
                     continue
                 watch.active = False
                 raise_in_thread(watch.thread_id, None)
-            watch.on_abandon()  # outside the lock: it publishes an outcome
+                if watch.task_id is not None and self._running.get(watch.task_id) is watch:
+                    del self._running[watch.task_id]
+            watch.on_abandon(watch.terminated)  # outside the lock: it publishes an outcome

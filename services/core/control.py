@@ -28,7 +28,7 @@ from taskstream.config import Settings
 from taskstream.envelope import now_micros
 from taskstream.errors import CorruptMessage, DeliveryFailed
 from taskstream.kafka import Broker, EventProducer, producer_config
-from taskstream.topics import control_topic
+from taskstream.topics import control_topic, results_topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,8 @@ class Revocation:
 
 
 class Control:
-    """Celery's ``app.control`` for what taskstream supports: :meth:`revoke`."""
+    """Celery's ``app.control`` for what taskstream supports: :meth:`revoke` (and the
+    results topic's tombstones, for ``AsyncResult.forget()``)."""
 
     def __init__(self, settings: Settings, broker: Broker) -> None:
         self._settings = settings
@@ -79,6 +80,17 @@ class Control:
 
     def send(self, records: list[Revocation], timeout: float = 30.0) -> None:
         """Write control records and wait for their acknowledgement."""
+        self._produce(self.topic, [(r.marker or r.task_id, r.encode()) for r in records], timeout)
+
+    def tombstone_result(self, task_id: str, timeout: float = 30.0) -> None:
+        """A tombstone for ``task_id`` on the results topic (``AsyncResult.forget()``): the
+        materializers delete its outcome, and compaction removes it from the topic, so a
+        rebuild does not bring it back."""
+        topic = results_topic(self._settings.topic_prefix)
+        self._produce(topic, [(task_id, None)], timeout)
+
+    def _produce(self, topic: str, records: list[tuple[str, bytes | None]], timeout: float) -> None:
+        """Write ``(key, value)`` records and wait for their acknowledgement."""
         errors: list[str] = []
 
         def delivered(err: KafkaError | None, _message: Message) -> None:
@@ -86,12 +98,12 @@ class Control:
                 errors.append(str(err))
 
         producer = self._open()
-        for r in records:
-            producer.produce(self.topic, r.encode(), r.marker or r.task_id, delivered)
+        for key, value in records:
+            producer.produce(topic, value, key, delivered)
         if producer.flush(timeout):
-            raise DeliveryFailed(self.topic, f"not acknowledged within {timeout}s")
+            raise DeliveryFailed(topic, f"not acknowledged within {timeout}s")
         if errors:
-            raise DeliveryFailed(self.topic, errors[0])
+            raise DeliveryFailed(topic, errors[0])
 
     def _open(self) -> EventProducer:
         with self._lock:

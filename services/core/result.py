@@ -53,6 +53,13 @@ class AsyncResult(Generic[R]):
     def ready(self) -> bool:
         return Status(self.status).is_final
 
+    def forget(self) -> None:
+        """Remove the task's outcome: a tombstone on the results topic (every materializer
+        deletes it; compaction drops it from the topic), and the row in this app's store at
+        once. Afterwards the id reads as PENDING (unknown), as in Celery."""
+        self._app.control.tombstone_result(self.id)
+        self._app.store.forget([self.id])
+
     def revoke(self, *, terminate: bool = False) -> None:
         """Revoke the task (``app.control.revoke(self.id, terminate=terminate)``)."""
         self._app.control.revoke(self.id, terminate=terminate)

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -134,6 +135,14 @@ _CLAIM_KEY = """
     RETURNING task_id
 """
 _SELECT_KEY = "SELECT task_id, fingerprint, accepted FROM idempotency_keys WHERE key = %s"
+# The oldest outcomes first, through the finished_at index, a batch at a time; rows another
+# materializer is deleting (or writing) are skipped rather than waited for.
+_EXPIRE = """
+    DELETE FROM results WHERE task_id IN (
+        SELECT task_id FROM results WHERE finished_at < %s
+        ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED
+    )
+"""
 _PURGE_EVERY = 1024  # claims between deletions of expired Idempotency-Keys
 
 
@@ -255,6 +264,18 @@ class PostgresStore(ResultStore):
         sql_ = "UPDATE idempotency_keys SET accepted = true WHERE key = %s AND task_id = %s"
         with self._transaction() as conn:
             conn.execute(sql_, (key, task_id))
+
+    def forget(self, task_ids: Sequence[str]) -> int:
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return 0
+        with self._transaction() as conn:
+            cursor = conn.execute("DELETE FROM results WHERE task_id = ANY(%s)", (ids,))
+            return cursor.rowcount
+
+    def expire(self, before: datetime, limit: int = 1000) -> int:
+        with self._transaction() as conn:
+            return conn.execute(_EXPIRE, (before, limit)).rowcount
 
     def close(self) -> None:
         with self._lock:

@@ -16,11 +16,19 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields
+from datetime import datetime
 from pathlib import Path
 
 from taskstream.errors import StoreError
 from taskstream.status import Status
-from taskstream.store.base import IdempotencyKey, ResultRecord, ResultRow, ResultStore, from_row
+from taskstream.store.base import (
+    IdempotencyKey,
+    ResultRecord,
+    ResultRow,
+    ResultStore,
+    from_row,
+    to_micros,
+)
 
 SCHEMA_VERSION = 4  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
 
@@ -117,6 +125,11 @@ _SELECT_KEY = (
 _BIND_KEY = """
     INSERT OR REPLACE INTO idempotency_keys (key, task_id, fingerprint, accepted, expires_at)
     VALUES (?, ?, ?, 0, ?)
+"""
+# The oldest outcomes first, through the finished_at index, a batch at a time.
+_EXPIRE = """
+    DELETE FROM results WHERE task_id IN
+        (SELECT task_id FROM results WHERE finished_at < ? ORDER BY finished_at LIMIT ?)
 """
 _PURGE_EVERY = 1024  # claims between deletions of expired Idempotency-Keys
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's historic 999-variable limit
@@ -219,6 +232,20 @@ class SQLiteStore(ResultStore):
         sql = "UPDATE idempotency_keys SET accepted = 1 WHERE key = ? AND task_id = ?"
         with self._transaction(write=True) as conn:
             conn.execute(sql, (key, task_id))
+
+    def forget(self, task_ids: Sequence[str]) -> int:
+        ids = list(dict.fromkeys(task_ids))
+        deleted = 0
+        with self._transaction(write=True) as conn:
+            for i in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[i : i + _IN_CHUNK]
+                sql = f"DELETE FROM results WHERE task_id IN ({', '.join('?' * len(chunk))})"
+                deleted += conn.execute(sql, chunk).rowcount
+        return deleted
+
+    def expire(self, before: datetime, limit: int = 1000) -> int:
+        with self._transaction(write=True) as conn:
+            return int(conn.execute(_EXPIRE, (to_micros(before), limit)).rowcount)
 
     def close(self) -> None:
         with self._lock:

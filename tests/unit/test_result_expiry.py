@@ -184,3 +184,18 @@ def test_a_tombstone_drops_the_rows_before_it_in_its_batch_only(app: App) -> Non
     materializer.records(batch)  # type: ignore[arg-type]
     assert store.get("a") is None and store.get("b") is not None
     assert store.offsets("unit.results") == {0: 5}
+
+
+def test_the_cli_answers_an_unknown_or_expired_id_as_http_does(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from taskstream.cli import main
+
+    monkeypatch.setenv("TASKSTREAM_STORE", "memory://")
+    assert main(["result", "no-such-id"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["task_id"] == "no-such-id"
+    assert out["error"]["code"] == "unknown_task_id"  # the code of HTTP's 404
+    assert "expired" in out["error"]["message"]

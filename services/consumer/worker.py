@@ -108,7 +108,9 @@ class TaskJob:
         reason = self.context.revocations.why_not_run(self.run_.event)
         if reason is None:
             return False
-        self.publish(self.run_.revoked(reason))
+        context = self.context  # no hooks: it never ran (as when revoked at dispatch)
+        context.outcomes.publish(self.offsets, self.message, self.run_.revoked(reason))
+        context.reports.serve_ready()
         return True
 
     def _begin(self) -> None:

@@ -36,7 +36,9 @@ def raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> Non
 
 
 class _Watch:
-    __slots__ = ("active", "limited", "on_abandon", "task_id", "terminated", "thread_id")
+    __slots__ = (
+        "active", "finished", "limited", "on_abandon", "task_id", "terminated", "thread_id",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -49,7 +51,8 @@ class _Watch:
         self.limited = limited  # has deadlines: an exception may be scheduled in its thread
         self.on_abandon = on_abandon  # called with whether the run was terminated
         self.task_id = task_id
-        self.active = True
+        self.active = True  # may still be abandoned (guarded by the deadlines' lock)
+        self.finished = False  # unwatched (guarded by the registry lock)
         self.terminated = False
 
 
@@ -61,6 +64,7 @@ class Watchdog:
         self._deadlines: list[tuple[float, int, str, _Watch]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
+        self._registry = threading.Lock()  # guards _running and each watch's finished
         self._running: dict[str, _Watch] = {}  # task id -> its watched run, to terminate it
 
     def watch(
@@ -73,12 +77,14 @@ class Watchdog:
         """Watch the calling thread from now on (with ``task_id``: terminable by it)."""
         limited = soft is not None or hard is not None
         watch = _Watch(threading.get_ident(), on_abandon, task_id, limited)
+        if task_id is not None:
+            # A plain lock, not the deadlines' condition: every run takes it, timed or not.
+            with self._registry:
+                self._running[task_id] = watch
+        if not limited:
+            return watch
         now = time.monotonic()
         with self._lock:
-            if task_id is not None:
-                self._running[task_id] = watch
-            if not limited:
-                return watch
             if soft is not None and (hard is None or soft < hard):
                 heapq.heappush(self._deadlines, (now + soft, next(self._order), "soft", watch))
             if hard is not None:
@@ -101,23 +107,31 @@ class Watchdog:
 
     def unwatch(self, watch: _Watch) -> None:
         """The run ended: no exception is raised in the thread after this returns."""
+        if watch.task_id is not None:
+            with self._registry:
+                if self._running.get(watch.task_id) is watch:
+                    del self._running[watch.task_id]
+                watch.finished = True  # terminate() raises nothing in it any more
+                if watch.terminated:
+                    raise_in_thread(watch.thread_id, None)  # Terminated not yet raised
+        if not watch.limited and not watch.terminated:
+            watch.active = False
+            return
         with self._lock:
-            if watch.task_id is not None and self._running.get(watch.task_id) is watch:
-                del self._running[watch.task_id]
             if watch.active:
                 watch.active = False
-                if watch.limited or watch.terminated:
-                    raise_in_thread(watch.thread_id, None)  # one scheduled but not yet raised
+                raise_in_thread(watch.thread_id, None)  # one scheduled but not yet raised
 
     def terminate(self, task_id: str, abandon_after: float = TERMINATE_ABANDON_S) -> bool:
         """Stop the watched run of ``task_id``: raise Terminated in its thread now, abandon
         it after ``abandon_after`` seconds. False when no such run is in progress here."""
-        with self._lock:
+        with self._registry:
             watch = self._running.get(task_id)
-            if watch is None or not watch.active or watch.terminated:
+            if watch is None or watch.finished or watch.terminated:
                 return False
             watch.terminated = True
             raise_in_thread(watch.thread_id, Terminated)
+        with self._lock:
             deadline = (time.monotonic() + abandon_after, next(self._order), "abandon", watch)
             heapq.heappush(self._deadlines, deadline)
             self._wake()
@@ -140,6 +154,8 @@ class Watchdog:
                     continue
                 watch.active = False
                 raise_in_thread(watch.thread_id, None)
-                if watch.task_id is not None and self._running.get(watch.task_id) is watch:
-                    del self._running[watch.task_id]
+            if watch.task_id is not None:
+                with self._registry:
+                    if self._running.get(watch.task_id) is watch:
+                        del self._running[watch.task_id]
             watch.on_abandon(watch.terminated)  # outside the lock: it publishes an outcome

@@ -25,6 +25,7 @@ from taskstream.errors import (
     ResultTooLarge,
     Retry,
     SoftTimeLimitExceeded,
+    Terminated,
     TimeLimitExceeded,
     WorkerLost,
 )
@@ -214,19 +215,28 @@ def run_sync(run: Run, watchdog: Watchdog, on_abandon: Callable[[bool], None]) -
     """Run a plain function on this thread, within its time limits, terminable by its id
     (``on_abandon(terminated)``: the watchdog gave up on the thread)."""
     options = run.task.options
+    task_id = run.event.id
     run.enter()
-    watch = watchdog.watch(options.soft_time_limit, options.time_limit, on_abandon, run.event.id)
+    watchdog.track(task_id, on_abandon)
+    watch = (
+        watchdog.watch(options.soft_time_limit, options.time_limit, on_abandon)
+        if options.time_limited
+        else None
+    )
+    terminated = False
     try:
         try:
             value = run.task.invoke(run.kwargs)
         finally:
-            watchdog.unwatch(watch)
+            if watch is not None:
+                watchdog.unwatch(watch)
+            terminated = watchdog.untrack(task_id)
     except Exception as exc:
-        if watch.terminated:
+        if terminated or isinstance(exc, Terminated):
             run.terminated = True
             return run.revoked(TERMINATED)
         return run.failed(exc)
-    if watch.terminated:  # it caught Terminated and returned: still stopped by the revoke
+    if terminated:  # it caught Terminated and returned: still stopped by the revoke
         run.terminated = True
         return run.revoked(TERMINATED)
     return run.succeeded(value)

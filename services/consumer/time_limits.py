@@ -36,24 +36,15 @@ def raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> Non
 
 
 class _Watch:
-    __slots__ = (
-        "active", "finished", "limited", "on_abandon", "task_id", "terminated", "thread_id",
-    )  # fmt: skip
+    __slots__ = ("active", "on_abandon", "terminated", "thread_id")
 
     def __init__(
-        self,
-        thread_id: int,
-        on_abandon: Callable[[bool], None],
-        task_id: str | None,
-        limited: bool,
+        self, thread_id: int, on_abandon: Callable[[bool], None], *, terminated: bool = False
     ) -> None:
         self.thread_id = thread_id
-        self.limited = limited  # has deadlines: an exception may be scheduled in its thread
         self.on_abandon = on_abandon  # called with whether the run was terminated
-        self.task_id = task_id
-        self.active = True  # may still be abandoned (guarded by the deadlines' lock)
-        self.finished = False  # unwatched (guarded by the registry lock)
-        self.terminated = False
+        self.active = True
+        self.terminated = terminated
 
 
 class Watchdog:
@@ -64,25 +55,16 @@ class Watchdog:
         self._deadlines: list[tuple[float, int, str, _Watch]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
-        self._registry = threading.Lock()  # guards _running and each watch's finished
-        self._running: dict[str, _Watch] = {}  # task id -> its watched run, to terminate it
+        self._registry = threading.Lock()  # terminate() and the slow path of untrack()
+        # task id -> (thread id, on_abandon) of each run in progress, to terminate it
+        self._running: dict[str, tuple[int, Callable[[bool], None]]] = {}
+        self._terminated: dict[str, _Watch] = {}  # terminated, not yet untracked
 
     def watch(
-        self,
-        soft: float | None,
-        hard: float | None,
-        on_abandon: Callable[[bool], None],
-        task_id: str | None = None,
+        self, soft: float | None, hard: float | None, on_abandon: Callable[[bool], None]
     ) -> _Watch:
-        """Watch the calling thread from now on (with ``task_id``: terminable by it)."""
-        limited = soft is not None or hard is not None
-        watch = _Watch(threading.get_ident(), on_abandon, task_id, limited)
-        if task_id is not None:
-            # A plain lock, not the deadlines' condition: every run takes it, timed or not.
-            with self._registry:
-                self._running[task_id] = watch
-        if not limited:
-            return watch
+        """Watch the calling thread's time limits from now on."""
+        watch = _Watch(threading.get_ident(), on_abandon)
         now = time.monotonic()
         with self._lock:
             if soft is not None and (hard is None or soft < hard):
@@ -107,30 +89,44 @@ class Watchdog:
 
     def unwatch(self, watch: _Watch) -> None:
         """The run ended: no exception is raised in the thread after this returns."""
-        if watch.task_id is not None:
-            with self._registry:
-                if self._running.get(watch.task_id) is watch:
-                    del self._running[watch.task_id]
-                watch.finished = True  # terminate() raises nothing in it any more
-                if watch.terminated:
-                    raise_in_thread(watch.thread_id, None)  # Terminated not yet raised
-        if not watch.limited and not watch.terminated:
-            watch.active = False
-            return
         with self._lock:
             if watch.active:
                 watch.active = False
                 raise_in_thread(watch.thread_id, None)  # one scheduled but not yet raised
 
+    # -- terminate: every run is registered, at the cost of a dict store and a pop ---------
+
+    def track(self, task_id: str, on_abandon: Callable[[bool], None]) -> None:
+        """The calling thread runs ``task_id`` from now on: terminable by it."""
+        self._running[task_id] = (threading.get_ident(), on_abandon)
+
+    def untrack(self, task_id: str) -> bool:
+        """The run of ``task_id`` ended; True when it was terminated. No Terminated is
+        raised in the thread after this returns."""
+        # dict.pop is atomic: either this takes the entry (no terminate can follow) or
+        # terminate() took it, under the registry lock, and raised.
+        if self._running.pop(task_id, None) is not None:
+            return False
+        with self._registry:  # terminate() has raised and recorded it by now
+            watch = self._terminated.pop(task_id, None)
+            if watch is None:
+                return False  # never tracked (or tracked twice): nothing was raised
+            raise_in_thread(watch.thread_id, None)  # raised, not yet delivered
+        with self._lock:
+            watch.active = False  # its abandon deadline passes
+        return True
+
     def terminate(self, task_id: str, abandon_after: float = TERMINATE_ABANDON_S) -> bool:
-        """Stop the watched run of ``task_id``: raise Terminated in its thread now, abandon
-        it after ``abandon_after`` seconds. False when no such run is in progress here."""
+        """Stop the run of ``task_id``: raise Terminated in its thread now, abandon it after
+        ``abandon_after`` seconds. False when no such run is in progress here."""
         with self._registry:
-            watch = self._running.get(task_id)
-            if watch is None or watch.finished or watch.terminated:
+            tracked = self._running.pop(task_id, None)
+            if tracked is None:
                 return False
-            watch.terminated = True
-            raise_in_thread(watch.thread_id, Terminated)
+            thread_id, on_abandon = tracked
+            watch = _Watch(thread_id, on_abandon, terminated=True)
+            self._terminated[task_id] = watch
+            raise_in_thread(thread_id, Terminated)
         with self._lock:
             deadline = (time.monotonic() + abandon_after, next(self._order), "abandon", watch)
             heapq.heappush(self._deadlines, deadline)
@@ -154,8 +150,4 @@ class Watchdog:
                     continue
                 watch.active = False
                 raise_in_thread(watch.thread_id, None)
-            if watch.task_id is not None:
-                with self._registry:
-                    if self._running.get(watch.task_id) is watch:
-                        del self._running[watch.task_id]
             watch.on_abandon(watch.terminated)  # outside the lock: it publishes an outcome

@@ -168,13 +168,13 @@ def test_the_watchdog_abandons_a_terminated_run_that_does_not_stop() -> None:
     done = threading.Event()
 
     def stuck() -> None:
-        watch = dog.watch(None, None, abandoned.append, "t-1")
+        dog.track("t-1", abandoned.append)
         try:
             done.wait(10)  # a blocking call: Terminated waits for it
         except Terminated:
             pass
         finally:
-            dog.unwatch(watch)
+            dog.untrack("t-1")
 
     thread = threading.Thread(target=stuck)
     thread.start()

@@ -46,7 +46,7 @@ class Executor:
         self, concurrency: int, inline: Callable[[Callable[[], None]], None] | None = None
     ) -> None:
         self._inline = inline if concurrency == 1 else None
-        self._owner = threading.get_ident()  # the submitting thread, which may run jobs inline
+        self.owner = threading.get_ident()  # the submitting thread, which may run jobs inline
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pooled = 0  # jobs handed to the pool and not yet finished
@@ -57,11 +57,6 @@ class Executor:
         self._loop_thread: threading.Thread | None = None
         self._slots: asyncio.Semaphore | None = None
         self._keys = _KeyedSerializer(self._start)
-
-    @property
-    def owner(self) -> int:
-        """The thread that submits jobs (and runs some inline, at concurrency 1)."""
-        return self._owner
 
     def submit(self, job: Job) -> None:
         self._keys.submit(job)
@@ -74,7 +69,7 @@ class Executor:
             self._inline is not None
             and not job.limited
             and not self._pooled
-            and threading.get_ident() == self._owner
+            and threading.get_ident() == self.owner
         ):
             # Nothing else runs (concurrency 1, pool idle): run it here. Nothing of its key
             # can be queued behind it, as the same thread submits the next job only after.

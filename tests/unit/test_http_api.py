@@ -468,7 +468,7 @@ async def test_revoke_writes_a_revocation_to_the_control_topic(api: Api) -> None
     broker = StubBroker()
     settings = api.service.settings.replace(bootstrap_servers="stub:9092")
     broker.create_topic(control_topic(settings.topic_prefix), 1)
-    api.service._control = Control(settings, broker)
+    api.service._control = Control(settings, broker)  # one the test can read back
     r = await api.client.post("/v1/tasks/abc-123:revoke", params={"terminate": "true"})
     assert r.status_code == 202
     assert r.json() == {"task_id": "abc-123", "revoked": True, "terminate": True}

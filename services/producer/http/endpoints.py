@@ -56,8 +56,11 @@ async def tasks_endpoint(request: Request) -> Response:
         return await post_task(request)
     if request.method in ("GET", "HEAD"):
         return await get_task(request)
-    name = request.path_params["name"].removesuffix(BATCH_SUFFIX)
+    raw_name: str = request.path_params["name"]
+    name = raw_name.removesuffix(BATCH_SUFFIX)
     allow = "POST" if name in _service(request).catalog.tasks else "GET"
+    if raw_name.endswith(REVOKE_SUFFIX):
+        allow = "POST"
     return error_response(405, "method_not_allowed", "Method Not Allowed", {"Allow": allow})
 
 

@@ -1,4 +1,5 @@
-"""The ``taskstream`` command: worker, materialize, beat, dev, send, result, serve, dlq, schemas.
+"""The ``taskstream`` command: worker, materialize, beat, dev, send, result, revoke, serve,
+dlq, schemas.
 
 The front door, outside the core package: it imports the producer and the consumer services,
 which core never does. Each subcommand lives in the module of its concept (``_MODULES``) and
@@ -29,6 +30,7 @@ _MODULES = {
     "dlq": "dlq",
     "schemas": "schemas",
     "dev": "dev",
+    "revoke": "control",
 }
 
 

@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--app", help="module:attribute (to decode return values by type)")
     r.add_argument("--wait", type=float, metavar="SECONDS", help="wait for a final outcome")
 
+    rv = sub.add_parser("revoke", help="revoke tasks: they never start; --terminate stops runs")
+    rv.add_argument("task_ids", nargs="+", metavar="task_id")
+    rv.add_argument("--app", help="module:attribute; settings from the environment when omitted")
+    rv.add_argument(
+        "--terminate", action="store_true", help="also stop a run in progress (sync tasks)"
+    )
+
     h = sub.add_parser("serve", help="the HTTP API: send tasks and read results over HTTP")
     h.add_argument("app", nargs="?", help="module:attribute (or --schemas DIR without task code)")
     h.add_argument("--schemas", metavar="DIR", help="serve the tasks whose schemas are in DIR")

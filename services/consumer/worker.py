@@ -27,12 +27,13 @@ from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.delays import DelayScheduler
 from taskstream.consumer.deliveries import Deliveries, DeliveryJournal, UncountedDeliveries
-from taskstream.consumer.execution import Outcome, Run, run_async, run_sync
+from taskstream.consumer.execution import TERMINATED, Outcome, Run, revoked, run_async, run_sync
 from taskstream.consumer.executor import Executor
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
 from taskstream.consumer.reports import ReportServer
+from taskstream.consumer.revocation import ControlReader, Revocations
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import now_micros
@@ -50,7 +51,9 @@ _JOURNAL_FETCH_WAIT_MS = 100  # the journal is read at assignments: no need to f
 class JobContext:
     """What a task job uses: the worker's collaborators, handed in."""
 
-    __slots__ = ("executor", "hooks", "outcomes", "publish_lock", "reports", "watchdog")
+    __slots__ = (
+        "executor", "hooks", "outcomes", "publish_lock", "reports", "revocations", "watchdog",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -59,7 +62,9 @@ class JobContext:
         executor: Executor,
         watchdog: Watchdog,
         reports: ReportServer,
+        revocations: Revocations,
     ) -> None:
+        self.revocations = revocations
         self.hooks = hooks
         self.outcomes = outcomes
         self.executor = executor
@@ -79,6 +84,7 @@ class TaskJob:
         "limited",
         "message",
         "offsets",
+        "on_loop",
         "released",
         "run_",
     )
@@ -94,7 +100,18 @@ class TaskJob:
         self.is_async = run.task.is_async
         self.limited = run.task.options.time_limited
         self.released = False
+        self.on_loop = False  # runs on the consumer loop's thread (concurrency 1)
         self._published = False
+
+    def _skipped(self) -> bool:
+        """Revoked (or expired) while it waited in the worker: REVOKED, not run."""
+        reason = self.context.revocations.why_not_run(self.run_.event)
+        if reason is None:
+            return False
+        context = self.context  # no hooks: it never ran (as when revoked at dispatch)
+        context.outcomes.publish(self.offsets, self.message, self.run_.revoked(reason))
+        context.reports.serve_ready()
+        return True
 
     def _begin(self) -> None:
         self.context.hooks.run_started(self.run_)
@@ -102,22 +119,35 @@ class TaskJob:
             self.context.outcomes.started(self.run_.started_event())
 
     def run(self) -> None:
+        if self._skipped():
+            return
+        self.on_loop = threading.get_ident() == self.context.executor.owner
         self._begin()
         self.publish(run_sync(self.run_, self.context.watchdog, self.abandon))
 
     async def run_async(self) -> None:
+        if self._skipped():
+            return
         self._begin()
         self.publish(await run_async(self.run_))
 
-    def abandon(self) -> None:
-        """Past its hard time limit and still stuck: record the failure, free the slot."""
-        limit = self.run_.task.options.time_limit
-        self.publish(self.run_.failed(TimeLimitExceeded(f"hard time limit of {limit}s exceeded")))
+    def abandon(self, terminated: bool) -> None:
+        """Still stuck past its hard time limit (or after Terminated was raised in it, for a
+        revoke with terminate): record the outcome, free the slot."""
+        if terminated:
+            self.run_.terminated = True
+            self.publish(self.run_.revoked(TERMINATED))
+            if self.on_loop:
+                return  # the loop's own thread: no pool thread to replace
+        else:
+            limit = self.run_.task.options.time_limit
+            error = TimeLimitExceeded(f"hard time limit of {limit}s exceeded")
+            self.publish(self.run_.failed(error))
         self.context.executor.abandon(self)
 
     def publish(self, outcome: Outcome) -> None:
         context = self.context
-        if self.limited:  # the watchdog's thread may abandon the run meanwhile
+        if self.limited or self.run_.terminated:  # the watchdog may abandon the run meanwhile
             with context.publish_lock:
                 if self._published:
                     return  # an abandoned run came back after all
@@ -158,6 +188,7 @@ class Worker(RuntimeOwner):
         self._in_flight = 0  # fetched records whose outcome is not yet delivered
         self._held: list[Message] = []  # may run, but wait for careful runs to end
         self._finished: deque[tuple[PartitionOffsets, int]] = deque()  # outcomes acknowledged
+        self.revocations = Revocations()  # revoked task ids, from the control topic
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -196,13 +227,17 @@ class Worker(RuntimeOwner):
         )
         self.executor = Executor(self.concurrency, inline=runtime.run_unlocked)
         self._reports = ReportServer(producer)
+        watchdog = Watchdog()
         self._context = JobContext(
-            self.hooks, self.outcomes, self.executor, Watchdog(), self._reports
+            self.hooks, self.outcomes, self.executor, watchdog, self._reports, self.revocations
         )
+        # Every revocation made so far is known before the first task is taken.
+        control = ControlReader(app, self.revocations, watchdog.terminate, self.worker_id)
+        control_thread = control.start(s.delivery_timeout_ms / 1000)
         self._journal: Deliveries = (
             self._open_journal(runtime) if s.worker_lost_max_deliveries else UncountedDeliveries()
         )
-        delays = DelayScheduler(app)
+        delays = DelayScheduler(app, self.revocations, self.worker_id)
         delays_thread = threading.Thread(target=delays.run, name="taskstream-delays", daemon=True)
         delays_thread.start()
         self._started(runtime)
@@ -212,6 +247,8 @@ class Worker(RuntimeOwner):
             runtime.run(grace=s.shutdown_grace_s)  # closing revokes: releases, commits
         finally:
             self._journal.close()
+            control.stop()
+            control_thread.join(s.delivery_timeout_ms / 1000)
             delays.stop()
             delays_thread.join(s.delivery_timeout_ms / 1000)
             producer.close(s.delivery_timeout_ms / 1000)
@@ -360,6 +397,11 @@ class Worker(RuntimeOwner):
         if task is None:
             reason = f"task {event.task!r} is not defined by app {app.name!r}"
             return outcomes.dead_letter(offsets, message, Reason.UNKNOWN_TASK, reason, event.task)
+        why = self.revocations.why_not_run(event)
+        if why is not None:  # revoked or expired: never runs
+            worker = self.worker_id
+            outcome = revoked(event, topic, partition, offset, worker, why)  # type: ignore[arg-type]
+            return outcomes.publish(offsets, message, outcome)
         if event.not_before and event.not_before - now_micros() > _EARLY_TOLERANCE_US:
             return outcomes.forward(offsets, message, outcomes.destination(event))
         try:

@@ -22,7 +22,9 @@ from taskstream.errors import (
     Retry,
     SoftTimeLimitExceeded,
     TaskFailed,
+    TaskRevoked,
     TaskstreamError,
+    Terminated,
     TimeLimitExceeded,
     UnknownTask,
     UnsupportedAnnotation,
@@ -58,4 +60,7 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "TimeLimitExceeded",
     "UnknownTask",
     "UnsupportedAnnotation",
+    # revoke and expires
+    "TaskRevoked",
+    "Terminated",
 ]

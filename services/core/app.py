@@ -17,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from taskstream.codec import Codec
 from taskstream.config import Settings
+from taskstream.control import Control
 from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import UnknownTask
 from taskstream.kafka import Broker, KafkaBroker
@@ -81,6 +82,7 @@ class App:
         self._store: ResultStore | None = None
         self._periodic_tasks: dict[str, PeriodicTask] = {}  # the beat schedule, by entry name
         self.on_after_configure = Signal("on_after_configure")  # Celery's periodic-task hook
+        self._control: Control | None = None
 
     def __repr__(self) -> str:
         return f"<App {self.name} tasks={len(self.tasks)}>"
@@ -209,9 +211,18 @@ class App:
         """Create this app's topics that are missing; returns the names created."""
         s = self.settings
         specs = topic_specs(
-            s.topic_prefix, queues or self.queues, s.partitions, s.replication_factor
-        )
+            s.topic_prefix, queues or self.queues, s.partitions, s.replication_factor,
+            result_expires_s=s.result_expires, revoke_expires_s=s.revoke_expires_s,
+        )  # fmt: skip
         return self.broker.ensure_topics(s, specs)
+
+    @property
+    def control(self) -> Control:
+        """Celery's ``app.control``: ``app.control.revoke(task_id, terminate=False)``."""
+        with self._lock:
+            if self._control is None:
+                self._control = Control(self.settings, self.broker)
+            return self._control
 
     # -- results ----------------------------------------------------------------------------
 
@@ -246,3 +257,6 @@ class App:
             if self._store is not None:
                 self._store.close()
                 self._store = None
+            if self._control is not None:
+                self._control.close()
+                self._control = None

@@ -23,6 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from taskstream.errors import ConfigError
+from taskstream.topics import DELAY_TIERS_S
 
 ENV_PREFIX = "TASKSTREAM_"
 KAFKA_ENV_PREFIX = "TASKSTREAM_KAFKA_"
@@ -48,6 +49,9 @@ class Settings:
     concurrency: int = 1  # worker threads (and async tasks) running at once
     max_tasks_in_flight: int = 1000  # fetched but unfinished tasks before fetching pauses
     worker_lost_max_deliveries: int = 3  # runs lost to a dying worker before a dead letter; 0: off
+    # Results and revocations (Celery's result_expires and REVOKE_EXPIRES):
+    result_expires: float | None = 86_400.0  # s; outcomes older are deleted; None or 0: kept
+    revoke_expires_s: float = 10_800.0  # s revocations are kept: >= the largest delay tier
     schemas_dir: str = "schemas"  # where `taskstream schemas export/check` write and read
     # The HTTP service (`taskstream serve`, taskstream.producer.http):
     http_tokens: str = ""  # comma-separated bearer tokens; empty: no auth
@@ -103,6 +107,13 @@ class Settings:
             raise ConfigError("partitions, replication_factor and concurrency must be >= 1")
         if self.max_tasks_in_flight < self.concurrency:
             raise ConfigError("max_tasks_in_flight must be >= concurrency")
+        if self.revoke_expires_s < DELAY_TIERS_S[-1]:
+            # A delayed task meets the revocations at each hop, at most a tier apart.
+            raise ConfigError(
+                f"revoke_expires_s must be >= {DELAY_TIERS_S[-1]} (the largest delay tier)"
+            )
+        if self.result_expires is not None and self.result_expires < 0:
+            raise ConfigError("result_expires must be >= 0 seconds (0 or None: kept forever)")
         if self.worker_lost_max_deliveries < 0:
             raise ConfigError("worker_lost_max_deliveries must be >= 0 (0: not counted)")
         if self.beat_catch_up not in ("once", "skip"):

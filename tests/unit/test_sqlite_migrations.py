@@ -80,7 +80,7 @@ def schema_of(path: Path) -> tuple[int, dict[str, str]]:
 def test_a_new_file_is_created_at_the_latest_version_directly(tmp_path: Path) -> None:
     SQLiteStore(tmp_path / "new.db").close()
     version, tables = schema_of(tmp_path / "new.db")
-    assert version == SCHEMA_VERSION == 3
+    assert version == SCHEMA_VERSION == 4
     assert set(tables) == {"results", "offsets", "idempotency_keys"}
     assert "status = 'PENDING' OR status = 'STARTED'" in tables["results"]
     assert "status IN" not in tables["results"]
@@ -147,7 +147,7 @@ def test_a_version_1_taskstream_refuses_a_file_of_this_version(
 ) -> None:
     SQLiteStore(tmp_path / "new.db").close()
     monkeypatch.setattr("taskstream.store.sqlite.SCHEMA_VERSION", 1)  # as taskstream 1 was
-    with pytest.raises(StoreError, match="schema version 3, newer than the 1"):
+    with pytest.raises(StoreError, match="schema version 4, newer than the 1"):
         SQLiteStore(tmp_path / "new.db")
 
 
@@ -166,3 +166,28 @@ def test_a_version_2_file_gains_the_idempotency_keys_and_keeps_its_rows(v1_file:
     version, tables = schema_of(v1_file)
     assert version == SCHEMA_VERSION
     assert set(tables) == {"results", "offsets", "idempotency_keys"}
+
+
+def test_a_version_3_file_accepts_revoked_outcomes_and_gains_the_expiry_index(
+    v1_file: Path,
+) -> None:
+    raw = sqlite3.connect(v1_file)
+    with raw:  # its results table still has a CHECK without REVOKED
+        for statement in _MIGRATIONS[3]:
+            raw.execute(statement)
+        raw.execute("PRAGMA user_version = 3")
+    raw.close()
+    with SQLiteStore(v1_file) as s:
+        assert s.count() == 3 and s.offsets(TOPIC) == {0: 11, 1: 8}
+        revoked = (
+            "r-1", "t", "REVOKED", 1, None, "TaskRevoked", "expired", "", None, None,
+            1, 2, 3, None, None, None,
+        )  # fmt: skip
+        s.apply_rows([revoked], {})
+        record = s.get("r-1")
+        assert record is not None and record.status is Status.REVOKED
+    version, _tables = schema_of(v1_file)
+    raw = sqlite3.connect(v1_file)
+    indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    raw.close()
+    assert version == 4 and "results_finished_at" in indexes

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -40,7 +41,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     psycopg = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 2  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 3  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
 DEFAULT_SCHEMA = "taskstream"
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))
@@ -87,6 +88,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
     ),
+    # 3: the REVOKED status joins the CHECK (named by PostgreSQL's default rule), and the index
+    # that deletes outcomes by age (result_expires) reads, oldest first.
+    3: (
+        "ALTER TABLE results DROP CONSTRAINT IF EXISTS results_status_check",
+        f"ALTER TABLE results ADD CONSTRAINT results_status_check CHECK (status IN ({_STATUSES}))",
+        "CREATE INDEX IF NOT EXISTS results_finished_at ON results (finished_at)",
+    ),
 }
 
 _COLUMN_LIST = ", ".join(_COLUMNS)
@@ -127,6 +135,14 @@ _CLAIM_KEY = """
     RETURNING task_id
 """
 _SELECT_KEY = "SELECT task_id, fingerprint, accepted FROM idempotency_keys WHERE key = %s"
+# The oldest outcomes first, through the finished_at index, a batch at a time; rows another
+# materializer is deleting (or writing) are skipped rather than waited for.
+_EXPIRE = """
+    DELETE FROM results WHERE task_id IN (
+        SELECT task_id FROM results WHERE finished_at < %s
+        ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED
+    )
+"""
 _PURGE_EVERY = 1024  # claims between deletions of expired Idempotency-Keys
 
 
@@ -248,6 +264,18 @@ class PostgresStore(ResultStore):
         sql_ = "UPDATE idempotency_keys SET accepted = true WHERE key = %s AND task_id = %s"
         with self._transaction() as conn:
             conn.execute(sql_, (key, task_id))
+
+    def forget(self, task_ids: Sequence[str]) -> int:
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return 0
+        with self._transaction() as conn:
+            cursor = conn.execute("DELETE FROM results WHERE task_id = ANY(%s)", (ids,))
+            return cursor.rowcount
+
+    def expire(self, before: datetime, limit: int = 1000) -> int:
+        with self._transaction() as conn:
+            return conn.execute(_EXPIRE, (before, limit)).rowcount
 
     def close(self) -> None:
         with self._lock:

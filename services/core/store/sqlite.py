@@ -16,13 +16,21 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields
+from datetime import datetime
 from pathlib import Path
 
 from taskstream.errors import StoreError
 from taskstream.status import Status
-from taskstream.store.base import IdempotencyKey, ResultRecord, ResultRow, ResultStore, from_row
+from taskstream.store.base import (
+    IdempotencyKey,
+    ResultRecord,
+    ResultRow,
+    ResultStore,
+    from_row,
+    to_micros,
+)
 
-SCHEMA_VERSION = 3  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 4  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))  # same order as the dataclass
 _FINAL = ", ".join(f"'{s.value}'" for s in Status if s.is_final)
@@ -59,6 +67,9 @@ _IDEMPOTENCY: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
 )
 
+# Outcomes are deleted by age (result_expires, version 4), oldest first, a batch at a time.
+_EXPIRY_INDEX = "CREATE INDEX IF NOT EXISTS results_finished_at ON results (finished_at)"
+
 # A new file gets the latest schema at once.
 _CREATE: tuple[str, ...] = (
     f"CREATE TABLE IF NOT EXISTS results {_RESULTS_COLUMNS}",
@@ -69,6 +80,7 @@ _CREATE: tuple[str, ...] = (
         PRIMARY KEY (topic, partition)
     ) WITHOUT ROWID""",
     *_IDEMPOTENCY,
+    _EXPIRY_INDEX,
 )
 
 # Statements that bring an existing file from the previous version to each version, applied
@@ -85,6 +97,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 3: Idempotency-Keys shared by the HTTP service's processes.
     3: _IDEMPOTENCY,
+    # 4: the REVOKED status joins the CHECK (a rebuild, as in 2), and the expiry index.
+    4: (
+        f"CREATE TABLE results_v4 {_RESULTS_COLUMNS}",
+        f"INSERT INTO results_v4 ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM results",
+        "DROP TABLE results",
+        "ALTER TABLE results_v4 RENAME TO results",
+        _EXPIRY_INDEX,
+    ),
 }
 
 # The replacement rule lives in the WHERE clause, so concurrent writers cannot race a
@@ -105,6 +125,11 @@ _SELECT_KEY = (
 _BIND_KEY = """
     INSERT OR REPLACE INTO idempotency_keys (key, task_id, fingerprint, accepted, expires_at)
     VALUES (?, ?, ?, 0, ?)
+"""
+# The oldest outcomes first, through the finished_at index, a batch at a time.
+_EXPIRE = """
+    DELETE FROM results WHERE task_id IN
+        (SELECT task_id FROM results WHERE finished_at < ? ORDER BY finished_at LIMIT ?)
 """
 _PURGE_EVERY = 1024  # claims between deletions of expired Idempotency-Keys
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's historic 999-variable limit
@@ -207,6 +232,20 @@ class SQLiteStore(ResultStore):
         sql = "UPDATE idempotency_keys SET accepted = 1 WHERE key = ? AND task_id = ?"
         with self._transaction(write=True) as conn:
             conn.execute(sql, (key, task_id))
+
+    def forget(self, task_ids: Sequence[str]) -> int:
+        ids = list(dict.fromkeys(task_ids))
+        deleted = 0
+        with self._transaction(write=True) as conn:
+            for i in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[i : i + _IN_CHUNK]
+                sql = f"DELETE FROM results WHERE task_id IN ({', '.join('?' * len(chunk))})"
+                deleted += conn.execute(sql, chunk).rowcount
+        return deleted
+
+    def expire(self, before: datetime, limit: int = 1000) -> int:
+        with self._transaction(write=True) as conn:
+            return int(conn.execute(_EXPIRE, (to_micros(before), limit)).rowcount)
 
     def close(self) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _FETCH_WAIT_MS = 100  # how long a revocation may wait in the broker for the reader's fetch
 _SWEEP_EVERY_S = 60.0  # how often revocations older than revoke_expires_s are forgotten
+_START_CHECK_S = 0.05  # how often a starting worker looks whether it was asked to stop
 
 
 class Revocations:
@@ -108,17 +110,27 @@ class ControlReader(RuntimeOwner):
         )
         runtime.run()
 
-    def start(self, timeout: float) -> threading.Thread:
-        """Run on a daemon thread; return once every revocation written so far was read (the
-        start marker came back), or raise DeliveryTimeout after ``timeout`` seconds."""
+    def start(self) -> threading.Thread:
+        """Run on a daemon thread, and write this start's marker; :meth:`wait_ready` then
+        waits until it is read back (the two overlap the worker's other start-up work)."""
         thread = threading.Thread(target=self.run, name="taskstream-control", daemon=True)
         thread.start()
-        self.app.control.send([Revocation("", at=now_micros(), marker=self.marker)], timeout)
-        if not self.revocations.ready.wait(timeout):
-            self.stop()
-            raise DeliveryTimeout(self.topic, timeout)
-        log.info("%d revocations known", len(self.revocations))
+        marker = Revocation("", at=now_micros(), marker=self.marker)
+        self.app.control.send([marker], wait=False)  # reading it back is the proof
         return thread
+
+    def wait_ready(self, timeout: float, stopping: Callable[[], bool] = lambda: False) -> None:
+        """Return once every revocation written before :meth:`start` was read (its marker
+        came back), or as soon as ``stopping()`` (the worker was asked to stop meanwhile);
+        raise DeliveryTimeout after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.revocations.ready.wait(_START_CHECK_S):
+            if stopping():
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise DeliveryTimeout(self.topic, timeout)
+        log.info("%d revocations known", len(self.revocations))
 
     # -- the runtime's handler --------------------------------------------------------------
 

@@ -231,15 +231,16 @@ class Worker(RuntimeOwner):
         self._context = JobContext(
             self.hooks, self.outcomes, self.executor, watchdog, self._reports, self.revocations
         )
-        # Every revocation made so far is known before the first task is taken.
         control = ControlReader(app, self.revocations, watchdog.terminate, self.worker_id)
-        control_thread = control.start(s.delivery_timeout_ms / 1000)
+        control_thread = control.start()
         self._journal: Deliveries = (
             self._open_journal(runtime) if s.worker_lost_max_deliveries else UncountedDeliveries()
         )
         delays = DelayScheduler(app, self.revocations, self.worker_id)
         delays_thread = threading.Thread(target=delays.run, name="taskstream-delays", daemon=True)
         delays_thread.start()
+        # Every revocation made so far is known before the first task is taken.
+        control.wait_ready(s.delivery_timeout_ms / 1000, lambda: self._stop_requested)
         self._started(runtime)
         runtime.subscribe(self.topics)
         log.info("worker %s consuming %s as group %s", self.worker_id, self.topics, self.group_id)

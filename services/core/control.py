@@ -17,6 +17,7 @@ revocation written before it was read by then.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from taskstream.envelope import now_micros
 from taskstream.errors import CorruptMessage, DeliveryFailed
 from taskstream.kafka import Broker, EventProducer, producer_config
 from taskstream.topics import control_topic, results_topic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +81,13 @@ class Control:
         at = now_micros()
         self.send([Revocation(i, terminate, at) for i in ids], timeout)
 
-    def send(self, records: list[Revocation], timeout: float = 30.0) -> None:
-        """Write control records and wait for their acknowledgement."""
-        self._produce(self.topic, [(r.marker or r.task_id, r.encode()) for r in records], timeout)
+    def send(self, records: list[Revocation], timeout: float = 30.0, *, wait: bool = True) -> None:
+        """Write control records and wait for their acknowledgement (``wait=False``: do not;
+        a delivery error is then only logged)."""
+        keyed: list[tuple[str, bytes | None]] = [
+            (r.marker or r.task_id, r.encode()) for r in records
+        ]
+        self._produce(self.topic, keyed, timeout if wait else None)
 
     def tombstone_result(self, task_id: str, timeout: float = 30.0) -> None:
         """A tombstone for ``task_id`` on the results topic (``AsyncResult.forget()``): the
@@ -89,17 +96,24 @@ class Control:
         topic = results_topic(self._settings.topic_prefix)
         self._produce(topic, [(task_id, None)], timeout)
 
-    def _produce(self, topic: str, records: list[tuple[str, bytes | None]], timeout: float) -> None:
-        """Write ``(key, value)`` records and wait for their acknowledgement."""
+    def _produce(
+        self, topic: str, records: list[tuple[str, bytes | None]], timeout: float | None
+    ) -> None:
+        """Write ``(key, value)`` records and wait ``timeout`` for their acknowledgement
+        (None: do not wait)."""
         errors: list[str] = []
 
         def delivered(err: KafkaError | None, _message: Message) -> None:
             if err is not None:
                 errors.append(str(err))
+                log.warning("control record to %s not delivered: %s", topic, err)
 
         producer = self._open()
         for key, value in records:
             producer.produce(topic, value, key, delivered)
+        if timeout is None:
+            producer.poll(0)
+            return
         if producer.flush(timeout):
             raise DeliveryFailed(topic, f"not acknowledged within {timeout}s")
         if errors:

@@ -56,6 +56,8 @@ def beat_topic(prefix: str) -> str:
 def beat_group(prefix: str) -> str:
     """``<prefix>.beat``"""
     return f"{prefix}.beat"
+
+
 def control_topic(prefix: str) -> str:
     """``<prefix>.control``"""
     return _checked(f"{prefix}.control")

@@ -102,7 +102,9 @@ def test_revocations_reach_every_worker_within_about_a_second(app: App) -> None:
     controls = [
         ControlReader(app, r, lambda task_id: None, f"reader-{i}") for i, r in enumerate(readers)
     ]
-    threads = [c.start(30) for c in controls]
+    threads = [c.start() for c in controls]
+    for c in controls:
+        c.wait_ready(30)
     delays: list[float] = []
     try:
         for _ in range(20):
@@ -129,7 +131,8 @@ def test_a_worker_started_later_knows_earlier_revocations(app: App) -> None:
     app.control.revoke("revoked-before-any-worker")
     revocations = Revocations()
     control = ControlReader(app, revocations, lambda task_id: None, "late")
-    thread = control.start(30)
+    thread = control.start()
+    control.wait_ready(30)
     try:
         assert "revoked-before-any-worker" in revocations  # known once start() returns
     finally:

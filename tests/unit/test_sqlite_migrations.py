@@ -80,7 +80,7 @@ def schema_of(path: Path) -> tuple[int, dict[str, str]]:
 def test_a_new_file_is_created_at_the_latest_version_directly(tmp_path: Path) -> None:
     SQLiteStore(tmp_path / "new.db").close()
     version, tables = schema_of(tmp_path / "new.db")
-    assert version == SCHEMA_VERSION == 3
+    assert version == SCHEMA_VERSION == 4
     assert set(tables) == {"results", "offsets", "idempotency_keys"}
     assert "status = 'PENDING' OR status = 'STARTED'" in tables["results"]
     assert "status IN" not in tables["results"]
@@ -147,7 +147,7 @@ def test_a_version_1_taskstream_refuses_a_file_of_this_version(
 ) -> None:
     SQLiteStore(tmp_path / "new.db").close()
     monkeypatch.setattr("taskstream.store.sqlite.SCHEMA_VERSION", 1)  # as taskstream 1 was
-    with pytest.raises(StoreError, match="schema version 3, newer than the 1"):
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION}, newer than the 1"):
         SQLiteStore(tmp_path / "new.db")
 
 
@@ -166,3 +166,22 @@ def test_a_version_2_file_gains_the_idempotency_keys_and_keeps_its_rows(v1_file:
     version, tables = schema_of(v1_file)
     assert version == SCHEMA_VERSION
     assert set(tables) == {"results", "offsets", "idempotency_keys"}
+
+
+def test_a_version_3_file_gains_the_search_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    SQLiteStore(path).close()
+    raw = sqlite3.connect(path)
+    with raw:
+        for name in ("results_finished", "results_status", "results_task", "results_key"):
+            raw.execute(f"DROP INDEX {name}")  # as taskstream with schema 3 left it
+        raw.execute("PRAGMA user_version = 3")
+    raw.close()
+    SQLiteStore(path).close()
+    raw = sqlite3.connect(path)
+    try:
+        indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    finally:
+        raw.close()
+    assert {"results_finished", "results_status", "results_task", "results_key"} <= indexes

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -28,9 +29,11 @@ from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store.base import (
     IdempotencyKey,
+    OutcomeCount,
     ResultRecord,
     ResultRow,
     ResultStore,
+    TaskQuery,
     supersedes,
 )
 
@@ -40,7 +43,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     psycopg = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 2  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 3  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
 DEFAULT_SCHEMA = "taskstream"
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))
@@ -86,6 +89,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             expires_at TIMESTAMPTZ NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
+    ),
+    # 3: the console's task search and outcome counts, as in the SQLite store: one index per
+    # filter, each ending in the page order, so a page is one index range read in order.
+    3: (
+        "CREATE INDEX IF NOT EXISTS results_finished ON results (finished_at, task_id)",
+        "CREATE INDEX IF NOT EXISTS results_status ON results (status, finished_at, task_id)",
+        "CREATE INDEX IF NOT EXISTS results_task ON results (task, finished_at, task_id)",
+        "CREATE INDEX IF NOT EXISTS results_key ON results (key, finished_at, task_id)",
     ),
 }
 
@@ -224,6 +235,22 @@ class PostgresStore(ResultStore):
         assert row is not None
         return int(row[0])
 
+    def search(self, query: TaskQuery) -> list[ResultRecord]:
+        where, params = _search_filter(query)
+        sql_ = f"{_SELECT} WHERE {where} ORDER BY finished_at DESC, task_id DESC LIMIT %s"
+        with self._transaction() as conn:
+            rows = conn.execute(sql_, (*params, query.limit)).fetchall()
+        return [_from_row(row) for row in rows]
+
+    def outcome_counts(self, since: datetime, bucket_s: int) -> list[OutcomeCount]:
+        # date_bin (PostgreSQL 14+) buckets from the epoch, as bucket_start does.
+        sql_ = """SELECT date_bin(%s * INTERVAL '1 second', finished_at, TIMESTAMPTZ 'epoch')
+                AS bucket, status, count(*)
+            FROM results WHERE finished_at >= %s GROUP BY bucket, status ORDER BY bucket, status"""
+        with self._transaction() as conn:
+            rows = conn.execute(sql_, (bucket_s, since)).fetchall()
+        return [OutcomeCount(b, Status(s), int(n)) for b, s, n in rows]
+
     def reset(self, topic: str) -> None:
         with self._transaction() as conn:
             # TRUNCATE is transactional in PostgreSQL: readers see all rows or none.
@@ -324,6 +351,25 @@ def _migrate(conn: psycopg.Connection[Any], schema: str, where: str) -> None:
             conn.execute("DELETE FROM meta")
             conn.execute("INSERT INTO meta (version) VALUES (%s)", (SCHEMA_VERSION,))
     # SET (not SET LOCAL) outlives the transaction: the session keeps the schema.
+
+
+def _search_filter(query: TaskQuery) -> tuple[str, list[object]]:
+    """The WHERE clause of `query` (see :func:`taskstream.store.base.matches`)."""
+    clauses, params = ["finished_at IS NOT NULL"], list[object]()
+    for column, value in (("status", query.status), ("task", query.task), ("key", query.key)):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(str(value))
+    if query.since is not None:
+        clauses.append("finished_at >= %s")
+        params.append(query.since)
+    if query.until is not None:
+        clauses.append("finished_at < %s")
+        params.append(query.until)
+    if query.after is not None:
+        clauses.append("(finished_at, task_id) < (%s, %s)")  # a row comparison: one index range
+        params += [query.after[0], query.after[1]]
+    return " AND ".join(clauses), params
 
 
 def _fold(rows: Sequence[ResultRow]) -> list[ResultRow]:

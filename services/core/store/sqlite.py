@@ -16,13 +16,24 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields
+from datetime import datetime
 from pathlib import Path
 
 from taskstream.errors import StoreError
 from taskstream.status import Status
-from taskstream.store.base import IdempotencyKey, ResultRecord, ResultRow, ResultStore, from_row
+from taskstream.store.base import (
+    IdempotencyKey,
+    OutcomeCount,
+    ResultRecord,
+    ResultRow,
+    ResultStore,
+    TaskQuery,
+    from_micros,
+    from_row,
+    to_micros,
+)
 
-SCHEMA_VERSION = 3  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 4  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))  # same order as the dataclass
 _FINAL = ", ".join(f"'{s.value}'" for s in Status if s.is_final)
@@ -59,6 +70,16 @@ _IDEMPOTENCY: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
 )
 
+# The console's task search (version 4): one index per filter, each ending in the page order
+# (finished_at, task_id), so a filtered page is one index range read in order, never a sort
+# of every matching row; results_finished also serves time ranges and the outcome counts.
+_SEARCH_INDEXES: tuple[str, ...] = (
+    "CREATE INDEX IF NOT EXISTS results_finished ON results (finished_at, task_id)",
+    "CREATE INDEX IF NOT EXISTS results_status ON results (status, finished_at, task_id)",
+    "CREATE INDEX IF NOT EXISTS results_task ON results (task, finished_at, task_id)",
+    "CREATE INDEX IF NOT EXISTS results_key ON results (key, finished_at, task_id)",
+)
+
 # A new file gets the latest schema at once.
 _CREATE: tuple[str, ...] = (
     f"CREATE TABLE IF NOT EXISTS results {_RESULTS_COLUMNS}",
@@ -69,6 +90,7 @@ _CREATE: tuple[str, ...] = (
         PRIMARY KEY (topic, partition)
     ) WITHOUT ROWID""",
     *_IDEMPOTENCY,
+    *_SEARCH_INDEXES,
 )
 
 # Statements that bring an existing file from the previous version to each version, applied
@@ -85,6 +107,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 3: Idempotency-Keys shared by the HTTP service's processes.
     3: _IDEMPOTENCY,
+    # 4: indexes of the console's task search and outcome counts.
+    4: _SEARCH_INDEXES,
 }
 
 # The replacement rule lives in the WHERE clause, so concurrent writers cannot race a
@@ -183,6 +207,21 @@ class SQLiteStore(ResultStore):
                 row = conn.execute(sql, (status.value,)).fetchone()
         return int(row[0])
 
+    def search(self, query: TaskQuery) -> list[ResultRecord]:
+        where, params = _search_filter(query)
+        sql = f"{_SELECT} WHERE {where} ORDER BY finished_at DESC, task_id DESC LIMIT ?"
+        with self._transaction() as conn:
+            rows = conn.execute(sql, (*params, query.limit)).fetchall()
+        return [from_row(row) for row in rows]
+
+    def outcome_counts(self, since: datetime, bucket_s: int) -> list[OutcomeCount]:
+        step = bucket_s * 1_000_000
+        sql = """SELECT finished_at - finished_at % ? AS bucket, status, count(*) FROM results
+            WHERE finished_at >= ? GROUP BY bucket, status ORDER BY bucket, status"""
+        with self._transaction() as conn:
+            rows = conn.execute(sql, (step, to_micros(since))).fetchall()
+        return [OutcomeCount(_moment(b), Status(s), n) for b, s, n in rows]
+
     def reset(self, topic: str) -> None:
         with self._transaction(write=True) as conn:
             conn.execute("DELETE FROM results")
@@ -234,6 +273,31 @@ class SQLiteStore(ResultStore):
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"sqlite store {self.path}: {exc}") from exc
                 raise
+
+
+def _search_filter(query: TaskQuery) -> tuple[str, list[object]]:
+    """The WHERE clause of `query` (see :func:`taskstream.store.base.matches`)."""
+    clauses, params = ["finished_at IS NOT NULL"], list[object]()
+    for column, value in (("status", query.status), ("task", query.task), ("key", query.key)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(str(value))
+    if query.since is not None:
+        clauses.append("finished_at >= ?")
+        params.append(to_micros(query.since))
+    if query.until is not None:
+        clauses.append("finished_at < ?")
+        params.append(to_micros(query.until))
+    if query.after is not None:
+        clauses.append("(finished_at, task_id) < (?, ?)")  # a row value: one index range
+        params += [to_micros(query.after[0]), query.after[1]]
+    return " AND ".join(clauses), params
+
+
+def _moment(micros: int) -> datetime:
+    moment = from_micros(micros)
+    assert moment is not None
+    return moment
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

@@ -8,6 +8,7 @@ dead letters through ``taskstream dlq``'s reader and replay, workers from a
 from __future__ import annotations
 
 import base64
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from .kafka_view import PartitionBacklog, backlog, read_record
 from .workers import NoWorkers, WorkerSource
 
 BACKLOG_MAX_AGE_S = 2.0  # how stale a backlog the pages may show
+ARGUMENTS_CACHED = 1024  # task events whose decoded arguments are kept
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class Console:
         prefix = self.app.settings.topic_prefix
         self.queue_topics = {task_topic(prefix, q): q for q in service.catalog.queues}
         self.delay_topics = {delay_topic(prefix, t): t for t in DELAY_TIERS_S}
+        self._arguments: dict[tuple[str, int, int], Arguments] = {}
+        self._lock = threading.Lock()
         self._queue_backlog = Cached(
             lambda: backlog(self.app, worker_group(prefix), list(self.queue_topics)),
             BACKLOG_MAX_AGE_S,

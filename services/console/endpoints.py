@@ -198,8 +198,8 @@ async def task(request: Request) -> Response:
     rendered = await run_in_threadpool(console.render, record)
     args = await run_in_threadpool(console.arguments, record)
     live = pages.task_detail(record, rendered, args)
-    every = 0 if record.status.is_final else 2000  # a final outcome no longer changes
-    return _answer(request, f"Task {task_id}", "tasks", live, live_every_ms=every)
+    # Even a final outcome can change: a replayed dead letter runs the task again.
+    return _answer(request, f"Task {task_id}", "tasks", live)
 
 
 def _letter_filter(params: dict[str, str]) -> tuple[LetterFilter, dict[str, str]]:

@@ -91,12 +91,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
     ),
     # 3: the console's task search and outcome counts, as in the SQLite store: one index per
-    # filter, each ending in the page order, so a page is one index range read in order.
+    # filter, each ending in finished_at, so a page is one index range read newest first
+    # (rows sharing a finished_at sorted by task_id: an incremental sort).
     3: (
-        "CREATE INDEX IF NOT EXISTS results_finished ON results (finished_at, task_id)",
-        "CREATE INDEX IF NOT EXISTS results_status ON results (status, finished_at, task_id)",
-        "CREATE INDEX IF NOT EXISTS results_task ON results (task, finished_at, task_id)",
-        "CREATE INDEX IF NOT EXISTS results_key ON results (key, finished_at, task_id)",
+        "CREATE INDEX IF NOT EXISTS results_finished ON results (finished_at)",
+        "CREATE INDEX IF NOT EXISTS results_status ON results (status, finished_at)",
+        "CREATE INDEX IF NOT EXISTS results_task ON results (task, finished_at)",
+        "CREATE INDEX IF NOT EXISTS results_key ON results (key, finished_at)",
     ),
 }
 
@@ -367,8 +368,10 @@ def _search_filter(query: TaskQuery) -> tuple[str, list[object]]:
         clauses.append("finished_at < %s")
         params.append(query.until)
     if query.after is not None:
-        clauses.append("(finished_at, task_id) < (%s, %s)")  # a row comparison: one index range
-        params += [query.after[0], query.after[1]]
+        # The page order's (finished_at, task_id) < cursor, spelt so that the index range
+        # on finished_at is plain to the planner.
+        clauses.append("finished_at <= %s AND (finished_at < %s OR task_id < %s)")
+        params += [query.after[0], query.after[0], query.after[1]]
     return " AND ".join(clauses), params
 
 

@@ -70,14 +70,17 @@ _IDEMPOTENCY: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
 )
 
-# The console's task search (version 4): one index per filter, each ending in the page order
-# (finished_at, task_id), so a filtered page is one index range read in order, never a sort
-# of every matching row; results_finished also serves time ranges and the outcome counts.
+# The console's task search (version 4): one index per filter, each ending in finished_at, so
+# a filtered page is one index range read newest first (only rows that share a finished_at
+# are sorted by task_id), never a sort of every matching row; results_finished also serves
+# time ranges and the outcome counts. task_id is left out of them: outcomes arrive in about
+# finished_at order, so each index grows at its right edge, and the four cost the
+# materializer about a fifth of its write rate (with task_id in each, about two fifths).
 _SEARCH_INDEXES: tuple[str, ...] = (
-    "CREATE INDEX IF NOT EXISTS results_finished ON results (finished_at, task_id)",
-    "CREATE INDEX IF NOT EXISTS results_status ON results (status, finished_at, task_id)",
-    "CREATE INDEX IF NOT EXISTS results_task ON results (task, finished_at, task_id)",
-    "CREATE INDEX IF NOT EXISTS results_key ON results (key, finished_at, task_id)",
+    "CREATE INDEX IF NOT EXISTS results_finished ON results (finished_at)",
+    "CREATE INDEX IF NOT EXISTS results_status ON results (status, finished_at)",
+    "CREATE INDEX IF NOT EXISTS results_task ON results (task, finished_at)",
+    "CREATE INDEX IF NOT EXISTS results_key ON results (key, finished_at)",
 )
 
 # A new file gets the latest schema at once.
@@ -289,8 +292,11 @@ def _search_filter(query: TaskQuery) -> tuple[str, list[object]]:
         clauses.append("finished_at < ?")
         params.append(to_micros(query.until))
     if query.after is not None:
-        clauses.append("(finished_at, task_id) < (?, ?)")  # a row value: one index range
-        params += [to_micros(query.after[0]), query.after[1]]
+        # The page order's (finished_at, task_id) < cursor, spelt so that the index range
+        # on finished_at is plain to the planner.
+        moment = to_micros(query.after[0])
+        clauses.append("finished_at <= ? AND (finished_at < ? OR task_id < ?)")
+        params += [moment, moment, query.after[1]]
     return " AND ".join(clauses), params
 
 

@@ -10,17 +10,26 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from taskstream.errors import TaskstreamError
+
 from . import endpoints
 from .auth import ConsoleAuth, login
 from .console import Console
+from .html import page, tag
 
 PREFIX = "/ui"
 STATIC = Path(__file__).with_name("static")  # shipped as package data: no CDN, no build
+
+
+async def _unavailable(_request: Request, exc: Exception) -> Response:
+    """The store or the broker failed (StoreError, DeliveryFailed, ...): say so, 503."""
+    body = page("Unavailable", "", tag("p", str(exc), class_="problem"), live_every_ms=0)
+    return HTMLResponse(body, 503, {"Retry-After": "1"})
 
 
 async def _slash(_request: Request) -> Response:
@@ -42,6 +51,7 @@ def create_console(console: Console) -> Starlette:
             Mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[Middleware(ConsoleAuth, tokens=console.tokens)],
+        exception_handlers={TaskstreamError: _unavailable},
     )
     app.state.console = console
     return app

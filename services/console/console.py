@@ -15,7 +15,7 @@ from typing import Any
 
 from taskstream.app import App
 from taskstream.avro_json import datum_to_json
-from taskstream.errors import CodecError
+from taskstream.errors import BrokerError, CodecError
 from taskstream.producer.http import HttpService
 from taskstream.store import ResultRecord
 from taskstream.store.base import OutcomeCount, TaskQuery
@@ -33,6 +33,7 @@ from .kafka_view import PartitionBacklog, backlog, read_record
 from .workers import NoWorkers, WorkerSource
 
 BACKLOG_MAX_AGE_S = 2.0  # how stale a backlog the pages may show
+ARGUMENTS_CACHED = 1024  # task events whose decoded arguments are kept
 ARGUMENTS_CACHED = 1024  # task events whose decoded arguments are kept
 
 
@@ -63,6 +64,8 @@ class Console:
         prefix = self.app.settings.topic_prefix
         self.queue_topics = {task_topic(prefix, q): q for q in service.catalog.queues}
         self.delay_topics = {delay_topic(prefix, t): t for t in DELAY_TIERS_S}
+        self._arguments: dict[tuple[str, int, int], Arguments] = {}
+        self._lock = threading.Lock()
         self._arguments: dict[tuple[str, int, int], Arguments] = {}
         self._lock = threading.Lock()
         self._queue_backlog = Cached(
@@ -111,7 +114,24 @@ class Console:
         )
         if topic is None or partition is None or offset is None:
             return Arguments(None, "the outcome does not say which event it came from")
-        message = read_record(self.app, topic, partition, offset)
+        # A record never changes: a task page that refreshes reads its event from Kafka once.
+        where = (topic, partition, offset)
+        with self._lock:
+            known = self._arguments.get(where)
+        if known is None:
+            known = self._read_arguments(topic, partition, offset)
+            if known.problem is None:  # a read that failed is tried again next time
+                with self._lock:
+                    if len(self._arguments) >= ARGUMENTS_CACHED:
+                        self._arguments.pop(next(iter(self._arguments)))  # the oldest
+                    self._arguments[where] = known
+        return known
+
+    def _read_arguments(self, topic: str, partition: int, offset: int) -> Arguments:
+        try:
+            message = read_record(self.app, topic, partition, offset)
+        except BrokerError as exc:
+            return Arguments(None, f"Kafka could not be read: {exc}")
         if message is None:
             return Arguments(None, f"{topic}[{partition}]@{offset} is no longer in Kafka")
         catalog = self.service.catalog

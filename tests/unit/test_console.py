@@ -295,3 +295,30 @@ def test_lag_in_seconds_is_the_worst_an_online_worker_reports_per_topic() -> Non
     assert lag_seconds_by_topic([WORKER, other, lost]) == {"uc.tasks.default": 7.0}
     assert NoWorkers().workers_json() == []
     assert Status.SUCCESS.is_final
+
+
+async def test_a_store_that_fails_gives_a_503_page_not_a_crash(ui: Ui) -> None:
+    ui.app.store.close()  # every query now raises StoreError
+    r = await ui.client.get("/ui/tasks")
+    assert r.status_code == 503 and "closed" in r.text and "<html" in r.text
+
+
+async def test_a_refreshing_task_page_reads_its_task_event_from_kafka_once(
+    ui: Ui, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskstream.console import console as module
+
+    reads: list[tuple[str, int, int]] = []
+    real = module.read_record
+
+    def counted(app: App, topic: str, partition: int, offset: int, timeout_s: float = 5.0) -> Any:
+        reads.append((topic, partition, offset))
+        return real(app, topic, partition, offset, timeout_s)
+
+    monkeypatch.setattr(module, "read_record", counted)
+    task_id = ui.app.tasks["uc.add"].delay(4, 5).id
+    ui.stub.join()
+    for _ in range(3):
+        r = await ui.client.get(f"/ui/tasks/{task_id}", headers={"X-Console-Live": "1"})
+        assert "&quot;a&quot;: 4" in r.text
+    assert len(reads) == 1

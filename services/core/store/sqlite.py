@@ -73,9 +73,9 @@ _IDEMPOTENCY: tuple[str, ...] = (
 # The console's task search (version 4): one index per filter, each ending in finished_at, so
 # a filtered page is one index range read newest first (only rows that share a finished_at
 # are sorted by task_id), never a sort of every matching row; results_finished also serves
-# time ranges and the outcome counts. task_id is left out of them: outcomes arrive in about
-# finished_at order, so each index grows at its right edge, and the four cost the
-# materializer about a fifth of its write rate (with task_id in each, about two fifths).
+# time ranges and the outcome counts. task_id is left out of them (smaller, cheaper to
+# write). They cost the materializer's writes about a quarter to a third of their rate on a
+# million-row store (python -m benchmarks.console; the README's Console section).
 _SEARCH_INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS results_finished ON results (finished_at)",
     "CREATE INDEX IF NOT EXISTS results_status ON results (status, finished_at)",

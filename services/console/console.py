@@ -66,8 +66,6 @@ class Console:
         self.delay_topics = {delay_topic(prefix, t): t for t in DELAY_TIERS_S}
         self._arguments: dict[tuple[str, int, int], Arguments] = {}
         self._lock = threading.Lock()
-        self._arguments: dict[tuple[str, int, int], Arguments] = {}
-        self._lock = threading.Lock()
         self._queue_backlog = Cached(
             lambda: backlog(self.app, worker_group(prefix), list(self.queue_topics)),
             BACKLOG_MAX_AGE_S,

@@ -307,9 +307,9 @@ async def test_a_refreshing_task_page_reads_its_task_event_from_kafka_once(
     ui: Ui, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from taskstream.console import console as module
+    from taskstream.console.kafka_view import read_record as real
 
     reads: list[tuple[str, int, int]] = []
-    real = module.read_record
 
     def counted(app: App, topic: str, partition: int, offset: int, timeout_s: float = 5.0) -> Any:
         reads.append((topic, partition, offset))

@@ -34,7 +34,6 @@ from .workers import NoWorkers, WorkerSource
 
 BACKLOG_MAX_AGE_S = 2.0  # how stale a backlog the pages may show
 ARGUMENTS_CACHED = 1024  # task events whose decoded arguments are kept
-ARGUMENTS_CACHED = 1024  # task events whose decoded arguments are kept
 
 
 @dataclass(frozen=True)

@@ -53,3 +53,11 @@ def test_serve_with_tokens_sends_a_browser_to_the_login_form(scope: Scope) -> No
             assert logged.status_code == 303
             assert client.get("/ui/delays").status_code == 200  # the login cookie
             assert client.get("/v1/tasks").status_code == 401  # the API wants its bearer token
+
+
+def test_serve_with_several_processes_serves_the_console_from_each(scope: Scope) -> None:
+    with serve_process(scope, APP_SPEC, "--workers", "2") as url:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            pages = [client.get(path) for path in ("/ui", "/ui/tasks", "/ui/delays") * 3]
+            assert [p.status_code for p in pages] == [200] * 9
+            assert client.get("/healthz").status_code == 200

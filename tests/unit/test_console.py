@@ -322,3 +322,35 @@ async def test_a_refreshing_task_page_reads_its_task_event_from_kafka_once(
         r = await ui.client.get(f"/ui/tasks/{task_id}", headers={"X-Console-Live": "1"})
         assert "&quot;a&quot;: 4" in r.text
     assert len(reads) == 1
+
+
+async def test_a_console_served_from_schema_files_alone_renders_stored_results() -> None:
+    from datetime import UTC, datetime
+
+    from taskstream.config import Settings
+    from taskstream.store import MemoryStore, ResultRecord
+    from tests.conftest import REPO
+
+    catalog = Catalog.from_schemas(REPO / "schemas")
+    store = MemoryStore()
+    settings = Settings.load(environ={}, bootstrap_servers="127.0.0.1:9")
+    service = HttpService(catalog, settings, FakePublisher(), store)
+    console = Console(service)  # no app: one is made from the service's settings and codec
+    assert console.app.settings is settings and console.app.codec is catalog.codec
+    spec = catalog.tasks["examples.app.add"]
+    now = datetime.now(UTC)
+    store.apply(
+        [
+            ResultRecord(
+                "t-1", "examples.app.add", Status.SUCCESS, 1, catalog.codec.encode(spec.result, 5),
+                None, None, None, "w:1", None, now, now, now, None, None, None,
+            )
+        ],
+        {},
+    )  # fmt: skip
+    transport = httpx.ASGITransport(app=with_console(create_app(service), console))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        page = (await client.get("/ui/tasks/t-1")).text
+        assert 'id="result"><h2>Result</h2><pre class="json">5</pre>' in page
+        assert "does not say which event it came from" in page  # no source: no arguments
+        assert "examples.app.add" in (await client.get("/ui/tasks")).text

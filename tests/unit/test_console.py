@@ -297,9 +297,16 @@ def test_lag_in_seconds_is_the_worst_an_online_worker_reports_per_topic() -> Non
     assert Status.SUCCESS.is_final
 
 
-async def test_a_store_that_fails_gives_a_503_page_not_a_crash(ui: Ui) -> None:
-    ui.app.store.close()  # every query now raises StoreError
-    r = await ui.client.get("/ui/tasks")
+async def test_a_store_that_fails_gives_a_503_page_not_a_crash(tmp_path: Path) -> None:
+    from taskstream.store import MemoryStore
+
+    app = build_app(tmp_path / "marker")
+    store = MemoryStore()
+    service = HttpService(Catalog.from_app(app), app.settings, FakePublisher(), store)
+    store.close()  # every query now raises StoreError
+    transport = httpx.ASGITransport(app=with_console(create_app(service), Console(service, app)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        r = await client.get("/ui/tasks")
     assert r.status_code == 503 and "closed" in r.text and "<html" in r.text
 
 

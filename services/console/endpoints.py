@@ -16,15 +16,16 @@ from starlette.responses import HTMLResponse, Response
 
 from taskstream.errors import TaskstreamError
 from taskstream.status import Status
-from taskstream.store.base import TaskQuery, from_micros
+from taskstream.store.base import TaskQuery
 
-from . import pages
+from . import forms, pages
 from .console import Console
 from .dead_letters import LetterFilter
-from .html import Html, esc, join, link, page, tag, task_link, url, when
+from .html import Html, join, link, page, tag, task_link, url
 from .workers import lag_seconds_by_topic
 
 LIVE_HEADER = "x-console-live"
+_LATEST = datetime.max.replace(tzinfo=UTC)
 PAGE_SIZE = 50
 CHART_MINUTES, CHART_BUCKET_S = 15, 30
 
@@ -134,7 +135,7 @@ async def tasks(request: Request) -> Response:
         cursor = f"{more.finished_at.isoformat()}|{more.task_id}"
         paging.append(link(url("/ui/tasks", **kept, after=cursor), "next page", id="next-page"))
     live = join([pages.task_rows(records), tag("p", join(_spaced(paging)), class_="paging")])
-    form = _search_form(console, task_id, kept)
+    form = forms.task_search(task_id, kept, console.task_names)
     # Only the first page moves: a later page stays as it was when opened.
     every = 2000 if query.after is None else 0
     return _answer(request, "Tasks", "tasks", live, before=form, live_every_ms=every)
@@ -145,45 +146,6 @@ def _spaced(parts: list[Html]) -> list[Html | str]:
     for part in parts:
         out += [part, " "]
     return out
-
-
-def _search_form(console: Console, task_id: str, kept: dict[str, str]) -> Html:
-    def field(label: str, control: Html) -> Html:
-        return tag("label", join([label, control]))
-
-    def text(name: str, value: str, **attrs: object) -> Html:
-        return Html(
-            f'<input name="{name}" value="{esc(value)}"'
-            + "".join(f' {k}="{esc(v)}"' for k, v in attrs.items())
-            + ">"
-        )
-
-    statuses = join(
-        tag("option", s or "any", value=s, selected=kept.get("status") == s)
-        for s in ["", *Status.__members__]
-    )
-    names = join(tag("option", value=n) for n in console.task_names)
-    return tag(
-        "form",
-        join(
-            [
-                field("id ", text("id", task_id, placeholder="task id", size="38", id="search-id")),
-                field("status ", tag("select", statuses, name="status")),
-                field("task ", text("task", kept.get("task", ""), list="task-names")),
-                tag("datalist", names, id="task-names"),
-                field("key ", text("key", kept.get("key", ""))),
-                field(
-                    "finished from ",
-                    text("since", kept.get("since", ""), placeholder="2026-11-29T12:00"),
-                ),
-                field("to ", text("until", kept.get("until", ""), placeholder="UTC, ISO")),
-                tag("button", "Search", type="submit", id="search"),
-            ]
-        ),
-        method="get",
-        action="/ui/tasks",
-        class_="filters",
-    )
 
 
 async def task(request: Request) -> Response:
@@ -213,60 +175,8 @@ async def dead_letters(request: Request) -> Response:
     where, kept = _letter_filter(dict(request.query_params))
     found, trouble = await _kafka(lambda: console.dead_letters.matching(where))
     live = trouble or pages.letters(found)
-    replay_all = tag(
-        "form",
-        join(
-            [
-                Html(
-                    "".join(
-                        f'<input type="hidden" name="{k}" value="{esc(v)}">'
-                        for k, v in kept.items()
-                    )
-                ),
-                tag("button", "Replay every letter shown", type="submit", id="replay-all"),
-            ]
-        ),
-        method="post",
-        action="/ui/dead-letters/replay",
-    )
-    filters = tag(
-        "form",
-        join(
-            [
-                tag(
-                    "label",
-                    join(
-                        ["task ", Html(f'<input name="task" value="{esc(kept.get("task", ""))}">')]
-                    ),
-                ),
-                tag(
-                    "label",
-                    join(
-                        [
-                            "reason ",
-                            Html(f'<input name="reason" value="{esc(kept.get("reason", ""))}">'),
-                        ]
-                    ),
-                ),
-                tag(
-                    "label",
-                    join(
-                        [
-                            "since ",
-                            Html(f'<input name="since" value="{esc(kept.get("since", ""))}">'),
-                        ]
-                    ),
-                ),
-                tag("button", "Filter", type="submit"),
-            ]
-        ),
-        method="get",
-        action="/ui/dead-letters",
-        class_="filters",
-    )
-    return _answer(
-        request, "Dead letters", "dead-letters", live, before=join([filters, replay_all])
-    )
+    before = forms.letter_filters(kept)
+    return _answer(request, "Dead letters", "dead-letters", live, before=before)
 
 
 async def replay(request: Request) -> Response:
@@ -300,24 +210,12 @@ async def delays(request: Request) -> Response:
     console = _console(request)
     backlog, trouble = await _kafka(console.delay_backlog)
     heads: dict[str, Html] = {}
-    for part in sorted(
-        backlog or [], key=lambda p: p.head_time or datetime.max.replace(tzinfo=UTC)
-    ):
-        if part.head is None or part.topic in heads:
-            continue
-        try:
-            event = console.service.catalog.envelopes.decode_task(part.head.value() or b"")
-        except TaskstreamError:
-            continue
-        due = from_micros(event.not_before)
-        heads[part.topic] = join(
-            [
-                task_link(event.id),
-                " ",
-                event.task,
-                f" attempt {event.attempt}",
-                join([" not before ", when(due)]) if due else "",
-            ]
-        )
+    for part in sorted(backlog or [], key=lambda p: p.head_time or _LATEST):
+        if part.head is not None and part.topic not in heads:
+            try:
+                event = console.service.catalog.envelopes.decode_task(part.head.value() or b"")
+            except TaskstreamError:
+                continue  # not a task event: nothing to say about it
+            heads[part.topic] = pages.waiting_task(event)
     live = join([trouble or "", pages.delays(console.delay_topics, backlog or [], heads)])
     return _answer(request, "Delay tiers", "delays", live)

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from taskstream.envelope import TaskEvent
 from taskstream.status import Status
 from taskstream.store import ResultRecord
-from taskstream.store.base import OutcomeCount, bucket_start
+from taskstream.store.base import OutcomeCount, bucket_start, from_micros
 
+from . import forms
 from .console import Arguments
 from .dead_letters import Letter
 from .html import (
@@ -18,7 +20,6 @@ from .html import (
     duration,
     esc,
     join,
-    link,
     pretty_json,
     status_badge,
     table,
@@ -277,12 +278,7 @@ def letters(found: Sequence[Letter]) -> Html:
     rows = []
     for x in found:
         d = x.letter
-        replay = tag(
-            "form",
-            join([_hidden("letter", x.position), tag("button", "Replay", type="submit")]),
-            method="post",
-            action="/ui/dead-letters/replay",
-        )
+        replay = forms.replay_one(x.position)
         rows.append(
             [
                 tag("span", x.position, class_="mono"),
@@ -303,32 +299,14 @@ def letters(found: Sequence[Letter]) -> Html:
     return join([count, table(headers, rows, "no dead letter", id="letters")])
 
 
-def _hidden(name: str, value: object) -> Html:
-    return Html(f'<input type="hidden" name="{name}" value="{esc(value)}">')
-
-
 def confirm_replay(chosen: Sequence[Letter], fields: dict[str, str]) -> Html:
-    hidden = join(_hidden(k, v) for k, v in fields.items())
+    n = len(chosen)
     question = tag(
         "p",
-        f"Send {len(chosen)} dead letter{'s' if len(chosen) != 1 else ''} back to the "
-        "topics they came from? Task events start over at attempt 1.",
+        f"Send {n} dead letter{'s' if n != 1 else ''} back to the topics they came from? "
+        "Task events start over at attempt 1.",
     )
-    form = tag(
-        "form",
-        join(
-            [
-                hidden,
-                _hidden("confirm", "yes"),
-                tag("button", f"Replay {len(chosen)}", type="submit", id="confirm-replay"),
-                " ",
-                link("/ui/dead-letters", "Cancel"),
-            ]
-        ),
-        method="post",
-        action="/ui/dead-letters/replay",
-    )
-    return join([question, letters(chosen), form])
+    return join([question, letters(chosen), forms.confirm(n, fields)])
 
 
 # --- delay tiers ----------------------------------------------------------------------------
@@ -358,3 +336,14 @@ def delays(
         )
     headers = ["tier", "topic", "waiting", "oldest written", "next hop due", "first in line"]
     return table(headers, rows, "no delay tier", id="delays")
+
+
+def waiting_task(event: TaskEvent) -> Html:
+    """The task event first in line in a delay tier: its id, task, attempt and due time."""
+    due = from_micros(event.not_before)
+    return join(
+        [
+            task_link(event.id), " ", event.task, f" attempt {event.attempt}",
+            join([" not before ", when(due)]) if due else "",
+        ]
+    )  # fmt: skip

@@ -88,7 +88,7 @@ def worker_pass(app: Any) -> Callable[[list[Message]], None]:
     worker.message_max_bytes = 1_000_000
     worker._reports = ReportServer(producer)  # type: ignore[arg-type]
     worker._context = JobContext(
-        worker.hooks, outcomes, worker.executor, Watchdog(), worker._reports
+        worker.hooks, outcomes, worker.executor, Watchdog(), worker._reports, worker.revocations
     )
     worker._journal = _NoJournal()  # type: ignore[assignment]
 

@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop the store's rows and offsets, then re-read the results topic from the start",
     )
 
+    b = sub.add_parser("beat", help="fire the app's periodic tasks (any replicas: one leads)")
+    b.add_argument("app", help="module:attribute")
+    b.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+
     d = sub.add_parser("dev", help="embedded broker + worker + materializer, for development")
     d.add_argument("app", help="module:attribute")
     d.add_argument("--concurrency", type=int, default=4)
@@ -45,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("task_id")
     r.add_argument("--app", help="module:attribute (to decode return values by type)")
     r.add_argument("--wait", type=float, metavar="SECONDS", help="wait for a final outcome")
+
+    rv = sub.add_parser("revoke", help="revoke tasks: they never start; --terminate stops runs")
+    rv.add_argument("task_ids", nargs="+", metavar="task_id")
+    rv.add_argument("--app", help="module:attribute; settings from the environment when omitted")
+    rv.add_argument(
+        "--terminate", action="store_true", help="also stop a run in progress (sync tasks)"
+    )
 
     h = sub.add_parser("serve", help="the HTTP API: send tasks and read results over HTTP")
     h.add_argument("app", nargs="?", help="module:attribute (or --schemas DIR without task code)")

@@ -12,6 +12,11 @@ from taskstream.loading import load_app
 from taskstream.outcome_json import outcome_json
 from taskstream.status import Status
 
+UNKNOWN_TASK_ID = {
+    "code": "unknown_task_id",
+    "message": "no outcome stored: not started yet, unknown, expired (result_expires) or forgotten",
+}
+
 
 def send(args: argparse.Namespace) -> int:
     app = load_app(args.app)
@@ -41,7 +46,9 @@ def result(args: argparse.Namespace) -> int:
             pass
     record = handle.info
     if record is None:
-        print(json.dumps({"task_id": args.task_id, "status": Status.PENDING.value}))
+        # As GET /v1/tasks/{id} answers a task id it did not accept itself (404): the store
+        # cannot tell an id not run yet from an unknown, expired or forgotten one.
+        print(json.dumps({"task_id": args.task_id, "error": UNKNOWN_TASK_ID}))
         return 1
 
     def result_json(task_name: str, data: bytes) -> Any:
@@ -52,4 +59,4 @@ def result(args: argparse.Namespace) -> int:
     out = outcome_json(record, result_json)
     print(json.dumps(out, indent=2))
     app.close()
-    return 0 if record.status is not Status.FAILURE else 1
+    return 0 if record.status not in (Status.FAILURE, Status.REVOKED) else 1

@@ -18,8 +18,10 @@ from confluent_kafka import Message, TopicPartition
 from taskstream import clock
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
+from taskstream.consumer.execution import revoked
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
+from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.sizes import message_max_bytes
@@ -33,9 +35,14 @@ _REVOKE_FLUSH_S = 5.0
 
 
 class DelayScheduler(RuntimeOwner):
-    def __init__(self, app: App) -> None:
+    """``revocations``: the worker's; a ripe record revoked meanwhile, or past its
+    ``expires``, ends here as REVOKED (recorded by ``worker``) instead of moving on."""
+
+    def __init__(self, app: App, revocations: Revocations | None = None, worker: str = "") -> None:
         s = app.settings
         self.app = app
+        self.revocations = revocations if revocations is not None else Revocations()
+        self.worker = worker
         self.prefix = s.topic_prefix
         self.topics = [delay_topic(self.prefix, t) for t in DELAY_TIERS_S]
         self.group_id = delays_group(self.prefix)
@@ -132,6 +139,11 @@ class DelayScheduler(RuntimeOwner):
             event = self.app.envelopes.decode_task(message.value() or b"")
         except Exception as exc:
             self._outcomes.dead_letter(offsets, message, Reason.UNDECODABLE, str(exc))
+            return
+        reason = self.revocations.why_not_run(event)
+        if reason is not None:
+            outcome = revoked(event, topic, partition, offset, self.worker, reason)
+            self._outcomes.publish(offsets, message, outcome)
             return
         self._outcomes.forward(offsets, message, self._outcomes.destination(event))
 

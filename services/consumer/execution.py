@@ -25,11 +25,15 @@ from taskstream.errors import (
     ResultTooLarge,
     Retry,
     SoftTimeLimitExceeded,
+    Terminated,
     TimeLimitExceeded,
     WorkerLost,
 )
 from taskstream.status import Status
 from taskstream.task import Task, set_current_event
+
+# Why a REVOKED task did not run or stopped: its error message (Celery's words).
+REVOKED, EXPIRED, TERMINATED = "revoked", "expired", "terminated"
 
 
 @dataclass(slots=True)
@@ -55,6 +59,7 @@ class Run:
     # The producer's message.max.bytes (taskstream.sizes.producer_limit), in bytes: the
     # largest result event this run may publish.
     message_max_bytes: int = field(kw_only=True)
+    terminated: bool = field(default=False, kw_only=True)  # revoked with terminate=True
 
     def enter(self) -> None:
         """Mark the start of the run and make its request current for the task's code."""
@@ -89,6 +94,10 @@ class Run:
             return Outcome(result)
         too_large = ResultTooLarge(self.event.task, sizes.result_record_size(result), limit)
         return Outcome(self._failure(Status.FAILURE, too_large))
+
+    def revoked(self, reason: str) -> Outcome:
+        """REVOKED: not run (revoked, expired) or stopped (terminated)."""
+        return revoked(self.event, self.topic, self.partition, self.offset, self.worker, reason)
 
     def worker_lost(self, lost: int) -> Outcome:
         """Not run again: ``lost`` runs of it ended with their worker's death."""
@@ -125,6 +134,7 @@ class Run:
             enqueued_at=event.enqueued_at,
             not_before=now_micros() + int(wait * 1_000_000),
             args=event.args,
+            expires=event.expires,
         )
         return Outcome(self._failure(Status.RETRY, recorded), following)
 
@@ -179,6 +189,20 @@ def _cut(text: str, max_bytes: int, *, tail: bool = False) -> str:
     return head + _CUT_MARK.format(sizes.format_size(cut)) + (" ..." if back else "") + end
 
 
+def revoked(
+    event: TaskEvent, topic: str, partition: int, offset: int, worker: str, reason: str
+) -> Outcome:
+    """The REVOKED outcome of a task event that does not run, or was terminated: the
+    reason (revoked, expired, terminated) is the error's message, ``TaskRevoked`` its type."""
+    now = now_micros()
+    result = ResultEvent(
+        event.id, event.task, Status.REVOKED, event.attempt, event.key, None,
+        TaskError("TaskRevoked", reason, ""), worker, topic, partition, offset,
+        event.enqueued_at, now, now,
+    )  # fmt: skip
+    return Outcome(result)
+
+
 def describe(exc: BaseException) -> TaskError:
     return TaskError(
         type=type(exc).__name__,
@@ -187,23 +211,34 @@ def describe(exc: BaseException) -> TaskError:
     )
 
 
-def run_sync(run: Run, watchdog: Watchdog, on_abandon: Callable[[], None]) -> Outcome:
-    """Run a plain function on this thread, within its time limits."""
+def run_sync(run: Run, watchdog: Watchdog, on_abandon: Callable[[bool], None]) -> Outcome:
+    """Run a plain function on this thread, within its time limits, terminable by its id
+    (``on_abandon(terminated)``: the watchdog gave up on the thread)."""
     options = run.task.options
+    task_id = run.event.id
     run.enter()
+    watchdog.track(task_id, on_abandon)
     watch = (
         watchdog.watch(options.soft_time_limit, options.time_limit, on_abandon)
         if options.time_limited
         else None
     )
+    terminated = False
     try:
         try:
             value = run.task.invoke(run.kwargs)
         finally:
             if watch is not None:
                 watchdog.unwatch(watch)
+            terminated = watchdog.untrack(task_id)
     except Exception as exc:
+        if terminated or isinstance(exc, Terminated):
+            run.terminated = True
+            return run.revoked(TERMINATED)
         return run.failed(exc)
+    if terminated:  # it caught Terminated and returned: still stopped by the revoke
+        run.terminated = True
+        return run.revoked(TERMINATED)
     return run.succeeded(value)
 
 

@@ -46,7 +46,7 @@ class Executor:
         self, concurrency: int, inline: Callable[[Callable[[], None]], None] | None = None
     ) -> None:
         self._inline = inline if concurrency == 1 else None
-        self._owner = threading.get_ident()  # the submitting thread, which may run jobs inline
+        self.owner = threading.get_ident()  # the submitting thread, which may run jobs inline
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pooled = 0  # jobs handed to the pool and not yet finished
@@ -69,7 +69,7 @@ class Executor:
             self._inline is not None
             and not job.limited
             and not self._pooled
-            and threading.get_ident() == self._owner
+            and threading.get_ident() == self.owner
         ):
             # Nothing else runs (concurrency 1, pool idle): run it here. Nothing of its key
             # can be queued behind it, as the same thread submits the next job only after.

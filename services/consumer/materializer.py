@@ -6,6 +6,11 @@ offsets the store holds, not from the group's: a crash between the two never los
 nor applies one twice. Offsets are also committed to Kafka, afterwards, only so that
 operators see the group's lag.
 
+A tombstone (a record without a value, written by ``AsyncResult.forget()``) deletes its task's
+outcome. With ``result_expires`` set, outcomes older than it are deleted between batches, a
+small batch at a time (``ResultStore.expire``); after a rebuild from a topic that still holds
+older events, the next sweeps delete them again.
+
 The hot path decodes each envelope to the codec's plain dict and builds the store's row tuple
 from it (:func:`result_row`): at tens of thousands of events a second, a ResultEvent, three
 datetimes and a ResultRecord per event cost more than the SQLite write itself.
@@ -24,17 +29,21 @@ from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.instrumentation import MaterializerHooks, PrometheusMaterializerHooks
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
+from taskstream.envelope import now_micros
 from taskstream.errors import CorruptMessage, DeliveryFailed
 from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.sizes import producer_limit
 from taskstream.status import Status
 from taskstream.store import ResultRow, ResultStore
+from taskstream.store.base import from_micros
 from taskstream.topics import materializer_group, results_topic
 
 log = logging.getLogger(__name__)
 
 _BATCH = 2000  # result events applied per store transaction, at most
 _POLL_S = 0.1
+_EXPIRE_BATCH = 500  # outcomes deleted per store transaction by the expiry sweep
+_SWEEP_MIN_S, _SWEEP_MAX_S = 1.0, 60.0  # how often expired outcomes are looked for
 _STATUSES = frozenset(s.value for s in Status)
 
 
@@ -87,6 +96,13 @@ class Materializer(RuntimeOwner):
         # Drop the store's rows and offsets first: with no stored offsets, every partition is
         # read from the beginning (the compacted topic holds each task's latest outcome).
         self.rebuild = rebuild
+        self.expired = 0  # outcomes deleted by result_expires in this process
+        expires = s.result_expires or None
+        self._expires_us = None if expires is None else int(expires * 1_000_000)
+        self._sweep_every_s = (
+            0.0 if expires is None else min(max(expires / 4, _SWEEP_MIN_S), _SWEEP_MAX_S)
+        )
+        self._next_sweep = 0.0  # monotonic time of the next sweep
 
     def run(self) -> None:
         s = self.app.settings
@@ -129,6 +145,21 @@ class Materializer(RuntimeOwner):
     def serve(self, timeout: float) -> None:
         if self._producer is not None:
             self._producer.poll(0)
+        if self._expires_us is not None and time.monotonic() >= self._next_sweep:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """One small batch of expired outcomes; the next turn takes another while the last
+        was full, else the next sweep is an interval away."""
+        assert self._expires_us is not None
+        before = from_micros(now_micros() - self._expires_us)
+        assert before is not None
+        deleted = self.store.expire(before, _EXPIRE_BATCH)
+        self.expired += deleted
+        if deleted < _EXPIRE_BATCH:
+            self._next_sweep = time.monotonic() + self._sweep_every_s
+        if deleted:
+            log.debug("%d expired outcomes deleted", deleted)
 
     def drain(self, grace: float) -> None:
         pass
@@ -146,17 +177,25 @@ class Materializer(RuntimeOwner):
         schema = self.app.envelopes.result_schema
         rows: list[ResultRow] = []
         positions: dict[tuple[str, int], int] = {}
+        forgotten: set[str] = set()
         for message in batch:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
             positions[(topic, partition)] = offset + 1
+            value = message.value()
+            if value is None:  # a tombstone: AsyncResult.forget()
+                rows = self._forget(message, rows, forgotten)
+                continue
             try:
-                rows.append(result_row(decode(schema, message.value() or b"")))
+                rows.append(result_row(decode(schema, value)))
             except Exception as exc:
                 self._dead_letter(message, str(exc))
         if self._producer is not None and self._producer.flush(30.0):
             raise DeliveryFailed(self._letters.topic, "not advancing the store's offsets")
         started = time.perf_counter()
+        if forgotten:
+            # Idempotent, so a crash before the batch's offsets are stored only repeats it.
+            self.store.forget(list(forgotten))
         self.store.apply_rows(rows, positions)
         seconds = time.perf_counter() - started
         self.applied += len(rows)
@@ -168,6 +207,15 @@ class Materializer(RuntimeOwner):
             if high is not None:
                 lag[partition] = max(0, high - position)
         self.hooks.applied(len(rows), seconds, lag)
+
+    @staticmethod
+    def _forget(message: Message, rows: list[ResultRow], forgotten: set[str]) -> list[ResultRow]:
+        """A tombstone of a task id: its outcome goes, and its rows earlier in this batch;
+        rows after it in the batch stay (a later outcome of the same id)."""
+        key = message.key()
+        task_id = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+        forgotten.add(task_id)
+        return [r for r in rows if r[0] != task_id]
 
     def _dead_letter(self, message: Message, error: str) -> None:
         if self._producer is None:

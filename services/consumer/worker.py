@@ -26,13 +26,14 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.delays import DelayScheduler
-from taskstream.consumer.deliveries import DeliveryJournal, UncountedDeliveries
-from taskstream.consumer.execution import Outcome, Run, run_async, run_sync
+from taskstream.consumer.deliveries import Deliveries, DeliveryJournal, UncountedDeliveries
+from taskstream.consumer.execution import TERMINATED, Outcome, Run, revoked, run_async, run_sync
 from taskstream.consumer.executor import Executor
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
 from taskstream.consumer.reports import ReportServer
+from taskstream.consumer.revocation import ControlReader, Revocations
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import now_micros
@@ -50,7 +51,9 @@ _JOURNAL_FETCH_WAIT_MS = 100  # the journal is read at assignments: no need to f
 class JobContext:
     """What a task job uses: the worker's collaborators, handed in."""
 
-    __slots__ = ("executor", "hooks", "outcomes", "publish_lock", "reports", "watchdog")
+    __slots__ = (
+        "executor", "hooks", "outcomes", "publish_lock", "reports", "revocations", "watchdog",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -59,7 +62,9 @@ class JobContext:
         executor: Executor,
         watchdog: Watchdog,
         reports: ReportServer,
+        revocations: Revocations,
     ) -> None:
+        self.revocations = revocations
         self.hooks = hooks
         self.outcomes = outcomes
         self.executor = executor
@@ -79,6 +84,7 @@ class TaskJob:
         "limited",
         "message",
         "offsets",
+        "on_loop",
         "released",
         "run_",
     )
@@ -94,7 +100,18 @@ class TaskJob:
         self.is_async = run.task.is_async
         self.limited = run.task.options.time_limited
         self.released = False
+        self.on_loop = False  # runs on the consumer loop's thread (concurrency 1)
         self._published = False
+
+    def _skipped(self) -> bool:
+        """Revoked (or expired) while it waited in the worker: REVOKED, not run."""
+        reason = self.context.revocations.why_not_run(self.run_.event)
+        if reason is None:
+            return False
+        context = self.context  # no hooks: it never ran (as when revoked at dispatch)
+        context.outcomes.publish(self.offsets, self.message, self.run_.revoked(reason))
+        context.reports.serve_ready()
+        return True
 
     def _begin(self) -> None:
         self.context.hooks.run_started(self.run_)
@@ -102,22 +119,35 @@ class TaskJob:
             self.context.outcomes.started(self.run_.started_event())
 
     def run(self) -> None:
+        if self._skipped():
+            return
+        self.on_loop = threading.get_ident() == self.context.executor.owner
         self._begin()
         self.publish(run_sync(self.run_, self.context.watchdog, self.abandon))
 
     async def run_async(self) -> None:
+        if self._skipped():
+            return
         self._begin()
         self.publish(await run_async(self.run_))
 
-    def abandon(self) -> None:
-        """Past its hard time limit and still stuck: record the failure, free the slot."""
-        limit = self.run_.task.options.time_limit
-        self.publish(self.run_.failed(TimeLimitExceeded(f"hard time limit of {limit}s exceeded")))
+    def abandon(self, terminated: bool) -> None:
+        """Still stuck past its hard time limit (or after Terminated was raised in it, for a
+        revoke with terminate): record the outcome, free the slot."""
+        if terminated:
+            self.run_.terminated = True
+            self.publish(self.run_.revoked(TERMINATED))
+            if self.on_loop:
+                return  # the loop's own thread: no pool thread to replace
+        else:
+            limit = self.run_.task.options.time_limit
+            error = TimeLimitExceeded(f"hard time limit of {limit}s exceeded")
+            self.publish(self.run_.failed(error))
         self.context.executor.abandon(self)
 
     def publish(self, outcome: Outcome) -> None:
         context = self.context
-        if self.limited:  # the watchdog's thread may abandon the run meanwhile
+        if self.limited or self.run_.terminated:  # the watchdog may abandon the run meanwhile
             with context.publish_lock:
                 if self._published:
                     return  # an abandoned run came back after all
@@ -158,6 +188,7 @@ class Worker(RuntimeOwner):
         self._in_flight = 0  # fetched records whose outcome is not yet delivered
         self._held: list[Message] = []  # may run, but wait for careful runs to end
         self._finished: deque[tuple[PartitionOffsets, int]] = deque()  # outcomes acknowledged
+        self.revocations = Revocations()  # revoked task ids, from the control topic
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -192,16 +223,21 @@ class Worker(RuntimeOwner):
             capacity=self.max_in_flight,
             cooperative="cooperative" in config["partition.assignment.strategy"],
             on_commit=self._committed,
+            keep_alive=lambda: self._journal.keep_alive(),
         )
         self.executor = Executor(self.concurrency, inline=runtime.run_unlocked)
         self._reports = ReportServer(producer)
+        watchdog = Watchdog()
         self._context = JobContext(
-            self.hooks, self.outcomes, self.executor, Watchdog(), self._reports
+            self.hooks, self.outcomes, self.executor, watchdog, self._reports, self.revocations
         )
-        self._journal = (
+        # Every revocation made so far is known before the first task is taken.
+        control = ControlReader(app, self.revocations, watchdog.terminate, self.worker_id)
+        control_thread = control.start(s.delivery_timeout_ms / 1000)
+        self._journal: Deliveries = (
             self._open_journal(runtime) if s.worker_lost_max_deliveries else UncountedDeliveries()
         )
-        delays = DelayScheduler(app)
+        delays = DelayScheduler(app, self.revocations, self.worker_id)
         delays_thread = threading.Thread(target=delays.run, name="taskstream-delays", daemon=True)
         delays_thread.start()
         self._started(runtime)
@@ -211,6 +247,8 @@ class Worker(RuntimeOwner):
             runtime.run(grace=s.shutdown_grace_s)  # closing revokes: releases, commits
         finally:
             self._journal.close()
+            control.stop()
+            control_thread.join(s.delivery_timeout_ms / 1000)
             delays.stop()
             delays_thread.join(s.delivery_timeout_ms / 1000)
             producer.close(s.delivery_timeout_ms / 1000)
@@ -231,12 +269,22 @@ class Worker(RuntimeOwner):
         reader = self.app.broker.consumer(reader_config)
         journal = DeliveryJournal(
             topic, reader, self._producer, self.worker_id, self.max_in_flight, self._admitted,
-            runtime.high_watermark,
+            runtime.high_watermark, skip=self._skipped, lease_s=self._handover_lease_s(),
         )  # fmt: skip
         metadata = reader.list_topics(topic, timeout=10).topics.get(topic)
         partitions = len(metadata.partitions) if metadata is not None else s.partitions
         journal.start(partitions)
         return journal
+
+    def _handover_lease_s(self) -> float:
+        """A previous owner's hand-over report silent this long: it died (its reports come
+        every HANDOVER_BEAT_S while it lives; a few session timeouts cover a slow broker)."""
+        return max(10.0, 2 * self.settings.session_timeout_ms / 1000)
+
+    def _skipped(self, message: Message) -> None:
+        """Done by the partition's previous owner (its outcome is published): not run."""
+        offsets = self._tracker.get(message.topic(), message.partition())  # type: ignore[arg-type]
+        self._finished.append((offsets, message.offset()))  # type: ignore[arg-type]
 
     def _committed(self, ok: bool) -> None:
         assert self._runtime is not None
@@ -261,6 +309,7 @@ class Worker(RuntimeOwner):
         while finished:
             offsets, offset = finished.popleft()
             offsets.finish(offset)
+            offsets.keys.pop(offset, None)
             self._in_flight -= 1
             journal.finished(offsets.topic, offsets.partition, offset)
         journal.serve(self._nothing_runs)
@@ -276,7 +325,9 @@ class Worker(RuntimeOwner):
         tracker, journal = self._tracker, self._journal
         for message in batch:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
-            tracker.get(topic, partition).add(offset)  # type: ignore[arg-type]
+            offsets = tracker.get(topic, partition)  # type: ignore[arg-type]
+            offsets.add(offset)  # type: ignore[arg-type]
+            offsets.keys[offset] = message.key()  # type: ignore[index]
             self._in_flight += 1
             if journal.admit(message):
                 self._admitted(message, None)
@@ -301,7 +352,7 @@ class Worker(RuntimeOwner):
             if lost:
                 dropped = self._journal.lost(topic, partition)
             else:
-                dropped = self._journal.release(topic, partition)
+                dropped = self._release(topic, partition)
             self._in_flight -= len(dropped)  # never run here: the next owner runs them
         if self._held:
             kept = [m for m in self._held if (m.topic(), m.partition()) not in keys]
@@ -310,8 +361,22 @@ class Worker(RuntimeOwner):
         remaining = len(self._tracker.partitions) - len(keys)
         self.hooks.partitions_changed("lost" if lost else "revoke", remaining, sorted(keys))
 
+    def _release(self, topic: str, partition: int) -> list[Message]:
+        """Hand a partition over with what still runs here (this worker finishes those
+        runs; the new owner waits for their keys) and what is done above the commit."""
+        offsets = self._tracker.partitions.get((topic, partition))
+        if offsets is None:
+            return self._journal.release(topic, partition)
+        key = (topic, partition)
+        waiting = {m.offset() for m in self._held if (m.topic(), m.partition()) == key}
+        running = {o: k for o, k in offsets.keys.items() if o not in waiting}
+        return self._journal.release(topic, partition, running, offsets.done_above())
+
     def drain(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
         self._wait_for(set(self._tracker.partitions), grace)
+        while self._journal.handing and time.monotonic() < deadline:
+            self.serve(0.01)  # runs handed over at a rebalance: their reports end them
         if self._in_flight:
             log.warning("%d tasks still running after the grace period", self._in_flight)
 
@@ -332,6 +397,11 @@ class Worker(RuntimeOwner):
         if task is None:
             reason = f"task {event.task!r} is not defined by app {app.name!r}"
             return outcomes.dead_letter(offsets, message, Reason.UNKNOWN_TASK, reason, event.task)
+        why = self.revocations.why_not_run(event)
+        if why is not None:  # revoked or expired: never runs
+            worker = self.worker_id
+            outcome = revoked(event, topic, partition, offset, worker, why)  # type: ignore[arg-type]
+            return outcomes.publish(offsets, message, outcome)
         if event.not_before and event.not_before - now_micros() > _EARLY_TOLERANCE_US:
             return outcomes.forward(offsets, message, outcomes.destination(event))
         try:

@@ -22,12 +22,15 @@ from taskstream.errors import (
     Retry,
     SoftTimeLimitExceeded,
     TaskFailed,
+    TaskRevoked,
     TaskstreamError,
+    Terminated,
     TimeLimitExceeded,
     UnknownTask,
     UnsupportedAnnotation,
 )
 from taskstream.result import AsyncResult
+from taskstream.schedules import crontab
 from taskstream.status import Status
 from taskstream.task import Task, TaskOptions, TaskRequest, current_request
 
@@ -42,6 +45,7 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "TaskOptions",
     "TaskRequest",
     "current_request",
+    "crontab",
     # control flow raised by tasks
     "Retry",
     "SoftTimeLimitExceeded",
@@ -56,4 +60,7 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "TimeLimitExceeded",
     "UnknownTask",
     "UnsupportedAnnotation",
+    # revoke and expires
+    "TaskRevoked",
+    "Terminated",
 ]

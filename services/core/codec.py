@@ -41,6 +41,9 @@ class AvroSchema:
     header: bytes  # MARKER + fingerprint
     # Other fingerprints that decode as this schema (other libraries' canonical forms).
     aliases: tuple[bytes, ...] = ()
+    # An earlier version of a schema: its data is read as (resolved to) this current one.
+    current: AvroSchema | None = None
+    reader: Any = None  # the current one's parsed form, fastavro's reader schema
 
     @property
     def name(self) -> str:
@@ -178,6 +181,24 @@ class Codec:
             self._by_fingerprint.setdefault(alias, registered)
         return registered
 
+    def register_previous(
+        self, schema: Any, current: AvroSchema, *, logical_types: bool = True
+    ) -> AvroSchema:
+        """Make data written with ``schema``, an earlier version of ``current`` (fields added
+        with defaults, enum symbols added), decode as ``current`` by Avro schema resolution:
+        events already in topics when the envelopes evolve keep decoding."""
+        earlier = self.register(schema, logical_types=logical_types)
+        if earlier is current:
+            return current
+        resolved = AvroSchema(
+            schema=earlier.schema, parsed=earlier.parsed, fingerprint=earlier.fingerprint,
+            header=earlier.header, aliases=earlier.aliases, current=current,
+            reader=current.parsed,
+        )  # fmt: skip
+        for fp in (earlier.fingerprint, *earlier.aliases):
+            self._by_fingerprint[fp] = resolved
+        return resolved
+
     def lookup(self, fp: bytes) -> AvroSchema:
         try:
             return self._by_fingerprint[fp]
@@ -201,7 +222,7 @@ class Codec:
                 f"not Avro single-object encoding (starts {bytes(data[:10]).hex()})"
             )
         schema = self.lookup(bytes(data[2:HEADER_SIZE]))
-        return schema, self._read_body(schema, data)
+        return schema.current or schema, self._read_body(schema, data)
 
     def decode_as(self, schema: AvroSchema, data: bytes) -> Any:
         """The datum of ``data``, which must carry ``schema``'s fingerprint (or an alias)."""
@@ -209,8 +230,9 @@ class Codec:
             if len(data) < HEADER_SIZE or data[:2] != MARKER:
                 raise CorruptMessage("not Avro single-object encoding")
             other = self.lookup(bytes(data[2:HEADER_SIZE]))  # UnknownSchema if unregistered
-            if other is not schema:
+            if other is not schema and other.current is not schema:
                 raise CorruptMessage(f"expected a {schema.name}, got a {other.name}")
+            return self._read_body(other, data)  # an earlier version: resolved to this one
         return self._read_body(schema, data)
 
     @staticmethod
@@ -218,7 +240,7 @@ class Codec:
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)
         try:
-            datum = schemaless_reader(body, schema.parsed, None)
+            datum = schemaless_reader(body, schema.parsed, schema.reader)
         except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise CorruptMessage(f"body does not match schema {schema.name}: {exc!r}") from exc
         if body.tell() != len(data):

@@ -17,10 +17,13 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from taskstream.errors import ConfigError
+from taskstream.topics import DELAY_TIERS_S
 
 ENV_PREFIX = "TASKSTREAM_"
 KAFKA_ENV_PREFIX = "TASKSTREAM_KAFKA_"
@@ -46,6 +49,9 @@ class Settings:
     concurrency: int = 1  # worker threads (and async tasks) running at once
     max_tasks_in_flight: int = 1000  # fetched but unfinished tasks before fetching pauses
     worker_lost_max_deliveries: int = 3  # runs lost to a dying worker before a dead letter; 0: off
+    # Results and revocations (Celery's result_expires and REVOKE_EXPIRES):
+    result_expires: float | None = 86_400.0  # s; outcomes older are deleted; None or 0: kept
+    revoke_expires_s: float = 10_800.0  # s revocations are kept: >= the largest delay tier
     schemas_dir: str = "schemas"  # where `taskstream schemas export/check` write and read
     # The HTTP service (`taskstream serve`, taskstream.producer.http):
     http_tokens: str = ""  # comma-separated bearer tokens; empty: no auth
@@ -61,6 +67,10 @@ class Settings:
     http_drain_max_bytes: int = 16_777_216  # beyond this the connection is closed instead
     http_drain_timeout_s: float = 5.0  # as nginx's lingering_timeout
     metrics_port: int | None = None  # Prometheus /metrics port of worker/materializer; None: off
+    # Periodic tasks (`taskstream beat`, taskstream.periodic):
+    timezone: str = "UTC"  # IANA name; crontab times are wall-clock times there (Celery's)
+    beat_catch_up: str = "once"  # long outage: "once" (latest missed tick) or "skip" (none)
+    beat_catch_up_window_s: float = 300.0  # missed ticks this recent all fire (a failover)
     kafka: Mapping[str, str] = field(default_factory=dict)  # extra librdkafka settings
 
     @classmethod
@@ -97,8 +107,25 @@ class Settings:
             raise ConfigError("partitions, replication_factor and concurrency must be >= 1")
         if self.max_tasks_in_flight < self.concurrency:
             raise ConfigError("max_tasks_in_flight must be >= concurrency")
+        if self.revoke_expires_s < DELAY_TIERS_S[-1]:
+            # A delayed task meets the revocations at each hop, at most a tier apart.
+            raise ConfigError(
+                f"revoke_expires_s must be >= {DELAY_TIERS_S[-1]} (the largest delay tier)"
+            )
+        if self.result_expires is not None and self.result_expires < 0:
+            raise ConfigError("result_expires must be >= 0 seconds (0 or None: kept forever)")
         if self.worker_lost_max_deliveries < 0:
             raise ConfigError("worker_lost_max_deliveries must be >= 0 (0: not counted)")
+        if self.beat_catch_up not in ("once", "skip"):
+            raise ConfigError(f"beat_catch_up must be 'once' or 'skip', not {self.beat_catch_up!r}")
+        self.time_zone()  # an unknown timezone fails here, not at the first tick
+
+    def time_zone(self) -> tzinfo:
+        """The ``timezone`` setting as a tzinfo."""
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"unknown timezone {self.timezone!r}") from exc
 
     def require_bootstrap(self) -> str:
         if not self.bootstrap_servers:

@@ -18,6 +18,12 @@ from taskstream.status import Status
 
 TASK_EVENT_SCHEMA_FILE = "task_event.avsc"
 RESULT_EVENT_SCHEMA_FILE = "result_event.avsc"
+# Earlier versions of the envelopes: events written with them still decode (resolved to the
+# current ones, whose added fields have defaults).
+PREVIOUS_SCHEMA_FILES = {
+    TASK_EVENT_SCHEMA_FILE: ("task_event.v1.avsc",),
+    RESULT_EVENT_SCHEMA_FILE: ("result_event.v1.avsc",),
+}
 
 
 def load_envelope_schema(filename: str) -> dict[str, Any]:
@@ -42,6 +48,7 @@ class TaskEvent:
     enqueued_at: int  # µs since the epoch
     not_before: int | None  # µs since the epoch
     args: bytes  # single-object Avro of the task's args record
+    expires: int | None = None  # µs since the epoch; not run after it (REVOKED, expired)
 
 
 @dataclass(slots=True)
@@ -80,6 +87,12 @@ class Envelopes:
         self.result_schema: AvroSchema = codec.register(
             load_envelope_schema(RESULT_EVENT_SCHEMA_FILE), logical_types=False
         )
+        for current, filename in ((self.task_schema, TASK_EVENT_SCHEMA_FILE),
+                                  (self.result_schema, RESULT_EVENT_SCHEMA_FILE)):  # fmt: skip
+            for previous in PREVIOUS_SCHEMA_FILES[filename]:
+                codec.register_previous(
+                    load_envelope_schema(previous), current, logical_types=False
+                )
 
     def encode_task(self, event: TaskEvent) -> bytes:
         return self.codec.encode(
@@ -93,6 +106,7 @@ class Envelopes:
                 "enqueued_at": event.enqueued_at,
                 "not_before": event.not_before,
                 "args": event.args,
+                "expires": event.expires,
             },
         )
 
@@ -100,7 +114,7 @@ class Envelopes:
         d = self.codec.decode_as(self.task_schema, data)
         return TaskEvent(
             d["id"], d["task"], d["queue"], d["key"], d["attempt"],
-            d["enqueued_at"], d["not_before"], d["args"],
+            d["enqueued_at"], d["not_before"], d["args"], d["expires"],
         )  # fmt: skip
 
     def encode_result(self, event: ResultEvent) -> bytes:

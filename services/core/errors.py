@@ -3,7 +3,8 @@
 TaskstreamError
 ├── ConfigError              a setting is missing or malformed
 │   ├── InvalidOption            a task option unknown or out of range (option, value)  +V
-│   └── InvalidTopicName         a topic name Kafka refuses (name)                      +V
+│   ├── InvalidTopicName         a topic name Kafka refuses (name)                      +V
+│   └── InvalidSchedule          a periodic task's schedule or entry is malformed       +V
 ├── SchemaError              a task's types cannot be expressed in Avro
 │   ├── UnsupportedAnnotation    (task, parameter, annotation) at decoration time       +T
 │   ├── SchemaDrift              checked-in schemas no longer match the code
@@ -29,7 +30,9 @@ TaskstreamError
 │   └── InvalidRecord            a result record with a naive datetime (field, value)   +V
 ├── Retry                    raised by a task: run it again later (countdown, exc)
 ├── SoftTimeLimitExceeded    raised inside a task past its soft_time_limit
-└── TimeLimitExceeded        a task ran past its hard time_limit: its FAILURE type
+├── TimeLimitExceeded        a task ran past its hard time_limit: its FAILURE type
+├── TaskRevoked              get() of a REVOKED task (task_id, reason: revoked|expired|terminated)
+└── Terminated               raised inside a running task revoked with terminate=True
 
 A "+" marks a second base, kept where callers may catch the builtin (or confluent-kafka's
 KafkaException) rather than ours: +V ValueError, +T TypeError, +TO TimeoutError.
@@ -66,6 +69,10 @@ class InvalidTopicName(ConfigError, ValueError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"illegal Kafka topic name {name!r} (use letters, digits, '.', '_', '-')")
+
+
+class InvalidSchedule(ConfigError, ValueError):
+    """A periodic task's schedule (crontab field, interval) or entry is malformed."""
 
 
 class SchemaError(TaskstreamError):
@@ -295,3 +302,19 @@ class SoftTimeLimitExceeded(TaskstreamError):
 
 class TimeLimitExceeded(TaskstreamError):
     """A task ran past its hard ``time_limit``; its outcome is a FAILURE of this type."""
+
+
+class TaskRevoked(TaskstreamError):
+    """``AsyncResult.get()`` of a task whose outcome is REVOKED: revoked before it ran
+    (``reason`` ``revoked``), picked up after its ``expires`` (``expired``), or stopped while
+    running by a revoke with ``terminate=True`` (``terminated``). Celery's TaskRevokedError."""
+
+    def __init__(self, task_id: str, reason: str) -> None:
+        self.task_id = task_id
+        self.reason = reason
+        super().__init__(f"task {task_id} was revoked ({reason})")
+
+
+class Terminated(TaskstreamError):
+    """Raised inside a running task revoked with ``terminate=True``, as a soft time limit is;
+    whatever the task does then, its outcome is REVOKED (reason ``terminated``)."""

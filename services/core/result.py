@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from taskstream.errors import ResultTimeout, TaskFailed
+from taskstream.errors import ResultTimeout, TaskFailed, TaskRevoked
 from taskstream.status import Status
 from taskstream.store import ResultRecord
 
@@ -41,7 +41,8 @@ class AsyncResult(Generic[R]):
 
     @property
     def status(self) -> str:
-        """PENDING, STARTED, RETRY, SUCCESS or FAILURE (FAILURE too when delivery failed)."""
+        """PENDING, STARTED, RETRY, SUCCESS, FAILURE (also when delivery failed) or REVOKED.
+        PENDING too for an id with no stored outcome: unknown, or expired (result_expires)."""
         record = self.info
         if record is not None:
             return record.status.value
@@ -50,7 +51,18 @@ class AsyncResult(Generic[R]):
         return Status.PENDING.value
 
     def ready(self) -> bool:
-        return self.status in (Status.SUCCESS.value, Status.FAILURE.value)
+        return Status(self.status).is_final
+
+    def forget(self) -> None:
+        """Remove the task's outcome: a tombstone on the results topic (every materializer
+        deletes it; compaction drops it from the topic), and the row in this app's store at
+        once. Afterwards the id reads as PENDING (unknown), as in Celery."""
+        self._app.control.tombstone_result(self.id)
+        self._app.store.forget([self.id])
+
+    def revoke(self, *, terminate: bool = False) -> None:
+        """Revoke the task (``app.control.revoke(self.id, terminate=terminate)``)."""
+        self._app.control.revoke(self.id, terminate=terminate)
 
     def successful(self) -> bool:
         return self.status == Status.SUCCESS.value
@@ -66,7 +78,8 @@ class AsyncResult(Generic[R]):
     def get(self, timeout: float | None = None) -> R:
         """The task's return value once its result is in the store.
 
-        Raises TaskFailed when the task raised, DeliveryFailed when its event never reached
+        Raises TaskFailed when the task raised, TaskRevoked when it was revoked (or expired
+        before it ran), DeliveryFailed when its event never reached
         the broker, ResultTimeout (a TimeoutError) when there is no final outcome within
         ``timeout`` seconds.
         """
@@ -89,6 +102,8 @@ class AsyncResult(Generic[R]):
             interval = min(interval * 2, _FAST_POLL_MAX_S) if fast else _SLOW_POLL_S
 
     def _outcome(self, record: ResultRecord) -> R:
+        if record.status is Status.REVOKED:
+            raise TaskRevoked(self.id, record.error_message or "revoked")
         if record.status is Status.FAILURE:
             raise TaskFailed(
                 self.id,

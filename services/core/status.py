@@ -11,7 +11,8 @@ class Status(StrEnum):
     RETRY = "RETRY"  # an attempt failed and another is scheduled
     SUCCESS = "SUCCESS"
     FAILURE = "FAILURE"
+    REVOKED = "REVOKED"  # revoked, or expired, before it ran (or terminated while it ran)
 
     @property
     def is_final(self) -> bool:
-        return self in (Status.SUCCESS, Status.FAILURE)
+        return self in (Status.SUCCESS, Status.FAILURE, Status.REVOKED)

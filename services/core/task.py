@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskstream.codec import AvroSchema
@@ -97,10 +98,13 @@ class TaskOptions:
     time_limit: float | None = None  # seconds; past it the run is a FAILURE TimeLimitExceeded
     soft_time_limit: float | None = None  # seconds; SoftTimeLimitExceeded raised in the task
     track_started: bool = False  # publish a STARTED status when a worker begins the task
+    expires: float | None = None  # seconds after sending; picked up later: REVOKED (expired)
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
             raise InvalidOption("max_retries", self.max_retries, "must be >= 0")
+        if self.expires is not None and self.expires <= 0:
+            raise InvalidOption("expires", self.expires, "must be positive (seconds)")
         for option in ("soft_time_limit", "time_limit"):
             value = getattr(self, option)
             if value is not None and value <= 0:
@@ -121,6 +125,27 @@ class TaskOptions:
     def time_limited(self) -> bool:
         """Whether a run has a soft or hard time limit (so needs a thread it can abandon)."""
         return self.time_limit is not None or self.soft_time_limit is not None
+
+
+def _micros(option: str, when: datetime) -> int:
+    """µs since the epoch of an aware datetime; InvalidOption for a naive one (its instant is
+    unknowable: guessing would shift it by hours)."""
+    if when.utcoffset() is None:
+        raise InvalidOption(option, when, "must be timezone-aware (e.g. datetime.now(UTC))")
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def _expiry(expires: float | timedelta | datetime, now: int) -> int:
+    """The expiry in µs since the epoch, from seconds or a timedelta after ``now``, or a
+    datetime."""
+    if isinstance(expires, datetime):
+        return _micros("expires", expires)
+    seconds = expires.total_seconds() if isinstance(expires, timedelta) else float(expires)
+    return now + int(seconds * 1_000_000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class Task(Generic[P, R]):
@@ -181,15 +206,28 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         task_id: str | None = None,
         countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | timedelta | datetime | None = None,
     ) -> AsyncResult[R]:
         """Send the task with options. ``key``: events with one key go to one partition and
         run in order. ``queue``: another queue than the task's own. ``countdown``: run it no
-        sooner than this many seconds from now."""
+        sooner than this many seconds from now; ``eta``: no sooner than this (aware)
+        datetime. ``expires``: seconds from now (or a timedelta, or an aware datetime) after
+        which it must not start: a worker that picks it up later records it as REVOKED
+        (reason ``expired``) without running it (default: the task's ``expires`` option)."""
         event = self.event(
             self.encode_args(args, kwargs or {}), key=key, queue=queue, task_id=task_id
         )
+        if countdown and eta is not None:
+            raise InvalidOption("eta", eta, "give countdown or eta, not both")
         if countdown:
             event.not_before = event.enqueued_at + int(countdown * 1_000_000)
+        elif eta is not None:
+            event.not_before = _micros("eta", eta)
+        if expires is None and self.options.expires is not None:
+            expires = self.options.expires
+        if expires is not None:
+            event.expires = _expiry(expires, event.enqueued_at)
         return self.app.publish(event)
 
     def event(

@@ -7,12 +7,15 @@ With prefix ``taskstream``:
 - ``taskstream.dead-letter``    events that cannot run, with the reason in headers
 - ``taskstream.delay.<N>s``     delayed events (retries, countdowns) waiting N seconds
 - ``taskstream.deliveries``     each task partition's owner and careful runs (lost deliveries)
+- ``taskstream.beat``           the beat leader's claims and each periodic entry's last tick
+- ``taskstream.control``        revocations, keyed by task id, compacted (read by every worker)
 
 and the consumer groups that read them:
 
 - ``taskstream.workers``        the workers (task topics)
 - ``taskstream.delays``         the delay schedulers (delay tiers)
 - ``taskstream.materializer``   the materializers (results topic)
+- ``taskstream.beat``           the beat replicas: the owner of the beat topic's one partition leads
 """
 
 from __future__ import annotations
@@ -43,6 +46,27 @@ def dead_letter_topic(prefix: str) -> str:
 def deliveries_topic(prefix: str) -> str:
     """``<prefix>.deliveries``"""
     return _checked(f"{prefix}.deliveries")
+
+
+def beat_topic(prefix: str) -> str:
+    """``<prefix>.beat``"""
+    return _checked(f"{prefix}.beat")
+
+
+def beat_group(prefix: str) -> str:
+    """``<prefix>.beat``"""
+    return f"{prefix}.beat"
+
+
+def control_topic(prefix: str) -> str:
+    """``<prefix>.control``"""
+    return _checked(f"{prefix}.control")
+
+
+def control_readers(prefix: str) -> str:
+    """``<prefix>.control-readers``: the group id of control topic readers, which assign
+    every partition themselves and never join nor commit (each worker reads it all)."""
+    return f"{prefix}.control-readers"
 
 
 def worker_group(prefix: str) -> str:
@@ -105,14 +129,46 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
+# Revocations are few and every worker reads them all: one partition, read cheaply and in
+# order (a worker's start marker read back means every earlier revocation was read).
+CONTROL_PARTITIONS = 1
+# How long the results topic keeps an outcome past result_expires (ms): the store deletes
+# outcomes first, so that a rebuild from the topic never lacks one the store still has.
+RESULTS_RETENTION_MARGIN_MS = 86_400_000
+
+
+def results_topic_config(result_expires_s: float | None) -> dict[str, str]:
+    """The results topic's config. Compaction keeps the latest outcome per task id, so a store
+    can be rebuilt from the topic; with ``result_expires`` the topic also deletes what is
+    older than it plus a day (``compact,delete``), so it stops growing with every new id."""
+    if not result_expires_s:
+        return {"cleanup.policy": "compact"}
+    retention_ms = int(result_expires_s * 1000) + RESULTS_RETENTION_MARGIN_MS
+    return {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
+
+
+def control_topic_config(revoke_expires_s: float) -> dict[str, str]:
+    """The control topic's config: the latest record per task id (compaction), none older
+    than ``revoke_expires_s`` (deletion)."""
+    retention_ms = int(revoke_expires_s * 1000)
+    return {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
+
+
 def topic_specs(
-    prefix: str, queues: list[str], partitions: int, replication: int
+    prefix: str,
+    queues: list[str],
+    partitions: int,
+    replication: int,
+    *,
+    result_expires_s: float | None = None,
+    revoke_expires_s: float = 10_800.0,
 ) -> list[TopicSpec]:
     """Every topic an app with these queues uses."""
     specs = [TopicSpec(task_topic(prefix, q), partitions, replication) for q in queues]
-    # Compaction keeps the latest outcome per task id, so a store can be rebuilt from the topic.
     specs.append(
-        TopicSpec(results_topic(prefix), partitions, replication, {"cleanup.policy": "compact"})
+        TopicSpec(
+            results_topic(prefix), partitions, replication, results_topic_config(result_expires_s)
+        )
     )
     specs.append(TopicSpec(dead_letter_topic(prefix), partitions, replication))
     # One state record per task partition, the latest wins: compacted.
@@ -120,4 +176,17 @@ def topic_specs(
         TopicSpec(deliveries_topic(prefix), partitions, replication, {"cleanup.policy": "compact"})
     )
     specs += [TopicSpec(delay_topic(prefix, t), partitions, replication) for t in DELAY_TIERS_S]
+    # One partition: its owner in the beat group is the one replica that fires ticks. The
+    # latest record per key (each entry's last tick, the leader's claim) is all that counts.
+    # An hour's segments: only closed segments are compacted, and a new leader reads it all.
+    beat_config = {"cleanup.policy": "compact", "segment.ms": "3600000"}
+    specs.append(TopicSpec(beat_topic(prefix), 1, replication, beat_config))
+    specs.append(
+        TopicSpec(
+            control_topic(prefix),
+            CONTROL_PARTITIONS,
+            replication,
+            control_topic_config(revoke_expires_s),
+        )
+    )
     return specs

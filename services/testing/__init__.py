@@ -135,7 +135,7 @@ def run(app: App, *, concurrency: int | None = None) -> Iterator[Stub]:
     the app's broker, store, publisher and settings are restored; the clock is moved back
     if the block advanced it.
     """
-    saved = (app.broker, app.settings, app._store, app._publisher)
+    saved = (app.broker, app.settings, app._store, app._publisher, app._control)
     clock_offset = clock.offset()
     broker = StubBroker(clock=clock.now)
     s = app.settings
@@ -147,6 +147,7 @@ def run(app: App, *, concurrency: int | None = None) -> Iterator[Stub]:
     )
     app._store = MemoryStore()
     app._publisher = None
+    app._control = None  # app.control revokes through the stub broker too
     try:
         app.ensure_topics()  # before the first delay(): the worker makes them on its thread
         worker = Worker(app, concurrency=concurrency)
@@ -166,7 +167,9 @@ def run(app: App, *, concurrency: int | None = None) -> Iterator[Stub]:
             atexit.unregister(publisher.close)
         if app._store is not None:
             app._store.close()
-        app.broker, app.settings, app._store, app._publisher = saved
+        if app._control is not None:
+            app._control.close()
+        app.broker, app.settings, app._store, app._publisher, app._control = saved
         if clock.offset() != clock_offset:
             clock.reset()
             clock.advance(clock_offset)

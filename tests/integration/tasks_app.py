@@ -21,6 +21,7 @@ def build_app(**settings: Any) -> App:
     _timed_tasks(app)
     _sized_tasks(app)
     _process_tasks(app)
+    _control_tasks(app)
     return app
 
 
@@ -129,6 +130,24 @@ def _process_tasks(app: App) -> None:
             log.write(f"{os.getpid()}\n")
         os.kill(os.getpid(), signal.SIGKILL)
         return 0
+
+
+def _control_tasks(app: App) -> None:
+    """Tasks for revoke and expires."""
+
+    @app.task(name="itest.spin")
+    def spin(seconds: float, log_path: str) -> int:
+        """Runs Python code for ``seconds`` (so Terminated reaches it); a line per start."""
+        with open(log_path, "a") as log:
+            log.write(f"{os.getpid()}\n")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return os.getpid()
+
+    @app.task(name="itest.expiring", expires=1.0)
+    def expiring(a: int) -> int:
+        return a
 
 
 app = build_app()

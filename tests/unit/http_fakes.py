@@ -6,11 +6,14 @@ from concurrent.futures import Future
 from typing import Any
 
 from taskstream import App
+from taskstream.control import Control
 from taskstream.envelope import TaskEvent
 from taskstream.errors import DeliveryFailed, MessageTooLarge
 from taskstream.producer.http import HttpService
 from taskstream.producer.http.catalog import Catalog
 from taskstream.store import MemoryStore, ResultStore
+from taskstream.stub_broker import StubBroker
+from taskstream.topics import control_topic
 
 
 class FakePublisher:
@@ -50,4 +53,9 @@ def fake_service(
     publisher = FakePublisher()
     s = app.settings.replace(http_publish_timeout_s=0.2, **settings)
     store = MemoryStore() if store is None else store
-    return HttpService(Catalog.from_app(app), s, publisher, store), publisher
+    # Revocations go to a stub broker's control topic.
+    broker = StubBroker()
+    broker.create_topic(control_topic(s.topic_prefix), 1)
+    control = Control(s.replace(bootstrap_servers=s.bootstrap_servers or "stub:9092"), broker)
+    service = HttpService(Catalog.from_app(app), s, publisher, store, control=control)
+    return service, publisher

@@ -458,3 +458,22 @@ async def test_a_retry_after_a_crashed_publish_with_the_same_key_does_not_wait_f
         retried = await api.client.post(ADD, json={"a": 1, "b": 1}, headers=headers)
     assert retried.status_code == 202
     assert [e.id for e in api.publisher.events] == [retried.json()["task_id"]]
+
+
+async def test_revoke_writes_a_revocation_to_the_control_topic(api: Api) -> None:
+    from taskstream.control import Control, Revocation
+    from taskstream.stub_broker import StubBroker
+    from taskstream.topics import control_topic
+
+    broker = StubBroker()
+    settings = api.service.settings.replace(bootstrap_servers="stub:9092")
+    broker.create_topic(control_topic(settings.topic_prefix), 1)
+    api.service._control = Control(settings, broker)  # one the test can read back
+    r = await api.client.post("/v1/tasks/abc-123:revoke", params={"terminate": "true"})
+    assert r.status_code == 202
+    assert r.json() == {"task_id": "abc-123", "revoked": True, "terminate": True}
+    (record,) = broker.records(control_topic(settings.topic_prefix))
+    revocation = Revocation.decode(record.value() or b"")
+    assert (record.key(), revocation.task_id, revocation.terminate) == (b"abc-123", "abc-123", True)
+    bad = await api.client.post("/v1/tasks/abc-123:revoke", params={"terminate": "maybe"})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_terminate")

@@ -80,7 +80,7 @@ def schema_of(path: Path) -> tuple[int, dict[str, str]]:
 def test_a_new_file_is_created_at_the_latest_version_directly(tmp_path: Path) -> None:
     SQLiteStore(tmp_path / "new.db").close()
     version, tables = schema_of(tmp_path / "new.db")
-    assert version == SCHEMA_VERSION == 4
+    assert version == SCHEMA_VERSION == 5
     assert set(tables) == {"results", "offsets", "idempotency_keys"}
     assert "status = 'PENDING' OR status = 'STARTED'" in tables["results"]
     assert "status IN" not in tables["results"]
@@ -168,20 +168,45 @@ def test_a_version_2_file_gains_the_idempotency_keys_and_keeps_its_rows(v1_file:
     assert set(tables) == {"results", "offsets", "idempotency_keys"}
 
 
-def test_a_version_3_file_gains_the_search_indexes(tmp_path: Path) -> None:
-    path = tmp_path / "v3.db"
+def test_a_version_3_file_accepts_revoked_outcomes_and_gains_the_expiry_index(
+    v1_file: Path,
+) -> None:
+    raw = sqlite3.connect(v1_file)
+    with raw:  # its results table still has a CHECK without REVOKED
+        for statement in _MIGRATIONS[3]:
+            raw.execute(statement)
+        raw.execute("PRAGMA user_version = 3")
+    raw.close()
+    with SQLiteStore(v1_file) as s:
+        assert s.count() == 3 and s.offsets(TOPIC) == {0: 11, 1: 8}
+        revoked = (
+            "r-1", "t", "REVOKED", 1, None, "TaskRevoked", "expired", "", None, None,
+            1, 2, 3, None, None, None,
+        )  # fmt: skip
+        s.apply_rows([revoked], {})
+        record = s.get("r-1")
+        assert record is not None and record.status is Status.REVOKED
+    version, _tables = schema_of(v1_file)
+    raw = sqlite3.connect(v1_file)
+    indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    raw.close()
+    assert version == SCHEMA_VERSION and "results_finished_at" in indexes
+
+
+def test_a_version_4_file_gains_the_search_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
     SQLiteStore(path).close()
     raw = sqlite3.connect(path)
     with raw:
-        for name in ("results_finished", "results_status", "results_task", "results_key"):
-            raw.execute(f"DROP INDEX {name}")  # as taskstream with schema 3 left it
-        raw.execute("PRAGMA user_version = 3")
+        for name in ("results_status", "results_task", "results_key"):
+            raw.execute(f"DROP INDEX {name}")  # as taskstream with schema 4 left it
+        raw.execute("PRAGMA user_version = 4")
     raw.close()
     SQLiteStore(path).close()
     raw = sqlite3.connect(path)
     try:
         indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     finally:
         raw.close()
-    assert {"results_finished", "results_status", "results_task", "results_key"} <= indexes
+    assert {"results_finished_at", "results_status", "results_task", "results_key"} <= indexes

@@ -549,7 +549,23 @@ def test_postgres_a_version_1_schema_gains_the_idempotency_keys_and_keeps_its_ro
         assert s.claim_idempotency_key("k", "task-1", b"fp", 60) is None
         assert s.claim_idempotency_key("k", "x", b"", 60) == IdempotencyKey("task-1", b"fp")
         with s._transaction() as conn:
-            assert conn.execute("SELECT version FROM meta").fetchall() == [(3,)]
+            assert conn.execute("SELECT version FROM meta").fetchall() == [(4,)]
+
+
+@pytest.mark.integration
+def test_postgres_a_version_2_schema_accepts_revoked_outcomes(postgres_url: str) -> None:
+    with PostgresStore.from_url(postgres_url) as s, s._transaction() as conn:
+        conn.execute("ALTER TABLE results DROP CONSTRAINT results_status_check")
+        conn.execute(  # as taskstream with schema 2 left it: no REVOKED
+            "ALTER TABLE results ADD CONSTRAINT results_status_check CHECK (status IN "
+            "('PENDING', 'STARTED', 'RETRY', 'SUCCESS', 'FAILURE'))"
+        )
+        conn.execute("DROP INDEX results_finished_at")
+        conn.execute("UPDATE meta SET version = 2")
+    with PostgresStore.from_url(postgres_url) as s:
+        s.apply([record("r", status=Status.REVOKED)], {})
+        revoked = s.get("r")
+        assert revoked is not None and revoked.status is Status.REVOKED
 
 
 @pytest.mark.integration
@@ -705,14 +721,14 @@ def test_outcome_counts_count_each_status_per_time_bucket(store: ResultStore) ->
 
 
 @pytest.mark.integration
-def test_postgres_a_version_2_schema_gains_the_search_indexes(postgres_url: str) -> None:
+def test_postgres_a_version_3_schema_gains_the_search_indexes(postgres_url: str) -> None:
     with PostgresStore.from_url(postgres_url) as s, s._transaction() as conn:
-        for name in ("results_finished", "results_status", "results_task", "results_key"):
-            conn.execute(f"DROP INDEX {name}")  # as taskstream with schema 2 left it
-        conn.execute("UPDATE meta SET version = 2")
+        for name in ("results_status", "results_task", "results_key"):
+            conn.execute(f"DROP INDEX {name}")  # as taskstream with schema 3 left it
+        conn.execute("UPDATE meta SET version = 3")
     with PostgresStore.from_url(postgres_url) as s, s._transaction() as conn:
         names = {r[0] for r in conn.execute(
             "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (s.schema,)
         )}  # fmt: skip
-        assert {"results_finished", "results_status", "results_task", "results_key"} <= names
-        assert conn.execute("SELECT version FROM meta").fetchall() == [(3,)]
+        assert {"results_finished_at", "results_status", "results_task", "results_key"} <= names
+        assert conn.execute("SELECT version FROM meta").fetchall() == [(4,)]

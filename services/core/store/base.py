@@ -262,6 +262,18 @@ class ResultStore(ABC):
         """
 
     @abstractmethod
+    def forget(self, task_ids: Sequence[str]) -> int:
+        """Delete the outcomes of `task_ids` (``AsyncResult.forget()``, or a tombstone read
+        from the results topic); returns how many were stored. Raises :class:`StoreError`."""
+
+    @abstractmethod
+    def expire(self, before: datetime, limit: int = 1000) -> int:
+        """Delete at most `limit` outcomes that finished before `before`, oldest first, in
+        one short transaction (``result_expires``); returns how many. Call it again while it
+        returns `limit`: small batches never hold the store's write lock for long. Raises
+        :class:`StoreError`."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the store; further calls raise :class:`StoreError`. Idempotent."""
 

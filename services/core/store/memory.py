@@ -125,6 +125,23 @@ class MemoryStore(ResultStore):
                 binding, expires = bound
                 self._keys[key] = (IdempotencyKey(task_id, binding.fingerprint, True), expires)
 
+    def forget(self, task_ids: Sequence[str]) -> int:
+        with self._lock:
+            self._check_open()
+            return sum(1 for t in set(task_ids) if self._rows.pop(t, None) is not None)
+
+    def expire(self, before: datetime, limit: int = 1000) -> int:
+        with self._lock:
+            self._check_open()
+            old = sorted(
+                (r.finished_at, t)
+                for t, r in self._rows.items()
+                if r.finished_at is not None and r.finished_at < before
+            )[:limit]
+            for _finished, task_id in old:
+                del self._rows[task_id]
+            return len(old)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -43,7 +43,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     psycopg = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 3  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 4  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
 DEFAULT_SCHEMA = "taskstream"
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))
@@ -90,11 +90,17 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
     ),
-    # 3: the console's task search and outcome counts, as in the SQLite store: one index per
-    # filter, each ending in finished_at, so a page is one index range read newest first
-    # (rows sharing a finished_at sorted by task_id: an incremental sort).
+    # 3: the REVOKED status joins the CHECK (named by PostgreSQL's default rule), and the index
+    # that deletes outcomes by age (result_expires) reads, oldest first.
     3: (
-        "CREATE INDEX IF NOT EXISTS results_finished ON results (finished_at)",
+        "ALTER TABLE results DROP CONSTRAINT IF EXISTS results_status_check",
+        f"ALTER TABLE results ADD CONSTRAINT results_status_check CHECK (status IN ({_STATUSES}))",
+        "CREATE INDEX IF NOT EXISTS results_finished_at ON results (finished_at)",
+    ),
+    # 4: the console's task search, as in the SQLite store: one index per filter, each ending
+    # in finished_at, so a page is one index range read newest first (rows sharing a
+    # finished_at sorted by task_id: an incremental sort); results_finished_at serves the rest.
+    4: (
         "CREATE INDEX IF NOT EXISTS results_status ON results (status, finished_at)",
         "CREATE INDEX IF NOT EXISTS results_task ON results (task, finished_at)",
         # Partial: tasks without a key (most) cost this index nothing; `key = %s` implies it.
@@ -141,6 +147,14 @@ _CLAIM_KEY = """
     RETURNING task_id
 """
 _SELECT_KEY = "SELECT task_id, fingerprint, accepted FROM idempotency_keys WHERE key = %s"
+# The oldest outcomes first, through the finished_at index, a batch at a time; rows another
+# materializer is deleting (or writing) are skipped rather than waited for.
+_EXPIRE = """
+    DELETE FROM results WHERE task_id IN (
+        SELECT task_id FROM results WHERE finished_at < %s
+        ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED
+    )
+"""
 _PURGE_EVERY = 1024  # claims between deletions of expired Idempotency-Keys
 
 
@@ -278,6 +292,18 @@ class PostgresStore(ResultStore):
         sql_ = "UPDATE idempotency_keys SET accepted = true WHERE key = %s AND task_id = %s"
         with self._transaction() as conn:
             conn.execute(sql_, (key, task_id))
+
+    def forget(self, task_ids: Sequence[str]) -> int:
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return 0
+        with self._transaction() as conn:
+            cursor = conn.execute("DELETE FROM results WHERE task_id = ANY(%s)", (ids,))
+            return cursor.rowcount
+
+    def expire(self, before: datetime, limit: int = 1000) -> int:
+        with self._transaction() as conn:
+            return conn.execute(_EXPIRE, (before, limit)).rowcount
 
     def close(self) -> None:
         with self._lock:

@@ -33,7 +33,7 @@ from taskstream.store.base import (
     to_micros,
 )
 
-SCHEMA_VERSION = 4  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 5  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))  # same order as the dataclass
 _FINAL = ", ".join(f"'{s.value}'" for s in Status if s.is_final)
@@ -70,14 +70,16 @@ _IDEMPOTENCY: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
 )
 
-# The console's task search (version 4): one index per filter, each ending in finished_at, so
+# Outcomes are deleted by age (result_expires, version 4), oldest first, a batch at a time.
+_EXPIRY_INDEX = "CREATE INDEX IF NOT EXISTS results_finished_at ON results (finished_at)"
+
+# The console's task search (version 5): one index per filter, each ending in finished_at, so
 # a filtered page is one index range read newest first (only rows that share a finished_at
-# are sorted by task_id), never a sort of every matching row; results_finished also serves
-# time ranges and the outcome counts. task_id is left out of them (smaller, cheaper to
-# write). They cost the materializer's writes about a quarter to a third of their rate on a
-# million-row store (python -m benchmarks.console; the README's Console section).
+# are sorted by task_id), never a sort of every matching row; the expiry index serves the
+# unfiltered pages, time ranges and the outcome counts. task_id is left out of them
+# (smaller, cheaper to write). They cost the materializer's writes: see the README's Console
+# section (python -m benchmarks.console).
 _SEARCH_INDEXES: tuple[str, ...] = (
-    "CREATE INDEX IF NOT EXISTS results_finished ON results (finished_at)",
     "CREATE INDEX IF NOT EXISTS results_status ON results (status, finished_at)",
     "CREATE INDEX IF NOT EXISTS results_task ON results (task, finished_at)",
     # Partial: tasks without a key (most) cost this index nothing; `key = ?` implies it.
@@ -94,6 +96,7 @@ _CREATE: tuple[str, ...] = (
         PRIMARY KEY (topic, partition)
     ) WITHOUT ROWID""",
     *_IDEMPOTENCY,
+    _EXPIRY_INDEX,
     *_SEARCH_INDEXES,
 )
 
@@ -111,8 +114,16 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 3: Idempotency-Keys shared by the HTTP service's processes.
     3: _IDEMPOTENCY,
-    # 4: indexes of the console's task search and outcome counts.
-    4: _SEARCH_INDEXES,
+    # 4: the REVOKED status joins the CHECK (a rebuild, as in 2), and the expiry index.
+    4: (
+        f"CREATE TABLE results_v4 {_RESULTS_COLUMNS}",
+        f"INSERT INTO results_v4 ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM results",
+        "DROP TABLE results",
+        "ALTER TABLE results_v4 RENAME TO results",
+        _EXPIRY_INDEX,
+    ),
+    # 5: indexes of the console's task search.
+    5: _SEARCH_INDEXES,
 }
 
 # The replacement rule lives in the WHERE clause, so concurrent writers cannot race a
@@ -133,6 +144,11 @@ _SELECT_KEY = (
 _BIND_KEY = """
     INSERT OR REPLACE INTO idempotency_keys (key, task_id, fingerprint, accepted, expires_at)
     VALUES (?, ?, ?, 0, ?)
+"""
+# The oldest outcomes first, through the finished_at index, a batch at a time.
+_EXPIRE = """
+    DELETE FROM results WHERE task_id IN
+        (SELECT task_id FROM results WHERE finished_at < ? ORDER BY finished_at LIMIT ?)
 """
 _PURGE_EVERY = 1024  # claims between deletions of expired Idempotency-Keys
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's historic 999-variable limit
@@ -250,6 +266,20 @@ class SQLiteStore(ResultStore):
         sql = "UPDATE idempotency_keys SET accepted = 1 WHERE key = ? AND task_id = ?"
         with self._transaction(write=True) as conn:
             conn.execute(sql, (key, task_id))
+
+    def forget(self, task_ids: Sequence[str]) -> int:
+        ids = list(dict.fromkeys(task_ids))
+        deleted = 0
+        with self._transaction(write=True) as conn:
+            for i in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[i : i + _IN_CHUNK]
+                sql = f"DELETE FROM results WHERE task_id IN ({', '.join('?' * len(chunk))})"
+                deleted += conn.execute(sql, chunk).rowcount
+        return deleted
+
+    def expire(self, before: datetime, limit: int = 1000) -> int:
+        with self._transaction(write=True) as conn:
+            return int(conn.execute(_EXPIRE, (to_micros(before), limit)).rowcount)
 
     def close(self) -> None:
         with self._lock:

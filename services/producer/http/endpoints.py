@@ -5,6 +5,7 @@ answered by the handlers in :mod:`taskstream.producer.http.errors`.
 
 POST /v1/tasks/{task}          one task; 202 + Location once the broker acknowledged it
 POST /v1/tasks/{task}:batch    {"items": [{"args": {...}, "key": ...}, ...]}; each answered
+POST /v1/tasks/{task_id}:revoke  revoke a task (?terminate=true stops a run in progress)
 GET  /v1/tasks/{task_id}       status, result, error; ?wait=SECONDS long-polls
 GET  /v1/tasks                 the tasks accepted here, with their schemas
 GET  /openapi.json /metrics /healthz /readyz
@@ -17,6 +18,7 @@ import math
 import time
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -36,6 +38,7 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .service import HttpService
 
 BATCH_SUFFIX = ":batch"
+REVOKE_SUFFIX = ":revoke"
 _POLL_FIRST_S, _POLL_MAX_S = 0.005, 0.05  # long-poll interval, doubling up to the max
 _BATCH_ITEM_FIELDS = frozenset({"args", "key", "queue", "idempotency_key"})
 
@@ -48,11 +51,16 @@ def _service(request: Request) -> HttpService:
 async def tasks_endpoint(request: Request) -> Response:
     """/v1/tasks/{name}: POST <task name>[:batch] sends, GET <task id> reads."""
     if request.method == "POST":
+        if request.path_params["name"].endswith(REVOKE_SUFFIX):
+            return await revoke_task(request)
         return await post_task(request)
     if request.method in ("GET", "HEAD"):
         return await get_task(request)
-    name = request.path_params["name"].removesuffix(BATCH_SUFFIX)
+    raw_name: str = request.path_params["name"]
+    name = raw_name.removesuffix(BATCH_SUFFIX)
     allow = "POST" if name in _service(request).catalog.tasks else "GET"
+    if raw_name.endswith(REVOKE_SUFFIX):
+        allow = "POST"
     return error_response(405, "method_not_allowed", "Method Not Allowed", {"Allow": allow})
 
 
@@ -76,6 +84,25 @@ async def post_task(request: Request) -> Response:
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
     return json_response({"task_id": outcome.task_id, "status": "PENDING"}, 202, headers)
+
+
+async def revoke_task(request: Request) -> Response:
+    """POST /v1/tasks/{task_id}:revoke: 202 once the revocation is acknowledged (acks=all);
+    503 when the broker did not acknowledge it."""
+    service = _service(request)
+    task_id = request.path_params["name"].removesuffix(REVOKE_SUFFIX)
+    raw = request.query_params.get("terminate", "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise ApiError(
+            422, "invalid_terminate", "terminate must be true or false", path="terminate"
+        )
+    terminate = raw in ("true", "1")
+    timeout = service.http.publish_timeout_s
+    await run_in_threadpool(
+        lambda: service.control.revoke(task_id, terminate=terminate, timeout=timeout)
+    )
+    body = {"task_id": task_id, "revoked": True, "terminate": terminate}
+    return json_response(body, 202)
 
 
 async def _post_batch(service: HttpService, spec: TaskSpec, body: Any) -> Response:
@@ -137,8 +164,9 @@ async def get_task(request: Request) -> Response:
         return json_response({"task_id": task_id, "status": Status.PENDING.value})
     raise ApiError(
         404, "unknown_task_id",
-        "no outcome stored and not accepted by this service lately (a task sent elsewhere "
-        "shows up once a worker has started or finished it)",
+        "no outcome stored and not accepted by this service lately: unknown, expired "
+        "(result_expires) or forgotten (a task sent elsewhere shows up once a worker has "
+        "started or finished it)",
     )  # fmt: skip
 
 

@@ -119,13 +119,24 @@ def _common_schemas() -> dict[str, Any]:
                 },
             },
         },
+        "Revoked": {
+            "type": "object",
+            "required": ["task_id", "revoked", "terminate"],
+            "properties": {
+                "task_id": {"type": "string"},
+                "revoked": {"const": True},
+                "terminate": {"type": "boolean"},
+            },
+        },
         "TaskStatus": {
             "type": "object",
             "required": ["task_id", "status"],
             "properties": {
                 "task_id": {"type": "string"},
                 "task": {"type": "string"},
-                "status": {"enum": ["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE"]},
+                "status": {
+                    "enum": ["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
+                },
                 "attempt": {"type": "integer"},
                 "key": nullable_str,
                 "worker": nullable_str,
@@ -274,6 +285,27 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
                 ),
                 "503": _json(_ERROR, "the lookup store is unreachable", _RETRY_AFTER),
                 **_errors(404, 422, auth=auth),
+            },
+        }
+    }
+    paths["/v1/tasks/{task_id}:revoke"] = {
+        "post": {
+            "operationId": "revoke task",
+            "summary": "revoke a task: it never starts; with terminate, a run in progress stops",
+            "security": security,
+            "parameters": [
+                {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {
+                    "name": "terminate",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": ["true", "false", "1", "0"]},
+                },
+            ],
+            "responses": {
+                "202": _json(_ref("Revoked"), "the revocation is acknowledged by the broker"),
+                "503": _json(_ERROR, "the broker did not acknowledge it", _RETRY_AFTER),
+                **_errors(422, auth=auth),
             },
         }
     }

@@ -13,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from taskstream.app import App
 from taskstream.avro_json import datum_to_json
 from taskstream.config import Settings
+from taskstream.control import Control
 from taskstream.errors import CodecError
-from taskstream.kafka import admin_config
+from taskstream.kafka import KafkaBroker, admin_config
 from taskstream.outcome_json import outcome_json
 from taskstream.store import ResultRecord, ResultStore, open_store
 
@@ -71,8 +72,10 @@ class HttpService:
         store: ResultStore,
         broker: BrokerProbe | None = None,
         http: HttpSettings | None = None,
+        control: Control | None = None,
     ) -> None:
         self.catalog = catalog
+        self._control = control  # revocations; opened on the first one
         self.settings = settings
         self.http = HttpSettings.from_settings(settings) if http is None else http
         self.publisher = publisher
@@ -109,6 +112,13 @@ class HttpService:
         publisher = TaskPublisher(settings, catalog.envelopes)
         return cls(catalog, settings, publisher, open_store(settings.store), BrokerProbe(settings))
 
+    @property
+    def control(self) -> Control:
+        """Where ``POST /v1/tasks/{id}:revoke`` writes (the control topic)."""
+        if self._control is None:
+            self._control = Control(self.settings, KafkaBroker())
+        return self._control
+
     async def store_ready(self) -> bool:
         try:
             await run_in_threadpool(self.store.get, "taskstream-readiness-probe")
@@ -134,5 +144,7 @@ class HttpService:
     def close(self) -> None:
         self.publisher.close(self.http.publish_timeout_s)
         self.store.close()
+        if self._control is not None:
+            self._control.close()
         if self.broker is not None:
             self.broker.close()

@@ -90,6 +90,7 @@ class Banner:
         url = f"http://127.0.0.1:{self.http_port}"
         if self.http_port:
             lines.append(f"  HTTP:    {url} (/openapi.json; /metrics of every process)")
+            lines.append(f"  console: {url}/ui")
         elif self.http_port_taken:
             lines.append(
                 f"  HTTP:    none: port {self.http_port_taken} is taken (--http-port P to choose)"

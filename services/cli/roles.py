@@ -54,6 +54,7 @@ def materialize(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from taskstream.console.server import FACTORY
     from taskstream.producer.http.server import Source
     from taskstream.producer.http.server import serve as run
 
@@ -71,7 +72,8 @@ def serve(args: argparse.Namespace) -> int:
     # uvicorn itself logs at WARNING only: say where we listen (a bind failure follows this
     # line as uvicorn's error).
     print(f"taskstream serve: {what} on http://{args.host}:{args.port}", flush=True)
-    run(Source(args.app, args.schemas, queues), args.host, args.port, args.workers)
+    print(f"taskstream serve: the console on http://{args.host}:{args.port}/ui", flush=True)
+    run(Source(args.app, args.schemas, queues), args.host, args.port, args.workers, FACTORY)
     return 0
 
 

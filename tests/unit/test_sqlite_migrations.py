@@ -80,7 +80,7 @@ def schema_of(path: Path) -> tuple[int, dict[str, str]]:
 def test_a_new_file_is_created_at_the_latest_version_directly(tmp_path: Path) -> None:
     SQLiteStore(tmp_path / "new.db").close()
     version, tables = schema_of(tmp_path / "new.db")
-    assert version == SCHEMA_VERSION == 4
+    assert version == SCHEMA_VERSION == 5
     assert set(tables) == {"results", "offsets", "idempotency_keys"}
     assert "status = 'PENDING' OR status = 'STARTED'" in tables["results"]
     assert "status IN" not in tables["results"]
@@ -147,7 +147,7 @@ def test_a_version_1_taskstream_refuses_a_file_of_this_version(
 ) -> None:
     SQLiteStore(tmp_path / "new.db").close()
     monkeypatch.setattr("taskstream.store.sqlite.SCHEMA_VERSION", 1)  # as taskstream 1 was
-    with pytest.raises(StoreError, match="schema version 4, newer than the 1"):
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION}, newer than the 1"):
         SQLiteStore(tmp_path / "new.db")
 
 
@@ -190,4 +190,23 @@ def test_a_version_3_file_accepts_revoked_outcomes_and_gains_the_expiry_index(
     raw = sqlite3.connect(v1_file)
     indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     raw.close()
-    assert version == 4 and "results_finished_at" in indexes
+    assert version == SCHEMA_VERSION and "results_finished_at" in indexes
+
+
+def test_a_version_4_file_gains_the_search_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    SQLiteStore(path).close()
+    raw = sqlite3.connect(path)
+    with raw:
+        for name in ("results_status", "results_task", "results_key"):
+            raw.execute(f"DROP INDEX {name}")  # as taskstream with schema 4 left it
+        raw.execute("PRAGMA user_version = 4")
+    raw.close()
+    SQLiteStore(path).close()
+    raw = sqlite3.connect(path)
+    try:
+        indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    finally:
+        raw.close()
+    assert {"results_finished_at", "results_status", "results_task", "results_key"} <= indexes

@@ -549,7 +549,7 @@ def test_postgres_a_version_1_schema_gains_the_idempotency_keys_and_keeps_its_ro
         assert s.claim_idempotency_key("k", "task-1", b"fp", 60) is None
         assert s.claim_idempotency_key("k", "x", b"", 60) == IdempotencyKey("task-1", b"fp")
         with s._transaction() as conn:
-            assert conn.execute("SELECT version FROM meta").fetchall() == [(3,)]
+            assert conn.execute("SELECT version FROM meta").fetchall() == [(4,)]
 
 
 @pytest.mark.integration
@@ -636,3 +636,99 @@ def test_postgres_batch_folding_matches_applying_records_one_by_one() -> None:
         one_by_one.apply([event], {})
     folded = {row[0]: from_row(row) for row in _fold([to_row(e) for e in events])}
     assert folded == one_by_one.get_many(["x", "y", "z"])
+
+
+# --- the console's search and outcome counts ------------------------------------------------
+
+
+def _history(store: ResultStore) -> list[ResultRecord]:
+    """60 outcomes a second apart (two share a finished_at), of two tasks, keys and statuses."""
+    records = [
+        record(
+            f"id-{i:03d}",
+            status=(Status.FAILURE if i % 3 == 0 else Status.SUCCESS),
+            task=("add" if i % 2 else "mul"),
+            key=("k1" if i % 4 == 0 else None),
+            finished_at=T0 + timedelta(seconds=min(i, 58)),
+        )
+        for i in range(60)
+    ]
+    store.apply(records, {})
+    return records
+
+
+def _page_order(records: Sequence[ResultRecord]) -> list[str]:
+    ordered = sorted(records, key=lambda r: (r.finished_at, r.task_id), reverse=True)
+    return [r.task_id for r in ordered]
+
+
+def test_search_pages_through_every_match_newest_first_with_a_keyset_cursor(
+    store: ResultStore,
+) -> None:
+    from taskstream.store.base import TaskQuery
+
+    records = _history(store)
+    seen: list[str] = []
+    query = TaskQuery(limit=7)
+    while True:
+        page = store.search(query)
+        seen += [r.task_id for r in page]
+        if len(page) < query.limit:
+            break
+        last = page[-1]
+        assert last.finished_at is not None
+        query = dataclasses.replace(query, after=(last.finished_at, last.task_id))
+    assert seen == _page_order(records)  # ties on finished_at split by id, none lost
+
+
+def test_search_filters_by_status_task_key_and_time_range(store: ResultStore) -> None:
+    from taskstream.store.base import TaskQuery
+
+    records = _history(store)
+    since, until = T0 + timedelta(seconds=10), T0 + timedelta(seconds=40)
+    query = TaskQuery(
+        status=Status.FAILURE, task="mul", key="k1", since=since, until=until, limit=100
+    )
+    expected = [
+        r
+        for r in records
+        if r.status is Status.FAILURE and r.task == "mul" and r.key == "k1"
+        and r.finished_at is not None and since <= r.finished_at < until
+    ]  # fmt: skip
+    assert expected  # the filter keeps some, drops others
+    assert [r.task_id for r in store.search(query)] == _page_order(expected)
+    assert store.search(TaskQuery(task="nothing")) == []
+    full = store.search(TaskQuery(key="k1", limit=1))[0]
+    assert full == next(r for r in records if r.task_id == full.task_id)
+
+
+def test_outcome_counts_count_each_status_per_time_bucket(store: ResultStore) -> None:
+    _history(store)
+    counts = store.outcome_counts(T0 + timedelta(seconds=30), 10)
+    got = {(c.bucket, c.status): c.count for c in counts}
+    start = T0.replace(second=30, microsecond=0)  # the bucket holding T0 + 30 s
+    # T0 is 12:30:45.123456: finished_at T0+30s..T0+58s falls in 12:31:10, 12:31:20, 12:31:30
+    # ids 30..58 (59 shares 58's finished_at): statuses by i % 3.
+    expected: dict[tuple[datetime, Status], int] = {}
+    for i in range(30, 60):
+        moment = T0 + timedelta(seconds=min(i, 58))
+        bucket = moment.replace(microsecond=0, second=moment.second - moment.second % 10)
+        status = Status.FAILURE if i % 3 == 0 else Status.SUCCESS
+        expected[(bucket, status)] = expected.get((bucket, status), 0) + 1
+    assert got == expected
+    assert [c.bucket for c in counts] == sorted(c.bucket for c in counts)
+    assert start.tzinfo is UTC and all(c.bucket.tzinfo is not None for c in counts)
+
+
+@pytest.mark.integration
+def test_postgres_a_version_3_schema_gains_the_search_indexes(postgres_url: str) -> None:
+    with PostgresStore.from_url(postgres_url) as s, s._transaction() as conn:
+        for name in ("results_status", "results_task", "results_key"):
+            conn.execute(f"DROP INDEX {name}")  # as taskstream with schema 3 left it
+        conn.execute("UPDATE meta SET version = 3")
+    with PostgresStore.from_url(postgres_url) as s, s._transaction() as conn:
+        names = {r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (s.schema,)
+        )}  # fmt: skip
+        assert {"results_finished_at", "results_status", "results_task", "results_key"} <= names
+        assert conn.execute("SELECT version FROM meta").fetchall() == [(4,)]

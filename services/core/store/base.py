@@ -115,6 +115,60 @@ def from_micros(micros: int | None) -> datetime | None:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskQuery:
+    """A filtered page of stored outcomes, newest ``finished_at`` first (ties: by task id,
+    descending), for :meth:`ResultStore.search`.
+
+    ``since``/``until`` bound ``finished_at`` (``since`` included, ``until`` not). ``after`` is
+    the keyset cursor: the ``(finished_at, task_id)`` of the last row of the previous page; the
+    page holds the rows that sort after it, so paging costs the same on page 1 and page 1000
+    (an OFFSET would read and drop every row before the page).
+    """
+
+    status: Status | None = None
+    task: str | None = None
+    key: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after: tuple[datetime, str] | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeCount:
+    """How many stored outcomes of one status finished in one time bucket."""
+
+    bucket: datetime  # the bucket's start (UTC)
+    status: Status
+    count: int
+
+
+def bucket_start(moment: datetime, bucket_s: int) -> datetime:
+    """The start of the `bucket_s`-second bucket (counted from the epoch) holding `moment`."""
+    micros = to_micros(moment)
+    assert micros is not None
+    step = bucket_s * 1_000_000
+    start = from_micros(micros - micros % step)
+    assert start is not None
+    return start
+
+
+def matches(record: ResultRecord, query: TaskQuery) -> bool:
+    """Whether `record` belongs in `query`'s result set (the cursor aside): the reference
+    semantics that the SQL stores' WHERE clauses implement."""
+    done = record.finished_at
+    return (
+        done is not None
+        and (query.status is None or record.status == query.status)
+        and (query.task is None or record.task == query.task)
+        and (query.key is None or record.key == query.key)
+        and (query.since is None or done >= query.since)
+        and (query.until is None or done < query.until)
+        and (query.after is None or (done, record.task_id) < query.after)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class IdempotencyKey:
     """What a live Idempotency-Key is bound to: the task id of the request that first used it,
     that request's fingerprint (a hash the caller chose), and whether the broker acknowledged
@@ -163,6 +217,20 @@ class ResultStore(ABC):
     @abstractmethod
     def count(self, status: Status | None = None) -> int:
         """Number of stored outcomes, or of those with `status` (for tests and operations)."""
+
+    @abstractmethod
+    def search(self, query: TaskQuery) -> list[ResultRecord]:
+        """At most ``query.limit`` outcomes matching `query`, newest ``finished_at`` first.
+
+        Only rows with a ``finished_at`` are found (the materializer always sets it). Indexed
+        in the SQL stores: a page costs about the same on a million rows as on a thousand.
+        """
+
+    @abstractmethod
+    def outcome_counts(self, since: datetime, bucket_s: int) -> list[OutcomeCount]:
+        """Stored outcomes with ``finished_at >= since``, counted per status and per
+        `bucket_s`-second bucket (see :func:`bucket_start`), oldest bucket first. Each task
+        counts once, by its latest outcome: the console's throughput and failures."""
 
     @abstractmethod
     def reset(self, topic: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
@@ -11,10 +12,14 @@ from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store.base import (
     IdempotencyKey,
+    OutcomeCount,
     ResultRecord,
     ResultRow,
     ResultStore,
+    TaskQuery,
+    bucket_start,
     from_row,
+    matches,
     supersedes,
 )
 
@@ -73,6 +78,23 @@ class MemoryStore(ResultStore):
             if status is None:
                 return len(self._rows)
             return sum(1 for r in self._rows.values() if r.status == status)
+
+    def search(self, query: TaskQuery) -> list[ResultRecord]:
+        with self._lock:
+            self._check_open()
+            found = [r for r in self._rows.values() if matches(r, query)]
+        found.sort(key=lambda r: (r.finished_at, r.task_id), reverse=True)
+        return found[: query.limit]
+
+    def outcome_counts(self, since: datetime, bucket_s: int) -> list[OutcomeCount]:
+        with self._lock:
+            self._check_open()
+            counts = Counter(
+                (bucket_start(r.finished_at, bucket_s), r.status)
+                for r in self._rows.values()
+                if r.finished_at is not None and r.finished_at >= since
+            )
+        return [OutcomeCount(b, s, n) for (b, s), n in sorted(counts.items())]
 
     def reset(self, topic: str) -> None:
         with self._lock:

@@ -29,9 +29,11 @@ from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store.base import (
     IdempotencyKey,
+    OutcomeCount,
     ResultRecord,
     ResultRow,
     ResultStore,
+    TaskQuery,
     supersedes,
 )
 
@@ -41,7 +43,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     psycopg = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 3  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 4  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
 DEFAULT_SCHEMA = "taskstream"
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))
@@ -94,6 +96,16 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE results DROP CONSTRAINT IF EXISTS results_status_check",
         f"ALTER TABLE results ADD CONSTRAINT results_status_check CHECK (status IN ({_STATUSES}))",
         "CREATE INDEX IF NOT EXISTS results_finished_at ON results (finished_at)",
+    ),
+    # 4: the console's task search, as in the SQLite store: one index per filter, each ending
+    # in finished_at, so a page is one index range read newest first (rows sharing a
+    # finished_at sorted by task_id: an incremental sort); results_finished_at serves the rest.
+    4: (
+        "CREATE INDEX IF NOT EXISTS results_status ON results (status, finished_at)",
+        "CREATE INDEX IF NOT EXISTS results_task ON results (task, finished_at)",
+        # Partial: tasks without a key (most) cost this index nothing; `key = %s` implies it.
+        "CREATE INDEX IF NOT EXISTS results_key ON results (key, finished_at)"
+        " WHERE key IS NOT NULL",
     ),
 }
 
@@ -240,6 +252,22 @@ class PostgresStore(ResultStore):
         assert row is not None
         return int(row[0])
 
+    def search(self, query: TaskQuery) -> list[ResultRecord]:
+        where, params = _search_filter(query)
+        sql_ = f"{_SELECT} WHERE {where} ORDER BY finished_at DESC, task_id DESC LIMIT %s"
+        with self._transaction() as conn:
+            rows = conn.execute(sql_, (*params, query.limit)).fetchall()
+        return [_from_row(row) for row in rows]
+
+    def outcome_counts(self, since: datetime, bucket_s: int) -> list[OutcomeCount]:
+        # date_bin (PostgreSQL 14+) buckets from the epoch, as bucket_start does.
+        sql_ = """SELECT date_bin(%s * INTERVAL '1 second', finished_at, TIMESTAMPTZ 'epoch')
+                AS bucket, status, count(*)
+            FROM results WHERE finished_at >= %s GROUP BY bucket, status ORDER BY bucket, status"""
+        with self._transaction() as conn:
+            rows = conn.execute(sql_, (bucket_s, since)).fetchall()
+        return [OutcomeCount(b, Status(s), int(n)) for b, s, n in rows]
+
     def reset(self, topic: str) -> None:
         with self._transaction() as conn:
             # TRUNCATE is transactional in PostgreSQL: readers see all rows or none.
@@ -352,6 +380,27 @@ def _migrate(conn: psycopg.Connection[Any], schema: str, where: str) -> None:
             conn.execute("DELETE FROM meta")
             conn.execute("INSERT INTO meta (version) VALUES (%s)", (SCHEMA_VERSION,))
     # SET (not SET LOCAL) outlives the transaction: the session keeps the schema.
+
+
+def _search_filter(query: TaskQuery) -> tuple[str, list[object]]:
+    """The WHERE clause of `query` (see :func:`taskstream.store.base.matches`)."""
+    clauses, params = ["finished_at IS NOT NULL"], list[object]()
+    for column, value in (("status", query.status), ("task", query.task), ("key", query.key)):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(str(value))
+    if query.since is not None:
+        clauses.append("finished_at >= %s")
+        params.append(query.since)
+    if query.until is not None:
+        clauses.append("finished_at < %s")
+        params.append(query.until)
+    if query.after is not None:
+        # The page order's (finished_at, task_id) < cursor, spelt so that the index range
+        # on finished_at is plain to the planner.
+        clauses.append("finished_at <= %s AND (finished_at < %s OR task_id < %s)")
+        params += [query.after[0], query.after[0], query.after[1]]
+    return " AND ".join(clauses), params
 
 
 def _fold(rows: Sequence[ResultRow]) -> list[ResultRow]:

@@ -23,14 +23,17 @@ from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store.base import (
     IdempotencyKey,
+    OutcomeCount,
     ResultRecord,
     ResultRow,
     ResultStore,
+    TaskQuery,
+    from_micros,
     from_row,
     to_micros,
 )
 
-SCHEMA_VERSION = 4  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 5  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))  # same order as the dataclass
 _FINAL = ", ".join(f"'{s.value}'" for s in Status if s.is_final)
@@ -70,6 +73,19 @@ _IDEMPOTENCY: tuple[str, ...] = (
 # Outcomes are deleted by age (result_expires, version 4), oldest first, a batch at a time.
 _EXPIRY_INDEX = "CREATE INDEX IF NOT EXISTS results_finished_at ON results (finished_at)"
 
+# The console's task search (version 5): one index per filter, each ending in finished_at, so
+# a filtered page is one index range read newest first (only rows that share a finished_at
+# are sorted by task_id), never a sort of every matching row; the expiry index serves the
+# unfiltered pages, time ranges and the outcome counts. task_id is left out of them
+# (smaller, cheaper to write). They cost the materializer's writes: see the README's Console
+# section (python -m benchmarks.console).
+_SEARCH_INDEXES: tuple[str, ...] = (
+    "CREATE INDEX IF NOT EXISTS results_status ON results (status, finished_at)",
+    "CREATE INDEX IF NOT EXISTS results_task ON results (task, finished_at)",
+    # Partial: tasks without a key (most) cost this index nothing; `key = ?` implies it.
+    "CREATE INDEX IF NOT EXISTS results_key ON results (key, finished_at) WHERE key IS NOT NULL",
+)
+
 # A new file gets the latest schema at once.
 _CREATE: tuple[str, ...] = (
     f"CREATE TABLE IF NOT EXISTS results {_RESULTS_COLUMNS}",
@@ -81,6 +97,7 @@ _CREATE: tuple[str, ...] = (
     ) WITHOUT ROWID""",
     *_IDEMPOTENCY,
     _EXPIRY_INDEX,
+    *_SEARCH_INDEXES,
 )
 
 # Statements that bring an existing file from the previous version to each version, applied
@@ -105,6 +122,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE results_v4 RENAME TO results",
         _EXPIRY_INDEX,
     ),
+    # 5: indexes of the console's task search.
+    5: _SEARCH_INDEXES,
 }
 
 # The replacement rule lives in the WHERE clause, so concurrent writers cannot race a
@@ -208,6 +227,21 @@ class SQLiteStore(ResultStore):
                 row = conn.execute(sql, (status.value,)).fetchone()
         return int(row[0])
 
+    def search(self, query: TaskQuery) -> list[ResultRecord]:
+        where, params = _search_filter(query)
+        sql = f"{_SELECT} WHERE {where} ORDER BY finished_at DESC, task_id DESC LIMIT ?"
+        with self._transaction() as conn:
+            rows = conn.execute(sql, (*params, query.limit)).fetchall()
+        return [from_row(row) for row in rows]
+
+    def outcome_counts(self, since: datetime, bucket_s: int) -> list[OutcomeCount]:
+        step = bucket_s * 1_000_000
+        sql = """SELECT finished_at - finished_at % ? AS bucket, status, count(*) FROM results
+            WHERE finished_at >= ? GROUP BY bucket, status ORDER BY bucket, status"""
+        with self._transaction() as conn:
+            rows = conn.execute(sql, (step, to_micros(since))).fetchall()
+        return [OutcomeCount(_moment(b), Status(s), n) for b, s, n in rows]
+
     def reset(self, topic: str) -> None:
         with self._transaction(write=True) as conn:
             conn.execute("DELETE FROM results")
@@ -273,6 +307,34 @@ class SQLiteStore(ResultStore):
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"sqlite store {self.path}: {exc}") from exc
                 raise
+
+
+def _search_filter(query: TaskQuery) -> tuple[str, list[object]]:
+    """The WHERE clause of `query` (see :func:`taskstream.store.base.matches`)."""
+    clauses, params = ["finished_at IS NOT NULL"], list[object]()
+    for column, value in (("status", query.status), ("task", query.task), ("key", query.key)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(str(value))
+    if query.since is not None:
+        clauses.append("finished_at >= ?")
+        params.append(to_micros(query.since))
+    if query.until is not None:
+        clauses.append("finished_at < ?")
+        params.append(to_micros(query.until))
+    if query.after is not None:
+        # The page order's (finished_at, task_id) < cursor, spelt so that the index range
+        # on finished_at is plain to the planner.
+        moment = to_micros(query.after[0])
+        clauses.append("finished_at <= ? AND (finished_at < ? OR task_id < ?)")
+        params += [moment, moment, query.after[1]]
+    return " AND ".join(clauses), params
+
+
+def _moment(micros: int) -> datetime:
+    moment = from_micros(micros)
+    assert moment is not None
+    return moment
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

@@ -48,12 +48,26 @@ def from_environment() -> Starlette:
     return app
 
 
-def serve(source: Source, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+def serve(
+    source: Source,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    factory: str | None = None,
+) -> None:
+    """Serve `source`. `factory` (``module:function``) builds each process's ASGI app from
+    ``TASKSTREAM_SERVE_SOURCE`` instead of the API alone: the command line passes the one
+    that adds the console, which this package does not import."""
     options = dict(
         host=host, port=port, http="httptools", loop="uvloop", ws="none",
         lifespan="on", access_log=False, log_level="warning", timeout_graceful_shutdown=10,
     )  # fmt: skip
-    if workers > 1:
+    if factory is not None:
+        os.environ[SOURCE_ENV] = json.dumps(
+            {"app": source.app, "schemas": source.schemas, "queues": source.queues}
+        )
+        uvicorn.run(factory, factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    elif workers > 1:
         os.environ[SOURCE_ENV] = json.dumps(
             {"app": source.app, "schemas": source.schemas, "queues": source.queues}
         )

@@ -1,0 +1,78 @@
+"""The console's ASGI application, and the HTTP API with the console mounted at ``/ui``.
+
+asgi = with_console(create_app(service), Console(service, workers=directory))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from taskstream.errors import TaskstreamError
+
+from . import endpoints
+from .auth import ConsoleAuth, login
+from .console import Console
+from .html import page, tag
+
+PREFIX = "/ui"
+STATIC = Path(__file__).with_name("static")  # shipped as package data: no CDN, no build
+
+
+async def _unavailable(_request: Request, exc: Exception) -> Response:
+    """The store or the broker failed (StoreError, DeliveryFailed, ...): say so, 503."""
+    body = page("Unavailable", "", tag("p", str(exc), class_="problem"), live_every_ms=0)
+    return HTMLResponse(body, 503, {"Retry-After": "1"})
+
+
+async def _slash(_request: Request) -> Response:
+    return RedirectResponse(PREFIX, 308)
+
+
+def create_console(console: Console) -> Starlette:
+    """The console alone (its routes carry the ``/ui`` prefix)."""
+    app = Starlette(
+        routes=[
+            Route(PREFIX, endpoints.overview, methods=["GET"]),
+            Route(f"{PREFIX}/", _slash, methods=["GET"]),
+            Route(f"{PREFIX}/tasks", endpoints.tasks, methods=["GET"]),
+            Route(f"{PREFIX}/tasks/{{task_id}}", endpoints.task, methods=["GET"]),
+            Route(f"{PREFIX}/dead-letters", endpoints.dead_letters, methods=["GET"]),
+            Route(f"{PREFIX}/dead-letters/replay", endpoints.replay, methods=["POST"]),
+            Route(f"{PREFIX}/delays", endpoints.delays, methods=["GET"]),
+            Route(f"{PREFIX}/login", login, methods=["GET", "POST"]),
+            Mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=[Middleware(ConsoleAuth, tokens=console.tokens)],
+        exception_handlers={TaskstreamError: _unavailable},
+    )
+    app.state.console = console
+    return app
+
+
+class WithConsole:
+    """Requests under ``/ui`` go to the console, the rest (and the lifespan, which closes
+    the service both share) to `api`."""
+
+    def __init__(self, api: ASGIApp, console: Console) -> None:
+        self.api = api
+        self.console = console
+        self.ui = create_console(console)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and (path == PREFIX or path.startswith(PREFIX + "/")):
+            await self.ui(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def with_console(api: ASGIApp, console: Console) -> WithConsole:
+    return WithConsole(api, console)

@@ -1,0 +1,152 @@
+"""Console: what the console's pages read, in one object the endpoints share.
+
+Outcomes come from the lookup store, backlogs and records from Kafka (:mod:`.kafka_view`),
+dead letters through ``taskstream dlq``'s reader and replay, workers from a
+:class:`WorkerSource`. Every method blocks (store, Kafka): endpoints call them in a thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from taskstream.app import App
+from taskstream.avro_json import datum_to_json
+from taskstream.errors import BrokerError, CodecError
+from taskstream.producer.http import HttpService
+from taskstream.store import ResultRecord
+from taskstream.store.base import OutcomeCount, TaskQuery
+from taskstream.topics import (
+    DELAY_TIERS_S,
+    delay_topic,
+    delays_group,
+    task_topic,
+    worker_group,
+)
+
+from .cache import Cached
+from .dead_letters import DeadLetters
+from .kafka_view import PartitionBacklog, backlog, read_record
+from .workers import NoWorkers, WorkerSource
+
+BACKLOG_MAX_AGE_S = 2.0  # how stale a backlog the pages may show
+ARGUMENTS_CACHED = 1024  # task events whose decoded arguments are kept
+
+
+@dataclass(frozen=True)
+class Arguments:
+    """A task's arguments as read back from its task event; ``json`` is None when the event
+    could not be read (``problem`` says why)."""
+
+    json: Any
+    problem: str | None = None
+
+
+class Console:
+    """The console's data. `app` gives the Kafka clients and settings (default: an app with
+    the service's settings); `workers` the worker list (default: none known)."""
+
+    def __init__(
+        self,
+        service: HttpService,
+        app: App | None = None,
+        workers: WorkerSource | None = None,
+    ) -> None:
+        self.service = service
+        self.app = app if app is not None else _app_for(service)
+        self.workers: WorkerSource = workers if workers is not None else NoWorkers()
+        self.store = service.store
+        self.dead_letters = DeadLetters(self.app, self.store)
+        prefix = self.app.settings.topic_prefix
+        self.queue_topics = {task_topic(prefix, q): q for q in service.catalog.queues}
+        self.delay_topics = {delay_topic(prefix, t): t for t in DELAY_TIERS_S}
+        self._arguments: dict[tuple[str, int, int], Arguments] = {}
+        self._lock = threading.Lock()
+        self._queue_backlog = Cached(
+            lambda: backlog(self.app, worker_group(prefix), list(self.queue_topics)),
+            BACKLOG_MAX_AGE_S,
+        )
+        self._delay_backlog = Cached(
+            lambda: backlog(self.app, delays_group(prefix), list(self.delay_topics)),
+            BACKLOG_MAX_AGE_S,
+        )
+
+    @property
+    def tokens(self) -> frozenset[str]:
+        return self.service.http.tokens
+
+    @property
+    def task_names(self) -> list[str]:
+        return sorted(self.service.catalog.tasks)
+
+    def queue_backlog(self) -> list[PartitionBacklog]:
+        return self._queue_backlog.get()
+
+    def delay_backlog(self) -> list[PartitionBacklog]:
+        return self._delay_backlog.get()
+
+    def outcome_counts(self, minutes: int, bucket_s: int) -> list[OutcomeCount]:
+        since = datetime.now(UTC) - timedelta(minutes=minutes)
+        return self.store.outcome_counts(since, bucket_s)
+
+    def search(self, query: TaskQuery) -> list[ResultRecord]:
+        return self.store.search(query)
+
+    def task(self, task_id: str) -> ResultRecord | None:
+        return self.store.get(task_id)
+
+    def render(self, record: ResultRecord) -> dict[str, Any]:
+        """The outcome as the HTTP API's GET /v1/tasks/{id} answers it (result as JSON)."""
+        return self.service.render(record)
+
+    def arguments(self, record: ResultRecord) -> Arguments:
+        """The arguments of `record`'s task, from the task event it was run from."""
+        topic, partition, offset = (
+            record.source_topic,
+            record.source_partition,
+            record.source_offset,
+        )
+        if topic is None or partition is None or offset is None:
+            return Arguments(None, "the outcome does not say which event it came from")
+        # A record never changes: a task page that refreshes reads its event from Kafka once.
+        where = (topic, partition, offset)
+        with self._lock:
+            known = self._arguments.get(where)
+        if known is None:
+            known = self._read_arguments(topic, partition, offset)
+            if known.problem is None:  # a read that failed is tried again next time
+                with self._lock:
+                    if len(self._arguments) >= ARGUMENTS_CACHED:
+                        self._arguments.pop(next(iter(self._arguments)))  # the oldest
+                    self._arguments[where] = known
+        return known
+
+    def _read_arguments(self, topic: str, partition: int, offset: int) -> Arguments:
+        try:
+            message = read_record(self.app, topic, partition, offset)
+        except BrokerError as exc:
+            return Arguments(None, f"Kafka could not be read: {exc}")
+        if message is None:
+            return Arguments(None, f"{topic}[{partition}]@{offset} is no longer in Kafka")
+        catalog = self.service.catalog
+        try:
+            event = catalog.envelopes.decode_task(message.value() or b"")
+            return Arguments(datum_to_json(catalog.codec.decode(event.args)[1]))
+        except CodecError as exc:
+            raw = base64.b64encode(message.value() or b"").decode("ascii")
+            return Arguments({"avro_base64": raw}, f"cannot decode: {exc}")
+
+    def workers_json(self) -> list[dict[str, object]]:
+        return self.workers.workers_json()
+
+
+def _app_for(service: HttpService) -> App:
+    """An app with the service's settings and codec (its Kafka clients, the dlq reader's)."""
+    app = App("taskstream-console")
+    app.settings = service.settings
+    app.codec = service.catalog.codec
+    app.envelopes = service.catalog.envelopes
+    return app

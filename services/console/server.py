@@ -1,0 +1,40 @@
+"""``taskstream serve``'s application: the HTTP API with the console at ``/ui``.
+
+uvicorn builds it in each service process from ``TASKSTREAM_SERVE_SOURCE`` (see
+:mod:`taskstream.producer.http.server`), so ``--workers N`` serves the console too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from taskstream.app import App
+from taskstream.config import Settings
+from taskstream.loading import load_app
+from taskstream.producer.http import HttpService, create_app
+from taskstream.producer.http.server import SOURCE_ENV, Source
+
+from .app import WithConsole
+from .console import Console
+from .workers import WorkerSource
+
+FACTORY = f"{__name__}:from_environment"
+
+
+def build(source: Source, workers: WorkerSource | None = None) -> WithConsole:
+    app: App | None = None
+    if source.app is not None:
+        app = load_app(source.app)
+        service = HttpService.for_app(app)
+    else:
+        assert source.schemas is not None
+        service = HttpService.for_schemas(source.schemas, Settings.load(), source.queues)
+    return WithConsole(create_app(service), Console(service, app, workers))
+
+
+def from_environment() -> WithConsole:
+    """The uvicorn factory of ``taskstream serve``'s processes."""
+    raw: dict[str, Any] = json.loads(os.environ[SOURCE_ENV])
+    return build(Source(**raw))

@@ -1,4 +1,5 @@
-"""The ``taskstream`` command: worker, materialize, dev, send, result, serve, dlq, schemas.
+"""The ``taskstream`` command: worker, materialize, dev, send, result, serve, dlq, schemas,
+workers.
 
 The front door, outside the core package: it imports the producer and the consumer services,
 which core never does. Each subcommand lives in the module of its concept (``_MODULES``) and
@@ -28,6 +29,7 @@ _MODULES = {
     "dlq": "dlq",
     "schemas": "schemas",
     "dev": "dev",
+    "workers": "workers",
 }
 
 

@@ -33,6 +33,10 @@ class WorkerHooks:
     def commit_result(self, ok: bool) -> None:
         """The broker answered an asynchronous commit."""
 
+    def lagged(self, seconds: Mapping[Partition, float]) -> None:
+        """Right after ``committed``: per assigned partition, the age in seconds of its
+        oldest record not yet done (0 when caught up)."""
+
 
 class MaterializerHooks:
     """No-op hooks of the materializer."""

@@ -29,6 +29,7 @@ from taskstream.consumer.delays import DelayScheduler
 from taskstream.consumer.deliveries import DeliveryJournal, UncountedDeliveries
 from taskstream.consumer.execution import Outcome, Run, run_async, run_sync
 from taskstream.consumer.executor import Executor
+from taskstream.consumer.heartbeat import Heartbeat, WorkerActivity
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
@@ -39,7 +40,7 @@ from taskstream.envelope import now_micros
 from taskstream.errors import TimeLimitExceeded, UnknownSchema
 from taskstream.kafka import EventProducer, consumer_config, producer_config, worker_id
 from taskstream.sizes import message_max_bytes
-from taskstream.topics import deliveries_topic, task_topic, worker_group
+from taskstream.topics import deliveries_topic, heartbeats_topic, task_topic, worker_group
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,10 @@ class Worker(RuntimeOwner):
         self.app = app
         self.settings = s
         self.hooks = hooks if hooks is not None else PrometheusHooks()
+        # What the heartbeat tells (running tasks, counts, lag) rides on the hooks.
+        self.activity = WorkerActivity(self.hooks) if s.worker_heartbeat_s > 0 else None
+        if self.activity is not None:
+            self.hooks = self.activity
         self.queues = queues or app.queues
         self.topics = [task_topic(s.topic_prefix, q) for q in self.queues]
         self.group_id = group_id or worker_group(s.topic_prefix)
@@ -206,10 +211,13 @@ class Worker(RuntimeOwner):
         delays_thread.start()
         self._started(runtime)
         runtime.subscribe(self.topics)
+        heartbeat = self._heartbeat(producer)
         log.info("worker %s consuming %s as group %s", self.worker_id, self.topics, self.group_id)
         try:
             runtime.run(grace=s.shutdown_grace_s)  # closing revokes: releases, commits
         finally:
+            if heartbeat is not None:
+                heartbeat.stop()  # its last beat says "offline"; the producer's close sends it
             self._journal.close()
             delays.stop()
             delays_thread.join(s.delivery_timeout_ms / 1000)
@@ -237,6 +245,22 @@ class Worker(RuntimeOwner):
         partitions = len(metadata.partitions) if metadata is not None else s.partitions
         journal.start(partitions)
         return journal
+
+    def _heartbeat(self, producer: EventProducer) -> Heartbeat | None:
+        if self.activity is None:
+            return None
+        s = self.settings
+        tracker = self._tracker
+        heartbeat = Heartbeat(
+            producer,
+            heartbeats_topic(s.topic_prefix),
+            Heartbeat.identity(self.worker_id, self.queues, self.concurrency),
+            self.activity,
+            lambda: list(tracker.partitions),  # a copy made in one step, under the GIL
+            s.worker_heartbeat_s,
+        )
+        heartbeat.start()
+        return heartbeat
 
     def _committed(self, ok: bool) -> None:
         assert self._runtime is not None

@@ -61,6 +61,9 @@ class Settings:
     http_drain_max_bytes: int = 16_777_216  # beyond this the connection is closed instead
     http_drain_timeout_s: float = 5.0  # as nginx's lingering_timeout
     metrics_port: int | None = None  # Prometheus /metrics port of worker/materializer; None: off
+    # Workers you can see (taskstream.heartbeats): a beat this often, in seconds; 0: none.
+    # A worker is shown as lost after MISSED_BEATS of its beats failed to come.
+    worker_heartbeat_s: float = 2.0
     kafka: Mapping[str, str] = field(default_factory=dict)  # extra librdkafka settings
 
     @classmethod
@@ -97,6 +100,8 @@ class Settings:
             raise ConfigError("partitions, replication_factor and concurrency must be >= 1")
         if self.max_tasks_in_flight < self.concurrency:
             raise ConfigError("max_tasks_in_flight must be >= concurrency")
+        if self.worker_heartbeat_s < 0:
+            raise ConfigError("worker_heartbeat_s must be >= 0 (0: no heartbeats)")
         if self.worker_lost_max_deliveries < 0:
             raise ConfigError("worker_lost_max_deliveries must be >= 0 (0: not counted)")
 

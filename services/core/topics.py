@@ -7,6 +7,7 @@ With prefix ``taskstream``:
 - ``taskstream.dead-letter``    events that cannot run, with the reason in headers
 - ``taskstream.delay.<N>s``     delayed events (retries, countdowns) waiting N seconds
 - ``taskstream.deliveries``     each task partition's owner and careful runs (lost deliveries)
+- ``taskstream.heartbeats``     each worker's latest heartbeat, keyed by worker id, compacted
 
 and the consumer groups that read them:
 
@@ -43,6 +44,18 @@ def dead_letter_topic(prefix: str) -> str:
 def deliveries_topic(prefix: str) -> str:
     """``<prefix>.deliveries``"""
     return _checked(f"{prefix}.deliveries")
+
+
+def heartbeats_topic(prefix: str) -> str:
+    """``<prefix>.heartbeats``"""
+    return _checked(f"{prefix}.heartbeats")
+
+
+# One partition: a few workers' beats every few seconds; a reader reads it all.
+HEARTBEAT_PARTITIONS = 1
+# Kept a day at most (compacted meanwhile): a live worker beats every few seconds, so only
+# workers gone for a day drop out of the topic.
+HEARTBEAT_RETENTION_MS = 86_400_000
 
 
 def worker_group(prefix: str) -> str:
@@ -120,4 +133,13 @@ def topic_specs(
         TopicSpec(deliveries_topic(prefix), partitions, replication, {"cleanup.policy": "compact"})
     )
     specs += [TopicSpec(delay_topic(prefix, t), partitions, replication) for t in DELAY_TIERS_S]
+    # The latest beat per worker (compacted); a worker gone for a day is forgotten (delete).
+    specs.append(
+        TopicSpec(
+            heartbeats_topic(prefix),
+            HEARTBEAT_PARTITIONS,
+            replication,
+            {"cleanup.policy": "compact,delete", "retention.ms": str(HEARTBEAT_RETENTION_MS)},
+        )
+    )
     return specs

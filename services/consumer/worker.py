@@ -23,6 +23,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
+from taskstream import clock
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.delays import DelayScheduler
@@ -263,8 +264,10 @@ class Worker(RuntimeOwner):
         return heartbeat
 
     def _committed(self, ok: bool) -> None:
-        assert self._runtime is not None
-        self.hooks.committed(ok, self._runtime.lag(), self._in_flight)
+        runtime = self._runtime
+        assert runtime is not None
+        self.hooks.committed(ok, runtime.lag(), self._in_flight)
+        self.hooks.lagged(runtime.lag_seconds(clock.now()))
 
     def _commit_answered(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """librdkafka's on_commit, for an asynchronous commit."""
@@ -300,7 +303,8 @@ class Worker(RuntimeOwner):
         tracker, journal = self._tracker, self._journal
         for message in batch:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
-            tracker.get(topic, partition).add(offset)  # type: ignore[arg-type]
+            # The timestamp: lag in seconds (taskstream_consumer_lag_seconds) at commit time.
+            tracker.get(topic, partition).add(offset, message.timestamp()[1])  # type: ignore[arg-type]
             self._in_flight += 1
             if journal.admit(message):
                 self._admitted(message, None)

@@ -62,7 +62,7 @@ def test_workers_lists_two_workers_then_shows_a_killed_one_as_lost(
 
     def counted() -> bool:
         found = listed(scope)
-        return sum(w["counts"]["succeeded"] for w in found.values()) == 20
+        return sum(int(w["counts"]["succeeded"]) for w in found.values()) == 20
 
     wait_until(counted, 60, "20 successes counted in the heartbeats")
     table = workers(scope)

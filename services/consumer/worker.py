@@ -23,7 +23,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
-from taskstream import clock
+from taskstream import clock, tracing
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.delays import DelayScheduler
@@ -37,9 +37,16 @@ from taskstream.consumer.outcomes import Outcomes
 from taskstream.consumer.reports import ReportServer
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.consumer.time_limits import Watchdog
+from taskstream.consumer.tracing import TracingHooks
 from taskstream.envelope import now_micros
 from taskstream.errors import TimeLimitExceeded, UnknownSchema
-from taskstream.kafka import EventProducer, consumer_config, producer_config, worker_id
+from taskstream.kafka import (
+    EventProducer,
+    consumer_config,
+    header_pairs,
+    producer_config,
+    worker_id,
+)
 from taskstream.sizes import message_max_bytes
 from taskstream.topics import deliveries_topic, heartbeats_topic, task_topic, worker_group
 
@@ -154,6 +161,9 @@ class Worker(RuntimeOwner):
         self.activity = WorkerActivity(self.hooks) if s.worker_heartbeat_s > 0 else None
         if self.activity is not None:
             self.hooks = self.activity
+        self._traced = tracing.ENABLED  # OpenTelemetry installed: a span per run
+        if self._traced:
+            self.hooks = TracingHooks(self.hooks)
         self.queues = queues or app.queues
         self.topics = [task_topic(s.topic_prefix, q) for q in self.queues]
         self.group_id = group_id or worker_group(s.topic_prefix)
@@ -372,6 +382,8 @@ class Worker(RuntimeOwner):
             task, event, kwargs, topic, partition, offset, self.worker_id,  # type: ignore[arg-type]
             message_max_bytes=self.message_max_bytes,
         )  # fmt: skip
+        if self._traced:
+            run.trace = tracing.extract(header_pairs(message))
         if lost is not None and lost >= self.settings.worker_lost_max_deliveries:
             log.error("task %s (%s) lost %d workers: dead-lettered", event.id, event.task, lost)
             outcome = run.worker_lost(lost)

@@ -161,7 +161,9 @@ class Worker(RuntimeOwner):
         self.activity = WorkerActivity(self.hooks) if s.worker_heartbeat_s > 0 else None
         if self.activity is not None:
             self.hooks = self.activity
-        self._traced = tracing.ENABLED  # OpenTelemetry installed: a span per run
+        # OpenTelemetry installed and a tracer provider set (by the app's module, loaded
+        # before): a span per run. Else no hook, no header read.
+        self._traced = tracing.active()
         if self._traced:
             self.hooks = TracingHooks(self.hooks)
         self.queues = queues or app.queues

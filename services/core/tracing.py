@@ -8,12 +8,12 @@ and puts that run's context on the next attempt of a retry, so the attempts of a
 one trace. Delay tiers forward records with their headers, dead letters keep the original
 record's headers and a replay sends them back, so those keep the trace too.
 
-Spans go to whatever tracer provider the application configured (the OpenTelemetry SDK and
-an exporter); with none configured the API's no-op tracer records nothing.
-
-Without OpenTelemetry installed, :data:`ENABLED` is False, and callers check it once
-(at start, or with one ``if`` per event) and call nothing else here: no import, no work per
-task.
+Spans go to the tracer provider the application configured (the OpenTelemetry SDK and an
+exporter, in code or by ``opentelemetry-instrument``). Without OpenTelemetry installed,
+:data:`ENABLED` is False, and callers check it (once at start, or one ``if`` per event) and
+call nothing else here: no import, no work per task. Installed but with no provider set,
+:func:`active` is False: a worker created then makes no spans, and ``delay()`` sends no
+headers, as there is nowhere to send spans to.
 """
 
 from __future__ import annotations
@@ -39,6 +39,14 @@ else:
 # The headers the W3C trace-context propagator writes and reads.
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 _TRACER_NAME = "taskstream"
+
+
+def active() -> bool:
+    """Whether spans go anywhere: OpenTelemetry is installed and a tracer provider is set."""
+    if not ENABLED:
+        return False
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 def _tracer() -> Any:

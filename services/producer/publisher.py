@@ -217,7 +217,9 @@ class TaskPublisher:
         topic = self._topics.get(queue)
         if topic is None:
             topic = self._topics[queue] = task_topic(self._settings.topic_prefix, queue)
-        headers = tracing.send_headers(event, topic) if tracing.ENABLED else None
+        headers = (
+            tracing.send_headers(event, topic) if tracing.ENABLED and tracing.active() else None
+        )
         size = record_size(value, key, headers)
         if size > self.message_max_bytes:
             raise MessageTooLarge(event.task, size, self.message_max_bytes)

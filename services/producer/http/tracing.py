@@ -16,8 +16,9 @@ from .middleware import route_of
 
 
 def tracing_middleware() -> list[Middleware]:
-    """The middleware to put first, or none when tracing is off."""
-    return [Middleware(TracingMiddleware)] if tracing.ENABLED else []
+    """The middleware to put first, or none when tracing is off (OpenTelemetry missing, or
+    no tracer provider set when the app is built)."""
+    return [Middleware(TracingMiddleware)] if tracing.active() else []
 
 
 class TracingMiddleware:

@@ -1,12 +1,11 @@
 """A worker's heartbeat: what it runs, has done and lags, published from a timer.
 
-:class:`WorkerActivity` wraps the worker's hooks (it is a WorkerHooks itself, passing every
-call on): it keeps the runs in progress, counts outcomes, and keeps the last lag the loop
-reported at its commit. :class:`Heartbeat` publishes that to the heartbeat topic every
-``worker_heartbeat_s`` seconds from its own thread (the beat's format and its reader are in
-:mod:`taskstream.heartbeats`), and a last ``offline`` beat on a clean stop. Per task this
-costs a dict insert and pop and a counter under an uncontended lock; the beat itself
-(a JSON document and one record) is built and produced on the timer thread.
+:class:`Heartbeat` publishes a beat to the heartbeat topic every ``worker_heartbeat_s``
+seconds from its own thread (the beat's format and its reader are in
+:mod:`taskstream.heartbeats`), and a last ``offline`` beat on a clean stop. It reads what the
+worker keeps anyway: its assigned partitions, the set of jobs in progress (a set add and
+discard per task, the only per-task cost), the lag the loop computed at its last commit, and
+the counts of its Prometheus counters (this process's values); nothing else runs per task.
 """
 
 from __future__ import annotations
@@ -16,24 +15,37 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from taskstream import clock
-from taskstream.consumer.execution import Outcome, Run
-from taskstream.consumer.instrumentation import Partition, WorkerHooks
+from prometheus_client import Counter
+
+from taskstream import clock, metrics
+from taskstream.consumer.execution import Run
+from taskstream.consumer.instrumentation import Partition
 from taskstream.heartbeats import OFFLINE, ONLINE, encode_beat
 from taskstream.kafka import EventProducer
-from taskstream.status import Status
 
 log = logging.getLogger(__name__)
 
-_COUNTED = {
-    Status.SUCCESS: "succeeded",
-    Status.FAILURE: "failed",
-    Status.RETRY: "retried",
+# What a beat counts, from the worker's Prometheus counters (taskstream.metrics).
+COUNTERS: dict[str, Counter] = {
+    "started": metrics.TASKS_STARTED,
+    "succeeded": metrics.TASKS_SUCCEEDED,
+    "failed": metrics.TASKS_FAILED,
+    "retried": metrics.TASKS_RETRIED,
+    "dead_lettered": metrics.TASKS_DEAD_LETTERED,
 }
-COUNTS = ("started", "succeeded", "failed", "retried", "dead_lettered")
+
+
+@dataclass(frozen=True)
+class Lag:
+    """Per assigned partition, as of a commit: records not committed, age in seconds of
+    the oldest record not done."""
+
+    records: Mapping[Partition, int]
+    seconds: Mapping[Partition, float]
 
 
 def taskstream_version() -> str:
@@ -43,72 +55,15 @@ def taskstream_version() -> str:
         return "unknown"
 
 
-class WorkerActivity(WorkerHooks):
-    """The worker's hooks (``inner``), plus what its heartbeat tells."""
-
-    def __init__(self, inner: WorkerHooks) -> None:
-        self.inner = inner
-        self._lock = threading.Lock()  # task threads update, the heartbeat thread reads
-        self._running: dict[int, Run] = {}
-        self._counts = dict.fromkeys(COUNTS, 0)
-        self.lag: Mapping[Partition, int] = {}  # records, as of the last commit
-        self.lag_seconds: Mapping[Partition, float] = {}  # oldest record not done, age
-
-    # -- hooks ------------------------------------------------------------------------------
-
-    def run_started(self, run: Run) -> None:
-        self.inner.run_started(run)
-        with self._lock:
-            self._running[id(run)] = run
-            self._counts["started"] += 1
-
-    def outcome(self, run: Run, outcome: Outcome) -> None:
-        self.inner.outcome(run, outcome)
-        counted = _COUNTED.get(outcome.result.status)
-        with self._lock:
-            self._running.pop(id(run), None)
-            if counted is not None:
-                self._counts[counted] += 1
-            if outcome.dead_letter is not None:
-                self._counts["dead_lettered"] += 1
-
-    def dead_lettered(self, reason: str) -> None:
-        self.inner.dead_lettered(reason)
-        with self._lock:
-            self._counts["dead_lettered"] += 1
-
-    def partitions_changed(self, event: str, assigned: int, gone: list[Partition]) -> None:
-        self.inner.partitions_changed(event, assigned, gone)
-
-    def committed(self, ok: bool, lag: Mapping[Partition, int], in_flight: int) -> None:
-        self.inner.committed(ok, lag, in_flight)
-        self.lag = lag  # a new mapping each commit: the heartbeat thread reads it whole
-
-    def lagged(self, seconds: Mapping[Partition, float]) -> None:
-        self.inner.lagged(seconds)
-        self.lag_seconds = seconds
-
-    def commit_result(self, ok: bool) -> None:
-        self.inner.commit_result(ok)
-
-    # -- for the heartbeat ------------------------------------------------------------------
-
-    def running(self, now: float) -> list[dict[str, object]]:
-        with self._lock:
-            runs = list(self._running.values())
-        return [
-            {
-                "task_id": run.event.id,
-                "task": run.task.name,
-                # 0 until the run has entered the task (a moment after run_started)
-                "started_at": run.started / 1e6 if run.started else now,
-            }
-            for run in runs
-        ]
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
+def counts() -> dict[str, int]:
+    """This process's task counts, summed over tasks (or reasons), from its counters."""
+    out = {}
+    for name, counter in COUNTERS.items():
+        total = 0.0
+        for family in counter.collect():
+            total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+        out[name] = int(total)
+    return out
 
 
 class Heartbeat:
@@ -120,16 +75,19 @@ class Heartbeat:
         producer: EventProducer,
         topic: str,
         identity: Mapping[str, Any],
-        activity: WorkerActivity,
+        *,
         partitions: Callable[[], list[Partition]],
+        runs: Callable[[], list[Run]],
+        lag: Callable[[], Lag],
         interval: float,
         now: Callable[[], float] = clock.now,
     ) -> None:
         self._producer = producer
         self._topic = topic
         self._identity = dict(identity)
-        self._activity = activity
         self._partitions = partitions
+        self._runs = runs
+        self._lag = lag
         self.interval = interval
         self._now = now
         self._stopped = threading.Event()
@@ -150,19 +108,19 @@ class Heartbeat:
     def beat(self, state: str = ONLINE) -> dict[str, object]:
         """The beat as of now."""
         now = self._now()
-        activity = self._activity
-        lag, seconds = activity.lag, activity.lag_seconds
+        lag = self._lag()
+        records, seconds = lag.records, lag.seconds
         partitions = sorted(self._partitions())
         return {
             **self._identity,
             "partitions": [{"topic": t, "partition": p} for t, p in partitions],
-            "running": activity.running(now) if state == ONLINE else [],
-            "counts": activity.counts(),
+            "running": self._running(now) if state == ONLINE else [],
+            "counts": counts(),
             "lag": [
                 {
                     "topic": t,
                     "partition": p,
-                    "records": lag.get((t, p), 0),
+                    "records": records.get((t, p), 0),
                     "seconds": round(seconds.get((t, p), 0.0), 3),
                 }
                 for t, p in partitions
@@ -171,6 +129,17 @@ class Heartbeat:
             "sent_at": now,
             "interval": self.interval,
         }
+
+    def _running(self, now: float) -> list[dict[str, object]]:
+        return [
+            {
+                "task_id": run.event.id,
+                "task": run.task.name,
+                # 0 until the run has entered the task (a moment after it began)
+                "started_at": run.started / 1e6 if run.started else now,
+            }
+            for run in sorted(self._runs(), key=lambda run: run.started)
+        ]
 
     def publish(self, state: str = ONLINE) -> None:
         try:

@@ -30,7 +30,7 @@ from taskstream.consumer.delays import DelayScheduler
 from taskstream.consumer.deliveries import DeliveryJournal, UncountedDeliveries
 from taskstream.consumer.execution import Outcome, Run, run_async, run_sync
 from taskstream.consumer.executor import Executor
-from taskstream.consumer.heartbeat import Heartbeat, WorkerActivity
+from taskstream.consumer.heartbeat import Heartbeat, Lag
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
@@ -59,7 +59,15 @@ _JOURNAL_FETCH_WAIT_MS = 100  # the journal is read at assignments: no need to f
 class JobContext:
     """What a task job uses: the worker's collaborators, handed in."""
 
-    __slots__ = ("executor", "hooks", "outcomes", "publish_lock", "reports", "watchdog")
+    __slots__ = (
+        "executor",
+        "hooks",
+        "outcomes",
+        "publish_lock",
+        "reports",
+        "running",
+        "watchdog",
+    )
 
     def __init__(
         self,
@@ -75,6 +83,7 @@ class JobContext:
         self.watchdog = watchdog
         self.reports = reports
         self.publish_lock = threading.Lock()  # one outcome per record, even when abandoned
+        self.running: set[TaskJob] = set()  # the runs in progress, for the heartbeat
 
 
 class TaskJob:
@@ -106,6 +115,7 @@ class TaskJob:
         self._published = False
 
     def _begin(self) -> None:
+        self.context.running.add(self)  # set.add/discard: atomic, no lock, no Python call
         self.context.hooks.run_started(self.run_)
         if self.run_.task.options.track_started:
             self.context.outcomes.started(self.run_.started_event())
@@ -131,6 +141,7 @@ class TaskJob:
                 if self._published:
                     return  # an abandoned run came back after all
                 self._published = True
+        context.running.discard(self)
         context.hooks.outcome(self.run_, outcome)
         context.outcomes.publish(self.offsets, self.message, outcome)
         context.reports.serve_ready()
@@ -157,10 +168,6 @@ class Worker(RuntimeOwner):
         self.app = app
         self.settings = s
         self.hooks = hooks if hooks is not None else PrometheusHooks()
-        # What the heartbeat tells (running tasks, counts, lag) rides on the hooks.
-        self.activity = WorkerActivity(self.hooks) if s.worker_heartbeat_s > 0 else None
-        if self.activity is not None:
-            self.hooks = self.activity
         # OpenTelemetry installed and a tracer provider set (by the app's module, loaded
         # before): a span per run. Else no hook, no header read.
         self._traced = tracing.active()
@@ -173,6 +180,7 @@ class Worker(RuntimeOwner):
         self.max_in_flight = max(max_tasks_in_flight or s.max_tasks_in_flight, self.concurrency)
         self.worker_id = worker_id()
         self._tracker = OffsetTracker()
+        self.lag = Lag({}, {})  # as of the last commit
         self._in_flight = 0  # fetched records whose outcome is not yet delivered
         self._held: list[Message] = []  # may run, but wait for careful runs to end
         self._finished: deque[tuple[PartitionOffsets, int]] = deque()  # outcomes acknowledged
@@ -224,7 +232,7 @@ class Worker(RuntimeOwner):
         delays_thread.start()
         self._started(runtime)
         runtime.subscribe(self.topics)
-        heartbeat = self._heartbeat(producer)
+        heartbeat = self._heartbeat(producer) if s.worker_heartbeat_s > 0 else None
         log.info("worker %s consuming %s as group %s", self.worker_id, self.topics, self.group_id)
         try:
             runtime.run(grace=s.shutdown_grace_s)  # closing revokes: releases, commits
@@ -259,18 +267,18 @@ class Worker(RuntimeOwner):
         journal.start(partitions)
         return journal
 
-    def _heartbeat(self, producer: EventProducer) -> Heartbeat | None:
-        if self.activity is None:
-            return None
+    def _heartbeat(self, producer: EventProducer) -> Heartbeat:
         s = self.settings
-        tracker = self._tracker
+        tracker, running = self._tracker, self._context.running
         heartbeat = Heartbeat(
             producer,
             heartbeats_topic(s.topic_prefix),
             Heartbeat.identity(self.worker_id, self.queues, self.concurrency),
-            self.activity,
-            lambda: list(tracker.partitions),  # a copy made in one step, under the GIL
-            s.worker_heartbeat_s,
+            # Copies made in one step under the GIL, on the heartbeat's thread.
+            partitions=lambda: list(tracker.partitions),
+            runs=lambda: [job.run_ for job in list(running)],
+            lag=lambda: self.lag,
+            interval=s.worker_heartbeat_s,
         )
         heartbeat.start()
         return heartbeat
@@ -278,8 +286,10 @@ class Worker(RuntimeOwner):
     def _committed(self, ok: bool) -> None:
         runtime = self._runtime
         assert runtime is not None
-        self.hooks.committed(ok, runtime.lag(), self._in_flight)
-        self.hooks.lagged(runtime.lag_seconds(clock.now()))
+        lag = Lag(runtime.lag(), runtime.lag_seconds(clock.now()))
+        self.hooks.committed(ok, lag.records, self._in_flight)
+        self.hooks.lagged(lag.seconds)
+        self.lag = lag  # for the heartbeat's thread: replaced whole
 
     def _commit_answered(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """librdkafka's on_commit, for an asynchronous commit."""

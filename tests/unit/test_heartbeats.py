@@ -12,8 +12,7 @@ import pytest
 
 import taskstream.testing
 from taskstream import App, clock
-from taskstream.consumer.heartbeat import Heartbeat, WorkerActivity
-from taskstream.consumer.instrumentation import WorkerHooks
+from taskstream.consumer.heartbeat import COUNTERS, Heartbeat, Lag, counts
 from taskstream.heartbeats import (
     LOST,
     MISSED_BEATS,
@@ -82,6 +81,7 @@ def test_the_heartbeat_topic_is_compacted_keyed_by_worker_and_named_in_topics() 
 
 
 def test_a_running_worker_is_online_with_its_tasks_counts_partitions_and_lag(app: App) -> None:
+    before = counts()  # the process's counters: other tests' workers counted too
     with taskstream.testing.run(app, concurrency=2) as stub:
         assert app.tasks["beats.add"].delay(2, 3).get(timeout=5) == 5
         with pytest.raises(Exception, match="no"):
@@ -104,9 +104,10 @@ def test_a_running_worker_is_online_with_its_tasks_counts_partitions_and_lag(app
         running: list[dict[str, Any]] = worker["running"]  # type: ignore[assignment]
         assert [(r["task_id"], r["task"]) for r in running] == [(held.id, "beats.hold")]
         assert abs(running[0]["started_at"] - clock.now()) < 30
-        counts = worker["counts"]
-        assert counts["succeeded"] == 1 and counts["failed"] == 1  # type: ignore[index]
-        assert counts["started"] == 3  # type: ignore[index]
+        counted: dict[str, int] = worker["counts"]  # type: ignore[assignment]
+        assert set(counted) == set(COUNTERS)
+        added = {k: counted[k] - before[k] for k in ("started", "succeeded", "failed")}
+        assert added == {"started": 3, "succeeded": 1, "failed": 1}
         assert {p["topic"] for p in worker["partitions"]} == {"beats.tasks.default"}  # type: ignore[attr-defined]
         assert len(worker["partitions"]) == 3  # type: ignore[arg-type]
         lag = {(e["topic"], e["partition"]): e for e in worker["lag"]}  # type: ignore[attr-defined]
@@ -136,17 +137,23 @@ def test_the_directory_reads_beats_from_the_beginning_and_tails_new_ones(app: Ap
     app.ensure_topics()
     producer = EventProducer({}, broker=broker)
     now = [1000.0]
-    activity = WorkerActivity(WorkerHooks())
     topic = heartbeats_topic("beats")
-    first = Heartbeat(producer, topic, Heartbeat.identity("a:1", ["default"], 1), activity,
-                      lambda: [("beats.tasks.default", 0)], 1.0, now=lambda: now[0])  # fmt: skip
+    lag = Lag({("beats.tasks.default", 0): 7}, {("beats.tasks.default", 0): 1.5})
+
+    def heartbeat(worker: str, partitions: list[tuple[str, int]]) -> Heartbeat:
+        identity = Heartbeat.identity(worker, ["default"], 1)
+        return Heartbeat(
+            producer, topic, identity, partitions=lambda: partitions, runs=lambda: [],
+            lag=lambda: lag, interval=1.0, now=lambda: now[0],
+        )  # fmt: skip
+
+    first = heartbeat("a:1", [("beats.tasks.default", 0)])
     first.publish()
     producer.flush()
     directory = WorkerDirectory(app.settings, broker, now=lambda: now[0]).start()
     try:
         wait_for(lambda: len(directory.workers_json()) == 1)
-        second = Heartbeat(producer, topic, Heartbeat.identity("b:2", ["default"], 4), activity,
-                           lambda: [], 1.0, now=lambda: now[0])  # fmt: skip
+        second = heartbeat("b:2", [])
         second.publish()
         producer.flush()
         wait_for(lambda: len(directory.workers_json()) == 2)
@@ -157,7 +164,7 @@ def test_the_directory_reads_beats_from_the_beginning_and_tails_new_ones(app: Ap
                  == {"a:1": LOST, "b:2": ONLINE})  # fmt: skip
         a = directory.workers_json()[0]
         assert a["lag"] == [
-            {"topic": "beats.tasks.default", "partition": 0, "records": 0, "seconds": 0.0}
+            {"topic": "beats.tasks.default", "partition": 0, "records": 7, "seconds": 1.5}
         ]
     finally:
         directory.close()

@@ -101,7 +101,7 @@ def test_without_opentelemetry_or_a_tracer_provider_no_header_is_sent(installed:
             assert add.delay(2, 3).get(timeout=5) == 5
             (record,) = stub.broker.records("bare.tasks.default")
             assert not record.headers(), record.headers()
-            assert type(stub.worker.hooks).__name__ == "WorkerActivity"
+            assert type(stub.worker.hooks).__name__ == "PrometheusHooks"
         if sys.argv[1] == "absent":
             assert not [m for m in sys.modules if m.startswith("opentelemetry.")]
         print("ok")

@@ -28,6 +28,7 @@ class PartitionOffsets:
         "_pending",
         "_times",
         "committed",
+        "keys",
         "next_offset",
         "partition",
         "topic",
@@ -41,6 +42,8 @@ class PartitionOffsets:
         self._done: set[int] = set()  # finished but above an unfinished one
         self.next_offset: int | None = None  # one past the highest offset received
         self.committed: int | None = None  # the last offset committed
+        # A worker's records not yet done: offset -> key, to hand a partition over running
+        self.keys: dict[int, bytes | None] = {}
 
     def add(self, offset: int, timestamp: int = 0) -> None:
         """A record was received; offsets arrive in increasing order. ``timestamp``: the
@@ -71,6 +74,10 @@ class PartitionOffsets:
     @property
     def in_flight(self) -> int:
         return len(self._pending) - len(self._done)
+
+    def done_above(self) -> list[int]:
+        """Offsets finished above an unfinished one (a commit cannot cover them yet)."""
+        return sorted(self._done)
 
     def age_ms(self, now_ms: int, high: int | None) -> int | None:
         """How old the oldest record not yet done is, in ms, given the partition's end

@@ -45,7 +45,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
@@ -162,7 +162,10 @@ class _Partition:
 class _Handing:
     """A partition this worker released with runs in progress, which it reports on."""
 
-    __slots__ = ("beat_at", "done", "partition", "report", "running", "topic")
+    __slots__ = (
+        "beat_at", "deadline", "done", "partition", "relayed", "report", "running", "source",
+        "topic",
+    )  # fmt: skip
 
     def __init__(self, topic: str, partition: int, report: str, running: Iterable[int]) -> None:
         self.topic = topic
@@ -171,6 +174,10 @@ class _Handing:
         self.running = set(running)
         self.done: set[int] = set()
         self.beat_at = 0.0
+        # Runs of an earlier owner this worker was still waiting for: its reports are relayed
+        self.relayed: set[int] = set()
+        self.source = ""  # that owner's report key
+        self.deadline = 0.0  # monotonic: no report from it by then, it is taken for dead
 
 
 class DeliveryJournal:
@@ -217,6 +224,7 @@ class DeliveryJournal:
         self._awaited: dict[str, _Partition] = {}  # report key -> partition waiting on it
         self._reports: dict[str, HandoverReport] = {}  # read, for a hand-over not claimed yet
         self._skips: dict[tuple[str, int], set[int]] = {}  # done by the previous owner
+        self._relays: dict[str, _Handing] = {}  # an earlier owner's report key -> relayed by
 
     def start(self, partitions: int) -> None:
         """Read the journal from its beginning (the latest state per key is what counts),
@@ -236,6 +244,7 @@ class DeliveryJournal:
             handing.running.clear()
             self._report(handing)
         self._handing.clear()
+        self._relays.clear()
         self._reader.close()
 
     @property
@@ -271,6 +280,7 @@ class DeliveryJournal:
         if part.state.state == OWN:
             held = {m.offset() for m in part.held}
             runs = {o: k for o, k in (running or {}).items() if o not in held}
+            runs.update(part.awaited)  # still running at an earlier owner: relayed
             part.state = replace(
                 part.state, state=RELEASE, running=None, done=sorted(done),
                 handed={o: (k.hex() if k is not None else None) for o, k in runs.items()},
@@ -279,6 +289,10 @@ class DeliveryJournal:
             if runs:
                 key = report_key(part.key, part.state.token)
                 self._handing[key] = handing = _Handing(topic, partition, key, runs)
+                if part.awaited:  # moved again before an earlier owner's runs ended
+                    handing.relayed = set(part.awaited)
+                    handing.source, handing.deadline = part.report, part.deadline
+                    self._relays[part.report] = handing
                 self._report(handing)
         return list(part.held)
 
@@ -368,7 +382,9 @@ class DeliveryJournal:
             self.keep_alive()
         if self._awaited:
             self._expire()
-        if self._claims or self._awaited:
+        if self._relays:
+            self._expire_relays()
+        if self._claims or self._awaited or self._relays:
             if not self._reading:
                 self._reader.resume(self._journal_partitions)
                 self._reading = True
@@ -525,8 +541,42 @@ class DeliveryJournal:
         part = self._awaited.get(name)
         if part is not None:
             self._apply(part, report)
+        elif name in self._relays:
+            self._relay(self._relays[name], report)
         else:
             self._reports[name] = report
+
+    def _relay(self, handing: _Handing, report: HandoverReport) -> None:
+        """An earlier owner's report on runs this worker handed on: passed to the next."""
+        handing.deadline = time.monotonic() + self._lease_s
+        for offset in list(handing.relayed):
+            if offset in report.done:
+                handing.done.add(offset)
+            elif offset in report.running:
+                continue
+            handing.relayed.discard(offset)  # done, or abandoned: the new owner runs it
+            handing.running.discard(offset)
+        self._end_relay(handing, tombstone=not report.running)
+
+    def _end_relay(self, handing: _Handing, tombstone: bool) -> None:
+        if not handing.relayed:
+            self._relays.pop(handing.source, None)
+            if tombstone:
+                self._producer.produce(self.topic, None, handing.source)
+        self._report(handing)
+        if not handing.running:
+            self._handing.pop(handing.report, None)
+
+    def _expire_relays(self) -> None:
+        """An earlier owner silent for the lease: its runs are abandoned (run by the next)."""
+        now = time.monotonic()
+        for handing in list(self._relays.values()):
+            if now >= handing.deadline:
+                log.warning("%s: no report for %.0fs: runs relayed as abandoned",
+                            handing.source, self._lease_s)  # fmt: skip
+                handing.running -= handing.relayed
+                handing.relayed.clear()
+                self._end_relay(handing, tombstone=False)
 
     def _confirm(self, part: _Partition, previous: PartitionState | None) -> None:
         state = takeover(previous, self._worker, part.state.token, self._window)
@@ -620,14 +670,37 @@ class DeliveryJournal:
         self._producer.produce(self.topic, part.state.encode(), part.key, delivered)
 
 
-class UncountedDeliveries(DeliveryJournal):
+class Deliveries(Protocol):
+    """What the worker asks of its deliveries journal (DeliveryJournal, or
+    UncountedDeliveries when crash counting is off)."""
+
+    @property
+    def handing(self) -> bool: ...
+    @property
+    def isolating(self) -> bool: ...
+    def close(self) -> None: ...
+    def keep_alive(self) -> None: ...
+    def claim(self, tp: TopicPartition) -> None: ...
+    def release(
+        self,
+        topic: str,
+        partition: int,
+        running: Mapping[int, bytes | None] | None = None,
+        done: Iterable[int] = (),
+    ) -> list[Message]: ...
+    def lost(self, topic: str, partition: int) -> list[Message]: ...
+    def admit(self, message: Message) -> bool: ...
+    def finished(self, topic: str, partition: int, offset: int) -> None: ...
+    def held_in(self, topic: str, partition: int) -> int: ...
+    def held(self) -> int: ...
+    def serve(self, idle: Callable[[], bool]) -> None: ...
+
+
+class UncountedDeliveries:
     """``worker_lost_max_deliveries = 0``: lost deliveries are not counted; every record runs
-    as usual (a task that kills its worker is delivered again and again)."""
+    as usual (a task that kills its worker is delivered again and again), and a partition
+    moved while its tasks run is run again by its new owner."""
 
-    def __init__(self) -> None:
-        pass
-
-    def start(self, partitions: int) -> None: ...
     def close(self) -> None: ...
     def claim(self, tp: TopicPartition) -> None: ...
 

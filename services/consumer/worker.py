@@ -27,7 +27,7 @@ from taskstream import clock, tracing
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.delays import DelayScheduler
-from taskstream.consumer.deliveries import DeliveryJournal, UncountedDeliveries
+from taskstream.consumer.deliveries import Deliveries, DeliveryJournal, UncountedDeliveries
 from taskstream.consumer.execution import Outcome, Run, run_async, run_sync
 from taskstream.consumer.executor import Executor
 from taskstream.consumer.heartbeat import Heartbeat, Lag
@@ -225,7 +225,7 @@ class Worker(RuntimeOwner):
         self._context = JobContext(
             self.hooks, self.outcomes, self.executor, Watchdog(), self._reports
         )
-        self._journal = (
+        self._journal: Deliveries = (
             self._open_journal(runtime) if s.worker_lost_max_deliveries else UncountedDeliveries()
         )
         delays = DelayScheduler(app)

@@ -28,6 +28,7 @@ from taskstream.errors import (
     UnsupportedAnnotation,
 )
 from taskstream.result import AsyncResult
+from taskstream.schedules import crontab
 from taskstream.status import Status
 from taskstream.task import Task, TaskOptions, TaskRequest, current_request
 
@@ -42,6 +43,7 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "TaskOptions",
     "TaskRequest",
     "current_request",
+    "crontab",
     # control flow raised by tasks
     "Retry",
     "SoftTimeLimitExceeded",

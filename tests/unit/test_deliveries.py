@@ -159,6 +159,30 @@ def test_a_partition_handed_over_running_waits_for_its_runs_keys_only() -> None:
         assert b.journal.admit(message), "then the partition runs as usual"
 
 
+def test_a_partition_moved_twice_still_waits_for_the_first_owners_runs() -> None:
+    broker, records = setup(0, "ABAC")
+    a = Worker(broker, "a")
+    a.take(records)
+    a.journal.release(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
+    a.producer.flush(1)
+    b = Worker(broker, "b")
+    b.take(records)
+    assert b.skips == [1, 3]
+    b.journal.release(TASKS, 0, None, [1, 3])  # moved on at once: b relays a's reports
+    b.producer.flush(1)
+    c = Worker(broker, "c")
+    c.take(records)
+    assert c.runs == [] and c.skips == [1, 3], "0 and 2 still run at a"
+    for offset in (0, 2):
+        a.journal.finished(TASKS, 0, offset)
+        a.producer.flush(1)
+        for _ in range(3):
+            b.pump()
+            c.pump()
+    assert c.skips == [1, 3, 0, 2] and c.runs == []
+    assert not a.journal.handing and not b.journal.handing
+
+
 def test_runs_handed_over_by_a_worker_that_stops_run_at_the_new_owner() -> None:
     broker, records = setup(0, "ABAC")
     a = Worker(broker, "a")

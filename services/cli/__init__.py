@@ -1,5 +1,5 @@
 """The ``taskstream`` command: worker, materialize, beat, dev, send, result, revoke, serve,
-dlq, schemas.
+dlq, schemas, workers.
 
 The front door, outside the core package: it imports the producer and the consumer services,
 which core never does. Each subcommand lives in the module of its concept (``_MODULES``) and
@@ -31,6 +31,7 @@ _MODULES = {
     "schemas": "schemas",
     "dev": "dev",
     "revoke": "control",
+    "workers": "workers",
 }
 
 

@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--since", help="only records first written at or after this ISO time")
     dl.add_argument("--json", action="store_true", help="list: one JSON object per line")
 
+    wk = sub.add_parser("workers", help="the workers, from their heartbeats: state, tasks, lag")
+    wk.add_argument("--app", help="module:attribute; settings from the environment when omitted")
+    wk.add_argument("--json", action="store_true", help="a JSON list, one object per worker")
+    wk.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to read the heartbeats (default 10)"
+    )
+
     sc = sub.add_parser("schemas", help="export or check the task schemas in schemas/")
     sc.add_argument("action", choices=["export", "check"])
     sc.add_argument("app", help="module:attribute")

@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from taskstream.kafka import Headers
+from taskstream.kafka import Headers, header_pairs
 from taskstream.sizes import record_size
 from taskstream.topics import dead_letter_topic
 
@@ -41,6 +41,12 @@ class Reason(StrEnum):
 HEADER_PREFIX = "taskstream."
 
 
+def carried_headers(message: Message) -> Headers:
+    """The record's own headers (a trace context, a producer's), without taskstream's dead
+    letter ones: what a record keeps when forwarded, retried, dead-lettered or replayed."""
+    return [(k, v) for k, v in header_pairs(message) if not k.startswith(HEADER_PREFIX)]
+
+
 def dead_letter_headers(
     message: Message, reason: Reason, error: str, task: str | None = None
 ) -> Headers:
@@ -55,7 +61,7 @@ def dead_letter_headers(
     ]
     if task is not None:
         headers.append((HEADER_PREFIX + "task", task.encode()))
-    return headers
+    return headers + carried_headers(message)
 
 
 Letter = tuple[str, bytes, Any, Headers]  # topic, value, key, headers

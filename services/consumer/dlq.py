@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, Message, TopicPartition
 
 from taskstream.app import App
-from taskstream.consumer.dead_letter import HEADER_PREFIX
+from taskstream.consumer.dead_letter import HEADER_PREFIX, carried_headers
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.envelope import Envelopes
@@ -33,6 +33,7 @@ class DeadLetter:
     time: datetime  # the original record's timestamp
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()  # the record's own (a trace context), kept
 
 
 def _letter(message: Message) -> DeadLetter:
@@ -55,6 +56,7 @@ def _letter(message: Message) -> DeadLetter:
         time=datetime.fromtimestamp(int(text("timestamp", "0")) / 1000, tz=UTC),
         key=message.key(),
         value=message.value() or b"",
+        headers=tuple((k, v) for k, v in carried_headers(message) if isinstance(v, bytes)),
     )
 
 
@@ -127,7 +129,7 @@ def replay(app: App, letters: list[DeadLetter]) -> int:
             else:
                 event.attempt, event.not_before = 1, None
                 value = envelopes.encode_task(event)
-            producer.produce(letter.topic, value, letter.key)
+            producer.produce(letter.topic, value, letter.key, headers=list(letter.headers) or None)
         undelivered = producer.flush(app.settings.delivery_timeout_ms / 1000)
     finally:
         producer.close()

@@ -29,6 +29,7 @@ from taskstream.errors import (
     TimeLimitExceeded,
     WorkerLost,
 )
+from taskstream.kafka import Headers
 from taskstream.status import Status
 from taskstream.task import Task, set_current_event
 
@@ -42,6 +43,8 @@ class Outcome:
     retry: TaskEvent | None = None  # the next attempt, due at its not_before
     dead_letter: str | None = None  # why the event goes to the dead-letter topic
     reason: Reason = Reason.RETRIES_EXHAUSTED  # ... in a word
+    # The next attempt's headers when tracing (its trace context); else the record's own.
+    retry_headers: Headers | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +63,8 @@ class Run:
     # largest result event this run may publish.
     message_max_bytes: int = field(kw_only=True)
     terminated: bool = field(default=False, kw_only=True)  # revoked with terminate=True
+    # Tracing only (taskstream.tracing): the record's trace context, then the run's span.
+    trace: Any = field(default=None, kw_only=True)
 
     def enter(self) -> None:
         """Mark the start of the run and make its request current for the task's code."""

@@ -33,6 +33,10 @@ class WorkerHooks:
     def commit_result(self, ok: bool) -> None:
         """The broker answered an asynchronous commit."""
 
+    def lagged(self, seconds: Mapping[Partition, float]) -> None:
+        """Right after ``committed``: per assigned partition, the age in seconds of its
+        oldest record not yet done (0 when caught up)."""
+
 
 class MaterializerHooks:
     """No-op hooks of the materializer."""
@@ -148,10 +152,11 @@ class PrometheusHooks(WorkerHooks):
         metrics.REBALANCES.labels(event).inc()
         metrics.ASSIGNED_PARTITIONS.set(assigned)
         for topic, partition in gone:
-            try:
-                metrics.CONSUMER_LAG.remove(topic, str(partition))
-            except KeyError:
-                pass
+            for gauge in (metrics.CONSUMER_LAG, metrics.CONSUMER_LAG_SECONDS):
+                try:
+                    gauge.remove(topic, str(partition))
+                except KeyError:
+                    pass
 
     def committed(self, ok: bool, lag: Mapping[Partition, int], in_flight: int) -> None:
         self.flush()
@@ -164,3 +169,7 @@ class PrometheusHooks(WorkerHooks):
     def commit_result(self, ok: bool) -> None:
         if not ok:
             metrics.COMMIT_FAILURES.inc()
+
+    def lagged(self, seconds: Mapping[Partition, float]) -> None:
+        for (topic, partition), age in seconds.items():
+            metrics.CONSUMER_LAG_SECONDS.labels(topic, str(partition)).set(age)

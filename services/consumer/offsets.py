@@ -23,21 +23,33 @@ class PartitionOffsets:
     that stale object and never the bookkeeping of a later assignment.
     """
 
-    __slots__ = ("_done", "_pending", "committed", "keys", "next_offset", "partition", "topic")
+    __slots__ = (
+        "_done",
+        "_pending",
+        "_times",
+        "committed",
+        "keys",
+        "next_offset",
+        "partition",
+        "topic",
+    )
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
         self.partition = partition
         self._pending: deque[int] = deque()  # received, in offset order, until committable
+        self._times: deque[int] = deque()  # their record timestamps (ms; 0: not given)
         self._done: set[int] = set()  # finished but above an unfinished one
         self.next_offset: int | None = None  # one past the highest offset received
         self.committed: int | None = None  # the last offset committed
         # A worker's records not yet done: offset -> key, to hand a partition over running
         self.keys: dict[int, bytes | None] = {}
 
-    def add(self, offset: int) -> None:
-        """A record was received; offsets arrive in increasing order."""
+    def add(self, offset: int, timestamp: int = 0) -> None:
+        """A record was received; offsets arrive in increasing order. ``timestamp``: the
+        record's, in ms since the epoch, for :meth:`age_ms` (0: not tracked)."""
         self._pending.append(offset)
+        self._times.append(timestamp)
         self.next_offset = offset + 1
 
     def finish(self, offset: int) -> None:
@@ -45,9 +57,12 @@ class PartitionOffsets:
         pending = self._pending
         if pending and pending[0] == offset:
             pending.popleft()
+            times = self._times
+            times.popleft()
             done = self._done
             while pending and pending[0] in done:
                 done.discard(pending.popleft())
+                times.popleft()
         else:
             self._done.add(offset)
 
@@ -63,6 +78,19 @@ class PartitionOffsets:
     def done_above(self) -> list[int]:
         """Offsets finished above an unfinished one (a commit cannot cover them yet)."""
         return sorted(self._done)
+
+    def age_ms(self, now_ms: int, high: int | None) -> int | None:
+        """How old the oldest record not yet done is, in ms, given the partition's end
+        ``high``: the lowest unfinished record received, 0 when every record up to the end
+        is done, None when records wait that were not received yet (their age is unknown
+        here)."""
+        if self._times:
+            oldest = self._times[0]
+            return max(0, now_ms - oldest) if oldest else 0
+        position = self.next_offset if self.next_offset is not None else self.committed
+        if high is None or high <= (position or 0):
+            return 0
+        return None
 
     def committable(self) -> int | None:
         """The offset to commit now (the next one to read), or None if nothing new."""

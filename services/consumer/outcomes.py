@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message
 
-from taskstream.consumer.dead_letter import DeadLetters, Reason
+from taskstream.consumer.dead_letter import DeadLetters, Reason, carried_headers
 from taskstream.consumer.execution import Outcome
 from taskstream.consumer.offsets import PartitionOffsets
 from taskstream.envelope import Envelopes, ResultEvent, TaskEvent, now_micros
@@ -113,7 +113,8 @@ class Outcomes:
         if outcome.retry is not None:
             retry = outcome.retry
             value = self._envelopes.encode_task(retry)
-            parts.append((self.destination(retry), value, retry.key or retry.id, None))
+            headers = outcome.retry_headers or carried_headers(message) or None
+            parts.append((self.destination(retry), value, retry.key or retry.id, headers))
         if outcome.dead_letter is not None:
             letter = self._dead_letters.letter(
                 message, outcome.reason, outcome.dead_letter, result.task
@@ -138,7 +139,8 @@ class Outcomes:
 
     def forward(self, offsets: PartitionOffsets, message: Message, topic: str) -> None:
         """The record, unchanged, to another topic (a delay tier, or back to its task topic)."""
-        self._send(offsets, message, [(topic, message.value() or b"", message.key(), None)])
+        headers = carried_headers(message) or None  # a trace context goes along
+        self._send(offsets, message, [(topic, message.value() or b"", message.key(), headers)])
 
     def _send(self, offsets: PartitionOffsets, message: Message, parts: list[Part]) -> None:
         offset = message.offset()

@@ -80,6 +80,7 @@ class LoopTiming:
     keeper_every_s: float = 0.1  # ... this often
     batch: int = 500  # records taken per loop turn, at most
     resume_ratio: float = 0.8  # paused: resume when the room is back to this share
+    committed_timeout_s: float = 2.0  # on assignment, to learn the committed offsets (lag)
 
 
 class ConsumerRuntime:
@@ -120,6 +121,7 @@ class ConsumerRuntime:
         self._unlocked_since: float | None = None  # a task runs on the loop's thread since
         self._kept: list[Message] = []  # received by the keeper, for the loop
         self._polling = False  # inside consumer.poll()/consume(): rebalance callbacks run
+        self._age_unknown_since: dict[tuple[str, int], int] = {}  # see lag_seconds(), in ms
 
     # -- set-up and stop --------------------------------------------------------------------
 
@@ -276,6 +278,27 @@ class ConsumerRuntime:
                 lag[(topic, partition)] = max(0, high - committed)
         return lag
 
+    def lag_seconds(self, now: float) -> dict[tuple[str, int], float]:
+        """Per assigned partition, the age in seconds of its oldest record not yet done at
+        ``now`` (epoch seconds), 0 when caught up: from the record timestamps the handler
+        gave the tracker, nothing asked of the broker. Records not received yet (the
+        handler is full, or a fetch is under way) count from when they were first seen
+        waiting: a lower bound that starts at 0, so a record that has just arrived never
+        shows as old."""
+        now_ms = int(now * 1000)
+        ages: dict[tuple[str, int], float] = {}
+        unknown = self._age_unknown_since
+        for key, offsets in self.tracker.partitions.items():
+            age = offsets.age_ms(now_ms, self.high_watermark(*key))
+            if age is None:
+                age = now_ms - unknown.setdefault(key, now_ms)
+            else:
+                unknown.pop(key, None)
+            ages[key] = age / 1000
+        for key in [k for k in unknown if k not in self.tracker.partitions]:
+            del unknown[key]
+        return ages
+
     def high_watermark(self, topic: str, partition: int) -> int | None:
         """The partition's end as of the consumer's last fetch (None before one): what the
         consumer knows without asking, where queried watermarks are wrong on some brokers."""
@@ -326,6 +349,7 @@ class ConsumerRuntime:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.tracker.assign(tp.topic, tp.partition)
+        self._learn_committed(consumer, partitions)
         self.handler.assigned(partitions)
         if self.cooperative:
             consumer.incremental_assign(partitions)
@@ -334,6 +358,25 @@ class ConsumerRuntime:
         if self._paused and partitions:
             consumer.pause(partitions)  # full: new partitions wait like the others
         log.info("assigned %s", partition_names(partitions))
+
+    def _learn_committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group's committed offsets of newly assigned partitions: lag counts from them
+        until this member commits (without them, an idle partition handed to a new member
+        showed its whole length as lag). One request per rebalance, never per record."""
+        if not partitions:
+            return
+        try:
+            found = consumer.committed(
+                [TopicPartition(tp.topic, tp.partition) for tp in partitions],
+                timeout=self.timing.committed_timeout_s,
+            )
+        except KafkaException as exc:  # lag then counts from 0 until the first commit
+            log.debug("reading committed offsets failed: %s", exc)
+            return
+        for tp in found:
+            offsets = self.tracker.partitions.get((tp.topic, tp.partition))
+            if offsets is not None and tp.error is None and tp.offset >= 0:
+                offsets.committed = tp.offset
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}

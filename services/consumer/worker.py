@@ -23,12 +23,14 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
+from taskstream import clock, tracing
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.delays import DelayScheduler
 from taskstream.consumer.deliveries import Deliveries, DeliveryJournal, UncountedDeliveries
 from taskstream.consumer.execution import TERMINATED, Outcome, Run, revoked, run_async, run_sync
 from taskstream.consumer.executor import Executor
+from taskstream.consumer.heartbeat import Heartbeat, Lag
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
@@ -36,11 +38,18 @@ from taskstream.consumer.reports import ReportServer
 from taskstream.consumer.revocation import ControlReader, Revocations
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.consumer.time_limits import Watchdog
+from taskstream.consumer.tracing import TracingHooks
 from taskstream.envelope import now_micros
 from taskstream.errors import TimeLimitExceeded, UnknownSchema
-from taskstream.kafka import EventProducer, consumer_config, producer_config, worker_id
+from taskstream.kafka import (
+    EventProducer,
+    consumer_config,
+    header_pairs,
+    producer_config,
+    worker_id,
+)
 from taskstream.sizes import message_max_bytes
-from taskstream.topics import deliveries_topic, task_topic, worker_group
+from taskstream.topics import deliveries_topic, heartbeats_topic, task_topic, worker_group
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +61,8 @@ class JobContext:
     """What a task job uses: the worker's collaborators, handed in."""
 
     __slots__ = (
-        "executor", "hooks", "outcomes", "publish_lock", "reports", "revocations", "watchdog",
+        "executor", "hooks", "outcomes", "publish_lock", "reports", "revocations", "running",
+        "watchdog",
     )  # fmt: skip
 
     def __init__(
@@ -71,6 +81,7 @@ class JobContext:
         self.watchdog = watchdog
         self.reports = reports
         self.publish_lock = threading.Lock()  # one outcome per record, even when abandoned
+        self.running: set[TaskJob] = set()  # the runs in progress, for the heartbeat
 
 
 class TaskJob:
@@ -114,6 +125,7 @@ class TaskJob:
         return True
 
     def _begin(self) -> None:
+        self.context.running.add(self)  # set.add/discard: atomic, no lock, no Python call
         self.context.hooks.run_started(self.run_)
         if self.run_.task.options.track_started:
             self.context.outcomes.started(self.run_.started_event())
@@ -152,6 +164,7 @@ class TaskJob:
                 if self._published:
                     return  # an abandoned run came back after all
                 self._published = True
+        context.running.discard(self)
         context.hooks.outcome(self.run_, outcome)
         context.outcomes.publish(self.offsets, self.message, outcome)
         context.reports.serve_ready()
@@ -178,6 +191,11 @@ class Worker(RuntimeOwner):
         self.app = app
         self.settings = s
         self.hooks = hooks if hooks is not None else PrometheusHooks()
+        # OpenTelemetry installed and a tracer provider set (by the app's module, loaded
+        # before): a span per run. Else no hook, no header read.
+        self._traced = tracing.active()
+        if self._traced:
+            self.hooks = TracingHooks(self.hooks)
         self.queues = queues or app.queues
         self.topics = [task_topic(s.topic_prefix, q) for q in self.queues]
         self.group_id = group_id or worker_group(s.topic_prefix)
@@ -185,6 +203,7 @@ class Worker(RuntimeOwner):
         self.max_in_flight = max(max_tasks_in_flight or s.max_tasks_in_flight, self.concurrency)
         self.worker_id = worker_id()
         self._tracker = OffsetTracker()
+        self.lag = Lag({}, {})  # as of the last commit
         self._in_flight = 0  # fetched records whose outcome is not yet delivered
         self._held: list[Message] = []  # may run, but wait for careful runs to end
         self._finished: deque[tuple[PartitionOffsets, int]] = deque()  # outcomes acknowledged
@@ -243,10 +262,13 @@ class Worker(RuntimeOwner):
         control.wait_ready(s.delivery_timeout_ms / 1000, lambda: self._stop_requested)
         self._started(runtime)
         runtime.subscribe(self.topics)
+        heartbeat = self._heartbeat(producer) if s.worker_heartbeat_s > 0 else None
         log.info("worker %s consuming %s as group %s", self.worker_id, self.topics, self.group_id)
         try:
             runtime.run(grace=s.shutdown_grace_s)  # closing revokes: releases, commits
         finally:
+            if heartbeat is not None:
+                heartbeat.stop()  # its last beat says "offline"; the producer's close sends it
             self._journal.close()
             control.stop()
             control_thread.join(s.delivery_timeout_ms / 1000)
@@ -287,9 +309,29 @@ class Worker(RuntimeOwner):
         offsets = self._tracker.get(message.topic(), message.partition())  # type: ignore[arg-type]
         self._finished.append((offsets, message.offset()))  # type: ignore[arg-type]
 
+    def _heartbeat(self, producer: EventProducer) -> Heartbeat:
+        s = self.settings
+        tracker, running = self._tracker, self._context.running
+        heartbeat = Heartbeat(
+            producer,
+            heartbeats_topic(s.topic_prefix),
+            Heartbeat.identity(self.worker_id, self.queues, self.concurrency),
+            # Copies made in one step under the GIL, on the heartbeat's thread.
+            partitions=lambda: list(tracker.partitions),
+            runs=lambda: [job.run_ for job in list(running)],
+            lag=lambda: self.lag,
+            interval=s.worker_heartbeat_s,
+        )
+        heartbeat.start()
+        return heartbeat
+
     def _committed(self, ok: bool) -> None:
-        assert self._runtime is not None
-        self.hooks.committed(ok, self._runtime.lag(), self._in_flight)
+        runtime = self._runtime
+        assert runtime is not None
+        lag = Lag(runtime.lag(), runtime.lag_seconds(clock.now()))
+        self.hooks.committed(ok, lag.records, self._in_flight)
+        self.hooks.lagged(lag.seconds)
+        self.lag = lag  # for the heartbeat's thread: replaced whole
 
     def _commit_answered(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """librdkafka's on_commit, for an asynchronous commit."""
@@ -327,7 +369,8 @@ class Worker(RuntimeOwner):
         for message in batch:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             offsets = tracker.get(topic, partition)  # type: ignore[arg-type]
-            offsets.add(offset)  # type: ignore[arg-type]
+            # The timestamp: lag in seconds (taskstream_consumer_lag_seconds) at commit time.
+            offsets.add(offset, message.timestamp()[1])  # type: ignore[arg-type]
             offsets.keys[offset] = message.key()  # type: ignore[index]
             self._in_flight += 1
             if journal.admit(message):
@@ -415,6 +458,8 @@ class Worker(RuntimeOwner):
             task, event, kwargs, topic, partition, offset, self.worker_id,  # type: ignore[arg-type]
             message_max_bytes=self.message_max_bytes,
         )  # fmt: skip
+        if self._traced:
+            run.trace = tracing.extract(header_pairs(message))
         if lost is not None and lost >= self.settings.worker_lost_max_deliveries:
             log.error("task %s (%s) lost %d workers: dead-lettered", event.id, event.task, lost)
             outcome = run.worker_lost(lost)

@@ -71,6 +71,9 @@ class Settings:
     timezone: str = "UTC"  # IANA name; crontab times are wall-clock times there (Celery's)
     beat_catch_up: str = "once"  # long outage: "once" (latest missed tick) or "skip" (none)
     beat_catch_up_window_s: float = 300.0  # missed ticks this recent all fire (a failover)
+    # Workers you can see (taskstream.heartbeats): a beat this often, in seconds; 0: none.
+    # A worker is shown as lost after MISSED_BEATS of its beats failed to come.
+    worker_heartbeat_s: float = 2.0
     kafka: Mapping[str, str] = field(default_factory=dict)  # extra librdkafka settings
 
     @classmethod
@@ -114,6 +117,8 @@ class Settings:
             )
         if self.result_expires is not None and self.result_expires < 0:
             raise ConfigError("result_expires must be >= 0 seconds (0 or None: kept forever)")
+        if self.worker_heartbeat_s < 0:
+            raise ConfigError("worker_heartbeat_s must be >= 0 (0: no heartbeats)")
         if self.worker_lost_max_deliveries < 0:
             raise ConfigError("worker_lost_max_deliveries must be >= 0 (0: not counted)")
         if self.beat_catch_up not in ("once", "skip"):

@@ -88,6 +88,13 @@ CONSUMER_LAG = Gauge(
     # its series after a rebalance errs on the side of showing lag, never hiding it.
     multiprocess_mode="livemax",
 )
+CONSUMER_LAG_SECONDS = Gauge(
+    "taskstream_consumer_lag_seconds",
+    "Age of the oldest record of an assigned partition not yet done, in seconds (0 when "
+    "caught up): how far behind in time the partition is",
+    ["topic", "partition"],
+    multiprocess_mode="livemax",  # as taskstream_consumer_lag: a stale owner shows, never hides
+)
 REBALANCES = Counter(
     "taskstream_rebalances",
     "Consumer group rebalance callbacks, by event (assign, revoke, lost)",

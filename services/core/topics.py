@@ -9,6 +9,7 @@ With prefix ``taskstream``:
 - ``taskstream.deliveries``     each task partition's owner and careful runs (lost deliveries)
 - ``taskstream.beat``           the beat leader's claims and each periodic entry's last tick
 - ``taskstream.control``        revocations, keyed by task id, compacted (read by every worker)
+- ``taskstream.heartbeats``     each worker's latest heartbeat, keyed by worker id, compacted
 
 and the consumer groups that read them:
 
@@ -67,6 +68,18 @@ def control_readers(prefix: str) -> str:
     """``<prefix>.control-readers``: the group id of control topic readers, which assign
     every partition themselves and never join nor commit (each worker reads it all)."""
     return f"{prefix}.control-readers"
+
+
+def heartbeats_topic(prefix: str) -> str:
+    """``<prefix>.heartbeats``"""
+    return _checked(f"{prefix}.heartbeats")
+
+
+# One partition: a few workers' beats every few seconds; a reader reads it all.
+HEARTBEAT_PARTITIONS = 1
+# Kept a day at most (compacted meanwhile): a live worker beats every few seconds, so only
+# workers gone for a day drop out of the topic.
+HEARTBEAT_RETENTION_MS = 86_400_000
 
 
 def worker_group(prefix: str) -> str:
@@ -187,6 +200,15 @@ def topic_specs(
             CONTROL_PARTITIONS,
             replication,
             control_topic_config(revoke_expires_s),
+        )
+    )
+    # The latest beat per worker (compacted); a worker gone for a day is forgotten (delete).
+    specs.append(
+        TopicSpec(
+            heartbeats_topic(prefix),
+            HEARTBEAT_PARTITIONS,
+            replication,
+            {"cleanup.policy": "compact,delete", "retention.ms": str(HEARTBEAT_RETENTION_MS)},
         )
     )
     return specs

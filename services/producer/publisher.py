@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, Message
 
-from taskstream import metrics
+from taskstream import metrics, tracing
 from taskstream.config import Settings
 from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import BrokerError, DeliveryFailed, DeliveryTimeout, MessageTooLarge
@@ -213,20 +213,23 @@ class TaskPublisher:
         ``message.max.bytes``, and BrokerError when the client refuses it for another reason."""
         value = self._envelopes.encode_task(event)
         key = event.key or event.id
-        size = record_size(value, key)
-        if size > self.message_max_bytes:
-            raise MessageTooLarge(event.task, size, self.message_max_bytes)
         queue = event.queue
         topic = self._topics.get(queue)
         if topic is None:
             topic = self._topics[queue] = task_topic(self._settings.topic_prefix, queue)
+        headers = (
+            tracing.send_headers(event, topic) if tracing.ENABLED and tracing.active() else None
+        )
+        size = record_size(value, key, headers)
+        if size > self.message_max_bytes:
+            raise MessageTooLarge(event.task, size, self.message_max_bytes)
         hooks = self._task_hooks.get((event.task, queue))
         if hooks is None:
             hooks = self._task_hooks[event.task, queue] = self._hooks.for_task(event.task, queue)
         producer = self._producer
         delivery = Delivery(self._lock, producer.wake, topic, hooks, time.perf_counter())
         try:
-            producer.produce(topic, value, key, delivery.report)
+            producer.produce(topic, value, key, delivery.report, headers)
         except BrokerError as exc:
             if exc.code == KafkaError.MSG_SIZE_TOO_LARGE:
                 raise MessageTooLarge(event.task, size, self.message_max_bytes) from exc

@@ -7,6 +7,7 @@ often it scrapes (every second, so the test is short); its alert rules load too.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -212,3 +213,30 @@ def test_prometheus_scrapes_the_task_counters_and_the_lag_of_a_real_worker(
     assert partitions <= series
     firing = {s["metric"]["alertname"] for s in prometheus.query('ALERTS{alertstate="firing"}')}
     assert "TaskstreamNoWorkers" not in firing
+
+
+def test_the_lag_in_seconds_rises_during_a_backlog_and_returns_to_zero(
+    app: App, prometheus: Prometheus, scope: Scope
+) -> None:
+    topic = task_topic(scope.topic_prefix, "default")
+    wait_until(lambda: prometheus.value('up{job="taskstream-worker"}') == 1, 30, "the first scrape")
+    seconds = f'max(taskstream_consumer_lag_seconds{{job="taskstream-worker",topic="{topic}"}})'
+    wait_until(lambda: prometheus.value(seconds) == 0, 30, "the gauge at 0 while idle")
+    # 40 naps of 0.2 s on two keys, at concurrency 2: each key's tasks wait their turn for
+    # about 4 s, so the oldest one not yet done keeps getting older while the backlog lasts.
+    naps = [app.tasks["itest.nap"].apply_async((0.2, i), key=f"k{i % 2}") for i in range(40)]
+    for result in naps:
+        result.wait_delivered(30)
+
+    def rising() -> bool:
+        samples = prometheus.query(f"({seconds})[1m:1s]")
+        values = [float(v) for _t, v in samples[0]["values"]] if samples else []
+        return any(b > a > 0 for a, b in itertools.pairwise(values))
+
+    wait_until(rising, 60, "two scrapes of a growing lag in seconds")
+    peak = prometheus.value(f"max_over_time(({seconds})[2m:1s])")
+    assert peak is not None and peak >= 1.0
+    print(f"taskstream_consumer_lag_seconds: peak {peak:.2f} s during the backlog")
+    wait_until(lambda: prometheus.value(seconds) == 0, 60, "the lag in seconds back to 0")
+    with running(Materializer(app)):
+        assert [r.get(timeout=60) for r in naps] == list(range(40))

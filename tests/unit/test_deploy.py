@@ -161,13 +161,19 @@ def test_keda_scales_the_worker_group_on_its_own_lag_up_to_the_partition_count()
     by_kind(docs, "Deployment", spec["scaleTargetRef"]["name"])
     assert spec["maxReplicaCount"] == int(settings["TASKSTREAM_PARTITIONS"])
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
-    (trigger,) = spec["triggers"]
+    trigger, seconds = spec["triggers"]
     prefix = settings["TASKSTREAM_TOPIC_PREFIX"]
     assert trigger["type"] == "kafka"
     assert trigger["metadata"]["consumerGroup"] == worker_group(prefix)
     assert trigger["metadata"]["topic"] == task_topic(prefix, "default")
     assert trigger["metadata"]["bootstrapServers"] == settings["TASKSTREAM_BOOTSTRAP_SERVERS"]
     assert int(trigger["metadata"]["lagThreshold"]) > 0
+    # Beside it, lag in time: the workers' own gauge, through Prometheus.
+    assert seconds["type"] == "prometheus" and seconds["metricType"] == "Value"
+    query = seconds["metadata"]["query"]
+    assert referenced_names(query) == {"taskstream_consumer_lag_seconds"}
+    assert f'topic="{task_topic(prefix, "default")}"' in query
+    assert float(seconds["metadata"]["threshold"]) > 0
 
 
 def test_the_hpa_alternative_scales_the_workers_on_the_lag_metric() -> None:
@@ -286,7 +292,7 @@ def test_alert_rules_use_only_metrics_that_exist() -> None:
     alerts = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
     assert {
         "TaskstreamConsumerLagGrowing", "TaskstreamDeadLetters", "TaskstreamNoWorkers",
-        "TaskstreamResultDelayHigh",
+        "TaskstreamResultDelayHigh", "TaskstreamConsumerLagSecondsHigh",
     } <= set(alerts)  # fmt: skip
     for name, expr in alerts.items():
         assert referenced_names(expr) <= exposed_names(), name

@@ -97,6 +97,9 @@ class FakeMessage:
     def timestamp(self) -> tuple[int, int]:
         return (1, 0)
 
+    def headers(self) -> None:
+        return None
+
 
 class FakeProducer:
     def __init__(self) -> None:

@@ -35,6 +35,7 @@ EXPECTED = {
     "TASK_LATENCY_SECONDS": ("taskstream_task_end_to_end_seconds", Histogram, ("task",)),
     "TASKS_IN_FLIGHT": ("taskstream_tasks_in_flight", Gauge, ()),
     "CONSUMER_LAG": ("taskstream_consumer_lag", Gauge, ("topic", "partition")),
+    "CONSUMER_LAG_SECONDS": ("taskstream_consumer_lag_seconds", Gauge, ("topic", "partition")),
     "REBALANCES": ("taskstream_rebalances", Counter, ("event",)),
     "ASSIGNED_PARTITIONS": ("taskstream_assigned_partitions", Gauge, ()),
     "COMMIT_FAILURES": ("taskstream_commit_failures", Counter, ()),

@@ -20,6 +20,7 @@ from .errors import EXCEPTION_HANDLERS
 from .jsonschema import standalone
 from .middleware import AuthMiddleware, MetricsMiddleware
 from .service import HttpService
+from .tracing import tracing_middleware
 
 _ANY = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]  # 405s are ours
 _GUARDED = frozenset({"/v1/tasks", "/v1/tasks/{name}"})  # need a token whatever open_paths say
@@ -50,6 +51,7 @@ def create_app(service: HttpService, *, close_on_shutdown: bool = True) -> Starl
     app = Starlette(
         routes=ROUTES,
         middleware=[
+            *tracing_middleware(),  # first: a span around all the rest (none without otel)
             Middleware(MetricsMiddleware, metrics=service.metrics),
             Middleware(
                 AuthMiddleware, tokens=http.tokens, guarded=_GUARDED, open_paths=http.open_paths

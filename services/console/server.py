@@ -12,6 +12,7 @@ from typing import Any
 
 from taskstream.app import App
 from taskstream.config import Settings
+from taskstream.heartbeats import WorkerDirectory
 from taskstream.loading import load_app
 from taskstream.producer.http import HttpService, create_app
 from taskstream.producer.http.server import SOURCE_ENV, Source
@@ -24,13 +25,19 @@ FACTORY = f"{__name__}:from_environment"
 
 
 def build(source: Source, workers: WorkerSource | None = None) -> WithConsole:
+    """The API and the console; ``workers`` by default from the workers' heartbeats (a
+    WorkerDirectory tailing their topic in this process)."""
     app: App | None = None
     if source.app is not None:
         app = load_app(source.app)
         service = HttpService.for_app(app)
+        settings = app.settings
     else:
         assert source.schemas is not None
-        service = HttpService.for_schemas(source.schemas, Settings.load(), source.queues)
+        settings = Settings.load()
+        service = HttpService.for_schemas(source.schemas, settings, source.queues)
+    if workers is None:
+        workers = WorkerDirectory(settings, app.broker if app is not None else None).start()
     return WithConsole(create_app(service), Console(service, app, workers))
 
 

@@ -212,8 +212,8 @@ class WorkerDirectory:
         return False
 
     def start(self) -> WorkerDirectory:
-        """Keep reading on a daemon thread until close()."""
-        self._open()
+        """Keep reading on a daemon thread until close() (it connects there: a broker not
+        up yet delays the workers' list, not the caller)."""
         self._thread = threading.Thread(
             target=self._tail, name="taskstream-worker-directory", daemon=True
         )

@@ -38,6 +38,12 @@ def test_dev_prints_the_console_address_and_serves_it(tmp_path: Path, broker: Br
         page = httpx.get(f"{url}/ui/tasks/{task_id}", timeout=30).text
         assert "SUCCESS" in page and "examples.app.add" in page
         assert httpx.get(f"{url}/ui/static/console.css", timeout=5).status_code == 200
+        # The workers panel reads the workers' heartbeats: dev's worker shows as online.
+        wait_until(
+            lambda: "badge-online" in httpx.get(f"{url}/ui", timeout=10).text,
+            30,
+            "dev's worker online on the overview",
+        )
     finally:
         dev.send_signal(signal.SIGINT)
         out, _ = dev.communicate(timeout=60)

@@ -65,6 +65,7 @@ def throughput(counts: Sequence[OutcomeCount], minutes: int, bucket_s: int) -> H
                 tag("span", f"{totals[Status.FAILURE]} failed", class_="bad"),
                 " · ",
                 tag("span", f"{totals[Status.RETRY]} retrying", class_="warn"),
+                f" · {totals[Status.REVOKED]} revoked",
                 f" in the last {minutes} minutes; "
                 f"{last_minute / 60:.1f} tasks/s over the last minute",
             ]

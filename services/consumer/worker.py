@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _EARLY_TOLERANCE_US = 5_000  # an event due within this is run now, not delayed again
 _JOURNAL_FETCH_WAIT_MS = 100  # the journal is read at assignments: no need to fetch eagerly
+_CLOSE_FLUSH_S = 5.0  # at most this for the producer's last events when the worker stops
 
 
 class JobContext:
@@ -274,7 +275,10 @@ class Worker(RuntimeOwner):
             control_thread.join(s.delivery_timeout_ms / 1000)
             delays.stop()
             delays_thread.join(s.delivery_timeout_ms / 1000)
-            producer.close(s.delivery_timeout_ms / 1000)
+            # Every outcome a commit depends on was acknowledged before the runtime's last
+            # commit; what is left (the journal's releases, the last heartbeat) only saves the
+            # next owner some work, so a broker gone with the worker's parent costs seconds.
+            producer.close(min(s.delivery_timeout_ms / 1000, _CLOSE_FLUSH_S))
             self.executor.shutdown()
             log.info("worker %s stopped", self.worker_id)
 

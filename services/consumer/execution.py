@@ -11,6 +11,7 @@ published and its record never committed: a return value too large for it become
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -116,15 +117,9 @@ class Run:
         requested = exc.countdown if isinstance(exc, Retry) else None
         wait = retries.countdown(options, retries_done, requested)
         event = self.event
-        following = TaskEvent(
-            id=event.id,
-            task=event.task,
-            queue=event.queue,
-            key=event.key,
-            attempt=event.attempt + 1,
-            enqueued_at=event.enqueued_at,
-            not_before=now_micros() + int(wait * 1_000_000),
-            args=event.args,
+        # The next attempt keeps the event's workflow links (chain, callbacks, group).
+        following = dataclasses.replace(
+            event, attempt=event.attempt + 1, not_before=now_micros() + int(wait * 1_000_000)
         )
         return Outcome(self._failure(Status.RETRY, recorded), following)
 

@@ -41,6 +41,9 @@ class AvroSchema:
     header: bytes  # MARKER + fingerprint
     # Other fingerprints that decode as this schema (other libraries' canonical forms).
     aliases: tuple[bytes, ...] = ()
+    # An older version of ``reader``: data written with it decodes as ``reader``'s datum
+    # (Avro schema resolution fills the fields added since with their defaults).
+    reader: AvroSchema | None = None
 
     @property
     def name(self) -> str:
@@ -178,6 +181,30 @@ class Codec:
             self._by_fingerprint.setdefault(alias, registered)
         return registered
 
+    def register_version(
+        self, older: Any, reader: AvroSchema, *, logical_types: bool = True
+    ) -> AvroSchema:
+        """Make data written with ``older`` (a previous version of ``reader``'s schema,
+        known by its own fingerprint) decode as ``reader`` datums; ``logical_types`` as
+        ``reader`` was registered."""
+        fp = fingerprint(older)
+        known = self._by_fingerprint.get(fp)
+        if known is not None:
+            return known
+        readable = older if logical_types else strip_logical_types(older)
+        version = AvroSchema(
+            schema=older,
+            parsed=parse_schema(json.loads(json.dumps(readable))),
+            fingerprint=fp,
+            header=MARKER + fp,
+            reader=reader,
+        )
+        self._by_fingerprint[fp] = version
+        alias = apache_python_fingerprint(older)
+        if alias != fp:
+            self._by_fingerprint.setdefault(alias, version)
+        return version
+
     def lookup(self, fp: bytes) -> AvroSchema:
         try:
             return self._by_fingerprint[fp]
@@ -201,6 +228,8 @@ class Codec:
                 f"not Avro single-object encoding (starts {bytes(data[:10]).hex()})"
             )
         schema = self.lookup(bytes(data[2:HEADER_SIZE]))
+        if schema.reader is not None:
+            return schema.reader, self._read_body(schema, data, schema.reader)
         return schema, self._read_body(schema, data)
 
     def decode_as(self, schema: AvroSchema, data: bytes) -> Any:
@@ -209,16 +238,18 @@ class Codec:
             if len(data) < HEADER_SIZE or data[:2] != MARKER:
                 raise CorruptMessage("not Avro single-object encoding")
             other = self.lookup(bytes(data[2:HEADER_SIZE]))  # UnknownSchema if unregistered
+            if other.reader is schema:
+                return self._read_body(other, data, schema)
             if other is not schema:
                 raise CorruptMessage(f"expected a {schema.name}, got a {other.name}")
         return self._read_body(schema, data)
 
     @staticmethod
-    def _read_body(schema: AvroSchema, data: bytes) -> Any:
+    def _read_body(schema: AvroSchema, data: bytes, reader: AvroSchema | None = None) -> Any:
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)
         try:
-            datum = schemaless_reader(body, schema.parsed, None)
+            datum = schemaless_reader(body, schema.parsed, None if reader is None else reader.parsed)
         except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise CorruptMessage(f"body does not match schema {schema.name}: {exc!r}") from exc
         if body.tell() != len(data):

@@ -7,7 +7,8 @@ are read without logical-type conversion because the hot path only passes them o
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from importlib import resources
 from typing import Any
 
@@ -27,9 +28,58 @@ def load_envelope_schema(filename: str) -> dict[str, Any]:
     return schema
 
 
+def envelope_history(filename: str) -> list[dict[str, Any]]:
+    """The earlier versions of an envelope schema (schemas/history/<name>.v<N>.avsc), oldest
+    first."""
+    stem = filename.removesuffix(".avsc")
+    folder = resources.files("taskstream.schemas").joinpath("history")
+    versions = []
+    for n in range(1, 1000):
+        path = folder.joinpath(f"{stem}.v{n}.avsc")
+        if not path.is_file():
+            break
+        versions.append(json.loads(path.read_text("utf-8")))
+    return versions
+
+
 def now_micros() -> int:
     """µs since the epoch, from taskstream.clock (which tests can move forward)."""
     return clock.now_micros()
+
+
+class Prepend(StrEnum):
+    """What a task event's arguments are missing at the front (workflows)."""
+
+    NONE = "NONE"  # args is the whole record
+    VALUE = "VALUE"  # the parent's result (a chain step, a link)
+    LIST = "LIST"  # the list of a chord's member results, in the group's order
+    PARENT_ID = "PARENT_ID"  # the failed parent's task id (an errback)
+
+
+@dataclass(slots=True)
+class Step:
+    """A signature to run later (schemas/task_event.avsc Step): its id is chosen up front."""
+
+    id: str
+    task: str
+    queue: str
+    key: str | None
+    args: bytes  # the args record, without its first parameter unless immutable
+    immutable: bool = False
+
+
+@dataclass(slots=True)
+class Chord:
+    """The chord a group member belongs to: ``body`` runs with the members' results."""
+
+    body: Step
+    errbacks: list[Step] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ParentResult:
+    task: str
+    result: bytes  # single-object Avro, as the task returned it
 
 
 @dataclass(slots=True)
@@ -42,6 +92,19 @@ class TaskEvent:
     enqueued_at: int  # µs since the epoch
     not_before: int | None  # µs since the epoch
     args: bytes  # single-object Avro of the task's args record
+    # Workflow links (appended to the schema with defaults; see taskstream.canvas).
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    group_index: int | None = None
+    group_size: int | None = None
+    chord: Chord | None = None
+    chain: list[Step] = field(default_factory=list)
+    link: list[Step] = field(default_factory=list)
+    link_error: list[Step] = field(default_factory=list)
+    prepend: Prepend = Prepend.NONE
+    parent_results: list[ParentResult] = field(default_factory=list)
+    ignore_result: bool = False
 
 
 @dataclass(slots=True)
@@ -67,6 +130,15 @@ class ResultEvent:
     enqueued_at: int  # µs since the epoch
     started_at: int
     finished_at: int
+    # Workflow links, copied from the task event, and update_state()'s custom state.
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    group_index: int | None = None
+    group_size: int | None = None
+    chord: Chord | None = None
+    state: str | None = None
+    meta: str | None = None  # JSON
 
 
 class Envelopes:
@@ -80,6 +152,14 @@ class Envelopes:
         self.result_schema: AvroSchema = codec.register(
             load_envelope_schema(RESULT_EVENT_SCHEMA_FILE), logical_types=False
         )
+        # Events written by earlier versions of the envelopes still decode (new fields take
+        # their defaults): every version ever shipped is in schemas/history/.
+        for filename, current in (
+            (TASK_EVENT_SCHEMA_FILE, self.task_schema),
+            (RESULT_EVENT_SCHEMA_FILE, self.result_schema),
+        ):
+            for older in envelope_history(filename):
+                codec.register_version(older, current, logical_types=False)
 
     def encode_task(self, event: TaskEvent) -> bytes:
         return self.codec.encode(
@@ -93,15 +173,32 @@ class Envelopes:
                 "enqueued_at": event.enqueued_at,
                 "not_before": event.not_before,
                 "args": event.args,
+                "parent_id": event.parent_id,
+                "root_id": event.root_id,
+                "group_id": event.group_id,
+                "group_index": event.group_index,
+                "group_size": event.group_size,
+                "chord": chord_datum(event.chord),
+                "chain": [step_datum(s) for s in event.chain],
+                "link": [step_datum(s) for s in event.link],
+                "link_error": [step_datum(s) for s in event.link_error],
+                "prepend": event.prepend.value,
+                "parent_results": [
+                    {"task": r.task, "result": r.result} for r in event.parent_results
+                ],
+                "ignore_result": event.ignore_result,
             },
         )
 
     def decode_task(self, data: bytes) -> TaskEvent:
         d = self.codec.decode_as(self.task_schema, data)
-        return TaskEvent(
+        event = TaskEvent(
             d["id"], d["task"], d["queue"], d["key"], d["attempt"],
             d["enqueued_at"], d["not_before"], d["args"],
         )  # fmt: skip
+        if d["parent_id"] is not None or d["group_id"] is not None or _any_workflow(d):
+            _workflow_of_task(event, d)
+        return event
 
     def encode_result(self, event: ResultEvent) -> bytes:
         error = event.error
@@ -126,6 +223,14 @@ class Envelopes:
                 "enqueued_at": event.enqueued_at,
                 "started_at": event.started_at,
                 "finished_at": event.finished_at,
+                "parent_id": event.parent_id,
+                "root_id": event.root_id,
+                "group_id": event.group_id,
+                "group_index": event.group_index,
+                "group_size": event.group_size,
+                "chord": chord_datum(event.chord),
+                "state": event.state,
+                "meta": event.meta,
             },
         )
 
@@ -152,4 +257,55 @@ class Envelopes:
             enqueued_at=d["enqueued_at"],
             started_at=d["started_at"],
             finished_at=d["finished_at"],
+            parent_id=d["parent_id"],
+            root_id=d["root_id"],
+            group_id=d["group_id"],
+            group_index=d["group_index"],
+            group_size=d["group_size"],
+            chord=chord_of(d["chord"]),
+            state=d["state"],
+            meta=d["meta"],
         )
+
+
+def step_datum(step: Step) -> dict[str, Any]:
+    return {
+        "id": step.id, "task": step.task, "queue": step.queue, "key": step.key,
+        "args": step.args, "immutable": step.immutable,
+    }  # fmt: skip
+
+
+def step_of(d: dict[str, Any]) -> Step:
+    return Step(d["id"], d["task"], d["queue"], d["key"], d["args"], d["immutable"])
+
+
+def chord_datum(chord: Chord | None) -> dict[str, Any] | None:
+    if chord is None:
+        return None
+    return {"body": step_datum(chord.body), "errbacks": [step_datum(s) for s in chord.errbacks]}
+
+
+def chord_of(d: dict[str, Any] | None) -> Chord | None:
+    if d is None:
+        return None
+    return Chord(step_of(d["body"]), [step_of(s) for s in d["errbacks"]])
+
+
+def _any_workflow(d: dict[str, Any]) -> bool:
+    return bool(d["chain"] or d["link"] or d["link_error"] or d["ignore_result"])
+
+
+def _workflow_of_task(event: TaskEvent, d: dict[str, Any]) -> None:
+    """The workflow fields of a decoded task event (most events have none: skipped)."""
+    event.parent_id = d["parent_id"]
+    event.root_id = d["root_id"]
+    event.group_id = d["group_id"]
+    event.group_index = d["group_index"]
+    event.group_size = d["group_size"]
+    event.chord = chord_of(d["chord"])
+    event.chain = [step_of(s) for s in d["chain"]]
+    event.link = [step_of(s) for s in d["link"]]
+    event.link_error = [step_of(s) for s in d["link_error"]]
+    event.prepend = Prepend(d["prepend"])
+    event.parent_results = [ParentResult(r["task"], r["result"]) for r in d["parent_results"]]
+    event.ignore_result = d["ignore_result"]

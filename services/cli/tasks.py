@@ -39,7 +39,7 @@ def result(args: argparse.Namespace) -> int:
             handle.get(timeout=args.wait)
         except Exception:
             pass
-    record = handle.info
+    record = handle.record
     if record is None:
         print(json.dumps({"task_id": args.task_id, "status": Status.PENDING.value}))
         return 1

@@ -39,6 +39,12 @@ class Outcome:
     retry: TaskEvent | None = None  # the next attempt, due at its not_before
     dead_letter: str | None = None  # why the event goes to the dead-letter topic
     reason: Reason = Reason.RETRIES_EXHAUSTED  # ... in a word
+    # Workflows (taskstream.consumer.workflow): task events this outcome sends (a chain's
+    # next step, callbacks, errbacks), results of chain steps that will never run, and
+    # whether the result itself is published (not a SUCCESS with ignore_result).
+    follow: list[TaskEvent] = field(default_factory=list)
+    more_results: list[ResultEvent] = field(default_factory=list)
+    publish_result: bool = True
 
 
 @dataclass(slots=True)
@@ -71,11 +77,16 @@ class Run:
         self, status: Status, result: bytes | None = None, error: TaskError | None = None
     ) -> ResultEvent:
         event = self.event
-        return ResultEvent(
+        outcome = ResultEvent(
             event.id, event.task, status, event.attempt, event.key, result, error, self.worker,
             self.topic, self.partition, self.offset,
             event.enqueued_at, self.started, now_micros(),
         )  # fmt: skip
+        if event.root_id is not None or event.group_id is not None:  # a workflow's step
+            outcome.parent_id, outcome.root_id = event.parent_id, event.root_id
+            outcome.group_id, outcome.group_index = event.group_id, event.group_index
+            outcome.group_size, outcome.chord = event.group_size, event.chord
+        return outcome
 
     def succeeded(self, value: Any) -> Outcome:
         """SUCCESS with the encoded return value; FAILURE if it breaks the result schema, and

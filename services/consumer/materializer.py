@@ -22,13 +22,14 @@ from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.instrumentation import MaterializerHooks, PrometheusMaterializerHooks
+from taskstream.consumer.joins import Joiner, workflow_rows
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.errors import CorruptMessage, DeliveryFailed
 from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.sizes import producer_limit
 from taskstream.status import Status
-from taskstream.store import ResultRow, ResultStore
+from taskstream.store import GroupMember, Progress, ResultRow, ResultStore
 from taskstream.topics import materializer_group, results_topic
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Materializer(RuntimeOwner):
         self.group_id = group_id or materializer_group(s.topic_prefix)
         self._tracker = OffsetTracker()
         self._producer: EventProducer | None = None  # opened for the first dead letter
+        self._join: Joiner | None = None  # chords' joins (opened on the first assignment)
         self._letters = DeadLetters(s.topic_prefix, producer_limit(s))
         self.hooks = hooks if hooks is not None else PrometheusMaterializerHooks()
         self.applied = 0  # result events written to the store by this process
@@ -140,24 +142,46 @@ class Materializer(RuntimeOwner):
         stored = self.store.offsets(self.topic)
         for tp in partitions:
             tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
+        # Chords found complete before a crash, whose join was never acknowledged.
+        self._joiner().fire_due()
+
+    def _joiner(self) -> Joiner:
+        if self._join is None:
+            s = self.app.settings
+            self._join = Joiner(self.store, self.app.envelopes, s.topic_prefix, self._producer_())
+        return self._join
+
+    def _producer_(self) -> EventProducer:
+        if self._producer is None:
+            config = producer_config(self.app.settings)
+            self._producer = EventProducer(config, broker=self.app.broker)
+        return self._producer
 
     def records(self, batch: list[Message]) -> None:
         decode = self.app.envelopes.codec.decode_as
         schema = self.app.envelopes.result_schema
         rows: list[ResultRow] = []
         positions: dict[tuple[str, int], int] = {}
+        members: list[GroupMember] = []
+        progress: list[Progress] = []
         for message in batch:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
             positions[(topic, partition)] = offset + 1
             try:
-                rows.append(result_row(decode(schema, message.value() or b"")))
+                value = message.value() or b""
+                d = decode(schema, value)
+                rows.append(result_row(d))
+                if d["group_id"] is not None or d["state"] is not None:  # workflows
+                    workflow_rows(d, value, members, progress)
             except Exception as exc:
                 self._dead_letter(message, str(exc))
         if self._producer is not None and self._producer.flush(30.0):
             raise DeliveryFailed(self._letters.topic, "not advancing the store's offsets")
         started = time.perf_counter()
-        self.store.apply_rows(rows, positions)
+        self.store.apply_rows(rows, positions, members, progress)
+        if members:
+            self._joiner().fire_due()
         seconds = time.perf_counter() - started
         self.applied += len(rows)
         assert self._runtime is not None
@@ -170,9 +194,6 @@ class Materializer(RuntimeOwner):
         self.hooks.applied(len(rows), seconds, lag)
 
     def _dead_letter(self, message: Message, error: str) -> None:
-        if self._producer is None:
-            config = producer_config(self.app.settings)
-            self._producer = EventProducer(config, broker=self.app.broker)
         topic, value, key, headers = self._letters.letter(message, Reason.UNDECODABLE, error)
         self.hooks.dead_lettered(Reason.UNDECODABLE.value)
-        self._producer.produce(topic, value, key, headers=headers)
+        self._producer_().produce(topic, value, key, headers=headers)

@@ -86,6 +86,13 @@ def _check(writer: Any, reader: Any, wn: Names, rn: Names, path: str, ns: str = 
         return _check(writer["type"], reader, wn, rn, path, wns)
     if isinstance(reader, dict) and isinstance(reader["type"], (dict, list)):
         return _check(writer, reader["type"], wn, rn, path, rns)
+    return _same_kind(writer, reader, wn, rn, path, wns)
+
+
+def _same_kind(writer: Any, reader: Any, wn: Names, rn: Names, path: str, wns: str) -> str | None:
+    """Neither is a union nor a wrapped type: primitives promote, the rest must match."""
+    wk, rk = _kind(writer), _kind(reader)
+    where = path or "the value"
     if wk in _PROMOTIONS or wk in ("null", "boolean"):
         if rk in _PROMOTIONS.get(wk, {wk}):
             return _logical(writer, reader, where)

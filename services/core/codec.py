@@ -249,7 +249,8 @@ class Codec:
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)
         try:
-            datum = schemaless_reader(body, schema.parsed, None if reader is None else reader.parsed)
+            resolved = None if reader is None else reader.parsed
+            datum = schemaless_reader(body, schema.parsed, resolved)
         except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise CorruptMessage(f"body does not match schema {schema.name}: {exc!r}") from exc
         if body.tell() != len(data):

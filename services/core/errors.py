@@ -29,7 +29,8 @@ TaskstreamError
 │   └── InvalidRecord            a result record with a naive datetime (field, value)   +V
 ├── Retry                    raised by a task: run it again later (countdown, exc)
 ├── SoftTimeLimitExceeded    raised inside a task past its soft_time_limit
-└── TimeLimitExceeded        a task ran past its hard time_limit: its FAILURE type
+├── TimeLimitExceeded        a task ran past its hard time_limit: its FAILURE type
+└── CanvasError              a workflow that cannot run as built (tasks, parameter)     +T
 
 A "+" marks a second base, kept where callers may catch the builtin (or confluent-kafka's
 KafkaException) rather than ours: +V ValueError, +T TypeError, +TO TimeoutError.
@@ -295,3 +296,17 @@ class SoftTimeLimitExceeded(TaskstreamError):
 
 class TimeLimitExceeded(TaskstreamError):
     """A task ran past its hard ``time_limit``; its outcome is a FAILURE of this type."""
+
+
+class CanvasError(TaskstreamError, TypeError):
+    """A chain, group, chord or callback that cannot run as built, raised before anything is
+    sent: a step's return type does not fit the parameter its result lands in (``parent``,
+    ``child``, ``parameter``), or a shape taskstream does not run yet."""
+
+    def __init__(
+        self, message: str, parent: str = "", child: str = "", parameter: str = ""
+    ) -> None:
+        self.parent = parent
+        self.child = child
+        self.parameter = parameter
+        super().__init__(message)

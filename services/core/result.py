@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from taskstream.errors import ResultTimeout, TaskFailed
@@ -11,6 +12,7 @@ from taskstream.store import ResultRecord
 
 if TYPE_CHECKING:
     from taskstream.app import App
+    from taskstream.group_result import GroupResult
     from taskstream.publishing import DeliveryHandle
 
 R = TypeVar("R")
@@ -26,28 +28,89 @@ _SLOW_POLL_S = 0.05
 class AsyncResult(Generic[R]):
     """The outcome of one task, by id. Returned at once by ``delay``/``apply_async``."""
 
-    def __init__(self, task_id: str, app: App, delivery: DeliveryHandle | None = None) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        app: App,
+        delivery: DeliveryHandle | None = None,
+        *,
+        parent: AsyncResult[Any] | GroupResult | None = None,
+    ) -> None:
         self.id = task_id
         self._app = app
         self._delivery = delivery
+        # The result this one's task was sent by, when known here: a chain's previous step,
+        # a chord's header (a GroupResult).
+        self.parent = parent
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id}>"
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
     @property
-    def info(self) -> ResultRecord | None:
-        """The stored outcome, or None while there is none."""
+    def record(self) -> ResultRecord | None:
+        """The stored outcome as the store keeps it, or None while there is none."""
         return self._app.store.get(self.id)
 
     @property
     def status(self) -> str:
         """PENDING, STARTED, RETRY, SUCCESS or FAILURE (FAILURE too when delivery failed)."""
-        record = self.info
+        record = self.record
         if record is not None:
             return record.status.value
         if self._delivery is not None and self._delivery.done() and self._delivery.exception():
             return Status.FAILURE.value
         return Status.PENDING.value
+
+    @property
+    def state(self) -> str:
+        """Celery's name for :attr:`status`."""
+        return self.status
+
+    @property
+    def result(self) -> Any:
+        """The return value once SUCCESS, the error (a TaskFailed) once FAILURE, else None."""
+        record = self.record
+        if record is None or not record.status.is_final:
+            return None
+        return self._value(record)
+
+    @property
+    def info(self) -> Any:
+        """Celery's ``info``: the value or error, as :attr:`result`."""
+        return self.result
+
+    @property
+    def traceback(self) -> str | None:
+        """The remote traceback of a FAILURE, else None."""
+        record = self.record
+        if record is None or record.status is not Status.FAILURE:
+            return None
+        return record.error_traceback
+
+    @property
+    def date_done(self) -> datetime | None:
+        """When the final outcome was reached (UTC), else None."""
+        record = self.record
+        if record is None or not record.status.is_final:
+            return None
+        return record.finished_at
+
+    def _value(self, record: ResultRecord) -> Any:
+        try:
+            return self._outcome(record)
+        except TaskFailed as exc:
+            return exc
+
+    def outcome(self, record: ResultRecord, *, propagate: bool = True) -> Any:
+        """The value of this task's final ``record`` (its error raised, or with
+        ``propagate=False`` returned)."""
+        return self._outcome(record) if propagate else self._value(record)
 
     def ready(self) -> bool:
         return self.status in (Status.SUCCESS.value, Status.FAILURE.value)
@@ -63,12 +126,12 @@ class AsyncResult(Generic[R]):
         if self._delivery is not None:
             self._delivery.result(timeout)
 
-    def get(self, timeout: float | None = None) -> R:
+    def get(self, timeout: float | None = None, propagate: bool = True) -> R:
         """The task's return value once its result is in the store.
 
-        Raises TaskFailed when the task raised, DeliveryFailed when its event never reached
-        the broker, ResultTimeout (a TimeoutError) when there is no final outcome within
-        ``timeout`` seconds.
+        Raises TaskFailed when the task raised (with ``propagate=False``: returns it),
+        DeliveryFailed when its event never reached the broker, ResultTimeout (a
+        TimeoutError) when there is no final outcome within ``timeout`` seconds.
         """
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
@@ -76,6 +139,9 @@ class AsyncResult(Generic[R]):
         while True:
             record = self._app.store.get(self.id)
             if record is not None and record.status.is_final:
+                if not propagate:
+                    value: Any = self._value(record)
+                    return value  # type: ignore[no-any-return]
                 return self._outcome(record)
             if self._delivery is not None and self._delivery.done():
                 self._delivery.result()  # raises DeliveryFailed

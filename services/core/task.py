@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Callable
@@ -11,11 +12,15 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskstream.codec import AvroSchema
 from taskstream.envelope import TaskEvent, now_micros
-from taskstream.errors import InvalidOption, NoCurrentTask
-from taskstream.signature import TaskSignature, derive_signature
+from taskstream.errors import InvalidOption, NoCurrentTask, Retry
+from taskstream.signature import TaskSignature, derive_signature, tail_signature
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from taskstream.app import App
+    from taskstream.canvas import Signature
+    from taskstream.eager import EagerResult
     from taskstream.result import AsyncResult
 
 P = ParamSpec("P")
@@ -24,12 +29,27 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class TaskRequest:
-    """What a running task knows about its own run: ``current_request()`` inside a task."""
+    """What a running task knows about its own run: ``current_request()`` inside a task,
+    ``self.request`` in a ``bind=True`` task (Celery's names: ``retries``, ``group``)."""
 
     id: str
     task: str
     attempt: int  # 1 for the first run, +1 per retry
     key: str | None
+    parent_id: str | None = None  # the task whose outcome sent this one (chain, link, chord)
+    root_id: str | None = None  # the first task of the workflow
+    group_id: str | None = None
+    group_index: int | None = None  # position in the group
+
+    @property
+    def retries(self) -> int:
+        """How many times this task was retried so far (Celery's ``request.retries``)."""
+        return self.attempt - 1
+
+    @property
+    def group(self) -> str | None:
+        """Celery's name for ``group_id``."""
+        return self.group_id
 
 
 # Task ids are random (version 4) UUIDs as text, made a block at a time: one urandom() call
@@ -68,7 +88,10 @@ def current_request() -> TaskRequest:
     event = _current_event.get()
     if event is None:
         raise NoCurrentTask()
-    return TaskRequest(event.id, event.task, event.attempt, event.key)
+    return TaskRequest(
+        event.id, event.task, event.attempt, event.key,
+        event.parent_id, event.root_id, event.group_id, event.group_index,
+    )  # fmt: skip
 
 
 def set_current_event(event: TaskEvent | None) -> None:
@@ -97,6 +120,8 @@ class TaskOptions:
     time_limit: float | None = None  # seconds; past it the run is a FAILURE TimeLimitExceeded
     soft_time_limit: float | None = None  # seconds; SoftTimeLimitExceeded raised in the task
     track_started: bool = False  # publish a STARTED status when a worker begins the task
+    bind: bool = False  # the function's first parameter is the task (self.request, ...)
+    ignore_result: bool = False  # store no SUCCESS result (failures are still stored)
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
@@ -141,13 +166,13 @@ class Task(Generic[P, R]):
         self.queue = queue
         self.options = options or TaskOptions()
         self.is_async = inspect.iscoroutinefunction(func)
-        self.signature: TaskSignature = derive_signature(func, name)
+        self.signature: TaskSignature = derive_signature(func, name, bound=self.options.bind)
         codec = app.codec
         self.args_schema: AvroSchema = codec.register(self.signature.args_schema)
         self.result_schema: AvroSchema = codec.register(self.signature.result_schema)
         self._positional_only = tuple(
             p.name
-            for p in inspect.signature(func).parameters.values()
+            for p in list(inspect.signature(func).parameters.values())[int(self.options.bind) :]
             if p.kind is inspect.Parameter.POSITIONAL_ONLY
         )
         self.__doc__ = func.__doc__
@@ -157,11 +182,16 @@ class Task(Generic[P, R]):
         return f"<Task {self.name} queue={self.queue}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.options.bind:
+            bound: Callable[..., R] = self.func
+            return bound(self, *args, **kwargs)
         return self.func(*args, **kwargs)
 
     def invoke(self, kwargs: dict[str, Any]) -> Any:
         """Run the function with decoded arguments (by name, positional-only ones by place)."""
         func: Callable[..., R] = self.func  # P cannot type values decoded into a dict
+        if self.options.bind:
+            func = functools.partial(func, self)
         if self._positional_only:
             args = [kwargs.pop(name) for name in self._positional_only]
             return func(*args, **kwargs)
@@ -181,16 +211,63 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         task_id: str | None = None,
         countdown: float | None = None,
+        link: Signature[Any] | Sequence[Signature[Any]] | None = None,
+        link_error: Signature[Any] | Sequence[Signature[Any]] | None = None,
     ) -> AsyncResult[R]:
         """Send the task with options. ``key``: events with one key go to one partition and
         run in order. ``queue``: another queue than the task's own. ``countdown``: run it no
-        sooner than this many seconds from now."""
+        sooner than this many seconds from now. ``link``: signatures sent with the result
+        once it succeeds; ``link_error``: sent with its id if it fails (CanvasError here,
+        before sending, when a result cannot fit a callback's parameter)."""
         event = self.event(
             self.encode_args(args, kwargs or {}), key=key, queue=queue, task_id=task_id
         )
         if countdown:
             event.not_before = event.enqueued_at + int(countdown * 1_000_000)
+        if link is not None or link_error is not None:
+            from taskstream.canvas import attach_callbacks
+
+            attach_callbacks(event, self, link, link_error)
         return self.app.publish(event)
+
+    # -- Celery's task API ------------------------------------------------------------------
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature: this task with (partial) arguments, for chains, groups and chords.
+        In a chain it gets the previous step's result as its first argument."""
+        from taskstream.canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """An immutable signature: it ignores the previous step's result."""
+        from taskstream.canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
+
+    def apply(
+        self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> EagerResult[R]:
+        """Run the task here and now (eager), through its Avro schemas as on a worker;
+        returns an EagerResult (``get()``, ``state``, ``result``, ``traceback``)."""
+        from taskstream.eager import apply
+
+        return apply(self, args, kwargs or {}, **options)
+
+    @property
+    def request(self) -> TaskRequest:
+        """The running task's request (``self.request`` in a ``bind=True`` task)."""
+        return current_request()
+
+    def retry(
+        self,
+        *,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        **_celery_options: Any,
+    ) -> Retry:
+        """Retry the running task (raises Retry; ``raise self.retry(...)`` reads as Celery)."""
+        raise Retry(countdown=countdown, exc=exc)
 
     def event(
         self,
@@ -209,6 +286,7 @@ class Task(Generic[P, R]):
             enqueued_at=now_micros(),
             not_before=None,
             args=encoded_args,
+            ignore_result=self.options.ignore_result,
         )
 
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
@@ -216,6 +294,24 @@ class Task(Generic[P, R]):
 
     def decode_args(self, data: bytes) -> dict[str, Any]:
         return self.signature.args_from_avro(self.app.codec.decode_as(self.args_schema, data))
+
+    @functools.cached_property
+    def tail_signature(self) -> TaskSignature:
+        """The arguments without the first parameter (a workflow step's, before the parent's
+        result is prepended)."""
+        return tail_signature(self.signature)
+
+    @functools.cached_property
+    def tail_args_schema(self) -> AvroSchema:
+        return self.app.codec.register(self.tail_signature.args_schema)
+
+    def encode_tail_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        sig = self.tail_signature
+        return self.app.codec.encode(self.tail_args_schema, sig.args_to_avro(args, kwargs))
+
+    def decode_tail_args(self, data: bytes) -> dict[str, Any]:
+        datum = self.app.codec.decode_as(self.tail_args_schema, data)
+        return self.tail_signature.args_from_avro(datum)
 
     def encode_result(self, value: Any) -> bytes:
         return self.app.codec.encode(self.result_schema, self.signature.result_to_avro(value))

@@ -80,8 +80,10 @@ def schema_of(path: Path) -> tuple[int, dict[str, str]]:
 def test_a_new_file_is_created_at_the_latest_version_directly(tmp_path: Path) -> None:
     SQLiteStore(tmp_path / "new.db").close()
     version, tables = schema_of(tmp_path / "new.db")
-    assert version == SCHEMA_VERSION == 3
-    assert set(tables) == {"results", "offsets", "idempotency_keys"}
+    assert version == SCHEMA_VERSION == 4
+    assert set(tables) == {
+        "results", "offsets", "idempotency_keys", "groups", "group_members", "progress",
+    }  # fmt: skip
     assert "status = 'PENDING' OR status = 'STARTED'" in tables["results"]
     assert "status IN" not in tables["results"]
 
@@ -105,7 +107,7 @@ def test_a_version_1_file_is_migrated_on_open_and_keeps_its_rows_and_offsets(
         raw.close()
     version, tables = schema_of(v1_file)
     assert version == SCHEMA_VERSION
-    assert set(tables) == {"results", "offsets", "idempotency_keys"}
+    assert {"results", "offsets", "idempotency_keys", "groups"} <= set(tables)
     assert "status IN" not in tables["results"]
 
 
@@ -147,7 +149,7 @@ def test_a_version_1_taskstream_refuses_a_file_of_this_version(
 ) -> None:
     SQLiteStore(tmp_path / "new.db").close()
     monkeypatch.setattr("taskstream.store.sqlite.SCHEMA_VERSION", 1)  # as taskstream 1 was
-    with pytest.raises(StoreError, match="schema version 3, newer than the 1"):
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION}, newer than the 1"):
         SQLiteStore(tmp_path / "new.db")
 
 
@@ -165,4 +167,4 @@ def test_a_version_2_file_gains_the_idempotency_keys_and_keeps_its_rows(v1_file:
         assert s.claim_idempotency_key("k", "task-2", b"fp", 60) == IdempotencyKey("task-1", b"fp")
     version, tables = schema_of(v1_file)
     assert version == SCHEMA_VERSION
-    assert set(tables) == {"results", "offsets", "idempotency_keys"}
+    assert {"results", "offsets", "idempotency_keys", "groups"} <= set(tables)

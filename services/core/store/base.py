@@ -125,6 +125,53 @@ class IdempotencyKey:
     accepted: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """A group member's final outcome, as the join counts it: once per (group, index), however
+    often the member ran. ``manifest``: for a chord's member, its result event (single-object
+    Avro), which carries the chord's body and errbacks."""
+
+    group_id: str
+    index: int
+    size: int
+    task_id: str
+    manifest: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A running task's custom state from ``update_state()`` (``meta`` as JSON)."""
+
+    task_id: str
+    state: str
+    meta: str | None
+
+
+class GroupState:
+    """Where a group's join stands."""
+
+    WAITING = "waiting"  # not every member is final yet
+    DUE = "due"  # a chord whose members are all final: its body (or FAILURE) to publish
+    FIRED = "fired"  # ... published
+    DONE = "done"  # a plain group whose members are all final: nothing to publish
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    group_id: str
+    size: int
+    completed: int  # members with a final outcome
+    state: str  # a GroupState
+    manifest: bytes | None
+
+
+def settled_state(size: int, completed: int, manifest: bytes | None) -> str:
+    """The state of a waiting group with ``completed`` of ``size`` members final."""
+    if completed < size:
+        return GroupState.WAITING
+    return GroupState.DUE if manifest is not None else GroupState.DONE
+
+
 class ResultStore(ABC):
     """Where task outcomes are materialized and looked up. Use as a context manager."""
 
@@ -140,8 +187,19 @@ class ResultStore(ABC):
         self.apply_rows([to_row(r) for r in records], offsets)
 
     @abstractmethod
-    def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
+    def apply_rows(
+        self,
+        rows: Sequence[ResultRow],
+        offsets: Mapping[tuple[str, int], int],
+        members: Sequence[GroupMember] = (),
+        progress: Sequence[Progress] = (),
+    ) -> None:
         """:meth:`apply` for :data:`ResultRow` tuples, with the same guarantees.
+
+        ``members``: group members' final outcomes, in the same transaction (the join):
+        each (group, index) counts once; a group whose members are all final moves from
+        ``waiting`` to ``due`` (a chord) or ``done``, exactly once even with concurrent
+        writers. ``progress``: custom states from ``update_state()``, latest wins.
 
         The materializer's path: it builds the rows from the decoded result envelopes, with
         no datetime or record object per event. A row with an unknown status is refused with
@@ -192,6 +250,22 @@ class ResultStore(ABC):
         Does nothing if `key` is no longer bound to `task_id` (it expired and was claimed
         again). Raises :class:`StoreError` if the store cannot be written.
         """
+
+    @abstractmethod
+    def group(self, group_id: str) -> GroupInfo | None:
+        """What the store knows of a group (None before any member's final outcome)."""
+
+    @abstractmethod
+    def due_groups(self) -> list[GroupInfo]:
+        """The chords whose members are all final and whose join is not yet published."""
+
+    @abstractmethod
+    def mark_fired(self, group_id: str) -> None:
+        """Record that a due chord's body (or FAILURE) was published and acknowledged."""
+
+    @abstractmethod
+    def progress(self, task_id: str) -> Progress | None:
+        """The latest custom state of a task (``update_state()``), if any."""
 
     @abstractmethod
     def close(self) -> None:

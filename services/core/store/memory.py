@@ -9,11 +9,16 @@ from collections.abc import Callable, Mapping, Sequence
 from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store.base import (
+    GroupInfo,
+    GroupMember,
+    GroupState,
     IdempotencyKey,
+    Progress,
     ResultRecord,
     ResultRow,
     ResultStore,
     from_row,
+    settled_state,
     supersedes,
 )
 
@@ -31,8 +36,17 @@ class MemoryStore(ResultStore):
         self._claims = 0
         self._clock = clock
         self._closed = False
+        self._groups: dict[str, GroupInfo] = {}
+        self._members: dict[str, set[int]] = {}
+        self._progress: dict[str, Progress] = {}
 
-    def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
+    def apply_rows(
+        self,
+        rows: Sequence[ResultRow],
+        offsets: Mapping[tuple[str, int], int],
+        members: Sequence[GroupMember] = (),
+        progress: Sequence[Progress] = (),
+    ) -> None:
         offsets = dict(offsets)
         # Validate before touching anything, so a bad batch changes nothing, like the rolled-back
         # transaction of the SQL stores (whose CHECK constraints this mirrors).
@@ -50,6 +64,46 @@ class MemoryStore(ResultStore):
                 if old is None or supersedes(record.status, old.status):
                     self._rows[record.task_id] = record
             self._offsets.update(offsets)
+            self._progress.update((p.task_id, p) for p in progress)
+            for member in members:
+                self._join(member)
+
+    def _join(self, member: GroupMember) -> None:
+        info = self._groups.get(member.group_id)
+        if info is None:
+            info = GroupInfo(member.group_id, member.size, 0, GroupState.WAITING, None)
+        manifest = info.manifest if info.manifest is not None else member.manifest
+        indexes = self._members.setdefault(member.group_id, set())
+        indexes.add(member.index)
+        state = info.state
+        if state == GroupState.WAITING:
+            state = settled_state(info.size, len(indexes), manifest)
+        self._groups[member.group_id] = GroupInfo(
+            member.group_id, info.size, len(indexes), state, manifest
+        )
+
+    def group(self, group_id: str) -> GroupInfo | None:
+        with self._lock:
+            self._check_open()
+            return self._groups.get(group_id)
+
+    def due_groups(self) -> list[GroupInfo]:
+        with self._lock:
+            self._check_open()
+            return [g for g in self._groups.values() if g.state == GroupState.DUE]
+
+    def mark_fired(self, group_id: str) -> None:
+        with self._lock:
+            self._check_open()
+            info = self._groups[group_id]
+            self._groups[group_id] = GroupInfo(
+                group_id, info.size, info.completed, GroupState.FIRED, info.manifest
+            )
+
+    def progress(self, task_id: str) -> Progress | None:
+        with self._lock:
+            self._check_open()
+            return self._progress.get(task_id)
 
     def get(self, task_id: str) -> ResultRecord | None:
         with self._lock:
@@ -78,6 +132,9 @@ class MemoryStore(ResultStore):
             self._check_open()
             self._rows.clear()
             self._offsets.clear()
+            self._groups.clear()
+            self._members.clear()
+            self._progress.clear()
 
     def claim_idempotency_key(
         self, key: str, task_id: str, fingerprint: bytes, ttl_s: float

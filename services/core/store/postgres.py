@@ -27,10 +27,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store.base import (
+    GroupInfo,
+    GroupMember,
+    GroupState,
     IdempotencyKey,
+    Progress,
     ResultRecord,
     ResultRow,
     ResultStore,
+    settled_state,
     supersedes,
 )
 
@@ -40,7 +45,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     psycopg = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 2  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 3  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
 DEFAULT_SCHEMA = "taskstream"
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))
@@ -87,6 +92,26 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
     ),
+    # 3: workflows: the groups' joins and their members, update_state()'s progress.
+    3: (
+        """CREATE TABLE IF NOT EXISTS groups (
+            group_id TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            manifest BYTEA
+        )""",
+        """CREATE TABLE IF NOT EXISTS group_members (
+            group_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            task_id TEXT NOT NULL,
+            PRIMARY KEY (group_id, idx)
+        )""",
+        """CREATE TABLE IF NOT EXISTS progress (
+            task_id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            meta TEXT
+        )""",
+    ),
 }
 
 _COLUMN_LIST = ", ".join(_COLUMNS)
@@ -128,6 +153,20 @@ _CLAIM_KEY = """
 """
 _SELECT_KEY = "SELECT task_id, fingerprint, accepted FROM idempotency_keys WHERE key = %s"
 _PURGE_EVERY = 1024  # claims between deletions of expired Idempotency-Keys
+_ADD_GROUP = """
+    INSERT INTO groups (group_id, size, state, manifest) VALUES (%s, %s, 'waiting', %s)
+    ON CONFLICT (group_id) DO UPDATE SET manifest = coalesce(groups.manifest, excluded.manifest)
+"""
+_ADD_MEMBER = """
+    INSERT INTO group_members (group_id, idx, task_id) VALUES (%s, %s, %s)
+    ON CONFLICT DO NOTHING
+"""
+_COUNT_MEMBERS = "SELECT count(*) FROM group_members WHERE group_id = %s"
+_SELECT_GROUP = "SELECT group_id, size, state, manifest FROM groups"
+_SET_PROGRESS = """
+    INSERT INTO progress (task_id, state, meta) VALUES (%s, %s, %s)
+    ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, meta = excluded.meta
+"""
 
 
 class PostgresStore(ResultStore):
@@ -176,10 +215,16 @@ class PostgresStore(ResultStore):
 
     # -- the ResultStore interface -------------------------------------------------------------
 
-    def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
+    def apply_rows(
+        self,
+        rows: Sequence[ResultRow],
+        offsets: Mapping[tuple[str, int], int],
+        members: Sequence[GroupMember] = (),
+        progress: Sequence[Progress] = (),
+    ) -> None:
         rows = _fold(rows)
         offset_rows = [(t, p, o) for (t, p), o in offsets.items()]
-        if not rows and not offset_rows:
+        if not rows and not offset_rows and not members and not progress:
             return
         with self._transaction() as conn, conn.cursor() as cur:
             if rows:
@@ -192,6 +237,36 @@ class PostgresStore(ResultStore):
                 cur.execute(_UPSERT)
             if offset_rows:
                 cur.executemany(_SET_OFFSET, offset_rows)
+            if progress:
+                cur.executemany(_SET_PROGRESS, [(p.task_id, p.state, p.meta) for p in progress])
+            if members:
+                _join(cur, members)
+
+    def group(self, group_id: str) -> GroupInfo | None:
+        with self._transaction() as conn:
+            row = conn.execute(f"{_SELECT_GROUP} WHERE group_id = %s", (group_id,)).fetchone()
+            if row is None:
+                return None
+            counted = conn.execute(_COUNT_MEMBERS, (group_id,)).fetchone()
+        completed = int(counted[0]) if counted else 0
+        return GroupInfo(row[0], row[1], completed, row[2], _blob(row[3]))
+
+    def due_groups(self) -> list[GroupInfo]:
+        with self._transaction() as conn:
+            sql_ = f"{_SELECT_GROUP} WHERE state = %s"
+            rows = conn.execute(sql_, (GroupState.DUE,)).fetchall()
+        return [GroupInfo(r[0], r[1], r[1], r[2], _blob(r[3])) for r in rows]
+
+    def mark_fired(self, group_id: str) -> None:
+        with self._transaction() as conn:
+            sql_ = "UPDATE groups SET state = %s WHERE group_id = %s"
+            conn.execute(sql_, (GroupState.FIRED, group_id))
+
+    def progress(self, task_id: str) -> Progress | None:
+        with self._transaction() as conn:
+            sql_ = "SELECT task_id, state, meta FROM progress WHERE task_id = %s"
+            row = conn.execute(sql_, (task_id,)).fetchone()
+        return None if row is None else Progress(row[0], row[1], row[2])
 
     def get(self, task_id: str) -> ResultRecord | None:
         with self._transaction() as conn:
@@ -227,7 +302,7 @@ class PostgresStore(ResultStore):
     def reset(self, topic: str) -> None:
         with self._transaction() as conn:
             # TRUNCATE is transactional in PostgreSQL: readers see all rows or none.
-            conn.execute("TRUNCATE results, offsets")
+            conn.execute("TRUNCATE results, offsets, groups, group_members, progress")
 
     def claim_idempotency_key(
         self, key: str, task_id: str, fingerprint: bytes, ttl_s: float
@@ -324,6 +399,28 @@ def _migrate(conn: psycopg.Connection[Any], schema: str, where: str) -> None:
             conn.execute("DELETE FROM meta")
             conn.execute("INSERT INTO meta (version) VALUES (%s)", (SCHEMA_VERSION,))
     # SET (not SET LOCAL) outlives the transaction: the session keeps the schema.
+
+
+def _join(cur: psycopg.Cursor[Any], members: Sequence[GroupMember]) -> None:
+    """Count the members in (once each) and settle the groups they complete. The group's row
+    is locked (FOR UPDATE) before counting: a concurrent materializer's transaction counting
+    the same group waits for this one to commit, then counts its members too (READ
+    COMMITTED: each statement sees what was committed before it began)."""
+    cur.executemany(_ADD_GROUP, [(m.group_id, m.size, m.manifest) for m in members])
+    cur.executemany(_ADD_MEMBER, [(m.group_id, m.index, m.task_id) for m in members])
+    for group_id in sorted({m.group_id for m in members}):  # one lock order: no deadlock
+        sql_ = "SELECT size, state, manifest FROM groups WHERE group_id = %s FOR UPDATE"
+        row = cur.execute(sql_, (group_id,)).fetchone()
+        if row is None or row[1] != GroupState.WAITING:
+            continue
+        counted = cur.execute(_COUNT_MEMBERS, (group_id,)).fetchone()
+        settled = settled_state(row[0], int(counted[0]) if counted else 0, row[2])
+        if settled != row[1]:
+            cur.execute("UPDATE groups SET state = %s WHERE group_id = %s", (settled, group_id))
+
+
+def _blob(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 def _fold(rows: Sequence[ResultRow]) -> list[ResultRow]:

@@ -20,9 +20,20 @@ from pathlib import Path
 
 from taskstream.errors import StoreError
 from taskstream.status import Status
-from taskstream.store.base import IdempotencyKey, ResultRecord, ResultRow, ResultStore, from_row
+from taskstream.store.base import (
+    GroupInfo,
+    GroupMember,
+    GroupState,
+    IdempotencyKey,
+    Progress,
+    ResultRecord,
+    ResultRow,
+    ResultStore,
+    from_row,
+    settled_state,
+)
 
-SCHEMA_VERSION = 3  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 4  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))  # same order as the dataclass
 _FINAL = ", ".join(f"'{s.value}'" for s in Status if s.is_final)
@@ -59,6 +70,27 @@ _IDEMPOTENCY: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
 )
 
+# Workflows (version 4): the groups' joins and their members, update_state()'s progress.
+_WORKFLOWS: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS groups (
+        group_id TEXT PRIMARY KEY NOT NULL,
+        size INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        manifest BLOB
+    )""",
+    """CREATE TABLE IF NOT EXISTS group_members (
+        group_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        task_id TEXT NOT NULL,
+        PRIMARY KEY (group_id, idx)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS progress (
+        task_id TEXT PRIMARY KEY NOT NULL,
+        state TEXT NOT NULL,
+        meta TEXT
+    )""",
+)
+
 # A new file gets the latest schema at once.
 _CREATE: tuple[str, ...] = (
     f"CREATE TABLE IF NOT EXISTS results {_RESULTS_COLUMNS}",
@@ -69,6 +101,7 @@ _CREATE: tuple[str, ...] = (
         PRIMARY KEY (topic, partition)
     ) WITHOUT ROWID""",
     *_IDEMPOTENCY,
+    *_WORKFLOWS,
 )
 
 # Statements that bring an existing file from the previous version to each version, applied
@@ -85,6 +118,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 3: Idempotency-Keys shared by the HTTP service's processes.
     3: _IDEMPOTENCY,
+    # 4: workflows (group joins, progress).
+    4: _WORKFLOWS,
 }
 
 # The replacement rule lives in the WHERE clause, so concurrent writers cannot race a
@@ -106,6 +141,14 @@ _BIND_KEY = """
     INSERT OR REPLACE INTO idempotency_keys (key, task_id, fingerprint, accepted, expires_at)
     VALUES (?, ?, ?, 0, ?)
 """
+_ADD_GROUP = """
+    INSERT INTO groups (group_id, size, state, manifest) VALUES (?, ?, 'waiting', ?)
+    ON CONFLICT (group_id) DO UPDATE SET manifest = coalesce(groups.manifest, excluded.manifest)
+"""
+_ADD_MEMBER = "INSERT OR IGNORE INTO group_members (group_id, idx, task_id) VALUES (?, ?, ?)"
+_COUNT_MEMBERS = "SELECT count(*) FROM group_members WHERE group_id = ?"
+_SELECT_GROUP = "SELECT group_id, size, state, manifest FROM groups"
+_SET_PROGRESS = "INSERT OR REPLACE INTO progress (task_id, state, meta) VALUES (?, ?, ?)"
 _PURGE_EVERY = 1024  # claims between deletions of expired Idempotency-Keys
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's historic 999-variable limit
 
@@ -144,14 +187,67 @@ class SQLiteStore(ResultStore):
         self._conn: sqlite3.Connection | None = conn
         self._claims = 0
 
-    def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
+    def apply_rows(
+        self,
+        rows: Sequence[ResultRow],
+        offsets: Mapping[tuple[str, int], int],
+        members: Sequence[GroupMember] = (),
+        progress: Sequence[Progress] = (),
+    ) -> None:
         # The rows' layout is the table's (times in µs): they bind as they are.
         offset_rows = [(t, p, o) for (t, p), o in offsets.items()]
-        if not rows and not offset_rows:
+        if not rows and not offset_rows and not members and not progress:
             return
         with self._transaction(write=True) as conn:
             conn.executemany(_UPSERT, rows)
             conn.executemany(_SET_OFFSET, offset_rows)
+            if progress:
+                conn.executemany(_SET_PROGRESS, [(p.task_id, p.state, p.meta) for p in progress])
+            if members:
+                self._join(conn, members)
+
+    @staticmethod
+    def _join(conn: sqlite3.Connection, members: Sequence[GroupMember]) -> None:
+        """Count the members in (once each) and settle the groups they complete. The write
+        transaction holds SQLite's one write lock: no other writer counts meanwhile."""
+        conn.executemany(_ADD_GROUP, [(m.group_id, m.size, m.manifest) for m in members])
+        conn.executemany(_ADD_MEMBER, [(m.group_id, m.index, m.task_id) for m in members])
+        for group_id in dict.fromkeys(m.group_id for m in members):
+            size, state, manifest = conn.execute(
+                "SELECT size, state, manifest FROM groups WHERE group_id = ?", (group_id,)
+            ).fetchone()
+            if state != GroupState.WAITING:
+                continue
+            completed = conn.execute(_COUNT_MEMBERS, (group_id,)).fetchone()[0]
+            settled = settled_state(size, completed, manifest)
+            if settled != state:
+                sql = "UPDATE groups SET state = ? WHERE group_id = ?"
+                conn.execute(sql, (settled, group_id))
+
+    def group(self, group_id: str) -> GroupInfo | None:
+        with self._transaction() as conn:
+            row = conn.execute(f"{_SELECT_GROUP} WHERE group_id = ?", (group_id,)).fetchone()
+            if row is None:
+                return None
+            completed = conn.execute(_COUNT_MEMBERS, (group_id,)).fetchone()[0]
+        return GroupInfo(row[0], row[1], completed, row[2], _blob(row[3]))
+
+    def due_groups(self) -> list[GroupInfo]:
+        with self._transaction() as conn:
+            sql = f"{_SELECT_GROUP} WHERE state = ?"
+            rows = conn.execute(sql, (GroupState.DUE,)).fetchall()
+        return [GroupInfo(r[0], r[1], r[1], r[2], _blob(r[3])) for r in rows]
+
+    def mark_fired(self, group_id: str) -> None:
+        with self._transaction(write=True) as conn:
+            sql = "UPDATE groups SET state = ? WHERE group_id = ?"
+            conn.execute(sql, (GroupState.FIRED, group_id))
+
+    def progress(self, task_id: str) -> Progress | None:
+        with self._transaction() as conn:
+            sql = "SELECT task_id, state, meta FROM progress WHERE task_id = ?"
+            row = conn.execute(sql, (task_id,)).fetchone()
+        return None if row is None else Progress(row[0], row[1], row[2])
 
     def get(self, task_id: str) -> ResultRecord | None:
         with self._transaction() as conn:
@@ -187,6 +283,8 @@ class SQLiteStore(ResultStore):
         with self._transaction(write=True) as conn:
             conn.execute("DELETE FROM results")
             conn.execute("DELETE FROM offsets")
+            for table in ("groups", "group_members", "progress"):
+                conn.execute(f"DELETE FROM {table}")
 
     def claim_idempotency_key(
         self, key: str, task_id: str, fingerprint: bytes, ttl_s: float
@@ -234,6 +332,10 @@ class SQLiteStore(ResultStore):
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"sqlite store {self.path}: {exc}") from exc
                 raise
+
+
+def _blob(value: bytes | None) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

@@ -188,7 +188,9 @@ class App:
         info = self.store.group(group_id)
         if info is None:
             return None
-        members = [AsyncResult(member_id(group_id, i), self) for i in range(info.size)]
+        members: list[AsyncResult[Any]] = [
+            AsyncResult(member_id(group_id, i), self) for i in range(info.size)
+        ]
         return GroupResult(group_id, members, self)
 
     def decode_result(self, task_name: str, data: bytes | None) -> Any:

@@ -277,6 +277,8 @@ class chain:
     A chain whose first element is a group and second a signature is a chord (as in Celery).
     """
 
+    steps: list[Signature[Any]]
+
     def __init__(self, *steps: Signature[Any] | chain | Iterable[Signature[Any]]) -> None:
         flat: list[Signature[Any]] = []
         for step in steps:

@@ -21,6 +21,7 @@ def build_app(**settings: Any) -> App:
     _timed_tasks(app)
     _sized_tasks(app)
     _process_tasks(app)
+    _workflow_tasks(app)
     return app
 
 
@@ -129,6 +130,45 @@ def _process_tasks(app: App) -> None:
             log.write(f"{os.getpid()}\n")
         os.kill(os.getpid(), signal.SIGKILL)
         return 0
+
+
+def _workflow_tasks(app: App) -> None:
+    """Steps of chains, groups and chords; the logged ones let a test count their runs."""
+
+    @app.task(name="itest.mul")
+    def mul(a: int, b: int) -> int:
+        return a * b
+
+    @app.task(name="itest.tsum")
+    def tsum(values: list[int]) -> int:
+        return sum(values)
+
+    @app.task(name="itest.member")
+    def member(i: int, bad: bool, pause: float, log_path: str) -> int:
+        """Appends its index to ``log_path`` at each run; fails when ``bad``."""
+        with open(log_path, "a") as log:
+            log.write(f"{i}\n")
+        time.sleep(pause)
+        if bad:
+            raise ValueError(f"member {i} refuses")
+        return i
+
+    @app.task(name="itest.logged_sum")
+    def logged_sum(values: list[int], log_path: str) -> int:
+        """A chord body that appends a line per run to ``log_path``."""
+        with open(log_path, "a") as log:
+            log.write(f"{current_request().id} {len(values)}\n")
+        return sum(values)
+
+    @app.task(name="itest.report")
+    def report(task_id: str, log_path: str) -> None:
+        """An errback: appends the failed task's id to ``log_path``."""
+        with open(log_path, "a") as log:
+            log.write(f"{task_id}\n")
+
+    @app.task(name="itest.text_len")
+    def text_len(text: str) -> int:
+        return len(text)
 
 
 app = build_app()

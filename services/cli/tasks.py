@@ -49,7 +49,7 @@ def result(args: argparse.Namespace) -> int:
         task = app.tasks.get(task_name)
         return task.signature.result_to_json(value) if task else repr(value)
 
-    out = outcome_json(record, result_json)
+    out = outcome_json(record, result_json, app.store.progress(args.task_id))
     print(json.dumps(out, indent=2))
     app.close()
     return 0 if record.status is not Status.FAILURE else 1

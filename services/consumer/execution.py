@@ -30,7 +30,7 @@ from taskstream.errors import (
     WorkerLost,
 )
 from taskstream.status import Status
-from taskstream.task import Task, set_current_event
+from taskstream.task import Task, set_current_event, set_progress_sink
 
 
 @dataclass(slots=True)
@@ -62,11 +62,22 @@ class Run:
     # The producer's message.max.bytes (taskstream.sizes.producer_limit), in bytes: the
     # largest result event this run may publish.
     message_max_bytes: int = field(kw_only=True)
+    # Where update_state()'s STARTED events with a custom state go (the results topic).
+    on_progress: Callable[[ResultEvent], None] | None = field(default=None, kw_only=True)
 
     def enter(self) -> None:
         """Mark the start of the run and make its request current for the task's code."""
         self.started = now_micros()
         set_current_event(self.event)
+        if self.on_progress is not None:
+            set_progress_sink(self.progress)
+
+    def progress(self, state: str, meta: str | None) -> None:
+        """update_state() in the task: a STARTED result with the custom state and meta."""
+        assert self.on_progress is not None
+        event = self._result(Status.STARTED)
+        event.state, event.meta = state, meta
+        self.on_progress(event)
 
     def started_event(self) -> ResultEvent:
         """The STARTED status of a task with ``track_started``, as the run begins."""

@@ -345,7 +345,7 @@ class Worker(RuntimeOwner):
             )
         run = Run(
             task, event, kwargs, topic, partition, offset, self.worker_id,  # type: ignore[arg-type]
-            message_max_bytes=self.message_max_bytes,
+            message_max_bytes=self.message_max_bytes, on_progress=outcomes.started,
         )  # fmt: skip
         if lost is not None and lost >= self.settings.worker_lost_max_deliveries:
             log.error("task %s (%s) lost %d workers: dead-lettered", event.id, event.task, lost)

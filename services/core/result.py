@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -69,7 +70,13 @@ class AsyncResult(Generic[R]):
 
     @property
     def state(self) -> str:
-        """Celery's name for :attr:`status`."""
+        """The status, or while the task runs the custom state it set with
+        ``update_state()`` (e.g. PROGRESS); the final outcome always wins."""
+        record = self.record
+        if record is not None and record.status is Status.STARTED:
+            progress = self._app.store.progress(self.id)
+            if progress is not None:
+                return progress.state
         return self.status
 
     @property
@@ -82,7 +89,13 @@ class AsyncResult(Generic[R]):
 
     @property
     def info(self) -> Any:
-        """Celery's ``info``: the value or error, as :attr:`result`."""
+        """Celery's ``info``: the value or error once final (as :attr:`result`); while the
+        task runs, the ``meta`` of its latest ``update_state()``."""
+        record = self.record
+        if record is not None and record.status is Status.STARTED:
+            progress = self._app.store.progress(self.id)
+            if progress is not None:
+                return None if progress.meta is None else json.loads(progress.meta)
         return self.result
 
     @property

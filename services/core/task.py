@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -97,6 +98,16 @@ def current_request() -> TaskRequest:
 def set_current_event(event: TaskEvent | None) -> None:
     """Make ``event`` the one ``current_request()`` describes on this thread (or coroutine)."""
     _current_event.set(event)
+
+
+# Where the running task's update_state() goes: (state, meta as JSON) -> published. The
+# worker sets it with each run; outside a worker there is none.
+ProgressSink = Callable[[str, "str | None"], None]
+_progress_sink: ContextVar[ProgressSink | None] = ContextVar("taskstream_progress", default=None)
+
+
+def set_progress_sink(sink: ProgressSink | None) -> None:
+    _progress_sink.set(sink)
 
 
 @dataclass(frozen=True)
@@ -258,6 +269,18 @@ class Task(Generic[P, R]):
     def request(self) -> TaskRequest:
         """The running task's request (``self.request`` in a ``bind=True`` task)."""
         return current_request()
+
+    def update_state(
+        self, task_id: str | None = None, state: str = "PROGRESS", meta: Any = None
+    ) -> None:
+        """Publish a custom state of the running task (Celery's ``update_state``): it shows
+        as ``r.state`` and its ``meta`` (anything JSON can hold) as ``r.info`` until the final
+        outcome replaces it. Only inside a task run by a worker (NoCurrentTask otherwise)."""
+        sink = _progress_sink.get()
+        request = current_request()
+        if sink is None or (task_id is not None and task_id != request.id):
+            raise NoCurrentTask()
+        sink(state, None if meta is None else json.dumps(meta, default=str))
 
     def retry(
         self,

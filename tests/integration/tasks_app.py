@@ -166,6 +166,17 @@ def _workflow_tasks(app: App) -> None:
         with open(log_path, "a") as log:
             log.write(f"{task_id}\n")
 
+    @app.task(name="itest.stepper", bind=True)
+    def stepper(self: Any, steps: int, gate_dir: str) -> int:
+        """Publishes PROGRESS {"step": i} and waits for a file gate_dir/<i> before going on."""
+        for i in range(steps):
+            self.update_state(state="PROGRESS", meta={"step": i, "of": steps})
+            gate = os.path.join(gate_dir, str(i))
+            deadline = time.monotonic() + 60
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return steps
+
     @app.task(name="itest.text_len")
     def text_len(text: str) -> int:
         return len(text)

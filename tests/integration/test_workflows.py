@@ -8,15 +8,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from taskstream import App, CanvasError, GroupResult, TaskFailed, chain, chord, group
 from taskstream.canvas import callback_id
 from taskstream.envelope import Envelopes
+from taskstream.producer.http import HttpService
 from taskstream.status import Status
 from taskstream.store import GroupState
 from taskstream.topics import results_topic, task_topic
 from tests.conftest import Scope
+from tests.integration.http_server import serving
 from tests.integration.running import (
     read_topic,
     spawn_materializer,
@@ -151,3 +154,27 @@ def test_a_typed_canvas_mismatch_raises_before_sending(app: App, scope: Scope) -
     sentinel.wait_delivered(30)
     records = read_topic(scope, task_topic(scope.topic_prefix, "default"), 1, idle=0.5)
     assert [m.key() for m in records] == [sentinel.id.encode()]
+
+
+def test_progress_is_seen_through_python_and_http(app: App, tmp_path: Path) -> None:
+    stepper = t(app, "stepper")
+    with (
+        worker_and_materializer(app),
+        serving(HttpService.for_app(app)) as url,
+        httpx.Client(base_url=url, timeout=40) as http,
+    ):
+        r = stepper.delay(2, str(tmp_path))
+        wait_until(lambda: r.state == "PROGRESS", 60, "the first PROGRESS")
+        assert r.info == {"step": 0, "of": 2}
+        body = http.get(f"/v1/tasks/{r.id}").json()
+        assert (body["status"], body["state"], body["meta"]) == (
+            "STARTED", "PROGRESS", {"step": 0, "of": 2},
+        )  # fmt: skip
+        (tmp_path / "0").touch()
+        # a long-poll with change=1 is answered by the next update, not the final outcome
+        changed = http.get(f"/v1/tasks/{r.id}", params={"wait": 30, "change": 1}).json()
+        assert changed["state"] == "PROGRESS" and changed["meta"] == {"step": 1, "of": 2}
+        (tmp_path / "1").touch()
+        final = http.get(f"/v1/tasks/{r.id}", params={"wait": 30}).json()
+        assert (final["status"], final["state"], final["result"]) == ("SUCCESS", "SUCCESS", 2)
+        assert r.get(timeout=30) == 2 and r.state == "SUCCESS" and r.info == 2

@@ -4,6 +4,8 @@ stub broker (taskstream.testing)."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,10 +26,12 @@ from taskstream import (
 )
 from taskstream.canvas import callback_id, member_id
 from taskstream.envelope import Envelopes
+from taskstream.errors import NoCurrentTask
 from taskstream.store import GroupState
 from taskstream.topics import results_topic, task_topic
 
 CALLS: list[Any] = []
+RELEASE = threading.Event()
 
 
 @pytest.fixture
@@ -68,6 +72,14 @@ def app() -> Iterator[App]:
         if request.retries < retry_until:
             raise self.retry(countdown=0)
         return json.dumps([request.id, request.retries, request.key, request.group_id])
+
+    @app.task(name="wf.progress", bind=True)
+    def progress(self: Task[Any, Any], steps: int) -> int:
+        for i in range(steps):
+            self.update_state(state="PROGRESS", meta={"done": i, "of": steps})
+            RELEASE.wait(10)
+            RELEASE.clear()
+        return steps
 
     @app.task(name="wf.quiet", ignore_result=True)
     def quiet(a: int) -> int:
@@ -260,3 +272,21 @@ def test_ignore_result_stores_nothing_but_commits(app: App) -> None:
         stub.join()
         assert CALLS == [("quiet", 4)]
         assert app.store.get(r.id) is None and r.state == "PENDING"
+
+
+def test_update_state_shows_progress_until_the_final_outcome_wins(app: App) -> None:
+    progress = task(app, "progress")
+    with taskstream.testing.run(app) as stub:
+        r = progress.delay(2)
+        for step in range(2):
+            deadline = time.monotonic() + 10
+            while r.info != {"done": step, "of": 2} and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert r.state == "PROGRESS" and r.info == {"done": step, "of": 2}
+            assert r.status == "STARTED" and not r.ready()
+            RELEASE.set()
+        assert r.get(timeout=10) == 2
+        stub.join()
+        assert r.state == "SUCCESS" and r.info == 2
+    with pytest.raises(NoCurrentTask):
+        progress.update_state(state="PROGRESS", meta={})

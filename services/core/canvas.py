@@ -182,74 +182,74 @@ def as_list(callbacks: Signature[Any] | Sequence[Signature[Any]] | None) -> list
 # -- the typed canvas --------------------------------------------------------------------------
 
 
-def _first_parameter(child: Signature[Any], parent: str) -> tuple[str, Any]:
-    sig = child.task.signature
-    if not sig.parameters:
+def check_link(
+    parent: str,
+    result_schema: Any,
+    child: str,
+    args_schema: dict[str, Any],
+    *,
+    role: str = "step",
+) -> None:
+    """CanvasError unless a value of ``result_schema`` (what ``parent`` gives) fits the first
+    parameter of ``child``'s arguments record. ``role``: ``step`` (a chain step or callback:
+    the parent's return value), ``body`` (a chord body: a list of them), ``errback`` (the
+    failed task's id, a string)."""
+    fields = args_schema["fields"]
+    if not fields:
         raise CanvasError(
-            f"{child.name} takes no parameter for the result of {parent}; use .si() to ignore it",
+            f"{child} takes no parameter for what {parent} gives it; use .si() to ignore it",
             parent,
-            child.name,
+            child,
         )
-    return sig.parameters[0], sig.args_schema["fields"][0]["type"]
+    parameter, schema = fields[0]["name"], fields[0]["type"]
+    if role == "body":
+        if not (isinstance(schema, dict) and schema.get("type") == "array"):
+            raise CanvasError(
+                f"the chord body {child} gets the list of its members' results in its "
+                f"parameter {parameter!r}, which is not a list",
+                parent,
+                child,
+                parameter,
+            )
+        schema = schema["items"]
+    why = incompatibility(result_schema, schema)
+    if why is None:
+        return
+    if role == "errback":
+        message = (
+            f"the errback {child} gets the failed task's id (a str) in its parameter "
+            f"{parameter!r}, which cannot take it ({why})"
+        )
+    else:
+        into = "the items of " if role == "body" else ""
+        message = (
+            f"{parent} returns what {into}{child}'s parameter {parameter!r} cannot take "
+            f"({why.replace('the value', 'the result')})"
+        )
+    raise CanvasError(message, parent, child, parameter)
 
 
 def check_fits(parent: Task[Any, Any], child: Signature[Any]) -> None:
     """CanvasError unless ``parent``'s return value fits ``child``'s first parameter."""
-    if child.immutable:
-        return
-    parameter, schema = _first_parameter(child, parent.name)
-    why = incompatibility(parent.signature.result_schema, schema)
-    if why is not None:
-        raise CanvasError(
-            f"{parent.name} returns what {child.name}'s parameter {parameter!r} cannot take "
-            f"({why.replace('the value', 'the result')})",
-            parent.name,
-            child.name,
-            parameter,
-        )
+    if not child.immutable:
+        result = parent.signature.result_schema
+        check_link(parent.name, result, child.name, child.task.signature.args_schema)
 
 
 def check_errback(parent: str, errback: Signature[Any]) -> None:
     """An errback's first parameter takes the failed task's id: it must take a string."""
-    if errback.immutable:
-        return
-    parameter, schema = _first_parameter(errback, parent)
-    why = incompatibility("string", schema)
-    if why is not None:
-        raise CanvasError(
-            f"the errback {errback.name} gets the failed task's id (a str) in its parameter "
-            f"{parameter!r}, which cannot take it ({why})",
-            parent,
-            errback.name,
-            parameter,
-        )
+    if not errback.immutable:
+        args = errback.task.signature.args_schema
+        check_link(parent, "string", errback.name, args, role="errback")
 
 
 def check_body(members: Sequence[Signature[Any]], body: Signature[Any]) -> None:
     """A chord body's first parameter takes ``list[T]``: every member's return must fit T."""
     if body.immutable:
         return
-    parent = members[0].name if members else "the header"
-    parameter, schema = _first_parameter(body, parent)
-    kind = schema.get("type") if isinstance(schema, dict) else None
-    if kind != "array":
-        raise CanvasError(
-            f"the chord body {body.name} gets the list of its members' results in its "
-            f"parameter {parameter!r}, which is not a list",
-            parent,
-            body.name,
-            parameter,
-        )
     for member in {m.task.name: m for m in members}.values():
-        why = incompatibility(member.task.signature.result_schema, schema["items"])
-        if why is not None:
-            raise CanvasError(
-                f"{member.name} returns what the items of {body.name}'s parameter "
-                f"{parameter!r} cannot take ({why.replace('the value', 'the result')})",
-                member.name,
-                body.name,
-                parameter,
-            )
+        result = member.task.signature.result_schema
+        check_link(member.name, result, body.name, body.task.signature.args_schema, role="body")
 
 
 def attach_callbacks(

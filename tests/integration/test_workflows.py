@@ -178,3 +178,69 @@ def test_progress_is_seen_through_python_and_http(app: App, tmp_path: Path) -> N
         final = http.get(f"/v1/tasks/{r.id}", params={"wait": 30}).json()
         assert (final["status"], final["state"], final["result"]) == ("SUCCESS", "SUCCESS", 2)
         assert r.get(timeout=30) == 2 and r.state == "SUCCESS" and r.info == 2
+
+
+def test_workflows_over_http(app: App) -> None:
+    add = {"task": "itest.add", "args": {"a": 2, "b": 3}}
+    with (
+        worker_and_materializer(app, concurrency=4),
+        serving(HttpService.for_app(app)) as url,
+        httpx.Client(base_url=url, timeout=40) as http,
+    ):
+        chained = {"chain": [add, {"task": "itest.add", "args": {"b": 10}},
+                             {"task": "itest.mul", "args": {"b": 2}}]}  # fmt: skip
+        sent = http.post("/v1/workflows", json=chained)
+        assert sent.status_code == 202, sent.text
+        task_id = sent.json()["task_id"]
+        assert sent.headers["location"] == f"/v1/tasks/{task_id}"
+        assert http.get(f"/v1/tasks/{task_id}", params={"wait": 30}).json()["result"] == 30
+        grouped = {"group": [{"task": "itest.add", "args": {"a": i, "b": i}} for i in range(10)]}
+        sent = http.post("/v1/workflows", json=grouped)
+        assert sent.status_code == 202, sent.text
+        gid = sent.json()["group_id"]
+        ids = sent.json()["task_ids"]
+        for i, member in enumerate(ids):
+            got = http.get(f"/v1/tasks/{member}", params={"wait": 30}).json()
+            assert got["result"] == 2 * i
+        wait_until(lambda: http.get(f"/v1/groups/{gid}").status_code == 200, 30, "the group")
+        wait_until(
+            lambda: http.get(f"/v1/groups/{gid}").json()["completed"] == 10, 30, "10 members"
+        )
+        group_body = http.get(f"/v1/groups/{gid}").json()
+        assert group_body["join"] == "done" and len(group_body["members"]) == 10
+        assert {m["status"] for m in group_body["members"]} == {"SUCCESS"}
+        chorded = {"chord": {"header": grouped["group"], "body": {"task": "itest.tsum"}}}
+        sent = http.post("/v1/workflows", json=chorded)
+        assert sent.status_code == 202, sent.text
+        body_id, gid = sent.json()["task_id"], sent.json()["group_id"]
+        assert http.get(f"/v1/tasks/{body_id}", params={"wait": 30}).json()["result"] == 90
+        joined = http.get(f"/v1/groups/{gid}").json()
+        assert joined["join"] == "fired" and joined["chord"] == {
+            "task_id": body_id, "status": "SUCCESS",
+        }  # fmt: skip
+        assert http.get("/v1/groups/nope").status_code == 404
+
+
+def test_workflow_errors_over_http_name_the_step_and_field(app: App) -> None:
+    add = {"task": "itest.add", "args": {"a": 2, "b": 3}}
+    with (
+        serving(HttpService.for_app(app)) as url,
+        httpx.Client(base_url=url, timeout=40) as http,
+    ):
+
+        def error(body: Any) -> dict[str, Any]:
+            answer = http.post("/v1/workflows", json=body)
+            assert answer.status_code == 422, answer.text
+            found: dict[str, Any] = answer.json()["error"]
+            return found
+
+        wrong = error({"chain": [add, {"task": "itest.add", "args": {"b": "ten"}}]})
+        assert wrong["path"] == "chain[1].args.b"
+        typed = error({"chain": [add, {"task": "itest.text_len"}]})
+        assert typed["path"] == "chain[1]" and "itest.add" in typed["message"]
+        assert "'text'" in typed["message"]
+        assert error({"chain": [{"task": "itest.nope"}]})["path"] == "chain[0].task"
+        body = error({"chord": {"header": [add], "body": {"task": "itest.add", "args": {"b": 1}}}})
+        assert body["path"] == "chord.body" and "not a list" in body["message"]
+        assert error({"chain": []})["path"] == "chain"
+        assert error({"pipeline": []})["code"] == "invalid_workflow"

@@ -40,7 +40,7 @@ from taskstream.envelope import (
 from taskstream.errors import DeliveryFailed
 from taskstream.kafka import EventProducer
 from taskstream.status import Status
-from taskstream.store import GroupInfo, GroupMember, Progress, ResultRecord, ResultStore
+from taskstream.store import GroupInfo, GroupMember, Link, Progress, ResultRecord, ResultStore
 from taskstream.topics import results_topic, task_topic
 
 log = logging.getLogger(__name__)
@@ -50,10 +50,16 @@ _NAMED_FAILURES = 20  # failed members named in a chord's FAILURE message, at mo
 
 
 def workflow_rows(
-    d: dict[str, Any], value: bytes, members: list[GroupMember], progress: list[Progress]
+    d: dict[str, Any],
+    value: bytes,
+    members: list[GroupMember],
+    progress: list[Progress],
+    links: list[Link],
 ) -> None:
-    """What a decoded result envelope adds to a batch's joins and progress."""
+    """What a decoded result envelope adds to a batch's joins, progress and links."""
     group_id = d["group_id"]
+    if d["parent_id"] is not None or group_id is not None:
+        links.append(Link(d["id"], d["parent_id"], d["root_id"], group_id, d["group_index"]))
     if group_id is not None and d["status"] in _FINAL:
         manifest = value if d["chord"] is not None else None
         members.append(GroupMember(group_id, d["group_index"], d["group_size"], d["id"], manifest))

@@ -29,7 +29,7 @@ from taskstream.errors import CorruptMessage, DeliveryFailed
 from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.sizes import producer_limit
 from taskstream.status import Status
-from taskstream.store import GroupMember, Progress, ResultRow, ResultStore
+from taskstream.store import GroupMember, Link, Progress, ResultRow, ResultStore
 from taskstream.topics import materializer_group, results_topic
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ class Materializer(RuntimeOwner):
         positions: dict[tuple[str, int], int] = {}
         members: list[GroupMember] = []
         progress: list[Progress] = []
+        links: list[Link] = []
         for message in batch:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
@@ -172,14 +173,14 @@ class Materializer(RuntimeOwner):
                 value = message.value() or b""
                 d = decode(schema, value)
                 rows.append(result_row(d))
-                if d["group_id"] is not None or d["state"] is not None:  # workflows
-                    workflow_rows(d, value, members, progress)
+                if d["root_id"] is not None or d["state"] is not None:  # workflows
+                    workflow_rows(d, value, members, progress, links)
             except Exception as exc:
                 self._dead_letter(message, str(exc))
         if self._producer is not None and self._producer.flush(30.0):
             raise DeliveryFailed(self._letters.topic, "not advancing the store's offsets")
         started = time.perf_counter()
-        self.store.apply_rows(rows, positions, members, progress)
+        self.store.apply_rows(rows, positions, members, progress, links)
         if members:
             self._joiner().fire_due()
         seconds = time.perf_counter() - started

@@ -41,8 +41,27 @@ class AsyncResult(Generic[R]):
         self._app = app
         self._delivery = delivery
         # The result this one's task was sent by, when known here: a chain's previous step,
-        # a chord's header (a GroupResult).
-        self.parent = parent
+        # a chord's header (a GroupResult); else looked up in the store.
+        self._parent = parent
+
+    @property
+    def parent(self) -> AsyncResult[Any] | GroupResult | None:
+        """The result whose outcome sent this task (a chain's previous step, a callback's
+        task, a chord's header as a GroupResult), or None."""
+        if self._parent is None:
+            link = self._app.store.link(self.id)
+            if link is not None and link.parent_id is not None:
+                group = self._app.group_result(link.parent_id)
+                self._parent = (
+                    group if group is not None else AsyncResult(link.parent_id, self._app)
+                )
+        return self._parent
+
+    @property
+    def children(self) -> list[AsyncResult[Any]]:
+        """The tasks this one's outcome sent (a chain's next step, callbacks, errbacks), as
+        far as the store has seen them."""
+        return [AsyncResult(c, self._app) for c in self._app.store.children(self.id)]
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id}>"

@@ -82,7 +82,7 @@ def test_a_new_file_is_created_at_the_latest_version_directly(tmp_path: Path) ->
     version, tables = schema_of(tmp_path / "new.db")
     assert version == SCHEMA_VERSION == 4
     assert set(tables) == {
-        "results", "offsets", "idempotency_keys", "groups", "group_members", "progress",
+        "results", "offsets", "idempotency_keys", "groups", "group_members", "progress", "links",
     }  # fmt: skip
     assert "status = 'PENDING' OR status = 'STARTED'" in tables["results"]
     assert "status IN" not in tables["results"]

@@ -105,6 +105,12 @@ def test_a_chain_prepends_each_result_to_the_next_signature(app: App) -> None:
         first = result.parent.parent  # type: ignore[union-attr]
         assert first is not None and first.get(timeout=1) == 5
         stub.join()
+        # From elsewhere: the store keeps each step's parent, and the children of each.
+        last = app.AsyncResult(result.id)
+        middle = last.parent
+        assert isinstance(middle, type(last)) and middle.get(timeout=1) == 15
+        assert middle.parent == first and middle.children == [last]
+        assert app.AsyncResult(first.id).parent is None
 
 
 def test_an_immutable_step_ignores_the_previous_result(app: App) -> None:
@@ -161,6 +167,8 @@ def test_a_chord_runs_its_body_once_with_the_results_in_order(app: App) -> None:
         assert result.id == callback_id(result.parent.id)
         stub.join()
         assert CALLS == [("tsum", [2 * i for i in range(50)])]
+        header = app.AsyncResult(result.id).parent
+        assert isinstance(header, GroupResult) and header.id == result.parent.id
         info = app.store.group(result.parent.id)
         assert info is not None and info.state == GroupState.FIRED and info.completed == 50
 

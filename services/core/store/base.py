@@ -147,6 +147,18 @@ class Progress:
     meta: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Link:
+    """Where a workflow step sits: the task that sent it, the workflow's first task, its
+    group and position (``AsyncResult.parent`` and ``.children`` read them)."""
+
+    task_id: str
+    parent_id: str | None
+    root_id: str | None
+    group_id: str | None
+    group_index: int | None
+
+
 class GroupState:
     """Where a group's join stands."""
 
@@ -193,6 +205,7 @@ class ResultStore(ABC):
         offsets: Mapping[tuple[str, int], int],
         members: Sequence[GroupMember] = (),
         progress: Sequence[Progress] = (),
+        links: Sequence[Link] = (),
     ) -> None:
         """:meth:`apply` for :data:`ResultRow` tuples, with the same guarantees.
 
@@ -200,6 +213,7 @@ class ResultStore(ABC):
         each (group, index) counts once; a group whose members are all final moves from
         ``waiting`` to ``due`` (a chord) or ``done``, exactly once even with concurrent
         writers. ``progress``: custom states from ``update_state()``, latest wins.
+        ``links``: workflow steps' places (idempotent).
 
         The materializer's path: it builds the rows from the decoded result envelopes, with
         no datetime or record object per event. A row with an unknown status is refused with
@@ -262,6 +276,14 @@ class ResultStore(ABC):
     @abstractmethod
     def mark_fired(self, group_id: str) -> None:
         """Record that a due chord's body (or FAILURE) was published and acknowledged."""
+
+    @abstractmethod
+    def link(self, task_id: str) -> Link | None:
+        """A workflow step's place, if the store has seen it."""
+
+    @abstractmethod
+    def children(self, task_id: str) -> list[str]:
+        """The tasks sent by ``task_id``'s outcome (chain's next step, callbacks, errbacks)."""
 
     @abstractmethod
     def progress(self, task_id: str) -> Progress | None:

@@ -13,6 +13,7 @@ from taskstream.store.base import (
     GroupMember,
     GroupState,
     IdempotencyKey,
+    Link,
     Progress,
     ResultRecord,
     ResultRow,
@@ -39,6 +40,7 @@ class MemoryStore(ResultStore):
         self._groups: dict[str, GroupInfo] = {}
         self._members: dict[str, set[int]] = {}
         self._progress: dict[str, Progress] = {}
+        self._links: dict[str, Link] = {}
 
     def apply_rows(
         self,
@@ -46,6 +48,7 @@ class MemoryStore(ResultStore):
         offsets: Mapping[tuple[str, int], int],
         members: Sequence[GroupMember] = (),
         progress: Sequence[Progress] = (),
+        links: Sequence[Link] = (),
     ) -> None:
         offsets = dict(offsets)
         # Validate before touching anything, so a bad batch changes nothing, like the rolled-back
@@ -65,6 +68,7 @@ class MemoryStore(ResultStore):
                     self._rows[record.task_id] = record
             self._offsets.update(offsets)
             self._progress.update((p.task_id, p) for p in progress)
+            self._links.update((link.task_id, link) for link in links)
             for member in members:
                 self._join(member)
 
@@ -99,6 +103,16 @@ class MemoryStore(ResultStore):
             self._groups[group_id] = GroupInfo(
                 group_id, info.size, info.completed, GroupState.FIRED, info.manifest
             )
+
+    def link(self, task_id: str) -> Link | None:
+        with self._lock:
+            self._check_open()
+            return self._links.get(task_id)
+
+    def children(self, task_id: str) -> list[str]:
+        with self._lock:
+            self._check_open()
+            return sorted(k.task_id for k in self._links.values() if k.parent_id == task_id)
 
     def progress(self, task_id: str) -> Progress | None:
         with self._lock:
@@ -135,6 +149,7 @@ class MemoryStore(ResultStore):
             self._groups.clear()
             self._members.clear()
             self._progress.clear()
+            self._links.clear()
 
     def claim_idempotency_key(
         self, key: str, task_id: str, fingerprint: bytes, ttl_s: float

@@ -31,6 +31,7 @@ from taskstream.store.base import (
     GroupMember,
     GroupState,
     IdempotencyKey,
+    Link,
     Progress,
     ResultRecord,
     ResultRow,
@@ -111,6 +112,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             state TEXT NOT NULL,
             meta TEXT
         )""",
+        """CREATE TABLE IF NOT EXISTS links (
+            task_id TEXT PRIMARY KEY,
+            parent_id TEXT,
+            root_id TEXT,
+            group_id TEXT,
+            group_index INTEGER
+        )""",
+        "CREATE INDEX IF NOT EXISTS links_parent ON links (parent_id)",
     ),
 }
 
@@ -162,6 +171,11 @@ _ADD_MEMBER = """
     ON CONFLICT DO NOTHING
 """
 _COUNT_MEMBERS = "SELECT count(*) FROM group_members WHERE group_id = %s"
+_LINK_COLUMNS = "task_id, parent_id, root_id, group_id, group_index"
+_SET_LINK = f"""
+    INSERT INTO links ({_LINK_COLUMNS}) VALUES (%s, %s, %s, %s, %s)
+    ON CONFLICT (task_id) DO NOTHING
+"""
 _SELECT_GROUP = "SELECT group_id, size, state, manifest FROM groups"
 _SET_PROGRESS = """
     INSERT INTO progress (task_id, state, meta) VALUES (%s, %s, %s)
@@ -221,10 +235,11 @@ class PostgresStore(ResultStore):
         offsets: Mapping[tuple[str, int], int],
         members: Sequence[GroupMember] = (),
         progress: Sequence[Progress] = (),
+        links: Sequence[Link] = (),
     ) -> None:
         rows = _fold(rows)
         offset_rows = [(t, p, o) for (t, p), o in offsets.items()]
-        if not rows and not offset_rows and not members and not progress:
+        if not rows and not offset_rows and not members and not progress and not links:
             return
         with self._transaction() as conn, conn.cursor() as cur:
             if rows:
@@ -239,6 +254,11 @@ class PostgresStore(ResultStore):
                 cur.executemany(_SET_OFFSET, offset_rows)
             if progress:
                 cur.executemany(_SET_PROGRESS, [(p.task_id, p.state, p.meta) for p in progress])
+            if links:
+                rows_ = [
+                    (k.task_id, k.parent_id, k.root_id, k.group_id, k.group_index) for k in links
+                ]
+                cur.executemany(_SET_LINK, rows_)
             if members:
                 _join(cur, members)
 
@@ -261,6 +281,17 @@ class PostgresStore(ResultStore):
         with self._transaction() as conn:
             sql_ = "UPDATE groups SET state = %s WHERE group_id = %s"
             conn.execute(sql_, (GroupState.FIRED, group_id))
+
+    def link(self, task_id: str) -> Link | None:
+        with self._transaction() as conn:
+            sql_ = f"SELECT {_LINK_COLUMNS} FROM links WHERE task_id = %s"
+            row = conn.execute(sql_, (task_id,)).fetchone()
+        return None if row is None else Link(*row)
+
+    def children(self, task_id: str) -> list[str]:
+        with self._transaction() as conn:
+            sql_ = "SELECT task_id FROM links WHERE parent_id = %s ORDER BY task_id"
+            return [str(r[0]) for r in conn.execute(sql_, (task_id,))]
 
     def progress(self, task_id: str) -> Progress | None:
         with self._transaction() as conn:
@@ -302,7 +333,7 @@ class PostgresStore(ResultStore):
     def reset(self, topic: str) -> None:
         with self._transaction() as conn:
             # TRUNCATE is transactional in PostgreSQL: readers see all rows or none.
-            conn.execute("TRUNCATE results, offsets, groups, group_members, progress")
+            conn.execute("TRUNCATE results, offsets, groups, group_members, progress, links")
 
     def claim_idempotency_key(
         self, key: str, task_id: str, fingerprint: bytes, ttl_s: float

@@ -25,6 +25,7 @@ from taskstream.store.base import (
     GroupMember,
     GroupState,
     IdempotencyKey,
+    Link,
     Progress,
     ResultRecord,
     ResultRow,
@@ -89,6 +90,14 @@ _WORKFLOWS: tuple[str, ...] = (
         state TEXT NOT NULL,
         meta TEXT
     )""",
+    """CREATE TABLE IF NOT EXISTS links (
+        task_id TEXT PRIMARY KEY NOT NULL,
+        parent_id TEXT,
+        root_id TEXT,
+        group_id TEXT,
+        group_index INTEGER
+    )""",
+    "CREATE INDEX IF NOT EXISTS links_parent ON links (parent_id)",
 )
 
 # A new file gets the latest schema at once.
@@ -149,6 +158,8 @@ _ADD_MEMBER = "INSERT OR IGNORE INTO group_members (group_id, idx, task_id) VALU
 _COUNT_MEMBERS = "SELECT count(*) FROM group_members WHERE group_id = ?"
 _SELECT_GROUP = "SELECT group_id, size, state, manifest FROM groups"
 _SET_PROGRESS = "INSERT OR REPLACE INTO progress (task_id, state, meta) VALUES (?, ?, ?)"
+_SET_LINK = "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?, ?)"
+_LINK_COLUMNS = "task_id, parent_id, root_id, group_id, group_index"
 _PURGE_EVERY = 1024  # claims between deletions of expired Idempotency-Keys
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's historic 999-variable limit
 
@@ -193,16 +204,19 @@ class SQLiteStore(ResultStore):
         offsets: Mapping[tuple[str, int], int],
         members: Sequence[GroupMember] = (),
         progress: Sequence[Progress] = (),
+        links: Sequence[Link] = (),
     ) -> None:
         # The rows' layout is the table's (times in µs): they bind as they are.
         offset_rows = [(t, p, o) for (t, p), o in offsets.items()]
-        if not rows and not offset_rows and not members and not progress:
+        if not rows and not offset_rows and not members and not progress and not links:
             return
         with self._transaction(write=True) as conn:
             conn.executemany(_UPSERT, rows)
             conn.executemany(_SET_OFFSET, offset_rows)
             if progress:
                 conn.executemany(_SET_PROGRESS, [(p.task_id, p.state, p.meta) for p in progress])
+            if links:
+                conn.executemany(_SET_LINK, [_link_row(k) for k in links])
             if members:
                 self._join(conn, members)
 
@@ -242,6 +256,17 @@ class SQLiteStore(ResultStore):
         with self._transaction(write=True) as conn:
             sql = "UPDATE groups SET state = ? WHERE group_id = ?"
             conn.execute(sql, (GroupState.FIRED, group_id))
+
+    def link(self, task_id: str) -> Link | None:
+        with self._transaction() as conn:
+            sql = f"SELECT {_LINK_COLUMNS} FROM links WHERE task_id = ?"
+            row = conn.execute(sql, (task_id,)).fetchone()
+        return None if row is None else Link(*row)
+
+    def children(self, task_id: str) -> list[str]:
+        with self._transaction() as conn:
+            sql = "SELECT task_id FROM links WHERE parent_id = ? ORDER BY task_id"
+            return [r[0] for r in conn.execute(sql, (task_id,))]
 
     def progress(self, task_id: str) -> Progress | None:
         with self._transaction() as conn:
@@ -283,7 +308,7 @@ class SQLiteStore(ResultStore):
         with self._transaction(write=True) as conn:
             conn.execute("DELETE FROM results")
             conn.execute("DELETE FROM offsets")
-            for table in ("groups", "group_members", "progress"):
+            for table in ("groups", "group_members", "progress", "links"):
                 conn.execute(f"DELETE FROM {table}")
 
     def claim_idempotency_key(
@@ -332,6 +357,10 @@ class SQLiteStore(ResultStore):
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"sqlite store {self.path}: {exc}") from exc
                 raise
+
+
+def _link_row(link: Link) -> tuple[object, ...]:
+    return (link.task_id, link.parent_id, link.root_id, link.group_id, link.group_index)
 
 
 def _blob(value: bytes | None) -> bytes | None:

@@ -89,6 +89,11 @@ class Joiner:
         return fired
 
     def _fire(self, info: GroupInfo, timeout: float) -> None:
+        if self.store.get(callback_id(info.group_id)) is not None:
+            # Published before a crash that left it unrecorded, and already run (or failed):
+            # publishing again would run the body twice.
+            self.store.mark_fired(info.group_id)
+            return
         errors: list[str] = []
 
         def report(err: KafkaError | None, _message: Message) -> None:

@@ -3,6 +3,7 @@ stub broker (taskstream.testing)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -27,7 +28,7 @@ from taskstream import (
 from taskstream.canvas import callback_id, member_id
 from taskstream.envelope import Envelopes
 from taskstream.errors import NoCurrentTask
-from taskstream.store import GroupState
+from taskstream.store import GroupState, MemoryStore
 from taskstream.topics import results_topic, task_topic
 
 CALLS: list[Any] = []
@@ -298,3 +299,25 @@ def test_update_state_shows_progress_until_the_final_outcome_wins(app: App) -> N
         assert r.state == "SUCCESS" and r.info == 2
     with pytest.raises(NoCurrentTask):
         progress.update_state(state="PROGRESS", meta={})
+
+
+def test_a_join_found_due_again_after_a_crash_does_not_rerun_a_body_that_ran(app: App) -> None:
+    add, tsum = task(app, "add"), task(app, "tsum")
+    with taskstream.testing.run(app) as stub:
+        result = chord([add.s(i, 1) for i in range(3)], tsum.s()).apply_async()
+        assert result.get(timeout=10) == 6
+        stub.join()
+        gid = result.parent.id  # type: ignore[union-attr]
+        store = app.store
+        assert isinstance(store, MemoryStore)
+        # As if the materializer died after the body was acknowledged, before recording it.
+        info = store.group(gid)
+        assert info is not None
+        store._groups[gid] = dataclasses.replace(info, state=GroupState.DUE)
+        body_events = len(stub.broker.records(task_topic("wf", "default")))
+        assert stub.materializer._joiner().fire_due() == 1
+        stub.join()
+        assert len(stub.broker.records(task_topic("wf", "default"))) == body_events
+        assert CALLS == [("tsum", [1, 2, 3])]
+        again = store.group(gid)
+        assert again is not None and again.state == GroupState.FIRED

@@ -159,6 +159,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--bootstrap", default=os.environ.get("TASKSTREAM_BENCH_BOOTSTRAP"))
     p.add_argument("--out", default="chord")
+    p.add_argument("--no-celery", action="store_true", help="taskstream only (no report)")
     args = p.parse_args()
     command = f"python -m benchmarks.chord --members {args.members} --runs {args.runs}"
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -178,6 +179,9 @@ def main() -> int:
                 result["taskstream"] = taskstream_runs(
                     broker.bootstrap_servers, Path(workdir), args.members, args.runs
                 )
+    if args.no_celery:
+        print(json.dumps(result["taskstream"]))
+        return 0
     result["celery"] = celery_runs(args.members, args.runs)
     report(result, args.out)
     return 0

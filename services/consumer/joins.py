@@ -26,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message
 
-from taskstream.canvas import callback_id, member_id
+from taskstream.canvas import callback_id
 from taskstream.envelope import (
     Envelopes,
     ParentResult,
@@ -40,7 +40,7 @@ from taskstream.envelope import (
 from taskstream.errors import DeliveryFailed
 from taskstream.kafka import EventProducer
 from taskstream.status import Status
-from taskstream.store import GroupInfo, GroupMember, Link, Progress, ResultRecord, ResultStore
+from taskstream.store import GroupInfo, GroupMember, Link, MemberOutcome, Progress, ResultStore
 from taskstream.topics import results_topic, task_topic
 
 log = logging.getLogger(__name__)
@@ -113,10 +113,8 @@ class Joiner:
         manifest = self.envelopes.decode_result(info.manifest)
         chord = manifest.chord
         assert chord is not None
-        ids = [member_id(info.group_id, i) for i in range(info.size)]
-        found = self.store.get_many(ids)
-        records = [found[i] for i in ids if i in found]
-        failed = [(n, r) for n, r in enumerate(records) if r.status is not Status.SUCCESS]
+        records = self.store.member_outcomes(info.group_id)
+        failed = [r for r in records if r.status != Status.SUCCESS.value]
         cb = callback_id(info.group_id)
         if not failed and len(records) == info.size:
             results = [ParentResult(r.task, r.result or b"") for r in records]
@@ -155,12 +153,12 @@ class Joiner:
         cb: str,
         body: Step,
         manifest: ResultEvent,
-        failed: list[tuple[int, ResultRecord]],
+        failed: list[MemberOutcome],
         found: int,
     ) -> ResultEvent:
         named = "; ".join(
-            f"[{n}] {r.task_id} {r.task}: {r.error_type}: {r.error_message}"
-            for n, r in failed[:_NAMED_FAILURES]
+            f"[{r.index}] {r.task_id} {r.task}: {r.error_type}: {r.error_message}"
+            for r in failed[:_NAMED_FAILURES]
         )
         more = len(failed) - _NAMED_FAILURES
         message = (

@@ -22,6 +22,7 @@ from taskstream.store import (
     GroupMember,
     IdempotencyKey,
     Link,
+    MemberOutcome,
     MemoryStore,
     PostgresStore,
     Progress,
@@ -648,6 +649,13 @@ def test_a_group_is_due_once_every_position_is_final_counting_each_once(
     info = store.group("g1")
     assert info is not None and (info.completed, info.state) == (3, "fired")
     assert store.due_groups() == []
+    store.apply(
+        [record("m2", Status.FAILURE, error_type="E", error_message="no"), record("m0")], {}
+    )
+    assert store.member_outcomes("g1") == [
+        MemberOutcome(0, "m0", "add", "SUCCESS", None, None, None),
+        MemberOutcome(2, "m2", "add", "FAILURE", None, "E", "no"),
+    ]  # m1 has no stored row: left out
     store.apply_rows([], {}, [GroupMember("plain", 0, 1, "p0")])
     plain = store.group("plain")
     assert plain is not None and plain.state == "done" and store.due_groups() == []

@@ -159,6 +159,19 @@ class Link:
     group_index: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class MemberOutcome:
+    """A group member's final outcome, as a chord's join needs it (no times, no source)."""
+
+    index: int
+    task_id: str
+    task: str
+    status: str
+    result: bytes | None
+    error_type: str | None
+    error_message: str | None
+
+
 class GroupState:
     """Where a group's join stands."""
 
@@ -268,6 +281,10 @@ class ResultStore(ABC):
     @abstractmethod
     def group(self, group_id: str) -> GroupInfo | None:
         """What the store knows of a group (None before any member's final outcome)."""
+
+    @abstractmethod
+    def member_outcomes(self, group_id: str) -> list[MemberOutcome]:
+        """The counted members' outcomes, by position: one query, for a chord's join."""
 
     @abstractmethod
     def due_groups(self) -> list[GroupInfo]:

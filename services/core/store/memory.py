@@ -14,6 +14,7 @@ from taskstream.store.base import (
     GroupState,
     IdempotencyKey,
     Link,
+    MemberOutcome,
     Progress,
     ResultRecord,
     ResultRow,
@@ -39,6 +40,7 @@ class MemoryStore(ResultStore):
         self._closed = False
         self._groups: dict[str, GroupInfo] = {}
         self._members: dict[str, set[int]] = {}
+        self._member_tasks: dict[str, dict[int, str]] = {}
         self._progress: dict[str, Progress] = {}
         self._links: dict[str, Link] = {}
 
@@ -79,6 +81,7 @@ class MemoryStore(ResultStore):
         manifest = info.manifest if info.manifest is not None else member.manifest
         indexes = self._members.setdefault(member.group_id, set())
         indexes.add(member.index)
+        self._member_tasks.setdefault(member.group_id, {})[member.index] = member.task_id
         state = info.state
         if state == GroupState.WAITING:
             state = settled_state(info.size, len(indexes), manifest)
@@ -90,6 +93,19 @@ class MemoryStore(ResultStore):
         with self._lock:
             self._check_open()
             return self._groups.get(group_id)
+
+    def member_outcomes(self, group_id: str) -> list[MemberOutcome]:
+        with self._lock:
+            self._check_open()
+            indexes = sorted(self._members.get(group_id, ()))
+            tasks = self._member_tasks.get(group_id, {})
+            out = []
+            for i in indexes:
+                r = self._rows.get(tasks[i])
+                if r is not None:
+                    out.append(MemberOutcome(i, r.task_id, r.task, r.status.value, r.result,
+                                             r.error_type, r.error_message))  # fmt: skip
+            return out
 
     def due_groups(self) -> list[GroupInfo]:
         with self._lock:
@@ -148,6 +164,7 @@ class MemoryStore(ResultStore):
             self._offsets.clear()
             self._groups.clear()
             self._members.clear()
+            self._member_tasks.clear()
             self._progress.clear()
             self._links.clear()
 

@@ -32,6 +32,7 @@ from taskstream.store.base import (
     GroupState,
     IdempotencyKey,
     Link,
+    MemberOutcome,
     Progress,
     ResultRecord,
     ResultRow,
@@ -177,6 +178,11 @@ _SET_LINK = f"""
     ON CONFLICT (task_id) DO NOTHING
 """
 _SELECT_GROUP = "SELECT group_id, size, state, manifest FROM groups"
+_MEMBER_OUTCOMES = """
+    SELECT m.idx, r.task_id, r.task, r.status, r.result, r.error_type, r.error_message
+    FROM group_members m JOIN results r ON r.task_id = m.task_id
+    WHERE m.group_id = %s ORDER BY m.idx
+"""
 _SET_PROGRESS = """
     INSERT INTO progress (task_id, state, meta) VALUES (%s, %s, %s)
     ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, meta = excluded.meta
@@ -270,6 +276,11 @@ class PostgresStore(ResultStore):
             counted = conn.execute(_COUNT_MEMBERS, (group_id,)).fetchone()
         completed = int(counted[0]) if counted else 0
         return GroupInfo(row[0], row[1], completed, row[2], _blob(row[3]))
+
+    def member_outcomes(self, group_id: str) -> list[MemberOutcome]:
+        with self._transaction() as conn:
+            rows = conn.execute(_MEMBER_OUTCOMES, (group_id,)).fetchall()
+        return [MemberOutcome(r[0], r[1], r[2], r[3], _blob(r[4]), r[5], r[6]) for r in rows]
 
     def due_groups(self) -> list[GroupInfo]:
         with self._transaction() as conn:

@@ -26,6 +26,7 @@ from taskstream.store.base import (
     GroupState,
     IdempotencyKey,
     Link,
+    MemberOutcome,
     Progress,
     ResultRecord,
     ResultRow,
@@ -157,6 +158,11 @@ _ADD_GROUP = """
 _ADD_MEMBER = "INSERT OR IGNORE INTO group_members (group_id, idx, task_id) VALUES (?, ?, ?)"
 _COUNT_MEMBERS = "SELECT count(*) FROM group_members WHERE group_id = ?"
 _SELECT_GROUP = "SELECT group_id, size, state, manifest FROM groups"
+_MEMBER_OUTCOMES = """
+    SELECT m.idx, r.task_id, r.task, r.status, r.result, r.error_type, r.error_message
+    FROM group_members m JOIN results r ON r.task_id = m.task_id
+    WHERE m.group_id = %s ORDER BY m.idx
+"""
 _SET_PROGRESS = "INSERT OR REPLACE INTO progress (task_id, state, meta) VALUES (?, ?, ?)"
 _SET_LINK = "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?, ?)"
 _LINK_COLUMNS = "task_id, parent_id, root_id, group_id, group_index"
@@ -245,6 +251,11 @@ class SQLiteStore(ResultStore):
                 return None
             completed = conn.execute(_COUNT_MEMBERS, (group_id,)).fetchone()[0]
         return GroupInfo(row[0], row[1], completed, row[2], _blob(row[3]))
+
+    def member_outcomes(self, group_id: str) -> list[MemberOutcome]:
+        with self._transaction() as conn:
+            rows = conn.execute(_MEMBER_OUTCOMES.replace("%s", "?"), (group_id,)).fetchall()
+        return [MemberOutcome(r[0], r[1], r[2], r[3], _blob(r[4]), r[5], r[6]) for r in rows]
 
     def due_groups(self) -> list[GroupInfo]:
         with self._transaction() as conn:

@@ -1,4 +1,4 @@
-"""The ``taskstream`` command: worker, materialize, dev, send, result, serve, dlq, schemas.
+"""The ``taskstream`` command: worker, materialize, beat, dev, send, result, serve, dlq, schemas.
 
 The front door, outside the core package: it imports the producer and the consumer services,
 which core never does. Each subcommand lives in the module of its concept (``_MODULES``) and
@@ -23,6 +23,7 @@ _MODULES = {
     "worker": "roles",
     "materialize": "roles",
     "serve": "roles",
+    "beat": "roles",
     "send": "tasks",
     "result": "tasks",
     "dlq": "dlq",

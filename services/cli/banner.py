@@ -85,6 +85,8 @@ class Banner:
             f"  broker:  {self.bootstrap} ({where}); {len(self.created)} topics created",
             f"  store:   {store}",
         ]
+        if app.periodic_tasks:
+            lines.append(f"  beat:    {len(app.periodic_tasks)} periodic tasks (taskstream beat)")
         url = f"http://127.0.0.1:{self.http_port}"
         if self.http_port:
             lines.append(f"  HTTP:    {url} (/openapi.json; /metrics of every process)")

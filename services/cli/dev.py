@@ -2,7 +2,8 @@
 
 One supervisor (this process) and its children: the embedded broker (unless bootstrap
 servers are configured), ``taskstream worker``, ``taskstream materialize`` and
-``taskstream serve`` (unless ``--http-port 0``).
+``taskstream serve`` (unless ``--http-port 0``), and ``taskstream beat`` when the app has
+periodic tasks.
 
 - **Stopping.** Ctrl-C, SIGTERM and SIGHUP (the terminal closing) stop it in order: SIGTERM
   to each child, a wait, then the broker. The children run in sessions of their own, so the
@@ -87,12 +88,7 @@ def dev(args: argparse.Namespace) -> int:
         created = app.ensure_topics()
 
         cli = [sys.executable, "-m", "taskstream.cli", "--log-level", args.log_level]
-        worker = [*cli, "worker", args.app, "--concurrency", str(args.concurrency)]
-        materializer = [*cli, "materialize", "--app", args.app]
-        if "worker" in metrics:
-            worker += ["--metrics-port", str(metrics["worker"])]
-            materializer += ["--metrics-port", str(metrics["materializer"])]
-        commands = {"worker": worker, "materializer": materializer}
+        commands = _role_commands(cli, args, app, metrics)
         http_port = args.http_port if args.http_port and _port_free(args.http_port) else 0
         if http_port:
             commands["HTTP API"] = [*cli, "serve", args.app, "--port", str(http_port)]
@@ -130,6 +126,22 @@ def dev(args: argparse.Namespace) -> int:
             broker.stop()
         clear_dev_state()
         print("taskstream dev: stopped", file=sys.stderr, flush=True)
+
+
+def _role_commands(
+    cli: list[str], args: argparse.Namespace, app: App, metrics: dict[str, int]
+) -> dict[str, list[str]]:
+    """The worker's and the materializer's command lines, and the beat's if the app has
+    periodic tasks (one replica: it leads at once)."""
+    worker = [*cli, "worker", args.app, "--concurrency", str(args.concurrency)]
+    materializer = [*cli, "materialize", "--app", args.app]
+    if "worker" in metrics:
+        worker += ["--metrics-port", str(metrics["worker"])]
+        materializer += ["--metrics-port", str(metrics["materializer"])]
+    commands = {"worker": worker, "materializer": materializer}
+    if app.periodic_tasks:
+        commands["beat"] = [*cli, "beat", args.app]
+    return commands
 
 
 def _dev_already_running() -> int | None:

@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop the store's rows and offsets, then re-read the results topic from the start",
     )
 
+    b = sub.add_parser("beat", help="fire the app's periodic tasks (any replicas: one leads)")
+    b.add_argument("app", help="module:attribute")
+    b.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+
     d = sub.add_parser("dev", help="embedded broker + worker + materializer, for development")
     d.add_argument("app", help="module:attribute")
     d.add_argument("--concurrency", type=int, default=4)

@@ -1,4 +1,4 @@
-"""The long-running roles: ``taskstream worker``, ``materialize`` and ``serve``."""
+"""The long-running roles: ``taskstream worker``, ``materialize``, ``serve`` and ``beat``."""
 
 from __future__ import annotations
 
@@ -72,4 +72,21 @@ def serve(args: argparse.Namespace) -> int:
     # line as uvicorn's error).
     print(f"taskstream serve: {what} on http://{args.host}:{args.port}", flush=True)
     run(Source(args.app, args.schemas, queues), args.host, args.port, args.workers)
+    return 0
+
+
+def beat(args: argparse.Namespace) -> int:
+    from taskstream.consumer.beat import Beat
+
+    app = load_app(args.app)
+    _serve_metrics(args.metrics_port, app)
+    b = Beat(app)
+
+    def handle(_signum: int, _frame: object) -> None:
+        b.stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    b.run()
+    app.close()
     return 0

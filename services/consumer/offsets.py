@@ -23,7 +23,7 @@ class PartitionOffsets:
     that stale object and never the bookkeeping of a later assignment.
     """
 
-    __slots__ = ("_done", "_pending", "committed", "next_offset", "partition", "topic")
+    __slots__ = ("_done", "_pending", "committed", "keys", "next_offset", "partition", "topic")
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
@@ -32,6 +32,8 @@ class PartitionOffsets:
         self._done: set[int] = set()  # finished but above an unfinished one
         self.next_offset: int | None = None  # one past the highest offset received
         self.committed: int | None = None  # the last offset committed
+        # A worker's records not yet done: offset -> key, to hand a partition over running
+        self.keys: dict[int, bytes | None] = {}
 
     def add(self, offset: int) -> None:
         """A record was received; offsets arrive in increasing order."""
@@ -57,6 +59,10 @@ class PartitionOffsets:
     @property
     def in_flight(self) -> int:
         return len(self._pending) - len(self._done)
+
+    def done_above(self) -> list[int]:
+        """Offsets finished above an unfinished one (a commit cannot cover them yet)."""
+        return sorted(self._done)
 
     def committable(self) -> int | None:
         """The offset to commit now (the next one to read), or None if nothing new."""

@@ -101,6 +101,7 @@ class ConsumerRuntime:
         capacity: int = 1000,
         cooperative: bool = False,
         on_commit: Callable[[bool], None] | None = None,
+        keep_alive: Callable[[], None] | None = None,
     ) -> None:
         self.consumer = consumer
         self.handler = handler
@@ -109,6 +110,7 @@ class ConsumerRuntime:
         self.capacity = capacity  # the handler's room when empty: sets the resume mark
         self.cooperative = cooperative
         self._on_commit = on_commit or (lambda ok: None)
+        self._keep_alive = keep_alive  # the handler's own heartbeats, also while kept
         self._stopping = threading.Event()
         self._paused = False  # backpressure pause of every assigned partition
         self._full_since: float | None = None
@@ -199,6 +201,8 @@ class ConsumerRuntime:
                 message = self.consumer.poll(0)  # heartbeats, rebalances
                 if message is not None and record_position(message) is not None:
                     self._kept.append(message)
+                if self._keep_alive is not None:
+                    self._keep_alive()
             finally:
                 self._lock.release()
 

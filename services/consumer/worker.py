@@ -27,7 +27,7 @@ from taskstream.app import App
 from taskstream.consumer import workflow
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.delays import DelayScheduler
-from taskstream.consumer.deliveries import DeliveryJournal, UncountedDeliveries
+from taskstream.consumer.deliveries import Deliveries, DeliveryJournal, UncountedDeliveries
 from taskstream.consumer.execution import Outcome, Run, run_async, run_sync
 from taskstream.consumer.executor import Executor
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
@@ -195,13 +195,14 @@ class Worker(RuntimeOwner):
             capacity=self.max_in_flight,
             cooperative="cooperative" in config["partition.assignment.strategy"],
             on_commit=self._committed,
+            keep_alive=lambda: self._journal.keep_alive(),
         )
         self.executor = Executor(self.concurrency, inline=runtime.run_unlocked)
         self._reports = ReportServer(producer)
         self._context = JobContext(
             self.hooks, self.outcomes, self.executor, Watchdog(), self._reports
         )
-        self._journal = (
+        self._journal: Deliveries = (
             self._open_journal(runtime) if s.worker_lost_max_deliveries else UncountedDeliveries()
         )
         delays = DelayScheduler(app)
@@ -234,12 +235,22 @@ class Worker(RuntimeOwner):
         reader = self.app.broker.consumer(reader_config)
         journal = DeliveryJournal(
             topic, reader, self._producer, self.worker_id, self.max_in_flight, self._admitted,
-            runtime.high_watermark,
+            runtime.high_watermark, skip=self._skipped, lease_s=self._handover_lease_s(),
         )  # fmt: skip
         metadata = reader.list_topics(topic, timeout=10).topics.get(topic)
         partitions = len(metadata.partitions) if metadata is not None else s.partitions
         journal.start(partitions)
         return journal
+
+    def _handover_lease_s(self) -> float:
+        """A previous owner's hand-over report silent this long: it died (its reports come
+        every HANDOVER_BEAT_S while it lives; a few session timeouts cover a slow broker)."""
+        return max(10.0, 2 * self.settings.session_timeout_ms / 1000)
+
+    def _skipped(self, message: Message) -> None:
+        """Done by the partition's previous owner (its outcome is published): not run."""
+        offsets = self._tracker.get(message.topic(), message.partition())  # type: ignore[arg-type]
+        self._finished.append((offsets, message.offset()))  # type: ignore[arg-type]
 
     def _committed(self, ok: bool) -> None:
         assert self._runtime is not None
@@ -264,6 +275,7 @@ class Worker(RuntimeOwner):
         while finished:
             offsets, offset = finished.popleft()
             offsets.finish(offset)
+            offsets.keys.pop(offset, None)
             self._in_flight -= 1
             journal.finished(offsets.topic, offsets.partition, offset)
         journal.serve(self._nothing_runs)
@@ -279,7 +291,9 @@ class Worker(RuntimeOwner):
         tracker, journal = self._tracker, self._journal
         for message in batch:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
-            tracker.get(topic, partition).add(offset)  # type: ignore[arg-type]
+            offsets = tracker.get(topic, partition)  # type: ignore[arg-type]
+            offsets.add(offset)  # type: ignore[arg-type]
+            offsets.keys[offset] = message.key()  # type: ignore[index]
             self._in_flight += 1
             if journal.admit(message):
                 self._admitted(message, None)
@@ -304,7 +318,7 @@ class Worker(RuntimeOwner):
             if lost:
                 dropped = self._journal.lost(topic, partition)
             else:
-                dropped = self._journal.release(topic, partition)
+                dropped = self._release(topic, partition)
             self._in_flight -= len(dropped)  # never run here: the next owner runs them
         if self._held:
             kept = [m for m in self._held if (m.topic(), m.partition()) not in keys]
@@ -313,8 +327,22 @@ class Worker(RuntimeOwner):
         remaining = len(self._tracker.partitions) - len(keys)
         self.hooks.partitions_changed("lost" if lost else "revoke", remaining, sorted(keys))
 
+    def _release(self, topic: str, partition: int) -> list[Message]:
+        """Hand a partition over with what still runs here (this worker finishes those
+        runs; the new owner waits for their keys) and what is done above the commit."""
+        offsets = self._tracker.partitions.get((topic, partition))
+        if offsets is None:
+            return self._journal.release(topic, partition)
+        key = (topic, partition)
+        waiting = {m.offset() for m in self._held if (m.topic(), m.partition()) == key}
+        running = {o: k for o, k in offsets.keys.items() if o not in waiting}
+        return self._journal.release(topic, partition, running, offsets.done_above())
+
     def drain(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
         self._wait_for(set(self._tracker.partitions), grace)
+        while self._journal.handing and time.monotonic() < deadline:
+            self.serve(0.01)  # runs handed over at a rebalance: their reports end them
         if self._in_flight:
             log.warning("%d tasks still running after the grace period", self._in_flight)
 

@@ -32,6 +32,7 @@ from taskstream.errors import (
 )
 from taskstream.group_result import GroupResult
 from taskstream.result import AsyncResult
+from taskstream.schedules import crontab
 from taskstream.status import Status
 from taskstream.task import Task, TaskOptions, TaskRequest, current_request
 
@@ -53,6 +54,8 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "group",
     "GroupResult",
     "EagerResult",
+    # periodic tasks
+    "crontab",
     # control flow raised by tasks
     "Retry",
     "SoftTimeLimitExceeded",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
 from taskstream.codec import Codec
@@ -20,8 +21,10 @@ from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import UnknownTask
 from taskstream.group_result import GroupResult
 from taskstream.kafka import Broker, KafkaBroker
+from taskstream.periodic import Call, PeriodicTask, Signal, entry_for
 from taskstream.publishing import Publisher, PublisherFactory, default_publisher_factory
 from taskstream.result import AsyncResult
+from taskstream.schedules import Schedule
 from taskstream.store import ResultStore, open_store
 from taskstream.task import Task, TaskOptions
 from taskstream.topics import topic_specs
@@ -77,6 +80,8 @@ class App:
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None
         self._store: ResultStore | None = None
+        self._periodic_tasks: dict[str, PeriodicTask] = {}  # the beat schedule, by entry name
+        self.on_after_configure = Signal("on_after_configure")  # Celery's periodic-task hook
 
     def __repr__(self) -> str:
         return f"<App {self.name} tasks={len(self.tasks)}>"
@@ -126,6 +131,52 @@ class App:
     @property
     def queues(self) -> list[str]:
         return queues_of(t.queue for t in self.tasks.values())
+
+    # -- periodic tasks (run by `taskstream beat`, see taskstream.periodic) ------------------
+
+    @property
+    def periodic_tasks(self) -> dict[str, PeriodicTask]:
+        """The beat schedule by entry name, once ``on_after_configure``'s receivers ran."""
+        self.on_after_configure.send_once(self)
+        return self._periodic_tasks
+
+    def add_periodic_task(
+        self,
+        schedule: float | timedelta | Schedule,
+        sig: Call,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        key: str | None = None,
+    ) -> PeriodicTask:
+        """Run ``sig`` (a task, or ``(task, args, kwargs)``) on ``schedule``: seconds, a
+        timedelta or a ``crontab(...)``. ``name`` identifies the entry across deploys and
+        replicas (default: the call, e.g. ``tasks.add(2, 3)``); an entry of the same name
+        is replaced, as in Celery. The arguments are checked against the task's schema now."""
+        entry = entry_for(schedule, sig, args, kwargs, name=name, queue=queue, key=key)
+        self._periodic_tasks[entry.name] = entry
+        return entry
+
+    def periodic_task(
+        self,
+        schedule: float | timedelta | Schedule,
+        *,
+        name: str | None = None,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **task_options: Any,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:
+        """``@app.periodic_task(crontab(minute=0))``: register the function as a task (with
+        ``@app.task``'s options) and run it on ``schedule`` with ``args``/``kwargs``."""
+
+        def register(func: Callable[P, R]) -> Task[P, R]:
+            t: Task[P, R] = self.task(**task_options)(func)
+            self.add_periodic_task(schedule, t, args, kwargs, name=name or t.name)
+            return t
+
+        return register
 
     # -- sending ----------------------------------------------------------------------------
 

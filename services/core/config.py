@@ -17,8 +17,10 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from taskstream.errors import ConfigError
 
@@ -61,6 +63,10 @@ class Settings:
     http_drain_max_bytes: int = 16_777_216  # beyond this the connection is closed instead
     http_drain_timeout_s: float = 5.0  # as nginx's lingering_timeout
     metrics_port: int | None = None  # Prometheus /metrics port of worker/materializer; None: off
+    # Periodic tasks (`taskstream beat`, taskstream.periodic):
+    timezone: str = "UTC"  # IANA name; crontab times are wall-clock times there (Celery's)
+    beat_catch_up: str = "once"  # long outage: "once" (latest missed tick) or "skip" (none)
+    beat_catch_up_window_s: float = 300.0  # missed ticks this recent all fire (a failover)
     kafka: Mapping[str, str] = field(default_factory=dict)  # extra librdkafka settings
 
     @classmethod
@@ -99,6 +105,16 @@ class Settings:
             raise ConfigError("max_tasks_in_flight must be >= concurrency")
         if self.worker_lost_max_deliveries < 0:
             raise ConfigError("worker_lost_max_deliveries must be >= 0 (0: not counted)")
+        if self.beat_catch_up not in ("once", "skip"):
+            raise ConfigError(f"beat_catch_up must be 'once' or 'skip', not {self.beat_catch_up!r}")
+        self.time_zone()  # an unknown timezone fails here, not at the first tick
+
+    def time_zone(self) -> tzinfo:
+        """The ``timezone`` setting as a tzinfo."""
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"unknown timezone {self.timezone!r}") from exc
 
     def require_bootstrap(self) -> str:
         if not self.bootstrap_servers:

@@ -3,7 +3,8 @@
 TaskstreamError
 ├── ConfigError              a setting is missing or malformed
 │   ├── InvalidOption            a task option unknown or out of range (option, value)  +V
-│   └── InvalidTopicName         a topic name Kafka refuses (name)                      +V
+│   ├── InvalidTopicName         a topic name Kafka refuses (name)                      +V
+│   └── InvalidSchedule          a periodic task's schedule or entry is malformed       +V
 ├── SchemaError              a task's types cannot be expressed in Avro
 │   ├── UnsupportedAnnotation    (task, parameter, annotation) at decoration time       +T
 │   ├── SchemaDrift              checked-in schemas no longer match the code
@@ -67,6 +68,10 @@ class InvalidTopicName(ConfigError, ValueError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"illegal Kafka topic name {name!r} (use letters, digits, '.', '_', '-')")
+
+
+class InvalidSchedule(ConfigError, ValueError):
+    """A periodic task's schedule (crontab field, interval) or entry is malformed."""
 
 
 class SchemaError(TaskstreamError):

@@ -242,7 +242,7 @@ class EventProducer:
     def produce(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,  # None: a tombstone
         key: str | bytes | None = None,
         on_delivery: DeliveryCallback | None = None,
         headers: Headers | None = None,

@@ -156,6 +156,23 @@ RESULTS_LAG = Gauge(
     multiprocess_mode="livemax",
 )
 
+# -- beat (periodic tasks) ------------------------------------------------------------------
+
+BEAT_LAST_TICK = Gauge(
+    "taskstream_beat_last_tick_timestamp_seconds",
+    "Scheduled time (Unix seconds) of the last tick fired per periodic entry",
+    ["entry"],
+    multiprocess_mode="max",
+)
+BEAT_TICKS = Counter(
+    "taskstream_beat_ticks", "Ticks of periodic entries fired (task events committed)", ["entry"]
+)
+BEAT_LEADER = Gauge(
+    "taskstream_beat_leader",
+    "1 while this beat replica leads (fires the ticks), else 0; summed: the leaders",
+    multiprocess_mode="livesum",
+)
+
 
 def metrics_registry() -> CollectorRegistry:
     """The registry to expose: the merged files of every process in multiprocess mode,

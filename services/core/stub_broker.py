@@ -21,8 +21,13 @@ objects. What it mimics, because taskstream's correctness rests on it:
 - ``kill()`` is SIGKILL: no revoke, no commit, the partitions go to the others, which
   redeliver every uncommitted record.
 
+- transactions (``transactional.id``): a transaction's records reach the log together at
+  ``commit_transaction()`` (so readers see what ``read_committed`` shows) and never after
+  ``abort_transaction()``; ``init_transactions()`` fences the older producers of the same
+  transactional id, whose next transactional call raises ``PRODUCER_FENCED`` (fatal).
+
 Not mimicked: auto-commit (``enable.auto.commit`` must be false, as taskstream sets it),
-transactions, compaction and retention, session timeouts (a member that stops polling keeps
+compaction and retention, session timeouts (a member that stops polling keeps
 its partitions, and an eager rebalance waits for it), ``on_lost`` (never called), commits
 rejected for a stale generation, fetch latency and batching. Watermarks are always exact,
 ``cached=True`` or not.
@@ -154,6 +159,7 @@ class StubBroker:
         self._groups: dict[str, _Group] = {}
         self._next_keyless: dict[str, int] = {}
         self._failures: deque[tuple[int, str | None]] = deque()  # (code, topic or any)
+        self._producer_epochs: dict[str, int] = {}  # transactional.id -> current epoch
 
     def __repr__(self) -> str:
         return f"<StubBroker topics={len(self._logs)} groups={len(self._groups)}>"
@@ -890,9 +896,52 @@ class StubProducer(Producer):
         self._murmur = str(config.get("partitioner", "consistent_random")).startswith("murmur2")
         self._default_callback: Delivery | None = config.get("on_delivery")
         self._reports: deque[tuple[Delivery | None, KafkaError | None, Message]] = deque()
+        self._transactional_id: str | None = config.get("transactional.id")
+        self._epoch: int | None = None  # set by init_transactions()
+        self._transaction: list[tuple[Any, ...]] | None = None  # produce() calls held back
 
     def __repr__(self) -> str:
         return f"<StubProducer reports={len(self._reports)}>"
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def init_transactions(self, timeout: float | None = None) -> None:
+        """Take the transactional id: every older producer with it is fenced from now on."""
+        if self._transactional_id is None:
+            raise KafkaException(KafkaError(KafkaError._NOT_CONFIGURED, "no transactional.id"))
+        with self._broker.condition:
+            epochs = self._broker._producer_epochs
+            self._epoch = epochs[self._transactional_id] = (
+                epochs.get(self._transactional_id, -1) + 1
+            )
+
+    def begin_transaction(self) -> None:
+        self._check_epoch()
+        self._transaction = []
+
+    def commit_transaction(self, timeout: float | None = None) -> None:
+        """Append the transaction's records to the log, all at once (or raise if fenced)."""
+        with self._broker.condition:
+            self._check_epoch()
+            held, self._transaction = self._transaction or [], None
+            for call in held:
+                self._append(*call)
+
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        self._transaction = None
+
+    def _check_epoch(self) -> None:
+        if self._epoch is None or self._transactional_id is None:
+            raise KafkaException(KafkaError(KafkaError._STATE, "init_transactions() first"))
+        if self._broker._producer_epochs[self._transactional_id] != self._epoch:
+            self._transaction = None
+            raise KafkaException(
+                KafkaError(
+                    KafkaError.PRODUCER_FENCED,
+                    "There is a newer producer with the same transactionalId",
+                    fatal=True,
+                )
+            )
 
     def __len__(self) -> int:
         """Delivery reports not served yet."""
@@ -939,6 +988,23 @@ class StubProducer(Producer):
                     "Unable to produce message: Broker: Message size too large",
                 )
             )
+        if self._transaction is not None:  # in the log at commit_transaction()
+            self._transaction.append(
+                (topic, value_b, key_b, partition, report, timestamp, header_list)
+            )
+            return
+        self._append(topic, value_b, key_b, partition, report, timestamp, header_list)
+
+    def _append(
+        self,
+        topic: str,
+        value_b: bytes | None,
+        key_b: bytes | None,
+        partition: int,
+        report: Delivery | None,
+        timestamp: int,
+        header_list: list[tuple[str, str | bytes | None]],
+    ) -> None:
         broker = self._broker
         with broker.condition:
             log = broker._logs.get(topic)

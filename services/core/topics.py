@@ -7,12 +7,14 @@ With prefix ``taskstream``:
 - ``taskstream.dead-letter``    events that cannot run, with the reason in headers
 - ``taskstream.delay.<N>s``     delayed events (retries, countdowns) waiting N seconds
 - ``taskstream.deliveries``     each task partition's owner and careful runs (lost deliveries)
+- ``taskstream.beat``           the beat leader's claims and each periodic entry's last tick
 
 and the consumer groups that read them:
 
 - ``taskstream.workers``        the workers (task topics)
 - ``taskstream.delays``         the delay schedulers (delay tiers)
 - ``taskstream.materializer``   the materializers (results topic)
+- ``taskstream.beat``           the beat replicas: the owner of the beat topic's one partition leads
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ def dead_letter_topic(prefix: str) -> str:
 def deliveries_topic(prefix: str) -> str:
     """``<prefix>.deliveries``"""
     return _checked(f"{prefix}.deliveries")
+
+
+def beat_topic(prefix: str) -> str:
+    """``<prefix>.beat``"""
+    return _checked(f"{prefix}.beat")
+
+
+def beat_group(prefix: str) -> str:
+    """``<prefix>.beat``"""
+    return f"{prefix}.beat"
 
 
 def worker_group(prefix: str) -> str:
@@ -120,4 +132,9 @@ def topic_specs(
         TopicSpec(deliveries_topic(prefix), partitions, replication, {"cleanup.policy": "compact"})
     )
     specs += [TopicSpec(delay_topic(prefix, t), partitions, replication) for t in DELAY_TIERS_S]
+    # One partition: its owner in the beat group is the one replica that fires ticks. The
+    # latest record per key (each entry's last tick, the leader's claim) is all that counts.
+    # An hour's segments: only closed segments are compacted, and a new leader reads it all.
+    beat_config = {"cleanup.policy": "compact", "segment.ms": "3600000"}
+    specs.append(TopicSpec(beat_topic(prefix), 1, replication, beat_config))
     return specs

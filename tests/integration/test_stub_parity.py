@@ -160,3 +160,36 @@ def test_a_record_over_message_max_bytes_raises_at_produce(backend: Backend) -> 
         producer.produce(topic, b"x" * 965)
     assert info.value.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
     assert producer.flush(_WAIT_S) == 0
+
+
+def test_a_transaction_commits_its_records_and_a_newer_producer_fences_the_older(
+    backend: Backend,
+) -> None:
+    """What the beat rests on (taskstream.consumer.beat): init_transactions() with the same
+    transactional.id fences the older producer, whose records then never reach readers."""
+    topic = backend.topic("txn", 1)
+    transactional_id = f"{backend.prefix}.txn"
+    older = backend.producer(**{"transactional.id": transactional_id})
+    older.init_transactions(_WAIT_S)
+    older.begin_transaction()
+    older.produce(topic, b"a")
+    older.commit_transaction(_WAIT_S)
+    newer = backend.producer(**{"transactional.id": transactional_id})
+    newer.init_transactions(_WAIT_S)
+    fenced = {KafkaError.PRODUCER_FENCED, KafkaError._FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+    with pytest.raises(KafkaException) as caught:
+        older.begin_transaction()
+        older.produce(topic, b"zombie")
+        older.commit_transaction(_WAIT_S)
+    assert caught.value.args[0].code() in fenced
+    newer.begin_transaction()
+    newer.produce(topic, b"b")
+    newer.commit_transaction(_WAIT_S)
+    consumer = backend.consumer("txn")
+    try:
+        consumer.subscribe([topic])
+        got = read(consumer, 2)
+        got += read(consumer, 1, timeout=2)  # nothing more: the zombie's record is not there
+    finally:
+        consumer.close()
+    assert [m.value() for m in got] == [b"a", b"b"]

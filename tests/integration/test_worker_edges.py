@@ -3,15 +3,17 @@ worker. Real worker processes on the real broker."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 
 from taskstream import App, Status, TaskFailed
 from taskstream.consumer.materializer import Materializer
-from taskstream.topics import dead_letter_topic
+from taskstream.topics import dead_letter_topic, deliveries_topic
 from tests.conftest import BrokerHandle, Scope
 from tests.integration.running import (
     assigned_partitions,
@@ -129,3 +131,67 @@ def test_at_concurrency_1_a_long_task_keeps_its_worker_in_the_group(
         assert long.get(timeout=30) > 0
     assert len(runs.read_text().splitlines()) == 1, "the long task ran more than once"
     assert all(p.poll() is None for p in processes), "a worker died"
+
+
+def keys_for_every_partition(prefix: str, partitions: int = 12) -> list[str]:
+    """A key per partition (librdkafka's consistent partitioner: CRC-32 of the key)."""
+    keys: dict[int, str] = {}
+    i = 0
+    while len(keys) < partitions:
+        key = f"{prefix}-{i}"
+        keys.setdefault(zlib.crc32(key.encode()) % partitions, key)
+        i += 1
+    return [keys[p] for p in range(partitions)]
+
+
+def test_a_rebalance_hands_running_tasks_over_without_running_them_again(
+    app: App, scope: Scope, processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """A long task runs on every partition when a second worker joins: the partitions that
+    move go with their runs in progress, which finish where they started and run once; the
+    records behind them on their keys run after them at the new owner; other keys flow."""
+    runs = tmp_path / "runs.log"
+    nap, add = app.tasks["itest.logged_nap"], app.tasks["itest.add"]
+    env = {"TASKSTREAM_REVOKE_GRACE_S": "1"}
+    first_port, second_port = free_port(), free_port()
+    processes.append(
+        spawn_worker(scope, "--concurrency", "16", "--metrics-port", str(first_port), **env)
+    )
+    keys = keys_for_every_partition("long")
+    with running(Materializer(app)):
+        wait_until(lambda: assigned_partitions(first_port) == 12, 60, "the first worker")
+        longs = [nap.apply_async((45.0, str(runs)), key=key) for key in keys]
+        wait_until(
+            lambda: runs.exists() and len(runs.read_text().splitlines()) == 12, 60, "12 runs"
+        )
+        processes.append(
+            spawn_worker(scope, "--concurrency", "4", "--metrics-port", str(second_port), **env)
+        )
+        wait_until(
+            lambda: [assigned_partitions(p) for p in (first_port, second_port)] == [6, 6],
+            90,
+            "the second worker to get 6 of the partitions",
+        )
+        behind = [add.apply_async((i, 1000), key=key) for i, key in enumerate(keys)]
+        others = [add.apply_async((i, 1), key=f"other-{i}") for i in range(20)]
+        ids = [r.id for r in others]
+        wait_until(lambda: len(final(app, ids)) == 20, 40, "other keys beside the long runs")
+        assert len(final(app, [r.id for r in longs])) < 12, "the long runs ended first"
+        assert [r.get(timeout=90) for r in behind] == [i + 1000 for i in range(12)]
+        assert all(r.get(timeout=10) > 0 for r in longs)
+        for long, after in zip(longs, behind, strict=True):
+            done, started = app.store.get(long.id), app.store.get(after.id)
+            assert done is not None and started is not None
+            assert done.finished_at and started.started_at
+            assert started.started_at >= done.finished_at, "a key's records out of order"
+    assert len(runs.read_text().splitlines()) == 12, "a long task ran again at the new owner"
+    assert all(p.poll() is None for p in processes), "a worker died"
+    journal = read_topic(scope, deliveries_topic(scope.topic_prefix), 1, idle=2.0)
+    handed = [
+        state
+        for m in journal
+        if m.value() and b'"state":"release"' in (m.value() or b"")
+        for state in [json.loads(m.value() or b"{}")]
+        if state["handed"]
+    ]
+    assert handed, "no partition was handed over with a run in progress"

@@ -1,6 +1,9 @@
-"""Lost deliveries: the journal attributes a worker's death to the record it ran, on the stub."""
+"""Lost deliveries: the journal attributes a worker's death to the record it ran, on the stub;
+and partitions handed over with runs in progress wait for them."""
 
 from __future__ import annotations
+
+import time
 
 from confluent_kafka import Message, TopicPartition
 
@@ -21,15 +24,19 @@ TASKS, JOURNAL = "t.tasks.default", "t.deliveries"
 class Worker:
     """A journal with what a worker gives it; "dies" by being dropped without a release."""
 
-    def __init__(self, broker: StubBroker, name: str, window: int = 1000) -> None:
+    def __init__(
+        self, broker: StubBroker, name: str, window: int = 1000, lease_s: float = 60.0
+    ) -> None:
         self.broker = broker
         self.producer = EventProducer({"bootstrap.servers": "stub"}, broker=broker)
         reader = broker.consumer({"group.id": f"reader-{name}", "enable.auto.commit": False})
         self.runs: list[tuple[int, int | None]] = []  # (offset, lost) handed to the worker
+        self.skips: list[int] = []  # done by the previous owner: not run
         self.journal = DeliveryJournal(
             JOURNAL, reader, self.producer, name, window,
             lambda m, lost: self.runs.append((m.offset() or 0, lost)),
             lambda t, p: broker.end_offset(t, p),
+            skip=lambda m: self.skips.append(m.offset() or 0), lease_s=lease_s,
         )  # fmt: skip
         self.journal.start(1)
 
@@ -46,15 +53,22 @@ class Worker:
             self.producer.poll(0)
 
 
-def setup(count: int) -> tuple[StubBroker, list[Message]]:
+def setup(count: int, keys: str = "") -> tuple[StubBroker, list[Message]]:
+    """``count`` records on key "k", or one per letter of ``keys`` on that key."""
     broker = StubBroker()
     broker.create_topic(TASKS, 1)
     broker.create_topic(JOURNAL, 1)
-    producer = broker.producer({"bootstrap.servers": "stub"})
-    for i in range(count):
-        producer.produce(TASKS, f"task-{i}".encode(), b"k")
-    producer.flush(1)
+    add(broker, keys or "k" * count)
     return broker, broker.records(TASKS)
+
+
+def add(broker: StubBroker, keys: str) -> list[Message]:
+    producer = broker.producer({"bootstrap.servers": "stub"})
+    before = len(broker.records(TASKS))
+    for key in keys:
+        producer.produce(TASKS, b"task", key.encode())
+    producer.flush(1)
+    return broker.records(TASKS)[before:]
 
 
 def test_a_partition_handed_over_cleanly_runs_as_usual() -> None:
@@ -112,6 +126,95 @@ def test_the_suspects_are_bounded_by_the_dead_owners_window() -> None:
         b.journal.finished(TASKS, 0, offset)
         b.pump()
     assert b.runs == [(0, 0), (1, 0), (2, None), (3, None), (4, None)]
+
+
+def test_a_partition_handed_over_running_waits_for_its_runs_keys_only() -> None:
+    # a ran A (0), B (1), A (2), C (3): B and C are done, 0 runs and 2 waits behind it (same
+    # key) when the partition moves to b.
+    broker, records = setup(0, "ABAC")
+    a = Worker(broker, "a")
+    a.take(records)
+    a.journal.release(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
+    a.producer.flush(1)
+    b = Worker(broker, "b")
+    b.take(records)
+    assert b.skips == [1, 3], "done by a: not run again"
+    assert b.runs == [], "A's records wait for a"
+    for message in add(broker, "AD"):  # 4: A, behind a's runs; 5: D, another key
+        assert not b.journal.admit(message)
+    assert b.runs == [(5, None)], "another key runs at once"
+    a.journal.finished(TASKS, 0, 0)  # a's run of 0 ends: its outcome is acknowledged
+    a.producer.flush(1)
+    b.pump()
+    assert b.skips == [1, 3, 0] and b.runs == [(5, None)], "2 still runs at a"
+    assert a.journal.handing
+    a.journal.finished(TASKS, 0, 2)
+    a.producer.flush(1)
+    b.pump()
+    assert not a.journal.handing
+    assert b.skips == [1, 3, 0, 2]
+    assert b.runs == [(5, None), (4, None)], "A's next record, after a's"
+    assert b.journal.held() == 0 and not b.journal.isolating
+    for message in add(broker, "A"):
+        assert b.journal.admit(message), "then the partition runs as usual"
+
+
+def test_a_partition_moved_twice_still_waits_for_the_first_owners_runs() -> None:
+    broker, records = setup(0, "ABAC")
+    a = Worker(broker, "a")
+    a.take(records)
+    a.journal.release(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
+    a.producer.flush(1)
+    b = Worker(broker, "b")
+    b.take(records)
+    assert b.skips == [1, 3]
+    b.journal.release(TASKS, 0, None, [1, 3])  # moved on at once: b relays a's reports
+    b.producer.flush(1)
+    c = Worker(broker, "c")
+    c.take(records)
+    assert c.runs == [] and c.skips == [1, 3], "0 and 2 still run at a"
+    for offset in (0, 2):
+        a.journal.finished(TASKS, 0, offset)
+        a.producer.flush(1)
+        for _ in range(3):
+            b.pump()
+            c.pump()
+    assert c.skips == [1, 3, 0, 2] and c.runs == []
+    assert not a.journal.handing and not b.journal.handing
+
+
+def test_runs_handed_over_by_a_worker_that_stops_run_at_the_new_owner() -> None:
+    broker, records = setup(0, "ABAC")
+    a = Worker(broker, "a")
+    a.take(records)
+    a.journal.release(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
+    a.journal.close()  # stopping with 0 and 2 unfinished: abandoned
+    a.producer.flush(1)
+    b = Worker(broker, "b")
+    b.take(records)
+    b.pump()
+    assert b.skips == [1, 3]
+    assert b.runs == [(0, None), (2, None)]
+
+
+def test_runs_handed_over_by_a_worker_that_died_run_carefully_after_the_lease() -> None:
+    broker, records = setup(0, "ABAC")
+    a = Worker(broker, "a")
+    a.take(records)
+    a.journal.release(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
+    a.producer.flush(1)  # then a dies: no more reports
+    b = Worker(broker, "b", lease_s=0.2)
+    b.take(records)
+    assert b.runs == []
+    time.sleep(0.3)
+    b.pump()
+    assert b.runs == [(0, 0)], "a suspect: alone, recorded first"
+    b.journal.finished(TASKS, 0, 0)
+    b.pump()
+    assert b.runs == [(0, 0), (2, 0)]
+    b.journal.finished(TASKS, 0, 2)
+    b.pump()
+    assert not b.journal.isolating
 
 
 def test_takeover_rules() -> None:

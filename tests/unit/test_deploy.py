@@ -200,7 +200,8 @@ def test_the_compose_file_runs_every_role_with_health_checks_and_scalable_worker
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
     assert set(services) == {
-        "kafka", "postgres", "producer", "worker", "materializer", "prometheus", "grafana",
+        "kafka", "postgres", "producer", "worker", "materializer", "beat", "prometheus",
+        "grafana",
     }  # fmt: skip
     for name, service in services.items():
         assert "healthcheck" in service and service["healthcheck"]["test"], name
@@ -217,7 +218,9 @@ def test_the_compose_file_runs_every_role_with_health_checks_and_scalable_worker
     assert producer["command"][:2] == ["serve", "examples.app:app"]
     assert producer["command"][producer["command"].index("--port") + 1] == "8000"
     assert services["materializer"]["command"][0] == "materialize"
-    for role in ("producer", "worker", "materializer"):
+    assert services["beat"]["command"][0] == "beat"
+    assert services["beat"]["deploy"]["replicas"] >= 2  # one leads, one stands by
+    for role in ("producer", "worker", "materializer", "beat"):
         env = services[role]["environment"]
         assert env["TASKSTREAM_BOOTSTRAP_SERVERS"] == "kafka:9092"
         assert env["TASKSTREAM_STORE"].startswith("postgresql://")

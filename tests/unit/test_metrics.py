@@ -48,6 +48,9 @@ EXPECTED = {
     "HTTP_REQUEST_SECONDS": ("taskstream_http_request_seconds", Histogram, ("route",)),
     "HTTP_TASKS_ACCEPTED": ("taskstream_http_tasks_accepted", Counter, ("task",)),
     "HTTP_TASKS_REJECTED": ("taskstream_http_tasks_rejected", Counter, ("reason",)),
+    "BEAT_LAST_TICK": ("taskstream_beat_last_tick_timestamp_seconds", Gauge, ("entry",)),
+    "BEAT_TICKS": ("taskstream_beat_ticks", Counter, ("entry",)),
+    "BEAT_LEADER": ("taskstream_beat_leader", Gauge, ()),
 }
 
 

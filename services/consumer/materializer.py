@@ -158,8 +158,7 @@ class Materializer(RuntimeOwner):
         return self._producer
 
     def records(self, batch: list[Message]) -> None:
-        decode = self.app.envelopes.codec.decode_as
-        schema = self.app.envelopes.result_schema
+        decode = self.app.envelopes.decode_result_datum
         rows: list[ResultRow] = []
         positions: dict[tuple[str, int], int] = {}
         members: list[GroupMember] = []
@@ -171,7 +170,7 @@ class Materializer(RuntimeOwner):
             positions[(topic, partition)] = offset + 1
             try:
                 value = message.value() or b""
-                d = decode(schema, value)
+                d = decode(value)
                 rows.append(result_row(d))
                 if d["root_id"] is not None or d["state"] is not None:  # workflows
                     workflow_rows(d, value, members, progress, links)

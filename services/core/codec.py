@@ -245,6 +245,19 @@ class Codec:
         return self._read_body(schema, data)
 
     @staticmethod
+    def read_prefix(writer: AvroSchema, data: bytes) -> tuple[Any, int]:
+        """The datum of the first fields of ``data``'s body as ``writer`` (a record schema
+        whose fields begin the record ``data`` holds), and where they end. For envelopes
+        whose later fields are nearly always their defaults (taskstream.envelope)."""
+        body = io.BytesIO(data)
+        body.seek(HEADER_SIZE)
+        try:
+            datum = schemaless_reader(body, writer.parsed, None)
+        except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise CorruptMessage(f"body does not match schema {writer.name}: {exc!r}") from exc
+        return datum, body.tell()
+
+    @staticmethod
     def _read_body(schema: AvroSchema, data: bytes, reader: AvroSchema | None = None) -> Any:
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)

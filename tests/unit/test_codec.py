@@ -211,3 +211,39 @@ def test_an_alias_does_not_make_another_schema_decode_as_this_one() -> None:
     envelopes = Envelopes(codec)
     with pytest.raises(CorruptMessage, match="expected a TaskEvent, got a ResultEvent"):
         envelopes.decode_task(APACHE_RESULT_EVENT)
+
+
+def test_the_fast_path_writes_what_the_full_schema_writes() -> None:
+    """An event without workflow fields is written as version 1's body plus the defaults'
+    bytes: exactly what fastavro writes with the whole current envelope."""
+    from taskstream.envelope import Chord, ParentResult, Prepend, ResultEvent, Step, TaskEvent
+    from taskstream.status import Status
+
+    codec = Codec()
+    envelopes = Envelopes(codec)
+    plain = TaskEvent(TASK_ID, "itest.add", "default", "k", 2, T0, T0 + 5, b"\xc3\x01args")
+    full = {
+        "id": TASK_ID, "task": "itest.add", "queue": "default", "key": "k", "attempt": 2,
+        "enqueued_at": T0, "not_before": T0 + 5, "args": b"\xc3\x01args", "parent_id": None,
+        "root_id": None, "group_id": None, "group_index": None, "group_size": None,
+        "chord": None, "chain": [], "link": [], "link_error": [], "prepend": "NONE",
+        "parent_results": [], "ignore_result": False,
+    }  # fmt: skip
+    assert envelopes.encode_task(plain) == codec.encode(envelopes.task_schema, full)
+    assert envelopes.decode_task(envelopes.encode_task(plain)) == plain
+    step = Step("s", "t", "q", None, b"a", True)
+    busy = TaskEvent(
+        TASK_ID, "itest.add", "default", None, 1, T0, None, b"x", parent_id="p", root_id="r",
+        group_id="g", group_index=3, group_size=9, chord=Chord(step, [step]), chain=[step],
+        link=[step], link_error=[step], prepend=Prepend.LIST,
+        parent_results=[ParentResult("t", b"r")], ignore_result=True,
+    )  # fmt: skip
+    assert envelopes.decode_task(envelopes.encode_task(busy)) == busy
+    result = ResultEvent(
+        TASK_ID, "itest.add", Status.SUCCESS, 1, None, b"r", None, "w", "t", 0, 1, T0, T0, T0
+    )
+    assert envelopes.decode_result(envelopes.encode_result(result)) == result
+    result.state, result.meta, result.group_id = "PROGRESS", "{}", "g"
+    assert envelopes.decode_result(envelopes.encode_result(result)) == result
+    datum = envelopes.decode_result_datum(envelopes.encode_result(result))
+    assert (datum["state"], datum["group_id"], datum["chord"]) == ("PROGRESS", "g", None)

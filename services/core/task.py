@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import json
@@ -193,10 +194,20 @@ class Task(Generic[P, R]):
         return f"<Task {self.name} queue={self.queue}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function here. Outside a worker's run, ``current_request()`` (and
+        ``self.request``) describe this call: a new id, attempt 1, no key."""
+        if _current_event.get() is None:
+            event = self.event(b"")
+            return contextvars.copy_context().run(self._call_as, event, *args, **kwargs)
         if self.options.bind:
             bound: Callable[..., R] = self.func
             return bound(self, *args, **kwargs)
         return self.func(*args, **kwargs)
+
+    def _call_as(self, event: TaskEvent, *args: Any, **kwargs: Any) -> R:
+        set_current_event(event)
+        func: Callable[..., R] = self.func
+        return func(self, *args, **kwargs) if self.options.bind else func(*args, **kwargs)
 
     def invoke(self, kwargs: dict[str, Any]) -> Any:
         """Run the function with decoded arguments (by name, positional-only ones by place)."""

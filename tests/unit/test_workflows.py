@@ -29,6 +29,7 @@ from taskstream.canvas import callback_id, member_id
 from taskstream.envelope import Envelopes
 from taskstream.errors import NoCurrentTask
 from taskstream.store import GroupState, MemoryStore
+from taskstream.task import current_request
 from taskstream.topics import results_topic, task_topic
 
 CALLS: list[Any] = []
@@ -321,3 +322,11 @@ def test_a_join_found_due_again_after_a_crash_does_not_rerun_a_body_that_ran(app
         assert CALLS == [("tsum", [1, 2, 3])]
         again = store.group(gid)
         assert again is not None and again.state == GroupState.FIRED
+
+
+def test_calling_a_task_directly_gives_it_a_request(app: App) -> None:
+    whoami = task(app, "whoami")
+    task_id, retries, key, group_id = json.loads(whoami(0))
+    assert retries == 0 and key is None and group_id is None and len(task_id) == 36
+    with pytest.raises(NoCurrentTask):
+        current_request()  # the call's request does not outlive it

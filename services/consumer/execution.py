@@ -219,6 +219,7 @@ def run_sync(run: Run, watchdog: Watchdog, on_abandon: Callable[[], None]) -> Ou
         finally:
             if watch is not None:
                 watchdog.unwatch(watch)
+            set_current_event(None)  # the thread runs other code between tasks
     except Exception as exc:
         return run.failed(exc)
     return run.succeeded(value)

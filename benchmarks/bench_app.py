@@ -21,3 +21,9 @@ def noop(n: int) -> int:
 def sleep_10ms(n: int) -> int:
     time.sleep(0.01)
     return n
+
+
+@app.task(name="bench.chord_body")
+def chord_body(values: list[int]) -> list[float]:
+    """A chord's body: when it started (wall clock, s), how many results it got, their sum."""
+    return [time.time(), float(len(values)), float(sum(values))]

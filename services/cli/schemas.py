@@ -16,6 +16,7 @@ def schemas(args: argparse.Namespace) -> int:
         for path in schema_files.export(app, directory):
             print(f"wrote {path}")
         return 0
-    schema_files.check(app, directory)
+    for line in schema_files.check(app, directory):
+        print(line)
     print(f"{directory}: up to date with {args.app} ({len(app.tasks)} tasks)")
     return 0

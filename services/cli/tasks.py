@@ -44,7 +44,7 @@ def result(args: argparse.Namespace) -> int:
             handle.get(timeout=args.wait)
         except Exception:
             pass
-    record = handle.info
+    record = handle.record
     if record is None:
         # As GET /v1/tasks/{id} answers a task id it did not accept itself (404): the store
         # cannot tell an id not run yet from an unknown, expired or forgotten one.
@@ -56,7 +56,7 @@ def result(args: argparse.Namespace) -> int:
         task = app.tasks.get(task_name)
         return task.signature.result_to_json(value) if task else repr(value)
 
-    out = outcome_json(record, result_json)
+    out = outcome_json(record, result_json, app.store.progress(args.task_id))
     print(json.dumps(out, indent=2))
     app.close()
     return 0 if record.status not in (Status.FAILURE, Status.REVOKED) else 1

@@ -11,6 +11,7 @@ published and its record never committed: a return value too large for it become
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from taskstream.errors import (
 )
 from taskstream.kafka import Headers
 from taskstream.status import Status
-from taskstream.task import Task, set_current_event
+from taskstream.task import Task, set_current_event, set_progress_sink
 
 # Why a REVOKED task did not run or stopped: its error message (Celery's words).
 REVOKED, EXPIRED, TERMINATED = "revoked", "expired", "terminated"
@@ -45,6 +46,12 @@ class Outcome:
     reason: Reason = Reason.RETRIES_EXHAUSTED  # ... in a word
     # The next attempt's headers when tracing (its trace context); else the record's own.
     retry_headers: Headers | None = None
+    # Workflows (taskstream.consumer.workflow): task events this outcome sends (a chain's
+    # next step, callbacks, errbacks), results of chain steps that will never run, and
+    # whether the result itself is published (not a SUCCESS with ignore_result).
+    follow: list[TaskEvent] = field(default_factory=list)
+    more_results: list[ResultEvent] = field(default_factory=list)
+    publish_result: bool = True
 
 
 @dataclass(slots=True)
@@ -65,11 +72,22 @@ class Run:
     terminated: bool = field(default=False, kw_only=True)  # revoked with terminate=True
     # Tracing only (taskstream.tracing): the record's trace context, then the run's span.
     trace: Any = field(default=None, kw_only=True)
+    # Where update_state()'s STARTED events with a custom state go (the results topic).
+    on_progress: Callable[[ResultEvent], None] | None = field(default=None, kw_only=True)
 
     def enter(self) -> None:
         """Mark the start of the run and make its request current for the task's code."""
         self.started = now_micros()
         set_current_event(self.event)
+        if self.on_progress is not None:
+            set_progress_sink(self.progress)
+
+    def progress(self, state: str, meta: str | None) -> None:
+        """update_state() in the task: a STARTED result with the custom state and meta."""
+        assert self.on_progress is not None
+        event = self._result(Status.STARTED)
+        event.state, event.meta = state, meta
+        self.on_progress(event)
 
     def started_event(self) -> ResultEvent:
         """The STARTED status of a task with ``track_started``, as the run begins."""
@@ -80,11 +98,16 @@ class Run:
         self, status: Status, result: bytes | None = None, error: TaskError | None = None
     ) -> ResultEvent:
         event = self.event
-        return ResultEvent(
+        outcome = ResultEvent(
             event.id, event.task, status, event.attempt, event.key, result, error, self.worker,
             self.topic, self.partition, self.offset,
             event.enqueued_at, self.started, now_micros(),
         )  # fmt: skip
+        if event.root_id is not None or event.group_id is not None:  # a workflow's step
+            outcome.parent_id, outcome.root_id = event.parent_id, event.root_id
+            outcome.group_id, outcome.group_index = event.group_id, event.group_index
+            outcome.group_size, outcome.chord = event.group_size, event.chord
+        return outcome
 
     def succeeded(self, value: Any) -> Outcome:
         """SUCCESS with the encoded return value; FAILURE if it breaks the result schema, and
@@ -130,16 +153,9 @@ class Run:
         requested = exc.countdown if isinstance(exc, Retry) else None
         wait = retries.countdown(options, retries_done, requested)
         event = self.event
-        following = TaskEvent(
-            id=event.id,
-            task=event.task,
-            queue=event.queue,
-            key=event.key,
-            attempt=event.attempt + 1,
-            enqueued_at=event.enqueued_at,
-            not_before=now_micros() + int(wait * 1_000_000),
-            args=event.args,
-            expires=event.expires,
+        # The next attempt keeps the event's workflow links (chain, callbacks, group).
+        following = dataclasses.replace(
+            event, attempt=event.attempt + 1, not_before=now_micros() + int(wait * 1_000_000)
         )
         return Outcome(self._failure(Status.RETRY, recorded), following)
 
@@ -235,7 +251,7 @@ def run_sync(run: Run, watchdog: Watchdog, on_abandon: Callable[[bool], None]) -
         finally:
             if watch is not None:
                 watchdog.unwatch(watch)
-            terminated = watchdog.untrack(task_id)
+            set_current_event(None)  # the thread runs other code between tasks
     except Exception as exc:
         if terminated or isinstance(exc, Terminated):
             run.terminated = True

@@ -27,6 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.instrumentation import MaterializerHooks, PrometheusMaterializerHooks
+from taskstream.consumer.joins import Joiner, workflow_rows
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.envelope import now_micros
@@ -34,7 +35,7 @@ from taskstream.errors import CorruptMessage, DeliveryFailed
 from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.sizes import producer_limit
 from taskstream.status import Status
-from taskstream.store import ResultRow, ResultStore
+from taskstream.store import GroupMember, Link, Progress, ResultRow, ResultStore
 from taskstream.store.base import from_micros
 from taskstream.topics import materializer_group, results_topic
 
@@ -90,6 +91,7 @@ class Materializer(RuntimeOwner):
         self.group_id = group_id or materializer_group(s.topic_prefix)
         self._tracker = OffsetTracker()
         self._producer: EventProducer | None = None  # opened for the first dead letter
+        self._join: Joiner | None = None  # chords' joins (opened on the first assignment)
         self._letters = DeadLetters(s.topic_prefix, producer_limit(s))
         self.hooks = hooks if hooks is not None else PrometheusMaterializerHooks()
         self.applied = 0  # result events written to the store by this process
@@ -171,13 +173,29 @@ class Materializer(RuntimeOwner):
         stored = self.store.offsets(self.topic)
         for tp in partitions:
             tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
+        # Chords found complete before a crash, whose join was never acknowledged.
+        self._joiner().fire_due()
+
+    def _joiner(self) -> Joiner:
+        if self._join is None:
+            s = self.app.settings
+            self._join = Joiner(self.store, self.app.envelopes, s.topic_prefix, self._producer_())
+        return self._join
+
+    def _producer_(self) -> EventProducer:
+        if self._producer is None:
+            config = producer_config(self.app.settings)
+            self._producer = EventProducer(config, broker=self.app.broker)
+        return self._producer
 
     def records(self, batch: list[Message]) -> None:
-        decode = self.app.envelopes.codec.decode_as
-        schema = self.app.envelopes.result_schema
+        decode = self.app.envelopes.decode_result_datum
         rows: list[ResultRow] = []
         positions: dict[tuple[str, int], int] = {}
         forgotten: set[str] = set()
+        members: list[GroupMember] = []
+        progress: list[Progress] = []
+        links: list[Link] = []
         for message in batch:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
@@ -187,7 +205,10 @@ class Materializer(RuntimeOwner):
                 rows = self._forget(message, rows, forgotten)
                 continue
             try:
-                rows.append(result_row(decode(schema, value)))
+                d = decode(value)
+                rows.append(result_row(d))
+                if d["root_id"] is not None or d["state"] is not None:  # workflows
+                    workflow_rows(d, value, members, progress, links)
             except Exception as exc:
                 self._dead_letter(message, str(exc))
         if self._producer is not None and self._producer.flush(30.0):
@@ -196,7 +217,9 @@ class Materializer(RuntimeOwner):
         if forgotten:
             # Idempotent, so a crash before the batch's offsets are stored only repeats it.
             self.store.forget(list(forgotten))
-        self.store.apply_rows(rows, positions)
+        self.store.apply_rows(rows, positions, members, progress, links)
+        if members:
+            self._joiner().fire_due()
         seconds = time.perf_counter() - started
         self.applied += len(rows)
         assert self._runtime is not None
@@ -218,9 +241,6 @@ class Materializer(RuntimeOwner):
         return [r for r in rows if r[0] != task_id]
 
     def _dead_letter(self, message: Message, error: str) -> None:
-        if self._producer is None:
-            config = producer_config(self.app.settings)
-            self._producer = EventProducer(config, broker=self.app.broker)
         topic, value, key, headers = self._letters.letter(message, Reason.UNDECODABLE, error)
         self.hooks.dead_lettered(Reason.UNDECODABLE.value)
-        self._producer.produce(topic, value, key, headers=headers)
+        self._producer_().produce(topic, value, key, headers=headers)

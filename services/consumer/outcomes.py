@@ -105,11 +105,19 @@ class Outcomes:
     def publish(self, offsets: PartitionOffsets, message: Message, outcome: Outcome) -> None:
         result = outcome.result
         value = self._envelopes.encode_result(result)
-        if outcome.retry is None and outcome.dead_letter is None:  # the common case
-            record = _Record(offsets, message.offset(), 1)  # type: ignore[arg-type]
-            _Event(self, record, self._results, value, result.id, None).produce()
-            return
-        parts: list[Part] = [(self._results, value, result.id, None)]
+        if outcome.retry is None and outcome.dead_letter is None and not outcome.follow:
+            if outcome.publish_result and not outcome.more_results:  # the common case
+                record = _Record(offsets, message.offset(), 1)  # type: ignore[arg-type]
+                _Event(self, record, self._results, value, result.id, None).produce()
+                return
+        parts: list[Part] = []
+        if outcome.publish_result:
+            parts.append((self._results, value, result.id, None))
+        for more in outcome.more_results:
+            parts.append((self._results, self._envelopes.encode_result(more), more.id, None))
+        for event in outcome.follow:
+            encoded = self._envelopes.encode_task(event)
+            parts.append((self.destination(event), encoded, event.key or event.id, None))
         if outcome.retry is not None:
             retry = outcome.retry
             value = self._envelopes.encode_task(retry)
@@ -145,6 +153,9 @@ class Outcomes:
     def _send(self, offsets: PartitionOffsets, message: Message, parts: list[Part]) -> None:
         offset = message.offset()
         assert offset is not None
+        if not parts:  # nothing to publish (ignore_result): the record is done
+            self._on_done(offsets, offset)
+            return
         record = _Record(offsets, offset, len(parts))
         for i, (topic, value, key, headers) in enumerate(parts):
             try:

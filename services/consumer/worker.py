@@ -25,6 +25,7 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 
 from taskstream import clock, tracing
 from taskstream.app import App
+from taskstream.consumer import workflow
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.delays import DelayScheduler
 from taskstream.consumer.deliveries import Deliveries, DeliveryJournal, UncountedDeliveries
@@ -166,6 +167,8 @@ class TaskJob:
                     return  # an abandoned run came back after all
                 self._published = True
         context.running.discard(self)
+        if workflow.wants_follow_up(self.run_.event):
+            outcome = workflow.follow(self.run_, outcome)
         context.hooks.outcome(self.run_, outcome)
         context.outcomes.publish(self.offsets, self.message, outcome)
         context.reports.serve_ready()
@@ -453,20 +456,22 @@ class Worker(RuntimeOwner):
         if event.not_before and event.not_before - now_micros() > _EARLY_TOLERANCE_US:
             return outcomes.forward(offsets, message, outcomes.destination(event))
         try:
-            kwargs = task.decode_args(event.args)
+            kwargs = workflow.arguments(app, task, event)
         except Exception as exc:
             return outcomes.dead_letter(
                 offsets, message, Reason.INVALID_ARGUMENTS, str(exc), event.task
             )
         run = Run(
             task, event, kwargs, topic, partition, offset, self.worker_id,  # type: ignore[arg-type]
-            message_max_bytes=self.message_max_bytes,
+            message_max_bytes=self.message_max_bytes, on_progress=outcomes.started,
         )  # fmt: skip
         if self._traced:
             run.trace = tracing.extract(header_pairs(message))
         if lost is not None and lost >= self.settings.worker_lost_max_deliveries:
             log.error("task %s (%s) lost %d workers: dead-lettered", event.id, event.task, lost)
             outcome = run.worker_lost(lost)
+            if workflow.wants_follow_up(event):
+                outcome = workflow.follow(run, outcome)
             self.hooks.outcome(run, outcome)
             return outcomes.publish(offsets, message, outcome)
         self.executor.submit(TaskJob(self._context, run, message, offsets))

@@ -12,8 +12,11 @@ add.delay(2, 3).get(timeout=10)  # -> 5
 
 from taskstream.app import App
 from taskstream.avro_schema import DecimalSpec
+from taskstream.canvas import Signature, chain, chord, group
 from taskstream.config import Settings
+from taskstream.eager import EagerResult
 from taskstream.errors import (
+    CanvasError,
     DeliveryFailed,
     InvalidArguments,
     MessageTooLarge,
@@ -29,6 +32,7 @@ from taskstream.errors import (
     UnknownTask,
     UnsupportedAnnotation,
 )
+from taskstream.group_result import GroupResult
 from taskstream.result import AsyncResult
 from taskstream.schedules import crontab
 from taskstream.status import Status
@@ -45,11 +49,20 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "TaskOptions",
     "TaskRequest",
     "current_request",
+    # workflows
+    "Signature",
+    "chain",
+    "chord",
+    "group",
+    "GroupResult",
+    "EagerResult",
+    # periodic tasks
     "crontab",
     # control flow raised by tasks
     "Retry",
     "SoftTimeLimitExceeded",
     # errors
+    "CanvasError",
     "DeliveryFailed",
     "InvalidArguments",
     "MessageTooLarge",

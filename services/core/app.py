@@ -20,6 +20,7 @@ from taskstream.config import Settings
 from taskstream.control import Control
 from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import UnknownTask
+from taskstream.group_result import GroupResult
 from taskstream.kafka import Broker, KafkaBroker
 from taskstream.periodic import Call, PeriodicTask, Signal, entry_for
 from taskstream.publishing import Publisher, PublisherFactory, default_publisher_factory
@@ -236,6 +237,23 @@ class App:
     def result(self, task_id: str) -> AsyncResult[Any]:
         """The AsyncResult for a task id from elsewhere."""
         return AsyncResult(task_id, self)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
+        """Celery's ``app.AsyncResult(id)``: the same as :meth:`result`."""
+        return AsyncResult(task_id, self)
+
+    def group_result(self, group_id: str) -> GroupResult | None:
+        """The GroupResult of a group id from elsewhere, once the lookup store has seen one
+        of its members (None before: the group's size is not known yet)."""
+        from taskstream.canvas import member_id
+
+        info = self.store.group(group_id)
+        if info is None:
+            return None
+        members: list[AsyncResult[Any]] = [
+            AsyncResult(member_id(group_id, i), self) for i in range(info.size)
+        ]
+        return GroupResult(group_id, members, self)
 
     def decode_result(self, task_name: str, data: bytes | None) -> Any:
         """A stored return value as Python: typed when this app knows the task, else the

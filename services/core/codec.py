@@ -41,9 +41,9 @@ class AvroSchema:
     header: bytes  # MARKER + fingerprint
     # Other fingerprints that decode as this schema (other libraries' canonical forms).
     aliases: tuple[bytes, ...] = ()
-    # An earlier version of a schema: its data is read as (resolved to) this current one.
-    current: AvroSchema | None = None
-    reader: Any = None  # the current one's parsed form, fastavro's reader schema
+    # An older version of ``reader``: data written with it decodes as ``reader``'s datum
+    # (Avro schema resolution fills the fields added since with their defaults).
+    reader: AvroSchema | None = None
 
     @property
     def name(self) -> str:
@@ -181,23 +181,29 @@ class Codec:
             self._by_fingerprint.setdefault(alias, registered)
         return registered
 
-    def register_previous(
-        self, schema: Any, current: AvroSchema, *, logical_types: bool = True
+    def register_version(
+        self, older: Any, reader: AvroSchema, *, logical_types: bool = True
     ) -> AvroSchema:
-        """Make data written with ``schema``, an earlier version of ``current`` (fields added
-        with defaults, enum symbols added), decode as ``current`` by Avro schema resolution:
-        events already in topics when the envelopes evolve keep decoding."""
-        earlier = self.register(schema, logical_types=logical_types)
-        if earlier is current:
-            return current
-        resolved = AvroSchema(
-            schema=earlier.schema, parsed=earlier.parsed, fingerprint=earlier.fingerprint,
-            header=earlier.header, aliases=earlier.aliases, current=current,
-            reader=current.parsed,
-        )  # fmt: skip
-        for fp in (earlier.fingerprint, *earlier.aliases):
-            self._by_fingerprint[fp] = resolved
-        return resolved
+        """Make data written with ``older`` (a previous version of ``reader``'s schema,
+        known by its own fingerprint) decode as ``reader`` datums; ``logical_types`` as
+        ``reader`` was registered."""
+        fp = fingerprint(older)
+        known = self._by_fingerprint.get(fp)
+        if known is not None:
+            return known
+        readable = older if logical_types else strip_logical_types(older)
+        version = AvroSchema(
+            schema=older,
+            parsed=parse_schema(json.loads(json.dumps(readable))),
+            fingerprint=fp,
+            header=MARKER + fp,
+            reader=reader,
+        )
+        self._by_fingerprint[fp] = version
+        alias = apache_python_fingerprint(older)
+        if alias != fp:
+            self._by_fingerprint.setdefault(alias, version)
+        return version
 
     def lookup(self, fp: bytes) -> AvroSchema:
         try:
@@ -222,7 +228,9 @@ class Codec:
                 f"not Avro single-object encoding (starts {bytes(data[:10]).hex()})"
             )
         schema = self.lookup(bytes(data[2:HEADER_SIZE]))
-        return schema.current or schema, self._read_body(schema, data)
+        if schema.reader is not None:
+            return schema.reader, self._read_body(schema, data, schema.reader)
+        return schema, self._read_body(schema, data)
 
     def decode_as(self, schema: AvroSchema, data: bytes) -> Any:
         """The datum of ``data``, which must carry ``schema``'s fingerprint (or an alias)."""
@@ -230,17 +238,33 @@ class Codec:
             if len(data) < HEADER_SIZE or data[:2] != MARKER:
                 raise CorruptMessage("not Avro single-object encoding")
             other = self.lookup(bytes(data[2:HEADER_SIZE]))  # UnknownSchema if unregistered
-            if other is not schema and other.current is not schema:
+            if other.reader is schema:
+                return self._read_body(other, data, schema)
+            if other is not schema:
                 raise CorruptMessage(f"expected a {schema.name}, got a {other.name}")
             return self._read_body(other, data)  # an earlier version: resolved to this one
         return self._read_body(schema, data)
 
     @staticmethod
-    def _read_body(schema: AvroSchema, data: bytes) -> Any:
+    def read_prefix(writer: AvroSchema, data: bytes) -> tuple[Any, int]:
+        """The datum of the first fields of ``data``'s body as ``writer`` (a record schema
+        whose fields begin the record ``data`` holds), and where they end. For envelopes
+        whose later fields are nearly always their defaults (taskstream.envelope)."""
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)
         try:
-            datum = schemaless_reader(body, schema.parsed, schema.reader)
+            datum = schemaless_reader(body, writer.parsed, None)
+        except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise CorruptMessage(f"body does not match schema {writer.name}: {exc!r}") from exc
+        return datum, body.tell()
+
+    @staticmethod
+    def _read_body(schema: AvroSchema, data: bytes, reader: AvroSchema | None = None) -> Any:
+        body = io.BytesIO(data)
+        body.seek(HEADER_SIZE)
+        try:
+            resolved = None if reader is None else reader.parsed
+            datum = schemaless_reader(body, schema.parsed, resolved)
         except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise CorruptMessage(f"body does not match schema {schema.name}: {exc!r}") from exc
         if body.tell() != len(data):

@@ -7,23 +7,18 @@ are read without logical-type conversion because the hot path only passes them o
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from importlib import resources
 from typing import Any
 
 from taskstream import clock
-from taskstream.codec import AvroSchema, Codec
-from taskstream.errors import CorruptMessage
+from taskstream.codec import HEADER_SIZE, AvroSchema, Codec
+from taskstream.errors import CorruptMessage, InvalidSchema
 from taskstream.status import Status
 
 TASK_EVENT_SCHEMA_FILE = "task_event.avsc"
 RESULT_EVENT_SCHEMA_FILE = "result_event.avsc"
-# Earlier versions of the envelopes: events written with them still decode (resolved to the
-# current ones, whose added fields have defaults).
-PREVIOUS_SCHEMA_FILES = {
-    TASK_EVENT_SCHEMA_FILE: ("task_event.v1.avsc",),
-    RESULT_EVENT_SCHEMA_FILE: ("result_event.v1.avsc",),
-}
 
 
 def load_envelope_schema(filename: str) -> dict[str, Any]:
@@ -33,9 +28,58 @@ def load_envelope_schema(filename: str) -> dict[str, Any]:
     return schema
 
 
+def envelope_history(filename: str) -> list[dict[str, Any]]:
+    """The earlier versions of an envelope schema (schemas/history/<name>.v<N>.avsc), oldest
+    first."""
+    stem = filename.removesuffix(".avsc")
+    folder = resources.files("taskstream.schemas").joinpath("history")
+    versions = []
+    for n in range(1, 1000):
+        path = folder.joinpath(f"{stem}.v{n}.avsc")
+        if not path.is_file():
+            break
+        versions.append(json.loads(path.read_text("utf-8")))
+    return versions
+
+
 def now_micros() -> int:
     """µs since the epoch, from taskstream.clock (which tests can move forward)."""
     return clock.now_micros()
+
+
+class Prepend(StrEnum):
+    """What a task event's arguments are missing at the front (workflows)."""
+
+    NONE = "NONE"  # args is the whole record
+    VALUE = "VALUE"  # the parent's result (a chain step, a link)
+    LIST = "LIST"  # the list of a chord's member results, in the group's order
+    PARENT_ID = "PARENT_ID"  # the failed parent's task id (an errback)
+
+
+@dataclass(slots=True)
+class Step:
+    """A signature to run later (schemas/task_event.avsc Step): its id is chosen up front."""
+
+    id: str
+    task: str
+    queue: str
+    key: str | None
+    args: bytes  # the args record, without its first parameter unless immutable
+    immutable: bool = False
+
+
+@dataclass(slots=True)
+class Chord:
+    """The chord a group member belongs to: ``body`` runs with the members' results."""
+
+    body: Step
+    errbacks: list[Step] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ParentResult:
+    task: str
+    result: bytes  # single-object Avro, as the task returned it
 
 
 @dataclass(slots=True)
@@ -49,6 +93,19 @@ class TaskEvent:
     not_before: int | None  # µs since the epoch
     args: bytes  # single-object Avro of the task's args record
     expires: int | None = None  # µs since the epoch; not run after it (REVOKED, expired)
+    # Workflow links (appended to the schema with defaults; see taskstream.canvas).
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    group_index: int | None = None
+    group_size: int | None = None
+    chord: Chord | None = None
+    chain: list[Step] = field(default_factory=list)
+    link: list[Step] = field(default_factory=list)
+    link_error: list[Step] = field(default_factory=list)
+    prepend: Prepend = Prepend.NONE
+    parent_results: list[ParentResult] = field(default_factory=list)
+    ignore_result: bool = False
 
 
 @dataclass(slots=True)
@@ -74,6 +131,15 @@ class ResultEvent:
     enqueued_at: int  # µs since the epoch
     started_at: int
     finished_at: int
+    # Workflow links, copied from the task event, and update_state()'s custom state.
+    parent_id: str | None = None
+    root_id: str | None = None
+    group_id: str | None = None
+    group_index: int | None = None
+    group_size: int | None = None
+    chord: Chord | None = None
+    state: str | None = None
+    meta: str | None = None  # JSON
 
 
 class Envelopes:
@@ -87,14 +153,43 @@ class Envelopes:
         self.result_schema: AvroSchema = codec.register(
             load_envelope_schema(RESULT_EVENT_SCHEMA_FILE), logical_types=False
         )
-        for current, filename in ((self.task_schema, TASK_EVENT_SCHEMA_FILE),
-                                  (self.result_schema, RESULT_EVENT_SCHEMA_FILE)):  # fmt: skip
-            for previous in PREVIOUS_SCHEMA_FILES[filename]:
-                codec.register_previous(
-                    load_envelope_schema(previous), current, logical_types=False
-                )
+        # Events written by earlier versions of the envelopes still decode (new fields take
+        # their defaults): every version ever shipped is in schemas/history/.
+        versions = {}
+        for filename, current in (
+            (TASK_EVENT_SCHEMA_FILE, self.task_schema),
+            (RESULT_EVENT_SCHEMA_FILE, self.result_schema),
+        ):
+            for older in envelope_history(filename):
+                versions[filename] = codec.register_version(older, current, logical_types=False)
+        # The hot path. An event whose workflow fields are all defaults (nearly all) is the
+        # newest history version's body followed by the defaults' encoding (a zero byte
+        # each: null, empty array, first enum symbol, false), so it is written and read as
+        # that, without fastavro visiting a dozen default fields (which doubled their cost).
+        self._task_prefix = versions[TASK_EVENT_SCHEMA_FILE]
+        self._result_prefix = versions[RESULT_EVENT_SCHEMA_FILE]
+        self._task_tail = _defaults_tail(codec, self.task_schema, self._task_prefix)
+        self._result_tail = _defaults_tail(codec, self.result_schema, self._result_prefix)
 
     def encode_task(self, event: TaskEvent) -> bytes:
+        if (
+            event.parent_id is None
+            and event.group_id is None
+            and not event.ignore_result
+            and not (event.chain or event.link or event.link_error)
+            and event.prepend is Prepend.NONE
+            and not event.parent_results
+        ):
+            head = self.codec.encode(
+                self._task_prefix,
+                {
+                    "id": event.id, "task": event.task, "queue": event.queue, "key": event.key,
+                    "attempt": event.attempt, "enqueued_at": event.enqueued_at,
+                    "not_before": event.not_before, "args": event.args,
+                    "expires": event.expires,
+                },
+            )  # fmt: skip
+            return self.task_schema.header + head[HEADER_SIZE:] + self._task_tail
         return self.codec.encode(
             self.task_schema,
             {
@@ -107,18 +202,72 @@ class Envelopes:
                 "not_before": event.not_before,
                 "args": event.args,
                 "expires": event.expires,
+                "parent_id": event.parent_id,
+                "root_id": event.root_id,
+                "group_id": event.group_id,
+                "group_index": event.group_index,
+                "group_size": event.group_size,
+                "chord": chord_datum(event.chord),
+                "chain": [step_datum(s) for s in event.chain],
+                "link": [step_datum(s) for s in event.link],
+                "link_error": [step_datum(s) for s in event.link_error],
+                "prepend": event.prepend.value,
+                "parent_results": [
+                    {"task": r.task, "result": r.result} for r in event.parent_results
+                ],
+                "ignore_result": event.ignore_result,
             },
         )
 
     def decode_task(self, data: bytes) -> TaskEvent:
+        d = self._plain(data, self.task_schema, self._task_prefix, self._task_tail)
+        if d is not None:
+            return TaskEvent(
+                d["id"], d["task"], d["queue"], d["key"], d["attempt"],
+                d["enqueued_at"], d["not_before"], d["args"], d["expires"],
+            )  # fmt: skip
         d = self.codec.decode_as(self.task_schema, data)
-        return TaskEvent(
+        event = TaskEvent(
             d["id"], d["task"], d["queue"], d["key"], d["attempt"],
             d["enqueued_at"], d["not_before"], d["args"], d["expires"],
         )  # fmt: skip
+        if d["parent_id"] is not None or d["group_id"] is not None or _any_workflow(d):
+            _workflow_of_task(event, d)
+        return event
+
+    def _plain(
+        self, data: bytes, current: AvroSchema, prefix: AvroSchema, tail: bytes
+    ) -> dict[str, Any] | None:
+        """The fields of ``prefix`` (the newest history version) of an event of the current
+        version whose workflow fields are all defaults, or None when it is not such an
+        event."""
+        if data[:HEADER_SIZE] != current.header or not data.endswith(tail):
+            return None
+        datum, end = self.codec.read_prefix(prefix, data)
+        if end != len(data) - len(tail):
+            return None
+        d: dict[str, Any] = datum
+        return d
+
+    def decode_result_datum(self, data: bytes) -> dict[str, Any]:
+        """A result envelope as the codec's dict (every field), for the materializer."""
+        d = self._plain(data, self.result_schema, self._result_prefix, self._result_tail)
+        if d is None:
+            found: dict[str, Any] = self.codec.decode_as(self.result_schema, data)
+            return found
+        d.update(_RESULT_DEFAULTS)
+        return d
 
     def encode_result(self, event: ResultEvent) -> bytes:
         error = event.error
+        if (
+            event.root_id is None
+            and event.group_id is None
+            and event.state is None
+            and event.parent_id is None
+        ):
+            head = self.codec.encode(self._result_prefix, self._result_prefix_datum(event))
+            return self.result_schema.header + head[HEADER_SIZE:] + self._result_tail
         return self.codec.encode(
             self.result_schema,
             {
@@ -140,11 +289,34 @@ class Envelopes:
                 "enqueued_at": event.enqueued_at,
                 "started_at": event.started_at,
                 "finished_at": event.finished_at,
+                "parent_id": event.parent_id,
+                "root_id": event.root_id,
+                "group_id": event.group_id,
+                "group_index": event.group_index,
+                "group_size": event.group_size,
+                "chord": chord_datum(event.chord),
+                "state": event.state,
+                "meta": event.meta,
             },
         )
 
+    @staticmethod
+    def _result_prefix_datum(event: ResultEvent) -> dict[str, Any]:
+        error = event.error
+        return {
+            "id": event.id, "task": event.task, "status": event.status.value,
+            "attempt": event.attempt, "key": event.key, "result": event.result,
+            "error": None if error is None
+            else {"type": error.type, "message": error.message, "traceback": error.traceback},
+            "worker": event.worker,
+            "source": {"topic": event.source_topic, "partition": event.source_partition,
+                       "offset": event.source_offset},
+            "enqueued_at": event.enqueued_at, "started_at": event.started_at,
+            "finished_at": event.finished_at,
+        }  # fmt: skip
+
     def decode_result(self, data: bytes) -> ResultEvent:
-        d = self.codec.decode_as(self.result_schema, data)
+        d = self.decode_result_datum(data)
         error = d["error"]
         source = d["source"]
         try:
@@ -166,4 +338,74 @@ class Envelopes:
             enqueued_at=d["enqueued_at"],
             started_at=d["started_at"],
             finished_at=d["finished_at"],
+            parent_id=d["parent_id"],
+            root_id=d["root_id"],
+            group_id=d["group_id"],
+            group_index=d["group_index"],
+            group_size=d["group_size"],
+            chord=chord_of(d["chord"]),
+            state=d["state"],
+            meta=d["meta"],
         )
+
+
+# The workflow fields of a result event, all defaults (see Envelopes._plain).
+_RESULT_DEFAULTS: dict[str, Any] = {
+    "parent_id": None, "root_id": None, "group_id": None, "group_index": None,
+    "group_size": None, "chord": None, "state": None, "meta": None,
+}  # fmt: skip
+
+
+def _defaults_tail(codec: Codec, current: AvroSchema, older: AvroSchema) -> bytes:
+    """The encoding of the defaults of the fields ``current`` appends to ``older``."""
+    old = [f["name"] for f in older.schema["fields"]]
+    new = current.schema["fields"]
+    if [f["name"] for f in new[: len(old)]] != old:
+        raise InvalidSchema(f"{current.name}: fields must be appended, not reordered")
+    appended = new[len(old) :]
+    tail = {"type": "record", "name": f"{current.name}Tail", "fields": appended}
+    schema = codec.register(tail, logical_types=False)
+    return codec.encode(schema, {f["name"]: f["default"] for f in appended})[HEADER_SIZE:]
+
+
+def step_datum(step: Step) -> dict[str, Any]:
+    return {
+        "id": step.id, "task": step.task, "queue": step.queue, "key": step.key,
+        "args": step.args, "immutable": step.immutable,
+    }  # fmt: skip
+
+
+def step_of(d: dict[str, Any]) -> Step:
+    return Step(d["id"], d["task"], d["queue"], d["key"], d["args"], d["immutable"])
+
+
+def chord_datum(chord: Chord | None) -> dict[str, Any] | None:
+    if chord is None:
+        return None
+    return {"body": step_datum(chord.body), "errbacks": [step_datum(s) for s in chord.errbacks]}
+
+
+def chord_of(d: dict[str, Any] | None) -> Chord | None:
+    if d is None:
+        return None
+    return Chord(step_of(d["body"]), [step_of(s) for s in d["errbacks"]])
+
+
+def _any_workflow(d: dict[str, Any]) -> bool:
+    return bool(d["chain"] or d["link"] or d["link_error"] or d["ignore_result"])
+
+
+def _workflow_of_task(event: TaskEvent, d: dict[str, Any]) -> None:
+    """The workflow fields of a decoded task event (most events have none: skipped)."""
+    event.parent_id = d["parent_id"]
+    event.root_id = d["root_id"]
+    event.group_id = d["group_id"]
+    event.group_index = d["group_index"]
+    event.group_size = d["group_size"]
+    event.chord = chord_of(d["chord"])
+    event.chain = [step_of(s) for s in d["chain"]]
+    event.link = [step_of(s) for s in d["link"]]
+    event.link_error = [step_of(s) for s in d["link_error"]]
+    event.prepend = Prepend(d["prepend"])
+    event.parent_results = [ParentResult(r["task"], r["result"]) for r in d["parent_results"]]
+    event.ignore_result = d["ignore_result"]

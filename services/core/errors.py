@@ -32,7 +32,8 @@ TaskstreamError
 ├── SoftTimeLimitExceeded    raised inside a task past its soft_time_limit
 ├── TimeLimitExceeded        a task ran past its hard time_limit: its FAILURE type
 ├── TaskRevoked              get() of a REVOKED task (task_id, reason: revoked|expired|terminated)
-└── Terminated               raised inside a running task revoked with terminate=True
+├── Terminated               raised inside a running task revoked with terminate=True
+└── CanvasError              a workflow that cannot run as built (tasks, parameter)     +T
 
 A "+" marks a second base, kept where callers may catch the builtin (or confluent-kafka's
 KafkaException) rather than ours: +V ValueError, +T TypeError, +TO TimeoutError.
@@ -318,3 +319,17 @@ class TaskRevoked(TaskstreamError):
 class Terminated(TaskstreamError):
     """Raised inside a running task revoked with ``terminate=True``, as a soft time limit is;
     whatever the task does then, its outcome is REVOKED (reason ``terminated``)."""
+
+
+class CanvasError(TaskstreamError, TypeError):
+    """A chain, group, chord or callback that cannot run as built, raised before anything is
+    sent: a step's return type does not fit the parameter its result lands in (``parent``,
+    ``child``, ``parameter``), or a shape taskstream does not run yet."""
+
+    def __init__(
+        self, message: str, parent: str = "", child: str = "", parameter: str = ""
+    ) -> None:
+        self.parent = parent
+        self.child = child
+        self.parameter = parameter
+        super().__init__(message)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from taskstream.errors import ResultTimeout, TaskFailed, TaskRevoked
@@ -11,6 +13,7 @@ from taskstream.store import ResultRecord
 
 if TYPE_CHECKING:
     from taskstream.app import App
+    from taskstream.group_result import GroupResult
     from taskstream.publishing import DeliveryHandle
 
 R = TypeVar("R")
@@ -26,29 +29,121 @@ _SLOW_POLL_S = 0.05
 class AsyncResult(Generic[R]):
     """The outcome of one task, by id. Returned at once by ``delay``/``apply_async``."""
 
-    def __init__(self, task_id: str, app: App, delivery: DeliveryHandle | None = None) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        app: App,
+        delivery: DeliveryHandle | None = None,
+        *,
+        parent: AsyncResult[Any] | GroupResult | None = None,
+    ) -> None:
         self.id = task_id
         self._app = app
         self._delivery = delivery
+        # The result this one's task was sent by, when known here: a chain's previous step,
+        # a chord's header (a GroupResult); else looked up in the store.
+        self._parent = parent
+
+    @property
+    def parent(self) -> AsyncResult[Any] | GroupResult | None:
+        """The result whose outcome sent this task (a chain's previous step, a callback's
+        task, a chord's header as a GroupResult), or None."""
+        if self._parent is None:
+            link = self._app.store.link(self.id)
+            if link is not None and link.parent_id is not None:
+                group = self._app.group_result(link.parent_id)
+                self._parent = (
+                    group if group is not None else AsyncResult(link.parent_id, self._app)
+                )
+        return self._parent
+
+    @property
+    def children(self) -> list[AsyncResult[Any]]:
+        """The tasks this one's outcome sent (a chain's next step, callbacks, errbacks), as
+        far as the store has seen them."""
+        return [AsyncResult(c, self._app) for c in self._app.store.children(self.id)]
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id}>"
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
     @property
-    def info(self) -> ResultRecord | None:
-        """The stored outcome, or None while there is none."""
+    def record(self) -> ResultRecord | None:
+        """The stored outcome as the store keeps it, or None while there is none."""
         return self._app.store.get(self.id)
 
     @property
     def status(self) -> str:
         """PENDING, STARTED, RETRY, SUCCESS, FAILURE (also when delivery failed) or REVOKED.
         PENDING too for an id with no stored outcome: unknown, or expired (result_expires)."""
-        record = self.info
+        record = self.record
         if record is not None:
             return record.status.value
         if self._delivery is not None and self._delivery.done() and self._delivery.exception():
             return Status.FAILURE.value
         return Status.PENDING.value
+
+    @property
+    def state(self) -> str:
+        """The status, or while the task runs the custom state it set with
+        ``update_state()`` (e.g. PROGRESS); the final outcome always wins."""
+        record = self.record
+        if record is not None and record.status is Status.STARTED:
+            progress = self._app.store.progress(self.id)
+            if progress is not None:
+                return progress.state
+        return self.status
+
+    @property
+    def result(self) -> Any:
+        """The return value once SUCCESS, the error (a TaskFailed) once FAILURE, else None."""
+        record = self.record
+        if record is None or not record.status.is_final:
+            return None
+        return self._value(record)
+
+    @property
+    def info(self) -> Any:
+        """Celery's ``info``: the value or error once final (as :attr:`result`); while the
+        task runs, the ``meta`` of its latest ``update_state()``."""
+        record = self.record
+        if record is not None and record.status is Status.STARTED:
+            progress = self._app.store.progress(self.id)
+            if progress is not None:
+                return None if progress.meta is None else json.loads(progress.meta)
+        return self.result
+
+    @property
+    def traceback(self) -> str | None:
+        """The remote traceback of a FAILURE, else None."""
+        record = self.record
+        if record is None or record.status is not Status.FAILURE:
+            return None
+        return record.error_traceback
+
+    @property
+    def date_done(self) -> datetime | None:
+        """When the final outcome was reached (UTC), else None."""
+        record = self.record
+        if record is None or not record.status.is_final:
+            return None
+        return record.finished_at
+
+    def _value(self, record: ResultRecord) -> Any:
+        try:
+            return self._outcome(record)
+        except (TaskFailed, TaskRevoked) as exc:
+            return exc
+
+    def outcome(self, record: ResultRecord, *, propagate: bool = True) -> Any:
+        """The value of this task's final ``record`` (its error raised, or with
+        ``propagate=False`` returned)."""
+        return self._outcome(record) if propagate else self._value(record)
 
     def ready(self) -> bool:
         return Status(self.status).is_final
@@ -75,13 +170,13 @@ class AsyncResult(Generic[R]):
         if self._delivery is not None:
             self._delivery.result(timeout)
 
-    def get(self, timeout: float | None = None) -> R:
+    def get(self, timeout: float | None = None, propagate: bool = True) -> R:
         """The task's return value once its result is in the store.
 
-        Raises TaskFailed when the task raised, TaskRevoked when it was revoked (or expired
-        before it ran), DeliveryFailed when its event never reached
-        the broker, ResultTimeout (a TimeoutError) when there is no final outcome within
-        ``timeout`` seconds.
+        Raises TaskFailed when the task raised (with ``propagate=False``: returns it),
+        TaskRevoked when it was revoked (or expired before it ran), DeliveryFailed when its
+        event never reached the broker, ResultTimeout (a TimeoutError) when there is no final
+        outcome within ``timeout`` seconds.
         """
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
@@ -89,6 +184,9 @@ class AsyncResult(Generic[R]):
         while True:
             record = self._app.store.get(self.id)
             if record is not None and record.status.is_final:
+                if not propagate:
+                    value: Any = self._value(record)
+                    return value  # type: ignore[no-any-return]
                 return self._outcome(record)
             if self._delivery is not None and self._delivery.done():
                 self._delivery.result()  # raises DeliveryFailed

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from taskstream.app import App
+from taskstream.avro_compat import incompatibility
 from taskstream.envelope import (
     RESULT_EVENT_SCHEMA_FILE,
     TASK_EVENT_SCHEMA_FILE,
+    envelope_history,
     load_envelope_schema,
 )
 from taskstream.errors import SchemaDrift
@@ -51,17 +53,45 @@ def export(app: App, directory: Path) -> list[Path]:
     return written
 
 
-def check(app: App, directory: Path) -> None:
-    """Raise SchemaDrift naming each file that is missing or differs from the code."""
+def check(app: App, directory: Path) -> list[str]:
+    """Raise SchemaDrift naming each file that is missing or differs from the code (saying
+    whether the change is backward compatible), and each earlier envelope version
+    (schemas/history) the current envelope is not compatible with both ways. Returns what
+    was proven compatible, for the report."""
     differences = []
     for relative, text in expected_files(app).items():
         path = directory / relative
         if not path.exists():
             differences.append(f"{path}: missing")
         elif not _same(path.read_text(), text):
-            differences.append(f"{path}: differs from the code")
+            problems = compatibility(json.loads(path.read_text()), json.loads(text))
+            verdict = "; ".join(problems) if problems else "backward compatible"
+            differences.append(f"{path}: differs from the code ({verdict})")
+    proven = []
+    for name in (TASK_EVENT_SCHEMA_FILE, RESULT_EVENT_SCHEMA_FILE):
+        current = load_envelope_schema(name)
+        for n, older in enumerate(envelope_history(name), start=1):
+            problems = compatibility(older, current)
+            if problems:
+                differences.append(f"{name} against version {n}: {'; '.join(problems)}")
+            else:
+                proven.append(f"{name}: backward compatible with version {n}")
     if differences:
         raise SchemaDrift(differences)
+    return proven
+
+
+def compatibility(old: Any, new: Any) -> list[str]:
+    """Why events of ``new`` cannot be read by readers of ``old``, or the other way round
+    (Avro schema resolution); empty when both work."""
+    problems = []
+    why = incompatibility(new, old)
+    if why is not None:
+        problems.append(f"INCOMPATIBLE: an older reader cannot decode new events: {why}")
+    why = incompatibility(old, new)
+    if why is not None:
+        problems.append(f"INCOMPATIBLE: a new reader cannot decode older events: {why}")
+    return problems
 
 
 def _same(a: str, b: str) -> bool:

@@ -126,6 +126,32 @@ class TaskSignature:
         return datum_to_json(self.result_to_avro(value))
 
 
+def tail_signature(sig: TaskSignature) -> TaskSignature:
+    """``sig`` without its first parameter: the arguments a workflow step is sent with when
+    the parent's result becomes that first argument (Celery's ``add.s(10)`` after a step
+    returning 5 runs ``add(5, 10)``). Its record is named ``<task>_args_tail``."""
+    params = list(sig._bind.parameters.values())[1:]
+    keyword_only = any(p.kind is p.KEYWORD_ONLY for p in params)
+    fewest = max((i + 1 for i, p in enumerate(params) if p.default is p.empty), default=0)
+    record = {
+        **sig.args_schema,
+        "name": f"{sig.args_schema['name']}_tail",
+        "fields": sig.args_schema["fields"][1:],
+    }
+    return TaskSignature(
+        task=sig.task,
+        parameters=sig.parameters[1:],
+        args_schema=copy.deepcopy(record),
+        result_schema=sig.result_schema,
+        _bind=sig._bind.replace(parameters=params),
+        _args=sig._args[1:],
+        _required=sig._required - {sig.parameters[0]},
+        _result=sig._result,
+        _fewest=-1 if keyword_only else fewest,
+        _defaults=sig._defaults[1:],
+    )
+
+
 def _args_record_name(task: str) -> tuple[str, str]:
     """(namespace, name) of a task's argument record: ``app.tasks.add`` -> app.tasks.add_args."""
     namespace, _, last = task.rpartition(".")
@@ -143,10 +169,12 @@ def _unresolved(func: Callable[..., Any]) -> tuple[str, Any]:
     return "?", None
 
 
-def derive_signature(func: Callable[..., Any], task: str) -> TaskSignature:
+def derive_signature(func: Callable[..., Any], task: str, *, bound: bool = False) -> TaskSignature:
     """Derive the argument record and result schema of `func`, registered as `task`.
 
-    Raises UnsupportedAnnotation at decoration time for anything without an Avro mapping.
+    ``bound``: the first parameter is the task itself (``@app.task(bind=True)``), not an
+    argument. Raises UnsupportedAnnotation at decoration time for anything without an Avro
+    mapping.
     """
     namespace, record_name = _args_record_name(task)
     sig = inspect.signature(func)
@@ -158,7 +186,7 @@ def derive_signature(func: Callable[..., Any], task: str) -> TaskSignature:
     builder = SchemaBuilder(namespace, task, "?")
     record = builder.claim(TaskSignature, record_name)
     convs, fields, required, params = [], [], set(), []
-    for p in sig.parameters.values():
+    for p in list(sig.parameters.values())[1 if bound else 0 :]:
         builder.parameter = p.name
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise builder.fail(p.annotation, "*args and **kwargs have no schema; name each one")

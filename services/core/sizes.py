@@ -21,7 +21,7 @@ from typing import Any
 
 from taskstream.codec import HEADER_SIZE
 from taskstream.config import Settings
-from taskstream.envelope import ResultEvent
+from taskstream.envelope import ResultEvent, Step
 from taskstream.errors import ConfigError
 
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's default message.max.bytes, in bytes
@@ -79,7 +79,43 @@ def result_event_size(event: ResultEvent) -> int:
     size += _string(event.worker) + _string(event.source_topic)
     size += _varint(event.source_partition) + _varint(event.source_offset)
     size += _varint(event.enqueued_at) + _varint(event.started_at) + _varint(event.finished_at)
+    return size + _workflow_size(event)
+
+
+# The appended workflow fields when all are null: one union branch byte each.
+_NO_WORKFLOW = 8
+
+
+def _workflow_size(event: ResultEvent) -> int:
+    """The bytes of the result event's workflow fields (parent_id ... meta)."""
+    if (
+        event.parent_id is None
+        and event.group_id is None
+        and event.state is None
+        and event.meta is None
+        and event.root_id is None
+    ):
+        return _NO_WORKFLOW
+    size = _NO_WORKFLOW
+    for text in (event.parent_id, event.root_id, event.group_id, event.state, event.meta):
+        size += 0 if text is None else _string(text)
+    for number in (event.group_index, event.group_size):
+        size += 0 if number is None else _varint(number)
+    chord = event.chord
+    if chord is not None:
+        size += _step_size(chord.body) + _array_size([_step_size(s) for s in chord.errbacks])
     return size
+
+
+def _step_size(step: Step) -> int:
+    size = _string(step.id) + _string(step.task) + _string(step.queue)
+    size += 1 + (0 if step.key is None else _string(step.key))
+    return size + _with_length(len(step.args)) + 1  # 1: immutable
+
+
+def _array_size(items: list[int]) -> int:
+    """An Avro array of items of these sizes: one block with its count, then the 0 end."""
+    return 1 if not items else _varint(len(items)) + sum(items) + 1
 
 
 def result_record_size(event: ResultEvent) -> int:
@@ -106,6 +142,7 @@ def result_fits(event: ResultEvent, limit: int) -> bool:
     if error is not None:
         chars += len(error.type) + len(error.message) + len(error.traceback)
     bound = _RESULT_FIXED_BOUND + 4 * chars + (0 if event.result is None else len(event.result))
+    bound += _workflow_size(event)
     return bound <= limit or result_record_size(event) <= limit
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import inspect
+import json
 import os
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -12,11 +15,15 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskstream.codec import AvroSchema
 from taskstream.envelope import TaskEvent, now_micros
-from taskstream.errors import InvalidOption, NoCurrentTask
-from taskstream.signature import TaskSignature, derive_signature
+from taskstream.errors import InvalidOption, NoCurrentTask, Retry
+from taskstream.signature import TaskSignature, derive_signature, tail_signature
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from taskstream.app import App
+    from taskstream.canvas import Signature
+    from taskstream.eager import EagerResult
     from taskstream.result import AsyncResult
 
 P = ParamSpec("P")
@@ -25,12 +32,27 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class TaskRequest:
-    """What a running task knows about its own run: ``current_request()`` inside a task."""
+    """What a running task knows about its own run: ``current_request()`` inside a task,
+    ``self.request`` in a ``bind=True`` task (Celery's names: ``retries``, ``group``)."""
 
     id: str
     task: str
     attempt: int  # 1 for the first run, +1 per retry
     key: str | None
+    parent_id: str | None = None  # the task whose outcome sent this one (chain, link, chord)
+    root_id: str | None = None  # the first task of the workflow
+    group_id: str | None = None
+    group_index: int | None = None  # position in the group
+
+    @property
+    def retries(self) -> int:
+        """How many times this task was retried so far (Celery's ``request.retries``)."""
+        return self.attempt - 1
+
+    @property
+    def group(self) -> str | None:
+        """Celery's name for ``group_id``."""
+        return self.group_id
 
 
 # Task ids are random (version 4) UUIDs as text, made a block at a time: one urandom() call
@@ -69,12 +91,25 @@ def current_request() -> TaskRequest:
     event = _current_event.get()
     if event is None:
         raise NoCurrentTask()
-    return TaskRequest(event.id, event.task, event.attempt, event.key)
+    return TaskRequest(
+        event.id, event.task, event.attempt, event.key,
+        event.parent_id, event.root_id, event.group_id, event.group_index,
+    )  # fmt: skip
 
 
 def set_current_event(event: TaskEvent | None) -> None:
     """Make ``event`` the one ``current_request()`` describes on this thread (or coroutine)."""
     _current_event.set(event)
+
+
+# Where the running task's update_state() goes: (state, meta as JSON) -> published. The
+# worker sets it with each run; outside a worker there is none.
+ProgressSink = Callable[[str, "str | None"], None]
+_progress_sink: ContextVar[ProgressSink | None] = ContextVar("taskstream_progress", default=None)
+
+
+def set_progress_sink(sink: ProgressSink | None) -> None:
+    _progress_sink.set(sink)
 
 
 @dataclass(frozen=True)
@@ -99,6 +134,8 @@ class TaskOptions:
     soft_time_limit: float | None = None  # seconds; SoftTimeLimitExceeded raised in the task
     track_started: bool = False  # publish a STARTED status when a worker begins the task
     expires: float | None = None  # seconds after sending; picked up later: REVOKED (expired)
+    bind: bool = False  # the function's first parameter is the task (self.request, ...)
+    ignore_result: bool = False  # store no SUCCESS result (failures are still stored)
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
@@ -166,13 +203,13 @@ class Task(Generic[P, R]):
         self.queue = queue
         self.options = options or TaskOptions()
         self.is_async = inspect.iscoroutinefunction(func)
-        self.signature: TaskSignature = derive_signature(func, name)
+        self.signature: TaskSignature = derive_signature(func, name, bound=self.options.bind)
         codec = app.codec
         self.args_schema: AvroSchema = codec.register(self.signature.args_schema)
         self.result_schema: AvroSchema = codec.register(self.signature.result_schema)
         self._positional_only = tuple(
             p.name
-            for p in inspect.signature(func).parameters.values()
+            for p in list(inspect.signature(func).parameters.values())[int(self.options.bind) :]
             if p.kind is inspect.Parameter.POSITIONAL_ONLY
         )
         self.__doc__ = func.__doc__
@@ -182,11 +219,26 @@ class Task(Generic[P, R]):
         return f"<Task {self.name} queue={self.queue}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function here. Outside a worker's run, ``current_request()`` (and
+        ``self.request``) describe this call: a new id, attempt 1, no key."""
+        if _current_event.get() is None:
+            event = self.event(b"")
+            return contextvars.copy_context().run(self._call_as, event, *args, **kwargs)
+        if self.options.bind:
+            bound: Callable[..., R] = self.func
+            return bound(self, *args, **kwargs)
         return self.func(*args, **kwargs)
+
+    def _call_as(self, event: TaskEvent, *args: Any, **kwargs: Any) -> R:
+        set_current_event(event)
+        func: Callable[..., R] = self.func
+        return func(self, *args, **kwargs) if self.options.bind else func(*args, **kwargs)
 
     def invoke(self, kwargs: dict[str, Any]) -> Any:
         """Run the function with decoded arguments (by name, positional-only ones by place)."""
         func: Callable[..., R] = self.func  # P cannot type values decoded into a dict
+        if self.options.bind:
+            func = functools.partial(func, self)
         if self._positional_only:
             args = [kwargs.pop(name) for name in self._positional_only]
             return func(*args, **kwargs)
@@ -208,13 +260,18 @@ class Task(Generic[P, R]):
         countdown: float | None = None,
         eta: datetime | None = None,
         expires: float | timedelta | datetime | None = None,
+        link: Signature[Any] | Sequence[Signature[Any]] | None = None,
+        link_error: Signature[Any] | Sequence[Signature[Any]] | None = None,
     ) -> AsyncResult[R]:
         """Send the task with options. ``key``: events with one key go to one partition and
         run in order. ``queue``: another queue than the task's own. ``countdown``: run it no
         sooner than this many seconds from now; ``eta``: no sooner than this (aware)
         datetime. ``expires``: seconds from now (or a timedelta, or an aware datetime) after
         which it must not start: a worker that picks it up later records it as REVOKED
-        (reason ``expired``) without running it (default: the task's ``expires`` option)."""
+        (reason ``expired``) without running it (default: the task's ``expires`` option).
+        ``link``: signatures sent with the result once it succeeds; ``link_error``: sent
+        with its id if it fails (CanvasError here, before sending, when a result cannot fit
+        a callback's parameter)."""
         event = self.event(
             self.encode_args(args, kwargs or {}), key=key, queue=queue, task_id=task_id
         )
@@ -228,7 +285,62 @@ class Task(Generic[P, R]):
             expires = self.options.expires
         if expires is not None:
             event.expires = _expiry(expires, event.enqueued_at)
+        if link is not None or link_error is not None:
+            from taskstream.canvas import attach_callbacks
+
+            attach_callbacks(event, self, link, link_error)
         return self.app.publish(event)
+
+    # -- Celery's task API ------------------------------------------------------------------
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature: this task with (partial) arguments, for chains, groups and chords.
+        In a chain it gets the previous step's result as its first argument."""
+        from taskstream.canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """An immutable signature: it ignores the previous step's result."""
+        from taskstream.canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
+
+    def apply(
+        self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> EagerResult[R]:
+        """Run the task here and now (eager), through its Avro schemas as on a worker;
+        returns an EagerResult (``get()``, ``state``, ``result``, ``traceback``)."""
+        from taskstream.eager import apply
+
+        return apply(self, args, kwargs or {}, **options)
+
+    @property
+    def request(self) -> TaskRequest:
+        """The running task's request (``self.request`` in a ``bind=True`` task)."""
+        return current_request()
+
+    def update_state(
+        self, task_id: str | None = None, state: str = "PROGRESS", meta: Any = None
+    ) -> None:
+        """Publish a custom state of the running task (Celery's ``update_state``): it shows
+        as ``r.state`` and its ``meta`` (anything JSON can hold) as ``r.info`` until the final
+        outcome replaces it. Only inside a task run by a worker (NoCurrentTask otherwise)."""
+        sink = _progress_sink.get()
+        request = current_request()
+        if sink is None or (task_id is not None and task_id != request.id):
+            raise NoCurrentTask()
+        sink(state, None if meta is None else json.dumps(meta, default=str))
+
+    def retry(
+        self,
+        *,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        **_celery_options: Any,
+    ) -> Retry:
+        """Retry the running task (raises Retry; ``raise self.retry(...)`` reads as Celery)."""
+        raise Retry(countdown=countdown, exc=exc)
 
     def event(
         self,
@@ -247,6 +359,7 @@ class Task(Generic[P, R]):
             enqueued_at=now_micros(),
             not_before=None,
             args=encoded_args,
+            ignore_result=self.options.ignore_result,
         )
 
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
@@ -254,6 +367,24 @@ class Task(Generic[P, R]):
 
     def decode_args(self, data: bytes) -> dict[str, Any]:
         return self.signature.args_from_avro(self.app.codec.decode_as(self.args_schema, data))
+
+    @functools.cached_property
+    def tail_signature(self) -> TaskSignature:
+        """The arguments without the first parameter (a workflow step's, before the parent's
+        result is prepended)."""
+        return tail_signature(self.signature)
+
+    @functools.cached_property
+    def tail_args_schema(self) -> AvroSchema:
+        return self.app.codec.register(self.tail_signature.args_schema)
+
+    def encode_tail_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        sig = self.tail_signature
+        return self.app.codec.encode(self.tail_args_schema, sig.args_to_avro(args, kwargs))
+
+    def decode_tail_args(self, data: bytes) -> dict[str, Any]:
+        datum = self.app.codec.decode_as(self.tail_args_schema, data)
+        return self.tail_signature.args_from_avro(datum)
 
     def encode_result(self, value: Any) -> bytes:
         return self.app.codec.encode(self.result_schema, self.signature.result_to_avro(value))

@@ -22,6 +22,7 @@ def build_app(**settings: Any) -> App:
     _sized_tasks(app)
     _process_tasks(app)
     _control_tasks(app)
+    _workflow_tasks(app)
     return app
 
 
@@ -148,6 +149,56 @@ def _control_tasks(app: App) -> None:
     @app.task(name="itest.expiring", expires=1.0)
     def expiring(a: int) -> int:
         return a
+
+
+def _workflow_tasks(app: App) -> None:
+    """Steps of chains, groups and chords; the logged ones let a test count their runs."""
+
+    @app.task(name="itest.mul")
+    def mul(a: int, b: int) -> int:
+        return a * b
+
+    @app.task(name="itest.tsum")
+    def tsum(values: list[int]) -> int:
+        return sum(values)
+
+    @app.task(name="itest.member")
+    def member(i: int, bad: bool, pause: float, log_path: str) -> int:
+        """Appends its index to ``log_path`` at each run; fails when ``bad``."""
+        with open(log_path, "a") as log:
+            log.write(f"{i}\n")
+        time.sleep(pause)
+        if bad:
+            raise ValueError(f"member {i} refuses")
+        return i
+
+    @app.task(name="itest.logged_sum")
+    def logged_sum(values: list[int], log_path: str) -> int:
+        """A chord body that appends a line per run to ``log_path``."""
+        with open(log_path, "a") as log:
+            log.write(f"{current_request().id} {len(values)}\n")
+        return sum(values)
+
+    @app.task(name="itest.report")
+    def report(task_id: str, log_path: str) -> None:
+        """An errback: appends the failed task's id to ``log_path``."""
+        with open(log_path, "a") as log:
+            log.write(f"{task_id}\n")
+
+    @app.task(name="itest.stepper", bind=True)
+    def stepper(self: Any, steps: int, gate_dir: str) -> int:
+        """Publishes PROGRESS {"step": i} and waits for a file gate_dir/<i> before going on."""
+        for i in range(steps):
+            self.update_state(state="PROGRESS", meta={"step": i, "of": steps})
+            gate = os.path.join(gate_dir, str(i))
+            deadline = time.monotonic() + 60
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return steps
+
+    @app.task(name="itest.text_len")
+    def text_len(text: str) -> int:
+        return len(text)
 
 
 app = build_app()

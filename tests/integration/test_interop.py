@@ -101,11 +101,14 @@ def test_a_bare_kafka_client_and_plain_fastavro_talk_to_a_worker(
     assert decode(schemas / "tasks" / "itest.add.result.avsc", result["result"]) == 42
 
 
+@pytest.mark.parametrize("version", ["current", "v1"])
 def test_a_task_event_written_with_apache_avro_runs_instead_of_being_dead_lettered(
-    scope: Scope, app: App, tmp_path: Path
+    scope: Scope, app: App, tmp_path: Path, version: str
 ) -> None:
     """Apache's Python avro fingerprints the envelope differently (it keeps {"type":"long"}
-    for timestamp-micros in its canonical form); the worker accepts its events all the same."""
+    for timestamp-micros in its canonical form); the worker accepts its events all the same,
+    written with the current envelope or with version 1 (schemas/history: an older client,
+    which knows no workflow fields)."""
     avro_io = pytest.importorskip("avro.io")
     avro_schema = pytest.importorskip("avro.schema")
     schemas = tmp_path / "schemas"
@@ -119,14 +122,17 @@ def test_a_task_event_written_with_apache_avro_runs_instead_of_being_dead_letter
         return out.getvalue()
 
     task_id = str(uuid.uuid4())
-    event = single_object(
-        schemas / "task_event.avsc",
-        {
-            "id": task_id, "task": "itest.add", "queue": "default", "key": None, "attempt": 1,
-            "enqueued_at": datetime.now(UTC), "not_before": None,
-            "args": single_object(schemas / "tasks" / "itest.add.args.avsc", {"a": 40, "b": 2}),
-        },
-    )  # fmt: skip
+    datum = {
+        "id": task_id, "task": "itest.add", "queue": "default", "key": None, "attempt": 1,
+        "enqueued_at": datetime.now(UTC), "not_before": None,
+        "args": single_object(schemas / "tasks" / "itest.add.args.avsc", {"a": 40, "b": 2}),
+    }  # fmt: skip
+    envelope = REPO / "schemas" / "history" / "task_event.v1.avsc"
+    if version == "current":
+        envelope = schemas / "task_event.avsc"
+        fields = json.loads(envelope.read_text())["fields"]
+        datum.update({f["name"]: f["default"] for f in fields if f["name"] not in datum})
+    event = single_object(envelope, datum)
     assert event[2:10] != app.envelopes.task_schema.fingerprint  # not the spec's fingerprint
     producer = Producer({"bootstrap.servers": scope.bootstrap_servers})
     producer.produce(task_topic(scope.topic_prefix, "default"), event, task_id)

@@ -17,6 +17,7 @@ from taskstream.envelope import (
     RESULT_EVENT_SCHEMA_FILE,
     TASK_EVENT_SCHEMA_FILE,
     Envelopes,
+    envelope_history,
     load_envelope_schema,
 )
 from taskstream.errors import CorruptMessage, UnknownSchema
@@ -175,26 +176,37 @@ def test_encoding_keeps_the_specification_fingerprint() -> None:
     event = envelopes.decode_task(APACHE_TASK_EVENT)
     again = envelopes.encode_task(event)
     spec = fingerprint(load_envelope_schema(TASK_EVENT_SCHEMA_FILE))
-    # Written with the first TaskEvent (schemas/task_event.v1.avsc), read as the current one:
-    # its added field (expires) takes its default, null, which is one more byte once written.
-    assert again == MARKER + spec + APACHE_TASK_EVENT[10:] + b"\x00"
+    # The event was written with the first version of the envelope (schemas/history): it
+    # decodes as the current one, and is written again in the current one, with its defaults.
+    assert again[:10] == MARKER + spec
+    assert again[10:].startswith(APACHE_TASK_EVENT[10:])
+    assert envelopes.decode_task(again) == event
+    assert codec.lookup(APACHE_TASK_EVENT[2:10]).reader is envelopes.task_schema
     current = load_envelope_schema(TASK_EVENT_SCHEMA_FILE)
     assert envelopes.task_schema.aliases == (apache_python_fingerprint(current),)
 
 
 @pytest.mark.parametrize(
-    ("filename", "spec", "apache"),
+    ("filename", "version", "spec", "apache"),
     [
-        (TASK_EVENT_SCHEMA_FILE, "d6881996185ae9d1", "1726095ce687291f"),
-        (RESULT_EVENT_SCHEMA_FILE, "5a0f26df2e73d328", "298f576104bc505a"),
-        ("task_event.v1.avsc", "fb51d1a78cff63ad", "a4d291fc2f46e32f"),
-        ("result_event.v1.avsc", "abcc3e02563c979d", "8985d5ca55ceb15f"),
+        (TASK_EVENT_SCHEMA_FILE, None, "f1a08fd062d23487", "1f768b80274f57aa"),
+        (RESULT_EVENT_SCHEMA_FILE, None, "dca6e50745339a9e", "a4eb8484d3a93820"),
+        (TASK_EVENT_SCHEMA_FILE, 1, "fb51d1a78cff63ad", "a4d291fc2f46e32f"),
+        (RESULT_EVENT_SCHEMA_FILE, 1, "abcc3e02563c979d", "8985d5ca55ceb15f"),
+        (TASK_EVENT_SCHEMA_FILE, 2, "d6881996185ae9d1", "1726095ce687291f"),
+        (RESULT_EVENT_SCHEMA_FILE, 2, "5a0f26df2e73d328", "298f576104bc505a"),
     ],
 )
 def test_the_envelope_fingerprints_are_the_documented_ones(
-    filename: str, spec: str, apache: str
+    filename: str, version: int | None, spec: str, apache: str
 ) -> None:
-    schema = load_envelope_schema(filename)
+    # The current envelopes, and each version shipped before (schemas/history, whose events
+    # still decode): version 2 added expires and REVOKED, the current one the workflow fields.
+    schema = (
+        load_envelope_schema(filename)
+        if version is None
+        else envelope_history(filename)[version - 1]
+    )
     assert fingerprint(schema).hex() == spec
     assert apache_python_fingerprint(schema).hex() == apache
 
@@ -213,7 +225,7 @@ def test_an_alias_does_not_make_another_schema_decode_as_this_one() -> None:
 def test_events_of_the_first_envelopes_decode_as_the_current_ones() -> None:
     codec = Codec()
     envelopes = Envelopes(codec)
-    v1 = load_envelope_schema("task_event.v1.avsc")
+    v1 = load_envelope_schema("history/task_event.v1.avsc")
     first = codec.register(v1, logical_types=False)
     datum = {
         "id": "t-1", "task": "itest.add", "queue": "default", "key": None, "attempt": 1,
@@ -223,3 +235,40 @@ def test_events_of_the_first_envelopes_decode_as_the_current_ones() -> None:
     assert (event.id, event.expires) == ("t-1", None)
     schema, decoded = codec.decode(codec.encode(first, datum))
     assert schema is envelopes.task_schema and decoded["expires"] is None
+
+
+def test_the_fast_path_writes_what_the_full_schema_writes() -> None:
+    """An event without workflow fields is written as the newest history version's body
+    plus the defaults' bytes: exactly what fastavro writes with the whole current envelope."""
+    from taskstream.envelope import Chord, ParentResult, Prepend, ResultEvent, Step, TaskEvent
+    from taskstream.status import Status
+
+    codec = Codec()
+    envelopes = Envelopes(codec)
+    plain = TaskEvent(TASK_ID, "itest.add", "default", "k", 2, T0, T0 + 5, b"\xc3\x01args")
+    full = {
+        "id": TASK_ID, "task": "itest.add", "queue": "default", "key": "k", "attempt": 2,
+        "enqueued_at": T0, "not_before": T0 + 5, "args": b"\xc3\x01args", "expires": None,
+        "parent_id": None,
+        "root_id": None, "group_id": None, "group_index": None, "group_size": None,
+        "chord": None, "chain": [], "link": [], "link_error": [], "prepend": "NONE",
+        "parent_results": [], "ignore_result": False,
+    }  # fmt: skip
+    assert envelopes.encode_task(plain) == codec.encode(envelopes.task_schema, full)
+    assert envelopes.decode_task(envelopes.encode_task(plain)) == plain
+    step = Step("s", "t", "q", None, b"a", True)
+    busy = TaskEvent(
+        TASK_ID, "itest.add", "default", None, 1, T0, None, b"x", parent_id="p", root_id="r",
+        group_id="g", group_index=3, group_size=9, chord=Chord(step, [step]), chain=[step],
+        link=[step], link_error=[step], prepend=Prepend.LIST,
+        parent_results=[ParentResult("t", b"r")], ignore_result=True,
+    )  # fmt: skip
+    assert envelopes.decode_task(envelopes.encode_task(busy)) == busy
+    result = ResultEvent(
+        TASK_ID, "itest.add", Status.SUCCESS, 1, None, b"r", None, "w", "t", 0, 1, T0, T0, T0
+    )
+    assert envelopes.decode_result(envelopes.encode_result(result)) == result
+    result.state, result.meta, result.group_id = "PROGRESS", "{}", "g"
+    assert envelopes.decode_result(envelopes.encode_result(result)) == result
+    datum = envelopes.decode_result_datum(envelopes.encode_result(result))
+    assert (datum["state"], datum["group_id"], datum["chord"]) == ("PROGRESS", "g", None)

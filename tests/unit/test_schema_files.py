@@ -10,7 +10,7 @@ import pytest
 
 from taskstream import App
 from taskstream.errors import SchemaDrift
-from taskstream.schema_files import check, export
+from taskstream.schema_files import check, compatibility, export
 from tests.conftest import REPO
 
 
@@ -43,9 +43,40 @@ def test_check_names_each_file_that_drifted(tmp_path: Path) -> None:
 
     with pytest.raises(SchemaDrift) as drift:
         check(app, tmp_path / "schemas")
+    path = tmp_path / "schemas" / "tasks" / "examples.app.add.args.avsc"
     assert drift.value.differences == [
-        f"{tmp_path / 'schemas' / 'tasks' / 'examples.app.add.args.avsc'}: differs from the code"
+        f"{path}: differs from the code (INCOMPATIBLE: an older reader cannot decode new "
+        "events: b: double cannot be read as long)"
     ]
+
+
+def test_the_envelopes_are_proven_backward_compatible_with_every_earlier_version() -> None:
+    proven = check(example_app(), REPO / "schemas")
+    assert "task_event.avsc: backward compatible with version 1" in proven
+    assert "result_event.avsc: backward compatible with version 1" in proven
+
+
+def test_compatibility_of_envelope_changes() -> None:
+    old = json.loads((REPO / "schemas" / "history" / "task_event.v1.avsc").read_text())
+    added = {**old, "fields": [*old["fields"], {"name": "x", "type": "int", "default": 0}]}
+    assert compatibility(old, added) == []
+    no_default = {**old, "fields": [*old["fields"], {"name": "x", "type": "int"}]}
+    assert compatibility(old, no_default) == [
+        "INCOMPATIBLE: a new reader cannot decode older events: x: the reader needs it and "
+        "the writer has no such field"
+    ]
+    reordered = {**old, "fields": list(reversed(old["fields"]))}
+    assert compatibility(old, reordered) == []  # resolution goes by name
+
+
+def test_an_enum_symbol_needs_a_default_for_older_readers() -> None:
+    old = {"type": "enum", "name": "S", "symbols": ["A", "B"]}
+    new = {"type": "enum", "name": "S", "symbols": ["A", "B", "C"]}
+    assert compatibility(old, new) == [
+        "INCOMPATIBLE: an older reader cannot decode new events: the value: the reader's "
+        "enum lacks ['C'] and has no default"
+    ]
+    assert compatibility({**old, "default": "A"}, new) == []
 
 
 def test_checked_in_schemas_are_plain_avro_any_library_can_read() -> None:

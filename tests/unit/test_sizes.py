@@ -12,7 +12,7 @@ from taskstream import App
 from taskstream.codec import Codec
 from taskstream.config import Settings
 from taskstream.consumer.execution import Outcome, Run
-from taskstream.envelope import Envelopes, ResultEvent, TaskError
+from taskstream.envelope import Chord, Envelopes, ResultEvent, Step, TaskError
 from taskstream.errors import (
     BrokerError,
     ConfigError,
@@ -111,6 +111,11 @@ def result_event(**changes: Any) -> ResultEvent:
          "error": TaskError("ValueError", "näh " * 50, "Traceback ...\n" * 700)},
         {"result": b"r" * 70_000, "source_offset": 2**62, "started_at": 0},
         {"task": "ünïcödé.task", "worker": "h🙂st:1", "key": ""},
+        {"parent_id": "p" * 36, "root_id": "r", "group_id": "g" * 36, "group_index": 9999,
+         "group_size": 10_000, "state": "PROGRESS", "meta": '{"done": 5}',
+         "chord": Chord(Step("c" * 36, "app.tsum", "default", None, b"\xc3\x01" + bytes(9)),
+                        [Step("e", "app.report", "q", "k", b"x" * 300, True)] * 3)},
+        {"group_id": "g", "group_index": 0, "chord": Chord(Step("c", "t", "q", "k", b""))},
     ],
 )  # fmt: skip
 def test_result_event_size_is_the_length_of_the_encoded_event(changes: dict[str, Any]) -> None:

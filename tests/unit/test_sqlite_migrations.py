@@ -80,8 +80,10 @@ def schema_of(path: Path) -> tuple[int, dict[str, str]]:
 def test_a_new_file_is_created_at_the_latest_version_directly(tmp_path: Path) -> None:
     SQLiteStore(tmp_path / "new.db").close()
     version, tables = schema_of(tmp_path / "new.db")
-    assert version == SCHEMA_VERSION == 5
-    assert set(tables) == {"results", "offsets", "idempotency_keys"}
+    assert version == SCHEMA_VERSION == 6
+    assert set(tables) == {
+        "results", "offsets", "idempotency_keys", "groups", "group_members", "progress", "links",
+    }  # fmt: skip
     assert "status = 'PENDING' OR status = 'STARTED'" in tables["results"]
     assert "status IN" not in tables["results"]
 
@@ -105,7 +107,7 @@ def test_a_version_1_file_is_migrated_on_open_and_keeps_its_rows_and_offsets(
         raw.close()
     version, tables = schema_of(v1_file)
     assert version == SCHEMA_VERSION
-    assert set(tables) == {"results", "offsets", "idempotency_keys"}
+    assert {"results", "offsets", "idempotency_keys", "groups"} <= set(tables)
     assert "status IN" not in tables["results"]
 
 
@@ -165,7 +167,7 @@ def test_a_version_2_file_gains_the_idempotency_keys_and_keeps_its_rows(v1_file:
         assert s.claim_idempotency_key("k", "task-2", b"fp", 60) == IdempotencyKey("task-1", b"fp")
     version, tables = schema_of(v1_file)
     assert version == SCHEMA_VERSION
-    assert set(tables) == {"results", "offsets", "idempotency_keys"}
+    assert {"results", "offsets", "idempotency_keys", "groups"} <= set(tables)
 
 
 def test_a_version_3_file_accepts_revoked_outcomes_and_gains_the_expiry_index(

@@ -19,14 +19,19 @@ import pytest
 from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store import (
+    GroupMember,
     IdempotencyKey,
+    Link,
+    MemberOutcome,
     MemoryStore,
     PostgresStore,
+    Progress,
     ResultRecord,
     ResultRow,
     ResultStore,
     SQLiteStore,
     open_store,
+    postgres,
 )
 from taskstream.store.base import from_micros, from_row, to_micros, to_row
 from taskstream.store.sqlite import SCHEMA_VERSION
@@ -549,7 +554,8 @@ def test_postgres_a_version_1_schema_gains_the_idempotency_keys_and_keeps_its_ro
         assert s.claim_idempotency_key("k", "task-1", b"fp", 60) is None
         assert s.claim_idempotency_key("k", "x", b"", 60) == IdempotencyKey("task-1", b"fp")
         with s._transaction() as conn:
-            assert conn.execute("SELECT version FROM meta").fetchall() == [(4,)]
+            version = conn.execute("SELECT version FROM meta").fetchall()
+        assert version == [(postgres.SCHEMA_VERSION,)]
 
 
 @pytest.mark.integration
@@ -732,3 +738,87 @@ def test_postgres_a_version_3_schema_gains_the_search_indexes(postgres_url: str)
         )}  # fmt: skip
         assert {"results_finished_at", "results_status", "results_task", "results_key"} <= names
         assert conn.execute("SELECT version FROM meta").fetchall() == [(4,)]
+
+
+# --- workflows: joins, progress, links ------------------------------------------------------
+
+
+def test_a_group_is_due_once_every_position_is_final_counting_each_once(
+    store: ResultStore,
+) -> None:
+    def member(i: int, manifest: bytes | None = b"chord") -> GroupMember:
+        return GroupMember("g1", i, 3, f"m{i}", manifest)
+
+    store.apply_rows([], {}, [member(0), member(0), member(1)])  # member 0 ran twice
+    info = store.group("g1")
+    assert info is not None and (info.size, info.completed, info.state) == (3, 2, "waiting")
+    assert store.due_groups() == []
+    store.apply_rows([], {}, [member(1), member(2)])
+    due = store.due_groups()
+    assert [(g.group_id, g.state, g.manifest) for g in due] == [("g1", "due", b"chord")]
+    store.mark_fired("g1")
+    store.apply_rows([], {}, [member(2)])  # a late duplicate changes nothing
+    info = store.group("g1")
+    assert info is not None and (info.completed, info.state) == (3, "fired")
+    assert store.due_groups() == []
+    store.apply(
+        [record("m2", Status.FAILURE, error_type="E", error_message="no"), record("m0")], {}
+    )
+    assert store.member_outcomes("g1") == [
+        MemberOutcome(0, "m0", "add", "SUCCESS", None, None, None),
+        MemberOutcome(2, "m2", "add", "FAILURE", None, "E", "no"),
+    ]  # m1 has no stored row: left out
+    store.apply_rows([], {}, [GroupMember("plain", 0, 1, "p0")])
+    plain = store.group("plain")
+    assert plain is not None and plain.state == "done" and store.due_groups() == []
+    assert store.group("nope") is None
+
+
+def test_progress_and_links_are_kept(store: ResultStore) -> None:
+    store.apply_rows(
+        [],
+        {},
+        progress=[Progress("t1", "PROGRESS", '{"done": 1}'), Progress("t1", "X", None)],
+        links=[Link("t2", "t1", "t1", None, None), Link("t3", "t1", "t1", "g", 0)],
+    )
+    assert store.progress("t1") == Progress("t1", "X", None)
+    assert store.progress("t2") is None
+    assert store.link("t3") == Link("t3", "t1", "t1", "g", 0)
+    assert store.children("t1") == ["t2", "t3"] and store.children("t2") == []
+    store.reset("topic")
+    assert store.link("t3") is None and store.progress("t1") is None
+
+
+@pytest.mark.parametrize(
+    "kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.integration)]
+)
+def test_concurrent_writers_complete_a_group_exactly_once(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Two materializers applying members of one group at once: the last transaction to
+    commit sees every member and settles the group, never neither of them."""
+
+    def open_one() -> ResultStore:
+        if kind == "sqlite":
+            return SQLiteStore(tmp_path / "shared.db")
+        return PostgresStore.from_url(request.getfixturevalue("postgres_url"))
+
+    stores = [open_one(), open_one()]
+    size = 200
+
+    def write(store: ResultStore, parity: int) -> None:
+        for i in range(parity, size, 2):
+            store.apply_rows([], {}, [GroupMember("g", i, size, f"m{i}", b"chord")])
+
+    try:
+        threads = [threading.Thread(target=write, args=(s, n)) for n, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        info = stores[0].group("g")
+        assert info is not None and info.completed == size and info.state == "due"
+        assert [g.group_id for g in stores[1].due_groups()] == ["g"]
+    finally:
+        for s in stores:
+            s.close()

@@ -5,16 +5,33 @@
 :class:`ResultStore`.
 """
 
-from taskstream.store.base import IdempotencyKey, ResultRecord, ResultRow, ResultStore
+from taskstream.store.base import (
+    GroupInfo,
+    GroupMember,
+    GroupState,
+    IdempotencyKey,
+    Link,
+    MemberOutcome,
+    Progress,
+    ResultRecord,
+    ResultRow,
+    ResultStore,
+)
 from taskstream.store.memory import MemoryStore
 from taskstream.store.postgres import PostgresStore
 from taskstream.store.sqlite import SQLiteStore
 from taskstream.store.url import open_store
 
 __all__ = [
+    "GroupInfo",
+    "GroupMember",
+    "GroupState",
     "IdempotencyKey",
+    "Link",
+    "MemberOutcome",
     "MemoryStore",
     "PostgresStore",
+    "Progress",
     "ResultRecord",
     "ResultRow",
     "ResultStore",

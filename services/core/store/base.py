@@ -179,6 +179,78 @@ class IdempotencyKey:
     accepted: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """A group member's final outcome, as the join counts it: once per (group, index), however
+    often the member ran. ``manifest``: for a chord's member, its result event (single-object
+    Avro), which carries the chord's body and errbacks."""
+
+    group_id: str
+    index: int
+    size: int
+    task_id: str
+    manifest: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A running task's custom state from ``update_state()`` (``meta`` as JSON)."""
+
+    task_id: str
+    state: str
+    meta: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """Where a workflow step sits: the task that sent it, the workflow's first task, its
+    group and position (``AsyncResult.parent`` and ``.children`` read them)."""
+
+    task_id: str
+    parent_id: str | None
+    root_id: str | None
+    group_id: str | None
+    group_index: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberOutcome:
+    """A group member's final outcome, as a chord's join needs it (no times, no source)."""
+
+    index: int
+    task_id: str
+    task: str
+    status: str
+    result: bytes | None
+    error_type: str | None
+    error_message: str | None
+
+
+class GroupState:
+    """Where a group's join stands."""
+
+    WAITING = "waiting"  # not every member is final yet
+    DUE = "due"  # a chord whose members are all final: its body (or FAILURE) to publish
+    FIRED = "fired"  # ... published
+    DONE = "done"  # a plain group whose members are all final: nothing to publish
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    group_id: str
+    size: int
+    completed: int  # members with a final outcome
+    state: str  # a GroupState
+    manifest: bytes | None
+
+
+def settled_state(size: int, completed: int, manifest: bytes | None) -> str:
+    """The state of a waiting group with ``completed`` of ``size`` members final."""
+    if completed < size:
+        return GroupState.WAITING
+    return GroupState.DUE if manifest is not None else GroupState.DONE
+
+
 class ResultStore(ABC):
     """Where task outcomes are materialized and looked up. Use as a context manager."""
 
@@ -194,8 +266,21 @@ class ResultStore(ABC):
         self.apply_rows([to_row(r) for r in records], offsets)
 
     @abstractmethod
-    def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
+    def apply_rows(
+        self,
+        rows: Sequence[ResultRow],
+        offsets: Mapping[tuple[str, int], int],
+        members: Sequence[GroupMember] = (),
+        progress: Sequence[Progress] = (),
+        links: Sequence[Link] = (),
+    ) -> None:
         """:meth:`apply` for :data:`ResultRow` tuples, with the same guarantees.
+
+        ``members``: group members' final outcomes, in the same transaction (the join):
+        each (group, index) counts once; a group whose members are all final moves from
+        ``waiting`` to ``due`` (a chord) or ``done``, exactly once even with concurrent
+        writers. ``progress``: custom states from ``update_state()``, latest wins.
+        ``links``: workflow steps' places (idempotent).
 
         The materializer's path: it builds the rows from the decoded result envelopes, with
         no datetime or record object per event. A row with an unknown status is refused with
@@ -272,6 +357,34 @@ class ResultStore(ABC):
         one short transaction (``result_expires``); returns how many. Call it again while it
         returns `limit`: small batches never hold the store's write lock for long. Raises
         :class:`StoreError`."""
+
+    @abstractmethod
+    def group(self, group_id: str) -> GroupInfo | None:
+        """What the store knows of a group (None before any member's final outcome)."""
+
+    @abstractmethod
+    def member_outcomes(self, group_id: str) -> list[MemberOutcome]:
+        """The counted members' outcomes, by position: one query, for a chord's join."""
+
+    @abstractmethod
+    def due_groups(self) -> list[GroupInfo]:
+        """The chords whose members are all final and whose join is not yet published."""
+
+    @abstractmethod
+    def mark_fired(self, group_id: str) -> None:
+        """Record that a due chord's body (or FAILURE) was published and acknowledged."""
+
+    @abstractmethod
+    def link(self, task_id: str) -> Link | None:
+        """A workflow step's place, if the store has seen it."""
+
+    @abstractmethod
+    def children(self, task_id: str) -> list[str]:
+        """The tasks sent by ``task_id``'s outcome (chain's next step, callbacks, errbacks)."""
+
+    @abstractmethod
+    def progress(self, task_id: str) -> Progress | None:
+        """The latest custom state of a task (``update_state()``), if any."""
 
     @abstractmethod
     def close(self) -> None:

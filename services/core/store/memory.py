@@ -11,8 +11,14 @@ from datetime import datetime
 from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store.base import (
+    GroupInfo,
+    GroupMember,
+    GroupState,
     IdempotencyKey,
+    Link,
+    MemberOutcome,
     OutcomeCount,
+    Progress,
     ResultRecord,
     ResultRow,
     ResultStore,
@@ -20,6 +26,7 @@ from taskstream.store.base import (
     bucket_start,
     from_row,
     matches,
+    settled_state,
     supersedes,
 )
 
@@ -37,8 +44,20 @@ class MemoryStore(ResultStore):
         self._claims = 0
         self._clock = clock
         self._closed = False
+        self._groups: dict[str, GroupInfo] = {}
+        self._members: dict[str, set[int]] = {}
+        self._member_tasks: dict[str, dict[int, str]] = {}
+        self._progress: dict[str, Progress] = {}
+        self._links: dict[str, Link] = {}
 
-    def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
+    def apply_rows(
+        self,
+        rows: Sequence[ResultRow],
+        offsets: Mapping[tuple[str, int], int],
+        members: Sequence[GroupMember] = (),
+        progress: Sequence[Progress] = (),
+        links: Sequence[Link] = (),
+    ) -> None:
         offsets = dict(offsets)
         # Validate before touching anything, so a bad batch changes nothing, like the rolled-back
         # transaction of the SQL stores (whose CHECK constraints this mirrors).
@@ -56,6 +75,71 @@ class MemoryStore(ResultStore):
                 if old is None or supersedes(record.status, old.status):
                     self._rows[record.task_id] = record
             self._offsets.update(offsets)
+            self._progress.update((p.task_id, p) for p in progress)
+            self._links.update((link.task_id, link) for link in links)
+            for member in members:
+                self._join(member)
+
+    def _join(self, member: GroupMember) -> None:
+        info = self._groups.get(member.group_id)
+        if info is None:
+            info = GroupInfo(member.group_id, member.size, 0, GroupState.WAITING, None)
+        manifest = info.manifest if info.manifest is not None else member.manifest
+        indexes = self._members.setdefault(member.group_id, set())
+        indexes.add(member.index)
+        self._member_tasks.setdefault(member.group_id, {})[member.index] = member.task_id
+        state = info.state
+        if state == GroupState.WAITING:
+            state = settled_state(info.size, len(indexes), manifest)
+        self._groups[member.group_id] = GroupInfo(
+            member.group_id, info.size, len(indexes), state, manifest
+        )
+
+    def group(self, group_id: str) -> GroupInfo | None:
+        with self._lock:
+            self._check_open()
+            return self._groups.get(group_id)
+
+    def member_outcomes(self, group_id: str) -> list[MemberOutcome]:
+        with self._lock:
+            self._check_open()
+            indexes = sorted(self._members.get(group_id, ()))
+            tasks = self._member_tasks.get(group_id, {})
+            out = []
+            for i in indexes:
+                r = self._rows.get(tasks[i])
+                if r is not None:
+                    out.append(MemberOutcome(i, r.task_id, r.task, r.status.value, r.result,
+                                             r.error_type, r.error_message))  # fmt: skip
+            return out
+
+    def due_groups(self) -> list[GroupInfo]:
+        with self._lock:
+            self._check_open()
+            return [g for g in self._groups.values() if g.state == GroupState.DUE]
+
+    def mark_fired(self, group_id: str) -> None:
+        with self._lock:
+            self._check_open()
+            info = self._groups[group_id]
+            self._groups[group_id] = GroupInfo(
+                group_id, info.size, info.completed, GroupState.FIRED, info.manifest
+            )
+
+    def link(self, task_id: str) -> Link | None:
+        with self._lock:
+            self._check_open()
+            return self._links.get(task_id)
+
+    def children(self, task_id: str) -> list[str]:
+        with self._lock:
+            self._check_open()
+            return sorted(k.task_id for k in self._links.values() if k.parent_id == task_id)
+
+    def progress(self, task_id: str) -> Progress | None:
+        with self._lock:
+            self._check_open()
+            return self._progress.get(task_id)
 
     def get(self, task_id: str) -> ResultRecord | None:
         with self._lock:
@@ -101,6 +185,11 @@ class MemoryStore(ResultStore):
             self._check_open()
             self._rows.clear()
             self._offsets.clear()
+            self._groups.clear()
+            self._members.clear()
+            self._member_tasks.clear()
+            self._progress.clear()
+            self._links.clear()
 
     def claim_idempotency_key(
         self, key: str, task_id: str, fingerprint: bytes, ttl_s: float

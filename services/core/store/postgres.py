@@ -28,12 +28,19 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store.base import (
+    GroupInfo,
+    GroupMember,
+    GroupState,
     IdempotencyKey,
+    Link,
+    MemberOutcome,
     OutcomeCount,
+    Progress,
     ResultRecord,
     ResultRow,
     ResultStore,
     TaskQuery,
+    settled_state,
     supersedes,
 )
 
@@ -43,7 +50,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     psycopg = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 4  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 5  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
 DEFAULT_SCHEMA = "taskstream"
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))
@@ -107,6 +114,34 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS results_key ON results (key, finished_at)"
         " WHERE key IS NOT NULL",
     ),
+    # 5: workflows: the groups' joins and their members, update_state()'s progress.
+    5: (
+        """CREATE TABLE IF NOT EXISTS groups (
+            group_id TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            manifest BYTEA
+        )""",
+        """CREATE TABLE IF NOT EXISTS group_members (
+            group_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            task_id TEXT NOT NULL,
+            PRIMARY KEY (group_id, idx)
+        )""",
+        """CREATE TABLE IF NOT EXISTS progress (
+            task_id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            meta TEXT
+        )""",
+        """CREATE TABLE IF NOT EXISTS links (
+            task_id TEXT PRIMARY KEY,
+            parent_id TEXT,
+            root_id TEXT,
+            group_id TEXT,
+            group_index INTEGER
+        )""",
+        "CREATE INDEX IF NOT EXISTS links_parent ON links (parent_id)",
+    ),
 }
 
 _COLUMN_LIST = ", ".join(_COLUMNS)
@@ -156,6 +191,30 @@ _EXPIRE = """
     )
 """
 _PURGE_EVERY = 1024  # claims between deletions of expired Idempotency-Keys
+_ADD_GROUP = """
+    INSERT INTO groups (group_id, size, state, manifest) VALUES (%s, %s, 'waiting', %s)
+    ON CONFLICT (group_id) DO UPDATE SET manifest = coalesce(groups.manifest, excluded.manifest)
+"""
+_ADD_MEMBER = """
+    INSERT INTO group_members (group_id, idx, task_id) VALUES (%s, %s, %s)
+    ON CONFLICT DO NOTHING
+"""
+_COUNT_MEMBERS = "SELECT count(*) FROM group_members WHERE group_id = %s"
+_LINK_COLUMNS = "task_id, parent_id, root_id, group_id, group_index"
+_SET_LINK = f"""
+    INSERT INTO links ({_LINK_COLUMNS}) VALUES (%s, %s, %s, %s, %s)
+    ON CONFLICT (task_id) DO NOTHING
+"""
+_SELECT_GROUP = "SELECT group_id, size, state, manifest FROM groups"
+_MEMBER_OUTCOMES = """
+    SELECT m.idx, r.task_id, r.task, r.status, r.result, r.error_type, r.error_message
+    FROM group_members m JOIN results r ON r.task_id = m.task_id
+    WHERE m.group_id = %s ORDER BY m.idx
+"""
+_SET_PROGRESS = """
+    INSERT INTO progress (task_id, state, meta) VALUES (%s, %s, %s)
+    ON CONFLICT (task_id) DO UPDATE SET state = excluded.state, meta = excluded.meta
+"""
 
 
 class PostgresStore(ResultStore):
@@ -204,10 +263,17 @@ class PostgresStore(ResultStore):
 
     # -- the ResultStore interface -------------------------------------------------------------
 
-    def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
+    def apply_rows(
+        self,
+        rows: Sequence[ResultRow],
+        offsets: Mapping[tuple[str, int], int],
+        members: Sequence[GroupMember] = (),
+        progress: Sequence[Progress] = (),
+        links: Sequence[Link] = (),
+    ) -> None:
         rows = _fold(rows)
         offset_rows = [(t, p, o) for (t, p), o in offsets.items()]
-        if not rows and not offset_rows:
+        if not rows and not offset_rows and not members and not progress and not links:
             return
         with self._transaction() as conn, conn.cursor() as cur:
             if rows:
@@ -220,6 +286,57 @@ class PostgresStore(ResultStore):
                 cur.execute(_UPSERT)
             if offset_rows:
                 cur.executemany(_SET_OFFSET, offset_rows)
+            if progress:
+                cur.executemany(_SET_PROGRESS, [(p.task_id, p.state, p.meta) for p in progress])
+            if links:
+                rows_ = [
+                    (k.task_id, k.parent_id, k.root_id, k.group_id, k.group_index) for k in links
+                ]
+                cur.executemany(_SET_LINK, rows_)
+            if members:
+                _join(cur, members)
+
+    def group(self, group_id: str) -> GroupInfo | None:
+        with self._transaction() as conn:
+            row = conn.execute(f"{_SELECT_GROUP} WHERE group_id = %s", (group_id,)).fetchone()
+            if row is None:
+                return None
+            counted = conn.execute(_COUNT_MEMBERS, (group_id,)).fetchone()
+        completed = int(counted[0]) if counted else 0
+        return GroupInfo(row[0], row[1], completed, row[2], _blob(row[3]))
+
+    def member_outcomes(self, group_id: str) -> list[MemberOutcome]:
+        with self._transaction() as conn:
+            rows = conn.execute(_MEMBER_OUTCOMES, (group_id,)).fetchall()
+        return [MemberOutcome(r[0], r[1], r[2], r[3], _blob(r[4]), r[5], r[6]) for r in rows]
+
+    def due_groups(self) -> list[GroupInfo]:
+        with self._transaction() as conn:
+            sql_ = f"{_SELECT_GROUP} WHERE state = %s"
+            rows = conn.execute(sql_, (GroupState.DUE,)).fetchall()
+        return [GroupInfo(r[0], r[1], r[1], r[2], _blob(r[3])) for r in rows]
+
+    def mark_fired(self, group_id: str) -> None:
+        with self._transaction() as conn:
+            sql_ = "UPDATE groups SET state = %s WHERE group_id = %s"
+            conn.execute(sql_, (GroupState.FIRED, group_id))
+
+    def link(self, task_id: str) -> Link | None:
+        with self._transaction() as conn:
+            sql_ = f"SELECT {_LINK_COLUMNS} FROM links WHERE task_id = %s"
+            row = conn.execute(sql_, (task_id,)).fetchone()
+        return None if row is None else Link(*row)
+
+    def children(self, task_id: str) -> list[str]:
+        with self._transaction() as conn:
+            sql_ = "SELECT task_id FROM links WHERE parent_id = %s ORDER BY task_id"
+            return [str(r[0]) for r in conn.execute(sql_, (task_id,))]
+
+    def progress(self, task_id: str) -> Progress | None:
+        with self._transaction() as conn:
+            sql_ = "SELECT task_id, state, meta FROM progress WHERE task_id = %s"
+            row = conn.execute(sql_, (task_id,)).fetchone()
+        return None if row is None else Progress(row[0], row[1], row[2])
 
     def get(self, task_id: str) -> ResultRecord | None:
         with self._transaction() as conn:
@@ -271,7 +388,7 @@ class PostgresStore(ResultStore):
     def reset(self, topic: str) -> None:
         with self._transaction() as conn:
             # TRUNCATE is transactional in PostgreSQL: readers see all rows or none.
-            conn.execute("TRUNCATE results, offsets")
+            conn.execute("TRUNCATE results, offsets, groups, group_members, progress, links")
 
     def claim_idempotency_key(
         self, key: str, task_id: str, fingerprint: bytes, ttl_s: float
@@ -401,6 +518,28 @@ def _search_filter(query: TaskQuery) -> tuple[str, list[object]]:
         clauses.append("finished_at <= %s AND (finished_at < %s OR task_id < %s)")
         params += [query.after[0], query.after[0], query.after[1]]
     return " AND ".join(clauses), params
+
+
+def _join(cur: psycopg.Cursor[Any], members: Sequence[GroupMember]) -> None:
+    """Count the members in (once each) and settle the groups they complete. The group's row
+    is locked (FOR UPDATE) before counting: a concurrent materializer's transaction counting
+    the same group waits for this one to commit, then counts its members too (READ
+    COMMITTED: each statement sees what was committed before it began)."""
+    cur.executemany(_ADD_GROUP, [(m.group_id, m.size, m.manifest) for m in members])
+    cur.executemany(_ADD_MEMBER, [(m.group_id, m.index, m.task_id) for m in members])
+    for group_id in sorted({m.group_id for m in members}):  # one lock order: no deadlock
+        sql_ = "SELECT size, state, manifest FROM groups WHERE group_id = %s FOR UPDATE"
+        row = cur.execute(sql_, (group_id,)).fetchone()
+        if row is None or row[1] != GroupState.WAITING:
+            continue
+        counted = cur.execute(_COUNT_MEMBERS, (group_id,)).fetchone()
+        settled = settled_state(row[0], int(counted[0]) if counted else 0, row[2])
+        if settled != row[1]:
+            cur.execute("UPDATE groups SET state = %s WHERE group_id = %s", (settled, group_id))
+
+
+def _blob(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 def _fold(rows: Sequence[ResultRow]) -> list[ResultRow]:

@@ -22,18 +22,25 @@ from pathlib import Path
 from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store.base import (
+    GroupInfo,
+    GroupMember,
+    GroupState,
     IdempotencyKey,
+    Link,
+    MemberOutcome,
     OutcomeCount,
+    Progress,
     ResultRecord,
     ResultRow,
     ResultStore,
     TaskQuery,
     from_micros,
     from_row,
+    settled_state,
     to_micros,
 )
 
-SCHEMA_VERSION = 5  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 6  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
 
 _COLUMNS = tuple(f.name for f in fields(ResultRecord))  # same order as the dataclass
 _FINAL = ", ".join(f"'{s.value}'" for s in Status if s.is_final)
@@ -86,6 +93,35 @@ _SEARCH_INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS results_key ON results (key, finished_at) WHERE key IS NOT NULL",
 )
 
+# Workflows (version 6): the groups' joins and their members, update_state()'s progress.
+_WORKFLOWS: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS groups (
+        group_id TEXT PRIMARY KEY NOT NULL,
+        size INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        manifest BLOB
+    )""",
+    """CREATE TABLE IF NOT EXISTS group_members (
+        group_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        task_id TEXT NOT NULL,
+        PRIMARY KEY (group_id, idx)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS progress (
+        task_id TEXT PRIMARY KEY NOT NULL,
+        state TEXT NOT NULL,
+        meta TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS links (
+        task_id TEXT PRIMARY KEY NOT NULL,
+        parent_id TEXT,
+        root_id TEXT,
+        group_id TEXT,
+        group_index INTEGER
+    )""",
+    "CREATE INDEX IF NOT EXISTS links_parent ON links (parent_id)",
+)
+
 # A new file gets the latest schema at once.
 _CREATE: tuple[str, ...] = (
     f"CREATE TABLE IF NOT EXISTS results {_RESULTS_COLUMNS}",
@@ -98,6 +134,7 @@ _CREATE: tuple[str, ...] = (
     *_IDEMPOTENCY,
     _EXPIRY_INDEX,
     *_SEARCH_INDEXES,
+    *_WORKFLOWS,
 )
 
 # Statements that bring an existing file from the previous version to each version, applied
@@ -124,6 +161,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 5: indexes of the console's task search.
     5: _SEARCH_INDEXES,
+    # 6: workflows (group joins, progress).
+    6: _WORKFLOWS,
 }
 
 # The replacement rule lives in the WHERE clause, so concurrent writers cannot race a
@@ -150,6 +189,21 @@ _EXPIRE = """
     DELETE FROM results WHERE task_id IN
         (SELECT task_id FROM results WHERE finished_at < ? ORDER BY finished_at LIMIT ?)
 """
+_ADD_GROUP = """
+    INSERT INTO groups (group_id, size, state, manifest) VALUES (?, ?, 'waiting', ?)
+    ON CONFLICT (group_id) DO UPDATE SET manifest = coalesce(groups.manifest, excluded.manifest)
+"""
+_ADD_MEMBER = "INSERT OR IGNORE INTO group_members (group_id, idx, task_id) VALUES (?, ?, ?)"
+_COUNT_MEMBERS = "SELECT count(*) FROM group_members WHERE group_id = ?"
+_SELECT_GROUP = "SELECT group_id, size, state, manifest FROM groups"
+_MEMBER_OUTCOMES = """
+    SELECT m.idx, r.task_id, r.task, r.status, r.result, r.error_type, r.error_message
+    FROM group_members m JOIN results r ON r.task_id = m.task_id
+    WHERE m.group_id = %s ORDER BY m.idx
+"""
+_SET_PROGRESS = "INSERT OR REPLACE INTO progress (task_id, state, meta) VALUES (?, ?, ?)"
+_SET_LINK = "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?, ?)"
+_LINK_COLUMNS = "task_id, parent_id, root_id, group_id, group_index"
 _PURGE_EVERY = 1024  # claims between deletions of expired Idempotency-Keys
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's historic 999-variable limit
 
@@ -188,14 +242,86 @@ class SQLiteStore(ResultStore):
         self._conn: sqlite3.Connection | None = conn
         self._claims = 0
 
-    def apply_rows(self, rows: Sequence[ResultRow], offsets: Mapping[tuple[str, int], int]) -> None:
+    def apply_rows(
+        self,
+        rows: Sequence[ResultRow],
+        offsets: Mapping[tuple[str, int], int],
+        members: Sequence[GroupMember] = (),
+        progress: Sequence[Progress] = (),
+        links: Sequence[Link] = (),
+    ) -> None:
         # The rows' layout is the table's (times in µs): they bind as they are.
         offset_rows = [(t, p, o) for (t, p), o in offsets.items()]
-        if not rows and not offset_rows:
+        if not rows and not offset_rows and not members and not progress and not links:
             return
         with self._transaction(write=True) as conn:
             conn.executemany(_UPSERT, rows)
             conn.executemany(_SET_OFFSET, offset_rows)
+            if progress:
+                conn.executemany(_SET_PROGRESS, [(p.task_id, p.state, p.meta) for p in progress])
+            if links:
+                conn.executemany(_SET_LINK, [_link_row(k) for k in links])
+            if members:
+                self._join(conn, members)
+
+    @staticmethod
+    def _join(conn: sqlite3.Connection, members: Sequence[GroupMember]) -> None:
+        """Count the members in (once each) and settle the groups they complete. The write
+        transaction holds SQLite's one write lock: no other writer counts meanwhile."""
+        conn.executemany(_ADD_GROUP, [(m.group_id, m.size, m.manifest) for m in members])
+        conn.executemany(_ADD_MEMBER, [(m.group_id, m.index, m.task_id) for m in members])
+        for group_id in dict.fromkeys(m.group_id for m in members):
+            size, state, manifest = conn.execute(
+                "SELECT size, state, manifest FROM groups WHERE group_id = ?", (group_id,)
+            ).fetchone()
+            if state != GroupState.WAITING:
+                continue
+            completed = conn.execute(_COUNT_MEMBERS, (group_id,)).fetchone()[0]
+            settled = settled_state(size, completed, manifest)
+            if settled != state:
+                sql = "UPDATE groups SET state = ? WHERE group_id = ?"
+                conn.execute(sql, (settled, group_id))
+
+    def group(self, group_id: str) -> GroupInfo | None:
+        with self._transaction() as conn:
+            row = conn.execute(f"{_SELECT_GROUP} WHERE group_id = ?", (group_id,)).fetchone()
+            if row is None:
+                return None
+            completed = conn.execute(_COUNT_MEMBERS, (group_id,)).fetchone()[0]
+        return GroupInfo(row[0], row[1], completed, row[2], _blob(row[3]))
+
+    def member_outcomes(self, group_id: str) -> list[MemberOutcome]:
+        with self._transaction() as conn:
+            rows = conn.execute(_MEMBER_OUTCOMES.replace("%s", "?"), (group_id,)).fetchall()
+        return [MemberOutcome(r[0], r[1], r[2], r[3], _blob(r[4]), r[5], r[6]) for r in rows]
+
+    def due_groups(self) -> list[GroupInfo]:
+        with self._transaction() as conn:
+            sql = f"{_SELECT_GROUP} WHERE state = ?"
+            rows = conn.execute(sql, (GroupState.DUE,)).fetchall()
+        return [GroupInfo(r[0], r[1], r[1], r[2], _blob(r[3])) for r in rows]
+
+    def mark_fired(self, group_id: str) -> None:
+        with self._transaction(write=True) as conn:
+            sql = "UPDATE groups SET state = ? WHERE group_id = ?"
+            conn.execute(sql, (GroupState.FIRED, group_id))
+
+    def link(self, task_id: str) -> Link | None:
+        with self._transaction() as conn:
+            sql = f"SELECT {_LINK_COLUMNS} FROM links WHERE task_id = ?"
+            row = conn.execute(sql, (task_id,)).fetchone()
+        return None if row is None else Link(*row)
+
+    def children(self, task_id: str) -> list[str]:
+        with self._transaction() as conn:
+            sql = "SELECT task_id FROM links WHERE parent_id = ? ORDER BY task_id"
+            return [r[0] for r in conn.execute(sql, (task_id,))]
+
+    def progress(self, task_id: str) -> Progress | None:
+        with self._transaction() as conn:
+            sql = "SELECT task_id, state, meta FROM progress WHERE task_id = ?"
+            row = conn.execute(sql, (task_id,)).fetchone()
+        return None if row is None else Progress(row[0], row[1], row[2])
 
     def get(self, task_id: str) -> ResultRecord | None:
         with self._transaction() as conn:
@@ -246,6 +372,8 @@ class SQLiteStore(ResultStore):
         with self._transaction(write=True) as conn:
             conn.execute("DELETE FROM results")
             conn.execute("DELETE FROM offsets")
+            for table in ("groups", "group_members", "progress", "links"):
+                conn.execute(f"DELETE FROM {table}")
 
     def claim_idempotency_key(
         self, key: str, task_id: str, fingerprint: bytes, ttl_s: float
@@ -335,6 +463,14 @@ def _moment(micros: int) -> datetime:
     moment = from_micros(micros)
     assert moment is not None
     return moment
+
+
+def _link_row(link: Link) -> tuple[object, ...]:
+    return (link.task_id, link.parent_id, link.root_id, link.group_id, link.group_index)
+
+
+def _blob(value: bytes | None) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from . import endpoints, openapi
+from . import endpoints, openapi, workflows
 from .errors import EXCEPTION_HANDLERS
 from .jsonschema import standalone
 from .middleware import AuthMiddleware, MetricsMiddleware
@@ -23,11 +23,15 @@ from .service import HttpService
 from .tracing import tracing_middleware
 
 _ANY = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]  # 405s are ours
-_GUARDED = frozenset({"/v1/tasks", "/v1/tasks/{name}"})  # need a token whatever open_paths say
+_GUARDED = frozenset(
+    {"/v1/tasks", "/v1/tasks/{name}", "/v1/workflows", "/v1/groups/{group_id}"}
+)  # need a token whatever open_paths say
 
 ROUTES = [
     Route("/v1/tasks", endpoints.list_tasks, methods=["GET"]),
     Route("/v1/tasks/{name}", endpoints.tasks_endpoint, methods=_ANY),
+    Route("/v1/workflows", workflows.post_workflow, methods=["POST"]),
+    Route("/v1/groups/{group_id}", workflows.get_group, methods=["GET"]),
     Route("/openapi.json", endpoints.openapi_json, methods=["GET"]),
     Route("/healthz", endpoints.healthz, methods=["GET"]),
     Route("/readyz", endpoints.readyz, methods=["GET"]),

@@ -6,7 +6,8 @@ answered by the handlers in :mod:`taskstream.producer.http.errors`.
 POST /v1/tasks/{task}          one task; 202 + Location once the broker acknowledged it
 POST /v1/tasks/{task}:batch    {"items": [{"args": {...}, "key": ...}, ...]}; each answered
 POST /v1/tasks/{task_id}:revoke  revoke a task (?terminate=true stops a run in progress)
-GET  /v1/tasks/{task_id}       status, result, error; ?wait=SECONDS long-polls
+GET  /v1/tasks/{task_id}       status, result, error; ?wait=SECONDS long-polls (for a final
+                               outcome, or with &change=1 for any change of state or meta)
 GET  /v1/tasks                 the tasks accepted here, with their schemas
 GET  /openapi.json /metrics /healthz /readyz
 """
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from taskstream.status import Status
-from taskstream.store import ResultRecord
+from taskstream.store import Progress, ResultRecord
 
 from .body import read_json
 from .catalog import TaskSpec
@@ -157,9 +158,10 @@ async def get_task(request: Request) -> Response:
     service = _service(request)
     task_id: str = request.path_params["name"]
     wait = _wait_s(request.query_params.get("wait"), service.http.max_wait_s)
-    record = await _poll(service, task_id, wait)
+    change = request.query_params.get("change") in ("1", "true")
+    record, progress = await _poll(service, task_id, wait, change)
     if record is not None:
-        return json_response(service.render(record))
+        return json_response(service.render(record, progress))
     if task_id in service.ingestor.recent:
         return json_response({"task_id": task_id, "status": Status.PENDING.value})
     raise ApiError(
@@ -183,15 +185,26 @@ def _wait_s(raw: str | None, max_wait_s: float) -> float:
     return min(wait, max_wait_s)
 
 
-async def _poll(service: HttpService, task_id: str, wait_s: float) -> ResultRecord | None:
-    """The stored outcome of `task_id` once final, or whatever is stored after `wait_s`."""
+async def _poll(
+    service: HttpService, task_id: str, wait_s: float, change: bool = False
+) -> tuple[ResultRecord | None, Progress | None]:
+    """The stored outcome of `task_id` (and its update_state() progress) once final, or with
+    `change` once it differs from what was stored when the poll began, or whatever is
+    stored after `wait_s`."""
     deadline = time.monotonic() + wait_s
     interval = _POLL_FIRST_S
+    first: tuple[Any, ...] | None = None
     while True:
         record = service.store.get(task_id)
+        progress = service.store.progress(task_id) if record is not None else None
         remaining = deadline - time.monotonic()
         if (record is not None and record.status.is_final) or remaining <= 0:
-            return record
+            return record, progress
+        seen = (record and (record.status, record.attempt), progress)
+        if first is None:
+            first = seen
+        elif change and seen != first:
+            return record, progress
         await asyncio.sleep(min(interval, remaining))
         interval = min(interval * 2, _POLL_MAX_S)
 

@@ -189,6 +189,34 @@ def _common_schemas() -> dict[str, Any]:
     }
 
 
+def _workflow_paths(security: list[Any], auth: bool) -> dict[str, Any]:
+    """GET /v1/groups/{group_id} (taskstream.producer.http.workflows). POST /v1/workflows is
+    not described here: what a step's arguments may be depends on its place in the workflow
+    (a step after another leaves out its first argument) and on the typed canvas check, which
+    a JSON Schema cannot state, so a schema-valid workflow could still be refused."""
+    return {
+        "/v1/groups/{group_id}": {
+            "get": {
+                "operationId": "get group",
+                "summary": "each member's status, the join's state, a chord's result",
+                "security": security,
+                "parameters": [
+                    {
+                        "name": "group_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": _json({"type": "object"}, "the group"),
+                    **_errors(404, auth=auth),
+                },
+            }
+        },
+    }
+
+
 def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
     """The OpenAPI document; `auth` adds the bearer scheme to every /v1 operation."""
     schemas = JsonSchemas(REF)
@@ -278,6 +306,14 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
                     "description": f"long-poll up to this many seconds (at most {max_wait_s:g})",
                     "schema": {"type": "number", "minimum": 0},
                 },
+                {
+                    "name": "change",
+                    "in": "query",
+                    "required": False,
+                    "description": "with wait: answer on any change of status, state or meta "
+                    "(update_state progress), not only on a final outcome",
+                    "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
+                },
             ],
             "responses": {
                 "200": _json(
@@ -309,6 +345,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
             },
         }
     }
+    paths.update(_workflow_paths(security, auth))
     plain = {"description": "ok", "content": {"application/json": {"schema": _ref("Health")}}}
     paths["/healthz"] = {
         "get": {

@@ -17,7 +17,7 @@ from taskstream.control import Control
 from taskstream.errors import CodecError
 from taskstream.kafka import KafkaBroker, admin_config
 from taskstream.outcome_json import outcome_json
-from taskstream.store import ResultRecord, ResultStore, open_store
+from taskstream.store import Progress, ResultRecord, ResultStore, open_store
 
 from .catalog import Catalog
 from .idempotency import IdempotencyKeys, RecentIds
@@ -126,9 +126,9 @@ class HttpService:
         except Exception:
             return False
 
-    def render(self, record: ResultRecord) -> dict[str, Any]:
+    def render(self, record: ResultRecord, progress: Progress | None = None) -> dict[str, Any]:
         """A stored outcome as the JSON body of GET /v1/tasks/{id}."""
-        return outcome_json(record, self._result_json)
+        return outcome_json(record, self._result_json, progress)
 
     def _result_json(self, task: str, data: bytes) -> Any:
         codec = self.catalog.codec

@@ -56,8 +56,8 @@ def export(app: App, directory: Path) -> list[Path]:
 def check(app: App, directory: Path) -> list[str]:
     """Raise SchemaDrift naming each file that is missing or differs from the code (saying
     whether the change is backward compatible), and each earlier envelope version
-    (schemas/history) the current envelope is not compatible with both ways. Returns what
-    was proven compatible, for the report."""
+    (schemas/history) whose events the current envelope cannot read. Returns what was proven
+    compatible, for the report (with what an earlier version's readers cannot read)."""
     differences = []
     for relative, text in expected_files(app).items():
         path = directory / relative
@@ -71,11 +71,22 @@ def check(app: App, directory: Path) -> list[str]:
     for name in (TASK_EVENT_SCHEMA_FILE, RESULT_EVENT_SCHEMA_FILE):
         current = load_envelope_schema(name)
         for n, older in enumerate(envelope_history(name), start=1):
-            problems = compatibility(older, current)
-            if problems:
-                differences.append(f"{name} against version {n}: {'; '.join(problems)}")
-            else:
-                proven.append(f"{name}: backward compatible with version {n}")
+            # Required: taskstream reads every event of an earlier version still in a topic.
+            backward = incompatibility(older, current)
+            if backward is not None:
+                differences.append(
+                    f"{name} against version {n}: INCOMPATIBLE: a new reader cannot decode "
+                    f"older events: {backward}"
+                )
+                continue
+            # Reported: a reader of that version given new events (one that predates a new
+            # enum symbol, say, has no default to read it as): upgrade readers first.
+            forward = incompatibility(current, older)
+            proven.append(
+                f"{name}: backward compatible with version {n}"
+                + ("" if forward is None else f" (a version {n} reader cannot read every new "
+                   f"event: {forward}; upgrade readers before writers)")
+            )  # fmt: skip
     if differences:
         raise SchemaDrift(differences)
     return proven

@@ -477,3 +477,18 @@ async def test_revoke_writes_a_revocation_to_the_control_topic(api: Api) -> None
     assert (record.key(), revocation.task_id, revocation.terminate) == (b"abc-123", "abc-123", True)
     bad = await api.client.post("/v1/tasks/abc-123:revoke", params={"terminate": "maybe"})
     assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_terminate")
+
+
+async def test_a_task_sent_over_http_keeps_its_expires_and_ignore_result_options() -> None:
+    app = App("http-options")
+
+    @app.task(name="opts.ping", expires=30, ignore_result=True)
+    def ping(n: int) -> int:
+        return n
+
+    async for api in _api(app):
+        r = await api.client.post("/v1/tasks/opts.ping", json={"n": 1})
+        assert r.status_code == 202
+        (event,) = api.publisher.events
+        assert event.expires == event.enqueued_at + 30_000_000  # as ping.delay(1) sends it
+        assert event.ignore_result

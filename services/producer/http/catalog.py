@@ -30,6 +30,10 @@ class TaskSpec:
     result: AvroSchema
     converter: JsonConverter
     doc: str | None = None
+    # The task's own options, as task.delay() applies them (an app's tasks only: schema
+    # files do not carry them).
+    expires_s: float | None = None
+    ignore_result: bool = False
 
 
 class Catalog:
@@ -60,6 +64,8 @@ class Catalog:
                 result=task.result_schema,
                 converter=JsonConverter(task.signature.args_schema),
                 doc=task.__doc__,
+                expires_s=task.options.expires,
+                ignore_result=task.options.ignore_result,
             )
             for name, task in sorted(app.tasks.items())
         }

@@ -226,7 +226,10 @@ class Ingestor:
             enqueued_at=now_micros(),
             not_before=None,
             args=encoded,
+            ignore_result=spec.ignore_result,
         )
+        if spec.expires_s is not None:  # @app.task(expires=...), as task.delay() sends it
+            event.expires = event.enqueued_at + int(spec.expires_s * 1_000_000)
         size = self.event_size(event)
         if size > self.max_event_bytes:
             return Outcome.of(MessageTooLarge(spec.name, size, self.max_event_bytes))

@@ -263,16 +263,29 @@ def run_sync(run: Run, watchdog: Watchdog, on_abandon: Callable[[bool], None]) -
     return run.succeeded(value)
 
 
-async def run_async(run: Run) -> Outcome:
-    """Await a coroutine function on the worker's loop, within its time limits."""
+async def run_async(run: Run, watchdog: Watchdog | None = None) -> Outcome:
+    """Await a coroutine function on the worker's loop, within its time limits, terminable
+    by its id through ``watchdog`` (a revoke with terminate cancels it)."""
     options = run.task.options
     run.enter()
+    task = asyncio.ensure_future(
+        _limited(run.task.invoke(run.kwargs), options.soft_time_limit, options.time_limit)
+    )
+    task_id = run.event.id
+    if watchdog is not None:
+        watchdog.track_async(task_id, task)
     try:
-        value = await _limited(
-            run.task.invoke(run.kwargs), options.soft_time_limit, options.time_limit
-        )
-    except Exception as exc:
+        value = await task
+    except (Exception, asyncio.CancelledError) as exc:
+        if watchdog is not None and watchdog.untrack_async(task_id):
+            run.terminated = True
+            return run.revoked(TERMINATED)
+        if isinstance(exc, asyncio.CancelledError):
+            raise  # the worker's loop is stopping
         return run.failed(exc)
+    if watchdog is not None and watchdog.untrack_async(task_id):
+        run.terminated = True  # it swallowed the cancellation and returned: still stopped
+        return run.revoked(TERMINATED)
     return run.succeeded(value)
 
 
@@ -283,6 +296,14 @@ async def _limited(coro: Awaitable[Any], soft: float | None, hard: float | None)
     if soft is None and hard is None:
         return await coro
     task = asyncio.ensure_future(coro)
+    try:
+        return await _within(task, soft, hard)
+    except asyncio.CancelledError:
+        task.cancel()  # cancelled from outside (terminated): the run itself stops too
+        raise
+
+
+async def _within(task: asyncio.Future[Any], soft: float | None, hard: float | None) -> Any:
     if soft is not None and (hard is None or soft < hard):
         done, _ = await asyncio.wait({task}, timeout=soft)
         if not done:

@@ -15,12 +15,14 @@ come back within ``TERMINATE_ABANDON_S`` is abandoned like one past its hard lim
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import heapq
 import itertools
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from taskstream.errors import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
 
@@ -59,6 +61,9 @@ class Watchdog:
         # task id -> (thread id, on_abandon) of each run in progress, to terminate it
         self._running: dict[str, tuple[int, Callable[[bool], None]]] = {}
         self._terminated: dict[str, _Watch] = {}  # terminated, not yet untracked
+        # Async runs: task id -> (its event loop, its asyncio task), and those cancelled
+        self._running_async: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
+        self._cancelled: set[str] = set()
 
     def watch(
         self, soft: float | None, hard: float | None, on_abandon: Callable[[bool], None]
@@ -116,10 +121,31 @@ class Watchdog:
             watch.active = False  # its abandon deadline passes
         return True
 
+    def track_async(self, task_id: str, task: asyncio.Future[Any]) -> None:
+        """An async run of ``task_id`` (on the running loop) from now on: terminable by it."""
+        self._running_async[task_id] = (asyncio.get_running_loop(), task)
+
+    def untrack_async(self, task_id: str) -> bool:
+        """The async run of ``task_id`` ended; True when it was terminated (cancelled)."""
+        if self._running_async.pop(task_id, None) is not None:
+            return False
+        with self._registry:
+            if task_id in self._cancelled:
+                self._cancelled.discard(task_id)
+                return True
+            return False
+
     def terminate(self, task_id: str, abandon_after: float = TERMINATE_ABANDON_S) -> bool:
         """Stop the run of ``task_id``: raise Terminated in its thread now, abandon it after
-        ``abandon_after`` seconds. False when no such run is in progress here."""
+        ``abandon_after`` seconds; an async run is cancelled (the task sees CancelledError,
+        as at a soft time limit). False when no such run is in progress here."""
         with self._registry:
+            running_async = self._running_async.pop(task_id, None)
+            if running_async is not None:
+                loop, task = running_async
+                self._cancelled.add(task_id)
+                loop.call_soon_threadsafe(task.cancel, "terminated")
+                return True
             tracked = self._running.pop(task_id, None)
             if tracked is None:
                 return False

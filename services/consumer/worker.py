@@ -143,7 +143,7 @@ class TaskJob:
         if self._skipped():
             return
         self._begin()
-        self.publish(await run_async(self.run_))
+        self.publish(await run_async(self.run_, self.context.watchdog))
 
     def abandon(self, terminated: bool) -> None:
         """Still stuck past its hard time limit (or after Terminated was raised in it, for a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +42,16 @@ def app() -> Iterator[App]:
             while time.monotonic() < deadline:
                 time.sleep(0.005)
         except Terminated:
+            stopped.set()
+            raise
+        return 1
+
+    @app.task(name="unit.async_loop")
+    async def async_loop(seconds: float) -> int:
+        started.set()
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
             stopped.set()
             raise
         return 1
@@ -145,6 +156,17 @@ def test_revoke_with_terminate_stops_a_running_task(app: App) -> None:
             r.get(timeout=10)
         assert stopped.is_set()
         assert app.tasks["unit.add"].delay(1, 2).get(timeout=10) == 3  # the worker goes on
+
+
+def test_revoke_with_terminate_cancels_a_running_async_task(app: App) -> None:
+    with taskstream.testing.run(app, concurrency=2):
+        r = app.tasks["unit.async_loop"].apply_async((60.0,))
+        assert started.wait(10)
+        app.control.revoke(r.id, terminate=True)
+        with pytest.raises(TaskRevoked, match="terminated"):
+            r.get(timeout=10)
+        assert stopped.is_set(), "the task saw CancelledError"
+        assert app.tasks["unit.async_loop"].delay(0.0).get(timeout=10) == 1  # it goes on
 
 
 def test_revoke_without_terminate_lets_a_running_task_finish(app: App) -> None:

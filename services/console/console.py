@@ -18,7 +18,7 @@ from taskstream.avro_json import datum_to_json
 from taskstream.errors import BrokerError, CodecError
 from taskstream.producer.http import HttpService
 from taskstream.store import ResultRecord
-from taskstream.store.base import OutcomeCount, TaskQuery
+from taskstream.store.base import Link, OutcomeCount, TaskQuery
 from taskstream.topics import (
     DELAY_TIERS_S,
     delay_topic,
@@ -97,6 +97,10 @@ class Console:
 
     def task(self, task_id: str) -> ResultRecord | None:
         return self.store.get(task_id)
+
+    def workflow(self, task_id: str) -> tuple[Link | None, list[str]]:
+        """The task's place in a workflow (parent, root, group) and the tasks it sent."""
+        return self.store.link(task_id), self.store.children(task_id)
 
     def render(self, record: ResultRecord) -> dict[str, Any]:
         """The outcome as the HTTP API's GET /v1/tasks/{id} answers it (result as JSON)."""

@@ -10,7 +10,7 @@ from typing import Any
 from taskstream.envelope import TaskEvent
 from taskstream.status import Status
 from taskstream.store import ResultRecord
-from taskstream.store.base import OutcomeCount, bucket_start, from_micros
+from taskstream.store.base import Link, OutcomeCount, bucket_start, from_micros
 
 from . import forms
 from .console import Arguments
@@ -222,7 +222,15 @@ def _run_time(r: ResultRecord) -> str:
     return duration((r.finished_at - r.started_at).total_seconds())
 
 
-def task_detail(record: ResultRecord, rendered: dict[str, Any], args: Arguments) -> Html:
+def task_detail(
+    record: ResultRecord,
+    rendered: dict[str, Any],
+    args: Arguments,
+    place: Link | None = None,
+    children: Sequence[str] = (),
+) -> Html:
+    """One task: its facts, its place in a workflow (``place``: parent, root, group; and the
+    tasks its outcome sent), its arguments, result and error."""
     r = record
     waited = r.started_at - r.enqueued_at if r.started_at and r.enqueued_at else None
     ran = r.finished_at - r.started_at if r.finished_at and r.started_at else None
@@ -250,6 +258,7 @@ def task_detail(record: ResultRecord, rendered: dict[str, Any], args: Arguments)
             "task event",
             tag("span", f"{r.source_topic}[{r.source_partition}]@{r.source_offset}", class_="mono"),
         ),
+        *_workflow_facts(place, children),
     ]
     parts = [
         tag(
@@ -270,6 +279,29 @@ def task_detail(record: ResultRecord, rendered: dict[str, Any], args: Arguments)
         trace = tag("pre", error.get("traceback"), class_="traceback")
         parts.append(section("Error", join([head, trace]), id="error"))
     return join(parts)
+
+
+def _workflow_facts(place: Link | None, children: Sequence[str]) -> list[tuple[str, object]]:
+    facts: list[tuple[str, object]] = []
+    if place is not None:
+        if place.parent_id:
+            facts.append(("parent", task_link(place.parent_id)))
+        if place.root_id and place.root_id != place.task_id:
+            facts.append(("workflow root", task_link(place.root_id)))
+        if place.group_id:
+            facts.append(("group", f"{place.group_id} (member {place.group_index})"))
+    if children:
+        facts.append(("children", join(_spaced_links(children))))
+    return facts
+
+
+def _spaced_links(task_ids: Sequence[str]) -> list[Html | str]:
+    out: list[Html | str] = []
+    for task_id in task_ids:
+        if out:
+            out.append(" ")
+        out.append(task_link(task_id))
+    return out
 
 
 # --- dead letters ---------------------------------------------------------------------------

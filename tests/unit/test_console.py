@@ -149,6 +149,21 @@ async def test_a_task_is_found_by_id_and_its_page_shows_arguments_and_result(ui:
     )
 
 
+async def test_a_chain_steps_page_links_its_parent_and_its_parents_page_its_child(
+    ui: Ui,
+) -> None:
+    add = ui.app.tasks["uc.add"]
+    last = (add.s(2, 3) | add.s(10)).delay()
+    ui.stub.join()
+    assert last.get(timeout=5) == 15
+    parent = last.parent
+    assert parent is not None
+    detail = await ui.page(f"/ui/tasks/{last.id}")
+    assert "<th>parent</th>" in detail and f'href="/ui/tasks/{parent.id}"' in detail
+    first = await ui.page(f"/ui/tasks/{parent.id}")
+    assert "<th>children</th>" in first and f'href="/ui/tasks/{last.id}"' in first
+
+
 async def test_a_failed_task_page_shows_the_error_and_its_traceback(ui: Ui) -> None:
     task_id = ui.app.tasks["uc.divide"].delay(1.0, 0.0).id
     ui.stub.join()

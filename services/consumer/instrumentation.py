@@ -24,6 +24,9 @@ class WorkerHooks:
 
     def run_started(self, run: Run) -> None: ...
     def outcome(self, run: Run, outcome: Outcome) -> None: ...
+    def revoked(self, task: str, reason: str) -> None:
+        """A task ended REVOKED without running (``reason``: revoked or expired)."""
+
     def dead_lettered(self, reason: str) -> None: ...
     def partitions_changed(self, event: str, assigned: int, gone: list[Partition]) -> None: ...
     def committed(self, ok: bool, lag: Mapping[Partition, int], in_flight: int) -> None:
@@ -139,11 +142,17 @@ class PrometheusHooks(WorkerHooks):
             elif status is Status.RETRY:
                 m.n_retried += 1
                 return
+            elif status is Status.REVOKED:  # terminated while running: not a failure
+                error = result.error
+                self.revoked(run.task.name, error.message if error is not None else "revoked")
             else:
                 m.n_failed += 1
             m.latency.observe((result.finished_at - result.enqueued_at) / 1e6)
         if outcome.dead_letter is not None:
             metrics.TASKS_DEAD_LETTERED.labels(outcome.reason.value).inc()
+
+    def revoked(self, task: str, reason: str) -> None:
+        metrics.TASKS_REVOKED.labels(task, reason).inc()
 
     def dead_lettered(self, reason: str) -> None:
         metrics.TASKS_DEAD_LETTERED.labels(reason).inc()

@@ -64,6 +64,9 @@ class TracingHooks(WorkerHooks):
         if outcome.retry is not None:
             outcome.retry_headers = headers
 
+    def revoked(self, task: str, reason: str) -> None:
+        self.inner.revoked(task, reason)
+
     def dead_lettered(self, reason: str) -> None:
         self.inner.dead_lettered(reason)
 

@@ -121,7 +121,8 @@ class TaskJob:
         reason = self.context.revocations.why_not_run(self.run_.event)
         if reason is None:
             return False
-        context = self.context  # no hooks: it never ran (as when revoked at dispatch)
+        context = self.context  # it never ran: counted as revoked, not as a run
+        context.hooks.revoked(self.run_.task.name, reason)
         context.outcomes.publish(self.offsets, self.message, self.run_.revoked(reason))
         context.reports.serve_ready()
         return True
@@ -450,6 +451,7 @@ class Worker(RuntimeOwner):
             return outcomes.dead_letter(offsets, message, Reason.UNKNOWN_TASK, reason, event.task)
         why = self.revocations.why_not_run(event)
         if why is not None:  # revoked or expired: never runs
+            self.hooks.revoked(event.task, why)
             worker = self.worker_id
             outcome = revoked(event, topic, partition, offset, worker, why)  # type: ignore[arg-type]
             return outcomes.publish(offsets, message, outcome)

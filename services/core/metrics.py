@@ -57,6 +57,12 @@ TASKS_FAILED = Counter(
 TASKS_RETRIED = Counter(
     "taskstream_tasks_retried", "Task runs that raised and were scheduled again (RETRY)", ["task"]
 )
+TASKS_REVOKED = Counter(
+    "taskstream_tasks_revoked",
+    "Tasks that ended REVOKED on a worker, by reason: revoked or expired before they ran, "
+    "terminated while running",
+    ["task", "reason"],
+)
 TASKS_DEAD_LETTERED = Counter(
     "taskstream_tasks_dead_lettered",
     "Records sent to the dead-letter topic, by reason (undecodable, unknown_schema, "

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 import taskstream.testing
 from taskstream import App, clock
@@ -147,7 +148,14 @@ def test_a_revoked_task_waiting_behind_its_key_never_runs(app: App) -> None:
             second.get(timeout=10)
 
 
+def revoked_count(task: str, reason: str) -> float:
+    labels = {"task": task, "reason": reason}
+    return REGISTRY.get_sample_value("taskstream_tasks_revoked_total", labels) or 0.0
+
+
 def test_revoke_with_terminate_stops_a_running_task(app: App) -> None:
+    before = revoked_count("unit.loop", "terminated")
+    failed = REGISTRY.get_sample_value("taskstream_tasks_failed_total", {"task": "unit.loop"})
     with taskstream.testing.run(app, concurrency=2):
         r = app.tasks["unit.loop"].apply_async((60.0,))
         assert started.wait(10)
@@ -156,6 +164,9 @@ def test_revoke_with_terminate_stops_a_running_task(app: App) -> None:
             r.get(timeout=10)
         assert stopped.is_set()
         assert app.tasks["unit.add"].delay(1, 2).get(timeout=10) == 3  # the worker goes on
+    assert revoked_count("unit.loop", "terminated") == before + 1
+    after = REGISTRY.get_sample_value("taskstream_tasks_failed_total", {"task": "unit.loop"})
+    assert after == failed, "a terminated run is not a failure"
 
 
 def test_revoke_with_terminate_cancels_a_running_async_task(app: App) -> None:

@@ -30,6 +30,7 @@ EXPECTED = {
     "TASKS_SUCCEEDED": ("taskstream_tasks_succeeded", Counter, ("task",)),
     "TASKS_FAILED": ("taskstream_tasks_failed", Counter, ("task",)),
     "TASKS_RETRIED": ("taskstream_tasks_retried", Counter, ("task",)),
+    "TASKS_REVOKED": ("taskstream_tasks_revoked", Counter, ("task", "reason")),
     "TASKS_DEAD_LETTERED": ("taskstream_tasks_dead_lettered", Counter, ("reason",)),
     "TASK_RUN_SECONDS": ("taskstream_task_run_seconds", Histogram, ("task",)),
     "TASK_LATENCY_SECONDS": ("taskstream_task_end_to_end_seconds", Histogram, ("task",)),

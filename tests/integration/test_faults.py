@@ -180,7 +180,7 @@ def test_workers_joining_and_leaving_while_tasks_flow_lose_nothing(
         for i in range(total):
             sent.append(add.delay(i, 1).id)
             if i % 200 == 199:
-                time.sleep(1.2)  # about 60 s of traffic: the whole reshuffle
+                time.sleep(2.0)  # about 100 s of traffic: the whole reshuffle
         done_sending.set()
 
     ports: dict[subprocess.Popen[bytes], int] = {}
@@ -213,10 +213,27 @@ def test_workers_joining_and_leaving_while_tasks_flow_lose_nothing(
                 leaving.send_signal(signal.SIGTERM)
                 assert leaving.wait(60) == 0
 
-            def settled(newcomer: int | None = newcomer) -> bool:
-                # The group owns every partition, and a newcomer some of them (the total
-                # alone reads 12 before the rebalance has even begun).
-                return owned() == 12 and (newcomer is None or assigned_partitions(newcomer) > 0)
+            seen: list[tuple[float, tuple[int, ...]]] = []
+
+            def settled(
+                newcomer: int | None = newcomer,
+                seen: list[tuple[float, tuple[int, ...]]] = seen,
+            ) -> bool:
+                # The group owns every partition, a newcomer some of them (the total alone
+                # reads 12 before the rebalance has even begun), and nothing has moved for
+                # 5 s: an incremental rebalance moves partitions in two rounds, and a member
+                # leaving between them piles up on the embedded broker's coordinator.
+                counts = tuple(
+                    assigned_partitions(port) for w, port in ports.items() if w.poll() is None
+                )
+                if sum(counts) != 12 or (
+                    newcomer is not None and not assigned_partitions(newcomer)
+                ):
+                    seen.clear()
+                    return False
+                if not seen or seen[-1][1] != counts:
+                    seen[:] = [(time.monotonic(), counts)]
+                return time.monotonic() - seen[0][0] >= 5.0
 
             wait_until(settled, 90, f"every partition owned after a {step}")
         assert not done_sending.is_set(), "the traffic ended before the reshuffle did"

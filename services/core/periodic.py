@@ -54,9 +54,17 @@ class PeriodicTask:
 def periodic_call(
     call: Call, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None
 ) -> tuple[Task[Any, Any], tuple[Any, ...], dict[str, Any]]:
-    """``(task, args, kwargs)`` from what add_periodic_task was given."""
+    """``(task, args, kwargs)`` from what add_periodic_task was given: a task, a
+    ``(task, args, kwargs)`` tuple, or a signature (``add.s(2, 3)``, as in Celery)."""
+    from taskstream.canvas import Signature
     from taskstream.task import Task
 
+    if isinstance(call, Signature):
+        if args or kwargs:
+            raise InvalidSchedule(
+                "give the arguments in the signature or as args=/kwargs=, not both"
+            )
+        return call.task, call.args, dict(call.kwargs)
     if isinstance(call, Task):
         return call, tuple(args), dict(kwargs or {})
     if isinstance(call, tuple) and call and isinstance(call[0], Task) and len(call) <= 3:
@@ -79,6 +87,10 @@ def entry_for(
 ) -> PeriodicTask:
     """The entry ``add_periodic_task`` adds (its arguments checked by the task's schema)."""
     task, args, kw = periodic_call(call, args, kwargs)
+    options = getattr(call, "options", None)  # a signature's queue= and key= (set(...))
+    if isinstance(options, dict):
+        queue = queue if queue is not None else options.get("queue")
+        key = key if key is not None else options.get("key")
     encoded = task.encode_args(args, kw)  # InvalidArguments now, not at every tick
     if name is None:  # Celery names an entry after its call: the same in every replica
         shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in sorted(kw.items())]

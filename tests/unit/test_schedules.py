@@ -156,6 +156,11 @@ def test_add_periodic_task_takes_a_task_or_a_tuple_and_checks_arguments() -> Non
     assert entry.name == f"{add.name}(2, 3)" and app.periodic_tasks[entry.name] is entry
     named = app.add_periodic_task(crontab(minute=0), (add, (1,), {"b": 2}), name="hourly")
     assert named.args == (1,) and named.kwargs == {"b": 2}
+    signed = app.add_periodic_task(5.0, add.s(4, b=5).set(queue="q", key="k"))
+    assert signed.name == f"{add.name}(4, b=5)" and signed.args == (4,)
+    assert signed.kwargs == {"b": 5} and (signed.queue, signed.key) == ("q", "k")
+    with pytest.raises(InvalidSchedule):
+        app.add_periodic_task(5.0, add.s(4, 5), (1, 2))
     with pytest.raises(InvalidArguments):
         app.add_periodic_task(10, add, (2, "three"))
     with pytest.raises(InvalidSchedule):

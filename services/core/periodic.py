@@ -86,11 +86,12 @@ def entry_for(
     key: str | None = None,
 ) -> PeriodicTask:
     """The entry ``add_periodic_task`` adds (its arguments checked by the task's schema)."""
+    from taskstream.canvas import Signature
+
     task, args, kw = periodic_call(call, args, kwargs)
-    options = getattr(call, "options", None)  # a signature's queue= and key= (set(...))
-    if isinstance(options, dict):
-        queue = queue if queue is not None else options.get("queue")
-        key = key if key is not None else options.get("key")
+    if isinstance(call, Signature):  # its queue= and key= (set(...)), unless given here
+        queue = queue if queue is not None else call.options.get("queue")
+        key = key if key is not None else call.options.get("key")
     encoded = task.encode_args(args, kw)  # InvalidArguments now, not at every tick
     if name is None:  # Celery names an entry after its call: the same in every replica
         shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in sorted(kw.items())]

@@ -199,7 +199,7 @@ _SELECT_GROUP = "SELECT group_id, size, state, manifest FROM groups"
 _MEMBER_OUTCOMES = """
     SELECT m.idx, r.task_id, r.task, r.status, r.result, r.error_type, r.error_message
     FROM group_members m JOIN results r ON r.task_id = m.task_id
-    WHERE m.group_id = %s ORDER BY m.idx
+    WHERE m.group_id = ? ORDER BY m.idx
 """
 _SET_PROGRESS = "INSERT OR REPLACE INTO progress (task_id, state, meta) VALUES (?, ?, ?)"
 _SET_LINK = "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?, ?)"
@@ -292,7 +292,7 @@ class SQLiteStore(ResultStore):
 
     def member_outcomes(self, group_id: str) -> list[MemberOutcome]:
         with self._transaction() as conn:
-            rows = conn.execute(_MEMBER_OUTCOMES.replace("%s", "?"), (group_id,)).fetchall()
+            rows = conn.execute(_MEMBER_OUTCOMES, (group_id,)).fetchall()
         return [MemberOutcome(r[0], r[1], r[2], r[3], _blob(r[4]), r[5], r[6]) for r in rows]
 
     def due_groups(self) -> list[GroupInfo]:

@@ -251,6 +251,7 @@ def run_sync(run: Run, watchdog: Watchdog, on_abandon: Callable[[bool], None]) -
         finally:
             if watch is not None:
                 watchdog.unwatch(watch)
+            terminated = watchdog.untrack(task_id)  # also drops the run from the registry
             set_current_event(None)  # the thread runs other code between tasks
     except Exception as exc:
         if terminated or isinstance(exc, Terminated):

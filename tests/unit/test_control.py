@@ -180,6 +180,22 @@ def test_revoke_with_terminate_cancels_a_running_async_task(app: App) -> None:
         assert app.tasks["unit.async_loop"].delay(0.0).get(timeout=10) == 1  # it goes on
 
 
+def test_revoke_with_terminate_of_a_finished_task_touches_nothing_that_runs_now(
+    app: App,
+) -> None:
+    # A finished run leaves the watchdog's registry: terminating its id later must not
+    # raise Terminated in the thread that ran it (here the worker's own loop thread, which
+    # runs tasks inline at concurrency 1), nor keep the run alive in memory.
+    with taskstream.testing.run(app, concurrency=1):
+        done = app.tasks["unit.add"].delay(1, 1)
+        assert done.get(timeout=10) == 2
+        app.control.revoke(done.id, terminate=True)
+        r = app.tasks["unit.loop"].apply_async((0.3,))
+        assert r.get(timeout=10) == 1
+        assert not stopped.is_set()
+        assert app.tasks["unit.add"].delay(2, 2).get(timeout=10) == 4
+
+
 def test_revoke_without_terminate_lets_a_running_task_finish(app: App) -> None:
     with taskstream.testing.run(app, concurrency=2):
         r = app.tasks["unit.loop"].apply_async((0.5,))

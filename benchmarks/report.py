@@ -238,7 +238,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
     for x, (_, v, c) in zip(xs, bars, strict=True):
         ax.text(x, v, f"{v:,.0f}" + (f"\n{v / c:.0%}" if c else ""), ha="center", va="bottom",
                 fontsize=8)  # fmt: skip
-    ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=8)
+    ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=8, rotation=30, ha="right")
     ax.set_ylabel("tasks (events) per second")
     ax.set_yscale("log")
     ax.set_title("Throughput, median of runs (log scale)")

@@ -19,7 +19,6 @@ import threading
 import time
 from collections import deque
 from types import FrameType
-from typing import Any
 
 from confluent_kafka import KafkaError, Message, TopicPartition
 
@@ -55,7 +54,6 @@ from taskstream.topics import deliveries_topic, heartbeats_topic, task_topic, wo
 log = logging.getLogger(__name__)
 
 _EARLY_TOLERANCE_US = 5_000  # an event due within this is run now, not delayed again
-_JOURNAL_FETCH_WAIT_MS = 100  # the journal is read at assignments: no need to fetch eagerly
 _CLOSE_FLUSH_S = 5.0  # at most this for the producer's last events when the worker stops
 
 
@@ -289,14 +287,9 @@ class Worker(RuntimeOwner):
     def _open_journal(self, runtime: ConsumerRuntime) -> DeliveryJournal:
         s = self.settings
         topic = deliveries_topic(s.topic_prefix)
-        fetch: dict[str, Any] = {
-            "fetch.wait.max.ms": max(s.fetch_wait_max_ms, _JOURNAL_FETCH_WAIT_MS)
-        }
-        reader_config = consumer_config(
-            s,
-            f"{self.group_id}.journal",  # never joined nor committed: the reader assigns
-            **fetch,
-        )
+        # Never joined nor committed: the reader assigns, only while a claim waits (with the
+        # worker's own fetch wait then: new partitions wait for it).
+        reader_config = consumer_config(s, f"{self.group_id}.journal")
         reader = self.app.broker.consumer(reader_config)
         journal = DeliveryJournal(
             topic, reader, self._producer, self.worker_id, self.max_in_flight, self._admitted,

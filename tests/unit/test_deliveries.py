@@ -30,6 +30,7 @@ class Worker:
         self.broker = broker
         self.producer = EventProducer({"bootstrap.servers": "stub"}, broker=broker)
         reader = broker.consumer({"group.id": f"reader-{name}", "enable.auto.commit": False})
+        self.reader = reader
         self.runs: list[tuple[int, int | None]] = []  # (offset, lost) handed to the worker
         self.skips: list[int] = []  # done by the previous owner: not run
         self.journal = DeliveryJournal(
@@ -81,6 +82,28 @@ def test_a_partition_handed_over_cleanly_runs_as_usual() -> None:
     second = Worker(broker, "b")
     second.take(records)
     assert second.runs == [(0, None), (1, None), (2, None)]
+
+
+def test_the_journal_is_read_only_while_a_claim_waits_and_on_from_where_it_stopped() -> None:
+    broker, records = setup(2)
+    a = Worker(broker, "a")
+    read: list[int] = []  # journal offsets the reader fetched
+    consume = a.reader.consume
+
+    def counted(num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        batch = consume(num_messages, timeout)
+        read.extend(m.offset() or 0 for m in batch)
+        return batch
+
+    a.reader.consume = counted  # type: ignore[method-assign]
+    a.take(records)
+    assert a.runs == [(0, None), (1, None)]
+    assert a.reader.assignment() == [], "idle: no fetches"
+    assert read == [0]  # its own claim
+    a.journal.release(TASKS, 0)
+    a.take(records[1:])  # the partition comes back to it
+    assert a.reader.assignment() == []
+    assert read == [0, 1, 2, 3], "the own state, the release and the new claim: not from 0 again"
 
 
 def test_a_record_that_kills_three_workers_is_handed_over_with_three_lost_deliveries() -> None:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -31,6 +32,21 @@ def _answers(url: str) -> bool:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def wait_for_api(dev: subprocess.Popen[str], url: str, what: str, timeout: float = 90) -> None:
+    """Until dev's HTTP API is ready; on failure (dev ended, or the timeout), the assertion
+    carries what dev printed, read after killing it."""
+    deadline = time.monotonic() + timeout
+    while not _answers(url):
+        if dev.poll() is not None or time.monotonic() > deadline:
+            ended = dev.poll() is not None
+            if not ended:
+                dev.kill()
+            out, _ = dev.communicate(timeout=30)
+            why = f"dev ended ({dev.returncode})" if ended else f"timed out after {timeout}s"
+            raise AssertionError(f"{what}: {why}; dev printed:\n{out[-4000:]}")
+        time.sleep(0.1)
 
 
 def start_dev(cwd: Path, env: dict[str, str], port: int) -> subprocess.Popen[str]:
@@ -82,7 +98,7 @@ def test_dev_serves_the_http_api_that_the_readme_curls(
     url = f"http://127.0.0.1:{port}"
     dev = start_dev(tmp_path, dev_env(broker), port)
     try:
-        wait_until(lambda: _answers(url), 60, "the HTTP API of taskstream dev")
+        wait_for_api(dev, url, "the HTTP API of taskstream dev")
         sent = httpx.post(f"{url}/v1/tasks/examples.app.add", json={"a": 2, "b": 3}, timeout=30)
         assert sent.status_code == 202, sent.text
         done = httpx.get(f"{url}{sent.headers['location']}", params={"wait": 30}, timeout=40).json()
@@ -115,7 +131,7 @@ def test_a_dev_that_is_killed_or_hung_up_leaves_no_process_and_frees_its_ports(
     dev = start_dev(tmp_path, env, port)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _answers(url), 60, "the HTTP API of taskstream dev")
+        wait_for_api(dev, url, "the HTTP API of taskstream dev")
         # The worker and the materializer each serve /metrics on a port of their own.
         metrics_ports = (metrics_port, metrics_port + 1)
         wait_until(
@@ -161,7 +177,7 @@ def test_a_dev_started_after_a_killed_one_replaces_its_state_and_gets_the_http_p
     url = f"http://127.0.0.1:{port}"
     first = start_dev(tmp_path, env, port)
     try:
-        wait_until(lambda: _answers(url), 60, "the first dev's HTTP API")
+        wait_for_api(first, url, "the first dev's HTTP API")
         with httpx.Client() as client:  # a keep-alive connection open when the server dies
             assert client.get(f"{url}/healthz").status_code == 200
             first.kill()
@@ -172,7 +188,7 @@ def test_a_dev_started_after_a_killed_one_replaces_its_state_and_gets_the_http_p
             first.communicate(timeout=30)
     second = start_dev(tmp_path, env, port)
     try:
-        wait_until(lambda: _answers(url), 60, "the second dev's HTTP API on the same port")
+        wait_for_api(second, url, "the second dev's HTTP API on the same port")
         assert json.loads(state.read_text())["pid"] == second.pid
         assert read_dev_bootstrap(state) is not None
     finally:

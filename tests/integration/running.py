@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from taskstream import App
 from taskstream.consumer.materializer import Materializer
@@ -88,20 +88,28 @@ def read_topic(
     scope: Scope, topic: str, count: int, timeout: float = 30, idle: float = 0.0
 ) -> list[Message]:
     """At least ``count`` records of ``topic`` from its start; with ``idle``, also every
-    record that arrives until none has for that many seconds."""
+    record that arrives until none has for that many seconds. The reader assigns itself every
+    partition, with no group: a group join on the embedded broker can take long late in a
+    session, and a test that reads a topic needs none."""
     consumer = Consumer(
         {
             "bootstrap.servers": scope.bootstrap_servers,
-            "group.id": f"{scope.topic_prefix}.reader-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
+            "group.id": f"{scope.topic_prefix}.reader-{uuid.uuid4().hex[:6]}",  # never joined
             "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
         }
     )
-    consumer.subscribe([topic])
     messages: list[Message] = []
+    assigned = False
 
     def fetched() -> bool:
+        nonlocal assigned
+        if not assigned:
+            found = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if found is None or found.error is not None or not found.partitions:
+                time.sleep(0.2)  # not created yet
+                return False
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in found.partitions])
+            assigned = True
         messages.extend(m for m in consumer.consume(1000, 0.2) if not m.error())
         return len(messages) >= count
 

@@ -60,8 +60,11 @@ def test_a_task_longer_than_max_poll_interval_runs_once_while_other_keys_flow(
     runs = tmp_path / "runs.log"
     long = app.tasks["itest.logged_nap"].apply_async((30.0, str(runs)), key="long")
     add = app.tasks["itest.add"]
-    with running(Materializer(app)):
+    with running(Materializer(app)) as materializer:
         wait_until(runs.exists, 30, "the long task to start")
+        # Timed from when results can be read: the materializer's group join is the broker's
+        # time, not the workers' (on the embedded broker it can be slow late in a session).
+        wait_until(lambda: bool(materializer._tracker.partitions), 60, "the materializer's join")
         started = time.monotonic()
         others = [add.apply_async((i, 1), key=f"other-{i}") for i in range(40)]
         ids = [r.id for r in others]

@@ -28,7 +28,7 @@ from confluent_kafka import (
 
 from taskstream.app import App
 from taskstream.errors import BrokerError
-from taskstream.kafka import consumer_config
+from taskstream.kafka import consumer_config, topic_partitions
 
 # Small fetches: the probe needs one record per partition, not a backlog's megabytes.
 _PROBE_FETCH: dict[str, Any] = {
@@ -91,11 +91,8 @@ def backlog(
 
 def _partitions(consumer: Consumer, topics: list[str], timeout_s: float) -> list[TopicPartition]:
     found = []
-    for topic in topics:
-        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            continue  # not created yet: no backlog
-        found += [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
+    for topic in topics:  # one not created yet has no partitions: no backlog
+        found += [TopicPartition(topic, p) for p in topic_partitions(consumer, topic, timeout_s)]
     return found
 
 

@@ -16,7 +16,13 @@ from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.envelope import Envelopes
 from taskstream.errors import BrokerError, DeliveryFailed
-from taskstream.kafka import EventProducer, consumer_config, header_pairs, producer_config
+from taskstream.kafka import (
+    EventProducer,
+    consumer_config,
+    header_pairs,
+    producer_config,
+    topic_partitions,
+)
 from taskstream.topics import dead_letter_topic
 
 
@@ -98,18 +104,18 @@ def read_dead_letters(
         consumer_config(s, f"{s.topic_prefix}.dlq-reader-{uuid.uuid4().hex[:8]}")
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        partitions = topic_partitions(consumer, topic)
     except KafkaException as exc:
         consumer.close()
         raise BrokerError.wrap(exc, f"reading {topic!r}") from exc
-    if metadata is None or metadata.error is not None:
+    if not partitions:
         consumer.close()
         return
     collector = _LetterCollector(time.monotonic() + timeout_s)
     runtime = collector.runtime = ConsumerRuntime(
         consumer, collector, OffsetTracker(), timing=LoopTiming(poll_s=0.2)
     )
-    runtime.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+    runtime.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     runtime.run(idle_stop_s=idle_s)  # a reader: nothing to commit
     yield from collector.letters
 

@@ -46,6 +46,7 @@ from taskstream.kafka import (
     consumer_config,
     header_pairs,
     producer_config,
+    topic_partitions,
     worker_id,
 )
 from taskstream.sizes import message_max_bytes
@@ -295,9 +296,7 @@ class Worker(RuntimeOwner):
             topic, reader, self._producer, self.worker_id, self.max_in_flight, self._admitted,
             runtime.high_watermark, skip=self._skipped, lease_s=self._handover_lease_s(),
         )  # fmt: skip
-        metadata = reader.list_topics(topic, timeout=10).topics.get(topic)
-        partitions = len(metadata.partitions) if metadata is not None else s.partitions
-        journal.start(partitions)
+        journal.start(len(topic_partitions(reader, topic)) or s.partitions)
         return journal
 
     def _handover_lease_s(self) -> float:

@@ -37,7 +37,13 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 from taskstream import clock
 from taskstream.config import Settings
 from taskstream.errors import BrokerError
-from taskstream.kafka import Broker, KafkaBroker, consumer_config, record_position
+from taskstream.kafka import (
+    Broker,
+    KafkaBroker,
+    consumer_config,
+    record_position,
+    topic_partitions,
+)
 from taskstream.topics import heartbeats_topic
 
 log = logging.getLogger(__name__)
@@ -155,11 +161,10 @@ class WorkerDirectory:
             consumer = self._consumer = self._broker.consumer(config)
         if not self._read_up_to:
             try:
-                metadata = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+                partitions = topic_partitions(consumer, self.topic)
             except KafkaException as exc:
                 raise BrokerError.wrap(exc, f"reading {self.topic!r}") from exc
-            if metadata is not None and metadata.error is None and metadata.partitions:
-                partitions = sorted(metadata.partitions)
+            if partitions:
                 consumer.assign(
                     [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions]
                 )

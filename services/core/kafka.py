@@ -115,6 +115,15 @@ def consumer_config(
     )
 
 
+def topic_partitions(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[int]:
+    """``topic``'s partition numbers, sorted, from the cluster's metadata; empty while the
+    topic does not exist. KafkaException when the cluster does not answer."""
+    metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        return []
+    return sorted(metadata.partitions)
+
+
 def header_pairs(message: Message) -> Headers:
     """A record's headers as (name, value) pairs, [] when it has none. A consumed record
     carries a list; confluent-kafka's stub also allows the dict that produce() takes."""

@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from taskstream import App
 from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker
-from taskstream.kafka import header_pairs
+from taskstream.kafka import header_pairs, topic_partitions
 from tests.conftest import REPO, Scope
 
 APP_SPEC = "tests.integration.tasks_app:app"
@@ -104,11 +104,11 @@ def read_topic(
     def fetched() -> bool:
         nonlocal assigned
         if not assigned:
-            found = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if found is None or found.error is not None or not found.partitions:
+            partitions = topic_partitions(consumer, topic)
+            if not partitions:
                 time.sleep(0.2)  # not created yet
                 return False
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in found.partitions])
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
             assigned = True
         messages.extend(m for m in consumer.consume(1000, 0.2) if not m.error())
         return len(messages) >= count

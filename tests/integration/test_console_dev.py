@@ -14,16 +14,9 @@ from tests.conftest import BrokerHandle, Scope
 from tests.integration.http_server import serve_process
 from tests.integration.running import APP_SPEC, wait_until
 from tests.integration.test_cli import dev_env
-from tests.integration.test_http_dev import start_dev
+from tests.integration.test_http_dev import start_dev, wait_for_api
 
 pytestmark = pytest.mark.integration
-
-
-def _console_answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/ui", timeout=5).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_dev_prints_the_console_address_and_serves_it(tmp_path: Path, broker: BrokerHandle) -> None:
@@ -31,7 +24,7 @@ def test_dev_prints_the_console_address_and_serves_it(tmp_path: Path, broker: Br
     url = f"http://127.0.0.1:{port}"
     dev = start_dev(tmp_path, dev_env(broker), port)
     try:
-        wait_until(lambda: _console_answers(url), 60, "the console of taskstream dev")
+        wait_for_api(dev, url, "the console of taskstream dev", timeout=60, path="/ui")
         sent = httpx.post(f"{url}/v1/tasks/examples.app.add", json={"a": 2, "b": 3}, timeout=30)
         task_id = sent.json()["task_id"]
         httpx.get(f"{url}/v1/tasks/{task_id}", params={"wait": 30}, timeout=40)

@@ -27,18 +27,20 @@ from tests.integration.test_cli import dev_env
 pytestmark = pytest.mark.integration
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, path: str = "/readyz") -> bool:
     try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        return httpx.get(f"{url}{path}", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
 
 
-def wait_for_api(dev: subprocess.Popen[str], url: str, what: str, timeout: float = 90) -> None:
-    """Until dev's HTTP API is ready; on failure (dev ended, or the timeout), the assertion
-    carries what dev printed, read after killing it."""
+def wait_for_api(
+    dev: subprocess.Popen[str], url: str, what: str, timeout: float = 90, path: str = "/readyz"
+) -> None:
+    """Until dev's HTTP API answers ``path``; on failure (dev ended, or the timeout), the
+    assertion carries what dev printed, read after killing it."""
     deadline = time.monotonic() + timeout
-    while not _answers(url):
+    while not _answers(url, path):
         if dev.poll() is not None or time.monotonic() > deadline:
             ended = dev.poll() is not None
             if not ended:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,37 +14,17 @@ from taskstream import App, clock
 from taskstream.config import Settings
 from taskstream.errors import ConfigError
 from taskstream.status import Status
-from taskstream.store import MemoryStore, PostgresStore, ResultRecord, ResultStore, SQLiteStore
+from taskstream.store import MemoryStore, ResultStore
 from taskstream.topics import results_topic, topic_specs
+from tests.unit.store_records import record
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def record(task_id: str, finished: datetime, status: Status = Status.SUCCESS) -> ResultRecord:
-    values: dict[str, Any] = {f.name: None for f in dataclasses.fields(ResultRecord)}
-    values.update(task_id=task_id, task="add", status=status, attempt=1, finished_at=finished)
-    return ResultRecord(**values)
-
-
-@pytest.fixture(
-    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.integration)]
-)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultStore]:
-    s: ResultStore
-    if request.param == "memory":
-        s = MemoryStore()
-    elif request.param == "sqlite":
-        s = SQLiteStore(tmp_path / "r.db")
-    else:
-        s = PostgresStore.from_url(request.getfixturevalue("postgres_url"))
-    with s:
-        yield s
-
-
 def test_expire_deletes_the_oldest_outcomes_first_a_batch_at_a_time(store: ResultStore) -> None:
-    old = [record(f"old-{i}", T0 + timedelta(seconds=i)) for i in range(5)]
-    young = record("young", T0 + timedelta(days=2))
-    store.apply([*old, young, record("revoked", T0, Status.REVOKED)], {})
+    old = [record(f"old-{i}", finished_at=T0 + timedelta(seconds=i)) for i in range(5)]
+    young = record("young", finished_at=T0 + timedelta(days=2))
+    store.apply([*old, young, record("revoked", Status.REVOKED, finished_at=T0)], {})
     cutoff = T0 + timedelta(days=1)
     assert store.expire(cutoff, limit=2) == 2
     assert store.get("revoked") is None and store.get("old-0") is None  # the oldest went
@@ -57,7 +35,7 @@ def test_expire_deletes_the_oldest_outcomes_first_a_batch_at_a_time(store: Resul
 
 
 def test_forget_deletes_outcomes_by_id(store: ResultStore) -> None:
-    store.apply([record("a", T0), record("b", T0)], {})
+    store.apply([record("a", finished_at=T0), record("b", finished_at=T0)], {})
     assert store.forget(["a", "a", "missing"]) == 1
     assert store.get("a") is None and store.get("b") is not None
     assert store.forget([]) == 0

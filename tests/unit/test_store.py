@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
@@ -35,31 +35,10 @@ from taskstream.store import (
 )
 from taskstream.store.base import from_micros, from_row, to_micros, to_row
 from taskstream.store.sqlite import SCHEMA_VERSION
+from tests.unit.store_records import record
 
 TOPIC = "app.results"
 T0 = datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=UTC)
-
-
-def record(task_id: str = "t1", status: Status = Status.SUCCESS, **fields: Any) -> ResultRecord:
-    values: dict[str, Any] = {f.name: None for f in dataclasses.fields(ResultRecord)}
-    values.update(task_id=task_id, task="add", status=status, attempt=1)
-    values.update(fields)
-    return ResultRecord(**values)
-
-
-@pytest.fixture(
-    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.integration)]
-)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultStore]:
-    s: ResultStore
-    if request.param == "memory":
-        s = MemoryStore()
-    elif request.param == "sqlite":
-        s = SQLiteStore(tmp_path / "r.db")
-    else:
-        s = PostgresStore.from_url(request.getfixturevalue("postgres_url"))
-    with s:
-        yield s
 
 
 @pytest.fixture

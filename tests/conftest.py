@@ -12,6 +12,7 @@ import pytest
 
 from taskstream.cli.embedded_broker import EmbeddedBroker
 from tests.brokers import NoidaBroker
+from tests.kafka_cluster import KafkaCluster
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,10 +20,13 @@ REPO = Path(__file__).resolve().parent.parent
 @dataclass
 class BrokerHandle:
     bootstrap_servers: str
-    embedded: EmbeddedBroker | None  # None: an external cluster
+    # A broker this session started (None: an external cluster). Tests stall it as a whole
+    # (SIGSTOP), and `taskstream dev` in the tests starts its own broker beside it.
+    embedded: EmbeddedBroker | KafkaCluster | None
     crash_failover: bool = True  # the broker expires a consumer that died without closing
+    cluster: KafkaCluster | None = None  # Apache Kafka's nodes, for per-node faults
 
-    def require_embedded(self) -> EmbeddedBroker:
+    def require_embedded(self) -> EmbeddedBroker | KafkaCluster:
         if self.embedded is None:
             pytest.skip("needs the broker process (SIGSTOP), not an external cluster")
         return self.embedded
@@ -30,6 +34,12 @@ class BrokerHandle:
     def require_crash_failover(self) -> None:
         if not self.crash_failover:
             pytest.skip("this broker never expires a consumer killed without closing")
+
+    def require_cluster(self, reason: str) -> KafkaCluster:
+        """The Apache Kafka cluster (TASKSTREAM_TEST_BROKER=kafka); skips elsewhere."""
+        if self.cluster is None:
+            pytest.skip(f"needs the Apache Kafka cluster (TASKSTREAM_TEST_BROKER=kafka): {reason}")
+        return self.cluster
 
 
 @pytest.fixture(scope="session")
@@ -39,13 +49,23 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
         yield BrokerHandle(external, None)
         return
     directory = tmp_path_factory.mktemp("broker")
-    if os.environ.get("TASKSTREAM_TEST_BROKER", "tansu") == "noida":
+    kind = os.environ.get("TASKSTREAM_TEST_BROKER", "tansu")
+    if kind == "kafka":
+        cluster = KafkaCluster(directory).start()
+        try:
+            yield BrokerHandle(cluster.bootstrap_servers, cluster, cluster=cluster)
+        finally:
+            cluster.stop()
+        return
+    if kind == "noida":
         noida = NoidaBroker(directory / "data", directory / "broker.log").start()
         try:
             yield BrokerHandle(noida.bootstrap_servers, noida, crash_failover=False)
         finally:
             noida.stop()
         return
+    if kind != "tansu":
+        raise pytest.UsageError(f"TASKSTREAM_TEST_BROKER={kind!r}: tansu, kafka or noida")
     log = directory / "broker.log"
     try:
         embedded = EmbeddedBroker(log_path=log).start()
@@ -66,6 +86,7 @@ class Scope:
     bootstrap_servers: str
     topic_prefix: str
     store: str
+    replication_factor: int = 1  # 3 on the Apache Kafka cluster, as production runs it
 
     def settings(self, **extra: object) -> dict[str, object]:
         return {
@@ -74,6 +95,7 @@ class Scope:
             "store": self.store,
             "session_timeout_ms": 6000,
             "partitions": 12,
+            "replication_factor": self.replication_factor,
             **extra,
         }
 
@@ -85,6 +107,7 @@ class Scope:
             TASKSTREAM_TOPIC_PREFIX=self.topic_prefix,
             TASKSTREAM_STORE=self.store,
             TASKSTREAM_SESSION_TIMEOUT_MS="6000",
+            TASKSTREAM_REPLICATION_FACTOR=str(self.replication_factor),
             PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
         )
         env.update(extra)
@@ -97,6 +120,7 @@ def scope(broker: BrokerHandle, tmp_path: Path) -> Scope:
         bootstrap_servers=broker.bootstrap_servers,
         topic_prefix=f"test-{uuid.uuid4().hex[:10]}",
         store=f"sqlite:///{tmp_path}/results.db",
+        replication_factor=broker.cluster.replication if broker.cluster else 1,
     )
 
 

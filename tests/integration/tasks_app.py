@@ -124,6 +124,13 @@ def _process_tasks(app: App) -> None:
         time.sleep(seconds)
         return os.getpid()
 
+    @app.task(name="itest.ordered")
+    def ordered(key: str, seq: int, log_path: str) -> int:
+        """Appends ``key seq`` per start to ``log_path``, so a test can check per-key order."""
+        with open(log_path, "a") as log:
+            log.write(f"{key} {seq}\n")
+        return seq
+
     @app.task(name="itest.kill_worker")
     def kill_worker(log_path: str) -> int:
         """Kills the process that runs it, as an OOM kill or a segfault would."""

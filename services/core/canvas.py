@@ -97,9 +97,7 @@ class Signature(Generic[R]):
         self.options.update(_checked_options(options))
         return self
 
-    def clone(
-        self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
-    ) -> Signature[R]:
+    def clone(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> Signature[R]:
         """A copy with ``args`` before its own (unless immutable) and ``kwargs`` merged."""
         full_args = self.args if self.immutable else tuple(args) + self.args
         return Signature(
@@ -119,7 +117,7 @@ class Signature(Generic[R]):
         return self.apply_async(args, kwargs)
 
     def apply_async(
-        self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
+        self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
     ) -> AsyncResult[R]:
         """Send it (``args`` go before its own unless immutable); options as
         ``Task.apply_async``'s, over the signature's own."""

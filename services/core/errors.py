@@ -10,6 +10,7 @@ TaskstreamError
 │   ├── SchemaDrift              checked-in schemas no longer match the code
 │   └── InvalidSchema            an Avro schema that does not parse (reason)            +V
 ├── InvalidArguments         a call does not fit the task's schema (task, path)         +V
+├── InvalidCall              args not a list or tuple, kwargs not a mapping (Celery's)   +T
 ├── CodecError               bytes that are not what the codec expects
 │   ├── CorruptMessage           not single-object Avro, or a body that does not parse
 │   └── UnknownSchema            a fingerprint nobody registered
@@ -121,6 +122,11 @@ class InvalidArguments(TaskstreamError, ValueError):
         self.path = path
         self.message = message
         super().__init__(f"task {task!r}: {path}: {message}")
+
+
+class InvalidCall(TaskstreamError, TypeError):
+    """``apply_async``'s ``args`` is not a list or tuple, or its ``kwargs`` not a mapping
+    (a TypeError, as in Celery)."""
 
 
 class CodecError(TaskstreamError):

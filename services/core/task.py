@@ -7,7 +7,7 @@ import functools
 import inspect
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskstream.codec import AvroSchema
 from taskstream.envelope import TaskEvent, now_micros
-from taskstream.errors import InvalidOption, NoCurrentTask, Retry
+from taskstream.errors import InvalidCall, InvalidOption, NoCurrentTask, Retry
 from taskstream.signature import TaskSignature, derive_signature, tail_signature
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from taskstream.app import App
     from taskstream.canvas import Signature
     from taskstream.eager import EagerResult
@@ -172,6 +170,25 @@ def _micros(option: str, when: datetime) -> int:
     return (when - _EPOCH) // _MICROSECOND
 
 
+def call_args(
+    args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``apply_async``'s ``args``/``kwargs`` as a call's: any list or tuple (Celery takes
+    both; ported code passes lists), and any mapping. InvalidCall (a TypeError) otherwise,
+    as in Celery."""
+    if args is None:
+        args = ()
+    elif not isinstance(args, tuple):
+        if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+            raise InvalidCall(f"task args must be a list or tuple, not {type(args).__name__}")
+        args = tuple(args)
+    if kwargs is None:
+        return args, {}
+    if not isinstance(kwargs, Mapping):
+        raise InvalidCall(f"task kwargs must be a mapping, not {type(kwargs).__name__}")
+    return args, dict(kwargs)
+
+
 def _expiry(expires: float | timedelta | datetime, now: int) -> int:
     """The expiry in µs since the epoch, from seconds or a timedelta after ``now``, or a
     datetime."""
@@ -251,8 +268,8 @@ class Task(Generic[P, R]):
 
     def apply_async(
         self,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
+        args: Sequence[Any] | None = (),
+        kwargs: Mapping[str, Any] | None = None,
         *,
         key: str | None = None,
         queue: str | None = None,
@@ -273,7 +290,7 @@ class Task(Generic[P, R]):
         with its id if it fails (CanvasError here, before sending, when a result cannot fit
         a callback's parameter)."""
         event = self.event(
-            self.encode_args(args, kwargs or {}), key=key, queue=queue, task_id=task_id
+            self.encode_args(*call_args(args, kwargs)), key=key, queue=queue, task_id=task_id
         )
         if countdown and eta is not None:
             raise InvalidOption("eta", eta, "give countdown or eta, not both")
@@ -307,13 +324,16 @@ class Task(Generic[P, R]):
         return Signature(self, args, kwargs, immutable=True)
 
     def apply(
-        self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
+        self,
+        args: Sequence[Any] | None = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> EagerResult[R]:
         """Run the task here and now (eager), through its Avro schemas as on a worker;
         returns an EagerResult (``get()``, ``state``, ``result``, ``traceback``)."""
         from taskstream.eager import apply
 
-        return apply(self, args, kwargs or {}, **options)
+        return apply(self, *call_args(args, kwargs), **options)
 
     @property
     def request(self) -> TaskRequest:

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from taskstream import App, Retry, SoftTimeLimitExceeded, current_request
+from tests.integration.celery_tasks import celery_tasks
 
 
 def build_app(**settings: Any) -> App:
@@ -23,6 +24,7 @@ def build_app(**settings: Any) -> App:
     _process_tasks(app)
     _control_tasks(app)
     _workflow_tasks(app)
+    celery_tasks(app)  # Celery's own test tasks, typed (tests/integration/celery_tasks.py)
     return app
 
 

@@ -1,0 +1,48 @@
+"""Celery's integration-test tasks (celery/celery t/integration/tasks.py), typed, for
+tests/integration/test_celery_tasks.py: the same names and bodies where taskstream can
+express them."""
+
+from __future__ import annotations
+
+import time
+
+from taskstream import App
+
+
+class ExpectedException(Exception):
+    """A failure the tests expect (Celery's name)."""
+
+
+class UnpickleableException(Exception):
+    """Celery's: an exception whose constructor takes more than its args (pickle fails)."""
+
+    def __init__(self, foo: str, bar: str) -> None:
+        super().__init__(foo)
+        self.bar = bar
+
+
+def celery_tasks(app: App) -> None:
+    @app.task(name="ctest.add")
+    def add(x: int, y: int, z: int | None = None) -> int:
+        """Add two or three numbers."""
+        if z:
+            return x + y + z
+        return x + y
+
+    @app.task(name="ctest.sleeping")
+    def sleeping(i: float) -> None:
+        """Task sleeping for ``i`` seconds, and returning nothing."""
+        time.sleep(i)
+
+    @app.task(name="ctest.fail")
+    def fail() -> None:
+        """Task that simply raises ExpectedException."""
+        raise ExpectedException("Task expected to fail")
+
+    @app.task(name="ctest.fail_unpickleable")
+    def fail_unpickleable(foo: str, bar: str) -> None:
+        raise UnpickleableException(foo, bar)
+
+    @app.task(name="ctest.print_unicode")
+    def print_unicode(log_message: str = "håå®ƒ valmuefrø", print_message: str = "hiöäüß") -> None:
+        print(log_message, print_message)

@@ -43,6 +43,9 @@ class AsyncResult(Generic[R]):
         # The result this one's task was sent by, when known here: a chain's previous step,
         # a chord's header (a GroupResult); else looked up in the store.
         self._parent = parent
+        # Sent with ignore_result (Celery's ``ignored``): no result will be stored, so get()
+        # returns None at once instead of waiting for one.
+        self.ignored = False
 
     @property
     def parent(self) -> AsyncResult[Any] | GroupResult | None:
@@ -176,8 +179,11 @@ class AsyncResult(Generic[R]):
         Raises TaskFailed when the task raised (with ``propagate=False``: returns it),
         TaskRevoked when it was revoked (or expired before it ran), DeliveryFailed when its
         event never reached the broker, ResultTimeout (a TimeoutError) when there is no final
-        outcome within ``timeout`` seconds.
+        outcome within ``timeout`` seconds. None at once when :attr:`ignored` (sent with
+        ``ignore_result``), as in Celery.
         """
+        if self.ignored:
+            return None  # type: ignore[return-value]
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
         interval = _FIRST_POLL_S

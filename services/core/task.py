@@ -279,6 +279,7 @@ class Task(Generic[P, R]):
         expires: float | timedelta | datetime | None = None,
         link: Signature[Any] | Sequence[Signature[Any]] | None = None,
         link_error: Signature[Any] | Sequence[Signature[Any]] | None = None,
+        ignore_result: bool | None = None,
     ) -> AsyncResult[R]:
         """Send the task with options. ``key``: events with one key go to one partition and
         run in order. ``queue``: another queue than the task's own. ``countdown``: run it no
@@ -288,7 +289,9 @@ class Task(Generic[P, R]):
         (reason ``expired``) without running it (default: the task's ``expires`` option).
         ``link``: signatures sent with the result once it succeeds; ``link_error``: sent
         with its id if it fails (CanvasError here, before sending, when a result cannot fit
-        a callback's parameter)."""
+        a callback's parameter). ``ignore_result``: store no SUCCESS result for this call
+        (default: the task's option); the AsyncResult is then ``ignored`` and its ``get()``
+        returns None at once, as in Celery."""
         event = self.event(
             self.encode_args(*call_args(args, kwargs)), key=key, queue=queue, task_id=task_id
         )
@@ -306,7 +309,11 @@ class Task(Generic[P, R]):
             from taskstream.canvas import attach_callbacks
 
             attach_callbacks(event, self, link, link_error)
-        return self.app.publish(event)
+        if ignore_result is not None:
+            event.ignore_result = ignore_result
+        result = self.app.publish(event)
+        result.ignored = event.ignore_result
+        return result
 
     # -- Celery's task API ------------------------------------------------------------------
 

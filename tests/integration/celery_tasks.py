@@ -29,6 +29,11 @@ def celery_tasks(app: App) -> None:
             return x + y + z
         return x + y
 
+    @app.task(name="ctest.add_ignore_result", ignore_result=True)
+    def add_ignore_result(x: int, y: int) -> int:
+        """Add two numbers."""
+        return x + y
+
     @app.task(name="ctest.sleeping")
     def sleeping(i: float) -> None:
         """Task sleeping for ``i`` seconds, and returning nothing."""

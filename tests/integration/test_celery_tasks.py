@@ -103,6 +103,23 @@ def test_args_as_a_list(app: App) -> None:
     assert add.apply_async(args=[5, 6]).get(timeout=TIMEOUT) == 11
 
 
+def test_ignore_result(app: App) -> None:
+    """Testing calling task with ignoring results. (Celery sleeps 1 s for the result to be
+    persisted; here a task sent after it with the same key, so run after it, is awaited.)"""
+    add = task(app, "add")
+    result = add.apply_async((1, 2), ignore_result=True, key="ignored")
+    assert result.get() is None
+    assert add.apply_async((0, 0), key="ignored").get(timeout=TIMEOUT) == 0
+    assert result.result is None
+
+
+def test_ignoring_result_no_subscriptions(app: App) -> None:
+    """(test_task_redis_result_backend) The Redis channel part does not apply: nothing
+    subscribes to anything here."""
+    result = task(app, "add_ignore_result").delay(1, 2)
+    assert result.ignored is True
+
+
 def test_timeout(app: App) -> None:
     """Testing timeout of getting results from tasks."""
     result = task(app, "sleeping").delay(10)

@@ -45,3 +45,35 @@ def test_args_that_are_not_a_sequence_are_a_type_error_as_in_celery(app: App) ->
         add.apply_async(5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="mapping"):
         add.apply_async((1, 2), [("z", 1)])  # type: ignore[arg-type]
+
+
+# -- 2. ignored results ----------------------------------------------------------------------
+
+
+def test_a_per_call_ignore_result_stores_nothing_and_get_returns_none_at_once(app: App) -> None:
+    add = app.tasks["celeryapi.add"]
+    with taskstream.testing.run(app) as stub:
+        result = add.apply_async((1, 2), ignore_result=True)
+        assert result.ignored is True
+        assert result.get() is None  # no timeout: it would wait forever for a result
+        stub.join()  # the task ran
+        assert result.result is None
+        assert app.store.get(result.id) is None
+        kept = add.apply_async((1, 2), ignore_result=False)
+        assert kept.ignored is False and kept.get(timeout=10) == 3
+
+
+def test_a_task_declared_with_ignore_result_gives_ignored_results(app: App) -> None:
+    @app.task(name="celeryapi.add_ignore_result", ignore_result=True)
+    def add_ignore_result(x: int, y: int) -> int:
+        return x + y
+
+    with taskstream.testing.run(app) as stub:
+        result = add_ignore_result.delay(1, 2)
+        assert result.ignored is True
+        assert result.get() is None
+        stub.join()
+        assert app.store.get(result.id) is None
+        # The call overrides the task's option.
+        assert add_ignore_result.apply_async((1, 2), ignore_result=False).get(timeout=10) == 3
+    assert app.AsyncResult(result.id).ignored is False  # an id from elsewhere: not known

@@ -32,7 +32,7 @@ from taskstream.errors import (
 )
 from taskstream.kafka import Headers
 from taskstream.status import Status
-from taskstream.task import Task, set_current_event, set_progress_sink
+from taskstream.task import RunInfo, Task, set_current_event, set_progress_sink
 
 # Why a REVOKED task did not run or stopped: its error message (Celery's words).
 REVOKED, EXPIRED, TERMINATED = "revoked", "expired", "terminated"
@@ -78,7 +78,12 @@ class Run:
     def enter(self) -> None:
         """Mark the start of the run and make its request current for the task's code."""
         self.started = now_micros()
-        set_current_event(self.event)
+        event = self.event
+        delivery = {
+            "topic": self.topic, "partition": self.partition, "offset": self.offset,
+            "key": event.key,
+        }  # fmt: skip
+        set_current_event(event, RunInfo(self.task, self.kwargs, self.worker, delivery))
         if self.on_progress is not None:
             set_progress_sink(self.progress)
 

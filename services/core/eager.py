@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextvars
+import socket
 import traceback as tb
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from taskstream.errors import TaskFailed
+from taskstream.errors import NoCurrentTask, TaskFailed
 from taskstream.status import Status
-from taskstream.task import set_current_event
+from taskstream.task import RunInfo, current_request, set_current_event
 
 if TYPE_CHECKING:
     from taskstream.task import Task
@@ -75,10 +76,17 @@ def apply(
     by its schemas (InvalidArguments for arguments that do not fit, before it runs)."""
     encoded = task.encode_args(args, kwargs)
     event = task.event(encoded, key=options.get("key"), task_id=options.get("task_id"))
+    try:  # applied inside a task: that task is its parent (and its root, the root), as in Celery
+        caller = current_request()
+    except NoCurrentTask:
+        pass
+    else:
+        event.parent_id, event.root_id = caller.id, caller.root_id
     decoded = task.decode_args(encoded)
+    info = RunInfo(task, decoded, socket.gethostname(), is_eager=True)
 
     def run() -> Any:
-        set_current_event(event)  # in a copy of the context: a caller's request stays
+        set_current_event(event, info)  # in a copy of the context: a caller's request stays
         return task.decode_result(task.encode_result(task.invoke(decoded)))
 
     try:

@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -31,16 +31,28 @@ R = TypeVar("R")
 @dataclass(frozen=True)
 class TaskRequest:
     """What a running task knows about its own run: ``current_request()`` inside a task,
-    ``self.request`` in a ``bind=True`` task (Celery's names: ``retries``, ``group``)."""
+    ``self.request`` in a ``bind=True`` task, with Celery's names (``retries``, ``group``,
+    ``args``, ``kwargs``, ``hostname``, ``delivery_info``, ``is_eager``, ...)."""
 
     id: str
     task: str
     attempt: int  # 1 for the first run, +1 per retry
     key: str | None
-    parent_id: str | None = None  # the task whose outcome sent this one (chain, link, chord)
-    root_id: str | None = None  # the first task of the workflow
+    parent_id: str | None = None  # the task whose outcome (or apply()) started this one
+    root_id: str | None = None  # the first task of the workflow: its own id when top-level
     group_id: str | None = None
     group_index: int | None = None  # position in the group
+    # The arguments as a call (``task(*args, **kwargs)`` runs it again): every parameter
+    # that can be passed by position is in ``args``, keyword-only ones in ``kwargs``.
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    hostname: str | None = None  # the worker's id (host:pid); this host's name in apply()
+    # Where the worker read the event: topic, partition, offset, key (None outside a worker).
+    delivery_info: dict[str, Any] | None = None
+    is_eager: bool = False  # run by apply()
+    time_limit: float | None = None  # seconds: this run's hard limit (call's, else task's)
+    soft_time_limit: float | None = None  # seconds
+    headers: dict[str, str] | None = None  # apply_async(headers=...), kept across retries
 
     @property
     def retries(self) -> int:
@@ -51,6 +63,18 @@ class TaskRequest:
     def group(self) -> str | None:
         """Celery's name for ``group_id``."""
         return self.group_id
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What the running task's request is built from besides its event: the task, its
+    decoded arguments (by name), and where it runs."""
+
+    task: Task[Any, Any]
+    kwargs: Mapping[str, Any]
+    hostname: str | None = None
+    delivery_info: dict[str, Any] | None = None  # topic, partition, offset, key
+    is_eager: bool = False
 
 
 # Task ids are random (version 4) UUIDs as text, made a block at a time: one urandom() call
@@ -80,8 +104,10 @@ def new_task_id() -> str:
             _ids.extend(_id_block())
 
 
-# The running task's event: its TaskRequest is built only when a task asks for it.
+# The running task's event (and what else its request says): its TaskRequest is built only
+# when a task asks for it.
 _current_event: ContextVar[TaskEvent | None] = ContextVar("taskstream_event", default=None)
+_current_info: ContextVar[RunInfo | None] = ContextVar("taskstream_run", default=None)
 
 
 def current_request() -> TaskRequest:
@@ -89,15 +115,37 @@ def current_request() -> TaskRequest:
     event = _current_event.get()
     if event is None:
         raise NoCurrentTask()
+    info = _current_info.get()
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    hostname = delivery_info = None
+    is_eager = False
+    soft, hard = event_time_limits(event, None if info is None else info.task)
+    if info is not None:
+        args, kwargs = info.task.as_call(info.kwargs)
+        hostname, delivery_info, is_eager = info.hostname, info.delivery_info, info.is_eager
     return TaskRequest(
         event.id, event.task, event.attempt, event.key,
-        event.parent_id, event.root_id, event.group_id, event.group_index,
+        event.parent_id, event.root_id or event.id, event.group_id, event.group_index,
+        args, kwargs, hostname, delivery_info, is_eager, hard, soft,
     )  # fmt: skip
 
 
-def set_current_event(event: TaskEvent | None) -> None:
-    """Make ``event`` the one ``current_request()`` describes on this thread (or coroutine)."""
+def event_time_limits(
+    event: TaskEvent, task: Task[Any, Any] | None
+) -> tuple[float | None, float | None]:
+    """(soft, hard) time limits of a run in seconds: the call's (``apply_async(time_limit=,
+    soft_time_limit=)``), else the task's."""
+    if task is None:
+        return None, None
+    return task.options.soft_time_limit, task.options.time_limit
+
+
+def set_current_event(event: TaskEvent | None, info: RunInfo | None = None) -> None:
+    """Make ``event`` the one ``current_request()`` describes on this thread (or coroutine),
+    with ``info``'s arguments and whereabouts."""
     _current_event.set(event)
+    _current_info.set(info)
 
 
 # Where the running task's update_state() goes: (state, meta as JSON) -> published. The
@@ -224,10 +272,12 @@ class Task(Generic[P, R]):
         codec = app.codec
         self.args_schema: AvroSchema = codec.register(self.signature.args_schema)
         self.result_schema: AvroSchema = codec.register(self.signature.result_schema)
+        parameters = list(inspect.signature(func).parameters.values())[int(self.options.bind) :]
         self._positional_only = tuple(
-            p.name
-            for p in list(inspect.signature(func).parameters.values())[int(self.options.bind) :]
-            if p.kind is inspect.Parameter.POSITIONAL_ONLY
+            p.name for p in parameters if p.kind is inspect.Parameter.POSITIONAL_ONLY
+        )
+        self._keyword_only = frozenset(
+            p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY
         )
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
@@ -257,9 +307,18 @@ class Task(Generic[P, R]):
         if self.options.bind:
             func = functools.partial(func, self)
         if self._positional_only:
-            args = [kwargs.pop(name) for name in self._positional_only]
-            return func(*args, **kwargs)
+            args = [kwargs[name] for name in self._positional_only]
+            rest = {k: v for k, v in kwargs.items() if k not in self._positional_only}
+            return func(*args, **rest)
         return func(**kwargs)
+
+    def as_call(self, kwargs: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Decoded arguments (by name) as Celery's ``request.args``/``request.kwargs``:
+        every parameter that can be passed by position in ``args``, in order; keyword-only
+        ones in ``kwargs``."""
+        names = self.signature.parameters
+        args = tuple(kwargs[n] for n in names if n not in self._keyword_only and n in kwargs)
+        return args, {n: kwargs[n] for n in names if n in self._keyword_only and n in kwargs}
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send the task to a worker; returns at once. Arguments are checked against the

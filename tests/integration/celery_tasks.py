@@ -5,8 +5,9 @@ express them."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from taskstream import App
+from taskstream import App, Task
 
 
 class ExpectedException(Exception):
@@ -51,3 +52,19 @@ def celery_tasks(app: App) -> None:
     @app.task(name="ctest.print_unicode")
     def print_unicode(log_message: str = "håå®ƒ valmuefrø", print_message: str = "hiöäüß") -> None:
         print(log_message, print_message)
+
+    @app.task(name="ctest.ids", bind=True)
+    def ids(self: Task[..., Any], i: int) -> tuple[str | None, ...]:
+        """Returns a tuple of ``root_id``, ``parent_id`` and the argument passed as ``i``
+        (as text: a tuple is of one type here)."""
+        return self.request.root_id, self.request.parent_id, str(i)
+
+    @app.task(name="ctest.request_fields", bind=True)
+    def request_fields(self: Task[..., Any], x: int) -> dict[str, str | None]:
+        """What Celery code reads from ``self.request``, as text."""
+        r = self.request
+        return {
+            "args": repr(r.args), "kwargs": repr(r.kwargs), "hostname": r.hostname,
+            "topic": None if r.delivery_info is None else r.delivery_info["topic"],
+            "is_eager": repr(r.is_eager),
+        }  # fmt: skip

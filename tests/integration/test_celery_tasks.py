@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -250,8 +251,106 @@ def test_fail_with_unpickleable_exception(app: App) -> None:
     assert result.status == "FAILURE"
 
 
+def test_request_fields_on_a_worker(app: App) -> None:
+    """Issue 28 item 5: a top-level task is its own root (Celery's ``ids`` task), and the
+    request carries args, kwargs, hostname, delivery_info and is_eager."""
+    result = task(app, "ids").delay(7)
+    root_id, parent_id, i = result.get(timeout=TIMEOUT)
+    assert (root_id, parent_id, i) == (result.id, None, "7")
+    got = task(app, "request_fields").delay(3).get(timeout=TIMEOUT)
+    assert got["args"] == "(3,)" and got["kwargs"] == "{}"
+    assert got["hostname"] and got["is_eager"] == "False"
+    assert got["topic"] == f"{app.settings.topic_prefix}.tasks.default"
+
+
 def test_unicode_task(app: App) -> None:
     from taskstream import group
 
     print_unicode = task(app, "print_unicode")
     group(print_unicode.s() for _ in range(5)).apply_async().get(timeout=TIMEOUT)
+
+
+# -- test_apply_tasks --------------------------------------------------------------------------
+
+
+def test_apply_single_task_ids(app: App) -> None:
+    """Test that a single task called via apply() has correct IDs."""
+
+    @app.task(name="ctest.single_apply_task", bind=True)
+    def single_apply_task(self: Task[..., Any]) -> dict[str, str | None]:
+        return {
+            "task_id": self.request.id,
+            "parent_id": self.request.parent_id,
+            "root_id": self.request.root_id,
+        }
+
+    result = single_apply_task.apply()
+    data = result.get()
+
+    # Single task should have no parent and root_id should equal task_id
+    assert data["parent_id"] is None
+    assert data["root_id"] == data["task_id"]
+
+
+@dataclass
+class Ids:
+    """Celery's dicts of ids, as dataclasses (a typed dict has no Avro mapping here)."""
+
+    task_id: str
+    parent_id: str | None
+    root_id: str | None
+    name: str
+
+
+@dataclass
+class ChildData(Ids):
+    grandchild_data: Ids
+
+
+@dataclass
+class ParentData(Ids):
+    child_data: ChildData
+
+
+def test_apply_nested_parent_child_relationship(app: App) -> None:
+    """Test parent-child relationship when one task calls another via apply()."""
+
+    @app.task(name="ctest.grandchild_task", bind=True)
+    def grandchild_task(task_self: Task[..., Any]) -> Ids:
+        r = task_self.request
+        return Ids(r.id, r.parent_id, r.root_id, "grandchild_task")
+
+    @app.task(name="ctest.child_task", bind=True)
+    def child_task(task_self: Task[..., Any]) -> ChildData:
+        # Call grandchild task via apply()
+        grandchild_data = grandchild_task.apply().get()
+        r = task_self.request
+        return ChildData(r.id, r.parent_id, r.root_id, "child_task", grandchild_data)
+
+    @app.task(name="ctest.parent_task", bind=True)
+    def parent_task(task_self: Task[..., Any]) -> ParentData:
+        # Call child task via apply()
+        child_data = child_task.apply().get()
+        r = task_self.request
+        return ParentData(r.id, r.parent_id, r.root_id, "parent_task", child_data)
+
+    result = parent_task.apply()
+
+    parent_data = result.get()
+    child_data = parent_data.child_data
+    grandchild_data = child_data.grandchild_data
+
+    # Verify parent task
+    assert parent_data.name == "parent_task"
+    assert parent_data.parent_id is None
+    assert parent_data.root_id == parent_data.task_id
+
+    # Verify child task
+    assert child_data.name == "child_task"
+    assert child_data.parent_id == parent_data.task_id
+    assert child_data.root_id == parent_data.task_id
+
+    # Verify grandchild task
+    assert grandchild_data.name == "grandchild_task"
+    assert grandchild_data.parent_id == child_data.task_id
+    assert grandchild_data.root_id == parent_data.task_id

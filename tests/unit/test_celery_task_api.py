@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import taskstream.testing
-from taskstream import App
+from taskstream import App, Task
+from taskstream.topics import task_topic
 
 
 @pytest.fixture
@@ -77,3 +80,84 @@ def test_a_task_declared_with_ignore_result_gives_ignored_results(app: App) -> N
         # The call overrides the task's option.
         assert add_ignore_result.apply_async((1, 2), ignore_result=False).get(timeout=10) == 3
     assert app.AsyncResult(result.id).ignored is False  # an id from elsewhere: not known
+
+
+# -- 5. self.request --------------------------------------------------------------------------
+
+
+def request_fields(app: App) -> Task[..., dict[str, str | None]]:
+    """A bound task that returns what Celery code reads from ``self.request``, as text."""
+
+    @app.task(name="celeryapi.request_fields", bind=True, time_limit=60, soft_time_limit=45)
+    def fields(
+        self: Task[..., Any], x: int, y: str = "b", *, z: bool = False
+    ) -> dict[str, str | None]:
+        r = self.request
+        return {
+            "id": r.id, "parent_id": r.parent_id, "root_id": r.root_id,
+            "args": repr(r.args), "kwargs": repr(r.kwargs), "hostname": r.hostname,
+            "delivery_info": None if r.delivery_info is None
+            else repr(sorted(r.delivery_info.items())),
+            "is_eager": repr(r.is_eager), "time_limit": repr(r.time_limit),
+            "soft_time_limit": repr(r.soft_time_limit), "headers": repr(r.headers),
+            "retries": repr(r.retries),
+        }  # fmt: skip
+
+    return fields
+
+
+def test_a_worker_s_request_has_celery_s_fields(app: App) -> None:
+    fields = request_fields(app)
+    with taskstream.testing.run(app) as stub:
+        result = fields.apply_async((1,), {"z": True}, key="k1")
+        got = result.get(timeout=10)
+        record = app.store.get(result.id)
+    assert record is not None
+    assert got["id"] == result.id
+    assert got["parent_id"] is None
+    assert got["root_id"] == result.id  # a top-level task is its own root, as in Celery
+    assert got["args"] == "(1, 'b')"  # every parameter that can go by position
+    assert got["kwargs"] == "{'z': True}"  # keyword-only ones
+    assert got["hostname"] == stub.worker.worker_id
+    topic = task_topic("celeryapi", "default")
+    assert got["delivery_info"] == repr(
+        [("key", "k1"), ("offset", record.source_offset), ("partition", record.source_partition),
+         ("topic", topic)]
+    )  # fmt: skip
+    assert got["is_eager"] == "False"
+    assert (got["time_limit"], got["soft_time_limit"]) == ("60", "45")
+    assert got["headers"] == "None"
+    assert got["retries"] == "0"
+
+
+def test_apply_s_request_is_eager_and_its_own_root(app: App) -> None:
+    got = request_fields(app).apply((1, "c")).get()
+    assert got["parent_id"] is None and got["root_id"] == got["id"]
+    assert got["is_eager"] == "True"
+    assert got["args"] == "(1, 'c')" and got["kwargs"] == "{'z': False}"
+    assert got["hostname"] == socket.gethostname()
+    assert got["delivery_info"] is None
+
+
+def test_apply_inside_a_task_makes_it_the_parent_and_keeps_the_root(app: App) -> None:
+    """Celery's test_apply_nested_parent_child_relationship, with the ids as lists."""
+
+    @app.task(name="celeryapi.grandchild", bind=True)
+    def grandchild_task(task_self: Task[..., Any]) -> list[str | None]:
+        r = task_self.request
+        return [r.id, r.parent_id, r.root_id]
+
+    @app.task(name="celeryapi.child", bind=True)
+    def child_task(task_self: Task[..., Any]) -> list[list[str | None]]:
+        r = task_self.request
+        return [[r.id, r.parent_id, r.root_id], grandchild_task.apply().get()]
+
+    @app.task(name="celeryapi.parent", bind=True)
+    def parent_task(task_self: Task[..., Any]) -> list[list[str | None]]:
+        r = task_self.request
+        return [[r.id, r.parent_id, r.root_id], *child_task.apply().get()]
+
+    parent, child, grandchild = parent_task.apply().get()
+    assert parent[1] is None and parent[2] == parent[0]
+    assert child[1] == parent[0] and child[2] == parent[0]
+    assert grandchild[1] == child[0] and grandchild[2] == parent[0]

@@ -32,7 +32,13 @@ from taskstream.errors import (
 )
 from taskstream.kafka import Headers
 from taskstream.status import Status
-from taskstream.task import RunInfo, Task, set_current_event, set_progress_sink
+from taskstream.task import (
+    RunInfo,
+    Task,
+    event_time_limits,
+    set_current_event,
+    set_progress_sink,
+)
 
 # Why a REVOKED task did not run or stopped: its error message (Celery's words).
 REVOKED, EXPIRED, TERMINATED = "revoked", "expired", "terminated"
@@ -86,6 +92,11 @@ class Run:
         set_current_event(event, RunInfo(self.task, self.kwargs, self.worker, delivery))
         if self.on_progress is not None:
             set_progress_sink(self.progress)
+
+    @property
+    def time_limits(self) -> tuple[float | None, float | None]:
+        """(soft, hard) in seconds: the call's (apply_async), else the task's."""
+        return event_time_limits(self.event, self.task)
 
     def progress(self, state: str, meta: str | None) -> None:
         """update_state() in the task: a STARTED result with the custom state and meta."""
@@ -240,15 +251,12 @@ def describe(exc: BaseException) -> TaskError:
 def run_sync(run: Run, watchdog: Watchdog, on_abandon: Callable[[bool], None]) -> Outcome:
     """Run a plain function on this thread, within its time limits, terminable by its id
     (``on_abandon(terminated)``: the watchdog gave up on the thread)."""
-    options = run.task.options
+    soft, hard = run.time_limits
     task_id = run.event.id
     run.enter()
     watchdog.track(task_id, on_abandon)
-    watch = (
-        watchdog.watch(options.soft_time_limit, options.time_limit, on_abandon)
-        if options.time_limited
-        else None
-    )
+    limited = soft is not None or hard is not None
+    watch = watchdog.watch(soft, hard, on_abandon) if limited else None
     terminated = False
     try:
         try:
@@ -272,11 +280,9 @@ def run_sync(run: Run, watchdog: Watchdog, on_abandon: Callable[[bool], None]) -
 async def run_async(run: Run, watchdog: Watchdog | None = None) -> Outcome:
     """Await a coroutine function on the worker's loop, within its time limits, terminable
     by its id through ``watchdog`` (a revoke with terminate cancels it)."""
-    options = run.task.options
+    soft, hard = run.time_limits
     run.enter()
-    task = asyncio.ensure_future(
-        _limited(run.task.invoke(run.kwargs), options.soft_time_limit, options.time_limit)
-    )
+    task = asyncio.ensure_future(_limited(run.task.invoke(run.kwargs), soft, hard))
     task_id = run.event.id
     if watchdog is not None:
         watchdog.track_async(task_id, task)

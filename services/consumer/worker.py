@@ -110,7 +110,10 @@ class TaskJob:
         self.offsets = offsets
         self.key = run.event.key
         self.is_async = run.task.is_async
-        self.limited = run.task.options.time_limited
+        event = run.event  # limits of the task, or of this call (apply_async)
+        self.limited = run.task.options.time_limited or (
+            event.time_limit is not None or event.soft_time_limit is not None
+        )
         self.released = False
         self.on_loop = False  # runs on the consumer loop's thread (concurrency 1)
         self._published = False
@@ -154,7 +157,7 @@ class TaskJob:
             if self.on_loop:
                 return  # the loop's own thread: no pool thread to replace
         else:
-            limit = self.run_.task.options.time_limit
+            limit = self.run_.time_limits[1]
             error = TimeLimitExceeded(f"hard time limit of {limit}s exceeded")
             self.publish(self.run_.failed(error))
         self.context.executor.abandon(self)

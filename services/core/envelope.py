@@ -17,6 +17,10 @@ from taskstream.codec import HEADER_SIZE, AvroSchema, Codec
 from taskstream.errors import CorruptMessage, InvalidSchema
 from taskstream.status import Status
 
+# The history version (schemas/history/<envelope>.v<N>.avsc) whose fields are all an event
+# without workflow fields or per-call options has: the fast path's (see Envelopes).
+_PLAIN_VERSION = 2
+
 TASK_EVENT_SCHEMA_FILE = "task_event.avsc"
 RESULT_EVENT_SCHEMA_FILE = "result_event.avsc"
 
@@ -106,6 +110,10 @@ class TaskEvent:
     prepend: Prepend = Prepend.NONE
     parent_results: list[ParentResult] = field(default_factory=list)
     ignore_result: bool = False
+    # Per-call options (apply_async's headers=, time_limit=, soft_time_limit=; seconds).
+    headers: dict[str, str] = field(default_factory=dict)
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
 
 
 @dataclass(slots=True)
@@ -155,19 +163,22 @@ class Envelopes:
         )
         # Events written by earlier versions of the envelopes still decode (new fields take
         # their defaults): every version ever shipped is in schemas/history/.
-        versions = {}
+        versions: dict[str, list[AvroSchema]] = {}
         for filename, current in (
             (TASK_EVENT_SCHEMA_FILE, self.task_schema),
             (RESULT_EVENT_SCHEMA_FILE, self.result_schema),
         ):
-            for older in envelope_history(filename):
-                versions[filename] = codec.register_version(older, current, logical_types=False)
-        # The hot path. An event whose workflow fields are all defaults (nearly all) is the
-        # newest history version's body followed by the defaults' encoding (a zero byte
-        # each: null, empty array, first enum symbol, false), so it is written and read as
-        # that, without fastavro visiting a dozen default fields (which doubled their cost).
-        self._task_prefix = versions[TASK_EVENT_SCHEMA_FILE]
-        self._result_prefix = versions[RESULT_EVENT_SCHEMA_FILE]
+            versions[filename] = [
+                codec.register_version(older, current, logical_types=False)
+                for older in envelope_history(filename)
+            ]
+        # The hot path. An event whose workflow fields (and per-call options) are all
+        # defaults (nearly all) is version 2's body followed by the defaults' encoding (a
+        # zero byte each: null, empty array or map, first enum symbol, false), so it is
+        # written and read as that, without fastavro visiting a dozen default fields (which
+        # doubled their cost).
+        self._task_prefix = versions[TASK_EVENT_SCHEMA_FILE][_PLAIN_VERSION - 1]
+        self._result_prefix = versions[RESULT_EVENT_SCHEMA_FILE][_PLAIN_VERSION - 1]
         self._task_tail = _defaults_tail(codec, self.task_schema, self._task_prefix)
         self._result_tail = _defaults_tail(codec, self.result_schema, self._result_prefix)
 
@@ -179,6 +190,9 @@ class Envelopes:
             and not (event.chain or event.link or event.link_error)
             and event.prepend is Prepend.NONE
             and not event.parent_results
+            and not event.headers
+            and event.time_limit is None
+            and event.soft_time_limit is None
         ):
             head = self.codec.encode(
                 self._task_prefix,
@@ -216,6 +230,9 @@ class Envelopes:
                     {"task": r.task, "result": r.result} for r in event.parent_results
                 ],
                 "ignore_result": event.ignore_result,
+                "headers": event.headers,
+                "time_limit": event.time_limit,
+                "soft_time_limit": event.soft_time_limit,
             },
         )
 
@@ -238,8 +255,8 @@ class Envelopes:
     def _plain(
         self, data: bytes, current: AvroSchema, prefix: AvroSchema, tail: bytes
     ) -> dict[str, Any] | None:
-        """The fields of ``prefix`` (the newest history version) of an event of the current
-        version whose workflow fields are all defaults, or None when it is not such an
+        """The fields of ``prefix`` (history version ``_PLAIN_VERSION``) of an event of the
+        current version whose later fields are all defaults, or None when it is not such an
         event."""
         if data[:HEADER_SIZE] != current.header or not data.endswith(tail):
             return None
@@ -392,7 +409,10 @@ def chord_of(d: dict[str, Any] | None) -> Chord | None:
 
 
 def _any_workflow(d: dict[str, Any]) -> bool:
-    return bool(d["chain"] or d["link"] or d["link_error"] or d["ignore_result"])
+    return bool(
+        d["chain"] or d["link"] or d["link_error"] or d["ignore_result"] or d["headers"]
+        or d["time_limit"] is not None or d["soft_time_limit"] is not None
+    )  # fmt: skip
 
 
 def _workflow_of_task(event: TaskEvent, d: dict[str, Any]) -> None:
@@ -409,3 +429,5 @@ def _workflow_of_task(event: TaskEvent, d: dict[str, Any]) -> None:
     event.prepend = Prepend(d["prepend"])
     event.parent_results = [ParentResult(r["task"], r["result"]) for r in d["parent_results"]]
     event.ignore_result = d["ignore_result"]
+    event.headers = d["headers"]
+    event.time_limit, event.soft_time_limit = d["time_limit"], d["soft_time_limit"]

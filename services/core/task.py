@@ -128,6 +128,7 @@ def current_request() -> TaskRequest:
         event.id, event.task, event.attempt, event.key,
         event.parent_id, event.root_id or event.id, event.group_id, event.group_index,
         args, kwargs, hostname, delivery_info, is_eager, hard, soft,
+        dict(event.headers) if event.headers else None,
     )  # fmt: skip
 
 
@@ -136,9 +137,13 @@ def event_time_limits(
 ) -> tuple[float | None, float | None]:
     """(soft, hard) time limits of a run in seconds: the call's (``apply_async(time_limit=,
     soft_time_limit=)``), else the task's."""
-    if task is None:
-        return None, None
-    return task.options.soft_time_limit, task.options.time_limit
+    soft, hard = event.soft_time_limit, event.time_limit
+    if task is not None:
+        if soft is None:
+            soft = task.options.soft_time_limit
+        if hard is None:
+            hard = task.options.time_limit
+    return soft, hard
 
 
 def set_current_event(event: TaskEvent | None, info: RunInfo | None = None) -> None:
@@ -188,10 +193,7 @@ class TaskOptions:
             raise InvalidOption("max_retries", self.max_retries, "must be >= 0")
         if self.expires is not None and self.expires <= 0:
             raise InvalidOption("expires", self.expires, "must be positive (seconds)")
-        for option in ("soft_time_limit", "time_limit"):
-            value = getattr(self, option)
-            if value is not None and value <= 0:
-                raise InvalidOption(option, value, "a time limit must be positive (seconds)")
+        check_time_limits(self.soft_time_limit, self.time_limit)
 
     @classmethod
     def of(cls, options: dict[str, Any]) -> TaskOptions:
@@ -208,6 +210,20 @@ class TaskOptions:
     def time_limited(self) -> bool:
         """Whether a run has a soft or hard time limit (so needs a thread it can abandon)."""
         return self.time_limit is not None or self.soft_time_limit is not None
+
+
+def check_time_limits(soft: float | None, hard: float | None) -> None:
+    """InvalidOption (a ValueError) for a limit that is not positive, or a soft limit above
+    the hard one (Celery's ValueError: the soft limit would never come first)."""
+    for option, value in (("soft_time_limit", soft), ("time_limit", hard)):
+        if value is not None and value <= 0:
+            raise InvalidOption(option, value, "a time limit must be positive (seconds)")
+    if soft is not None and hard is not None and soft > hard:
+        raise InvalidOption(
+            "soft_time_limit",
+            soft,
+            f"soft_time_limit must be less than or equal to time_limit ({hard})",
+        )
 
 
 def _micros(option: str, when: datetime) -> int:
@@ -235,6 +251,14 @@ def call_args(
     if not isinstance(kwargs, Mapping):
         raise InvalidCall(f"task kwargs must be a mapping, not {type(kwargs).__name__}")
     return args, dict(kwargs)
+
+
+def _text_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """apply_async's ``headers``, checked: they travel as an Avro map of strings."""
+    for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise InvalidOption("headers", {name: value}, "header names and values are str")
+    return dict(headers)
 
 
 def _expiry(expires: float | timedelta | datetime, now: int) -> int:
@@ -339,6 +363,9 @@ class Task(Generic[P, R]):
         link: Signature[Any] | Sequence[Signature[Any]] | None = None,
         link_error: Signature[Any] | Sequence[Signature[Any]] | None = None,
         ignore_result: bool | None = None,
+        headers: Mapping[str, str] | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
     ) -> AsyncResult[R]:
         """Send the task with options. ``key``: events with one key go to one partition and
         run in order. ``queue``: another queue than the task's own. ``countdown``: run it no
@@ -350,7 +377,10 @@ class Task(Generic[P, R]):
         with its id if it fails (CanvasError here, before sending, when a result cannot fit
         a callback's parameter). ``ignore_result``: store no SUCCESS result for this call
         (default: the task's option); the AsyncResult is then ``ignored`` and its ``get()``
-        returns None at once, as in Celery."""
+        returns None at once, as in Celery. ``headers``: text the task reads as
+        ``self.request.headers`` (kept across its retries). ``time_limit`` /
+        ``soft_time_limit``: this call's limits in seconds, over the task's (InvalidOption,
+        a ValueError, for a soft limit above the hard one)."""
         event = self.event(
             self.encode_args(*call_args(args, kwargs)), key=key, queue=queue, task_id=task_id
         )
@@ -370,6 +400,11 @@ class Task(Generic[P, R]):
             attach_callbacks(event, self, link, link_error)
         if ignore_result is not None:
             event.ignore_result = ignore_result
+        if headers:
+            event.headers = _text_headers(headers)
+        if time_limit is not None or soft_time_limit is not None:
+            event.time_limit, event.soft_time_limit = time_limit, soft_time_limit
+            check_time_limits(*event_time_limits(event, self))
         result = self.app.publish(event)
         result.ignored = event.ignore_result
         return result

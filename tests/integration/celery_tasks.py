@@ -23,6 +23,12 @@ class UnpickleableException(Exception):
 
 
 def celery_tasks(app: App) -> None:
+    _basic_tasks(app)
+    _request_tasks(app)
+    _retry_tasks(app)
+
+
+def _basic_tasks(app: App) -> None:
     @app.task(name="ctest.add")
     def add(x: int, y: int, z: int | None = None) -> int:
         """Add two or three numbers."""
@@ -53,6 +59,10 @@ def celery_tasks(app: App) -> None:
     def print_unicode(log_message: str = "håå®ƒ valmuefrø", print_message: str = "hiöäüß") -> None:
         print(log_message, print_message)
 
+
+def _request_tasks(app: App) -> None:
+    """Tasks that return what their request says."""
+
     @app.task(name="ctest.ids", bind=True)
     def ids(self: Task[..., Any], i: int) -> tuple[str | None, ...]:
         """Returns a tuple of ``root_id``, ``parent_id`` and the argument passed as ``i``
@@ -68,3 +78,34 @@ def celery_tasks(app: App) -> None:
             "topic": None if r.delivery_info is None else r.delivery_info["topic"],
             "is_eager": repr(r.is_eager),
         }  # fmt: skip
+
+    @app.task(name="ctest.return_request_time_limits", bind=True)
+    def return_request_time_limits(self: Task[..., Any]) -> dict[str, float | None]:
+        """Return time_limit and soft_time_limit from the task request context."""
+        return {
+            "time_limit": self.request.time_limit,
+            "soft_time_limit": self.request.soft_time_limit,
+        }
+
+    @app.task(
+        name="ctest.task_with_declared_time_limits", bind=True, time_limit=60, soft_time_limit=45
+    )
+    def task_with_declared_time_limits(self: Task[..., Any]) -> dict[str, float | None]:
+        """Task with explicitly declared time limits: verifies request fields are set."""
+        return {
+            "time_limit": self.request.time_limit,
+            "soft_time_limit": self.request.soft_time_limit,
+        }
+
+
+def _retry_tasks(app: App) -> None:
+    """Tasks that retry."""
+
+    @app.task(name="ctest.retry_once_headers", bind=True, max_retries=1)
+    def retry_once_headers(
+        self: Task[..., Any], max_retries: int = 1, countdown: float = 0.1
+    ) -> dict[str, str] | None:
+        """Task that fails and is retried. Returns headers."""
+        if self.request.retries:
+            return self.request.headers
+        raise self.retry(countdown=countdown, max_retries=max_retries)

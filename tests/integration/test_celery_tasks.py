@@ -263,6 +263,69 @@ def test_request_fields_on_a_worker(app: App) -> None:
     assert got["topic"] == f"{app.settings.topic_prefix}.tasks.default"
 
 
+def test_task_retried_headers(app: App) -> None:
+    res = task(app, "retry_once_headers").apply_async(headers={"x-test-header": "test-value"})
+    headers = res.get(timeout=TIMEOUT)
+    assert headers is not None  # retried once with headers
+    assert "x-test-header" in headers  # retry keeps custom headers
+
+
+def test_soft_time_limit_exceeding_time_limit(app: App) -> None:
+    """(Celery raises at apply_async; taskstream already when the task is declared, and for
+    a call's own limits at apply_async.)"""
+    with pytest.raises(
+        ValueError, match="soft_time_limit must be less than or equal to time_limit"
+    ):
+
+        @app.task(
+            name="ctest.soft_time_limit_must_exceed_time_limit", soft_time_limit=2, time_limit=1
+        )
+        def soft_time_limit_must_exceed_time_limit() -> None:
+            pass
+
+    with pytest.raises(
+        ValueError, match="soft_time_limit must be less than or equal to time_limit"
+    ):
+        task(app, "add").apply_async((1, 1), soft_time_limit=2, time_limit=1)
+
+
+def test_request_time_limits_set_via_apply_async(app: App) -> None:
+    """time_limit and soft_time_limit passed to apply_async must be accessible
+    via task.request.time_limit and task.request.soft_time_limit inside the task."""
+    result = task(app, "return_request_time_limits").apply_async(time_limit=30, soft_time_limit=20)
+    data = result.get(timeout=TIMEOUT)
+    assert data["time_limit"] == 30
+    assert data["soft_time_limit"] == 20
+
+
+def test_request_time_limits_none_when_not_configured(app: App) -> None:
+    """When no time limits are set, task.request.time_limit and
+    task.request.soft_time_limit must both be None."""
+    result = task(app, "return_request_time_limits").apply_async()
+    data = result.get(timeout=TIMEOUT)
+    assert data["time_limit"] is None
+    assert data["soft_time_limit"] is None
+
+
+def test_request_time_limits_from_task_declaration(app: App) -> None:
+    """A task with time_limit and soft_time_limit declared at class level must
+    expose those values via task.request.time_limit and task.request.soft_time_limit."""
+    result = task(app, "task_with_declared_time_limits").apply_async()
+    data = result.get(timeout=TIMEOUT)
+    assert data["time_limit"] == 60
+    assert data["soft_time_limit"] == 45
+
+
+def test_apply_async_time_limits_override_task_declaration(app: App) -> None:
+    """time_limit and soft_time_limit passed to apply_async must override
+    values declared at the task class level."""
+    declared = task(app, "task_with_declared_time_limits")
+    result = declared.apply_async(time_limit=10, soft_time_limit=5)
+    data = result.get(timeout=TIMEOUT)
+    assert data["time_limit"] == 10
+    assert data["soft_time_limit"] == 5
+
+
 def test_unicode_task(app: App) -> None:
     from taskstream import group
 

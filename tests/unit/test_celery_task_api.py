@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import taskstream.testing
-from taskstream import App, Task
+from taskstream import App, SoftTimeLimitExceeded, Task
+from taskstream.errors import InvalidOption
 from taskstream.topics import task_topic
 
 
@@ -161,3 +163,78 @@ def test_apply_inside_a_task_makes_it_the_parent_and_keeps_the_root(app: App) ->
     assert parent[1] is None and parent[2] == parent[0]
     assert child[1] == parent[0] and child[2] == parent[0]
     assert grandchild[1] == child[0] and grandchild[2] == parent[0]
+
+
+# -- 4. per-call headers and time limits -----------------------------------------------------
+
+
+def test_headers_reach_the_task_and_survive_its_retry(app: App) -> None:
+    """Celery's retry_once_headers: apply_async(headers=...) is self.request.headers, also
+    in the retry."""
+
+    @app.task(name="celeryapi.retry_once_headers", bind=True, max_retries=1)
+    def retry_once_headers(self: Task[..., Any], countdown: float = 0.1) -> dict[str, str] | None:
+        if self.request.retries:
+            return self.request.headers
+        raise self.retry(countdown=countdown)
+
+    with taskstream.testing.run(app) as stub:
+        res = retry_once_headers.apply_async(headers={"x-test-header": "test-value"})
+        stub.join()
+        stub.advance(1)
+        headers = res.get(timeout=10)
+    assert headers is not None  # retried once with headers
+    assert headers == {"x-test-header": "test-value"}  # retry keeps custom headers
+
+
+def test_per_call_time_limits_are_the_request_s_and_override_the_task_s(app: App) -> None:
+    @app.task(name="celeryapi.limits", bind=True, time_limit=60, soft_time_limit=45)
+    def limits(self: Task[..., Any]) -> list[float | None]:
+        return [self.request.time_limit, self.request.soft_time_limit]
+
+    @app.task(name="celeryapi.no_limits", bind=True)
+    def no_limits(self: Task[..., Any]) -> list[float | None]:
+        return [self.request.time_limit, self.request.soft_time_limit]
+
+    with taskstream.testing.run(app):
+        assert limits.apply_async().get(timeout=10) == [60, 45]
+        assert limits.apply_async(time_limit=10, soft_time_limit=5).get(timeout=10) == [10, 5]
+        assert no_limits.apply_async().get(timeout=10) == [None, None]
+        assert no_limits.apply_async(time_limit=30, soft_time_limit=20).get(timeout=10) == [
+            30,
+            20,
+        ]
+
+
+def test_a_per_call_soft_time_limit_raises_in_the_task(app: App) -> None:
+    @app.task(name="celeryapi.polite")
+    def polite() -> str:
+        try:
+            while True:  # until the soft limit interrupts it
+                time.sleep(0.01)
+        except SoftTimeLimitExceeded:
+            return "cleaned up"
+
+    with taskstream.testing.run(app):
+        assert polite.apply_async(soft_time_limit=0.2, time_limit=30).get(timeout=20) == (
+            "cleaned up"
+        )
+
+
+def test_a_soft_time_limit_above_the_hard_one_is_a_value_error(app: App) -> None:
+    message = "soft_time_limit must be less than or equal to time_limit"
+    with pytest.raises(ValueError, match=message):
+
+        @app.task(
+            name="celeryapi.soft_time_limit_must_exceed_time_limit", soft_time_limit=2, time_limit=1
+        )
+        def soft_time_limit_must_exceed_time_limit() -> None:
+            pass
+
+    add = app.tasks["celeryapi.add"]
+    with pytest.raises(ValueError, match=message):
+        add.apply_async((1, 2), soft_time_limit=2, time_limit=1)
+    with pytest.raises(ValueError, match="must be positive"):
+        add.apply_async((1, 2), time_limit=0)
+    with pytest.raises(InvalidOption, match="str"):
+        add.apply_async((1, 2), headers={"n": 1})  # type: ignore[dict-item]

@@ -189,19 +189,21 @@ def test_encoding_keeps_the_specification_fingerprint() -> None:
 @pytest.mark.parametrize(
     ("filename", "version", "spec", "apache"),
     [
-        (TASK_EVENT_SCHEMA_FILE, None, "f1a08fd062d23487", "1f768b80274f57aa"),
+        (TASK_EVENT_SCHEMA_FILE, None, "aaa43194f6e2081a", "256596a39729e566"),
         (RESULT_EVENT_SCHEMA_FILE, None, "dca6e50745339a9e", "a4eb8484d3a93820"),
         (TASK_EVENT_SCHEMA_FILE, 1, "fb51d1a78cff63ad", "a4d291fc2f46e32f"),
         (RESULT_EVENT_SCHEMA_FILE, 1, "abcc3e02563c979d", "8985d5ca55ceb15f"),
         (TASK_EVENT_SCHEMA_FILE, 2, "d6881996185ae9d1", "1726095ce687291f"),
         (RESULT_EVENT_SCHEMA_FILE, 2, "5a0f26df2e73d328", "298f576104bc505a"),
+        (TASK_EVENT_SCHEMA_FILE, 3, "f1a08fd062d23487", "1f768b80274f57aa"),
     ],
 )
 def test_the_envelope_fingerprints_are_the_documented_ones(
     filename: str, version: int | None, spec: str, apache: str
 ) -> None:
     # The current envelopes, and each version shipped before (schemas/history, whose events
-    # still decode): version 2 added expires and REVOKED, the current one the workflow fields.
+    # still decode): version 2 added expires and REVOKED, task_event version 3 the workflow
+    # fields, the current one the per-call headers and time limits.
     schema = (
         load_envelope_schema(filename)
         if version is None
@@ -238,8 +240,8 @@ def test_events_of_the_first_envelopes_decode_as_the_current_ones() -> None:
 
 
 def test_the_fast_path_writes_what_the_full_schema_writes() -> None:
-    """An event without workflow fields is written as the newest history version's body
-    plus the defaults' bytes: exactly what fastavro writes with the whole current envelope."""
+    """An event without workflow fields is written as history version 2's body plus the
+    defaults' bytes: exactly what fastavro writes with the whole current envelope."""
     from taskstream.envelope import Chord, ParentResult, Prepend, ResultEvent, Step, TaskEvent
     from taskstream.status import Status
 
@@ -252,7 +254,8 @@ def test_the_fast_path_writes_what_the_full_schema_writes() -> None:
         "parent_id": None,
         "root_id": None, "group_id": None, "group_index": None, "group_size": None,
         "chord": None, "chain": [], "link": [], "link_error": [], "prepend": "NONE",
-        "parent_results": [], "ignore_result": False,
+        "parent_results": [], "ignore_result": False, "headers": {}, "time_limit": None,
+        "soft_time_limit": None,
     }  # fmt: skip
     assert envelopes.encode_task(plain) == codec.encode(envelopes.task_schema, full)
     assert envelopes.decode_task(envelopes.encode_task(plain)) == plain
@@ -264,6 +267,11 @@ def test_the_fast_path_writes_what_the_full_schema_writes() -> None:
         parent_results=[ParentResult("t", b"r")], ignore_result=True,
     )  # fmt: skip
     assert envelopes.decode_task(envelopes.encode_task(busy)) == busy
+    optioned = TaskEvent(
+        TASK_ID, "itest.add", "default", None, 1, T0, None, b"x", headers={"x-test": "v"},
+        time_limit=10.0, soft_time_limit=5.0,
+    )  # fmt: skip
+    assert envelopes.decode_task(envelopes.encode_task(optioned)) == optioned
     result = ResultEvent(
         TASK_ID, "itest.add", Status.SUCCESS, 1, None, b"r", None, "w", "t", 0, 1, T0, T0, T0
     )
@@ -272,3 +280,21 @@ def test_the_fast_path_writes_what_the_full_schema_writes() -> None:
     assert envelopes.decode_result(envelopes.encode_result(result)) == result
     datum = envelopes.decode_result_datum(envelopes.encode_result(result))
     assert (datum["state"], datum["group_id"], datum["chord"]) == ("PROGRESS", "g", None)
+
+
+def test_events_written_before_the_per_call_options_decode_with_their_defaults() -> None:
+    """Task events of version 3 (workflow fields, no headers or time limits) still in a
+    topic decode as the current envelope: no headers, the task's own time limits."""
+    codec = Codec()
+    envelopes = Envelopes(codec)
+    v3 = codec.register(envelope_history(TASK_EVENT_SCHEMA_FILE)[2], logical_types=False)
+    datum = {
+        "id": "t-3", "task": "itest.add", "queue": "default", "key": None, "attempt": 2,
+        "enqueued_at": 5, "not_before": None, "args": b"", "expires": None,
+        "parent_id": "p", "root_id": "r", "group_id": None, "group_index": None,
+        "group_size": None, "chord": None, "chain": [], "link": [], "link_error": [],
+        "prepend": "NONE", "parent_results": [], "ignore_result": True,
+    }  # fmt: skip
+    event = envelopes.decode_task(codec.encode(v3, datum))
+    assert (event.id, event.parent_id, event.ignore_result) == ("t-3", "p", True)
+    assert (event.headers, event.time_limit, event.soft_time_limit) == ({}, None, None)

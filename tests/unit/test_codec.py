@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 
@@ -288,7 +289,7 @@ def test_events_written_before_the_per_call_options_decode_with_their_defaults()
     codec = Codec()
     envelopes = Envelopes(codec)
     v3 = codec.register(envelope_history(TASK_EVENT_SCHEMA_FILE)[2], logical_types=False)
-    datum = {
+    datum: dict[str, Any] = {
         "id": "t-3", "task": "itest.add", "queue": "default", "key": None, "attempt": 2,
         "enqueued_at": 5, "not_before": None, "args": b"", "expires": None,
         "parent_id": "p", "root_id": "r", "group_id": None, "group_index": None,

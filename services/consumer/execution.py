@@ -23,6 +23,7 @@ from taskstream.consumer.dead_letter import Reason
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import ResultEvent, TaskError, TaskEvent, now_micros
 from taskstream.errors import (
+    MaxRetriesExceededError,
     ResultTooLarge,
     Retry,
     SoftTimeLimitExceeded,
@@ -80,6 +81,7 @@ class Run:
     trace: Any = field(default=None, kw_only=True)
     # Where update_state()'s STARTED events with a custom state go (the results topic).
     on_progress: Callable[[ResultEvent], None] | None = field(default=None, kw_only=True)
+    info: RunInfo | None = field(default=None, kw_only=True)  # the request's, once entered
 
     def enter(self) -> None:
         """Mark the start of the run and make its request current for the task's code."""
@@ -89,7 +91,8 @@ class Run:
             "topic": self.topic, "partition": self.partition, "offset": self.offset,
             "key": event.key,
         }  # fmt: skip
-        set_current_event(event, RunInfo(self.task, self.kwargs, self.worker, delivery))
+        self.info = RunInfo(self.task, self.kwargs, self.worker, delivery)
+        set_current_event(event, self.info)
         if self.on_progress is not None:
             set_progress_sink(self.progress)
 
@@ -155,24 +158,30 @@ class Run:
     def failed(self, exc: BaseException) -> Outcome:
         """FAILURE, or RETRY with the next attempt when the task's policy says so."""
         options = self.task.options
-        if not retries.wants_retry(options, exc):
+        exhausted = self.info is not None and self.info.exhausted is exc  # by self.retry()
+        if not exhausted and not retries.wants_retry(options, exc):
             return Outcome(self._failure(Status.FAILURE, exc))
         recorded = exc.exc if isinstance(exc, Retry) and exc.exc is not None else exc
         retries_done = self.event.attempt - 1
-        if retries_done >= options.max_retries:
+        limit = retries.max_retries(options, exc)
+        if exhausted or retries_done >= limit:
+            if isinstance(recorded, Retry):  # raise Retry() past the limit, without exc
+                recorded = MaxRetriesExceededError(self.task.name, self.event.id, limit)
             # The reason travels in a dead-letter header, next to the whole task event.
             reason = _cut(
                 f"retries exhausted after {self.event.attempt} attempts: {recorded!r}",
                 _REASON_MAX_BYTES,
             )
             return Outcome(self._failure(Status.FAILURE, recorded), None, reason)
-        requested = exc.countdown if isinstance(exc, Retry) else None
-        wait = retries.countdown(options, retries_done, requested)
+        wait = retries.countdown(options, retries_done, retries.requested_countdown(options, exc))
         event = self.event
-        # The next attempt keeps the event's workflow links (chain, callbacks, group).
+        # The next attempt keeps the event's workflow links (chain, callbacks, group) and
+        # per-call options (headers, time limits).
         following = dataclasses.replace(
             event, attempt=event.attempt + 1, not_before=now_micros() + int(wait * 1_000_000)
         )
+        if isinstance(exc, Retry) and exc.expires is not None:
+            following.expires = exc.expires
         return Outcome(self._failure(Status.RETRY, recorded), following)
 
     def _failure(self, status: Status, exc: BaseException) -> ResultEvent:

@@ -15,6 +15,23 @@ def wants_retry(options: TaskOptions, exc: BaseException) -> bool:
     )
 
 
+def max_retries(options: TaskOptions, exc: BaseException) -> int:
+    """How many retries this failure allows: ``self.retry(max_retries=)``'s, else for an
+    ``autoretry_for`` exception ``retry_kwargs["max_retries"]``, else the task's."""
+    if isinstance(exc, Retry):
+        return options.max_retries if exc.max_retries is None else exc.max_retries
+    return int(options.retry_kwargs.get("max_retries", options.max_retries))
+
+
+def requested_countdown(options: TaskOptions, exc: BaseException) -> float | None:
+    """The wait this failure asks for: Retry's countdown, or ``retry_kwargs["countdown"]``
+    for an ``autoretry_for`` exception; None leaves it to the backoff policy."""
+    if isinstance(exc, Retry):
+        return exc.countdown
+    value = options.retry_kwargs.get("countdown")
+    return None if value is None else float(value)
+
+
 def countdown(options: TaskOptions, retries_done: int, requested: float | None = None) -> float:
     """Seconds to wait before the next attempt, Celery's way: the requested countdown, else
     exponential backoff (``retry_backoff * 2 ** retries_done``, capped, with full jitter),

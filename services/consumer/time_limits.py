@@ -37,6 +37,10 @@ def raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> Non
     )
 
 
+def _ended(terminated: bool) -> None:
+    """The on_abandon of a watch whose run ended (never called: it is inactive)."""
+
+
 class _Watch:
     __slots__ = ("active", "on_abandon", "terminated", "thread_id")
 
@@ -98,6 +102,9 @@ class Watchdog:
             if watch.active:
                 watch.active = False
                 raise_in_thread(watch.thread_id, None)  # one scheduled but not yet raised
+                # Its deadlines stay in the heap until due: they must not keep the run (and
+                # its job, arguments and result) alive until then.
+                watch.on_abandon = _ended
 
     # -- terminate: every run is registered, at the cost of a dict store and a pop ---------
 

@@ -19,6 +19,7 @@ from taskstream.errors import (
     CanvasError,
     DeliveryFailed,
     InvalidArguments,
+    MaxRetriesExceededError,
     MessageTooLarge,
     ResultTimeout,
     ResultTooLarge,
@@ -60,6 +61,7 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "crontab",
     # control flow raised by tasks
     "Retry",
+    "MaxRetriesExceededError",
     "SoftTimeLimitExceeded",
     # errors
     "CanvasError",

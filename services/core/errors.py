@@ -30,6 +30,7 @@ TaskstreamError
 ├── StoreError               the lookup store cannot be opened or written
 │   └── InvalidRecord            a result record with a naive datetime (field, value)   +V
 ├── Retry                    raised by a task: run it again later (countdown, exc)
+├── MaxRetriesExceededError  self.retry() with the retries used up (task, task_id, max_retries)
 ├── SoftTimeLimitExceeded    raised inside a task past its soft_time_limit
 ├── TimeLimitExceeded        a task ran past its hard time_limit: its FAILURE type
 ├── TaskRevoked              get() of a REVOKED task (task_id, reason: revoked|expired|terminated)
@@ -295,11 +296,30 @@ class Retry(TaskstreamError):
     """
 
     def __init__(
-        self, countdown: float | None = None, exc: BaseException | None = None, message: str = ""
+        self,
+        countdown: float | None = None,
+        exc: BaseException | None = None,
+        message: str = "",
+        *,
+        max_retries: int | None = None,
+        expires: int | None = None,
     ) -> None:
         self.countdown = countdown
         self.exc = exc
+        self.max_retries = max_retries  # this retry's limit (self.retry(max_retries=)), if any
+        self.expires = expires  # µs since the epoch: the next attempt's expiry, if any
         super().__init__(message or (f"{type(exc).__name__}: {exc}" if exc else "retry requested"))
+
+
+class MaxRetriesExceededError(TaskstreamError):
+    """``self.retry()`` in a task whose retries are used up (Celery's name). Raised inside
+    the task, which may catch it and decide; uncaught, it is the task's FAILURE."""
+
+    def __init__(self, task: str, task_id: str, max_retries: int) -> None:
+        self.task = task
+        self.task_id = task_id
+        self.max_retries = max_retries
+        super().__init__(f"Can't retry {task}[{task_id}]: max_retries ({max_retries}) exceeded")
 
 
 class SoftTimeLimitExceeded(TaskstreamError):

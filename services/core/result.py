@@ -104,8 +104,11 @@ class AsyncResult(Generic[R]):
 
     @property
     def result(self) -> Any:
-        """The return value once SUCCESS, the error (a TaskFailed) once FAILURE, else None."""
+        """The return value once SUCCESS, the error (a TaskFailed) once FAILURE, and while in
+        RETRY the error it is retried for (as in Celery); else None."""
         record = self.record
+        if record is not None and record.status is Status.RETRY:
+            return self._error(record)
         if record is None or not record.status.is_final:
             return None
         return self._value(record)
@@ -123,9 +126,9 @@ class AsyncResult(Generic[R]):
 
     @property
     def traceback(self) -> str | None:
-        """The remote traceback of a FAILURE, else None."""
+        """The remote traceback of a FAILURE (or of the error a RETRY is for), else None."""
         record = self.record
-        if record is None or record.status is not Status.FAILURE:
+        if record is None or record.status not in (Status.FAILURE, Status.RETRY):
             return None
         return record.error_traceback
 
@@ -205,15 +208,19 @@ class AsyncResult(Generic[R]):
             fast = now - started < _FAST_PHASE_S
             interval = min(interval * 2, _FAST_POLL_MAX_S) if fast else _SLOW_POLL_S
 
+    def _error(self, record: ResultRecord) -> TaskFailed:
+        """The error a FAILURE or RETRY record describes."""
+        return TaskFailed(
+            self.id,
+            record.error_type or "Exception",
+            record.error_message or "",
+            record.error_traceback or "",
+        )
+
     def _outcome(self, record: ResultRecord) -> R:
         if record.status is Status.REVOKED:
             raise TaskRevoked(self.id, record.error_message or "revoked")
         if record.status is Status.FAILURE:
-            raise TaskFailed(
-                self.id,
-                record.error_type or "Exception",
-                record.error_message or "",
-                record.error_traceback or "",
-            )
+            raise self._error(record)
         value: Any = self._app.decode_result(record.task, record.result)
         return value  # type: ignore[no-any-return]

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskstream.codec import AvroSchema
 from taskstream.envelope import TaskEvent, now_micros
-from taskstream.errors import InvalidCall, InvalidOption, NoCurrentTask, Retry
+from taskstream.errors import (
+    InvalidCall,
+    InvalidOption,
+    MaxRetriesExceededError,
+    NoCurrentTask,
+    Retry,
+)
 from taskstream.signature import TaskSignature, derive_signature, tail_signature
 
 if TYPE_CHECKING:
@@ -65,16 +71,19 @@ class TaskRequest:
         return self.group_id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunInfo:
     """What the running task's request is built from besides its event: the task, its
-    decoded arguments (by name), and where it runs."""
+    decoded arguments (by name), and where it runs; and what its run left for the worker."""
 
     task: Task[Any, Any]
     kwargs: Mapping[str, Any]
     hostname: str | None = None
     delivery_info: dict[str, Any] | None = None  # topic, partition, offset, key
     is_eager: bool = False
+    # What self.retry() raised with the retries used up (the worker dead-letters the event
+    # when the run ends with it).
+    exhausted: BaseException | None = None
 
 
 # Task ids are random (version 4) UUIDs as text, made a block at a time: one urandom() call
@@ -163,6 +172,9 @@ def set_progress_sink(sink: ProgressSink | None) -> None:
     _progress_sink.set(sink)
 
 
+_RETRY_KWARGS = ("countdown", "max_retries")  # what TaskOptions.retry_kwargs may set
+
+
 @dataclass(frozen=True)
 class TaskOptions:
     """How a task is retried and limited, as in Celery.
@@ -187,6 +199,9 @@ class TaskOptions:
     expires: float | None = None  # seconds after sending; picked up later: REVOKED (expired)
     bind: bool = False  # the function's first parameter is the task (self.request, ...)
     ignore_result: bool = False  # store no SUCCESS result (failures are still stored)
+    # How autoretry_for retries (Celery's): {"max_retries": n, "countdown": seconds}, over
+    # the task's max_retries and backoff.
+    retry_kwargs: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
@@ -194,6 +209,13 @@ class TaskOptions:
         if self.expires is not None and self.expires <= 0:
             raise InvalidOption("expires", self.expires, "must be positive (seconds)")
         check_time_limits(self.soft_time_limit, self.time_limit)
+        for option, value in self.retry_kwargs.items():
+            if option not in _RETRY_KWARGS:
+                raise InvalidOption(
+                    "retry_kwargs", {option: value}, f"keys are {', '.join(_RETRY_KWARGS)}"
+                )
+            if not isinstance(value, int | float) or value < 0:
+                raise InvalidOption("retry_kwargs", {option: value}, "must be a number >= 0")
 
     @classmethod
     def of(cls, options: dict[str, Any]) -> TaskOptions:
@@ -458,10 +480,32 @@ class Task(Generic[P, R]):
         *,
         exc: BaseException | None = None,
         countdown: float | None = None,
+        eta: datetime | None = None,
+        max_retries: int | None = None,
+        expires: float | timedelta | datetime | None = None,
         **_celery_options: Any,
     ) -> Retry:
-        """Retry the running task (raises Retry; ``raise self.retry(...)`` reads as Celery)."""
-        raise Retry(countdown=countdown, exc=exc)
+        """Retry the running task, as Celery's ``self.retry()``: raises Retry (``raise
+        self.retry(...)`` reads as Celery) to run it again, with the same arguments, after
+        ``countdown`` seconds or at ``eta`` (else the task's backoff policy). Once
+        ``max_retries`` (this call's, else the task's) retries are used up it raises ``exc``
+        when given, else MaxRetriesExceededError, here in the task, which may catch it.
+        ``expires``: the next attempt's, as apply_async's. Other Celery options (priority,
+        ...) are accepted and ignored."""
+        request = current_request()
+        limit = self.options.max_retries if max_retries is None else max_retries
+        if request.retries >= limit:
+            error = (
+                exc if exc is not None else MaxRetriesExceededError(self.name, request.id, limit)
+            )
+            info = _current_info.get()
+            if info is not None:
+                info.exhausted = error
+            raise error
+        if countdown is None and eta is not None:
+            countdown = max(0.0, (_micros("eta", eta) - now_micros()) / 1_000_000)
+        until = None if expires is None else _expiry(expires, now_micros())
+        raise Retry(countdown=countdown, exc=exc, max_retries=max_retries, expires=until)
 
     def event(
         self,

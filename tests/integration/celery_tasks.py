@@ -109,3 +109,50 @@ def _retry_tasks(app: App) -> None:
         if self.request.retries:
             return self.request.headers
         raise self.retry(countdown=countdown, max_retries=max_retries)
+
+    @app.task(name="ctest.retry", bind=True, default_retry_delay=1)
+    def retry(self: Task[..., Any], return_value: str | None = None) -> str:
+        """Task simulating multiple retries.
+
+        When return_value is provided, the task after retries returns the result.
+        Otherwise it fails. (Celery counts attempts on the task object, which works in one
+        worker process; here the request's retries. Countdown 1 s, not 5: the same path.)"""
+        if return_value and self.request.retries >= 3:
+            return return_value
+        raise self.retry(exc=ExpectedException(), countdown=1)
+
+    @app.task(name="ctest.retry_unpickleable", bind=True, default_retry_delay=1)
+    def retry_unpickleable(
+        self: Task[..., Any], foo: str, bar: str, *, retry_kwargs: dict[str, int]
+    ) -> None:
+        """Task that fails with an unpickleable exception and is retried."""
+        raise self.retry(
+            exc=UnpickleableException(foo, bar),
+            countdown=retry_kwargs.get("countdown"),
+            max_retries=retry_kwargs.get("max_retries"),
+        )
+
+    @app.task(name="ctest.retry_once", bind=True, expires=120.0, max_retries=1)
+    def retry_once(
+        self: Task[..., Any],
+        expires: float | None = None,
+        max_retries: int = 1,
+        countdown: float = 0.1,
+    ) -> int:
+        """Task that fails and is retried. Returns the number of retries."""
+        if self.request.retries:
+            return self.request.retries
+        raise self.retry(countdown=countdown, expires=expires, max_retries=max_retries)
+
+    @app.task(
+        name="auto_retry_class_task",
+        bind=True,
+        autoretry_for=(ValueError,),
+        retry_kwargs={"max_retries": 1},
+        retry_backoff=True,
+    )
+    def auto_retry_class_task(self: Task[..., Any]) -> int:
+        """Celery's ClassBasedAutoRetryTask, as a function (there are no task classes)."""
+        if self.request.retries:
+            return self.request.retries
+        raise ValueError()

@@ -132,13 +132,13 @@ def test_timeout(app: App) -> None:
 
 
 def test_expired(app: App) -> None:
-    """Testing expiration of task."""
+    """Testing expiration of task. (The tasks share a key: see test_revoked.)"""
     sleeping, add = task(app, "sleeping"), task(app, "add")
     # Fill the queue with tasks which took > 1 sec to process
     for _ in range(4):
-        sleeping.delay(2)
+        sleeping.apply_async((2,), key="expired")
     # Execute task with expiration = 1 sec
-    result = add.apply_async((1, 1), expires=1)
+    result = add.apply_async((1, 1), expires=1, key="expired")
     with pytest.raises(TaskRevoked):
         result.get()
     assert result.status == "REVOKED"
@@ -148,9 +148,10 @@ def test_expired(app: App) -> None:
 
     # Fill the queue with tasks which took > 1 sec to process
     for _ in range(4):
-        sleeping.delay(2)
+        sleeping.apply_async((2,), key="expired")
     # Execute task with expiration at now + 1 sec
-    result = add.apply_async((1, 1), expires=datetime.now(UTC) + timedelta(seconds=1))
+    expires = datetime.now(UTC) + timedelta(seconds=1)
+    result = add.apply_async((1, 1), expires=expires, key="expired")
     with pytest.raises(TaskRevoked):
         result.get()
     assert result.status == "REVOKED"
@@ -200,13 +201,14 @@ def test_fail(app: App) -> None:
 
 
 def test_revoked(app: App) -> None:
-    """Testing revoking of task"""
+    """Testing revoking of task. (A Kafka queue is FIFO per partition, not across them:
+    the tasks share a key, so the add waits behind the sleeping tasks as in Celery's queue.)"""
     sleeping, add = task(app, "sleeping"), task(app, "add")
     # Fill the queue with tasks to fill the queue
     for _ in range(4):
-        sleeping.delay(2)
+        sleeping.apply_async((2,), key="revoked")
     # Execute task and revoke it
-    result = add.apply_async((1, 1))
+    result = add.apply_async((1, 1), key="revoked")
     result.revoke()
     with pytest.raises(TaskRevoked):
         result.get()
@@ -261,6 +263,65 @@ def test_request_fields_on_a_worker(app: App) -> None:
     assert got["args"] == "(3,)" and got["kwargs"] == "{}"
     assert got["hostname"] and got["is_eager"] == "False"
     assert got["topic"] == f"{app.settings.topic_prefix}.tasks.default"
+
+
+def test_retry(app: App) -> None:
+    """Tests retrying of task. (The remote error is a TaskFailed naming its type.)"""
+    retry = task(app, "retry")
+    # Tests when max. retries is reached
+    result = retry.delay()
+    status = wait_for_status_other_than_pending(result)
+    assert status == "RETRY"
+    with pytest.raises(TaskFailed) as failed:
+        result.get()
+    assert failed.value.exc_type == "ExpectedException"
+    assert result.status == "FAILURE"
+
+    # Tests when task is retried but after returns correct result
+    result = retry.delay(return_value="bar")
+    status = wait_for_status_other_than_pending(result)
+    assert status == "RETRY"
+    assert result.get() == "bar"
+    assert result.status == "SUCCESS"
+
+
+def test_retry_with_unpickleable_exception(app: App) -> None:
+    """Test a task that retries with an unpickleable exception.
+
+    We expect to be able to fetch the result (exception) correctly."""
+    job = task(app, "retry_unpickleable").delay(
+        "foo",
+        "bar",
+        retry_kwargs={"countdown": 10, "max_retries": 1},
+    )
+    status = wait_for_status_other_than_pending(job)
+    assert status == "RETRY"
+
+    # Get the exception
+    res = job.result
+    assert job.status == "RETRY"  # make sure that it wasn't completed yet
+
+    # Fallback: ensure the exception string mentions the class and argument
+    res_str = str(res)
+    assert "UnpickleableException" in res_str
+    assert "foo" in res_str
+
+    job.revoke()
+
+
+def test_task_retried_once(app: App) -> None:
+    res = task(app, "retry_once").delay()
+    assert res.get(timeout=TIMEOUT) == 1  # retried once
+
+
+def test_task_retried_once_with_expires(app: App) -> None:
+    res = task(app, "retry_once").delay(expires=60)
+    assert res.get(timeout=TIMEOUT) == 1  # retried once
+
+
+def test_class_based_task_retried(app: App) -> None:
+    res = app.tasks["auto_retry_class_task"].delay()
+    assert res.get(timeout=TIMEOUT) == 1
 
 
 def test_task_retried_headers(app: App) -> None:

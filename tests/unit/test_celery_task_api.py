@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 import taskstream.testing
-from taskstream import App, SoftTimeLimitExceeded, Task
+from taskstream import App, MaxRetriesExceededError, SoftTimeLimitExceeded, Task, TaskFailed
 from taskstream.errors import InvalidOption
-from taskstream.topics import task_topic
+from taskstream.topics import dead_letter_topic, task_topic
 
 
 @pytest.fixture
@@ -238,3 +238,113 @@ def test_a_soft_time_limit_above_the_hard_one_is_a_value_error(app: App) -> None
         add.apply_async((1, 2), time_limit=0)
     with pytest.raises(InvalidOption, match="str"):
         add.apply_async((1, 2), headers={"n": 1})  # type: ignore[dict-item]
+
+
+# -- 3. retries the task can see -------------------------------------------------------------
+
+
+class ExpectedException(Exception):
+    pass
+
+
+def test_retry_with_its_retries_used_up_raises_max_retries_exceeded_in_the_task(
+    app: App,
+) -> None:
+    @app.task(name="celeryapi.patient", bind=True, max_retries=1)
+    def patient(self: Task[..., Any]) -> str:
+        try:
+            raise self.retry(countdown=0)
+        except MaxRetriesExceededError:
+            return f"gave up after {self.request.retries} retries"
+
+    @app.task(name="celeryapi.stubborn", bind=True, max_retries=1)
+    def stubborn(self: Task[..., Any]) -> str:
+        raise self.retry(countdown=0)
+
+    with taskstream.testing.run(app) as stub:
+        assert patient.apply_async().get(timeout=10) == "gave up after 1 retries"
+        with pytest.raises(TaskFailed) as failed:
+            stubborn.apply_async().get(timeout=10)
+        stub.join()
+        # The event whose retries ran out is a dead letter, as with Retry and autoretry_for.
+        (letter,) = stub.broker.records(dead_letter_topic("celeryapi"))
+    assert dict(letter.headers() or [])["taskstream.reason"] == b"retries-exhausted"
+    assert failed.value.exc_type == "MaxRetriesExceededError"  # not "Retry: retry requested"
+    assert "Can't retry celeryapi.stubborn" in failed.value.message
+
+
+def test_retry_with_exc_reraises_it_once_used_up_and_retry_shows_it(app: App) -> None:
+    """Celery's ``retry`` task: RETRY with the exception as result/info, then FAILURE with
+    that exception; self.retry(max_retries=) is the call's own limit."""
+
+    @app.task(name="celeryapi.retry", bind=True, default_retry_delay=1)
+    def retry(self: Task[..., Any], return_value: str | None = None) -> str:
+        if return_value and self.request.retries >= 3:
+            return return_value
+        raise self.retry(exc=ExpectedException("not yet"), countdown=5, max_retries=3)
+
+    with taskstream.testing.run(app) as stub:
+        result = retry.apply_async()
+        stub.join()
+        assert result.status == "RETRY"
+        assert isinstance(result.result, TaskFailed) and result.info is not None
+        assert result.result.exc_type == "ExpectedException"
+        assert "not yet" in str(result.info) and result.traceback
+        for _ in range(3):
+            stub.advance(5)
+            stub.join()
+        with pytest.raises(TaskFailed) as failed:
+            result.get(timeout=10)
+        assert failed.value.exc_type == "ExpectedException"
+        assert result.status == "FAILURE"
+        done = retry.apply_async(kwargs={"return_value": "bar"})
+        for _ in range(3):
+            stub.join()
+            stub.advance(5)
+        assert done.get(timeout=10) == "bar"
+        assert done.status == "SUCCESS"
+
+
+def test_retry_kwargs_set_autoretry_s_max_retries(app: App) -> None:
+    """Celery's ClassBasedAutoRetryTask, as a function: autoretry_for with
+    retry_kwargs={'max_retries': 1}."""
+
+    @app.task(
+        name="auto_retry_class_task",
+        bind=True,
+        autoretry_for=(ValueError,),
+        retry_kwargs={"max_retries": 1},
+        retry_backoff=True,
+    )
+    def auto_retry_class_task(self: Task[..., Any]) -> int:
+        if self.request.retries:
+            return self.request.retries
+        raise ValueError()
+
+    @app.task(
+        name="celeryapi.always_fails",
+        autoretry_for=(ValueError,),
+        retry_kwargs={"max_retries": 1, "countdown": 0},
+        max_retries=5,
+    )
+    def always_fails() -> int:
+        raise ValueError("no")
+
+    with taskstream.testing.run(app) as stub:
+        res = auto_retry_class_task.apply_async()
+        stub.join()
+        stub.advance(2)  # past the backoff (1 s at most, with jitter)
+        assert res.get(timeout=10) == 1
+        failing = always_fails.delay()
+        with pytest.raises(TaskFailed, match="ValueError"):
+            failing.get(timeout=10)
+        record = app.store.get(failing.id)
+        assert record is not None and record.attempt == 2  # one retry, not the task's five
+
+
+def test_retry_kwargs_accept_only_celery_s_keys(app: App) -> None:
+    with pytest.raises(InvalidOption, match="retry_kwargs"):
+
+        @app.task(name="celeryapi.bad", retry_kwargs={"max_retry": 1})
+        def bad() -> None:
+            pass

@@ -24,6 +24,7 @@ from taskstream.group_result import GroupResult
 from taskstream.kafka import Broker, KafkaBroker
 from taskstream.periodic import Call, PeriodicTask, Signal, entry_for
 from taskstream.publishing import Publisher, PublisherFactory, default_publisher_factory
+from taskstream.remote_task import RemoteTask
 from taskstream.result import AsyncResult
 from taskstream.schedules import Schedule
 from taskstream.store import ResultStore, open_store
@@ -84,6 +85,7 @@ class App:
         self._periodic_tasks: dict[str, PeriodicTask] = {}  # the beat schedule, by entry name
         self.on_after_configure = Signal("on_after_configure")  # Celery's periodic-task hook
         self._control: Control | None = None
+        self._remote_tasks: dict[str, RemoteTask] = {}  # send_task's tasks without code
 
     def __repr__(self) -> str:
         return f"<App {self.name} tasks={len(self.tasks)}>"
@@ -205,8 +207,23 @@ class App:
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> AsyncResult[Any]:
-        """Send a task by name (``apply_async`` options apply)."""
-        return self.get_task(name).apply_async(args, kwargs, **options)
+        """Send a task by name (``apply_async`` options apply), as Celery's ``send_task``:
+        also one this app has no code for, by its published schemas (``schemas_dir``/tasks,
+        written by ``taskstream schemas export``), which check the arguments before
+        sending; UnknownTask, saying where it looked, when there are none."""
+        task = self.tasks.get(name)
+        if task is not None:
+            return task.apply_async(args, kwargs, **options)
+        return self.remote_task(name).apply_async(args, kwargs, **options)
+
+    def remote_task(self, name: str) -> RemoteTask:
+        """The task ``name`` as its published schemas describe it (see send_task)."""
+        with self._lock:
+            remote = self._remote_tasks.get(name)
+            if remote is None:
+                remote = RemoteTask.from_schemas(self, name, self.settings.schemas_dir)
+                self._remote_tasks[name] = remote
+            return remote
 
     def ensure_topics(self, queues: list[str] | None = None) -> list[str]:
         """Create this app's topics that are missing; returns the names created."""

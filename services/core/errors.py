@@ -149,9 +149,9 @@ class UnknownSchema(CodecError):
 class UnknownTask(TaskstreamError, LookupError):
     """A task name that the app does not define."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, why: str = "") -> None:
         self.name = name
-        super().__init__(f"unknown task {name!r}")
+        super().__init__(f"unknown task {name!r}" + (f": {why}" if why else ""))
 
 
 class NoCurrentTask(TaskstreamError, RuntimeError):

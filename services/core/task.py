@@ -275,6 +275,43 @@ def call_args(
     return args, dict(kwargs)
 
 
+def set_call_options(
+    event: TaskEvent,
+    options: TaskOptions | None,
+    *,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+    expires: float | timedelta | datetime | None = None,
+    ignore_result: bool | None = None,
+    headers: Mapping[str, str] | None = None,
+    time_limit: float | None = None,
+    soft_time_limit: float | None = None,
+) -> None:
+    """Apply ``apply_async``'s options to a new event (``options``: the task's, when this
+    app has its code; see Task.apply_async)."""
+    if countdown and eta is not None:
+        raise InvalidOption("eta", eta, "give countdown or eta, not both")
+    if countdown:
+        event.not_before = event.enqueued_at + int(countdown * 1_000_000)
+    elif eta is not None:
+        event.not_before = _micros("eta", eta)
+    if expires is None and options is not None:
+        expires = options.expires
+    if expires is not None:
+        event.expires = _expiry(expires, event.enqueued_at)
+    if ignore_result is not None:
+        event.ignore_result = ignore_result
+    if headers:
+        event.headers = _text_headers(headers)
+    if time_limit is not None or soft_time_limit is not None:
+        event.time_limit, event.soft_time_limit = time_limit, soft_time_limit
+        soft, hard = event.soft_time_limit, event.time_limit
+        if options is not None:
+            soft = options.soft_time_limit if soft is None else soft
+            hard = options.time_limit if hard is None else hard
+        check_time_limits(soft, hard)
+
+
 def _text_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """apply_async's ``headers``, checked: they travel as an Avro map of strings."""
     for name, value in headers.items():
@@ -406,27 +443,15 @@ class Task(Generic[P, R]):
         event = self.event(
             self.encode_args(*call_args(args, kwargs)), key=key, queue=queue, task_id=task_id
         )
-        if countdown and eta is not None:
-            raise InvalidOption("eta", eta, "give countdown or eta, not both")
-        if countdown:
-            event.not_before = event.enqueued_at + int(countdown * 1_000_000)
-        elif eta is not None:
-            event.not_before = _micros("eta", eta)
-        if expires is None and self.options.expires is not None:
-            expires = self.options.expires
-        if expires is not None:
-            event.expires = _expiry(expires, event.enqueued_at)
+        set_call_options(
+            event, self.options, countdown=countdown, eta=eta, expires=expires,
+            ignore_result=ignore_result, headers=headers, time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+        )  # fmt: skip
         if link is not None or link_error is not None:
             from taskstream.canvas import attach_callbacks
 
             attach_callbacks(event, self, link, link_error)
-        if ignore_result is not None:
-            event.ignore_result = ignore_result
-        if headers:
-            event.headers = _text_headers(headers)
-        if time_limit is not None or soft_time_limit is not None:
-            event.time_limit, event.soft_time_limit = time_limit, soft_time_limit
-            check_time_limits(*event_time_limits(event, self))
         result = self.app.publish(event)
         result.ignored = event.ignore_result
         return result

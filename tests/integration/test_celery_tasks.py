@@ -14,11 +14,21 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from taskstream import App, AsyncResult, InvalidArguments, ResultTimeout, TaskFailed, TaskRevoked
+from taskstream import (
+    App,
+    AsyncResult,
+    InvalidArguments,
+    ResultTimeout,
+    TaskFailed,
+    TaskRevoked,
+    UnknownTask,
+)
+from taskstream.schema_files import export
 from taskstream.task import Task
 from tests.conftest import BrokerHandle, Scope
 from tests.integration.running import worker_and_materializer
@@ -385,6 +395,27 @@ def test_apply_async_time_limits_override_task_declaration(app: App) -> None:
     data = result.get(timeout=TIMEOUT)
     assert data["time_limit"] == 10
     assert data["soft_time_limit"] == 5
+
+
+def test_send_task_from_an_app_without_the_code(app: App, tmp_path: Path) -> None:
+    """Issue 28 item 6: Celery's send_task from a web app that has no task code, through
+    the task's published schemas (taskstream schemas export)."""
+    export(app, tmp_path)
+    settings = app.settings
+    web = App(
+        "web", bootstrap_servers=settings.bootstrap_servers, topic_prefix=settings.topic_prefix,
+        store=settings.store, schemas_dir=str(tmp_path),
+    )  # fmt: skip
+    try:
+        assert "ctest.add" not in web.tasks
+        assert web.send_task("ctest.add", [1, 2]).get(timeout=TIMEOUT) == 3
+        assert web.send_task("ctest.add", args=[5, 6], kwargs={"z": 1}).get(timeout=TIMEOUT) == 12
+        with pytest.raises(InvalidArguments):
+            web.send_task("ctest.add", ["one", 2])
+        with pytest.raises(UnknownTask, match="schemas export"):
+            web.send_task("ctest.not_published", [1])
+    finally:
+        web.close()
 
 
 def test_unicode_task(app: App) -> None:

@@ -5,13 +5,23 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import taskstream.testing
-from taskstream import App, MaxRetriesExceededError, SoftTimeLimitExceeded, Task, TaskFailed
+from taskstream import (
+    App,
+    InvalidArguments,
+    MaxRetriesExceededError,
+    SoftTimeLimitExceeded,
+    Task,
+    TaskFailed,
+    UnknownTask,
+)
 from taskstream.errors import InvalidOption
+from taskstream.schema_files import export
 from taskstream.topics import dead_letter_topic, task_topic
 
 
@@ -348,3 +358,62 @@ def test_retry_kwargs_accept_only_celery_s_keys(app: App) -> None:
         @app.task(name="celeryapi.bad", retry_kwargs={"max_retry": 1})
         def bad() -> None:
             pass
+
+
+# -- 6. send_task without the task's code ----------------------------------------------------
+
+
+@pytest.fixture
+def published(app: App, tmp_path: Path) -> Path:
+    """The worker app's schemas, as `taskstream schemas export` publishes them."""
+    export(app, tmp_path)
+    return tmp_path
+
+
+def client(broker: Any, schemas: Path) -> App:
+    """A web app without the tasks' code, sending to the worker app's topics."""
+    return App(
+        "web", broker=broker, bootstrap_servers="stub:9092", topic_prefix="celeryapi",
+        partitions=2, schemas_dir=str(schemas),
+    )  # fmt: skip
+
+
+def test_send_task_from_an_app_without_the_code_runs_on_the_worker(
+    app: App, published: Path
+) -> None:
+    with taskstream.testing.run(app) as stub:
+        web = client(stub.broker, published)
+        assert "celeryapi.add" not in web.tasks
+        sent = [
+            web.send_task("celeryapi.add", (1, 2)),
+            web.send_task("celeryapi.add", [5, 6], {"z": 1}),
+            web.send_task("celeryapi.add", kwargs={"x": 2, "y": 2}),
+            web.send_task("celeryapi.add", (1, 1), countdown=0, key="k", ignore_result=False),
+        ]
+        assert [app.AsyncResult(r.id).get(timeout=10) for r in sent] == [3, 12, 4, 2]
+        web.close()
+
+
+def test_send_task_checks_the_arguments_against_the_published_schema(
+    app: App, published: Path
+) -> None:
+    web = client(None, published)
+    with pytest.raises(InvalidArguments, match=r"args\.y"):
+        web.send_task("celeryapi.add", (1,))  # missing y: no default in the schema
+    with pytest.raises(InvalidArguments, match=r"args\.x"):
+        web.send_task("celeryapi.add", ("one", 2))
+    with pytest.raises(InvalidArguments, match=r"args\.w.*unexpected"):
+        web.send_task("celeryapi.add", (1, 2), {"w": 3})
+    with pytest.raises(InvalidArguments, match="takes 3 arguments, 4 given"):
+        web.send_task("celeryapi.add", (1, 2, 3, 4))
+
+
+def test_send_task_of_a_task_without_schemas_says_where_it_looked(
+    app: App, published: Path
+) -> None:
+    web = client(None, published)
+    with pytest.raises(UnknownTask) as unknown:
+        web.send_task("celeryapi.nowhere", (1, 2))
+    message = str(unknown.value)
+    assert "celeryapi.nowhere" in message and str(published / "tasks") in message
+    assert "taskstream schemas export" in message

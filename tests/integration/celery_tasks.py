@@ -5,9 +5,23 @@ express them."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from taskstream import App, Task
+
+
+@dataclass
+class AddParameterModel:
+    """Celery's pydantic model of add's parameters, as a dataclass."""
+
+    x: int
+    y: int
+
+
+@dataclass
+class AddResultModel:
+    result: int
 
 
 class ExpectedException(Exception):
@@ -40,6 +54,16 @@ def _basic_tasks(app: App) -> None:
     def add_ignore_result(x: int, y: int) -> int:
         """Add two numbers."""
         return x + y
+
+    @app.task(name="ctest.add_pydantic")
+    def add_pydantic(data: AddParameterModel) -> AddResultModel:
+        """Add two numbers, typed by dataclasses (Celery's pydantic=True task)."""
+        return AddResultModel(result=data.x + data.y)
+
+    @app.task(name="ctest.add_pydantic_string_annotations")
+    def add_pydantic_string_annotations(data: "AddParameterModel") -> "AddResultModel":  # noqa: UP037
+        """Add two numbers, with string annotations."""
+        return AddResultModel(result=data.x + data.y)
 
     @app.task(name="ctest.sleeping")
     def sleeping(i: float) -> None:

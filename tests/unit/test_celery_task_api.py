@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -417,3 +419,23 @@ def test_send_task_of_a_task_without_schemas_says_where_it_looked(
     message = str(unknown.value)
     assert "celeryapi.nowhere" in message and str(published / "tasks") in message
     assert "taskstream schemas export" in message
+
+
+def test_an_async_task_sees_max_retries_exceeded_and_its_event_is_dead_lettered(
+    app: App,
+) -> None:
+    @app.task(name="celeryapi.async_stubborn", bind=True, max_retries=1)
+    async def async_stubborn(self: Task[..., Any]) -> str:
+        await asyncio.sleep(0)
+        raise self.retry(eta=datetime.now(UTC))  # due at once
+
+    with taskstream.testing.run(app) as stub:
+        result = async_stubborn.apply_async()
+        with pytest.raises(TaskFailed) as failed:
+            _ = result.get(timeout=10)  # an async task: mypy types its result a coroutine
+        stub.join()
+        (letter,) = stub.broker.records(dead_letter_topic("celeryapi"))
+        record = app.store.get(result.id)
+    assert failed.value.exc_type == "MaxRetriesExceededError"
+    assert record is not None and record.attempt == 2
+    assert dict(letter.headers() or [])["taskstream.reason"] == b"retries-exhausted"

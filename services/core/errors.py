@@ -27,7 +27,8 @@ TaskstreamError
 ├── JoinTimeout              taskstream.testing's join(): work still pending (timeout)   +TO
 ├── ClockError               taskstream.clock asked to go backwards                       +V
 ├── StoreError               the lookup store cannot be opened or written
-│   └── InvalidRecord            a result record with a naive datetime (field, value)   +V
+│   ├── InvalidRecord            a result record with a naive datetime (field, value)   +V
+│   └── StoreRejected            content the store cannot hold (an over-long key)       +V
 ├── Retry                    raised by a task: run it again later (countdown, exc)
 ├── SoftTimeLimitExceeded    raised inside a task past its soft_time_limit
 ├── TimeLimitExceeded        a task ran past its hard time_limit: its FAILURE type
@@ -278,6 +279,12 @@ class InvalidRecord(StoreError, ValueError):
         self.field = field
         self.value = value
         super().__init__(f"ResultRecord.{field} must be timezone-aware, got {value!r}")
+
+
+class StoreRejected(StoreError, ValueError):
+    """The store refused a record or a lookup for its content, not for its state: text it
+    cannot encode, a key over its index's size limit. Trying again fails again; the
+    materializer dead-letters such a record and goes on."""
 
 
 class Retry(TaskstreamError):

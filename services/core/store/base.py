@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
 from taskstream.errors import InvalidRecord
 from taskstream.status import Status
+from taskstream.text import storable, storable_or_none
 
 _TIME_FIELDS = ("enqueued_at", "started_at", "finished_at")
 _FINAL = frozenset(s.value for s in Status if s.is_final)
@@ -249,6 +250,54 @@ def settled_state(size: int, completed: int, manifest: bytes | None) -> str:
     if completed < size:
         return GroupState.WAITING
     return GroupState.DUE if manifest is not None else GroupState.DONE
+
+
+def storable_query(query: TaskQuery, *, nul: bool = True) -> TaskQuery:
+    """`query` with its text filters made storable, as the rows they match were."""
+    after = query.after
+    return replace(
+        query,
+        task=storable_or_none(query.task, nul=nul),
+        key=storable_or_none(query.key, nul=nul),
+        after=None if after is None else (after[0], storable(after[1], nul=nul)),
+    )
+
+
+_ROW_TEXT = (0, 1, 2, 5, 6, 7, 8, 9, 13)  # the str columns of a ResultRow
+
+
+def storable_row(row: ResultRow, *, nul: bool = True) -> ResultRow:
+    """`row` with its text made storable (taskstream.text.storable)."""
+    values = list(row)
+    for i in _ROW_TEXT:
+        if values[i] is not None:
+            values[i] = storable(values[i], nul=nul)
+    return tuple(values)
+
+
+def storable_batch(
+    rows: Sequence[ResultRow],
+    members: Sequence[GroupMember],
+    progress: Sequence[Progress],
+    links: Sequence[Link],
+    *,
+    nul: bool = True,
+) -> tuple[list[ResultRow], list[GroupMember], list[Progress], list[Link]]:
+    """A batch of :meth:`ResultStore.apply_rows` with every text made storable: what a SQL
+    store writes when the batch as it came held text it cannot encode (NUL, lone surrogates)."""
+
+    def t(text: str | None) -> str | None:
+        return storable_or_none(text, nul=nul)
+
+    return (
+        [storable_row(r, nul=nul) for r in rows],
+        [GroupMember(storable(m.group_id, nul=nul), m.index, m.size,
+                     storable(m.task_id, nul=nul), m.manifest) for m in members],
+        [Progress(storable(p.task_id, nul=nul), storable(p.state, nul=nul), t(p.meta))
+         for p in progress],
+        [Link(storable(k.task_id, nul=nul), t(k.parent_id), t(k.root_id), t(k.group_id),
+              k.group_index) for k in links],
+    )  # fmt: skip
 
 
 class ResultStore(ABC):

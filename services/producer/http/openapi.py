@@ -8,8 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskstream.text import MAX_ID_CHARS
+
 from .catalog import Catalog
 from .jsonschema import JsonSchemas
+
+# What taskstream.text.id_problem accepts: no control characters, at most MAX_ID_CHARS
+# characters; a task id has no "/".
+KEY_SCHEMA: dict[str, Any] = {
+    "type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS,
+    "pattern": "^[^\\u0000-\\u001f\\u007f]+$",
+}  # fmt: skip
+TASK_ID_SCHEMA = {**KEY_SCHEMA, "pattern": "^[^/\\u0000-\\u001f\\u007f]+$"}
 
 REF = "#/components/schemas/"
 
@@ -95,9 +105,9 @@ def _common_schemas() -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {
                 "args": {"type": "object"},
-                "key": {"type": "string"},
+                "key": KEY_SCHEMA,
                 "queue": {"type": "string"},
-                "idempotency_key": {"type": "string"},
+                "idempotency_key": KEY_SCHEMA,
             },
         },
         "BatchResponse": {
@@ -240,7 +250,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
                         "name": "key",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "string"},
+                        "schema": KEY_SCHEMA,
                         "description": "ordering key: one key, one partition, in order",
                     },
                     queue_param,
@@ -248,7 +258,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string"},
+                        "schema": KEY_SCHEMA,
                         "description": "same key: same task id, no second event",
                     },
                 ],
@@ -298,7 +308,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
             "summary": "a task's status, result or error",
             "security": security,
             "parameters": [
-                {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "task_id", "in": "path", "required": True, "schema": TASK_ID_SCHEMA},
                 {
                     "name": "wait",
                     "in": "query",
@@ -330,7 +340,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
             "summary": "revoke a task: it never starts; with terminate, a run in progress stops",
             "security": security,
             "parameters": [
-                {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "task_id", "in": "path", "required": True, "schema": TASK_ID_SCHEMA},
                 {
                     "name": "terminate",
                     "in": "query",

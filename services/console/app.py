@@ -16,10 +16,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskstream.errors import TaskstreamError
+from taskstream.producer.http.origins import OriginGuard, allowed_hosts
 
 from . import endpoints
 from .auth import ConsoleAuth, login
 from .console import Console
+from .headers import SecurityHeaders
 from .html import page, tag
 
 PREFIX = "/ui"
@@ -38,6 +40,7 @@ async def _slash(_request: Request) -> Response:
 
 def create_console(console: Console) -> Starlette:
     """The console alone (its routes carry the ``/ui`` prefix)."""
+    http = console.service.http
     app = Starlette(
         routes=[
             Route(PREFIX, endpoints.overview, methods=["GET"]),
@@ -50,7 +53,11 @@ def create_console(console: Console) -> Starlette:
             Route(f"{PREFIX}/login", login, methods=["GET", "POST"]),
             Mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="static"),
         ],
-        middleware=[Middleware(ConsoleAuth, tokens=console.tokens)],
+        middleware=[
+            Middleware(OriginGuard, hosts=allowed_hosts(http.allowed_hosts, bool(http.tokens))),
+            Middleware(SecurityHeaders),
+            Middleware(ConsoleAuth, tokens=console.tokens),
+        ],
         exception_handlers={TaskstreamError: _unavailable},
     )
     app.state.console = console

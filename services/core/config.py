@@ -55,7 +55,12 @@ class Settings:
     schemas_dir: str = "schemas"  # where `taskstream schemas export/check` write and read
     # The HTTP service (`taskstream serve`, taskstream.producer.http):
     http_tokens: str = ""  # comma-separated bearer tokens; empty: no auth
-    http_open_paths: str = "/healthz,/readyz,/metrics,/openapi.json"  # no token needed
+    # No token needed (with tokens set). /metrics holds counts and timings by route, no
+    # secret; /openapi.json lists every task and schema, so it is guarded like /v1/tasks.
+    http_open_paths: str = "/healthz,/readyz,/metrics"
+    # Host names served, comma-separated ("*": any); empty: loopback only without tokens,
+    # any with tokens (taskstream.producer.http.origins: DNS rebinding).
+    http_allowed_hosts: str = ""
     http_max_body_bytes: int = 1_048_576  # larger request bodies get 413
     http_batch_max_items: int = 10_000  # items per :batch request
     http_publish_timeout_s: float = 5.0  # wait for the broker's ack before answering 503

@@ -232,7 +232,7 @@ async def client(store: ResultStore) -> AsyncIterator[httpx.AsyncClient]:
 
     service, _publisher = fake_service(app, store=store)
     transport = httpx.ASGITransport(app=create_app(service))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         yield c
 
 

@@ -33,6 +33,7 @@ class HttpSettings:
     drain_max_bytes: int  # an oversize body is read and dropped up to this many bytes ...
     drain_timeout_s: float  # ... and seconds before its 413; beyond, the connection closes
     max_event_bytes: int = DEFAULT_MESSAGE_MAX_BYTES  # producer's message.max.bytes: else 413
+    allowed_hosts: frozenset[str] = frozenset()  # Host names served; see origins.allowed_hosts
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpSettings:
@@ -48,6 +49,7 @@ class HttpSettings:
             drain_max_bytes=settings.http_drain_max_bytes,
             drain_timeout_s=settings.http_drain_timeout_s,
             max_event_bytes=message_max_bytes(settings),
+            allowed_hosts=_split(settings.http_allowed_hosts),
         )
 
     @classmethod

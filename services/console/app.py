@@ -10,12 +10,13 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskstream.errors import TaskstreamError
+from taskstream.producer.http.errors import ApiError
 from taskstream.producer.http.origins import OriginGuard, allowed_hosts
 
 from . import endpoints
@@ -32,6 +33,12 @@ async def _unavailable(_request: Request, exc: Exception) -> Response:
     """The store or the broker failed (StoreError, DeliveryFailed, ...): say so, 503."""
     body = page("Unavailable", "", tag("p", str(exc), class_="problem"), live_every_ms=0)
     return HTMLResponse(body, 503, {"Retry-After": "1"})
+
+
+async def _refused(_request: Request, exc: Exception) -> Response:
+    """An HTTP-level refusal (a form over the body limit: 413), as plain text."""
+    assert isinstance(exc, ApiError)
+    return PlainTextResponse(exc.message, exc.status, exc.headers)
 
 
 async def _slash(_request: Request) -> Response:
@@ -58,7 +65,7 @@ def create_console(console: Console) -> Starlette:
             Middleware(SecurityHeaders),
             Middleware(ConsoleAuth, tokens=console.tokens),
         ],
-        exception_handlers={TaskstreamError: _unavailable},
+        exception_handlers={TaskstreamError: _unavailable, ApiError: _refused},
     )
     app.state.console = console
     return app

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hmac
 from http.cookies import SimpleCookie
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .forms import posted
 from .html import Html, esc, page, tag
 
 COOKIE = "taskstream_console"
@@ -93,7 +94,7 @@ async def login(request: Request) -> Response:
     if request.method == "GET":
         target = _next(request.query_params.get("next", "/ui"))
         return HTMLResponse(page("Log in", "", _form(target, False), live_every_ms=0))
-    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+    form = await posted(request, request.app.state.console.service.http)
     target = _next(form.get("next", "/ui"))
     token = form.get("token", "")
     if not valid(token, tokens):

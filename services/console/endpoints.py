@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -185,7 +184,7 @@ async def replay(request: Request) -> Response:
     then, confirmed, the replay of exactly the letters listed, each once (issue 26: a
     "replay all" that re-read the filter replayed what had failed again since, doubling)."""
     console = _console(request)
-    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+    form = await forms.posted(request, console.service.http)
     listed = [p for p in form.get("letters", form.get("letter", "")).split(",") if p]
     if form.get("confirm") == "yes" and listed:
         chosen = await run_in_threadpool(console.dead_letters.at, listed)

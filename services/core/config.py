@@ -71,6 +71,14 @@ class Settings:
     # client that reads only after sending everything then sees the 413, not a reset.
     http_drain_max_bytes: int = 16_777_216  # beyond this the connection is closed instead
     http_drain_timeout_s: float = 5.0  # as nginx's lingering_timeout
+    # The server's own bounds (taskstream.producer.http.protocol), before any route or token:
+    http_max_header_bytes: int = 16_384  # request line and headers, in bytes; beyond: 431
+    http_max_headers: int = 100  # header fields per request; beyond: 431
+    http_header_timeout_s: float = 10.0  # a request's line and headers, from its first byte
+    # (and a new connection's first byte); beyond: 408 and the connection closes
+    http_body_timeout_s: float = 30.0  # a request's whole body, after its headers; then 408
+    http_keepalive_timeout_s: float = 5.0  # an idle connection between requests is closed
+    http_max_connections: int = 1_000  # per process; beyond: 503 (uvicorn's limit_concurrency)
     metrics_port: int | None = None  # Prometheus /metrics port of worker/materializer; None: off
     # Periodic tasks (`taskstream beat`, taskstream.periodic):
     timezone: str = "UTC"  # IANA name; crontab times are wall-clock times there (Celery's)

@@ -36,7 +36,7 @@ from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.sizes import producer_limit
 from taskstream.status import Status
 from taskstream.store import GroupMember, Link, Progress, ResultRow, ResultStore
-from taskstream.store.base import from_micros
+from taskstream.store.base import from_micros, redacted_url
 from taskstream.topics import materializer_group, results_topic
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class Materializer(RuntimeOwner):
         s = self.app.settings
         self.app.ensure_topics()
         if self.rebuild:
-            log.warning("rebuilding %s: dropping its rows and offsets", s.store)
+            log.warning("rebuilding %s: dropping its rows and offsets", redacted_url(s.store))
             self.store.reset(self.topic)
             self.rebuild = False  # once: a second run() resumes from the rebuilt offsets
         # Eager assignment, so that assigned() can place every partition at the store's offset.
@@ -129,7 +129,7 @@ class Materializer(RuntimeOwner):
             )
         )
         runtime.subscribe([self.topic])
-        log.info("materializing %s into %s", self.topic, s.store)
+        log.info("materializing %s into %s", self.topic, redacted_url(s.store))
         try:
             runtime.run()
         finally:

@@ -33,7 +33,9 @@ DEV_STATE_FILE = Path(".taskstream") / "dev.json"
 @dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str | None = None  # "host:port,host:port"; None: the dev broker, if running
-    store: str = "sqlite:///.taskstream/results.db"  # lookup store URL
+    # Lookup store URL. Not in repr(), nor are tokens and librdkafka extras: they may hold
+    # passwords (logs show taskstream.store.base.redacted_url(store)).
+    store: str = field(default="sqlite:///.taskstream/results.db", repr=False)
     topic_prefix: str = "taskstream"  # every topic name starts with it (see topics.py)
     partitions: int = 12  # partitions of topics created on start
     replication_factor: int = 1  # of topics created on start (3 on a real cluster)
@@ -54,7 +56,7 @@ class Settings:
     revoke_expires_s: float = 10_800.0  # s revocations are kept: >= the largest delay tier
     schemas_dir: str = "schemas"  # where `taskstream schemas export/check` write and read
     # The HTTP service (`taskstream serve`, taskstream.producer.http):
-    http_tokens: str = ""  # comma-separated bearer tokens; empty: no auth
+    http_tokens: str = field(default="", repr=False)  # comma-separated bearer tokens; "": none
     # No token needed (with tokens set). /metrics holds counts and timings by route, no
     # secret; /openapi.json lists every task and schema, so it is guarded like /v1/tasks.
     http_open_paths: str = "/healthz,/readyz,/metrics"
@@ -87,7 +89,7 @@ class Settings:
     # Workers you can see (taskstream.heartbeats): a beat this often, in seconds; 0: none.
     # A worker is shown as lost after MISSED_BEATS of its beats failed to come.
     worker_heartbeat_s: float = 2.0
-    kafka: Mapping[str, str] = field(default_factory=dict)  # extra librdkafka settings
+    kafka: Mapping[str, str] = field(default_factory=dict, repr=False)  # librdkafka extras
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from taskstream.errors import InvalidRecord
 from taskstream.status import Status
@@ -261,6 +262,24 @@ def storable_query(query: TaskQuery, *, nul: bool = True) -> TaskQuery:
         key=storable_or_none(query.key, nul=nul),
         after=None if after is None else (after[0], storable(after[1], nul=nul)),
     )
+
+
+def redacted_url(url: str) -> str:
+    """`url` as logs, banners and errors may show it: the password of its user part and any
+    ``password`` parameter (libpq's) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = parts.query
+    if "password" in query.lower():
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
+        )
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 _ROW_TEXT = (0, 1, 2, 5, 6, 7, 8, 9, 13)  # the str columns of a ResultRow

@@ -40,6 +40,7 @@ from taskstream.store.base import (
     ResultRow,
     ResultStore,
     TaskQuery,
+    redacted_url,
     settled_state,
     storable_batch,
     storable_query,
@@ -258,7 +259,7 @@ class PostgresStore(ResultStore):
                 rest.append((name, value))
         if not schema or parts.fragment:
             raise StoreError(
-                f"malformed store URL {_redacted(url)!r}: use "
+                f"malformed store URL {redacted_url(url)!r}: use "
                 "postgresql://user:password@host:5432/dbname[?schema=NAME&sslmode=...]"
             )
         conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))
@@ -600,11 +601,3 @@ def _from_row(row: Sequence[Any]) -> ResultRecord:
         row[10], row[11], row[12],
         row[13], row[14], row[15],
     )  # fmt: skip
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

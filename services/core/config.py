@@ -54,6 +54,7 @@ class Settings:
     # Results and revocations (Celery's result_expires and REVOKE_EXPIRES):
     result_expires: float | None = 86_400.0  # s; outcomes older are deleted; None or 0: kept
     revoke_expires_s: float = 10_800.0  # s revocations are kept: >= the largest delay tier
+    revokes_max: int = 50_000  # revoked ids a worker keeps (Celery's REVOKES_MAX); oldest go
     schemas_dir: str = "schemas"  # where `taskstream schemas export/check` write and read
     # The HTTP service (`taskstream serve`, taskstream.producer.http):
     http_tokens: str = field(default="", repr=False)  # comma-separated bearer tokens; "": none

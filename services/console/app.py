@@ -20,7 +20,7 @@ from taskstream.producer.http.errors import ApiError
 from taskstream.producer.http.origins import OriginGuard, allowed_hosts
 
 from . import endpoints
-from .auth import ConsoleAuth, login
+from .auth import ConsoleAuth, login, logout
 from .console import Console
 from .headers import SecurityHeaders
 from .html import page, tag
@@ -58,6 +58,7 @@ def create_console(console: Console) -> Starlette:
             Route(f"{PREFIX}/dead-letters/replay", endpoints.replay, methods=["POST"]),
             Route(f"{PREFIX}/delays", endpoints.delays, methods=["GET"]),
             Route(f"{PREFIX}/login", login, methods=["GET", "POST"]),
+            Route(f"{PREFIX}/logout", logout, methods=["POST"]),
             Mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[

@@ -58,6 +58,7 @@ class Settings:
     schemas_dir: str = "schemas"  # where `taskstream schemas export/check` write and read
     # The HTTP service (`taskstream serve`, taskstream.producer.http):
     http_tokens: str = field(default="", repr=False)  # comma-separated bearer tokens; "": none
+    http_session_s: float = 43_200.0  # a console login lasts this long (its cookie's expiry)
     # No token needed (with tokens set). /metrics holds counts and timings by route, no
     # secret; /openapi.json lists every task and schema, so it is guarded like /v1/tasks.
     http_open_paths: str = "/healthz,/readyz,/metrics"

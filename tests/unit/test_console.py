@@ -461,3 +461,53 @@ async def test_console_pages_forbid_framing_inline_script_and_sniffing(ui: Ui) -
         assert r.headers["x-frame-options"] == "DENY"
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["referrer-policy"] == "same-origin"
+
+
+async def test_the_login_cookie_is_an_expiring_hmac_not_the_token_and_logout_removes_it(
+    stubbed: tuple[Stub, App, Path],
+) -> None:
+    from taskstream.console.auth import session_value, valid_session
+
+    _stub, app, _marker = stubbed
+    token = "a-long-enough-token-for-the-test"
+    console, service = console_of(app, http_tokens=token, http_session_s=3600)
+    transport = httpx.ASGITransport(app=with_console(create_app(service), console))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        good = await client.post("/ui/login", data={"token": token, "next": "/ui"})
+        cookie = good.headers["set-cookie"]
+        assert token not in cookie and "Max-Age=3600" in cookie
+        assert (await client.get("/ui/tasks")).status_code == 200
+        out = await client.post("/ui/logout")
+        assert out.status_code == 303 and out.headers["location"] == "/ui/login"
+        assert (await client.get("/ui/tasks")).status_code == 303  # to the login page
+    tokens = frozenset({token})
+    assert valid_session(session_value(token, 2_000), tokens, now=1_999)
+    assert not valid_session(session_value(token, 2_000), tokens, now=2_000)  # expired
+    assert not valid_session(session_value("other", 2_000), tokens, now=1_000)
+    assert not valid_session(token, tokens, now=1_000)  # the raw token is no session
+
+
+async def test_failed_logins_are_limited_per_client_and_logged(
+    stubbed: tuple[Stub, App, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    from taskstream.console import auth
+
+    _stub, app, _marker = stubbed
+    console, service = console_of(app, http_tokens="the-right-token-0123456789")
+    transport = httpx.ASGITransport(app=with_console(create_app(service), console))
+    auth._ATTEMPTS = auth.LoginAttempts(limit=3, window_s=600)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        statuses = [
+            (await client.post("/ui/login", data={"token": f"guess{i}"})).status_code
+            for i in range(5)
+        ]
+        assert statuses == [401, 401, 401, 429, 429]
+        right = await client.post("/ui/login", data={"token": "the-right-token-0123456789"})
+        assert right.status_code == 429 and int(right.headers["retry-after"]) > 0
+    assert caplog.text.count("failed console login from") == 3
+    limiter = auth.LoginAttempts(limit=2, window_s=10)
+    limiter.failed("a", now=0)
+    limiter.failed("a", now=1)
+    assert limiter.wait_s("a", now=5) == 5 and limiter.wait_s("a", now=10) == 0
+    assert limiter.wait_s("b", now=5) == 0
+    auth._ATTEMPTS = auth.LoginAttempts()

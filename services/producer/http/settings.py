@@ -40,6 +40,7 @@ class HttpSettings:
     body_timeout_s: float = 30.0  # to send a request's body after its headers; then 408
     keepalive_timeout_s: float = 5.0  # idle between requests; then the connection closes
     max_connections: int = 1_000  # per process; beyond: 503
+    session_s: float = 43_200.0  # a console login lasts this long
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpSettings:
@@ -62,6 +63,7 @@ class HttpSettings:
             body_timeout_s=settings.http_body_timeout_s,
             keepalive_timeout_s=settings.http_keepalive_timeout_s,
             max_connections=settings.http_max_connections,
+            session_s=settings.http_session_s,
         )
 
     @classmethod

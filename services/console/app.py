@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskstream.errors import TaskstreamError
-from taskstream.producer.http.errors import ApiError
+from taskstream.producer.http.errors import ApiError, error_detail
 from taskstream.producer.http.origins import OriginGuard, allowed_hosts
 
 from . import endpoints
@@ -30,9 +30,13 @@ STATIC = Path(__file__).with_name("static")  # shipped as package data: no CDN, 
 
 
 async def _unavailable(_request: Request, exc: Exception) -> Response:
-    """The store or the broker failed (StoreError, DeliveryFailed, ...): say so, 503."""
-    body = page("Unavailable", "", tag("p", str(exc), class_="problem"), live_every_ms=0)
-    return HTMLResponse(body, 503, {"Retry-After": "1"})
+    """The store or the broker failed (StoreError, DeliveryFailed, ...): say so, 503 (a
+    store's own message, which names its host and database, is logged, not shown)."""
+    assert isinstance(exc, TaskstreamError)
+    status, detail = error_detail(exc)
+    status = 503 if status >= 500 else status
+    body = page("Unavailable", "", tag("p", detail["message"], class_="problem"), live_every_ms=0)
+    return HTMLResponse(body, status, {"Retry-After": "1"} if status == 503 else None)
 
 
 async def _refused(_request: Request, exc: Exception) -> Response:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from taskstream import App
+from taskstream.console import Console, NoWorkers, with_console
 from taskstream.consumer.dead_letter import HEADER_PREFIX
 from taskstream.consumer.execution import describe
 from taskstream.consumer.materializer import Materializer
@@ -231,7 +232,8 @@ async def client(store: ResultStore) -> AsyncIterator[httpx.AsyncClient]:
     from examples.app import app
 
     service, _publisher = fake_service(app, store=store)
-    transport = httpx.ASGITransport(app=create_app(service))
+    console = Console(service, workers=NoWorkers())
+    transport = httpx.ASGITransport(app=with_console(create_app(service), console))
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         yield c
 
@@ -268,6 +270,10 @@ async def test_hostile_text_at_the_http_edge_is_a_422_naming_the_field(
                        "placed_at": "2026-01-02T00:00:00+00:00"}}  # fmt: skip
     r = await post_json(client, ORDER, order)
     assert r.status_code == 422 and r.json()["error"]["path"] == "args.order.order_id"
+    # Overlong or surrogate UTF-8 in a body: not JSON text at all.
+    for raw in [b'{"a": 1, "b": "\xc0\x80"}', b'{"a": 1, "b": "\xed\xa0\x80"}']:
+        r = await client.post(ADD, content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_json"
     # A lone surrogate in a field name (issue 26, item 13): 422, the name escaped in JSON.
     r = await post_json(client, ADD, {"a": 1, "b": 2, SURROGATE: 3})
     assert r.status_code == 422 and r.json()["error"]["path"] == f"args.{SURROGATE}"
@@ -285,3 +291,16 @@ async def test_a_hostile_task_id_in_a_path_or_query_is_a_4xx_on_every_store(
         ]:
             assert 400 <= r.status_code < 500, r.text
             assert "127.0.0.1" not in r.text and "schema" not in r.text
+
+
+@pytest.mark.anyio
+async def test_hostile_text_in_the_consoles_search_and_task_page_is_never_a_5xx(
+    client: httpx.AsyncClient,
+) -> None:
+    for text in ["a%00b", "%ED%A0%80", "%C0%80", "x" * 3000]:  # NUL, a surrogate, overlong
+        for name in ["key", "task", "id", "status", "since"]:
+            r = await client.get(f"/ui/tasks?{name}={text}")
+            assert r.status_code < 500, (name, text, r.text)
+    for path in ["a%00b", "%ED%A0%80", "%C0%80", "x" * 3000]:
+        r = await client.get(f"/ui/tasks/{path}")
+        assert r.status_code < 500 and "127.0.0.1" not in r.text

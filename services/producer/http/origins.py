@@ -7,7 +7,9 @@ Two checks, in front of the API and the console, with and without tokens:
   ``Host: attacker.example``. Only the names in ``TASKSTREAM_HTTP_ALLOWED_HOSTS`` are
   served; left empty, that is the loopback names (localhost, 127.0.0.1, [::1]) when no tokens
   are set, and any name when they are (a rebinding page has no token). ``*`` serves any.
-  Other names get 421.
+  Other names get 421, except on the open paths (``TASKSTREAM_HTTP_OPEN_PATHS``: health,
+  readiness and metrics, which hold no secret), so that probes and scrapers that name the
+  pod's or container's address keep working.
 - **Cross-origin writes** (CSRF). A state-changing request (any method but GET, HEAD and
   OPTIONS) that a browser sent from another origin gets 403: its ``Sec-Fetch-Site`` is not
   ``same-origin`` or ``none``, or, from a browser without it, its ``Origin`` names another
@@ -66,15 +68,22 @@ def cross_origin(method: str, headers: dict[bytes, bytes]) -> str | None:
 class OriginGuard:
     """421 for a Host not served, 403 for a cross-origin write (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, hosts: frozenset[str] | None) -> None:
+    def __init__(
+        self, app: ASGIApp, hosts: frozenset[str] | None, open_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.hosts = hosts
+        self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             headers: dict[bytes, bytes] = dict(scope["headers"])
             name = host_name(headers.get(b"host", b"").decode("latin-1"))
-            if self.hosts is not None and name not in self.hosts:
+            if (
+                self.hosts is not None
+                and name not in self.hosts
+                and scope["path"] not in self.open_paths
+            ):
                 response = error_response(
                     421, "host_not_allowed",
                     "this Host is not served here (TASKSTREAM_HTTP_ALLOWED_HOSTS)", path="Host",

@@ -52,6 +52,7 @@ _LOCATION = {
 def _errors(*codes: int, auth: bool) -> dict[str, Any]:
     texts = {
         400: "malformed JSON",
+        403: "a write sent by a browser page of another origin (Sec-Fetch-Site, Origin)",
         404: "unknown task or task id",
         409: "the Idempotency-Key was used before with a different request",
         413: "request body over the size limit, or a task event over the producer's "
@@ -62,6 +63,8 @@ def _errors(*codes: int, auth: bool) -> dict[str, Any]:
     out = {str(c): _json(_ERROR, texts[c]) for c in codes}
     if auth:
         out["401"] = _json(_ERROR, "missing or invalid bearer token")
+    # Every route, before any other check (taskstream.producer.http.origins).
+    out["421"] = _json(_ERROR, "the Host is not served here (TASKSTREAM_HTTP_ALLOWED_HOSTS)")
     return out
 
 
@@ -273,7 +276,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
                     "503": _json(
                         _ERROR, "broker unreachable or too slow; nothing was accepted", _RETRY_AFTER
                     ),
-                    **_errors(400, 409, 413, 415, 422, auth=auth),
+                    **_errors(400, 403, 409, 413, 415, 422, auth=auth),
                 },
             }
         }
@@ -290,7 +293,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
                     "202": _json(_ref("BatchResponse"), "every item accepted"),
                     "207": _json(_ref("BatchResponse"), "some items not accepted: see each item"),
                     "503": _json(_ERROR, "no item accepted: broker unreachable", _RETRY_AFTER),
-                    **_errors(400, 413, 415, 422, auth=auth),
+                    **_errors(400, 403, 413, 415, 422, auth=auth),
                 },
             }
         }
@@ -351,7 +354,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
             "responses": {
                 "202": _json(_ref("Revoked"), "the revocation is acknowledged by the broker"),
                 "503": _json(_ERROR, "the broker did not acknowledge it", _RETRY_AFTER),
-                **_errors(422, auth=auth),
+                **_errors(403, 422, auth=auth),
             },
         }
     }

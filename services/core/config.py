@@ -83,6 +83,9 @@ class Settings:
     http_body_timeout_s: float = 30.0  # a request's whole body, after its headers; then 408
     http_keepalive_timeout_s: float = 5.0  # an idle connection between requests is closed
     http_max_connections: int = 1_000  # per process; beyond: 503 (uvicorn's limit_concurrency)
+    # Open connections from one client address, per process; beyond, new ones are closed at
+    # once. 0: no such cap (behind a proxy every client has the proxy's address).
+    http_max_connections_per_client: int = 0
     metrics_port: int | None = None  # Prometheus /metrics port of worker/materializer; None: off
     # Periodic tasks (`taskstream beat`, taskstream.periodic):
     timezone: str = "UTC"  # IANA name; crontab times are wall-clock times there (Celery's)

@@ -53,10 +53,14 @@ def connect(url: str) -> socket.socket:
 
 
 def answer(s: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
+    """Everything the server sends until it closes the connection (a reset, when it closed
+    with bytes of ours unread, ends it too)."""
     data = b""
-    while chunk := s.recv(65536):
-        data += chunk
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
     return data
 
 
@@ -133,3 +137,31 @@ def test_past_the_connection_cap_a_request_gets_503_until_connections_go(
         while not healthy(base):  # the server forgets them as it sees them close
             checks += 1
             assert checks < 1000, "the server did not recover"
+
+
+def test_past_its_own_cap_one_client_is_refused_while_another_is_served(
+    bounds_scope: Scope,
+) -> None:
+    capped = {
+        **LIMITS, "TASKSTREAM_HTTP_HEADER_TIMEOUT_S": "300",
+        "TASKSTREAM_HTTP_MAX_CONNECTIONS_PER_CLIENT": "3",
+    }  # fmt: skip
+    with serve_process(bounds_scope, APP_SPEC, **capped) as base:
+        host, port = base.removeprefix("http://").split(":")
+        held = [connect(base) for _ in range(3)]  # from 127.0.0.1
+        try:
+            with connect(base) as fourth:
+                try:
+                    fourth.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # closed already
+                assert answer(fourth) == b""  # closed before a byte was read
+            # Another loopback address is another client: served.
+            with socket.create_connection((host, int(port)), WAIT_S, ("127.0.0.2", 0)) as other:
+                other.sendall(
+                    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                )
+                assert status_of(answer(other)) == 200
+        finally:
+            for s in held:
+                s.close()

@@ -8,7 +8,9 @@ the time to send the head (from a connection's first byte, or its accepting) and
 and the body's size on every route (``drain_max_bytes``: a route's own, smaller limit
 answers its 413 first; see body.py). Over a bound the client gets 431, 413 or 408 and the
 connection closes. Between requests uvicorn's keep-alive timeout closes idle connections,
-and its ``limit_concurrency`` answers 503 past ``max_connections``.
+and its ``limit_concurrency`` answers 503 past ``max_connections``; with
+``max_connections_per_client`` set, a client address past it has its new connections closed
+at once (before a byte is read), so that one client cannot take the others' share.
 
 The limits come from :func:`configure` (the service's settings), else from the
 ``TASKSTREAM_HTTP_*`` variables.
@@ -17,6 +19,7 @@ The limits come from :func:`configure` (the service's settings), else from the
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -26,6 +29,7 @@ from taskstream.config import Settings
 from .settings import HttpSettings
 
 _limits: HttpSettings | None = None
+_by_client: Counter[str] = Counter()  # open connections per client address (one event loop)
 _REASONS = {
     408: b"Request Timeout",
     413: b"Content Too Large",
@@ -57,16 +61,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._body_bytes = 0
         self._refused = False
+        self._address = ""
         self._timer: asyncio.TimerHandle | None = None
 
     # -- the connection ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._address = self.client[0] if self.client else ""
+        _by_client[self._address] += 1
+        cap = self.bounds.max_connections_per_client
+        if cap and _by_client[self._address] > cap:
+            self._refused = True
+            transport.close()
+            return
         self._arm(self.bounds.header_timeout_s)  # a connection that sends nothing goes too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        _by_client[self._address] -= 1
+        if _by_client[self._address] <= 0:
+            del _by_client[self._address]
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:

@@ -40,6 +40,7 @@ class HttpSettings:
     body_timeout_s: float = 30.0  # to send a request's body after its headers; then 408
     keepalive_timeout_s: float = 5.0  # idle between requests; then the connection closes
     max_connections: int = 1_000  # per process; beyond: 503
+    max_connections_per_client: int = 0  # per client address and process; 0: no cap
     session_s: float = 43_200.0  # a console login lasts this long
 
     @classmethod
@@ -63,6 +64,7 @@ class HttpSettings:
             body_timeout_s=settings.http_body_timeout_s,
             keepalive_timeout_s=settings.http_keepalive_timeout_s,
             max_connections=settings.http_max_connections,
+            max_connections_per_client=settings.http_max_connections_per_client,
             session_s=settings.http_session_s,
         )
 

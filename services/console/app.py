@@ -57,7 +57,8 @@ def create_console(console: Console) -> Starlette:
             Route(PREFIX, endpoints.overview, methods=["GET"]),
             Route(f"{PREFIX}/", _slash, methods=["GET"]),
             Route(f"{PREFIX}/tasks", endpoints.tasks, methods=["GET"]),
-            Route(f"{PREFIX}/tasks/{{task_id}}", endpoints.task, methods=["GET"]),
+            # :path, so an id with "/" (sent by another producer; ours refuse it) has a page.
+            Route(f"{PREFIX}/tasks/{{task_id:path}}", endpoints.task, methods=["GET"]),
             Route(f"{PREFIX}/dead-letters", endpoints.dead_letters, methods=["GET"]),
             Route(f"{PREFIX}/dead-letters/replay", endpoints.replay, methods=["POST"]),
             Route(f"{PREFIX}/delays", endpoints.delays, methods=["GET"]),

@@ -308,3 +308,15 @@ async def test_hostile_text_in_the_consoles_search_and_task_page_is_never_a_5xx(
     for path in ["a%00b", "%ED%A0%80", "%C0%80", "x" * 3000]:
         r = await client.get(f"/ui/tasks/{path}")
         assert r.status_code < 500 and "127.0.0.1" not in r.text
+
+
+@pytest.mark.anyio
+async def test_a_stored_id_with_a_slash_has_a_console_page_that_its_list_links_to(
+    client: httpx.AsyncClient, store: ResultStore
+) -> None:
+    unread = {"source_topic": None, "source_partition": None, "source_offset": None}
+    store.apply_rows([hostile_row("x", task_id="from/elsewhere?#", key="k-slash", **unread)], {})
+    listed = (await client.get("/ui/tasks", params={"key": "k-slash"})).text
+    assert 'href="/ui/tasks/from%2Felsewhere%3F%23"' in listed
+    page = await client.get("/ui/tasks/from%2Felsewhere%3F%23")
+    assert page.status_code == 200 and "from/elsewhere?#" in page.text and "FAILURE" in page.text

@@ -91,6 +91,9 @@ class Settings:
     timezone: str = "UTC"  # IANA name; crontab times are wall-clock times there (Celery's)
     beat_catch_up: str = "once"  # long outage: "once" (latest missed tick) or "skip" (none)
     beat_catch_up_window_s: float = 300.0  # missed ticks this recent all fire (a failover)
+    # Keys the periodic ticks' task ids (the same in every beat replica); "": ids anyone can
+    # compute in advance (taskstream.periodic.tick_id).
+    beat_id_secret: str = field(default="", repr=False)
     # Workers you can see (taskstream.heartbeats): a beat this often, in seconds; 0: none.
     # A worker is shown as lost after MISSED_BEATS of its beats failed to come.
     worker_heartbeat_s: float = 2.0

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskstream.app import App
+from taskstream.store.base import redacted_url
 
 # Example values by Avro type, for the banner's sample arguments.
 _PLACEHOLDERS: dict[str, Any] = {"long": 2, "int": 2, "double": 1.5, "float": 1.5,
@@ -75,7 +76,7 @@ class Banner:
         task = example_task(app) or "TASK"
         example = json.dumps(example_arguments(app, task)[0] if app.tasks else {})
         where = "embedded Tansu broker, memory only" if self.embedded else "external cluster"
-        store = app.settings.store
+        store = redacted_url(app.settings.store)
         if self.embedded:
             store += " (emptied: the embedded broker starts empty)"
         lines = [

@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--host", default="127.0.0.1")
     h.add_argument("--port", type=int, default=8000)
     h.add_argument("--workers", type=int, default=1, help="service processes")
+    h.add_argument(
+        "--allow-open",
+        action="store_true",
+        help="serve without TASKSTREAM_HTTP_TOKENS on a non-loopback --host (refused otherwise: "
+        "anyone who reaches the port could send, read and revoke tasks)",
+    )
 
     dl = sub.add_parser("dlq", help="list or replay the dead-letter topic")
     dl.add_argument("action", choices=["list", "replay"])

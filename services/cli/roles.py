@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 
 from taskstream.app import App
+from taskstream.config import Settings
 from taskstream.errors import ConfigError
 from taskstream.loading import load_app
 
@@ -68,6 +70,7 @@ def serve(args: argparse.Namespace) -> int:
         queues[task] = queue
     if queues and args.app:
         raise ConfigError("--queue applies to --schemas only (an app knows its queues)")
+    _check_exposure(args.host, Settings.load().http_tokens, args.allow_open)
     what = args.app or f"the schemas in {args.schemas}"
     # uvicorn itself logs at WARNING only: say where we listen (a bind failure follows this
     # line as uvicorn's error).
@@ -75,6 +78,38 @@ def serve(args: argparse.Namespace) -> int:
     print(f"taskstream serve: the console on http://{args.host}:{args.port}/ui", flush=True)
     run(Source(args.app, args.schemas, queues), args.host, args.port, args.workers, FACTORY)
     return 0
+
+
+MIN_TOKEN_CHARS = 16  # shorter bearer tokens are warned about: guessable
+
+
+def _check_exposure(host: str, tokens: str, allow_open: bool) -> None:
+    """Refuse to serve without tokens beyond loopback unless `allow_open`; warn about that,
+    and about short tokens, on stderr."""
+    from taskstream.producer.http.origins import LOOPBACK
+
+    listed = [t.strip() for t in tokens.split(",") if t.strip()]
+    local = host.strip("[]") in LOOPBACK or host.startswith("127.")
+    if not listed and not local:
+        if not allow_open:
+            raise ConfigError(
+                f"taskstream serve --host {host} without TASKSTREAM_HTTP_TOKENS: anyone who "
+                "reaches the port could send, read and revoke tasks. Set tokens, listen on "
+                "127.0.0.1, or pass --allow-open (behind a proxy that authenticates)"
+            )
+        print(
+            f"taskstream serve: WARNING: no TASKSTREAM_HTTP_TOKENS and listening on {host}: "
+            "the API and the console are open to whoever reaches the port",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+    short = [t for t in listed if len(t) < MIN_TOKEN_CHARS]
+    if short:
+        print(
+            f"taskstream serve: WARNING: {len(short)} of TASKSTREAM_HTTP_TOKENS shorter than "
+            f"{MIN_TOKEN_CHARS} characters: use long random tokens (python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
 
 
 def beat(args: argparse.Namespace) -> int:

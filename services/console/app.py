@@ -10,16 +10,19 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskstream.errors import TaskstreamError
+from taskstream.producer.http.errors import ApiError, error_detail
+from taskstream.producer.http.origins import OriginGuard, allowed_hosts
 
 from . import endpoints
-from .auth import ConsoleAuth, login
+from .auth import ConsoleAuth, login, logout
 from .console import Console
+from .headers import SecurityHeaders
 from .html import page, tag
 
 PREFIX = "/ui"
@@ -27,9 +30,19 @@ STATIC = Path(__file__).with_name("static")  # shipped as package data: no CDN, 
 
 
 async def _unavailable(_request: Request, exc: Exception) -> Response:
-    """The store or the broker failed (StoreError, DeliveryFailed, ...): say so, 503."""
-    body = page("Unavailable", "", tag("p", str(exc), class_="problem"), live_every_ms=0)
-    return HTMLResponse(body, 503, {"Retry-After": "1"})
+    """The store or the broker failed (StoreError, DeliveryFailed, ...): say so, 503 (a
+    store's own message, which names its host and database, is logged, not shown)."""
+    assert isinstance(exc, TaskstreamError)
+    status, detail = error_detail(exc)
+    status = 503 if status >= 500 else status
+    body = page("Unavailable", "", tag("p", detail["message"], class_="problem"), live_every_ms=0)
+    return HTMLResponse(body, status, {"Retry-After": "1"} if status == 503 else None)
+
+
+async def _refused(_request: Request, exc: Exception) -> Response:
+    """An HTTP-level refusal (a form over the body limit: 413), as plain text."""
+    assert isinstance(exc, ApiError)
+    return PlainTextResponse(exc.message, exc.status, exc.headers)
 
 
 async def _slash(_request: Request) -> Response:
@@ -38,20 +51,27 @@ async def _slash(_request: Request) -> Response:
 
 def create_console(console: Console) -> Starlette:
     """The console alone (its routes carry the ``/ui`` prefix)."""
+    http = console.service.http
     app = Starlette(
         routes=[
             Route(PREFIX, endpoints.overview, methods=["GET"]),
             Route(f"{PREFIX}/", _slash, methods=["GET"]),
             Route(f"{PREFIX}/tasks", endpoints.tasks, methods=["GET"]),
-            Route(f"{PREFIX}/tasks/{{task_id}}", endpoints.task, methods=["GET"]),
+            # :path, so an id with "/" (sent by another producer; ours refuse it) has a page.
+            Route(f"{PREFIX}/tasks/{{task_id:path}}", endpoints.task, methods=["GET"]),
             Route(f"{PREFIX}/dead-letters", endpoints.dead_letters, methods=["GET"]),
             Route(f"{PREFIX}/dead-letters/replay", endpoints.replay, methods=["POST"]),
             Route(f"{PREFIX}/delays", endpoints.delays, methods=["GET"]),
             Route(f"{PREFIX}/login", login, methods=["GET", "POST"]),
+            Route(f"{PREFIX}/logout", logout, methods=["POST"]),
             Mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="static"),
         ],
-        middleware=[Middleware(ConsoleAuth, tokens=console.tokens)],
-        exception_handlers={TaskstreamError: _unavailable},
+        middleware=[
+            Middleware(OriginGuard, hosts=allowed_hosts(http.allowed_hosts, bool(http.tokens))),
+            Middleware(SecurityHeaders),
+            Middleware(ConsoleAuth, tokens=console.tokens),
+        ],
+        exception_handlers={TaskstreamError: _unavailable, ApiError: _refused},
     )
     app.state.console = console
     return app

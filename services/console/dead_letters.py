@@ -14,6 +14,7 @@ from taskstream.store import ResultStore
 from .cache import Cached
 
 _READ_IDLE_S = 0.5  # the reader stops once nothing more arrives for this long
+REPLAY_MEMORY_S = 30 * 86_400.0  # how long a replayed letter is remembered as replayed
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,40 @@ class DeadLetters:
     def find(self, position: str) -> Letter | None:
         return next((x for x in self.matching(LetterFilter()) if x.position == position), None)
 
-    def replay(self, letters: list[Letter]) -> int:
-        """Send `letters` back where they came from (task events start over at attempt 1)."""
-        sent = replay(self._app, [x.letter for x in letters])
+    def at(self, positions: list[str]) -> list[Letter]:
+        """The letters at `positions` (``partition:offset``), in the list's order."""
+        wanted = set(positions)
+        return [x for x in self.matching(LetterFilter()) if x.position in wanted]
+
+    def replay(self, letters: list[Letter]) -> tuple[int, int]:
+        """Send `letters` back where they came from (task events start over at attempt 1),
+        each once: a letter replayed before (by any console process sharing the store, within
+        REPLAY_MEMORY_S) is skipped. How many were sent, and how many skipped."""
+        fresh = [x for x in letters if self._claim(x)]
+        sent = replay(self._app, [x.letter for x in fresh])
+        for x in fresh:
+            self._store.accept_idempotency_key(_replay_key(x), x.task_id or "")
         self._letters.invalidate()
-        return sent
+        return sent, len(letters) - len(fresh)
+
+    def _claim(self, letter: Letter) -> bool:
+        """True unless `letter` was replayed already. The mark is an Idempotency-Key of the
+        lookup store, accepted once the replay is sent: a replay that failed half-way can be
+        tried again."""
+        claimed = self._store.claim_idempotency_key(
+            _replay_key(letter), letter.task_id or "", b"replay", REPLAY_MEMORY_S
+        )
+        return claimed is None or not claimed.accepted
 
     def _task_id(self, letter: DeadLetter) -> str | None:
         try:
             return self._app.envelopes.decode_task(letter.value).id
         except CodecError:
             return None  # not a task event (undecodable, unknown schema): no task to show
+
+
+def _replay_key(x: Letter) -> str:
+    """The letter's identity: its place in the dead-letter topic and the original record's
+    (a recreated topic reuses offsets, not both)."""
+    d = x.letter
+    return f"replay:{d.partition}:{d.offset}:{d.original_partition}:{d.original_offset}:{d.topic}"

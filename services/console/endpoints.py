@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -181,30 +180,35 @@ async def dead_letters(request: Request) -> Response:
 
 
 async def replay(request: Request) -> Response:
-    """POST: the letters chosen (one, or a filter), a confirmation page, then the replay."""
+    """POST: the letters chosen (one, or a filter) and a confirmation page listing them;
+    then, confirmed, the replay of exactly the letters listed, each once (issue 26: a
+    "replay all" that re-read the filter replayed what had failed again since, doubling)."""
     console = _console(request)
-    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+    form = await forms.posted(request, console.service.http)
+    listed = [p for p in form.get("letters", form.get("letter", "")).split(",") if p]
+    if form.get("confirm") == "yes" and listed:
+        chosen = await run_in_threadpool(console.dead_letters.at, listed)
+        sent, skipped = await run_in_threadpool(console.dead_letters.replay, chosen)
+        ids = [x.task_id for x in chosen if x.task_id]
+        note = f" {skipped} had been replayed before: skipped." if skipped else ""
+        done = join(
+            [
+                tag("p", f"Replayed {sent} dead letters.{note}", id="replayed"),
+                tag("ul", join(tag("li", task_link(i)) for i in ids)),
+                link("/ui/dead-letters", "Back to the dead letters"),
+            ]
+        )
+        return HTMLResponse(page("Replayed", "dead-letters", done, live_every_ms=0))
     position = form.get("letter")
     if position:
         one = await run_in_threadpool(console.dead_letters.find, position)
         chosen = [one] if one is not None else []
-        fields = {"letter": position}
     else:
-        where, fields = _letter_filter(form)
+        where, _kept = _letter_filter(form)
         chosen = await run_in_threadpool(console.dead_letters.matching, where)
-    if form.get("confirm") != "yes":
-        live = pages.confirm_replay(chosen, fields)
-        return HTMLResponse(page("Replay dead letters?", "dead-letters", live, live_every_ms=0))
-    sent = await run_in_threadpool(console.dead_letters.replay, chosen)
-    ids = [x.task_id for x in chosen if x.task_id]
-    done = join(
-        [
-            tag("p", f"Replayed {sent} dead letters.", id="replayed"),
-            tag("ul", join(tag("li", task_link(i)) for i in ids)),
-            link("/ui/dead-letters", "Back to the dead letters"),
-        ]
-    )
-    return HTMLResponse(page("Replayed", "dead-letters", done, live_every_ms=0))
+    fields = {"letters": ",".join(x.position for x in chosen)}
+    live = pages.confirm_replay(chosen, fields)
+    return HTMLResponse(page("Replay dead letters?", "dead-letters", live, live_every_ms=0))
 
 
 async def delays(request: Request) -> Response:

@@ -5,6 +5,12 @@ Forms sit outside a page's live part, so a refresh never loses what the user typ
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+
+from taskstream.producer.http.body import read_body
+from taskstream.producer.http.settings import HttpSettings
 from taskstream.status import Status
 
 from .html import Html, esc, join, link, tag
@@ -68,3 +74,9 @@ def confirm(count: int, fields: dict[str, str]) -> Html:
         link("/ui/dead-letters", "Cancel"),
     ]
     return replay_form(join(controls))
+
+
+async def posted(request: Request, http: HttpSettings) -> dict[str, str]:
+    """A form's fields, its body bounded as the API's are (ApiError 413 past
+    ``http.max_body_bytes``: a huge POST to the open login page holds no memory)."""
+    return dict(parse_qsl((await read_body(request, http)).decode("utf-8", "replace")))

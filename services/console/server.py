@@ -14,7 +14,7 @@ from taskstream.app import App
 from taskstream.config import Settings
 from taskstream.heartbeats import WorkerDirectory
 from taskstream.loading import load_app
-from taskstream.producer.http import HttpService, create_app
+from taskstream.producer.http import HttpService, create_app, protocol
 from taskstream.producer.http.server import SOURCE_ENV, Source
 
 from .app import WithConsole
@@ -36,6 +36,7 @@ def build(source: Source, workers: WorkerSource | None = None) -> WithConsole:
         assert source.schemas is not None
         settings = Settings.load()
         service = HttpService.for_schemas(source.schemas, settings, source.queues)
+    protocol.configure(service.http)  # the limits of the connections this process accepts
     if workers is None:
         workers = WorkerDirectory(settings, app.broker if app is not None else None).start()
     return WithConsole(create_app(service), Console(service, app, workers))

@@ -285,7 +285,7 @@ class Beat(RuntimeOwner):
             entry.encoded_args,
             key=entry.key,
             queue=entry.queue,
-            task_id=tick_id(self.prefix, entry.name, tick),
+            task_id=tick_id(self.prefix, entry.name, tick, self.app.settings.beat_id_secret),
         )
         headers: Headers = [(ENTRY_HEADER, entry.name), (TICK_HEADER, str(tick))]
         producer.produce(

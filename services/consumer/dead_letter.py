@@ -36,6 +36,7 @@ class Reason(StrEnum):
     RETRIES_EXHAUSTED = "retries-exhausted"  # the task failed max_retries + 1 times
     WORKER_LOST = "worker-lost"  # its worker died during the run, worker_lost_max_deliveries times
     UNPUBLISHABLE = "unpublishable"  # its outcome could not be produced (over the size limit)
+    UNSTORABLE = "unstorable"  # a result the lookup store refused for its content (a huge key)
 
 
 HEADER_PREFIX = "taskstream."

@@ -40,6 +40,7 @@ from taskstream.task import (
     set_current_event,
     set_progress_sink,
 )
+from taskstream.text import storable
 
 # Why a REVOKED task did not run or stopped: its error message (Celery's words).
 REVOKED, EXPIRED, TERMINATED = "revoked", "expired", "terminated"
@@ -250,10 +251,12 @@ def revoked(
 
 
 def describe(exc: BaseException) -> TaskError:
+    """`exc` as its result event carries it; a lone surrogate in its text (which no UTF-8
+    encoder takes, so the event could not be encoded) becomes U+FFFD."""
     return TaskError(
-        type=type(exc).__name__,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(exc)),
+        type=storable(type(exc).__name__, nul=False),
+        message=storable(str(exc), nul=False),
+        traceback=storable("".join(traceback.format_exception(exc)), nul=False),
     )
 
 

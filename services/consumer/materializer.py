@@ -31,12 +31,12 @@ from taskstream.consumer.joins import Joiner, workflow_rows
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.envelope import now_micros
-from taskstream.errors import CorruptMessage, DeliveryFailed
+from taskstream.errors import CorruptMessage, DeliveryFailed, StoreRejected
 from taskstream.kafka import EventProducer, consumer_config, producer_config
 from taskstream.sizes import producer_limit
 from taskstream.status import Status
 from taskstream.store import GroupMember, Link, Progress, ResultRow, ResultStore
-from taskstream.store.base import from_micros
+from taskstream.store.base import from_micros, redacted_url
 from taskstream.topics import materializer_group, results_topic
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class Materializer(RuntimeOwner):
         s = self.app.settings
         self.app.ensure_topics()
         if self.rebuild:
-            log.warning("rebuilding %s: dropping its rows and offsets", s.store)
+            log.warning("rebuilding %s: dropping its rows and offsets", redacted_url(s.store))
             self.store.reset(self.topic)
             self.rebuild = False  # once: a second run() resumes from the rebuilt offsets
         # Eager assignment, so that assigned() can place every partition at the store's offset.
@@ -129,7 +129,7 @@ class Materializer(RuntimeOwner):
             )
         )
         runtime.subscribe([self.topic])
-        log.info("materializing %s into %s", self.topic, s.store)
+        log.info("materializing %s into %s", self.topic, redacted_url(s.store))
         try:
             runtime.run()
         finally:
@@ -214,14 +214,19 @@ class Materializer(RuntimeOwner):
         if self._producer is not None and self._producer.flush(30.0):
             raise DeliveryFailed(self._letters.topic, "not advancing the store's offsets")
         started = time.perf_counter()
-        if forgotten:
-            # Idempotent, so a crash before the batch's offsets are stored only repeats it.
-            self.store.forget(list(forgotten))
-        self.store.apply_rows(rows, positions, members, progress, links)
+        try:
+            if forgotten:
+                # Idempotent, so a crash before the batch's offsets are stored only repeats it.
+                self.store.forget(list(forgotten))
+            self.store.apply_rows(rows, positions, members, progress, links)
+            applied = len(rows)
+        except StoreRejected as exc:
+            log.warning("the store refused a batch (%s): applying it record by record", exc)
+            applied = self._one_by_one(batch, positions)
         if members:
             self._joiner().fire_due()
         seconds = time.perf_counter() - started
-        self.applied += len(rows)
+        self.applied += applied
         assert self._runtime is not None
         lag = {}
         for (topic, partition), position in positions.items():
@@ -231,16 +236,54 @@ class Materializer(RuntimeOwner):
                 lag[partition] = max(0, high - position)
         self.hooks.applied(len(rows), seconds, lag)
 
+    def _one_by_one(self, batch: list[Message], positions: dict[tuple[str, int], int]) -> int:
+        """Apply `batch` a record at a time, in order, dead-lettering each record the store
+        refuses (StoreRejected: its content, such as a key over an index's limit), then store
+        the batch's offsets; how many rows were applied. One record's content never stops
+        the results of the others."""
+        decode = self.app.envelopes.decode_result_datum
+        applied = 0
+        for message in batch:
+            value = message.value()
+            if value is None:
+                self.store.forget([_key_text(message)])
+                continue
+            members: list[GroupMember] = []
+            progress: list[Progress] = []
+            links: list[Link] = []
+            try:
+                d = decode(value)
+                row = result_row(d)
+                if d["root_id"] is not None or d["state"] is not None:
+                    workflow_rows(d, value, members, progress, links)
+            except Exception:
+                continue  # dead-lettered by the first pass
+            try:
+                self.store.apply_rows([row], {}, members, progress, links)
+                applied += 1
+            except StoreRejected as exc:
+                self._dead_letter(message, f"the lookup store refused it: {exc}", Reason.UNSTORABLE)
+        if self._producer is not None and self._producer.flush(30.0):
+            raise DeliveryFailed(self._letters.topic, "not advancing the store's offsets")
+        self.store.apply_rows([], positions)
+        return applied
+
     @staticmethod
     def _forget(message: Message, rows: list[ResultRow], forgotten: set[str]) -> list[ResultRow]:
         """A tombstone of a task id: its outcome goes, and its rows earlier in this batch;
         rows after it in the batch stay (a later outcome of the same id)."""
-        key = message.key()
-        task_id = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+        task_id = _key_text(message)
         forgotten.add(task_id)
         return [r for r in rows if r[0] != task_id]
 
-    def _dead_letter(self, message: Message, error: str) -> None:
-        topic, value, key, headers = self._letters.letter(message, Reason.UNDECODABLE, error)
-        self.hooks.dead_lettered(Reason.UNDECODABLE.value)
+    def _dead_letter(
+        self, message: Message, error: str, reason: Reason = Reason.UNDECODABLE
+    ) -> None:
+        topic, value, key, headers = self._letters.letter(message, reason, error)
+        self.hooks.dead_lettered(reason.value)
         self._producer_().produce(topic, value, key, headers=headers)
+
+
+def _key_text(message: Message) -> str:
+    key = message.key()
+    return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)

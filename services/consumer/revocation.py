@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -41,15 +42,29 @@ class Revocations:
     """The revoked task ids this worker knows, each with when it was revoked (µs).
 
     Written by the control reader's thread, read by the worker's and the delay scheduler's:
-    a dict's ``in`` and item assignment are atomic in CPython, so reads take no lock.
+    an OrderedDict's ``in`` and item assignment are atomic in CPython, so reads take no lock.
+    At most ``max_ids`` are kept, the oldest known forgotten first: revocations of invented
+    ids cost a bounded memory (a task revoked long ago and still queued past that many
+    newer revocations would run).
     """
 
-    def __init__(self) -> None:
-        self._at: dict[str, int] = {}
+    def __init__(self, max_ids: int = 50_000) -> None:
+        self._at: OrderedDict[str, int] = OrderedDict()
+        self._max = max(1, max_ids)
+        self.forgotten = 0  # revocations dropped to stay within max_ids
         self.ready = threading.Event()  # every revocation written before the start is known
 
     def add(self, task_id: str, at: int) -> None:
         self._at[task_id] = at
+        self._at.move_to_end(task_id)
+        if len(self._at) > self._max:
+            self._at.popitem(last=False)
+            self.forgotten += 1
+            if self.forgotten == 1 or self.forgotten % 10_000 == 0:
+                log.warning(
+                    "over %d revoked ids (revokes_max): %d oldest forgotten", self._max,
+                    self.forgotten,
+                )  # fmt: skip
 
     def __contains__(self, task_id: str) -> bool:
         return task_id in self._at

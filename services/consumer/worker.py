@@ -214,7 +214,8 @@ class Worker(RuntimeOwner):
         self._in_flight = 0  # fetched records whose outcome is not yet delivered
         self._held: list[Message] = []  # may run, but wait for careful runs to end
         self._finished: deque[tuple[PartitionOffsets, int]] = deque()  # outcomes acknowledged
-        self.revocations = Revocations()  # revoked task ids, from the control topic
+        # Revoked task ids, from the control topic.
+        self.revocations = Revocations(app.settings.revokes_max)
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from taskstream.avro_values import Convert, Mismatch, double, expected, fit_decimal, integer
 from taskstream.errors import InvalidArguments, InvalidSchema
+from taskstream.text import storable
 
 __all__ = ["JsonConverter", "datum_to_json", "full_name"]
 
@@ -198,6 +199,8 @@ def _primitive(kind: str) -> Convert:
         "string": ("str", lambda v: isinstance(v, str)),
     }
     label, accepts = checks[kind]
+    if kind == "string":
+        return _string
 
     def check(v: Any) -> Any:
         if accepts(v):
@@ -205,6 +208,14 @@ def _primitive(kind: str) -> Convert:
         raise _expected(label, v)
 
     return check
+
+
+def _string(v: Any) -> Any:
+    if not isinstance(v, str):
+        raise _expected("str", v)
+    if not v.isascii() and storable(v, nul=False) != v:
+        raise Mismatch("a lone surrogate (\\ud800-\\udfff) has no UTF-8 form")
+    return v
 
 
 def _base64(size: int | None) -> Convert:
@@ -288,6 +299,13 @@ def _logical(logical: str, schema: dict[str, Any]) -> Convert | None:
     return None  # unknown logical types are read as their underlying type, as Avro says
 
 
+def _string_key(k: str) -> None:
+    try:
+        _string(k)
+    except Mismatch as exc:
+        raise Mismatch(f"a map key: {exc.message}") from None
+
+
 def _each(conv: Convert, *, is_map: bool) -> Convert:
     def convert(v: Any) -> Any:
         if is_map:
@@ -300,6 +318,8 @@ def _each(conv: Convert, *, is_map: bool) -> Convert:
             items = enumerate(v)
         out_map, out_list = {}, []
         for k, x in items:
+            if is_map:
+                _string_key(k)
             try:
                 converted = conv(x)
             except Mismatch as exc:

@@ -33,7 +33,9 @@ DEV_STATE_FILE = Path(".taskstream") / "dev.json"
 @dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str | None = None  # "host:port,host:port"; None: the dev broker, if running
-    store: str = "sqlite:///.taskstream/results.db"  # lookup store URL
+    # Lookup store URL. Not in repr(), nor are tokens and librdkafka extras: they may hold
+    # passwords (logs show taskstream.store.base.redacted_url(store)).
+    store: str = field(default="sqlite:///.taskstream/results.db", repr=False)
     topic_prefix: str = "taskstream"  # every topic name starts with it (see topics.py)
     partitions: int = 12  # partitions of topics created on start
     replication_factor: int = 1  # of topics created on start (3 on a real cluster)
@@ -52,10 +54,17 @@ class Settings:
     # Results and revocations (Celery's result_expires and REVOKE_EXPIRES):
     result_expires: float | None = 86_400.0  # s; outcomes older are deleted; None or 0: kept
     revoke_expires_s: float = 10_800.0  # s revocations are kept: >= the largest delay tier
+    revokes_max: int = 50_000  # revoked ids a worker keeps (Celery's REVOKES_MAX); oldest go
     schemas_dir: str = "schemas"  # where `taskstream schemas export/check` write and read
     # The HTTP service (`taskstream serve`, taskstream.producer.http):
-    http_tokens: str = ""  # comma-separated bearer tokens; empty: no auth
-    http_open_paths: str = "/healthz,/readyz,/metrics,/openapi.json"  # no token needed
+    http_tokens: str = field(default="", repr=False)  # comma-separated bearer tokens; "": none
+    http_session_s: float = 43_200.0  # a console login lasts this long (its cookie's expiry)
+    # No token needed (with tokens set). /metrics holds counts and timings by route, no
+    # secret; /openapi.json lists every task and schema, so it is guarded like /v1/tasks.
+    http_open_paths: str = "/healthz,/readyz,/metrics"
+    # Host names served, comma-separated ("*": any); empty: loopback only without tokens,
+    # any with tokens (taskstream.producer.http.origins: DNS rebinding).
+    http_allowed_hosts: str = ""
     http_max_body_bytes: int = 1_048_576  # larger request bodies get 413
     http_batch_max_items: int = 10_000  # items per :batch request
     http_publish_timeout_s: float = 5.0  # wait for the broker's ack before answering 503
@@ -66,15 +75,29 @@ class Settings:
     # client that reads only after sending everything then sees the 413, not a reset.
     http_drain_max_bytes: int = 16_777_216  # beyond this the connection is closed instead
     http_drain_timeout_s: float = 5.0  # as nginx's lingering_timeout
+    # The server's own bounds (taskstream.producer.http.protocol), before any route or token:
+    http_max_header_bytes: int = 16_384  # request line and headers, in bytes; beyond: 431
+    http_max_headers: int = 100  # header fields per request; beyond: 431
+    http_header_timeout_s: float = 10.0  # a request's line and headers, from its first byte
+    # (and a new connection's first byte); beyond: 408 and the connection closes
+    http_body_timeout_s: float = 30.0  # a request's whole body, after its headers; then 408
+    http_keepalive_timeout_s: float = 5.0  # an idle connection between requests is closed
+    http_max_connections: int = 1_000  # per process; beyond: 503 (uvicorn's limit_concurrency)
+    # Open connections from one client address, per process; beyond, new ones are closed at
+    # once. 0: no such cap (behind a proxy every client has the proxy's address).
+    http_max_connections_per_client: int = 0
     metrics_port: int | None = None  # Prometheus /metrics port of worker/materializer; None: off
     # Periodic tasks (`taskstream beat`, taskstream.periodic):
     timezone: str = "UTC"  # IANA name; crontab times are wall-clock times there (Celery's)
     beat_catch_up: str = "once"  # long outage: "once" (latest missed tick) or "skip" (none)
     beat_catch_up_window_s: float = 300.0  # missed ticks this recent all fire (a failover)
+    # Keys the periodic ticks' task ids (the same in every beat replica); "": ids anyone can
+    # compute in advance (taskstream.periodic.tick_id).
+    beat_id_secret: str = field(default="", repr=False)
     # Workers you can see (taskstream.heartbeats): a beat this often, in seconds; 0: none.
     # A worker is shown as lost after MISSED_BEATS of its beats failed to come.
     worker_heartbeat_s: float = 2.0
-    kafka: Mapping[str, str] = field(default_factory=dict)  # extra librdkafka settings
+    kafka: Mapping[str, str] = field(default_factory=dict, repr=False)  # librdkafka extras
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

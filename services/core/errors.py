@@ -28,7 +28,8 @@ TaskstreamError
 ├── JoinTimeout              taskstream.testing's join(): work still pending (timeout)   +TO
 ├── ClockError               taskstream.clock asked to go backwards                       +V
 ├── StoreError               the lookup store cannot be opened or written
-│   └── InvalidRecord            a result record with a naive datetime (field, value)   +V
+│   ├── InvalidRecord            a result record with a naive datetime (field, value)   +V
+│   └── StoreRejected            content the store cannot hold (an over-long key)       +V
 ├── Retry                    raised by a task: run it again later (countdown, exc)
 ├── MaxRetriesExceededError  self.retry() with the retries used up (task, task_id, max_retries)
 ├── SoftTimeLimitExceeded    raised inside a task past its soft_time_limit
@@ -285,6 +286,12 @@ class InvalidRecord(StoreError, ValueError):
         self.field = field
         self.value = value
         super().__init__(f"ResultRecord.{field} must be timezone-aware, got {value!r}")
+
+
+class StoreRejected(StoreError, ValueError):
+    """The store refused a record or a lookup for its content, not for its state: text it
+    cannot encode, a key over its index's size limit. Trying again fails again; the
+    materializer dead-letters such a record and goes on."""
 
 
 class Retry(TaskstreamError):

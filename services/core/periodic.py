@@ -14,6 +14,8 @@ whole backlog; ``skip`` fires none and waits for the next tick.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -137,10 +139,16 @@ class Signal:
                 receiver(sender=sender)
 
 
-def tick_id(prefix: str, entry: str, tick_us: int) -> str:
+def tick_id(prefix: str, entry: str, tick_us: int, secret: str = "") -> str:
     """The task id of one tick: the same in every replica, so a tick fired twice is one task
-    id twice (a UUID, version 5, of the topic prefix, the entry and the tick time)."""
-    return str(uuid.uuid5(_NAMESPACE, f"{prefix}\x00{entry}\x00{tick_us}"))
+    id twice (a UUID, version 5, of the topic prefix, the entry and the tick time). With a
+    `secret` (``TASKSTREAM_BEAT_ID_SECRET``, the same in every replica) it is a UUID of their
+    HMAC instead: nobody without the secret can compute a future tick's id to revoke it."""
+    text = f"{prefix}\x00{entry}\x00{tick_us}"
+    if not secret:
+        return str(uuid.uuid5(_NAMESPACE, text))
+    mac = hmac.new(secret.encode(), text.encode(), hashlib.sha256).digest()
+    return str(uuid.UUID(bytes=mac[:16], version=4))
 
 
 def next_tick(schedule: Schedule, after_us: int, tz: tzinfo) -> int:

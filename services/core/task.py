@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from taskstream.codec import AvroSchema
 from taskstream.envelope import TaskEvent, now_micros
 from taskstream.errors import (
+    InvalidArguments,
     InvalidCall,
     InvalidOption,
     MaxRetriesExceededError,
@@ -23,6 +24,7 @@ from taskstream.errors import (
     Retry,
 )
 from taskstream.signature import TaskSignature, derive_signature, tail_signature
+from taskstream.text import id_problem
 
 if TYPE_CHECKING:
     from taskstream.app import App
@@ -540,6 +542,10 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         task_id: str | None = None,
     ) -> TaskEvent:
+        for path, value, slash in (("task_id", task_id, False), ("key", key, True)):
+            problem = None if value is None else id_problem(value, slash=slash)
+            if problem is not None:
+                raise InvalidArguments(self.name, path, problem)
         return TaskEvent(
             id=task_id or new_task_id(),
             task=self.name,

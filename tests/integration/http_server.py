@@ -14,7 +14,8 @@ import httpx
 import uvicorn
 
 from taskstream.cli.embedded_broker import free_port
-from taskstream.producer.http import HttpService, create_app
+from taskstream.producer.http import HttpService, create_app, protocol
+from taskstream.producer.http.server import server_options
 from tests.conftest import REPO, Scope
 
 
@@ -22,10 +23,9 @@ from tests.conftest import REPO, Scope
 def serving(service: HttpService) -> Iterator[str]:
     """Serve `service` on 127.0.0.1:<free port> in a thread; yields the base URL."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(service), host="127.0.0.1", port=port, http="httptools", loop="uvloop",
-        ws="none", lifespan="on", log_level="warning", access_log=False,
-    )  # fmt: skip
+    protocol.configure(service.http)
+    options = server_options(service.http)
+    config = uvicorn.Config(create_app(service), host="127.0.0.1", port=port, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()

@@ -39,6 +39,10 @@ def _plain_tasks(app: App) -> None:
     def fail(message: str) -> int:
         raise ValueError(message)
 
+    @app.task(name="itest.fail_oddly")
+    def fail_oddly(message: str) -> int:
+        raise ValueError(f"{message} \x00 \ud800")  # NUL and a lone surrogate (no UTF-8 form)
+
     @app.task(name="itest.nap")
     def nap(seconds: float, tag: int) -> int:
         time.sleep(seconds)

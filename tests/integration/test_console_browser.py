@@ -13,7 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +104,33 @@ class Browser:
 
     def close(self) -> None:
         self.driver.quit()
+
+
+@contextmanager
+def hostile_page(html: str) -> Iterator[str]:
+    """`html` served at / by a server of its own on another loopback port: another origin."""
+    body = f"<!doctype html><html><body>{html}</body></html>".encode()
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 @pytest.fixture
@@ -201,6 +231,25 @@ def test_the_console_shows_real_tasks_finds_one_and_replays_a_dead_letter(
     assert "retries-exhausted" in browser.css("#letters").text
     browser.shoot("dead-letters")
     marker.write_text("fixed")
+    row = browser.css(f'#letters a[href="/ui/tasks/{fragile.id}"]').find_element("xpath", "../..")
+    position = row.find_element("css selector", 'input[name="letter"]').get_attribute("value")
+
+    # A page of another origin (another port of the same host: the same site) that posts the
+    # confirmed replay and a revoke as soon as it loads: the server refuses both (issue 26).
+    for action, fields in [
+        ("/ui/dead-letters/replay", {"letters": position, "confirm": "yes"}),
+        (f"/v1/tasks/{waiting.id}:revoke", {}),
+    ]:
+        inputs = "".join(f'<input name="{k}" value="{v}">' for k, v in fields.items())
+        form = f'<form id="f" method="post" action="{url}{action}">{inputs}</form>'
+        with hostile_page(form + '<script>document.getElementById("f").submit()</script>') as evil:
+            browser.open(evil)
+            browser.wait_for(lambda: "cross_origin" in browser.text(), "the refusal")
+        assert "Replayed" not in browser.text() and '"revoked"' not in browser.text()
+    assert fragile.status == "FAILURE" and waiting.status == "PENDING"
+
+    browser.open(f"{url}/ui/dead-letters")
+    browser.wait_for(lambda: fragile.id in browser.css("#letters").text, "the dead letter")
     row = browser.css(f'#letters a[href="/ui/tasks/{fragile.id}"]').find_element("xpath", "../..")
     row.find_element("css selector", "button").click()
     browser.wait_for(lambda: "Replay dead letters?" in browser.text(), "the confirmation")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -99,6 +100,7 @@ def run_keyed_tasks(
     return ids, time.monotonic() - started
 
 
+@pytest.mark.timeout(1200)
 def test_leader_and_coordinator_loss_under_load_lose_nothing(
     cluster: KafkaCluster, scope: Scope, processes: list[subprocess.Popen[bytes]],
     tmp_path: Path,
@@ -134,6 +136,7 @@ def test_leader_and_coordinator_loss_under_load_lose_nothing(
 
             def mark(what: str) -> None:
                 timeline.append(f"{time.monotonic() - t0:5.1f}s {what}")
+                print(f"faults: {timeline[-1]}", file=sys.stderr, flush=True)
 
             time.sleep(5)
             counts = cluster.leader_counts(topic)

@@ -114,7 +114,7 @@ async def ui(stubbed: tuple[Stub, App, Path]) -> AsyncIterator[Ui]:
     stub, app, marker = stubbed
     console, service = console_of(app)
     transport = httpx.ASGITransport(app=with_console(create_app(service), console))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         yield Ui(client, stub, app, marker)
 
 
@@ -228,12 +228,19 @@ async def test_a_filtered_set_of_dead_letters_is_replayed(ui: Ui) -> None:
     ui.marker.write_text("ok")
     asked = await ui.client.post("/ui/dead-letters/replay", data={"task": "uc.fragile"})
     assert "Replay 3" in asked.text
-    done = await ui.client.post(
-        "/ui/dead-letters/replay", data={"task": "uc.fragile", "confirm": "yes"}
-    )
-    assert "Replayed 3 dead letters." in done.text
+    listed = re.search(r'name="letters" value="([0-9:,]+)"', asked.text)
+    assert listed is not None and len(listed.group(1).split(",")) == 3
+    fragile.delay("late")  # a letter that arrives after the list was shown ...
+    ui.marker.unlink()
+    ui.stub.join()
+    ui.marker.write_text("ok")
+    confirmed = {"letters": listed.group(1), "confirm": "yes"}
+    done = await ui.client.post("/ui/dead-letters/replay", data=confirmed)
+    assert "Replayed 3 dead letters." in done.text  # ... is not replayed: only what was listed
     ui.stub.join()
     assert sorted(r.get(timeout=5) for r in results) == ["ok0", "ok1", "ok2"]
+    again = await ui.client.post("/ui/dead-letters/replay", data=confirmed)
+    assert "Replayed 0 dead letters. 3 had been replayed before: skipped." in again.text
     assert "0 dead letters" in await ui.page("/ui/dead-letters", reason="unknown-task")
 
 
@@ -262,7 +269,7 @@ async def test_with_tokens_a_browser_logs_in_and_the_api_still_wants_a_bearer_to
     _stub, app, _marker = stubbed
     console, service = console_of(app, http_tokens="s3cret")
     transport = httpx.ASGITransport(app=with_console(create_app(service), console))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         first = await client.get("/ui/tasks?status=FAILURE")
         assert first.status_code == 303
         assert first.headers["location"] == "/ui/login?next=%2Fui%2Ftasks%3Fstatus%3DFAILURE"
@@ -281,7 +288,7 @@ async def test_with_tokens_a_browser_logs_in_and_the_api_still_wants_a_bearer_to
         assert (await client.get("/v1/tasks")).status_code == 401  # the cookie is the console's
         bearer = {"Authorization": "Bearer s3cret"}
         assert (await client.get("/v1/tasks", headers=bearer)).status_code == 200
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as script:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as script:
         assert (await script.get("/ui/delays", headers=bearer)).status_code == 200
 
 
@@ -320,9 +327,11 @@ async def test_a_store_that_fails_gives_a_503_page_not_a_crash(tmp_path: Path) -
     service = HttpService(Catalog.from_app(app), app.settings, FakePublisher(), store)
     store.close()  # every query now raises StoreError
     transport = httpx.ASGITransport(app=with_console(create_app(service), Console(service, app)))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         r = await client.get("/ui/tasks")
-    assert r.status_code == 503 and "closed" in r.text and "<html" in r.text
+    assert r.status_code == 503 and "<html" in r.text
+    # The store's own message (its host, database, schema) is logged, not shown.
+    assert "lookup store is unavailable" in r.text and "closed" not in r.text
 
 
 async def test_a_refreshing_task_page_reads_its_task_event_from_kafka_once(
@@ -371,8 +380,139 @@ async def test_a_console_served_from_schema_files_alone_renders_stored_results()
         {},
     )  # fmt: skip
     transport = httpx.ASGITransport(app=with_console(create_app(service), console))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         page = (await client.get("/ui/tasks/t-1")).text
         assert 'id="result"><h2>Result</h2><pre class="json">5</pre>' in page
         assert "does not say which event it came from" in page  # no source: no arguments
         assert "examples.app.add" in (await client.get("/ui/tasks")).text
+
+
+# --- hostile pages (issue 26): cross-origin writes, rebinding, framing ----------------------
+
+CROSS = [
+    {"Origin": "http://evil.example"},
+    {"Origin": "http://localhost:9999"},  # another port: another origin on the same site
+    {"Origin": "null"},  # a sandboxed frame, a data: URL
+    {"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.example"},
+    {"Sec-Fetch-Site": "same-site", "Origin": "http://a.localhost"},  # a sibling subdomain
+]
+
+
+@pytest.mark.parametrize("tokens", ["", "s3cret"], ids=["no tokens", "tokens"])
+async def test_a_cross_origin_replay_login_or_revoke_is_refused_in_both_modes(
+    stubbed: tuple[Stub, App, Path], tokens: str
+) -> None:
+    stub, app, marker = stubbed
+    result = app.tasks["uc.fragile"].delay("!")
+    stub.join()
+    console, service = console_of(app, http_tokens=tokens)
+    transport = httpx.ASGITransport(app=with_console(create_app(service), console))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        if tokens:
+            await client.post("/ui/login", data={"token": tokens, "next": "/ui"})
+        listed = (await client.get("/ui/dead-letters")).text
+        position = re.search(r'name="letter" value="([0-9]+:[0-9]+)"', listed)
+        assert position is not None
+        marker.write_text("fixed")
+        confirmed = {"letters": position.group(1), "confirm": "yes"}
+        for headers in CROSS:
+            for path, data in [
+                ("/ui/dead-letters/replay", confirmed),
+                ("/ui/login", {"token": tokens or "x", "next": "/ui"}),
+                (f"/v1/tasks/{result.id}:revoke", {}),
+            ]:
+                r = await client.post(path, data=data, headers=headers)
+                assert r.status_code == 403, (path, headers, r.text)
+                assert r.json()["error"]["code"] == "cross_origin"
+        stub.join()
+        assert app.result(result.id).status == "FAILURE"  # nothing was replayed
+        same = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+        done = await client.post("/ui/dead-letters/replay", data=confirmed, headers=same)
+        assert "Replayed 1 dead letters." in done.text
+        stub.join()
+        assert result.get(timeout=5) == "fixed!"
+
+
+async def test_without_tokens_only_loopback_host_names_are_served(
+    stubbed: tuple[Stub, App, Path],
+) -> None:
+    _stub, app, _marker = stubbed
+    for tokens, hosts, served, refused in [
+        ("", "", ["localhost", "127.0.0.1:8000", "[::1]:8000"], ["rebound.example", "10.0.0.2"]),
+        ("s3cret", "", ["rebound.example:8000", "localhost"], []),
+        ("", "tasks.internal", ["tasks.internal:80"], ["localhost", "rebound.example"]),
+        ("", "*", ["rebound.example"], []),
+    ]:
+        console, service = console_of(app, http_tokens=tokens, http_allowed_hosts=hosts)
+        transport = httpx.ASGITransport(app=with_console(create_app(service), console))
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+            for host in served:
+                assert (await c.get("/healthz", headers={"Host": host})).status_code == 200
+            for host in refused:
+                for path in ("/v1/tasks", "/openapi.json", "/ui/tasks", "/v1/tasks/x"):
+                    r = await c.get(path, headers={"Host": host})
+                    assert r.status_code == 421 and r.json()["error"]["path"] == "Host"
+                # Probes and scrapers name the pod's address: the open paths hold no secret.
+                for path in ("/healthz", "/metrics"):
+                    assert (await c.get(path, headers={"Host": host})).status_code == 200
+
+
+async def test_console_pages_forbid_framing_inline_script_and_sniffing(ui: Ui) -> None:
+    for path in ("/ui", "/ui/tasks", "/ui/login", "/ui/static/console.js", "/ui/nope"):
+        r = await ui.client.get(path)
+        csp = r.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "same-origin"
+
+
+async def test_the_login_cookie_is_an_expiring_hmac_not_the_token_and_logout_removes_it(
+    stubbed: tuple[Stub, App, Path],
+) -> None:
+    from taskstream.console.auth import session_value, valid_session
+
+    _stub, app, _marker = stubbed
+    token = "a-long-enough-token-for-the-test"
+    console, service = console_of(app, http_tokens=token, http_session_s=3600)
+    transport = httpx.ASGITransport(app=with_console(create_app(service), console))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        good = await client.post("/ui/login", data={"token": token, "next": "/ui"})
+        cookie = good.headers["set-cookie"]
+        assert token not in cookie and "Max-Age=3600" in cookie
+        assert (await client.get("/ui/tasks")).status_code == 200
+        out = await client.post("/ui/logout")
+        assert out.status_code == 303 and out.headers["location"] == "/ui/login"
+        assert (await client.get("/ui/tasks")).status_code == 303  # to the login page
+    tokens = frozenset({token})
+    assert valid_session(session_value(token, 2_000), tokens, now=1_999)
+    assert not valid_session(session_value(token, 2_000), tokens, now=2_000)  # expired
+    assert not valid_session(session_value("other", 2_000), tokens, now=1_000)
+    assert not valid_session(token, tokens, now=1_000)  # the raw token is no session
+
+
+async def test_failed_logins_are_limited_per_client_and_logged(
+    stubbed: tuple[Stub, App, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    from taskstream.console import auth
+
+    _stub, app, _marker = stubbed
+    console, service = console_of(app, http_tokens="the-right-token-0123456789")
+    transport = httpx.ASGITransport(app=with_console(create_app(service), console))
+    auth._ATTEMPTS = auth.LoginAttempts(limit=3, window_s=600)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        statuses = [
+            (await client.post("/ui/login", data={"token": f"guess{i}"})).status_code
+            for i in range(5)
+        ]
+        assert statuses == [401, 401, 401, 429, 429]
+        right = await client.post("/ui/login", data={"token": "the-right-token-0123456789"})
+        assert right.status_code == 429 and int(right.headers["retry-after"]) > 0
+    assert caplog.text.count("failed console login from") == 3
+    limiter = auth.LoginAttempts(limit=2, window_s=10)
+    limiter.failed("a", now=0)
+    limiter.failed("a", now=1)
+    assert limiter.wait_s("a", now=5) == 5 and limiter.wait_s("a", now=10) == 0
+    assert limiter.wait_s("b", now=5) == 0
+    auth._ATTEMPTS = auth.LoginAttempts()

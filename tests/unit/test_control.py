@@ -236,3 +236,16 @@ def test_the_watchdog_abandons_a_terminated_run_that_does_not_stop() -> None:
     done.set()
     thread.join(10)
     assert abandoned == [True]
+
+
+def test_a_worker_keeps_at_most_revokes_max_revoked_ids_forgetting_the_oldest() -> None:
+    from taskstream.consumer.revocation import Revocations
+
+    revocations = Revocations(max_ids=3)
+    for i in range(200):  # invented ids, as anyone who can reach revoke may send
+        revocations.add(f"invented-{i}", at=i)
+    revocations.add("invented-198", at=500)  # known again: now the newest
+    revocations.add("real", at=501)
+    assert len(revocations) == 3 and revocations.forgotten == 198
+    assert "real" in revocations and "invented-198" in revocations
+    assert "invented-199" in revocations and "invented-0" not in revocations

@@ -223,6 +223,11 @@ def test_the_compose_file_runs_every_role_with_health_checks_and_scalable_worker
     producer = services["producer"]
     assert producer["command"][:2] == ["serve", "examples.app:app"]
     assert producer["command"][producer["command"].index("--port") + 1] == "8000"
+    # Open without tokens (--allow-open), so published on the host's loopback only.
+    assert "--allow-open" in producer["command"] and producer["ports"] == ["127.0.0.1:8000:8000"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
     assert services["materializer"]["command"][0] == "materialize"
     assert services["beat"]["command"][0] == "beat"
     assert services["beat"]["deploy"]["replicas"] >= 2  # one leads, one stands by

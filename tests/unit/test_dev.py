@@ -96,3 +96,18 @@ def test_the_state_of_a_dev_whose_process_is_gone_is_ignored(tmp_path: Path) -> 
     gone.wait(30)
     state.write_text(json.dumps({"bootstrap_servers": "127.0.0.1:9092", "pid": gone.pid}))
     assert read_dev_bootstrap(state) is None
+
+
+def test_serve_refuses_an_open_api_beyond_loopback_unless_allowed_and_warns_of_short_tokens(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from taskstream.cli.roles import _check_exposure
+
+    with pytest.raises(ConfigError, match="--allow-open"):
+        _check_exposure("0.0.0.0", "", allow_open=False)
+    _check_exposure("0.0.0.0", "", allow_open=True)
+    assert "WARNING: no TASKSTREAM_HTTP_TOKENS" in capsys.readouterr().err
+    for host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        _check_exposure(host, "", allow_open=False)
+    _check_exposure("0.0.0.0", "s3cret", allow_open=False)
+    assert "shorter than 16 characters" in capsys.readouterr().err

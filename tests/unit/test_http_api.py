@@ -40,7 +40,7 @@ class Api:
 async def _api(example_app: App, **settings: Any) -> AsyncIterator[Api]:
     service, publisher = fake_service(example_app, **settings)
     transport = httpx.ASGITransport(app=create_app(service))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         yield Api(client, publisher, service)
 
 
@@ -269,7 +269,9 @@ async def test_wait_long_polls_until_the_outcome_is_final(api: Api, example_app:
     assert r.json()["result"] == 7
 
 
-async def test_bearer_tokens_guard_v1_but_not_health_or_metrics(example_app: App) -> None:
+async def test_bearer_tokens_guard_v1_and_openapi_but_not_health_or_metrics(
+    example_app: App,
+) -> None:
     async for api in _api(example_app, http_tokens="s3cret, other"):
         assert (await api.client.post(ADD, json={"a": 1, "b": 1})).status_code == 401
         assert (await api.client.get("/v1/tasks")).status_code == 401
@@ -277,9 +279,12 @@ async def test_bearer_tokens_guard_v1_but_not_health_or_metrics(example_app: App
         assert (wrong.status_code, wrong.headers["www-authenticate"]) == (401, "Bearer")
         good = await api.client.get("/v1/tasks", headers={"Authorization": "Bearer other"})
         assert good.status_code == 200
-        for path in ("/healthz", "/metrics", "/openapi.json"):
+        for path in ("/healthz", "/metrics"):
             assert (await api.client.get(path)).status_code == 200
-        spec = (await api.client.get("/openapi.json")).json()
+        # The OpenAPI document lists every task and schema, as /v1/tasks does (issue 26, 11).
+        assert (await api.client.get("/openapi.json")).status_code == 401
+        bearer = {"Authorization": "Bearer s3cret"}
+        spec = (await api.client.get("/openapi.json", headers=bearer)).json()
         assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     async for api in _api(example_app, http_tokens="s3cret", http_open_paths="/healthz"):
         assert (await api.client.get("/metrics")).status_code == 401
@@ -418,7 +423,7 @@ async def test_two_services_sharing_a_store_give_one_idempotency_key_one_task_id
     answers = []
     for service in (first_service, second_service):
         transport = httpx.ASGITransport(app=create_app(service))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             answers.append(await client.post(ADD, json={"a": 1, "b": 1}, headers=headers))
     assert [a.status_code for a in answers] == [202, 202]
     assert answers[0].json()["task_id"] == answers[1].json()["task_id"]

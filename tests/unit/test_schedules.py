@@ -205,3 +205,10 @@ def test_on_after_configure_receivers_add_entries_when_the_schedule_is_read() ->
     seen: list[App] = []
     app.on_after_configure.connect(weak=False)(lambda sender, **kw: seen.append(sender))
     assert seen == [app]  # connected late: run at once
+
+
+def test_with_a_secret_tick_ids_are_deterministic_yet_not_computable_without_it() -> None:
+    keyed = tick_id("p", "e", 1, "s3cret")
+    assert keyed == tick_id("p", "e", 1, "s3cret")  # every replica agrees
+    assert keyed not in {tick_id("p", "e", 1), tick_id("p", "e", 1, "other")}
+    assert tick_id("p", "e", 2, "s3cret") != keyed

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from taskstream.errors import InvalidRecord
 from taskstream.status import Status
+from taskstream.text import storable, storable_or_none
 
 _TIME_FIELDS = ("enqueued_at", "started_at", "finished_at")
 _FINAL = frozenset(s.value for s in Status if s.is_final)
@@ -249,6 +251,72 @@ def settled_state(size: int, completed: int, manifest: bytes | None) -> str:
     if completed < size:
         return GroupState.WAITING
     return GroupState.DUE if manifest is not None else GroupState.DONE
+
+
+def storable_query(query: TaskQuery, *, nul: bool = True) -> TaskQuery:
+    """`query` with its text filters made storable, as the rows they match were."""
+    after = query.after
+    return replace(
+        query,
+        task=storable_or_none(query.task, nul=nul),
+        key=storable_or_none(query.key, nul=nul),
+        after=None if after is None else (after[0], storable(after[1], nul=nul)),
+    )
+
+
+def redacted_url(url: str) -> str:
+    """`url` as logs, banners and errors may show it: the password of its user part and any
+    ``password`` parameter (libpq's) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = parts.query
+    if "password" in query.lower():
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
+        )
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_ROW_TEXT = (0, 1, 2, 5, 6, 7, 8, 9, 13)  # the str columns of a ResultRow
+
+
+def storable_row(row: ResultRow, *, nul: bool = True) -> ResultRow:
+    """`row` with its text made storable (taskstream.text.storable)."""
+    values = list(row)
+    for i in _ROW_TEXT:
+        if values[i] is not None:
+            values[i] = storable(values[i], nul=nul)
+    return tuple(values)
+
+
+def storable_batch(
+    rows: Sequence[ResultRow],
+    members: Sequence[GroupMember],
+    progress: Sequence[Progress],
+    links: Sequence[Link],
+    *,
+    nul: bool = True,
+) -> tuple[list[ResultRow], list[GroupMember], list[Progress], list[Link]]:
+    """A batch of :meth:`ResultStore.apply_rows` with every text made storable: what a SQL
+    store writes when the batch as it came held text it cannot encode (NUL, lone surrogates)."""
+
+    def t(text: str | None) -> str | None:
+        return storable_or_none(text, nul=nul)
+
+    return (
+        [storable_row(r, nul=nul) for r in rows],
+        [GroupMember(storable(m.group_id, nul=nul), m.index, m.size,
+                     storable(m.task_id, nul=nul), m.manifest) for m in members],
+        [Progress(storable(p.task_id, nul=nul), storable(p.state, nul=nul), t(p.meta))
+         for p in progress],
+        [Link(storable(k.task_id, nul=nul), t(k.parent_id), t(k.root_id), t(k.group_id),
+              k.group_index) for k in links],
+    )  # fmt: skip
 
 
 class ResultStore(ABC):

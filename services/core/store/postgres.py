@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from taskstream.errors import StoreError
+from taskstream.errors import StoreError, StoreRejected
 from taskstream.status import Status
 from taskstream.store.base import (
     GroupInfo,
@@ -40,9 +40,13 @@ from taskstream.store.base import (
     ResultRow,
     ResultStore,
     TaskQuery,
+    redacted_url,
     settled_state,
+    storable_batch,
+    storable_query,
     supersedes,
 )
+from taskstream.text import storable
 
 try:
     import psycopg
@@ -255,7 +259,7 @@ class PostgresStore(ResultStore):
                 rest.append((name, value))
         if not schema or parts.fragment:
             raise StoreError(
-                f"malformed store URL {_redacted(url)!r}: use "
+                f"malformed store URL {redacted_url(url)!r}: use "
                 "postgresql://user:password@host:5432/dbname[?schema=NAME&sslmode=...]"
             )
         conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))
@@ -275,6 +279,26 @@ class PostgresStore(ResultStore):
         offset_rows = [(t, p, o) for (t, p), o in offsets.items()]
         if not rows and not offset_rows and not members and not progress and not links:
             return
+        try:
+            self._apply(rows, offset_rows, members, progress, links)
+        except StoreRejected as exc:
+            if not isinstance(exc.__cause__, _TEXT_ERRORS):
+                raise
+            # Text PostgreSQL cannot hold (NUL, a lone surrogate): written as storable text
+            # (taskstream.text), which lookups map the same way. Rare, so the common batch
+            # pays nothing for it.
+            # Folded again: two ids may be one once storable.
+            rows_, members_, progress_, links_ = storable_batch(rows, members, progress, links)
+            self._apply(_fold(rows_), offset_rows, members_, progress_, links_)
+
+    def _apply(
+        self,
+        rows: Sequence[ResultRow],
+        offset_rows: Sequence[tuple[str, int, int]],
+        members: Sequence[GroupMember],
+        progress: Sequence[Progress],
+        links: Sequence[Link],
+    ) -> None:
         with self._transaction() as conn, conn.cursor() as cur:
             if rows:
                 cur.execute(_STAGING)
@@ -298,6 +322,7 @@ class PostgresStore(ResultStore):
 
     def group(self, group_id: str) -> GroupInfo | None:
         with self._transaction() as conn:
+            group_id = storable(group_id)
             row = conn.execute(f"{_SELECT_GROUP} WHERE group_id = %s", (group_id,)).fetchone()
             if row is None:
                 return None
@@ -307,7 +332,7 @@ class PostgresStore(ResultStore):
 
     def member_outcomes(self, group_id: str) -> list[MemberOutcome]:
         with self._transaction() as conn:
-            rows = conn.execute(_MEMBER_OUTCOMES, (group_id,)).fetchall()
+            rows = conn.execute(_MEMBER_OUTCOMES, (storable(group_id),)).fetchall()
         return [MemberOutcome(r[0], r[1], r[2], r[3], _blob(r[4]), r[5], r[6]) for r in rows]
 
     def due_groups(self) -> list[GroupInfo]:
@@ -319,38 +344,39 @@ class PostgresStore(ResultStore):
     def mark_fired(self, group_id: str) -> None:
         with self._transaction() as conn:
             sql_ = "UPDATE groups SET state = %s WHERE group_id = %s"
-            conn.execute(sql_, (GroupState.FIRED, group_id))
+            conn.execute(sql_, (GroupState.FIRED, storable(group_id)))
 
     def link(self, task_id: str) -> Link | None:
         with self._transaction() as conn:
             sql_ = f"SELECT {_LINK_COLUMNS} FROM links WHERE task_id = %s"
-            row = conn.execute(sql_, (task_id,)).fetchone()
+            row = conn.execute(sql_, (storable(task_id),)).fetchone()
         return None if row is None else Link(*row)
 
     def children(self, task_id: str) -> list[str]:
         with self._transaction() as conn:
             sql_ = "SELECT task_id FROM links WHERE parent_id = %s ORDER BY task_id"
-            return [str(r[0]) for r in conn.execute(sql_, (task_id,))]
+            return [str(r[0]) for r in conn.execute(sql_, (storable(task_id),))]
 
     def progress(self, task_id: str) -> Progress | None:
         with self._transaction() as conn:
             sql_ = "SELECT task_id, state, meta FROM progress WHERE task_id = %s"
-            row = conn.execute(sql_, (task_id,)).fetchone()
+            row = conn.execute(sql_, (storable(task_id),)).fetchone()
         return None if row is None else Progress(row[0], row[1], row[2])
 
     def get(self, task_id: str) -> ResultRecord | None:
         with self._transaction() as conn:
-            row = conn.execute(f"{_SELECT} WHERE task_id = %s", (task_id,)).fetchone()
+            row = conn.execute(f"{_SELECT} WHERE task_id = %s", (storable(task_id),)).fetchone()
         return None if row is None else _from_row(row)
 
     def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultRecord]:
         ids = list(dict.fromkeys(task_ids))
         if not ids:
             return {}
+        stored = {storable(t): t for t in ids}
         with self._transaction() as conn:
             found = {
-                row[0]: _from_row(row)
-                for row in conn.execute(f"{_SELECT} WHERE task_id = ANY(%s)", (ids,))
+                stored.get(row[0], row[0]): _from_row(row)
+                for row in conn.execute(f"{_SELECT} WHERE task_id = ANY(%s)", (list(stored),))
             }
         return {t: found[t] for t in ids if t in found}
 
@@ -370,7 +396,7 @@ class PostgresStore(ResultStore):
         return int(row[0])
 
     def search(self, query: TaskQuery) -> list[ResultRecord]:
-        where, params = _search_filter(query)
+        where, params = _search_filter(storable_query(query))
         sql_ = f"{_SELECT} WHERE {where} ORDER BY finished_at DESC, task_id DESC LIMIT %s"
         with self._transaction() as conn:
             rows = conn.execute(sql_, (*params, query.limit)).fetchall()
@@ -393,6 +419,7 @@ class PostgresStore(ResultStore):
     def claim_idempotency_key(
         self, key: str, task_id: str, fingerprint: bytes, ttl_s: float
     ) -> IdempotencyKey | None:
+        key, task_id = storable(key), storable(task_id)
         with self._transaction() as conn:
             self._claims += 1
             if self._claims % _PURGE_EVERY == 0:
@@ -408,10 +435,10 @@ class PostgresStore(ResultStore):
     def accept_idempotency_key(self, key: str, task_id: str) -> None:
         sql_ = "UPDATE idempotency_keys SET accepted = true WHERE key = %s AND task_id = %s"
         with self._transaction() as conn:
-            conn.execute(sql_, (key, task_id))
+            conn.execute(sql_, (storable(key), storable(task_id)))
 
     def forget(self, task_ids: Sequence[str]) -> int:
-        ids = list(dict.fromkeys(task_ids))
+        ids = list(dict.fromkeys(storable(t) for t in task_ids))
         if not ids:
             return 0
         with self._transaction() as conn:
@@ -466,6 +493,8 @@ class PostgresStore(ResultStore):
             try:
                 with conn.transaction():
                     yield conn
+            except _CONTENT_ERRORS as exc:
+                raise StoreRejected(f"postgres store {self._where()}: {exc}") from exc
             except psycopg.Error as exc:
                 raise StoreError(f"postgres store {self._where()}: {exc}") from exc
 
@@ -474,6 +503,18 @@ class PostgresStore(ResultStore):
         parts = urlsplit(self.conninfo)
         host = parts.hostname or "localhost"
         return f"{host}{parts.path or '/'} schema {self.schema}"
+
+
+if psycopg is not None:
+    # What the content of a statement caused, not the server's state: SQLSTATE class 22
+    # (invalid text such as NUL, a value out of range) and 54 (an index entry over its size).
+    _CONTENT_ERRORS: tuple[type[BaseException], ...] = (
+        psycopg.DataError, psycopg.errors.ProgramLimitExceeded, UnicodeEncodeError,
+    )  # fmt: skip
+    _TEXT_ERRORS: tuple[type[BaseException], ...] = (
+        psycopg.errors.CharacterNotInRepertoire, psycopg.errors.UntranslatableCharacter,
+        UnicodeEncodeError,
+    )  # fmt: skip
 
 
 def _migrate(conn: psycopg.Connection[Any], schema: str, where: str) -> None:
@@ -560,11 +601,3 @@ def _from_row(row: Sequence[Any]) -> ResultRecord:
         row[10], row[11], row[12],
         row[13], row[14], row[15],
     )  # fmt: skip
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

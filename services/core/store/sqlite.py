@@ -19,7 +19,7 @@ from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
-from taskstream.errors import StoreError
+from taskstream.errors import StoreError, StoreRejected
 from taskstream.status import Status
 from taskstream.store.base import (
     GroupInfo,
@@ -37,8 +37,11 @@ from taskstream.store.base import (
     from_micros,
     from_row,
     settled_state,
+    storable_batch,
+    storable_query,
     to_micros,
 )
+from taskstream.text import storable
 
 SCHEMA_VERSION = 6  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
 
@@ -254,6 +257,23 @@ class SQLiteStore(ResultStore):
         offset_rows = [(t, p, o) for (t, p), o in offsets.items()]
         if not rows and not offset_rows and not members and not progress and not links:
             return
+        try:
+            self._apply(rows, offset_rows, members, progress, links)
+        except StoreRejected as exc:
+            if not isinstance(exc.__cause__, UnicodeEncodeError):
+                raise
+            # A lone surrogate (taskstream.text): written as storable text, which lookups map
+            # the same way. Rare, so the common batch pays nothing for it.
+            self._apply(*_storable(rows, members, progress, links, offset_rows))
+
+    def _apply(
+        self,
+        rows: Sequence[ResultRow],
+        offset_rows: Sequence[tuple[str, int, int]],
+        members: Sequence[GroupMember],
+        progress: Sequence[Progress],
+        links: Sequence[Link],
+    ) -> None:
         with self._transaction(write=True) as conn:
             conn.executemany(_UPSERT, rows)
             conn.executemany(_SET_OFFSET, offset_rows)
@@ -283,6 +303,7 @@ class SQLiteStore(ResultStore):
                 conn.execute(sql, (settled, group_id))
 
     def group(self, group_id: str) -> GroupInfo | None:
+        group_id = _text(group_id)
         with self._transaction() as conn:
             row = conn.execute(f"{_SELECT_GROUP} WHERE group_id = ?", (group_id,)).fetchone()
             if row is None:
@@ -292,7 +313,7 @@ class SQLiteStore(ResultStore):
 
     def member_outcomes(self, group_id: str) -> list[MemberOutcome]:
         with self._transaction() as conn:
-            rows = conn.execute(_MEMBER_OUTCOMES, (group_id,)).fetchall()
+            rows = conn.execute(_MEMBER_OUTCOMES, (_text(group_id),)).fetchall()
         return [MemberOutcome(r[0], r[1], r[2], r[3], _blob(r[4]), r[5], r[6]) for r in rows]
 
     def due_groups(self) -> list[GroupInfo]:
@@ -304,39 +325,41 @@ class SQLiteStore(ResultStore):
     def mark_fired(self, group_id: str) -> None:
         with self._transaction(write=True) as conn:
             sql = "UPDATE groups SET state = ? WHERE group_id = ?"
-            conn.execute(sql, (GroupState.FIRED, group_id))
+            conn.execute(sql, (GroupState.FIRED, _text(group_id)))
 
     def link(self, task_id: str) -> Link | None:
         with self._transaction() as conn:
             sql = f"SELECT {_LINK_COLUMNS} FROM links WHERE task_id = ?"
-            row = conn.execute(sql, (task_id,)).fetchone()
+            row = conn.execute(sql, (_text(task_id),)).fetchone()
         return None if row is None else Link(*row)
 
     def children(self, task_id: str) -> list[str]:
         with self._transaction() as conn:
             sql = "SELECT task_id FROM links WHERE parent_id = ? ORDER BY task_id"
-            return [r[0] for r in conn.execute(sql, (task_id,))]
+            return [r[0] for r in conn.execute(sql, (_text(task_id),))]
 
     def progress(self, task_id: str) -> Progress | None:
         with self._transaction() as conn:
             sql = "SELECT task_id, state, meta FROM progress WHERE task_id = ?"
-            row = conn.execute(sql, (task_id,)).fetchone()
+            row = conn.execute(sql, (_text(task_id),)).fetchone()
         return None if row is None else Progress(row[0], row[1], row[2])
 
     def get(self, task_id: str) -> ResultRecord | None:
         with self._transaction() as conn:
-            row = conn.execute(f"{_SELECT} WHERE task_id = ?", (task_id,)).fetchone()
+            row = conn.execute(f"{_SELECT} WHERE task_id = ?", (_text(task_id),)).fetchone()
         return None if row is None else from_row(row)
 
     def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultRecord]:
         ids = list(dict.fromkeys(task_ids))
+        stored = {_text(t): t for t in ids}
         found: dict[str, ResultRecord] = {}
         with self._transaction() as conn:  # one snapshot across the chunks
-            for i in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[i : i + _IN_CHUNK]
+            keys = list(stored)
+            for i in range(0, len(keys), _IN_CHUNK):
+                chunk = keys[i : i + _IN_CHUNK]
                 sql = f"{_SELECT} WHERE task_id IN ({', '.join('?' * len(chunk))})"
                 for row in conn.execute(sql, chunk):
-                    found[row[0]] = from_row(row)
+                    found[stored.get(row[0], row[0])] = from_row(row)
         return {t: found[t] for t in ids if t in found}
 
     def offsets(self, topic: str) -> dict[int, int]:
@@ -354,7 +377,7 @@ class SQLiteStore(ResultStore):
         return int(row[0])
 
     def search(self, query: TaskQuery) -> list[ResultRecord]:
-        where, params = _search_filter(query)
+        where, params = _search_filter(storable_query(query, nul=False))
         sql = f"{_SELECT} WHERE {where} ORDER BY finished_at DESC, task_id DESC LIMIT ?"
         with self._transaction() as conn:
             rows = conn.execute(sql, (*params, query.limit)).fetchall()
@@ -380,6 +403,7 @@ class SQLiteStore(ResultStore):
     ) -> IdempotencyKey | None:
         # The wall clock, not a monotonic one: other processes read the expiry too.
         now = time.time_ns() // 1000
+        key, task_id = _text(key), _text(task_id)
         with self._transaction(write=True) as conn:  # the write lock makes the claim atomic
             self._claims += 1
             if self._claims % _PURGE_EVERY == 0:
@@ -393,10 +417,10 @@ class SQLiteStore(ResultStore):
     def accept_idempotency_key(self, key: str, task_id: str) -> None:
         sql = "UPDATE idempotency_keys SET accepted = 1 WHERE key = ? AND task_id = ?"
         with self._transaction(write=True) as conn:
-            conn.execute(sql, (key, task_id))
+            conn.execute(sql, (_text(key), _text(task_id)))
 
     def forget(self, task_ids: Sequence[str]) -> int:
-        ids = list(dict.fromkeys(task_ids))
+        ids = list(dict.fromkeys(_text(t) for t in task_ids))
         deleted = 0
         with self._transaction(write=True) as conn:
             for i in range(0, len(ids), _IN_CHUNK):
@@ -432,9 +456,29 @@ class SQLiteStore(ResultStore):
                 if conn.in_transaction:
                     with suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
+                if isinstance(exc, (UnicodeEncodeError, sqlite3.DataError)):
+                    raise StoreRejected(f"sqlite store {self.path}: {exc}") from exc
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"sqlite store {self.path}: {exc}") from exc
                 raise
+
+
+def _text(text: str) -> str:
+    """`text` as the store keeps it: SQLite holds NUL, not a lone surrogate."""
+    return storable(text, nul=False)
+
+
+def _storable(
+    rows: Sequence[ResultRow],
+    members: Sequence[GroupMember],
+    progress: Sequence[Progress],
+    links: Sequence[Link],
+    offset_rows: Sequence[tuple[str, int, int]],
+) -> tuple[
+    list[ResultRow], Sequence[tuple[str, int, int]], list[GroupMember], list[Progress], list[Link]
+]:
+    rows_, members_, progress_, links_ = storable_batch(rows, members, progress, links, nul=False)
+    return rows_, offset_rows, members_, progress_, links_
 
 
 def _search_filter(query: TaskQuery) -> tuple[str, list[object]]:

@@ -7,10 +7,10 @@ whole URL and parses the rest itself (e.g. ``SCHEMES["postgresql"] = PostgresSto
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 from taskstream.errors import StoreError
-from taskstream.store.base import ResultStore
+from taskstream.store.base import ResultStore, redacted_url
 from taskstream.store.memory import MemoryStore
 from taskstream.store.postgres import PostgresStore
 from taskstream.store.sqlite import SQLiteStore
@@ -29,7 +29,7 @@ def open_store(url: str) -> ResultStore:
     if factory is None:
         supported = ", ".join(f"{s}://" for s in SCHEMES)
         raise StoreError(
-            f"unsupported store URL {_redact(url)!r}: the scheme must be one of {supported} "
+            f"unsupported store URL {redacted_url(url)!r}: the scheme must be one of {supported} "
             "(e.g. sqlite:///results.db)"
         )
     return factory(url)
@@ -61,12 +61,3 @@ SCHEMES: dict[str, Callable[[str], ResultStore]] = {
     "postgresql": PostgresStore.from_url,
     "postgres": PostgresStore.from_url,
 }
-
-
-def _redact(url: str) -> str:
-    """`url` without its password, so a mistyped database URL does not leak it into logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment).geturl()

@@ -19,6 +19,7 @@ from . import endpoints, openapi, workflows
 from .errors import EXCEPTION_HANDLERS
 from .jsonschema import standalone
 from .middleware import AuthMiddleware, MetricsMiddleware
+from .origins import OriginGuard, allowed_hosts
 from .service import HttpService
 from .tracing import tracing_middleware
 
@@ -56,6 +57,11 @@ def create_app(service: HttpService, *, close_on_shutdown: bool = True) -> Starl
         routes=ROUTES,
         middleware=[
             *tracing_middleware(),  # first: a span around all the rest (none without otel)
+            Middleware(
+                OriginGuard,
+                hosts=allowed_hosts(http.allowed_hosts, bool(http.tokens)),
+                open_paths=http.open_paths - _GUARDED,
+            ),
             Middleware(MetricsMiddleware, metrics=service.metrics),
             Middleware(
                 AuthMiddleware, tokens=http.tokens, guarded=_GUARDED, open_paths=http.open_paths

@@ -35,6 +35,16 @@ async def read_json(request: Request, http: HttpSettings) -> Any:
         raise ApiError(
             415, "unsupported_media_type", f"send application/json, not {ctype or 'nothing'}"
         )
+    data = await read_body(request, http)
+    try:
+        return json.loads(data, parse_constant=_reject_nonfinite)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
+
+
+async def read_body(request: Request, http: HttpSettings) -> bytes:
+    """The body of `request`, of any media type (the console's forms); ApiError 413 if it
+    is over ``http.max_body_bytes``."""
     limit = http.max_body_bytes
     declared = request.headers.get("content-length")
     stream = request.stream()
@@ -47,10 +57,7 @@ async def read_json(request: Request, http: HttpSettings) -> Any:
         if size > limit:
             raise await _too_large(limit, stream, http, size)
         chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks), parse_constant=_reject_nonfinite)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "malformed_json", f"the body is not JSON: {exc}") from None
+    return b"".join(chunks)
 
 
 async def _too_large(

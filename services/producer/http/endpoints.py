@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from taskstream.status import Status
 from taskstream.store import Progress, ResultRecord
+from taskstream.text import id_problem
 
 from .body import read_json
 from .catalog import TaskSpec
@@ -91,7 +92,7 @@ async def revoke_task(request: Request) -> Response:
     """POST /v1/tasks/{task_id}:revoke: 202 once the revocation is acknowledged (acks=all);
     503 when the broker did not acknowledge it."""
     service = _service(request)
-    task_id = request.path_params["name"].removesuffix(REVOKE_SUFFIX)
+    task_id = valid_task_id(request.path_params["name"].removesuffix(REVOKE_SUFFIX))
     raw = request.query_params.get("terminate", "false").lower()
     if raw not in ("true", "false", "1", "0"):
         raise ApiError(
@@ -133,6 +134,11 @@ def _batch_item(spec: TaskSpec, entry: Any, i: int) -> Submission:
             raise ApiError(422, "invalid_batch", "unknown field", path=f"{where}.{field}")
         if field != "args" and not isinstance(value, str):
             raise ApiError(422, "invalid_batch", "expected a string", path=f"{where}.{field}")
+        problem = id_problem(value) if field in ("key", "idempotency_key") else None
+        if problem is not None:
+            raise ApiError(
+                422, f"invalid_{field}", f"the {field} {problem}", path=f"{where}.{field}"
+            )
     return Submission(
         spec, entry["args"], entry.get("key"), entry.get("queue"), entry.get("idempotency_key")
     )
@@ -156,7 +162,7 @@ def _batch_response(outcomes: list[Outcome]) -> Response:
 
 async def get_task(request: Request) -> Response:
     service = _service(request)
-    task_id: str = request.path_params["name"]
+    task_id = valid_task_id(request.path_params["name"])
     wait = _wait_s(request.query_params.get("wait"), service.http.max_wait_s)
     change = request.query_params.get("change") in ("1", "true")
     record, progress = await _poll(service, task_id, wait, change)
@@ -170,6 +176,14 @@ async def get_task(request: Request) -> Response:
         "(result_expires) or forgotten (a task sent elsewhere shows up once a worker has "
         "started or finished it)",
     )  # fmt: skip
+
+
+def valid_task_id(task_id: str) -> str:
+    """`task_id`, or ApiError 422 if no task can have it (taskstream.text.id_problem)."""
+    problem = id_problem(task_id, slash=False)
+    if problem is not None:
+        raise ApiError(422, "invalid_task_id", f"the task id {problem}", path="task_id")
+    return task_id
 
 
 def _wait_s(raw: str | None, max_wait_s: float) -> float:

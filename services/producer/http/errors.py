@@ -8,6 +8,7 @@ taskstream's own errors for the rest; the exception handlers below turn both int
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, NamedTuple
 
 from starlette.exceptions import HTTPException
@@ -19,9 +20,12 @@ from taskstream.errors import (
     InvalidArguments,
     MessageTooLarge,
     StoreError,
+    StoreRejected,
     TaskstreamError,
     UnknownTask,
 )
+
+log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = "1"  # what a 503 asks the client to wait, in seconds
 
@@ -30,6 +34,7 @@ class Answer(NamedTuple):
     status: int
     code: str
     hint: str = ""  # appended to the error's own message
+    public: str | None = None  # said instead of the error's message (which is only logged)
 
 
 # Each taskstream error's HTTP answer. A subclass not listed gets its nearest base's answer
@@ -40,7 +45,10 @@ ANSWERS: dict[type[TaskstreamError], Answer] = {
     # Never a 503: the same event would be refused again, and a client would retry forever.
     MessageTooLarge: Answer(413, "message_too_large"),
     DeliveryFailed: Answer(503, "broker_unavailable", "retry"),
-    StoreError: Answer(503, "store_unavailable"),
+    # The store's own message names its host, database and schema: logged, not answered.
+    StoreError: Answer(503, "store_unavailable", public="the lookup store is unavailable; retry"),
+    # Content the store cannot hold (a lookup by such text): the same request fails again.
+    StoreRejected: Answer(422, "unstorable", public="the lookup store cannot hold this text"),
 }
 _INTERNAL = Answer(500, "error")
 _FIELDS = ("task", "path", "size", "limit")  # error attributes that the detail carries
@@ -74,7 +82,10 @@ def error_detail(exc: TaskstreamError) -> tuple[int, dict[str, Any]]:
     """The status and the ``error`` object that `exc` answers with."""
     answer = answer_of(exc)
     message = exc.message if isinstance(exc, InvalidArguments) else str(exc)
-    if answer.hint:
+    if answer.public is not None:
+        log.warning("answered %d %s: %s", answer.status, answer.code, message)
+        message = answer.public
+    elif answer.hint:
         message = f"{message}; {answer.hint}"
     detail: dict[str, Any] = {"code": answer.code, "message": message}
     if isinstance(exc, UnknownTask):
@@ -87,7 +98,10 @@ def error_detail(exc: TaskstreamError) -> tuple[int, dict[str, Any]]:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    # A lone surrogate (a field name or value echoed back) becomes its JSON escape "\ud800".
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "backslashreplace"
+    )
     return Response(data, status, headers, media_type="application/json")
 
 

@@ -24,6 +24,7 @@ from confluent_kafka import KafkaError, KafkaException
 from taskstream.envelope import TaskEvent, now_micros
 from taskstream.errors import DeliveryFailed, InvalidArguments, MessageTooLarge, TaskstreamError
 from taskstream.publishing import DeliveryHandle
+from taskstream.text import id_problem
 
 from .catalog import Catalog, TaskSpec
 from .errors import error_detail
@@ -203,6 +204,10 @@ class Ingestor:
 
     def _prepare(self, item: Submission) -> Outcome | _Item:
         spec = item.task
+        for path, value in (("key", item.key), ("idempotency_key", item.idempotency_key)):
+            problem = None if value is None else id_problem(value)
+            if problem is not None:
+                return _invalid(f"invalid_{path}", f"the {path} {problem}", path)
         queue = spec.queue if item.queue is None else item.queue
         if queue not in self._queues:
             return _invalid(

@@ -8,8 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskstream.text import MAX_ID_CHARS
+
 from .catalog import Catalog
 from .jsonschema import JsonSchemas
+
+# What taskstream.text.id_problem accepts: no control characters, at most MAX_ID_CHARS
+# characters; a task id has no "/".
+KEY_SCHEMA: dict[str, Any] = {
+    "type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS,
+    "pattern": "^[^\\u0000-\\u001f\\u007f]+$",
+}  # fmt: skip
+TASK_ID_SCHEMA = {**KEY_SCHEMA, "pattern": "^[^/\\u0000-\\u001f\\u007f]+$"}
 
 REF = "#/components/schemas/"
 
@@ -42,6 +52,7 @@ _LOCATION = {
 def _errors(*codes: int, auth: bool) -> dict[str, Any]:
     texts = {
         400: "malformed JSON",
+        403: "a write sent by a browser page of another origin (Sec-Fetch-Site, Origin)",
         404: "unknown task or task id",
         409: "the Idempotency-Key was used before with a different request",
         413: "request body over the size limit, or a task event over the producer's "
@@ -52,6 +63,8 @@ def _errors(*codes: int, auth: bool) -> dict[str, Any]:
     out = {str(c): _json(_ERROR, texts[c]) for c in codes}
     if auth:
         out["401"] = _json(_ERROR, "missing or invalid bearer token")
+    # Every route, before any other check (taskstream.producer.http.origins).
+    out["421"] = _json(_ERROR, "the Host is not served here (TASKSTREAM_HTTP_ALLOWED_HOSTS)")
     return out
 
 
@@ -95,9 +108,9 @@ def _common_schemas() -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {
                 "args": {"type": "object"},
-                "key": {"type": "string"},
+                "key": KEY_SCHEMA,
                 "queue": {"type": "string"},
-                "idempotency_key": {"type": "string"},
+                "idempotency_key": KEY_SCHEMA,
             },
         },
         "BatchResponse": {
@@ -240,7 +253,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
                         "name": "key",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "string"},
+                        "schema": KEY_SCHEMA,
                         "description": "ordering key: one key, one partition, in order",
                     },
                     queue_param,
@@ -248,7 +261,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string"},
+                        "schema": KEY_SCHEMA,
                         "description": "same key: same task id, no second event",
                     },
                 ],
@@ -263,7 +276,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
                     "503": _json(
                         _ERROR, "broker unreachable or too slow; nothing was accepted", _RETRY_AFTER
                     ),
-                    **_errors(400, 409, 413, 415, 422, auth=auth),
+                    **_errors(400, 403, 409, 413, 415, 422, auth=auth),
                 },
             }
         }
@@ -280,7 +293,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
                     "202": _json(_ref("BatchResponse"), "every item accepted"),
                     "207": _json(_ref("BatchResponse"), "some items not accepted: see each item"),
                     "503": _json(_ERROR, "no item accepted: broker unreachable", _RETRY_AFTER),
-                    **_errors(400, 413, 415, 422, auth=auth),
+                    **_errors(400, 403, 413, 415, 422, auth=auth),
                 },
             }
         }
@@ -298,7 +311,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
             "summary": "a task's status, result or error",
             "security": security,
             "parameters": [
-                {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "task_id", "in": "path", "required": True, "schema": TASK_ID_SCHEMA},
                 {
                     "name": "wait",
                     "in": "query",
@@ -330,7 +343,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
             "summary": "revoke a task: it never starts; with terminate, a run in progress stops",
             "security": security,
             "parameters": [
-                {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "task_id", "in": "path", "required": True, "schema": TASK_ID_SCHEMA},
                 {
                     "name": "terminate",
                     "in": "query",
@@ -341,7 +354,7 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
             "responses": {
                 "202": _json(_ref("Revoked"), "the revocation is acknowledged by the broker"),
                 "503": _json(_ERROR, "the broker did not acknowledge it", _RETRY_AFTER),
-                **_errors(422, auth=auth),
+                **_errors(403, 422, auth=auth),
             },
         }
     }

@@ -18,8 +18,10 @@ from starlette.applications import Starlette
 
 from taskstream.config import Settings
 
+from . import protocol
 from .api import create_app
 from .service import HttpService
+from .settings import HttpSettings
 
 SOURCE_ENV = "TASKSTREAM_SERVE_SOURCE"
 
@@ -44,8 +46,20 @@ class Source:
 def from_environment() -> Starlette:
     """The uvicorn factory of worker processes (``--workers N``)."""
     raw: dict[str, Any] = json.loads(os.environ[SOURCE_ENV])
-    app: Starlette = create_app(Source(**raw).service())
+    service = Source(**raw).service()
+    protocol.configure(service.http)
+    app: Starlette = create_app(service)
     return app
+
+
+def server_options(http: HttpSettings) -> dict[str, Any]:
+    """uvicorn's options: the bounded httptools protocol (protocol.py) and its limits."""
+    return dict(
+        http=protocol.BoundedHttpToolsProtocol, loop="uvloop", ws="none", lifespan="on",
+        access_log=False, log_level="warning", timeout_graceful_shutdown=10,
+        timeout_keep_alive=http.keepalive_timeout_s, limit_concurrency=http.max_connections,
+        h11_max_incomplete_event_size=http.max_header_bytes,
+    )  # fmt: skip
 
 
 def serve(
@@ -58,19 +72,20 @@ def serve(
     """Serve `source`. `factory` (``module:function``) builds each process's ASGI app from
     ``TASKSTREAM_SERVE_SOURCE`` instead of the API alone: the command line passes the one
     that adds the console, which this package does not import."""
-    options = dict(
-        host=host, port=port, http="httptools", loop="uvloop", ws="none",
-        lifespan="on", access_log=False, log_level="warning", timeout_graceful_shutdown=10,
-    )  # fmt: skip
+    # The limits as the environment sets them; each process's factory then applies its
+    # service's own (an app's settings) to the connections it accepts.
+    options = dict(host=host, port=port, **server_options(protocol.limits()))
     if factory is not None:
         os.environ[SOURCE_ENV] = json.dumps(
             {"app": source.app, "schemas": source.schemas, "queues": source.queues}
         )
-        uvicorn.run(factory, factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        uvicorn.run(factory, factory=True, workers=workers, **options)
     elif workers > 1:
         os.environ[SOURCE_ENV] = json.dumps(
             {"app": source.app, "schemas": source.schemas, "queues": source.queues}
         )
-        uvicorn.run(f"{__name__}:from_environment", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+        uvicorn.run(f"{__name__}:from_environment", factory=True, workers=workers, **options)
     else:
-        uvicorn.run(create_app(source.service()), **options)  # type: ignore[arg-type]
+        service = source.service()
+        protocol.configure(service.http)
+        uvicorn.run(create_app(service), **options)

@@ -33,6 +33,15 @@ class HttpSettings:
     drain_max_bytes: int  # an oversize body is read and dropped up to this many bytes ...
     drain_timeout_s: float  # ... and seconds before its 413; beyond, the connection closes
     max_event_bytes: int = DEFAULT_MESSAGE_MAX_BYTES  # producer's message.max.bytes: else 413
+    allowed_hosts: frozenset[str] = frozenset()  # Host names served; see origins.allowed_hosts
+    max_header_bytes: int = 16_384  # request line and headers; beyond: 431
+    max_headers: int = 100  # header fields per request; beyond: 431
+    header_timeout_s: float = 10.0  # to send a request's line and headers; then 408, closed
+    body_timeout_s: float = 30.0  # to send a request's body after its headers; then 408
+    keepalive_timeout_s: float = 5.0  # idle between requests; then the connection closes
+    max_connections: int = 1_000  # per process; beyond: 503
+    max_connections_per_client: int = 0  # per client address and process; 0: no cap
+    session_s: float = 43_200.0  # a console login lasts this long
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpSettings:
@@ -48,6 +57,15 @@ class HttpSettings:
             drain_max_bytes=settings.http_drain_max_bytes,
             drain_timeout_s=settings.http_drain_timeout_s,
             max_event_bytes=message_max_bytes(settings),
+            allowed_hosts=_split(settings.http_allowed_hosts),
+            max_header_bytes=settings.http_max_header_bytes,
+            max_headers=settings.http_max_headers,
+            header_timeout_s=settings.http_header_timeout_s,
+            body_timeout_s=settings.http_body_timeout_s,
+            keepalive_timeout_s=settings.http_keepalive_timeout_s,
+            max_connections=settings.http_max_connections,
+            max_connections_per_client=settings.http_max_connections_per_client,
+            session_s=settings.http_session_s,
         )
 
     @classmethod

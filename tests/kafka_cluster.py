@@ -23,11 +23,13 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -219,14 +221,21 @@ class KafkaCluster:
             raise BrokerNotStarted(f"{main} {' '.join(args)}: {result.stdout}{result.stderr}")
 
     def _launch(self, node: KafkaNode) -> None:
+        command = ["java", *self.jvm_options, "-cp", self._classpath,
+                   f"-Dlog4j2.configurationFile={LOG4J}", "kafka.Kafka",
+                   str(node.config_path)]  # fmt: skip
         with open(node.log_path, "ab") as log:
-            node.process = spawn(
-                ["java", *self.jvm_options, "-cp", self._classpath,
-                 f"-Dlog4j2.configurationFile={LOG4J}", "kafka.Kafka", str(node.config_path)],
-                death_signal=signal.SIGKILL,
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
+            options: dict[str, Any] = {
+                "stdout": log, "stderr": log, "stdin": subprocess.DEVNULL,
+                "start_new_session": True,
+            }  # fmt: skip
+            if threading.current_thread() is threading.main_thread():
+                node.process = spawn(command, death_signal=signal.SIGKILL, **options)
+            else:
+                # PR_SET_PDEATHSIG fires when the *thread* that forked the child ends: a node
+                # restarted from a test's fault thread would die with that thread. stop()
+                # still ends it.
+                node.process = subprocess.Popen(command, **options)
 
     def wait_until_serving(self, timeout: float = 120.0) -> None:
         """Until every running node is a registered broker and every partition has a leader."""

@@ -29,8 +29,15 @@ from taskstream.status import Status
 from taskstream.topics import task_topic, worker_group
 from tests.conftest import BrokerHandle, Scope
 from tests.integration.http_server import serving
-from tests.integration.running import spawn_materializer, spawn_worker, wait_until
+from tests.integration.running import free_port, spawn_materializer, spawn_worker, wait_until
 from tests.integration.tasks_app import build_app
+from tests.integration.test_beat import (
+    TickReader,
+    assert_each_tick_once,
+    beat_app,
+    spawn_beat,
+    stop_all,
+)
 from tests.kafka_cluster import KafkaCluster
 
 pytestmark = pytest.mark.integration
@@ -251,3 +258,31 @@ def test_below_min_insync_replicas_refuses_then_recovers_losing_nothing(
         assert failed == []
     finally:
         app.close()
+
+
+def test_beat_survives_the_loss_of_its_transaction_coordinator(
+    cluster: KafkaCluster, scope: Scope
+) -> None:
+    """Beat writes each tick in a transaction: SIGKILL the broker coordinating its
+    transactional id mid-run (restarted 10 s later); no tick fires twice, none is skipped."""
+    app = beat_app(scope)
+    reader = TickReader(scope, app)
+    beats = [spawn_beat(scope, free_port())]
+    try:
+        wait_until(lambda: len(reader.seen) >= 5, 120, "five ticks before the fault")
+        coordinator = cluster.transaction_coordinator(f"{scope.topic_prefix}.beat")
+        assert coordinator > 0, "beat's transactions have no coordinator"
+        cluster.kill(coordinator)
+        time.sleep(10)
+        cluster.restart(coordinator)
+        count = len(reader.seen)
+        wait_until(lambda: len(reader.seen) >= count + 10, 120, "ten ticks after the fault")
+        time.sleep(2)  # stragglers of the last transactions
+        assert beats[0].poll() is None, "beat exited on the coordinator's loss"
+    finally:
+        stop_all(beats)
+        reader.close()
+        app.close()
+    ticks = assert_each_tick_once(scope, reader.seen)
+    print(f"\nbeat: node {coordinator} (its transaction coordinator) SIGKILLed for 10 s; "
+          f"{len(ticks)} ticks, none twice, none skipped")  # fmt: skip

@@ -79,6 +79,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
         embedded.stop()
 
 
+PASSED_THROUGH = {"TASKSTREAM_GROUP_PROTOCOL", "TASKSTREAM_TEST_BROKER"}
+
+
 @dataclass
 class Scope:
     """What one test owns: its topic prefix and its lookup store."""
@@ -101,7 +104,13 @@ class Scope:
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a worker process that shares this scope."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTREAM_")}
+        # The suite's own switches pass through (TASKSTREAM_GROUP_PROTOCOL=consumer runs
+        # every group on KIP-848); the rest of the scope is set here.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("TASKSTREAM_") or k in PASSED_THROUGH
+        }
         env.update(
             TASKSTREAM_BOOTSTRAP_SERVERS=self.bootstrap_servers,
             TASKSTREAM_TOPIC_PREFIX=self.topic_prefix,

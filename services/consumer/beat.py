@@ -52,7 +52,13 @@ from taskstream import clock
 from taskstream.app import App, queues_of
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
-from taskstream.kafka import Headers, consumer_config, producer_config, worker_id
+from taskstream.kafka import (
+    Headers,
+    consumer_config,
+    incremental_assignment,
+    producer_config,
+    worker_id,
+)
 from taskstream.metrics import BEAT_LAST_TICK, BEAT_LEADER, BEAT_TICKS
 from taskstream.periodic import PeriodicTask, next_tick, plan, tick_id
 from taskstream.topics import beat_group, beat_topic, task_topic
@@ -112,22 +118,27 @@ class Beat(RuntimeOwner):
         s = self.app.settings
         # The task topics of every queue an entry sends to, not only the tasks' own queues.
         self.app.ensure_topics(queues_of([*self.app.queues, *self._entry_queues()]))
-        consumer = self.app.broker.consumer(
-            # The beat topic gets a record per turn at most: a long fetch wait spares the
-            # broker idle fetches (it delays the catch-up read of a new leader by as much).
-            consumer_config(
-                s,
-                beat_group(self.prefix),
-                strategy="range",
-                **{
-                    "fetch.wait.max.ms": max(s.fetch_wait_max_ms, _FETCH_WAIT_MS),
-                    # librdkafka's default, stated: the state is what committed transactions say
-                    "isolation.level": "read_committed",
-                },
-            )
+        # The beat topic gets a record per turn at most: a long fetch wait spares the
+        # broker idle fetches (it delays the catch-up read of a new leader by as much).
+        config = consumer_config(
+            s,
+            beat_group(self.prefix),
+            strategy="range",
+            **{
+                "fetch.wait.max.ms": max(s.fetch_wait_max_ms, _FETCH_WAIT_MS),
+                # librdkafka's default, stated: the state is what committed transactions say
+                "isolation.level": "read_committed",
+            },
         )
+        consumer = self.app.broker.consumer(config)
         runtime = self._started(
-            ConsumerRuntime(consumer, self, OffsetTracker(), timing=self.timing)
+            ConsumerRuntime(
+                consumer,
+                self,
+                OffsetTracker(),
+                timing=self.timing,
+                cooperative=incremental_assignment(config),
+            )
         )
         runtime.subscribe([self.topic])
         return runtime

@@ -23,7 +23,7 @@ from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
 from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
-from taskstream.kafka import EventProducer, consumer_config, producer_config
+from taskstream.kafka import EventProducer, consumer_config, incremental_assignment, producer_config
 from taskstream.sizes import message_max_bytes
 from taskstream.topics import DELAY_TIERS_S, delay_topic, delays_group, tier_of
 
@@ -61,14 +61,13 @@ class DelayScheduler(RuntimeOwner):
         # delay tier is a second or more, so its fetches may wait long: with the tasks'
         # short wait, the idle fetches of every tier's partitions cost the broker more than
         # the tasks themselves (on brokers that answer a fetch only when its wait is over).
-        consumer = self.app.broker.consumer(
-            consumer_config(
-                s,
-                self.group_id,
-                strategy="range",
-                **{"fetch.wait.max.ms": max(s.fetch_wait_max_ms, _TIER_FETCH_WAIT_MS)},
-            )
+        config = consumer_config(
+            s,
+            self.group_id,
+            strategy="range",
+            **{"fetch.wait.max.ms": max(s.fetch_wait_max_ms, _TIER_FETCH_WAIT_MS)},
         )
+        consumer = self.app.broker.consumer(config)
         runtime = self._started(
             ConsumerRuntime(
                 consumer,
@@ -76,6 +75,7 @@ class DelayScheduler(RuntimeOwner):
                 self._tracker,
                 timing=LoopTiming(poll_s=0.1, commit_every_s=s.commit_interval_ms / 1000),
                 capacity=_CAPACITY,
+                cooperative=incremental_assignment(config),
             )
         )
         runtime.subscribe(self.topics)

@@ -32,7 +32,7 @@ from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.envelope import now_micros
 from taskstream.errors import CorruptMessage, DeliveryFailed, StoreRejected
-from taskstream.kafka import EventProducer, consumer_config, producer_config
+from taskstream.kafka import EventProducer, consumer_config, incremental_assignment, producer_config
 from taskstream.sizes import producer_limit
 from taskstream.status import Status
 from taskstream.store import GroupMember, Link, Progress, ResultRow, ResultStore
@@ -114,7 +114,8 @@ class Materializer(RuntimeOwner):
             self.store.reset(self.topic)
             self.rebuild = False  # once: a second run() resumes from the rebuilt offsets
         # Eager assignment, so that assigned() can place every partition at the store's offset.
-        consumer = self.app.broker.consumer(consumer_config(s, self.group_id, strategy="range"))
+        config = consumer_config(s, self.group_id, strategy="range")
+        consumer = self.app.broker.consumer(config)
         # The store holds the offsets that count; the group's commits (every commit
         # interval) only let operators see the lag.
         runtime = self._started(
@@ -126,6 +127,7 @@ class Materializer(RuntimeOwner):
                     poll_s=_POLL_S, batch=_BATCH, commit_every_s=s.commit_interval_ms / 1000
                 ),
                 capacity=_BATCH,
+                cooperative=incremental_assignment(config),
             )
         )
         runtime.subscribe([self.topic])

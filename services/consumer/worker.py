@@ -45,6 +45,7 @@ from taskstream.kafka import (
     EventProducer,
     consumer_config,
     header_pairs,
+    incremental_assignment,
     producer_config,
     topic_partitions,
     worker_id,
@@ -248,7 +249,7 @@ class Worker(RuntimeOwner):
             tracker,
             timing=LoopTiming(commit_every_s=s.commit_interval_ms / 1000),
             capacity=self.max_in_flight,
-            cooperative="cooperative" in config["partition.assignment.strategy"],
+            cooperative=incremental_assignment(config),
             on_commit=self._committed,
             keep_alive=lambda: self._journal.keep_alive(),
         )

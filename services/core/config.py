@@ -41,6 +41,10 @@ class Settings:
     replication_factor: int = 1  # of topics created on start (3 on a real cluster)
     session_timeout_ms: int = 6000  # consumer group session; failover time after a crash
     heartbeat_interval_ms: int = 1000
+    # Consumer group protocol: "classic" or "consumer" (KIP-848, Apache Kafka 4.0+: the broker
+    # assigns partitions incrementally; session, heartbeat and assignor are then the broker's
+    # group.consumer.* settings, not the client's).
+    group_protocol: str = "classic"
     max_poll_interval_ms: int = 300_000  # a stuck consumer loop (never a task) leaves the group
     fetch_wait_max_ms: int = 10  # broker-side fetch wait: bounds task pick-up latency
     linger_ms: int = 2  # producer batching delay
@@ -129,6 +133,10 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if self.group_protocol not in ("classic", "consumer"):
+            raise ConfigError(
+                f"group_protocol={self.group_protocol!r}: 'classic' or 'consumer' (KIP-848)"
+            )
         if self.partitions < 1 or self.replication_factor < 1 or self.concurrency < 1:
             raise ConfigError("partitions, replication_factor and concurrency must be >= 1")
         if self.max_tasks_in_flight < self.concurrency:

@@ -94,25 +94,41 @@ def consumer_config(
 ) -> dict[str, Any]:
     """A consumer's config; ``strategy``: its default partition assignment strategy (a user's
     ``partition.assignment.strategy`` setting wins over it)."""
-    defaults = {} if strategy is None else {"partition.assignment.strategy": strategy}
+    if settings.group_protocol == "consumer":
+        # KIP-848: the broker owns assignment (always incremental), session and heartbeat;
+        # librdkafka refuses those client settings with this protocol.
+        group: dict[str, Any] = {"group.protocol": "consumer"}
+    else:
+        group = {
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+        }
+        if strategy is not None:
+            group["partition.assignment.strategy"] = strategy
     return _merge(
         settings,
         {
-            **defaults,
+            **group,
             "group.id": group_id,
             "client.id": f"taskstream-consumer-{worker_id()}",
             # Offsets are committed by taskstream, only for work whose outcome is delivered.
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": settings.session_timeout_ms,
-            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
             "max.poll.interval.ms": settings.max_poll_interval_ms,
             "fetch.wait.max.ms": settings.fetch_wait_max_ms,
             "enable.partition.eof": False,
         },
         explicit,
     )
+
+
+def incremental_assignment(config: dict[str, Any]) -> bool:
+    """Whether a consumer of `config` gets incremental (cooperative) assignments: KIP-848's
+    protocol always, the classic one with a cooperative assignor."""
+    if config.get("group.protocol") == "consumer":
+        return True
+    return "cooperative" in str(config.get("partition.assignment.strategy", ""))
 
 
 def topic_partitions(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[int]:

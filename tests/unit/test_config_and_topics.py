@@ -6,7 +6,7 @@ import pytest
 
 from taskstream.config import Settings
 from taskstream.errors import ConfigError
-from taskstream.kafka import consumer_config, producer_config
+from taskstream.kafka import consumer_config, incremental_assignment, producer_config
 from taskstream.topics import dead_letter_topic, results_topic, task_topic, topic_specs
 
 
@@ -89,3 +89,20 @@ def test_the_results_topic_is_compacted() -> None:
     assert specs["ts.results"].config == {"cleanup.policy": "compact"}
     assert specs["ts.tasks.default"].partitions == 12
     assert specs["ts.dead-letter"].replication_factor == 3
+
+
+def test_group_protocol_consumer_leaves_session_heartbeat_and_assignor_to_the_broker() -> None:
+    classic = consumer_config(Settings.load({}, bootstrap_servers="k:9092"), "g", strategy="range")
+    assert classic["session.timeout.ms"] == 6000
+    assert classic["partition.assignment.strategy"] == "range"
+    assert "group.protocol" not in classic and not incremental_assignment(classic)
+    settings = Settings.load({"TASKSTREAM_GROUP_PROTOCOL": "consumer"}, bootstrap_servers="k:9092")
+    kip848 = consumer_config(settings, "g", strategy="range")
+    assert kip848["group.protocol"] == "consumer" and incremental_assignment(kip848)
+    assert not {
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "partition.assignment.strategy",
+    } & set(kip848)
+    with pytest.raises(ConfigError, match="group_protocol"):
+        Settings.load({"TASKSTREAM_GROUP_PROTOCOL": "eager"}, bootstrap_servers="k:9092")

@@ -26,6 +26,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +34,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._metadata import PartitionMetadata
 
 from taskstream.cli.children import spawn
 from taskstream.cli.embedded_broker import free_port
@@ -240,8 +242,20 @@ class KafkaCluster:
     def wait_until_serving(self, timeout: float = 120.0) -> None:
         """Until every running node is a registered broker and every partition has a leader."""
         deadline = time.monotonic() + timeout
-        want = {n.node_id for n in self.nodes.values() if n.running}
         self._wait_until_listening(deadline)
+        self._wait_for_partitions(lambda p, _want: p.leader < 0, deadline, "serve", "leaderless")
+        self._ensure_offsets_topic(self.admin())
+
+    def _wait_for_partitions(
+        self,
+        lagging: Callable[[PartitionMetadata, set[int]], bool],
+        deadline: float,
+        what: str,
+        label: str,
+    ) -> None:
+        """Until every running node is a registered broker and no partition is `lagging`
+        (given the running nodes' ids); BrokerNotStarted at `deadline`."""
+        want = {n.node_id for n in self.nodes.values() if n.running}
         admin = self.admin()
         last: object = None
         while time.monotonic() < deadline:
@@ -249,20 +263,19 @@ class KafkaCluster:
             try:
                 metadata = admin.list_topics(timeout=5)
                 brokers = set(metadata.brokers)
-                leaderless = [
+                behind = [
                     (t, p.id)
                     for t, topic in metadata.topics.items()
                     for p in topic.partitions.values()
-                    if p.leader < 0
+                    if lagging(p, want)
                 ]
-                if want <= brokers and not leaderless:
-                    self._ensure_offsets_topic(admin)
+                if want <= brokers and not behind:
                     return
-                last = f"brokers {sorted(brokers)} of {sorted(want)}, leaderless {leaderless[:5]}"
+                last = f"brokers {sorted(brokers)} of {sorted(want)}, {label} {behind[:5]}"
             except KafkaException as exc:
                 last = exc
             time.sleep(0.2)
-        raise BrokerNotStarted(f"Apache Kafka did not serve within {timeout}s: {last}")
+        raise BrokerNotStarted(f"Apache Kafka did not {what} in time: {last}")
 
     def _wait_until_listening(self, deadline: float) -> None:
         """Until every running node accepts connections (clients before that only log noise)."""
@@ -373,27 +386,12 @@ class KafkaCluster:
 
     def wait_until_in_sync(self, timeout: float = 120.0) -> None:
         """Until every running node is registered and every partition's ISR has all replicas."""
-        deadline = time.monotonic() + timeout
-        want = {n.node_id for n in self.nodes.values() if n.running}
-        admin = self.admin()
-        last: object = None
-        while time.monotonic() < deadline:
-            self._check_alive()
-            try:
-                metadata = admin.list_topics(timeout=5)
-                behind = [
-                    (t, p.id)
-                    for t, topic in metadata.topics.items()
-                    for p in topic.partitions.values()
-                    if p.leader < 0 or set(p.isrs) != set(p.replicas) & want
-                ]
-                if want <= set(metadata.brokers) and not behind:
-                    return
-                last = f"brokers {sorted(metadata.brokers)}, out of sync {behind[:5]}"
-            except KafkaException as exc:
-                last = exc
-            time.sleep(0.25)
-        raise BrokerNotStarted(f"Apache Kafka did not get back in sync within {timeout}s: {last}")
+        self._wait_for_partitions(
+            lambda p, want: p.leader < 0 or set(p.isrs) != set(p.replicas) & want,
+            time.monotonic() + timeout,
+            "get back in sync",
+            "out of sync",
+        )
 
     def leader(self, topic: str, partition: int) -> int:
         """The node that leads ``topic``'s ``partition`` now (-1: none, or no such topic)."""

@@ -56,7 +56,11 @@ def test_a_worker_killed_mid_run_loses_no_task(
     nap = app.tasks["itest.nap"]
     results = [nap.delay(0.005, i) for i in range(600)]
     ids = [r.id for r in results]
-    processes += [spawn_worker(scope, "--concurrency", "2") for _ in range(2)]
+    # The survivor runs the dead worker's suspects (at most max_tasks_in_flight records per
+    # partition past its commit) one at a time, each after a durable journal write: with the
+    # default 1000 every one of the ~500 left would be a suspect, minutes on a loaded cluster.
+    flags = ("--concurrency", "2", "--max-tasks-in-flight", "10")
+    processes += [spawn_worker(scope, *flags) for _ in range(2)]
     victim = processes[0]
     with running(Materializer(app)):
         wait_until(lambda: len(stored(app, ids)) >= 100, 90, "the first 100 results")
@@ -64,7 +68,7 @@ def test_a_worker_killed_mid_run_loses_no_task(
         victim.wait(10)
         done_at_kill = len(stored(app, ids))
         assert done_at_kill < 600, "the kill came too late to prove anything"
-        wait_until(lambda: len(stored(app, ids)) == 600, 120, "all 600 results after the kill")
+        wait_until(lambda: len(stored(app, ids)) == 600, 180, "all 600 results after the kill")
     assert [r.get(timeout=1) for r in results] == list(range(600))
 
 

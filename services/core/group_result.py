@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskstream.errors import ResultTimeout
 from taskstream.status import Status
-from taskstream.store import ResultRecord
+from taskstream.store import ResultRecord, ResultStore
 
 if TYPE_CHECKING:
     from taskstream.app import App
@@ -22,10 +22,22 @@ class GroupResult:
     """A group's members' AsyncResults; ``id`` is the group's id (``app.group_result(id)``
     finds it again once the materializer has seen one of its members)."""
 
-    def __init__(self, group_id: str, results: list[AsyncResult[Any]], app: App) -> None:
+    def __init__(
+        self,
+        group_id: str,
+        results: list[AsyncResult[Any]],
+        app: App | None,
+        *,
+        parent: AsyncResult[Any] | GroupResult | None = None,
+    ) -> None:
         self.id = group_id
         self.results = results
-        self._app = app
+        self._app = app  # None only for an empty group, which has nothing to look up
+        self.parent = parent  # what sent the group in a chain, when known here
+
+    def _store(self) -> ResultStore:
+        assert self._app is not None, "an empty group has no results to look up"
+        return self._app.store
 
     def __repr__(self) -> str:
         return f"<GroupResult {self.id} ({len(self.results)} members)>"
@@ -40,7 +52,9 @@ class GroupResult:
         return self.results[index]
 
     def _statuses(self) -> list[str]:
-        found = self._app.store.get_many([r.id for r in self.results])
+        if not self.results:
+            return []
+        found = self._store().get_many([r.id for r in self.results])
         return [
             found[r.id].status.value if r.id in found else Status.PENDING.value
             for r in self.results
@@ -63,13 +77,19 @@ class GroupResult:
     def waiting(self) -> bool:
         return not self.ready()
 
+    def join(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        """Celery's ``join``: the same as :meth:`get`."""
+        return self.get(timeout=timeout, propagate=propagate)
+
     def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
         """The members' values in the group's order once all are final. Raises the first
         failed member's TaskFailed (``propagate=False``: it takes that member's place),
         ResultTimeout when not all are final within ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        store = self._app.store
         pending = {r.id for r in self.results}
+        if not pending:
+            return []
+        store = self._store()
         final: dict[str, ResultRecord] = {}
         interval = _FIRST_POLL_S
         while pending:

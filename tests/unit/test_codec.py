@@ -190,21 +190,24 @@ def test_encoding_keeps_the_specification_fingerprint() -> None:
 @pytest.mark.parametrize(
     ("filename", "version", "spec", "apache"),
     [
-        (TASK_EVENT_SCHEMA_FILE, None, "aaa43194f6e2081a", "256596a39729e566"),
-        (RESULT_EVENT_SCHEMA_FILE, None, "dca6e50745339a9e", "a4eb8484d3a93820"),
+        (TASK_EVENT_SCHEMA_FILE, None, "47e2a11655322bff", "2805fbc2019ea58f"),
+        (RESULT_EVENT_SCHEMA_FILE, None, "b2650907635e2f85", "a0e356adc33f65b3"),
         (TASK_EVENT_SCHEMA_FILE, 1, "fb51d1a78cff63ad", "a4d291fc2f46e32f"),
         (RESULT_EVENT_SCHEMA_FILE, 1, "abcc3e02563c979d", "8985d5ca55ceb15f"),
         (TASK_EVENT_SCHEMA_FILE, 2, "d6881996185ae9d1", "1726095ce687291f"),
         (RESULT_EVENT_SCHEMA_FILE, 2, "5a0f26df2e73d328", "298f576104bc505a"),
         (TASK_EVENT_SCHEMA_FILE, 3, "f1a08fd062d23487", "1f768b80274f57aa"),
+        (RESULT_EVENT_SCHEMA_FILE, 3, "dca6e50745339a9e", "a4eb8484d3a93820"),
+        (TASK_EVENT_SCHEMA_FILE, 4, "aaa43194f6e2081a", "256596a39729e566"),
     ],
 )
 def test_the_envelope_fingerprints_are_the_documented_ones(
     filename: str, version: int | None, spec: str, apache: str
 ) -> None:
     # The current envelopes, and each version shipped before (schemas/history, whose events
-    # still decode): version 2 added expires and REVOKED, task_event version 3 the workflow
-    # fields, the current one the per-call headers and time limits.
+    # still decode): version 2 added expires and REVOKED, version 3 the workflow fields,
+    # task_event version 4 the per-call headers and time limits, the current ones nested
+    # workflows (then, join).
     schema = (
         load_envelope_schema(filename)
         if version is None
@@ -256,7 +259,7 @@ def test_the_fast_path_writes_what_the_full_schema_writes() -> None:
         "root_id": None, "group_id": None, "group_index": None, "group_size": None,
         "chord": None, "chain": [], "link": [], "link_error": [], "prepend": "NONE",
         "parent_results": [], "ignore_result": False, "headers": {}, "time_limit": None,
-        "soft_time_limit": None,
+        "soft_time_limit": None, "then": [], "join": None,
     }  # fmt: skip
     assert envelopes.encode_task(plain) == codec.encode(envelopes.task_schema, full)
     assert envelopes.decode_task(envelopes.encode_task(plain)) == plain

@@ -81,6 +81,10 @@ class _Canvas:
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's calling a workflow: send it (a signature runs its task here)."""
+        return self.apply_async(args, kwargs)
+
 
 class Signature(_Canvas, Generic[R]):
     """A task with its arguments and options, to run later: ``add.s(2, 3)``.
@@ -229,10 +233,14 @@ def as_list(callbacks: Any) -> list[Signature[Any]]:
 def _pieces(parts: Iterable[Any], what: str) -> list[_Canvas]:
     """The workflow pieces given to chain/group/chord: signatures, chains, groups, chords,
     or iterables of them (a list, a tuple, a generator), checked one by one."""
+    from taskstream.task import Task
+
     found: list[_Canvas] = []
     for part in parts:
         if isinstance(part, _Canvas):
             found.append(part)
+        elif isinstance(part, Task):  # Celery takes a task for its signature: chord([tsum])
+            found.append(part.s())
         elif isinstance(part, (str, bytes, dict)) or not isinstance(part, Iterable):
             raise CanvasError(
                 f"a {what} is made of signatures, chains, groups and chords, not {part!r}"
@@ -468,6 +476,7 @@ class group(_Canvas):
     def __init__(self, *members: Any) -> None:
         self.tasks: list[_Canvas] = _pieces(members, "group")
         self._errbacks: list[Signature[Any]] = []
+        self._callbacks: list[Signature[Any]] = []
         self._node()
 
     @property
@@ -489,6 +498,11 @@ class group(_Canvas):
         return _first_app(self.tasks)
 
     def _node(self, group_id: str | None = None) -> flow.Group:
+        if self._callbacks:
+            raise CanvasError("a group with link() inside a workflow: write chord(group, body)")
+        return self._members(group_id)
+
+    def _members(self, group_id: str | None = None) -> flow.Group:
         node = flow.group_of([m._node() for m in self.tasks], group_id)
         for errback in self._errbacks:
             _add_errback(node, errback._node())
@@ -505,7 +519,20 @@ class group(_Canvas):
         return self
 
     def link(self, callback: Signature[Any]) -> Signature[Any]:
-        raise CanvasError("a callback on a group's list is a chord: chord(group, callback)")
+        """Send ``callback`` once, with the list of the members' results, when all succeeded
+        (Celery's ``group.link``); the group's result stays its GroupResult. Only for a group
+        sent on its own: inside a workflow, write the chord."""
+        self._callbacks.append(_signature(callback, "link"))
+        self._sent_node()
+        return callback
+
+    def _sent_node(self, group_id: str | None = None) -> flow.Node:
+        """The node this group is sent as: a chord when it has callbacks."""
+        node = self._members(group_id)
+        if not self._callbacks:
+            return node
+        body = group(self._callbacks)._node() if len(self._callbacks) > 1 else None
+        return flow.chord_of(node.nodes, body or self._callbacks[0]._node(), node.group_id)
 
     def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:
         return self.apply_async(args, kwargs)
@@ -522,11 +549,16 @@ class group(_Canvas):
         group sends nothing and its result is ``[]``."""
         grown = _partial(self, tuple(args), kwargs or {})
         assert isinstance(grown, group)
-        frozen, published, app = _send(_Fixed(grown._node(group_id), self._app()), options)
+        grown._callbacks = self._callbacks
+        frozen, published, app = _send(_Fixed(grown._sent_node(group_id), self._app()), options)
         assert frozen.group_id is not None
         if app is None:
             return GroupResult(frozen.group_id, [], None)
         found = _results(frozen, app, None, published)
+        if isinstance(found, AsyncResult):  # sent as a chord (link): its header's result
+            header = found.parent
+            assert header is not None
+            found = header
         assert isinstance(found, GroupResult)
         return found
 

@@ -194,6 +194,13 @@ def _workflow_tasks(app: App) -> None:
             log.write(f"{current_request().id} {len(values)}\n")
         return sum(values)
 
+    @app.task(name="itest.logged_nested_sum")
+    def logged_nested_sum(values: list[list[int]], log_path: str) -> int:
+        """A chord body over lists (a nested workflow's): a line per run in ``log_path``."""
+        with open(log_path, "a") as log:
+            log.write(f"{current_request().id} {len(values)}\n")
+        return sum(sum(v) for v in values)
+
     @app.task(name="itest.report")
     def report(task_id: str, log_path: str) -> None:
         """An errback: appends the failed task's id to ``log_path``."""

@@ -306,3 +306,39 @@ def test_a_chords_result_id_is_its_callback_id_and_parent_the_header(app: App) -
         assert isinstance(header, GroupResult) and res.id == callback_id(header.id)
         assert isinstance(header.parent, AsyncResult) and header.parent.get(timeout=1) == 2
         assert header.join(timeout=1) == [3, 4]
+
+
+def test_workflow_events_of_the_previous_version_still_run(app: App) -> None:
+    """A chain and a chord as the previous version sent them (``chain`` steps with the
+    chain's errbacks, a ``chord`` field on each member) run and join as before."""
+    from taskstream.canvas import member_id
+    from taskstream.envelope import Chord, Step
+
+    add, tsum, fail, report = t(app, "add"), t(app, "tsum"), t(app, "fail"), t(app, "report")
+
+    def step(task: Task[Any, Any], args: tuple[Any, ...], task_id: str) -> Step:
+        return Step(task_id, task.name, task.queue, None, task.encode_tail_args(args, {}))
+
+    with taskstream.testing.run(app) as stub:
+        first = add.event(add.encode_args((1, 2), {}))
+        first.root_id, last = first.id, "chain-last"
+        first.chain = [step(add, (10,), "chain-mid"), step(add, (100,), last)]
+        app.publish(first)
+        assert app.AsyncResult(last).get(timeout=10) == 113
+        broken = fail.event(fail.encode_args((1,), {}))
+        broken.chain = [step(add, (1,), "never")]
+        broken.link_error = [Step("eb", report.name, report.queue, None, b"", False)]
+        broken.link_error[0].args = report.encode_tail_args((), {})
+        app.publish(broken)
+        with pytest.raises(TaskFailed, match="not run"):
+            app.AsyncResult("never").get(timeout=10)
+        gid = "old-chord"
+        body = Step(callback_id(gid), tsum.name, tsum.queue, None, tsum.encode_tail_args((), {}))
+        for i in range(3):
+            member = add.event(add.encode_args((i, i), {}), task_id=member_id(gid, i))
+            member.group_id, member.group_index, member.group_size = gid, i, 3
+            member.root_id, member.chord = gid, Chord(body)
+            app.publish(member)
+        assert app.AsyncResult(callback_id(gid)).get(timeout=10) == 6
+        stub.join()
+        assert reports() == [("report", broken.id)]

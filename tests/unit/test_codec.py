@@ -20,6 +20,7 @@ from taskstream.envelope import (
     Envelopes,
     envelope_history,
     load_envelope_schema,
+    step_datum,
 )
 from taskstream.errors import CorruptMessage, UnknownSchema
 from taskstream.status import Status
@@ -302,3 +303,31 @@ def test_events_written_before_the_per_call_options_decode_with_their_defaults()
     event = envelopes.decode_task(codec.encode(v3, datum))
     assert (event.id, event.parent_id, event.ignore_result) == ("t-3", "p", True)
     assert (event.headers, event.time_limit, event.soft_time_limit) == ({}, None, None)
+
+
+def test_nested_workflow_fields_round_trip_and_older_events_still_decode() -> None:
+    from taskstream.envelope import Flow, FlowKind, Join, Prepend, Step, TaskEvent
+
+    codec = Codec()
+    envelopes = Envelopes(codec)
+    step = Step("s", "t", "q", None, b"a", True)
+    leaf = Flow(FlowKind.TASK, step, link=[step], link_error=[step])
+    chord_node = Flow(FlowKind.CHORD, nodes=[leaf, leaf], body=leaf, group_id="g2", errbacks=[step])
+    join = Join("g", 2, 5, [Flow(FlowKind.CHAIN, nodes=[chord_node, leaf])], [step],
+                Join("g0", 0, 1, [Flow(FlowKind.GROUP, nodes=[leaf], group_id="g3")]))  # fmt: skip
+    event = TaskEvent(
+        TASK_ID, "itest.add", "default", None, 1, T0, None, b"x", parent_id="p",
+        prepend=Prepend.VALUE, then=[leaf, chord_node], join=join,
+    )  # fmt: skip
+    assert envelopes.decode_task(envelopes.encode_task(event)) == event
+    # An event of version 3 (no then, no join) decodes with their defaults.
+    v3 = codec.register(envelope_history(TASK_EVENT_SCHEMA_FILE)[2], logical_types=False)
+    datum: dict[str, Any] = {
+        "id": TASK_ID, "task": "itest.add", "queue": "default", "key": None, "attempt": 1,
+        "enqueued_at": T0, "not_before": None, "args": b"", "expires": None,
+        "parent_id": "p", "root_id": "r", "group_id": None, "group_index": None,
+        "group_size": None, "chord": None, "chain": [step_datum(step)], "link": [],
+        "link_error": [], "prepend": "VALUE", "parent_results": [], "ignore_result": False,
+    }  # fmt: skip
+    old = envelopes.decode_task(codec.encode(v3, datum))
+    assert old.chain == [step] and old.then == [] and old.join is None

@@ -1,21 +1,27 @@
-"""The chord join, run by the materializer: state in Kafka and the store, none in memory.
+"""The joins of groups something follows (chords, nested workflows), run by the
+materializer: state in Kafka and the store, none in memory.
 
-A chord's members are ordinary tasks whose events carry the group id, their position, the
-group's size and the chord (body and errbacks); their result events carry the same. The
-materializer hands the final ones to the store with each batch (``apply_rows(members=...)``),
-which counts each (group, position) once, in the batch's transaction: a member that ran
-twice is one member, and a group whose members are all final becomes ``due`` exactly once
-(the SQL stores lock the group's row to count). Then :class:`Joiner` publishes, for each
-due chord:
+A joined group's members are ordinary tasks (or the ends of branches: taskstream.flow_events)
+whose events carry the group id, their position, the group's size and the join (what runs
+once the group is complete, the errbacks, the enclosing join: ``join``; an older chord: the
+``chord`` field, body and errbacks); their result events carry the same. The materializer
+hands the final ones to the store with each batch (``apply_rows(members=...)``), which counts
+each (group, position) once, in the batch's transaction: a member that ran twice is one
+member, and a group whose members are all final becomes ``due`` exactly once (the SQL stores
+lock the group's row to count). Then :class:`Joiner` publishes, for each due group:
 
-- all members succeeded: the body's task event, under the chord's deterministic callback id
-  (taskstream.canvas.callback_id), with the members' results in the group's order;
-- some failed: a FAILURE result for the callback id naming the failed members and their
-  errors, and each errback's task event (given the callback id);
+- all members succeeded: what follows, started with the members' results in the group's
+  order (taskstream.flow_events.start: a chord's body under its deterministic callback id,
+  taskstream.canvas.callback_id); or, when nothing follows inside an enclosing group, the
+  group's list as one result under the group's id, a member of that enclosing group;
+- some failed: a FAILURE for every task that would have followed, naming the failed members
+  and their errors (the last one counted by the enclosing join, so it fails too), and each
+  errback's task event (given the chord's result id);
 
-and marks the chord ``fired`` once the broker acknowledged them. A materializer killed in
-between publishes them again at its next start (``due`` is in the store), under the same ids.
-Nothing waits in a worker: the join holds no worker slot.
+and marks the join ``fired`` once the broker acknowledged them. A materializer killed in
+between publishes them again at its next start (``due`` is in the store), under the same ids,
+unless the first of them is stored already. Nothing waits in a worker: the join holds no
+worker slot.
 """
 
 from __future__ import annotations

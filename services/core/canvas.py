@@ -35,14 +35,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from taskstream import flow
-from taskstream.envelope import Flow, FlowKind, TaskEvent
-from taskstream.errors import CanvasError, InvalidOption
+from taskstream import dispatch, flow
+from taskstream.envelope import Flow, TaskEvent
+from taskstream.errors import CanvasError
 from taskstream.flow import callback_id, member_id
-from taskstream.flow_events import begin
 from taskstream.group_result import GroupResult
 from taskstream.result import AsyncResult
 
@@ -268,44 +266,19 @@ def attach_callbacks(event: TaskEvent, parent: Task[Any, Any], link: Any, link_e
 def _send(
     piece: _Canvas, options: dict[str, Any]
 ) -> tuple[Flow, dict[str, AsyncResult[Any]], App | None]:
-    """Check, freeze and send a workflow; returns its frozen tree, the published results by
-    task id, and its app (None for an empty group)."""
+    """Check, freeze and send a workflow (taskstream.dispatch); returns its frozen tree, the
+    published results by task id, and its app (None for an empty group)."""
     countdown, eta = options.pop("countdown", None), options.pop("eta", None)
     key, queue = options.pop("key", None), options.pop("queue", None)
     link_error = options.pop("link_error", None)
     if options:
         raise CanvasError(f"unknown workflow options {sorted(options)}")
-    if countdown and eta is not None:
-        raise InvalidOption("eta", eta, "give countdown or eta, not both")
     node = piece._node()
     for errback in as_list(link_error):
-        _add_errback(node, errback._node())
-    flow.check(node)
-    frozen = flow.freeze(node)
+        flow.add_errback(node, errback._node())
     app = piece._app()
-    events = begin(frozen)
-    not_before = _not_before(countdown, eta)
-    published: dict[str, AsyncResult[Any]] = {}
-    for event in events:
-        event.key = key or event.key
-        event.queue = queue or event.queue
-        if not_before is not None:
-            event.not_before = not_before
-        assert app is not None
-        published[event.id] = app.publish(event)
+    frozen, published = dispatch.send(node, app, countdown=countdown, eta=eta, key=key, queue=queue)
     return frozen, published, app
-
-
-def _not_before(countdown: float | None, eta: datetime | None) -> int | None:
-    from taskstream.envelope import now_micros
-
-    if countdown:
-        return now_micros() + int(countdown * 1_000_000)
-    if eta is not None:
-        if eta.tzinfo is None:
-            raise InvalidOption("eta", eta, "an aware datetime (with a timezone)")
-        return int(eta.timestamp() * 1_000_000)
-    return None
 
 
 def _partial(piece: _Canvas, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Canvas:
@@ -329,55 +302,6 @@ def _partial(piece: _Canvas, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _
         made_chord._errbacks = piece._errbacks
         return made_chord
     raise CanvasError(f"cannot give arguments to {piece!r}")
-
-
-def _add_errback(node: flow.Node, errback: flow.Leaf) -> None:
-    """An errback for every task of ``node`` (Celery's chain/group ``link_error``); a
-    chord's own errbacks run once, for its header or its body."""
-    if isinstance(node, flow.Leaf):
-        node.link_error.append(errback)
-    elif isinstance(node, flow.Chord):
-        node.errbacks.append(errback)
-    else:
-        for child in node.nodes:
-            _add_errback(child, errback)
-
-
-def _results(
-    frozen: Flow,
-    app: App,
-    parent: AsyncResult[Any] | GroupResult | None,
-    published: dict[str, AsyncResult[Any]],
-) -> AsyncResult[Any] | GroupResult:
-    """The result object of a frozen node (Celery's shapes: a chain's is its last node's,
-    with ``.parent`` walking back; a group's a GroupResult; a chord's its body's, whose
-    parent is the header's GroupResult)."""
-    if frozen.kind is FlowKind.TASK:
-        assert frozen.step is not None
-        found = published.get(frozen.step.id)
-        if found is not None:
-            return found
-        return AsyncResult(frozen.step.id, app, parent=parent)
-    if frozen.kind is FlowKind.CHAIN:
-        result = parent
-        for child in frozen.nodes:
-            result = _results(child, app, result, published)
-        assert result is not None
-        return result
-    assert frozen.group_id is not None
-    members = [_member(_results(m, app, parent, published), app) for m in frozen.nodes]
-    group_result = GroupResult(frozen.group_id, members, app, parent=parent)
-    if frozen.kind is FlowKind.GROUP:
-        return group_result
-    assert frozen.body is not None
-    return _results(frozen.body, app, group_result, published)
-
-
-def _member(result: AsyncResult[Any] | GroupResult, app: App) -> AsyncResult[Any]:
-    """A group member's result: a nested group's list is stored as one result, by its id."""
-    if isinstance(result, GroupResult):
-        return AsyncResult(result.id, app, parent=result.parent)
-    return result
 
 
 # -- chain -------------------------------------------------------------------------------------
@@ -410,9 +334,9 @@ class chain(_Canvas):
     def _node(self) -> flow.Node:
         node = flow.chain_of([t._node() for t in self.tasks])
         for callback in self._callbacks:
-            _add_callback(node, callback._node())
+            flow.add_callback(node, callback._node())
         for errback in self._errbacks:
-            _add_errback(node, errback._node())
+            flow.add_errback(node, errback._node())
         return node
 
     def link(self, callback: Signature[Any]) -> Signature[Any]:
@@ -442,19 +366,7 @@ class chain(_Canvas):
         ``queue`` (for the tasks it starts with)."""
         frozen, published, app = _send(_partial(self, tuple(args), kwargs or {}), options)
         assert app is not None
-        return _results(frozen, app, None, published)
-
-
-def _add_callback(node: flow.Node, callback: flow.Leaf) -> None:
-    """A callback on the task whose result is the node's."""
-    if isinstance(node, flow.Leaf):
-        node.link.append(callback)
-    elif isinstance(node, flow.Chain):
-        _add_callback(node.nodes[-1], callback)
-    elif isinstance(node, flow.Chord):
-        _add_callback(node.body, callback)
-    else:
-        raise CanvasError("a callback on a group's list is a chord: chord(group, callback)")
+        return dispatch.results(frozen, app, None, published)
 
 
 def _first_app(pieces: Sequence[_Canvas]) -> App | None:
@@ -505,7 +417,7 @@ class group(_Canvas):
     def _members(self, group_id: str | None = None) -> flow.Group:
         node = flow.group_of([m._node() for m in self.tasks], group_id)
         for errback in self._errbacks:
-            _add_errback(node, errback._node())
+            flow.add_errback(node, errback._node())
         return node
 
     def link_error(self, errback: Signature[Any]) -> Signature[Any]:
@@ -554,7 +466,7 @@ class group(_Canvas):
         assert frozen.group_id is not None
         if app is None:
             return GroupResult(frozen.group_id, [], None)
-        found = _results(frozen, app, None, published)
+        found = dispatch.results(frozen, app, None, published)
         if isinstance(found, AsyncResult):  # sent as a chord (link): its header's result
             header = found.parent
             assert header is not None
@@ -644,7 +556,7 @@ class chord(_Canvas):
         assert isinstance(grown, chord)
         frozen, published, app = _send(_Fixed(grown._node(group_id), self._app()), options)
         assert app is not None
-        return _results(frozen, app, None, published)
+        return dispatch.results(frozen, app, None, published)
 
 
 class SignatureCall:

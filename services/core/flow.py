@@ -38,6 +38,8 @@ __all__ = [
     "Many",
     "Node",
     "One",
+    "add_callback",
+    "add_errback",
     "callback_id",
     "chain_of",
     "check",
@@ -350,3 +352,30 @@ def _step(leaf: Leaf, receives: bool, task_id: str | None = None) -> Step:
         leaf.encode(whole),
         whole,
     )
+
+
+# -- callbacks ---------------------------------------------------------------------------------
+
+
+def add_errback(node: Node, errback: Leaf) -> None:
+    """An errback for every task of ``node`` (Celery's chain/group ``link_error``); a
+    chord's own errbacks run once, for its header or its body."""
+    if isinstance(node, Leaf):
+        node.link_error.append(errback)
+    elif isinstance(node, Chord):
+        node.errbacks.append(errback)
+    else:
+        for child in node.nodes:
+            add_errback(child, errback)
+
+
+def add_callback(node: Node, callback: Leaf) -> None:
+    """A callback on the task whose result is the node's."""
+    if isinstance(node, Leaf):
+        node.link.append(callback)
+    elif isinstance(node, Chain):
+        add_callback(node.nodes[-1], callback)
+    elif isinstance(node, Chord):
+        add_callback(node.body, callback)
+    else:
+        raise CanvasError("a callback on a group's list is a chord: chord(group, callback)")

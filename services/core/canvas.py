@@ -66,7 +66,7 @@ class _Canvas:
 
     def __or__(self, other: _Canvas) -> _Canvas:
         if not isinstance(other, _Canvas):
-            return NotImplemented
+            raise CanvasError(f"{self!r} | {other!r}: a workflow chains signatures and workflows")
         return chain(self, other)
 
     def __invert__(self) -> Any:

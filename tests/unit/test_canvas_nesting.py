@@ -266,6 +266,8 @@ def test_the_deprecated_schema_name_still_reads(app: App) -> None:
 def test_every_refusal_is_a_canvas_error_before_anything_is_sent(app: App) -> None:
     add, tsum, shout, report = t(app, "add"), t(app, "tsum"), t(app, "shout"), t(app, "report")
     with taskstream.testing.run(app) as stub:
+        linked = group(add.s(1))
+        linked.link(tsum.s())
         refused: list[Any] = [
             lambda: group(1),
             lambda: group([add.s(1, 1), "x"]),
@@ -285,7 +287,12 @@ def test_every_refusal_is_a_canvas_error_before_anything_is_sent(app: App) -> No
             lambda: group(chain(add.s(1, 1), group(add.s(1), shout.s()))),
             lambda: chain(add.s(1, 1), group(add.s(1))).apply_async(link_error=add.s(1)),
             lambda: chord([add.s(1, 1)], tsum.s()).apply_async(link_error=add.s(1)),
-            lambda: group(add.s(1, 1)).link(report.s()),
+            lambda: group(add.s(1, 1)).link(report.s()),  # the list into a str
+            lambda: chain(add.s(1, 1), linked),  # group.link inside a workflow
+            lambda: add.s(1, 1) | 5,
+            lambda: group(add.s(1, 1)) | "x",
+            lambda: chord([add.s(1, 1)], tsum.s()).apply_async(bogus=1),
+            lambda: add.apply_async((1, 1), link=5),
         ]
         for build in refused:
             with pytest.raises(CanvasError):

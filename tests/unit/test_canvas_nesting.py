@@ -289,10 +289,10 @@ def test_every_refusal_is_a_canvas_error_before_anything_is_sent(app: App) -> No
             lambda: chord([add.s(1, 1)], tsum.s()).apply_async(link_error=add.s(1)),
             lambda: group(add.s(1, 1)).link(report.s()),  # the list into a str
             lambda: chain(add.s(1, 1), linked),  # group.link inside a workflow
-            lambda: add.s(1, 1) | 5,
-            lambda: group(add.s(1, 1)) | "x",
+            lambda: add.s(1, 1) | 5,  # type: ignore[operator]
+            lambda: group(add.s(1, 1)) | "x",  # type: ignore[operator]
             lambda: chord([add.s(1, 1)], tsum.s()).apply_async(bogus=1),
-            lambda: add.apply_async((1, 1), link=5),
+            lambda: add.apply_async((1, 1), link=5),  # type: ignore[arg-type]
         ]
         for build in refused:
             with pytest.raises(CanvasError):

@@ -61,6 +61,12 @@ def app() -> Iterator[App]:
     def shout(text: str) -> str:
         return text.upper()
 
+    @app.task(name="nest.flaky", bind=True, max_retries=2)
+    def flaky(self: Task[Any, Any], a: int) -> int:
+        if self.request.retries < 1:
+            raise self.retry(countdown=0)
+        return a
+
     yield app
     app.close()
 
@@ -349,3 +355,12 @@ def test_workflow_events_of_the_previous_version_still_run(app: App) -> None:
         assert app.AsyncResult(callback_id(gid)).get(timeout=10) == 6
         stub.join()
         assert reports() == [("report", broken.id)]
+
+
+def test_a_retried_task_inside_a_nested_workflow_keeps_its_place(app: App) -> None:
+    add, tsum, flaky = t(app, "add"), t(app, "tsum"), t(app, "flaky")
+    with taskstream.testing.run(app):
+        res = chain(add.s(1, 1), chord([flaky.s(), add.s(1)], tsum.s()), add.s(1))()
+        assert res.get(timeout=10) == 6  # flaky(2) after a retry, add(2, 1): 5, then + 1
+        inner = group(chain(add.s(1, 1), flaky.s()), flaky.s(7))()
+        assert inner.get(timeout=10) == [2, 7]

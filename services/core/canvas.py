@@ -500,8 +500,8 @@ class chord(_Canvas):
     """
 
     def __init__(self, header: Any, body: _Canvas | None = None) -> None:
-        members = header.tasks if isinstance(header, group) else _pieces([header], "chord")
-        self.header = group(members)
+        # A group keeps its own errbacks (each member's); anything else becomes one.
+        self.header = header if isinstance(header, group) else group(_pieces([header], "chord"))
         self.body = body
         self._errbacks: list[Signature[Any]] = []
         if body is not None:
@@ -520,7 +520,7 @@ class chord(_Canvas):
         if not isinstance(self.body, _Canvas):
             raise CanvasError(f"a chord's body is a signature or a workflow, not {self.body!r}")
         errbacks = [e._node() for e in self._errbacks]
-        header = [m._node() for m in self.header.tasks]
+        header = self.header._members().nodes
         return flow.chord_of(header, self.body._node(), group_id, errbacks)
 
     def link_error(self, errback: Signature[Any]) -> Signature[Any]:

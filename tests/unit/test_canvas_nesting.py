@@ -221,6 +221,14 @@ def test_group_link_error_runs_for_each_failed_member(app: App) -> None:
             res.get(timeout=10)
         stub.join()
         assert sorted(r[1] for r in reports()) == sorted([res[0].id, res[2].id])
+        CALLS.clear()
+        header = group(fail.s(3), add.s(1, 1))
+        header.link_error(report.s())  # kept when the group is a chord's header
+        joined = chord(header, t(app, "tsum").s())()
+        with pytest.raises(TaskFailed):
+            joined.get(timeout=10)
+        stub.join()
+        assert len(reports()) == 1
 
 
 def test_celerys_call_forms(app: App) -> None:

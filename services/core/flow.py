@@ -129,7 +129,9 @@ def chain_of(nodes: Sequence[Node], path: str = "") -> Chain:
 def group_of(nodes: Sequence[Node], group_id: str | None = None, path: str = "") -> Group:
     """A group, nested groups unrolled as Celery does (``group(group(a, b), c)`` is
     ``group(a, b, c)``)."""
-    return Group(_unrolled(nodes), group_id, path)
+    made = Group(_unrolled(nodes), group_id, path)
+    _check_own(made)
+    return made
 
 
 def chord_of(
@@ -229,11 +231,29 @@ def _check_own(node: Node) -> None:
         give(Many(tuple(returns(m) for m in node.header)), node.body)
         for errback in node.errbacks:
             check_errback(node, errback)
+    if isinstance(node, Group | Chord):
+        for member in node.nodes if isinstance(node, Group) else node.header:
+            if _ends_in_empty_group(member):
+                raise CanvasError(
+                    "a group member that ends in an empty group (its list would be [] "
+                    "with nothing to run): leave the empty group out",
+                    path=member.path,
+                )
     elif isinstance(node, Leaf):
         for callback in node.link:
             give(returns(node), callback)
         for errback in node.link_error:
             check_errback(node, errback)
+
+
+def _ends_in_empty_group(node: Node) -> bool:
+    if isinstance(node, Group):
+        return not node.nodes
+    if isinstance(node, Chain):
+        return _ends_in_empty_group(node.nodes[-1])
+    if isinstance(node, Chord):
+        return _ends_in_empty_group(node.body)
+    return False
 
 
 def give(value: One | Many, node: Node) -> None:

@@ -307,6 +307,8 @@ def test_every_refusal_is_a_canvas_error_before_anything_is_sent(app: App) -> No
             lambda: group(add.s(1, 1)) | "x",  # type: ignore[operator]
             lambda: chord([add.s(1, 1)], tsum.s()).apply_async(bogus=1),
             lambda: add.apply_async((1, 1), link=5),  # type: ignore[arg-type]
+            lambda: group(chain(add.s(1, 1), group([])), add.s(1, 1)),
+            lambda: chord([chord([add.s(1, 1)], group([]))], tsum.s()),
         ]
         for build in refused:
             with pytest.raises(CanvasError):

@@ -14,10 +14,12 @@ What changes in a port, always the same way:
   other comes (Celery's helpers block a moment for the same reason).
 - A signature's id (``sig.freeze().id``) is chosen with ``.set(task_id=...)``.
 
-Not ported (listed in the README's Workflows section with the count): cases built on
+Not ported (81 of the 171; the README's Workflows section says which and why): cases built on
 ``Task.replace``, stamping, Redis internals, eager mode inside a task, priorities, soft time
 limits set on a signature, ``GroupResult.save/restore``, header generators consumed lazily,
-``chain.freeze()`` and the new-style errback (``(request, exc, traceback)``).
+``chain.freeze()``, signatures returned as results, ``task_allow_error_cb_on_chord_header``,
+and those asserting the deliberate differences (the new-style errback's ``(request, exc,
+traceback)``, the original exception class from ``get()``).
 """
 
 from __future__ import annotations
@@ -786,3 +788,53 @@ def test_chord__test_mutable_errback_called_by_chord_from_group_fail_multiple_on
     assert isinstance(res, GroupResult)
     raises_expected(res)
     await_lines(log, fail_sig_ids)
+
+
+def test_chord__test_nested_chord_header_link_error(c: C) -> None:
+    # Celery's identity.si("t1") etc.: strings there, ints here
+    errback_log, body_log = c.log(), c.log()
+    chord_inner = chord([c.identity.si(1), c.fail.si()], c.identity.si(2))
+    chord_outer = chord(
+        group([c.identity.si(3), chord_inner]), c.echo.si("chord body called", body_log)
+    )
+    chord_outer.link_error(c.echo.si("errback called", errback_log))
+    res = chord_outer.delay()
+    raises_expected(res)  # the chord's outcome is final: the body will not run
+    assert lines(body_log) == []
+    await_lines(errback_log, ["errback called"])
+
+
+_BODIES = {
+    "body is a single_task": lambda c: c.add.si(9, 7),
+    "body is a chain": lambda c: chain(c.add.si(9, 7), c.add.si(5, 7)),
+    "body is a group": lambda c: group([c.add.si(9, 7), c.add.si(5, 7)]),
+    "body is a chord": lambda c: chord(group([c.add.si(1, 1), c.add.si(2, 2)]), c.add.si(10, 10)),
+}
+
+
+@pytest.mark.parametrize("input_body", list(_BODIES))
+def test_chord__test_chord_error_propagation_with_different_body_types(
+    c: C, input_body: str
+) -> None:
+    failing_chord = chain(group([c.add.si(15, 7), c.fail.si()]), _BODIES[input_body](c))
+    raises_expected(failing_chord.apply_async())
+
+
+def test_chord__test_chord_error_in_nested_chain_does_not_crash(c: C) -> None:
+    sig = chain(chain(group(c.add.si(1, 1), c.fail.si()), c.identity_list.s()), c.identity_list.s())
+    error = raises_expected(sig.apply_async())
+    assert "task_id must not be empty" not in error.message
+
+
+def test_chord__test_chord_unlock_with_failed_task_in_nested_chain_member(c: C) -> None:
+    identity = c.identity
+    sig = chain(
+        group(
+            identity.si(1),
+            chain(c.fail.si(), group(identity.si(2), identity.si(3)), identity.si(4)),
+        ),
+        c.identity_list.s(),
+    )
+    with pytest.raises(TaskFailed) as failed:
+        sig.apply_async().get(timeout=TIMEOUT / 10)
+    assert "ExpectedException" in failed.value.message

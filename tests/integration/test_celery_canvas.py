@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -804,7 +804,7 @@ def test_chord__test_nested_chord_header_link_error(c: C) -> None:
     await_lines(errback_log, ["errback called"])
 
 
-_BODIES = {
+_BODIES: dict[str, Callable[[C], Any]] = {
     "body is a single_task": lambda c: c.add.si(9, 7),
     "body is a chain": lambda c: chain(c.add.si(9, 7), c.add.si(5, 7)),
     "body is a group": lambda c: group([c.add.si(9, 7), c.add.si(5, 7)]),

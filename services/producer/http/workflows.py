@@ -30,7 +30,7 @@ from taskstream.canvas import callback_id, member_id
 from taskstream.codec import AvroSchema
 from taskstream.envelope import Flow, FlowKind, TaskEvent
 from taskstream.errors import CanvasError, InvalidArguments, UnknownTask
-from taskstream.flow_events import begin, leaves, result_id
+from taskstream.flow_events import begin, first_id, leaves, result_id
 from taskstream.publishing import DeliveryHandle
 from taskstream.status import Status
 
@@ -227,9 +227,12 @@ async def get_group(request: Request) -> Response:
         "join": info.state, "members": members,
     }  # fmt: skip
     if info.manifest is not None:
-        cb = service.store.get(callback_id(group_id))
+        # What the join starts: a chord's body (its result id), or, nested, what follows.
+        join = service.catalog.envelopes.decode_result(info.manifest).join
+        then_id = callback_id(group_id) if join is None else first_id(join.then, group_id)
+        cb = service.store.get(then_id)
         answer["chord"] = {
-            "task_id": callback_id(group_id),
+            "task_id": then_id,
             "status": cb.status.value if cb is not None else Status.PENDING.value,
         }
     return json_response(answer)

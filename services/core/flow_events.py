@@ -72,10 +72,13 @@ class Given:
 
 
 def begin(node: Flow) -> list[TaskEvent]:
-    """The events a workflow is sent as. Their root id: a group's or chord's id, else the
-    first task's own (as Celery's ``root_id``)."""
-    grouped = node.kind in (FlowKind.GROUP, FlowKind.CHORD)
-    events = start(node, Given(root_id=node.group_id if grouped else None), [], None)
+    """The events a workflow is sent as. Their root id: the id of the group or chord it
+    starts with, else the first task's own (as Celery's ``root_id``)."""
+    first = node
+    while first.kind is FlowKind.CHAIN:
+        first = first.nodes[0]
+    grouped = first.kind in (FlowKind.GROUP, FlowKind.CHORD)
+    events = start(node, Given(root_id=first.group_id if grouped else None), [], None)
     for event in events:
         event.root_id = event.root_id or event.id
     return events

@@ -109,9 +109,14 @@ def test_chains_in_groups_and_groups_in_groups(app: App) -> None:
 
 def test_chords_in_chains_pass_their_result_on(app: App) -> None:
     add, tsum = t(app, "add"), t(app, "tsum")
-    with taskstream.testing.run(app):
+    with taskstream.testing.run(app) as stub:
         res = chain(chord([add.s(1, 1), add.s(2, 2)], tsum.s()), add.s(1)).apply_async()
         assert res.get(timeout=10) == 7
+        stub.join()
+        header = res.parent.parent  # type: ignore[union-attr]
+        assert isinstance(header, GroupResult)
+        place = app.store.link(res.id)  # one root for the whole workflow: the first group
+        assert place is not None and place.root_id == header.id
         two = chain(
             chord([add.s(1, 1), add.s(2, 2)], tsum.s()),
             chord([add.s(1), add.s(2)], tsum.s()),

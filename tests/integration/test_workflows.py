@@ -232,7 +232,8 @@ def test_progress_is_seen_through_python_and_http(app: App, tmp_path: Path) -> N
         assert r.get(timeout=30) == 2 and r.state == "SUCCESS" and r.info == 2
 
 
-def test_workflows_over_http(app: App) -> None:
+def test_workflows_over_http(app: App, tmp_path: Path) -> None:
+    errbacks = tmp_path / "errbacks.log"
     add = {"task": "itest.add", "args": {"a": 2, "b": 3}}
     with (
         worker_and_materializer(app, concurrency=4),
@@ -286,6 +287,20 @@ def test_workflows_over_http(app: App) -> None:
         # 5 -> [6, 7] -> 13 -> [23, 26] -> 49
         got = http.get(f"/v1/tasks/{sent.json()['task_id']}", params={"wait": 30}).json()
         assert got["result"] == 49
+        # errbacks: a chain's (on each task), a step's own callbacks
+        log = str(errbacks)
+        report = {"task": "itest.report", "args": {"log_path": log}}
+        failing = {"chain": [
+            {**add, "link": [{"task": "itest.mul", "args": {"b": 2}}]},
+            {"task": "itest.fail", "args": {"message": "no"}, "immutable": True},
+            after,
+        ], "link_error": [report]}  # fmt: skip
+        sent = http.post("/v1/workflows", json=failing)
+        assert sent.status_code == 202, sent.text
+        fail_id = sent.json()["task_ids"][1]
+        got = http.get(f"/v1/tasks/{sent.json()['task_id']}", params={"wait": 30}).json()
+        assert got["status"] == "FAILURE" and "not run" in got["error"]["message"]
+        wait_until(lambda: lines(errbacks) == [fail_id], 30, "the chain's errback")
 
 
 def test_workflow_errors_over_http_name_the_step_and_field(app: App) -> None:

@@ -7,9 +7,14 @@ it works with ``taskstream serve --schemas`` too. The JSON becomes the tree the 
 canvas builds (taskstream.flow) and is sent as the same events. Errors name the path to the
 bad field (``chain[2].chord.header[3].args.b``, ``chord.body``)::
 
-    NODE = STEP | {"chain": [NODE, ...]} | {"group": [NODE, ...]}
+    NODE = STEP | {"chain": [NODE, ...], "link_error": [STEP, ...]}
+         | {"group": [NODE, ...], "link_error": [STEP, ...]}
          | {"chord": {"header": [NODE, ...], "body": NODE, "link_error": [STEP, ...]}}
-    STEP = {"task": NAME, "args": {...}, "immutable": false, "key": null, "queue": null}
+    STEP = {"task": NAME, "args": {...}, "immutable": false, "key": null, "queue": null,
+            "link": [STEP, ...], "link_error": [STEP, ...]}
+
+``link_error`` on a chain or group goes to each of its tasks (as Celery's), a chord's runs
+once; ``link`` steps get the task's result, ``link_error`` steps its id when it fails.
 
 The body is a chain, group or chord. A step after another (in a chain, a chord's body, a
 group that follows a step) leaves out its first argument, which is the previous result (a
@@ -41,7 +46,7 @@ from .ingest import _settle
 from .service import HttpService
 
 N = TypeVar("N")
-_STEP_FIELDS = frozenset(("task", "args", "immutable", "key", "queue"))
+_STEP_FIELDS = frozenset(("task", "args", "immutable", "key", "queue", "link", "link_error"))
 _SHAPES = 'one of {"chain": [...]}, {"group": [...]}, {"chord": {...}}'
 
 
@@ -98,21 +103,36 @@ class _Steps:
             encode,
             raw.get("queue") or spec.queue,
             raw.get("key"),
+            link=self.leaves(raw.get("link", []), f"{path}.link"),
+            link_error=self.leaves(raw.get("link_error", []), f"{path}.link_error"),
             path=path,
         )
 
+    def leaves(self, raw: Any, path: str) -> list[flow.Leaf]:
+        """A list of STEPs: callbacks or errbacks."""
+        if not isinstance(raw, list):
+            raise ApiError(422, "invalid_workflow", "a list of steps", path=path)
+        return [self.leaf(item, f"{path}[{i}]") for i, item in enumerate(raw)]
+
     def node(self, raw: Any, path: str) -> flow.Node:
         """A NODE of the module docstring; ``path`` names it in errors."""
-        if isinstance(raw, dict) and len(raw) == 1:
-            ((shape, inner),) = raw.items()
+        shapes = [k for k in ("chain", "group", "chord") if isinstance(raw, dict) and k in raw]
+        if len(shapes) == 1 and set(raw) <= {shapes[0], "link_error"}:
+            shape, inner = shapes[0], raw[shapes[0]]
             at = f"{path}.{shape}" if path else shape
+            node: flow.Node
             if shape == "chain":
                 nodes = self.nodes(inner, at, allow_empty=False)
-                return self._checked(lambda: flow.chain_of(nodes, at))
-            if shape == "group":
-                return flow.group_of(self.nodes(inner, at), path=at)
-            if shape == "chord":
-                return self.chord(inner, at)
+                node = self._checked(lambda: flow.chain_of(nodes, at))
+            elif shape == "group":
+                node = self._checked(lambda: flow.group_of(self.nodes(inner, at), path=at))
+            else:
+                node = self.chord(inner, at)
+            # A chain's or group's errbacks: on each of its tasks (a chord's run once).
+            where = f"{path}.link_error" if path else "link_error"
+            for errback in self.leaves(raw.get("link_error", []), where):
+                flow.add_errback(node, errback)
+            return node
         if isinstance(raw, dict) and "task" in raw:
             return self.leaf(raw, path)
         raise ApiError(422, "invalid_workflow", f"a step or {_SHAPES}", path=path)
@@ -147,11 +167,13 @@ class _Steps:
 
 
 def _build(steps: _Steps, body: Any) -> tuple[list[TaskEvent], dict[str, Any]]:
-    if not isinstance(body, dict) or len(body) != 1:
+    if not isinstance(body, dict) or not body:
         raise ApiError(422, "invalid_workflow", _SHAPES)
-    shape = next(iter(body))
-    if shape not in ("chain", "group", "chord"):
-        raise ApiError(422, "invalid_workflow", f"unknown workflow {shape!r}")
+    shapes = [k for k in body if k in ("chain", "group", "chord")]
+    if len(shapes) != 1 or set(body) - {shapes[0], "link_error"}:
+        unknown = sorted(set(body) - {"chain", "group", "chord", "link_error"})
+        raise ApiError(422, "invalid_workflow", f"unknown workflow {unknown}: {_SHAPES}")
+    shape = shapes[0]
     node = steps.node(body, "")
     _Steps._checked(lambda: flow.check(node))
     frozen = flow.freeze(node)

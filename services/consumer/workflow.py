@@ -81,7 +81,9 @@ def follow(run: Run, outcome: Outcome) -> Outcome:
             given = Given(Prepend.VALUE, parent, event.id, event.root_id or event.id)
             outcome.follow.extend(start(then[0], given, then[1:], event.join))
         outcome.follow.extend(_event(s, event, Prepend.VALUE, parent) for s in event.link)
-        if event.ignore_result:
+        # ignore_result stores no SUCCESS, unless a join counts it (else it would wait forever).
+        counted = event.group_id is not None and not event.then
+        if event.ignore_result and not (counted and (event.join or event.chord)):
             outcome.publish_result = False
     elif result.status is Status.FAILURE:
         outcome.follow.extend(_event(s, event, Prepend.PARENT_ID, []) for s in event.link_error)

@@ -61,6 +61,10 @@ def app() -> Iterator[App]:
     def shout(text: str) -> str:
         return text.upper()
 
+    @app.task(name="nest.quiet", ignore_result=True)
+    def quiet(a: int) -> int:
+        return a
+
     @app.task(name="nest.flaky", bind=True, max_retries=2)
     def flaky(self: Task[Any, Any], a: int) -> int:
         if self.request.retries < 1:
@@ -379,3 +383,13 @@ def test_a_retried_task_inside_a_nested_workflow_keeps_its_place(app: App) -> No
         assert res.get(timeout=10) == 6  # flaky(2) after a retry, add(2, 1): 5, then + 1
         inner = group(chain(add.s(1, 1), flaky.s()), flaky.s(7))()
         assert inner.get(timeout=10) == [2, 7]
+
+
+def test_a_chord_member_with_ignore_result_still_counts_for_the_join(app: App) -> None:
+    add, tsum, quiet = t(app, "add"), t(app, "tsum"), t(app, "quiet")
+    with taskstream.testing.run(app) as stub:
+        res = chain(add.s(1, 1), group(quiet.s(), chain(add.s(1), quiet.s())), tsum.s())()
+        assert res.get(timeout=10) == 5  # 2 and 3: stored for the join though ignored
+        alone = quiet.delay(7)
+        stub.join()
+        assert app.store.get(alone.id) is None  # outside a join: nothing stored

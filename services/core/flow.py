@@ -14,8 +14,8 @@ parameter of every task that receives it, before anything is sent; a refusal is 
 CanvasError naming both tasks, the parameter and, for HTTP, the receiving task's ``path``.
 
 :func:`freeze` turns the tree into taskstream.envelope's Flow, with every task id chosen
-(a group member's from the group id, a chord body's from the chord's: taskstream.canvas's
-member_id and callback_id), which the events carry.
+(a group member's from the group id, a chord body's from the chord's: :func:`member_id`
+and :func:`callback_id`, which taskstream.canvas re-exports), which the events carry.
 """
 
 from __future__ import annotations

@@ -359,7 +359,7 @@ class chain(_Canvas):
         return self.apply_async(args, kwargs)
 
     def apply_async(
-        self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
+        self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
     ) -> AsyncResult[Any] | GroupResult:
         """Send it; returns the last node's result (``.parent`` walks back to the first).
         Options: ``link_error`` (run if any step fails), ``countdown``/``eta``, ``key``,
@@ -451,7 +451,7 @@ class group(_Canvas):
 
     def apply_async(
         self,
-        args: tuple[Any, ...] = (),
+        args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None,
         *,
         group_id: str | None = None,
@@ -544,7 +544,7 @@ class chord(_Canvas):
 
     def apply_async(
         self,
-        args: tuple[Any, ...] = (),
+        args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None,
         *,
         group_id: str | None = None,

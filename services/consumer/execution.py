@@ -127,6 +127,7 @@ class Run:
             outcome.parent_id, outcome.root_id = event.parent_id, event.root_id
             outcome.group_id, outcome.group_index = event.group_id, event.group_index
             outcome.group_size, outcome.chord = event.group_size, event.chord
+            outcome.join = None if event.then else event.join  # the end of a branch only
         return outcome
 
     def succeeded(self, value: Any) -> Outcome:

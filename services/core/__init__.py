@@ -33,7 +33,7 @@ from taskstream.errors import (
     UnknownTask,
     UnsupportedAnnotation,
 )
-from taskstream.group_result import GroupResult
+from taskstream.group_result import GroupResult, ResultSet
 from taskstream.result import AsyncResult
 from taskstream.schedules import crontab
 from taskstream.status import Status
@@ -56,6 +56,7 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "chord",
     "group",
     "GroupResult",
+    "ResultSet",
     "EagerResult",
     # periodic tasks
     "crontab",

@@ -28,7 +28,7 @@ from taskstream.text import id_problem
 
 if TYPE_CHECKING:
     from taskstream.app import App
-    from taskstream.canvas import Signature
+    from taskstream.canvas import Signature, SignatureCall
     from taskstream.eager import EagerResult
     from taskstream.result import AsyncResult
 
@@ -353,10 +353,11 @@ class Task(Generic[P, R]):
         self.queue = queue
         self.options = options or TaskOptions()
         self.is_async = inspect.iscoroutinefunction(func)
-        self.signature: TaskSignature = derive_signature(func, name, bound=self.options.bind)
+        # The argument record and result schema (``task.signature`` is Celery's method).
+        self.task_signature: TaskSignature = derive_signature(func, name, bound=self.options.bind)
         codec = app.codec
-        self.args_schema: AvroSchema = codec.register(self.signature.args_schema)
-        self.result_schema: AvroSchema = codec.register(self.signature.result_schema)
+        self.args_schema: AvroSchema = codec.register(self.task_signature.args_schema)
+        self.result_schema: AvroSchema = codec.register(self.task_signature.result_schema)
         parameters = list(inspect.signature(func).parameters.values())[int(self.options.bind) :]
         self._positional_only = tuple(
             p.name for p in parameters if p.kind is inspect.Parameter.POSITIONAL_ONLY
@@ -401,7 +402,7 @@ class Task(Generic[P, R]):
         """Decoded arguments (by name) as Celery's ``request.args``/``request.kwargs``:
         every parameter that can be passed by position in ``args``, in order; keyword-only
         ones in ``kwargs``."""
-        names = self.signature.parameters
+        names = self.task_signature.parameters
         args = tuple(kwargs[n] for n in names if n not in self._keyword_only and n in kwargs)
         return args, {n: kwargs[n] for n in names if n in self._keyword_only and n in kwargs}
 
@@ -472,6 +473,15 @@ class Task(Generic[P, R]):
         from taskstream.canvas import Signature
 
         return Signature(self, args, kwargs, immutable=True)
+
+    @property
+    def signature(self) -> SignatureCall:
+        """Celery's ``task.signature(args, kwargs, **options)``. (Its schemas, which this
+        name used to hold, are ``task_signature``; reading them here still works, with a
+        DeprecationWarning.)"""
+        from taskstream.canvas import SignatureCall
+
+        return SignatureCall(self)
 
     def apply(
         self,
@@ -559,16 +569,18 @@ class Task(Generic[P, R]):
         )
 
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        return self.app.codec.encode(self.args_schema, self.signature.args_to_avro(args, kwargs))
+        return self.app.codec.encode(
+            self.args_schema, self.task_signature.args_to_avro(args, kwargs)
+        )
 
     def decode_args(self, data: bytes) -> dict[str, Any]:
-        return self.signature.args_from_avro(self.app.codec.decode_as(self.args_schema, data))
+        return self.task_signature.args_from_avro(self.app.codec.decode_as(self.args_schema, data))
 
     @functools.cached_property
     def tail_signature(self) -> TaskSignature:
         """The arguments without the first parameter (a workflow step's, before the parent's
         result is prepended)."""
-        return tail_signature(self.signature)
+        return tail_signature(self.task_signature)
 
     @functools.cached_property
     def tail_args_schema(self) -> AvroSchema:
@@ -583,7 +595,9 @@ class Task(Generic[P, R]):
         return self.tail_signature.args_from_avro(datum)
 
     def encode_result(self, value: Any) -> bytes:
-        return self.app.codec.encode(self.result_schema, self.signature.result_to_avro(value))
+        return self.app.codec.encode(self.result_schema, self.task_signature.result_to_avro(value))
 
     def decode_result(self, data: bytes) -> Any:
-        return self.signature.result_from_avro(self.app.codec.decode_as(self.result_schema, data))
+        return self.task_signature.result_from_avro(
+            self.app.codec.decode_as(self.result_schema, data)
+        )

@@ -495,7 +495,8 @@ class Task(Generic[P, R]):
     ) -> None:
         """Publish a custom state of the running task (Celery's ``update_state``): it shows
         as ``r.state`` and its ``meta`` (anything JSON can hold) as ``r.info`` until the final
-        outcome replaces it. Only inside a task run by a worker (NoCurrentTask otherwise)."""
+        outcome replaces it. Only inside a running task (NoCurrentTask otherwise); in a task
+        run by ``apply()`` it is accepted and goes nowhere, as in Celery's eager mode."""
         sink = _progress_sink.get()
         request = current_request()
         if sink is None or (task_id is not None and task_id != request.id):

@@ -22,7 +22,7 @@ from taskstream import (
     TaskFailed,
     UnknownTask,
 )
-from taskstream.errors import InvalidOption
+from taskstream.errors import InvalidOption, NoCurrentTask
 from taskstream.schema_files import export
 from taskstream.topics import dead_letter_topic, task_topic
 
@@ -151,6 +151,22 @@ def test_apply_s_request_is_eager_and_its_own_root(app: App) -> None:
     assert got["args"] == "(1, 'c')" and got["kwargs"] == "{'z': False}"
     assert got["hostname"] == socket.gethostname()
     assert got["delivery_info"] is None
+
+
+def test_apply_of_a_bound_task_that_calls_update_state_runs_as_in_celery(app: App) -> None:
+    """The README's import_rows in Celery's form: eager, its custom states go nowhere."""
+
+    @app.task(name="celeryapi.import_rows", bind=True, max_retries=5)
+    def import_rows(task_self: Task[..., Any], path: str) -> int:
+        for i in range(3):
+            task_self.update_state(state="PROGRESS", meta={"done": i, "path": path})
+        task_self.update_state(task_self.request.id, "PROGRESS", {"done": 3})
+        return 3
+
+    r = import_rows.apply(("a.csv",))
+    assert (r.state, r.get()) == ("SUCCESS", 3)
+    with pytest.raises(NoCurrentTask):  # outside any task, as before
+        import_rows.update_state(state="PROGRESS")
 
 
 def test_apply_inside_a_task_makes_it_the_parent_and_keeps_the_root(app: App) -> None:

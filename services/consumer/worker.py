@@ -34,6 +34,7 @@ from taskstream.consumer.heartbeat import Heartbeat, Lag
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
+from taskstream.consumer.partition_check import short_queues
 from taskstream.consumer.reports import ReportServer
 from taskstream.consumer.revocation import ControlReader, Revocations
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
@@ -206,6 +207,7 @@ class Worker(RuntimeOwner):
             self.hooks = TracingHooks(self.hooks)
         self.queues = queues or app.queues
         self.topics = [task_topic(s.topic_prefix, q) for q in self.queues]
+        self.warnings: list[str] = []  # set-up problems found at the start (heartbeats)
         self.group_id = group_id or worker_group(s.topic_prefix)
         self.concurrency = concurrency or s.concurrency
         self.max_in_flight = max(max_tasks_in_flight or s.max_tasks_in_flight, self.concurrency)
@@ -230,7 +232,8 @@ class Worker(RuntimeOwner):
 
     def run(self) -> None:
         s, app = self.settings, self.app
-        app.ensure_topics(self.queues)
+        app.ensure_topics(sorted({*app.queues, *self.queues}))  # chains send to the others
+        self.warnings = short_queues(app, self.queues)
         producer_settings = producer_config(s)
         self.message_max_bytes = message_max_bytes(producer_settings)  # what a result may take
         producer = self._producer = EventProducer(producer_settings, broker=app.broker)
@@ -320,7 +323,7 @@ class Worker(RuntimeOwner):
         heartbeat = Heartbeat(
             producer,
             heartbeats_topic(s.topic_prefix),
-            Heartbeat.identity(self.worker_id, self.queues, self.concurrency),
+            Heartbeat.identity(self.worker_id, self.queues, self.concurrency, self.warnings),
             # Copies made in one step under the GIL, on the heartbeat's thread.
             partitions=lambda: list(tracker.partitions),
             runs=lambda: [job.run_ for job in list(running)],

@@ -100,6 +100,9 @@ class _RefusingBroker:
     def producer(self, _config: dict[str, Any]) -> Any:
         return _RefusingProducer(self.code)
 
+    def ensure_topics(self, _settings: Any, _specs: Any, _timeout: float = 30.0) -> list[str]:
+        return []  # the topics exist
+
 
 @pytest.mark.parametrize(
     ("code", "raised"),

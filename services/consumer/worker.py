@@ -14,6 +14,7 @@ letter instead of a crash loop. Each worker process also runs a delay scheduler 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -224,7 +225,17 @@ class Worker(RuntimeOwner):
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s: draining", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            if self._stop_requested:
+                # A second signal: at once. Unfinished tasks are not committed, so the next
+                # owner of their partitions runs them (at least once, as after a crash).
+                log.warning("received %s again: stopping at once, %d tasks unfinished (run "
+                            "again by the next worker)", name, self._in_flight)  # fmt: skip
+                logging.shutdown()
+                os._exit(1)
+            log.warning("received %s: stopping; waiting up to %.0f s for %d tasks in flight "
+                        "(send %s again to stop at once)", name, self.settings.shutdown_grace_s,
+                        self._in_flight, name)  # fmt: skip
             self.stop()
 
         signal.signal(signal.SIGTERM, handle)

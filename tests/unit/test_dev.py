@@ -12,7 +12,7 @@ import pytest
 
 from taskstream import App
 from taskstream.cli.banner import Banner, example_task
-from taskstream.cli.dev import _metrics_ports, _supervise
+from taskstream.cli.dev import _metrics_ports
 from taskstream.config import read_dev_bootstrap, write_dev_state
 from taskstream.errors import ConfigError
 
@@ -79,13 +79,6 @@ def test_dev_refuses_a_metrics_port_that_is_taken() -> None:
         app = App("ports", bootstrap_servers="127.0.0.1:1", store="memory://", metrics_port=port)
         with pytest.raises(ConfigError, match=f"port {port} .the worker's. is taken"):
             _metrics_ports(app)
-
-
-def test_dev_names_the_child_that_exited(capsys: pytest.CaptureFixture[str]) -> None:
-    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
-    child.wait(30)
-    assert _supervise({"materializer": child}) == 1
-    assert "taskstream dev: the materializer exited with 3" in capsys.readouterr().err
 
 
 def test_the_state_of_a_dev_whose_process_is_gone_is_ignored(tmp_path: Path) -> None:

@@ -29,7 +29,15 @@ from taskstream.consumer import workflow
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.delays import DelayScheduler
 from taskstream.consumer.deliveries import Deliveries, DeliveryJournal, UncountedDeliveries
-from taskstream.consumer.execution import TERMINATED, Outcome, Run, revoked, run_async, run_sync
+from taskstream.consumer.execution import (
+    TERMINATED,
+    Outcome,
+    Run,
+    revoked,
+    run_async,
+    run_sync,
+    unknown_task,
+)
 from taskstream.consumer.executor import Executor
 from taskstream.consumer.heartbeat import Heartbeat, Lag
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
@@ -458,8 +466,10 @@ class Worker(RuntimeOwner):
             return outcomes.dead_letter(offsets, message, Reason.UNDECODABLE, str(exc))
         task = app.tasks.get(event.task)
         if task is None:
-            reason = f"task {event.task!r} is not defined by app {app.name!r}"
-            return outcomes.dead_letter(offsets, message, Reason.UNKNOWN_TASK, reason, event.task)
+            undefined = f"task {event.task!r} is not defined by app {app.name!r}"
+            self.hooks.dead_lettered(Reason.UNKNOWN_TASK.value)
+            unknown = unknown_task(event, topic, partition, offset, self.worker_id, undefined)  # type: ignore[arg-type]
+            return outcomes.publish(offsets, message, unknown)
         why = self.revocations.why_not_run(event)
         if why is not None:  # revoked or expired: never runs
             self.hooks.revoked(event.task, why)

@@ -455,3 +455,23 @@ def test_an_async_task_sees_max_retries_exceeded_and_its_event_is_dead_lettered(
     assert failed.value.exc_type == "MaxRetriesExceededError"
     assert record is not None and record.attempt == 2
     assert dict(letter.headers() or [])["taskstream.reason"] == b"retries-exhausted"
+
+
+def test_a_task_the_worker_does_not_define_fails_unknown_task_for_its_id(app: App) -> None:
+    """A newer caller, an older worker: the caller's get() learns why instead of waiting."""
+
+    @app.task(name="celeryapi.newer")
+    def newer(x: int) -> int:
+        return x
+
+    with taskstream.testing.run(app) as stub:
+        del app.tasks["celeryapi.newer"]  # this worker's deploy predates it
+        r = newer.delay(1)
+        with pytest.raises(TaskFailed) as failed:
+            r.get(timeout=10)
+        assert (failed.value.task_id, failed.value.exc_type) == (r.id, "UnknownTask")
+        assert "'celeryapi.newer' is not defined by app 'celeryapi'" in str(failed.value)
+        assert r.state == "FAILURE"
+        stub.join()
+        (letter,) = stub.broker.records(dead_letter_topic("celeryapi"))
+        assert dict(letter.headers() or [])["taskstream.reason"] == b"unknown-task"

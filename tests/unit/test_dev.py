@@ -104,3 +104,16 @@ def test_serve_refuses_an_open_api_beyond_loopback_unless_allowed_and_warns_of_s
         _check_exposure(host, "", allow_open=False)
     _check_exposure("0.0.0.0", "s3cret", allow_open=False)
     assert "shorter than 16 characters" in capsys.readouterr().err
+
+
+def test_every_option_of_the_long_running_commands_has_help_and_log_level_goes_anywhere() -> None:
+    from taskstream.cli.parser import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["worker", "x:app", "--log-level", "DEBUG"]).log_level == "DEBUG"
+    assert parser.parse_args(["--log-level", "WARNING", "beat", "x:app"]).log_level == "WARNING"
+    assert parser.parse_args(["dev", "x:app"]).log_level == "INFO"
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name in ("worker", "materialize", "beat", "dev", "serve"):
+        for action in commands[name]._actions:
+            assert not action.option_strings or action.help, (name, action.option_strings)

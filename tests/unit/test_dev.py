@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import subprocess
@@ -113,7 +114,9 @@ def test_every_option_of_the_long_running_commands_has_help_and_log_level_goes_a
     assert parser.parse_args(["worker", "x:app", "--log-level", "DEBUG"]).log_level == "DEBUG"
     assert parser.parse_args(["--log-level", "WARNING", "beat", "x:app"]).log_level == "WARNING"
     assert parser.parse_args(["dev", "x:app"]).log_level == "INFO"
-    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    group = parser._subparsers
+    assert group is not None
+    commands: dict[str, argparse.ArgumentParser] = group._group_actions[0].choices  # type: ignore[assignment]
     for name in ("worker", "materialize", "beat", "dev", "serve"):
         for action in commands[name]._actions:
             assert not action.option_strings or action.help, (name, action.option_strings)

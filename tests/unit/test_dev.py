@@ -120,3 +120,23 @@ def test_every_option_of_the_long_running_commands_has_help_and_log_level_goes_a
     for name in ("worker", "materialize", "beat", "dev", "serve"):
         for action in commands[name]._actions:
             assert not action.option_strings or action.help, (name, action.option_strings)
+
+
+def test_dlq_since_takes_an_iso_time_or_an_age_and_says_what_it_wants_otherwise() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from taskstream.cli.dlq import parse_since, table
+
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    assert parse_since("2h", now) == now - timedelta(hours=2)
+    assert parse_since("1d", now) == now - timedelta(days=1)
+    assert parse_since("2026-12-05T10:00:00+00:00", now) == datetime(2026, 12, 5, 10, tzinfo=UTC)
+    for bad in ("yesterday", "2026-12-05T10:00:00"):
+        with pytest.raises(ConfigError, match="an ISO time with its timezone"):
+            parse_since(bad, now)
+    row = {"dlq_offset": "0:7", "reason": "undecodable", "task": None, "from": "t[0]@1",
+           "time": "2026-12-06T11:00:00+00:00", "error": "not Avro"}  # fmt: skip
+    header, line = table([row])
+    assert header.split() == ["DLQ", "REASON", "TASK", "FROM", "TIME", "ERROR"]
+    assert line.split() == ["0:7", "undecodable", "-", "t[0]@1", "2026-12-06T11:00:00+00:00",
+                            "not", "Avro"]  # fmt: skip

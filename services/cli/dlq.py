@@ -79,7 +79,10 @@ _HEADER = {"dlq_offset": "DLQ", "reason": "REASON", "task": "TASK", "from": "FRO
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
     """The text listing: a header, then one aligned line per letter (``-`` for a letter
-    whose task is unknown, such as undecodable bytes); the error last, as it is."""
+    whose task is unknown, such as undecodable bytes); the error last, as it is. Nothing
+    for no rows (the count goes to stderr)."""
+    if not rows:
+        return []
     cells = [list(_HEADER.values())]
     cells += [["-" if v is None else str(v) for v in row.values()] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(_HEADER) - 1)]

@@ -221,7 +221,16 @@ class TaskOptions:
 
     @classmethod
     def of(cls, options: dict[str, Any]) -> TaskOptions:
-        """TaskOptions from ``@app.task``'s keyword arguments; InvalidOption for unknown ones."""
+        """TaskOptions from ``@app.task``'s keyword arguments; InvalidOption for unknown ones.
+
+        Celery's ``acks_late=True`` is accepted and changes nothing: a worker commits a task's
+        offset only once its outcome is acknowledged, which is acks-late already (a task whose
+        worker dies runs again). ``acks_late=False`` (ack on receipt) is not offered."""
+        options = dict(options)
+        if options.pop("acks_late", True) is not True:
+            raise InvalidOption(
+                "acks_late", False, "a task is always acknowledged after its outcome (acks late)"
+            )
         known = {f.name for f in fields(cls)}
         for option, value in options.items():
             if option not in known:

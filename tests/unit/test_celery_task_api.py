@@ -475,3 +475,18 @@ def test_a_task_the_worker_does_not_define_fails_unknown_task_for_its_id(app: Ap
         stub.join()
         (letter,) = stub.broker.records(dead_letter_topic("celeryapi"))
         assert dict(letter.headers() or [])["taskstream.reason"] == b"unknown-task"
+
+
+def test_acks_late_true_is_accepted_as_what_taskstream_does_and_false_is_refused(
+    app: App,
+) -> None:
+    @app.task(name="celeryapi.late", acks_late=True)
+    def late(x: int) -> int:
+        return x
+
+    assert late.apply((2,)).get() == 2
+    with pytest.raises(InvalidOption, match="acks late"):
+
+        @app.task(name="celeryapi.early", acks_late=False)
+        def early(x: int) -> int:
+            return x

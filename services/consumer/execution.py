@@ -251,6 +251,21 @@ def revoked(
     return Outcome(result)
 
 
+def unknown_task(
+    event: TaskEvent, topic: str, partition: int, offset: int, worker: str, why: str
+) -> Outcome:
+    """The FAILURE (``UnknownTask``) of a task event this worker does not define: published
+    for its id, so that a caller waiting for it learns why, and its event dead-lettered
+    (``unknown-task``), so that a worker that defines it can run it after a replay."""
+    now = now_micros()
+    result = ResultEvent(
+        event.id, event.task, Status.FAILURE, event.attempt, event.key, None,
+        TaskError("UnknownTask", why, ""), worker, topic, partition, offset,
+        event.enqueued_at, now, now,
+    )  # fmt: skip
+    return Outcome(result, None, why, Reason.UNKNOWN_TASK)
+
+
 def describe(exc: BaseException) -> TaskError:
     """`exc` as its result event carries it; a lone surrogate in its text (which no UTF-8
     encoder takes, so the event could not be encoded) becomes U+FFFD."""

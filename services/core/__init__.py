@@ -16,9 +16,13 @@ from taskstream.canvas import Signature, chain, chord, group
 from taskstream.config import Settings
 from taskstream.eager import EagerResult
 from taskstream.errors import (
+    BrokerError,
     CanvasError,
+    ConfigError,
     DeliveryFailed,
+    DeliveryTimeout,
     InvalidArguments,
+    InvalidOption,
     MaxRetriesExceededError,
     MessageTooLarge,
     ResultTimeout,
@@ -32,6 +36,7 @@ from taskstream.errors import (
     TimeLimitExceeded,
     UnknownTask,
     UnsupportedAnnotation,
+    WorkerLost,
 )
 from taskstream.group_result import GroupResult, ResultSet
 from taskstream.result import AsyncResult
@@ -64,10 +69,14 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "Retry",
     "MaxRetriesExceededError",
     "SoftTimeLimitExceeded",
-    # errors
+    # errors (the README names each)
+    "BrokerError",
     "CanvasError",
+    "ConfigError",
     "DeliveryFailed",
+    "DeliveryTimeout",
     "InvalidArguments",
+    "InvalidOption",
     "MessageTooLarge",
     "ResultTooLarge",
     "ResultTimeout",
@@ -76,6 +85,7 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "TimeLimitExceeded",
     "UnknownTask",
     "UnsupportedAnnotation",
+    "WorkerLost",
     # revoke and expires
     "TaskRevoked",
     "Terminated",

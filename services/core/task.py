@@ -221,7 +221,16 @@ class TaskOptions:
 
     @classmethod
     def of(cls, options: dict[str, Any]) -> TaskOptions:
-        """TaskOptions from ``@app.task``'s keyword arguments; InvalidOption for unknown ones."""
+        """TaskOptions from ``@app.task``'s keyword arguments; InvalidOption for unknown ones.
+
+        Celery's ``acks_late=True`` is accepted and changes nothing: a worker commits a task's
+        offset only once its outcome is acknowledged, which is acks-late already (a task whose
+        worker dies runs again). ``acks_late=False`` (ack on receipt) is not offered."""
+        options = dict(options)
+        if options.pop("acks_late", True) is not True:
+            raise InvalidOption(
+                "acks_late", False, "a task is always acknowledged after its outcome (acks late)"
+            )
         known = {f.name for f in fields(cls)}
         for option, value in options.items():
             if option not in known:
@@ -505,7 +514,8 @@ class Task(Generic[P, R]):
     ) -> None:
         """Publish a custom state of the running task (Celery's ``update_state``): it shows
         as ``r.state`` and its ``meta`` (anything JSON can hold) as ``r.info`` until the final
-        outcome replaces it. Only inside a task run by a worker (NoCurrentTask otherwise)."""
+        outcome replaces it. Only inside a running task (NoCurrentTask otherwise); in a task
+        run by ``apply()`` it is accepted and goes nowhere, as in Celery's eager mode."""
         sink = _progress_sink.get()
         request = current_request()
         if sink is None or (task_id is not None and task_id != request.id):

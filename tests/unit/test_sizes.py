@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -28,7 +28,7 @@ from taskstream.errors import (
     MessageTooLarge,
     TaskstreamError,
 )
-from taskstream.kafka import EventProducer, producer_config
+from taskstream.kafka import EventProducer, KafkaBroker, producer_config
 from taskstream.producer.publisher import TaskPublisher
 from taskstream.sizes import (
     DEFAULT_MESSAGE_MAX_BYTES,
@@ -41,6 +41,7 @@ from taskstream.sizes import (
     result_record_size,
 )
 from taskstream.status import Status
+from taskstream.topics import TopicSpec
 
 NOWHERE = "127.0.0.1:9"  # nothing listens on the discard port
 LIMIT = 1000  # the smallest message.max.bytes librdkafka accepts
@@ -283,12 +284,21 @@ def test_a_retry_of_a_huge_exception_fits_and_so_does_its_dead_letter_reason() -
 # --- the publisher (task.delay) -------------------------------------------------------------
 
 
+class _TopicsExist(KafkaBroker):
+    """librdkafka's own clients, in a cluster whose topics exist (nothing is asked)."""
+
+    def ensure_topics(
+        self, settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0
+    ) -> list[str]:
+        return []
+
+
 @pytest.fixture
 def publisher() -> Iterator[TaskPublisher]:
     settings = Settings(
         bootstrap_servers=NOWHERE, kafka={"message.max.bytes": "2000", "log_level": "0"}
     )
-    publisher = TaskPublisher(settings, envelopes)
+    publisher = TaskPublisher(settings, envelopes, _TopicsExist())
     yield publisher
     publisher._producer._producer.purge()
     publisher.close(0)

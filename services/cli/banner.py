@@ -23,7 +23,7 @@ def example_arguments(app: App, task: str) -> tuple[dict[str, Any], int]:
     """Sample arguments for `task` and how many of them have no usable placeholder."""
     example: dict[str, Any] = {}
     unknown = 0
-    for f in app.tasks[task].signature.args_schema["fields"]:
+    for f in app.tasks[task].task_signature.args_schema["fields"]:
         if "default" in f:
             continue  # optional: leave it out
         kind = f["type"]

@@ -5,9 +5,12 @@ servers are configured), ``taskstream worker``, ``taskstream materialize`` and
 ``taskstream serve`` (unless ``--http-port 0``), and ``taskstream beat`` when the app has
 periodic tasks.
 
-- **Stopping.** Ctrl-C, SIGTERM and SIGHUP (the terminal closing) stop it in order: SIGTERM
-  to each child, a wait, then the broker. The children run in sessions of their own, so the
-  terminal's signals reach the supervisor alone. If the supervisor is killed outright
+- **Restarting and stopping** (``supervisor.py``). A child that dies is restarted after a
+  short backoff, and dev says so; only Ctrl-C, SIGTERM and SIGHUP (the terminal closing)
+  stop it, in order: the worker (and the HTTP API and beat) first, which says how long it
+  waits for how many tasks, then the materializer, which stores what the worker finished,
+  then the broker; a second Ctrl-C stops at once. The children run in sessions of their own,
+  so the terminal's signals reach the supervisor alone. If the supervisor is killed outright
   (SIGKILL), the kernel sends its children SIGTERM and the broker SIGKILL (``children.py``).
 - **State in** ``.taskstream/``: ``dev.json`` (this process's pid and the broker address,
   which ``send``/``result``/``worker`` in this directory use while that pid lives; a file
@@ -32,12 +35,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 from taskstream.app import App
 from taskstream.cli.banner import Banner
 from taskstream.cli.children import spawn
 from taskstream.cli.embedded_broker import EmbeddedBroker, free_port
+from taskstream.cli.supervisor import Supervisor, say
 from taskstream.config import DEV_STATE_FILE, clear_dev_state, write_dev_state
 from taskstream.errors import ConfigError
 from taskstream.loading import load_app
@@ -69,7 +72,7 @@ def dev(args: argparse.Namespace) -> int:
         signal.signal(sig, _raise_stop)
     app: App | None = None
     broker: EmbeddedBroker | None = None
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    supervisor: Supervisor | None = None
     try:
         app = load_app(args.app)
         env = dict(os.environ)
@@ -92,10 +95,12 @@ def dev(args: argparse.Namespace) -> int:
         http_port = args.http_port if args.http_port and _port_free(args.http_port) else 0
         if http_port:
             commands["HTTP API"] = [*cli, "serve", args.app, "--port", str(http_port)]
-        for name, command in commands.items():
-            children[name] = spawn(
+        supervisor = Supervisor(
+            commands,
+            lambda command: spawn(
                 command, env=env, stdin=subprocess.DEVNULL, start_new_session=True
-            )
+            ),
+        )
 
         banner = Banner(
             app,
@@ -108,7 +113,8 @@ def dev(args: argparse.Namespace) -> int:
             metrics_ports=metrics,
         )
         print(banner.render(), flush=True)
-        return _supervise(children)
+        supervisor.run()
+        return 0
     except _Stop:
         return 0
     except Exception:
@@ -116,10 +122,10 @@ def dev(args: argparse.Namespace) -> int:
             return 0
         raise
     finally:
+        if supervisor is not None:
+            _stop(supervisor, app.settings.shutdown_grace_s if app is not None else 5.0)
         for sig in _STOP_SIGNALS:  # let the clean-up run to its end
             signal.signal(sig, signal.SIG_IGN)
-        grace = app.settings.shutdown_grace_s + 5 if app is not None else 5
-        _stop_children(children, grace)
         if app is not None:
             app.close()
         if broker is not None:
@@ -189,28 +195,15 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
-    """Until a stop signal (an exception) or a child's exit, which stops the others."""
-    while True:
-        for name, child in children.items():
-            if child.poll() is not None:
-                print(
-                    f"taskstream dev: the {name} exited with {child.returncode}; stopping",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return 1
-        time.sleep(0.2)
-
-
-def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace: float) -> None:
-    for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for child in children.values():
-        try:
-            child.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+def _stop(supervisor: Supervisor, grace: float) -> None:
+    """Stop the children in order; a second stop signal meanwhile stops them at once."""
+    say(
+        f"stopping: the worker finishes its tasks in flight (up to {grace:g}s), then the "
+        "materializer stores their results; Ctrl-C again to stop at once"
+    )
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, _raise_stop)
+    try:
+        supervisor.stop(grace)
+    except _Stop:
+        pass  # stopped at once

@@ -25,13 +25,13 @@ def send(args: argparse.Namespace) -> int:
         payload = json.loads(args.arguments)
     except ValueError as exc:
         raise InvalidArguments(task.name, "args", f"not JSON: {exc}") from exc
-    kwargs = task.signature.args_from_json(payload)
+    kwargs = task.task_signature.args_from_json(payload)
     result = task.apply_async((), kwargs, key=args.key, queue=args.queue)
     result.wait_delivered(app.settings.delivery_timeout_ms / 1000)
     print(result.id)
     if args.wait is not None:
         value = result.get(timeout=args.wait)
-        print(json.dumps(task.signature.result_to_json(value)))
+        print(json.dumps(task.task_signature.result_to_json(value)))
     app.close()
     return 0
 
@@ -54,7 +54,7 @@ def result(args: argparse.Namespace) -> int:
     def result_json(task_name: str, data: bytes) -> Any:
         value = app.decode_result(task_name, data)
         task = app.tasks.get(task_name)
-        return task.signature.result_to_json(value) if task else repr(value)
+        return task.task_signature.result_to_json(value) if task else repr(value)
 
     out = outcome_json(record, result_json, app.store.progress(args.task_id))
     print(json.dumps(out, indent=2))

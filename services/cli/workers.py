@@ -58,6 +58,7 @@ def print_table(found: list[dict[str, Any]], now: float) -> None:
         for r in running:
             started = datetime.fromtimestamp(r["started_at"], tz=UTC).isoformat()
             details.append(f"{w['worker_id']}  running {r['task_id']} {r['task']} since {started}")
+        details.extend(f"{w['worker_id']}  WARNING {text}" for text in w.get("warnings", []))
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     for row in rows:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))

@@ -45,6 +45,9 @@ class Arguments:
     problem: str | None = None
 
 
+_PATH_MAX = 50  # ancestors shown on a task's page, at most
+
+
 class Console:
     """The console's data. `app` gives the Kafka clients and settings (default: an app with
     the service's settings); `workers` the worker list (default: none known)."""
@@ -98,9 +101,23 @@ class Console:
     def task(self, task_id: str) -> ResultRecord | None:
         return self.store.get(task_id)
 
-    def workflow(self, task_id: str) -> tuple[Link | None, list[str]]:
-        """The task's place in a workflow (parent, root, group) and the tasks it sent."""
-        return self.store.link(task_id), self.store.children(task_id)
+    def workflow(self, task_id: str) -> tuple[Link | None, list[str], list[tuple[str, bool]]]:
+        """The task's place in a workflow (parent, root, group), the tasks it sent, and the
+        path down to it, root first: ``(id, is_group)`` for each task or group (a group's
+        join started what follows it) that led to it, as far as the store has seen them."""
+        place = self.store.link(task_id)
+        path: list[tuple[str, bool]] = []
+        current = place.parent_id if place is not None else None
+        seen = {task_id}
+        while current is not None and current not in seen and len(path) < _PATH_MAX:
+            seen.add(current)
+            link = self.store.link(current)
+            if link is None and self.store.group(current) is not None:
+                path.append((current, True))
+                break  # a group has no parent of its own in the store
+            path.append((current, False))
+            current = link.parent_id if link is not None else None
+        return place, self.store.children(task_id), path[::-1]
 
     def render(self, record: ResultRecord) -> dict[str, Any]:
         """The outcome as the HTTP API's GET /v1/tasks/{id} answers it (result as JSON)."""

@@ -158,8 +158,8 @@ async def task(request: Request) -> Response:
         return _answer(request, f"Task {task_id}", "tasks", live)
     rendered = await run_in_threadpool(console.render, record)
     args = await run_in_threadpool(console.arguments, record)
-    place, children = await run_in_threadpool(console.workflow, task_id)
-    live = pages.task_detail(record, rendered, args, place, children)
+    place, children, path = await run_in_threadpool(console.workflow, task_id)
+    live = pages.task_detail(record, rendered, args, place, children, path)
     # Even a final outcome can change: a replayed dead letter runs the task again.
     return _answer(request, f"Task {task_id}", "tasks", live)
 

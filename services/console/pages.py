@@ -228,9 +228,11 @@ def task_detail(
     args: Arguments,
     place: Link | None = None,
     children: Sequence[str] = (),
+    path: Sequence[tuple[str, bool]] = (),
 ) -> Html:
-    """One task: its facts, its place in a workflow (``place``: parent, root, group; and the
-    tasks its outcome sent), its arguments, result and error."""
+    """One task: its facts, its place in a workflow (``place``: parent, root, group; the
+    ``path`` of tasks and groups that led to it, root first; and the tasks its outcome
+    sent), its arguments, result and error."""
     r = record
     waited = r.started_at - r.enqueued_at if r.started_at and r.enqueued_at else None
     ran = r.finished_at - r.started_at if r.finished_at and r.started_at else None
@@ -258,7 +260,7 @@ def task_detail(
             "task event",
             tag("span", f"{r.source_topic}[{r.source_partition}]@{r.source_offset}", class_="mono"),
         ),
-        *_workflow_facts(place, children),
+        *_workflow_facts(place, children, path),
     ]
     parts = [
         tag(
@@ -281,8 +283,17 @@ def task_detail(
     return join(parts)
 
 
-def _workflow_facts(place: Link | None, children: Sequence[str]) -> list[tuple[str, object]]:
+def _workflow_facts(
+    place: Link | None, children: Sequence[str], path: Sequence[tuple[str, bool]] = ()
+) -> list[tuple[str, object]]:
     facts: list[tuple[str, object]] = []
+    if len(path) > 1:  # nested: every step that led here (a parent alone says it already)
+        steps: list[Html | str] = []
+        for i, (step_id, is_group) in enumerate(path):
+            if i:
+                steps.append(Html(" &rarr; "))
+            steps.append(f"group {step_id}" if is_group else task_link(step_id))
+        facts.append(("workflow path", join(steps)))
     if place is not None:
         if place.parent_id:
             facts.append(("parent", task_link(place.parent_id)))

@@ -7,22 +7,26 @@ first unripe record (seeking back to it) and resumes it when that record is ripe
 record moves on, unchanged, to its task topic when due, else to the tier for what remains.
 Nothing waits in memory but one timestamp per paused partition; offsets are committed only
 for records whose next hop is acknowledged. It is a handler of the consumer runtime.
+
+A task revoked while it waits is found by a scan of this scheduler's tier partitions
+(tier_scan.py) and shows REVOKED at once; its record is dropped at its hop.
 """
 
 from __future__ import annotations
 
 import logging
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import KafkaException, Message, TopicPartition
 
 from taskstream import clock
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
-from taskstream.consumer.execution import revoked
+from taskstream.consumer.execution import REVOKED, revoked
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
 from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
+from taskstream.consumer.tier_scan import TierScan
 from taskstream.kafka import EventProducer, consumer_config, incremental_assignment, producer_config
 from taskstream.sizes import message_max_bytes
 from taskstream.topics import DELAY_TIERS_S, delay_topic, delays_group, tier_of
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 _TIER_FETCH_WAIT_MS = 250  # a retry is due a second or more after it was sent
 _CAPACITY = 10_000  # records forwarded but not yet acknowledged, at most
 _REVOKE_FLUSH_S = 5.0
+_COMMITTED_TIMEOUT_S = 5.0
 
 
 class DelayScheduler(RuntimeOwner):
@@ -50,6 +55,7 @@ class DelayScheduler(RuntimeOwner):
         self._pending = 0  # forwarded, not yet acknowledged
         # paused partition -> (its unripe head's offset, when it ripens in epoch seconds)
         self._waiting: dict[tuple[str, int], tuple[int, float]] = {}
+        self._scan = TierScan(app)
 
     def run(self) -> None:
         s = self.app.settings
@@ -82,6 +88,7 @@ class DelayScheduler(RuntimeOwner):
         try:
             runtime.run(grace=s.delivery_timeout_ms / 1000)
         finally:
+            self._scan.close()
             producer.close(s.delivery_timeout_ms / 1000)
 
     # -- the runtime's handler --------------------------------------------------------------
@@ -95,6 +102,9 @@ class DelayScheduler(RuntimeOwner):
     def serve(self, timeout: float) -> None:
         self._producer.poll(timeout)
         self._resume_ripe()
+        fresh = self.revocations.take_fresh()
+        if fresh:
+            self._revoke_waiting(fresh)
 
     def records(self, batch: list[Message]) -> None:
         for message in batch:
@@ -157,6 +167,27 @@ class DelayScheduler(RuntimeOwner):
             self._runtime.consumer.resume([TopicPartition(t, p) for t, p in ripe])
             for key in ripe:
                 del self._waiting[key]
+
+    def _revoke_waiting(self, ids: set[str]) -> None:
+        """Publish REVOKED for the tasks in ``ids`` that wait in this scheduler's tiers."""
+        assert self._runtime is not None
+        consumer = self._runtime.consumer
+        try:
+            assignment = consumer.assignment()
+            if not assignment:
+                return
+            starts = consumer.committed(assignment, timeout=_COMMITTED_TIMEOUT_S)
+            found = self._scan.find(ids, starts)
+        except KafkaException as exc:
+            log.warning("revoked tasks in the delay tiers show REVOKED at their hop: %s", exc)
+            return
+        for message, event in found:
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            assert topic is not None and partition is not None and offset is not None
+            outcome = revoked(event, topic, partition, offset, self.worker, REVOKED)
+            self._outcomes.note(outcome.result)
+        if found:
+            log.info("%d revoked tasks waiting in the delay tiers are REVOKED", len(found))
 
     def _done(self, offsets: PartitionOffsets, offset: int) -> None:
         offsets.finish(offset)

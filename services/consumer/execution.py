@@ -127,6 +127,7 @@ class Run:
             outcome.parent_id, outcome.root_id = event.parent_id, event.root_id
             outcome.group_id, outcome.group_index = event.group_id, event.group_index
             outcome.group_size, outcome.chord = event.group_size, event.chord
+            outcome.join = None if event.then else event.join  # the end of a branch only
         return outcome
 
     def succeeded(self, value: Any) -> Outcome:
@@ -248,6 +249,21 @@ def revoked(
         event.enqueued_at, now, now,
     )  # fmt: skip
     return Outcome(result)
+
+
+def unknown_task(
+    event: TaskEvent, topic: str, partition: int, offset: int, worker: str, why: str
+) -> Outcome:
+    """The FAILURE (``UnknownTask``) of a task event this worker does not define: published
+    for its id, so that a caller waiting for it learns why, and its event dead-lettered
+    (``unknown-task``), so that a worker that defines it can run it after a replay."""
+    now = now_micros()
+    result = ResultEvent(
+        event.id, event.task, Status.FAILURE, event.attempt, event.key, None,
+        TaskError("UnknownTask", why, ""), worker, topic, partition, offset,
+        event.enqueued_at, now, now,
+    )  # fmt: skip
+    return Outcome(result, None, why, Reason.UNKNOWN_TASK)
 
 
 def describe(exc: BaseException) -> TaskError:

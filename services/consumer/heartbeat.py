@@ -94,9 +94,13 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
 
     @staticmethod
-    def identity(worker_id: str, queues: list[str], concurrency: int) -> dict[str, object]:
-        """What a beat says about the process, which never changes."""
+    def identity(
+        worker_id: str, queues: list[str], concurrency: int, warnings: list[str] | None = None
+    ) -> dict[str, object]:
+        """What a beat says about the process, which never changes (``warnings``: what is
+        wrong with its set-up, such as a queue topic short of partitions)."""
         return {
+            "warnings": list(warnings or ()),
             "worker_id": worker_id,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),

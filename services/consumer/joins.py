@@ -1,21 +1,27 @@
-"""The chord join, run by the materializer: state in Kafka and the store, none in memory.
+"""The joins of groups something follows (chords, nested workflows), run by the
+materializer: state in Kafka and the store, none in memory.
 
-A chord's members are ordinary tasks whose events carry the group id, their position, the
-group's size and the chord (body and errbacks); their result events carry the same. The
-materializer hands the final ones to the store with each batch (``apply_rows(members=...)``),
-which counts each (group, position) once, in the batch's transaction: a member that ran
-twice is one member, and a group whose members are all final becomes ``due`` exactly once
-(the SQL stores lock the group's row to count). Then :class:`Joiner` publishes, for each
-due chord:
+A joined group's members are ordinary tasks (or the ends of branches: taskstream.flow_events)
+whose events carry the group id, their position, the group's size and the join (what runs
+once the group is complete, the errbacks, the enclosing join: ``join``; an older chord: the
+``chord`` field, body and errbacks); their result events carry the same. The materializer
+hands the final ones to the store with each batch (``apply_rows(members=...)``), which counts
+each (group, position) once, in the batch's transaction: a member that ran twice is one
+member, and a group whose members are all final becomes ``due`` exactly once (the SQL stores
+lock the group's row to count). Then :class:`Joiner` publishes, for each due group:
 
-- all members succeeded: the body's task event, under the chord's deterministic callback id
-  (taskstream.canvas.callback_id), with the members' results in the group's order;
-- some failed: a FAILURE result for the callback id naming the failed members and their
-  errors, and each errback's task event (given the callback id);
+- all members succeeded: what follows, started with the members' results in the group's
+  order (taskstream.flow_events.start: a chord's body under its deterministic callback id,
+  taskstream.canvas.callback_id); or, when nothing follows inside an enclosing group, the
+  group's list as one result under the group's id, a member of that enclosing group;
+- some failed: a FAILURE for every task that would have followed, naming the failed members
+  and their errors (the last one counted by the enclosing join, so it fails too), and each
+  errback's task event (given the chord's result id);
 
-and marks the chord ``fired`` once the broker acknowledged them. A materializer killed in
-between publishes them again at its next start (``due`` is in the store), under the same ids.
-Nothing waits in a worker: the join holds no worker slot.
+and marks the join ``fired`` once the broker acknowledged them. A materializer killed in
+between publishes them again at its next start (``due`` is in the store), under the same ids,
+unless the first of them is stored already. Nothing waits in a worker: the join holds no
+worker slot.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from confluent_kafka import KafkaError, Message
 from taskstream.canvas import callback_id
 from taskstream.envelope import (
     Envelopes,
+    Join,
     ParentResult,
     Prepend,
     ResultEvent,
@@ -38,6 +45,15 @@ from taskstream.envelope import (
     now_micros,
 )
 from taskstream.errors import DeliveryFailed
+from taskstream.flow_events import (
+    GROUP_RESULT_TASK,
+    Given,
+    as_member,
+    first_id,
+    not_run,
+    result_id,
+    start,
+)
 from taskstream.kafka import EventProducer
 from taskstream.status import Status
 from taskstream.store import GroupInfo, GroupMember, Link, MemberOutcome, Progress, ResultStore
@@ -61,7 +77,9 @@ def workflow_rows(
     if d["parent_id"] is not None or group_id is not None:
         links.append(Link(d["id"], d["parent_id"], d["root_id"], group_id, d["group_index"]))
     if group_id is not None and d["status"] in _FINAL:
-        manifest = value if d["chord"] is not None else None
+        join = d["join"]
+        acts = join is not None and bool(join["then"] or join["errbacks"] or join["outer"])
+        manifest = value if d["chord"] is not None or acts else None
         members.append(GroupMember(group_id, d["group_index"], d["group_size"], d["id"], manifest))
     if d["state"] is not None:
         progress.append(Progress(d["id"], d["state"], d["meta"]))
@@ -89,7 +107,11 @@ class Joiner:
         return fired
 
     def _fire(self, info: GroupInfo, timeout: float) -> None:
-        if self.store.get(callback_id(info.group_id)) is not None:
+        assert info.manifest is not None
+        manifest = self.envelopes.decode_result(info.manifest)
+        join = manifest.join
+        probe = callback_id(info.group_id) if join is None else first_id(join.then, info.group_id)
+        if self.store.get(probe) is not None:
             # Published before a crash that left it unrecorded, and already run (or failed):
             # publishing again would run the body twice.
             self.store.mark_fired(info.group_id)
@@ -100,7 +122,10 @@ class Joiner:
             if err is not None:
                 errors.append(err.str())
 
-        for topic, value, key in self._outcome(info):
+        parts = (
+            self._outcome(info, manifest) if join is None else self._joined(info, manifest, join)
+        )
+        for topic, value, key in parts:
             self.producer.produce(topic, value, key, report)
         if self.producer.flush(timeout) or errors:
             reason = "; ".join(errors) or "not acknowledged in time"
@@ -108,9 +133,82 @@ class Joiner:
         self.store.mark_fired(info.group_id)
         log.info("chord %s joined (%d members)", info.group_id, info.size)
 
-    def _outcome(self, info: GroupInfo) -> list[tuple[str, bytes, str]]:
-        assert info.manifest is not None
-        manifest = self.envelopes.decode_result(info.manifest)
+    def _joined(
+        self, info: GroupInfo, manifest: ResultEvent, join: Join
+    ) -> list[tuple[str, bytes, str]]:
+        """A nested workflow's join: start ``join.then`` with the members' results (or store
+        the group's list as one result, a member of ``join.outer``); else fail the branch."""
+        gid = info.group_id
+        records = self.store.member_outcomes(gid)
+        failed = [r for r in records if r.status != Status.SUCCESS.value]
+        parts: list[tuple[str, bytes, str]] = []
+        if not failed and len(records) == info.size:
+            results = [ParentResult(r.task, r.result or b"") for r in records]
+            if join.then:
+                given = Given(Prepend.LIST, results, gid, manifest.root_id)
+                for event in start(join.then[0], given, join.then[1:], join.outer):
+                    parts.append(self._task_part(event))
+                return parts
+            value = self.envelopes.encode_group_value(results)
+            whole = self._result(gid, GROUP_RESULT_TASK, None, manifest, Status.SUCCESS)
+            whole.result = value
+            as_member(whole, join.outer)
+            return [self._result_part(whole)]
+        error = TaskError("ChordError", self._message(info, failed, len(records)), "")
+
+        def failure(task_id: str, task: str, key: str | None) -> ResultEvent:
+            result = self._result(task_id, task, key, manifest, Status.FAILURE)
+            result.error = error
+            return result
+
+        if join.then:
+            not_started = not_run(join.then, join.outer, failure)
+        else:
+            not_started = [failure(gid, GROUP_RESULT_TASK, None)]
+            as_member(not_started[0], join.outer)
+        parts.extend(self._result_part(r) for r in not_started)
+        chord_id = result_id(join.then[0]) if join.then else gid
+        for errback in join.errbacks:
+            event = self._event(errback, errback.id, manifest, Prepend.PARENT_ID, [])
+            event.parent_id = chord_id
+            parts.append(self._task_part(event))
+        return parts
+
+    def _task_part(self, event: TaskEvent) -> tuple[str, bytes, str]:
+        topic = task_topic(self.prefix, event.queue)
+        return (topic, self.envelopes.encode_task(event), event.key or event.id)
+
+    def _result_part(self, result: ResultEvent) -> tuple[str, bytes, str]:
+        return (results_topic(self.prefix), self.envelopes.encode_result(result), result.id)
+
+    @staticmethod
+    def _result(
+        task_id: str, task: str, key: str | None, manifest: ResultEvent, status: Status
+    ) -> ResultEvent:
+        now = now_micros()
+        return ResultEvent(
+            id=task_id, task=task, status=status, attempt=0, key=key, result=None,
+            error=None, worker=f"{socket.gethostname()}:join",
+            source_topic=manifest.source_topic, source_partition=manifest.source_partition,
+            source_offset=manifest.source_offset, enqueued_at=now, started_at=now,
+            finished_at=now, parent_id=manifest.group_id, root_id=manifest.root_id,
+        )  # fmt: skip
+
+    @staticmethod
+    def _message(info: GroupInfo, failed: list[MemberOutcome], found: int) -> str:
+        named = "; ".join(
+            f"[{r.index}] {r.task_id} {r.task}: {r.error_type}: {r.error_message}"
+            for r in failed[:_NAMED_FAILURES]
+        )
+        more = len(failed) - _NAMED_FAILURES
+        return (
+            f"chord {info.group_id}: {len(failed)} of {info.size} members failed: {named}"
+            + (f"; and {more} more" if more > 0 else "")
+            + ("" if found == info.size else f"; {info.size - found} members have no result")
+        )
+
+    def _outcome(self, info: GroupInfo, manifest: ResultEvent) -> list[tuple[str, bytes, str]]:
+        """An older chord's join (its body a single step in the ``chord`` field)."""
         chord = manifest.chord
         assert chord is not None
         records = self.store.member_outcomes(info.group_id)
@@ -119,16 +217,15 @@ class Joiner:
         if not failed and len(records) == info.size:
             results = [ParentResult(r.task, r.result or b"") for r in records]
             body = self._event(chord.body, cb, manifest, Prepend.LIST, results)
-            topic = task_topic(self.prefix, body.queue)
-            return [(topic, self.envelopes.encode_task(body), body.key or body.id)]
-        failure = self._failure(info, cb, chord.body, manifest, failed, len(records))
-        parts = [(results_topic(self.prefix), self.envelopes.encode_result(failure), cb)]
+            return [self._task_part(body)]
+        failure = self._result(cb, chord.body.task, chord.body.key, manifest, Status.FAILURE)
+        failure.error = TaskError("ChordError", self._message(info, failed, len(records)), "")
+        failure.parent_id = info.group_id
+        parts = [self._result_part(failure)]
         for errback in chord.errbacks:
             event = self._event(errback, errback.id, manifest, Prepend.PARENT_ID, [])
             event.parent_id = cb
-            parts.append(
-                (task_topic(self.prefix, event.queue), self.envelopes.encode_task(event), event.id)
-            )
+            parts.append(self._task_part(event))
         return parts
 
     @staticmethod
@@ -145,32 +242,4 @@ class Joiner:
             parent_id=manifest.group_id, root_id=manifest.root_id,
             prepend=Prepend.NONE if step.immutable else prepend,
             parent_results=[] if step.immutable else results,
-        )  # fmt: skip
-
-    @staticmethod
-    def _failure(
-        info: GroupInfo,
-        cb: str,
-        body: Step,
-        manifest: ResultEvent,
-        failed: list[MemberOutcome],
-        found: int,
-    ) -> ResultEvent:
-        named = "; ".join(
-            f"[{r.index}] {r.task_id} {r.task}: {r.error_type}: {r.error_message}"
-            for r in failed[:_NAMED_FAILURES]
-        )
-        more = len(failed) - _NAMED_FAILURES
-        message = (
-            f"chord {info.group_id}: {len(failed)} of {info.size} members failed: {named}"
-            + (f"; and {more} more" if more > 0 else "")
-            + ("" if found == info.size else f"; {info.size - found} members have no result")
-        )
-        now = now_micros()
-        return ResultEvent(
-            id=cb, task=body.task, status=Status.FAILURE, attempt=0, key=body.key, result=None,
-            error=TaskError("ChordError", message, ""), worker=f"{socket.gethostname()}:join",
-            source_topic=manifest.source_topic, source_partition=manifest.source_partition,
-            source_offset=manifest.source_offset, enqueued_at=now, started_at=now,
-            finished_at=now, parent_id=info.group_id, root_id=manifest.root_id,
         )  # fmt: skip

@@ -132,6 +132,11 @@ class Outcomes:
 
     def started(self, result: ResultEvent) -> None:
         """A STARTED status: informative only, so no offset waits for it."""
+        self.note(result)
+
+    def note(self, result: ResultEvent) -> None:
+        """A result no offset waits for (a STARTED status; the REVOKED of a task that waits
+        in a delay tier, published again when its record is dropped at its hop)."""
         self._producer.produce(self._results, self._envelopes.encode_result(result), result.id)
 
     def dead_letter(

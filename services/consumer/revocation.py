@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 _FETCH_WAIT_MS = 100  # how long a revocation may wait in the broker for the reader's fetch
 _SWEEP_EVERY_S = 60.0  # how often revocations older than revoke_expires_s are forgotten
 _START_CHECK_S = 0.05  # how often a starting worker looks whether it was asked to stop
+_FRESH_MAX = 10_000  # revocations kept for the delay scheduler's scan, at most
 
 
 class Revocations:
@@ -53,6 +54,8 @@ class Revocations:
         self._max = max(1, max_ids)
         self.forgotten = 0  # revocations dropped to stay within max_ids
         self.ready = threading.Event()  # every revocation written before the start is known
+        # Ids revoked since ready, until the delay scheduler takes them (deque: thread-safe).
+        self._fresh: deque[str] = deque(maxlen=_FRESH_MAX)
 
     def add(self, task_id: str, at: int) -> None:
         self._at[task_id] = at
@@ -65,6 +68,16 @@ class Revocations:
                     "over %d revoked ids (revokes_max): %d oldest forgotten", self._max,
                     self.forgotten,
                 )  # fmt: skip
+        if self.ready.is_set():
+            self._fresh.append(task_id)
+
+    def take_fresh(self) -> set[str]:
+        """The ids revoked since the last call (and since ready): the delay scheduler looks
+        for them among the tasks waiting in its tiers."""
+        taken: set[str] = set()
+        while self._fresh:
+            taken.add(self._fresh.popleft())
+        return taken
 
     def __contains__(self, task_id: str) -> bool:
         return task_id in self._at

@@ -14,6 +14,7 @@ letter instead of a crash loop. Each worker process also runs a delay scheduler 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -28,12 +29,21 @@ from taskstream.consumer import workflow
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.delays import DelayScheduler
 from taskstream.consumer.deliveries import Deliveries, DeliveryJournal, UncountedDeliveries
-from taskstream.consumer.execution import TERMINATED, Outcome, Run, revoked, run_async, run_sync
+from taskstream.consumer.execution import (
+    TERMINATED,
+    Outcome,
+    Run,
+    revoked,
+    run_async,
+    run_sync,
+    unknown_task,
+)
 from taskstream.consumer.executor import Executor
 from taskstream.consumer.heartbeat import Heartbeat, Lag
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
+from taskstream.consumer.partition_check import short_queues
 from taskstream.consumer.reports import ReportServer
 from taskstream.consumer.revocation import ControlReader, Revocations
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
@@ -206,6 +216,7 @@ class Worker(RuntimeOwner):
             self.hooks = TracingHooks(self.hooks)
         self.queues = queues or app.queues
         self.topics = [task_topic(s.topic_prefix, q) for q in self.queues]
+        self.warnings: list[str] = []  # set-up problems found at the start (heartbeats)
         self.group_id = group_id or worker_group(s.topic_prefix)
         self.concurrency = concurrency or s.concurrency
         self.max_in_flight = max(max_tasks_in_flight or s.max_tasks_in_flight, self.concurrency)
@@ -222,7 +233,17 @@ class Worker(RuntimeOwner):
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s: draining", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            if self._stop_requested:
+                # A second signal: at once. Unfinished tasks are not committed, so the next
+                # owner of their partitions runs them (at least once, as after a crash).
+                log.warning("received %s again: stopping at once, %d tasks unfinished (run "
+                            "again by the next worker)", name, self._in_flight)  # fmt: skip
+                logging.shutdown()
+                os._exit(1)
+            log.warning("received %s: stopping; waiting up to %.0f s for %d tasks in flight "
+                        "(send %s again to stop at once)", name, self.settings.shutdown_grace_s,
+                        self._in_flight, name)  # fmt: skip
             self.stop()
 
         signal.signal(signal.SIGTERM, handle)
@@ -230,7 +251,8 @@ class Worker(RuntimeOwner):
 
     def run(self) -> None:
         s, app = self.settings, self.app
-        app.ensure_topics(self.queues)
+        app.ensure_topics(sorted({*app.queues, *self.queues}))  # chains send to the others
+        self.warnings = short_queues(app, self.queues)
         producer_settings = producer_config(s)
         self.message_max_bytes = message_max_bytes(producer_settings)  # what a result may take
         producer = self._producer = EventProducer(producer_settings, broker=app.broker)
@@ -320,7 +342,7 @@ class Worker(RuntimeOwner):
         heartbeat = Heartbeat(
             producer,
             heartbeats_topic(s.topic_prefix),
-            Heartbeat.identity(self.worker_id, self.queues, self.concurrency),
+            Heartbeat.identity(self.worker_id, self.queues, self.concurrency, self.warnings),
             # Copies made in one step under the GIL, on the heartbeat's thread.
             partitions=lambda: list(tracker.partitions),
             runs=lambda: [job.run_ for job in list(running)],
@@ -444,8 +466,10 @@ class Worker(RuntimeOwner):
             return outcomes.dead_letter(offsets, message, Reason.UNDECODABLE, str(exc))
         task = app.tasks.get(event.task)
         if task is None:
-            reason = f"task {event.task!r} is not defined by app {app.name!r}"
-            return outcomes.dead_letter(offsets, message, Reason.UNKNOWN_TASK, reason, event.task)
+            undefined = f"task {event.task!r} is not defined by app {app.name!r}"
+            self.hooks.dead_lettered(Reason.UNKNOWN_TASK.value)
+            unknown = unknown_task(event, topic, partition, offset, self.worker_id, undefined)  # type: ignore[arg-type]
+            return outcomes.publish(offsets, message, unknown)
         why = self.revocations.why_not_run(event)
         if why is not None:  # revoked or expired: never runs
             self.hooks.revoked(event.task, why)

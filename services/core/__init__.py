@@ -16,9 +16,13 @@ from taskstream.canvas import Signature, chain, chord, group
 from taskstream.config import Settings
 from taskstream.eager import EagerResult
 from taskstream.errors import (
+    BrokerError,
     CanvasError,
+    ConfigError,
     DeliveryFailed,
+    DeliveryTimeout,
     InvalidArguments,
+    InvalidOption,
     MaxRetriesExceededError,
     MessageTooLarge,
     ResultTimeout,
@@ -32,8 +36,9 @@ from taskstream.errors import (
     TimeLimitExceeded,
     UnknownTask,
     UnsupportedAnnotation,
+    WorkerLost,
 )
-from taskstream.group_result import GroupResult
+from taskstream.group_result import GroupResult, ResultSet
 from taskstream.result import AsyncResult
 from taskstream.schedules import crontab
 from taskstream.status import Status
@@ -56,6 +61,7 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "chord",
     "group",
     "GroupResult",
+    "ResultSet",
     "EagerResult",
     # periodic tasks
     "crontab",
@@ -63,10 +69,14 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "Retry",
     "MaxRetriesExceededError",
     "SoftTimeLimitExceeded",
-    # errors
+    # errors (the README names each)
+    "BrokerError",
     "CanvasError",
+    "ConfigError",
     "DeliveryFailed",
+    "DeliveryTimeout",
     "InvalidArguments",
+    "InvalidOption",
     "MessageTooLarge",
     "ResultTooLarge",
     "ResultTimeout",
@@ -75,6 +85,7 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "TimeLimitExceeded",
     "UnknownTask",
     "UnsupportedAnnotation",
+    "WorkerLost",
     # revoke and expires
     "TaskRevoked",
     "Terminated",

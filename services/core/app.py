@@ -20,6 +20,7 @@ from taskstream.config import Settings
 from taskstream.control import Control
 from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import UnknownTask
+from taskstream.flow_events import GROUP_RESULT_TASK
 from taskstream.group_result import GroupResult
 from taskstream.kafka import Broker, KafkaBroker
 from taskstream.periodic import Call, PeriodicTask, Signal, entry_for
@@ -277,6 +278,9 @@ class App:
         plain Avro datum found by fingerprint."""
         if data is None:
             return None
+        if task_name == GROUP_RESULT_TASK:  # a group's list stored as one result
+            members = self.envelopes.decode_group_value(data)
+            return [self.decode_result(r.task, r.result) for r in members]
         task = self.tasks.get(task_name)
         if task is not None:
             return task.decode_result(data)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from taskstream.errors import NoCurrentTask, TaskFailed
 from taskstream.status import Status
-from taskstream.task import RunInfo, current_request, set_current_event
+from taskstream.task import RunInfo, current_request, set_current_event, set_progress_sink
 
 if TYPE_CHECKING:
     from taskstream.task import Task
@@ -69,6 +69,10 @@ class EagerResult(Generic[R]):
         return result
 
 
+def _discard(_state: str, _meta: str | None) -> None:
+    pass
+
+
 def apply(
     task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any
 ) -> EagerResult[R]:
@@ -87,6 +91,9 @@ def apply(
 
     def run() -> Any:
         set_current_event(event, info)  # in a copy of the context: a caller's request stays
+        # self.update_state() works as in Celery's eager mode; nobody else can see this run,
+        # so its custom states go nowhere (the caller holds the outcome).
+        set_progress_sink(_discard)
         return task.decode_result(task.encode_result(task.invoke(decoded)))
 
     try:

@@ -80,6 +80,49 @@ class Chord:
     errbacks: list[Step] = field(default_factory=list)
 
 
+class FlowKind(StrEnum):
+    TASK = "TASK"
+    CHAIN = "CHAIN"
+    GROUP = "GROUP"
+    CHORD = "CHORD"
+
+
+@dataclass(slots=True)
+class Flow:
+    """A workflow node to start later (schemas/task_event.avsc Flow; taskstream.flow_events
+    starts one): a task (``step``, with its own ``link``/``link_error``), a chain of
+    ``nodes``, a group of ``nodes`` (``group_id``), or a chord: a header of ``nodes``, a
+    ``body`` and the ``errbacks`` run once if a header member fails."""
+
+    kind: FlowKind
+    step: Step | None = None
+    nodes: list[Flow] = field(default_factory=list)
+    body: Flow | None = None
+    group_id: str | None = None
+    link: list[Step] = field(default_factory=list)
+    link_error: list[Step] = field(default_factory=list)
+    errbacks: list[Step] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Join:
+    """The group whose member ``index`` the end of a workflow branch is, and what runs once
+    all ``size`` members are final: ``then`` with the list of their results (nothing: the
+    list is the group's own result), ``errbacks`` once if one failed; the end of ``then``
+    (else the group's list) is in turn a member of ``outer``."""
+
+    group_id: str
+    index: int
+    size: int
+    then: list[Flow] = field(default_factory=list)
+    errbacks: list[Step] = field(default_factory=list)
+    outer: Join | None = None
+
+    def acts(self) -> bool:
+        """Whether the join does anything once the group is complete (else it only counts)."""
+        return bool(self.then or self.errbacks or self.outer is not None)
+
+
 @dataclass(slots=True)
 class ParentResult:
     task: str
@@ -114,6 +157,9 @@ class TaskEvent:
     headers: dict[str, str] = field(default_factory=dict)
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    # Nested workflows: what runs after this task, and the join its branch ends in.
+    then: list[Flow] = field(default_factory=list)
+    join: Join | None = None
 
 
 @dataclass(slots=True)
@@ -148,6 +194,7 @@ class ResultEvent:
     chord: Chord | None = None
     state: str | None = None
     meta: str | None = None  # JSON
+    join: Join | None = None  # a member's join (nested workflows)
 
 
 class Envelopes:
@@ -161,6 +208,8 @@ class Envelopes:
         self.result_schema: AvroSchema = codec.register(
             load_envelope_schema(RESULT_EVENT_SCHEMA_FILE), logical_types=False
         )
+        # A group's list of results stored as one result (taskstream.flow_events).
+        self.group_value_schema: AvroSchema = codec.register(_GROUP_VALUE, logical_types=False)
         # Events written by earlier versions of the envelopes still decode (new fields take
         # their defaults): every version ever shipped is in schemas/history/.
         versions: dict[str, list[AvroSchema]] = {}
@@ -187,7 +236,8 @@ class Envelopes:
             event.parent_id is None
             and event.group_id is None
             and not event.ignore_result
-            and not (event.chain or event.link or event.link_error)
+            and not (event.chain or event.link or event.link_error or event.then)
+            and event.join is None
             and event.prepend is Prepend.NONE
             and not event.parent_results
             and not event.headers
@@ -233,8 +283,19 @@ class Envelopes:
                 "headers": event.headers,
                 "time_limit": event.time_limit,
                 "soft_time_limit": event.soft_time_limit,
+                "then": [flow_datum(f) for f in event.then],
+                "join": join_datum(event.join),
             },
         )
+
+    def encode_group_value(self, results: list[ParentResult]) -> bytes:
+        """A group's members' results (each single-object encoded by its task) as one value."""
+        items = [{"task": r.task, "result": r.result} for r in results]
+        return self.codec.encode(self.group_value_schema, {"results": items})
+
+    def decode_group_value(self, data: bytes) -> list[ParentResult]:
+        d = self.codec.decode_as(self.group_value_schema, data)
+        return [ParentResult(r["task"], r["result"]) for r in d["results"]]
 
     def decode_task(self, data: bytes) -> TaskEvent:
         d = self._plain(data, self.task_schema, self._task_prefix, self._task_tail)
@@ -282,6 +343,7 @@ class Envelopes:
             and event.group_id is None
             and event.state is None
             and event.parent_id is None
+            and event.join is None
         ):
             head = self.codec.encode(self._result_prefix, self._result_prefix_datum(event))
             return self.result_schema.header + head[HEADER_SIZE:] + self._result_tail
@@ -314,6 +376,7 @@ class Envelopes:
                 "chord": chord_datum(event.chord),
                 "state": event.state,
                 "meta": event.meta,
+                "join": join_datum(event.join),
             },
         )
 
@@ -363,13 +426,23 @@ class Envelopes:
             chord=chord_of(d["chord"]),
             state=d["state"],
             meta=d["meta"],
+            join=join_of(d["join"]),
         )
 
+
+_GROUP_VALUE: dict[str, Any] = {
+    "type": "record", "name": "GroupValue", "namespace": "io.taskstream",
+    "doc": "a group's list of results as one result (task taskstream.group)",
+    "fields": [{"name": "results", "type": {"type": "array", "items": {
+        "type": "record", "name": "GroupItem",
+        "fields": [{"name": "task", "type": "string"}, {"name": "result", "type": "bytes"}],
+    }}}],
+}  # fmt: skip
 
 # The workflow fields of a result event, all defaults (see Envelopes._plain).
 _RESULT_DEFAULTS: dict[str, Any] = {
     "parent_id": None, "root_id": None, "group_id": None, "group_index": None,
-    "group_size": None, "chord": None, "state": None, "meta": None,
+    "group_size": None, "chord": None, "state": None, "meta": None, "join": None,
 }  # fmt: skip
 
 
@@ -408,10 +481,57 @@ def chord_of(d: dict[str, Any] | None) -> Chord | None:
     return Chord(step_of(d["body"]), [step_of(s) for s in d["errbacks"]])
 
 
+def flow_datum(flow: Flow) -> dict[str, Any]:
+    return {
+        "kind": flow.kind.value,
+        "step": None if flow.step is None else step_datum(flow.step),
+        "nodes": [flow_datum(n) for n in flow.nodes],
+        "body": None if flow.body is None else flow_datum(flow.body),
+        "group_id": flow.group_id,
+        "link": [step_datum(s) for s in flow.link],
+        "link_error": [step_datum(s) for s in flow.link_error],
+        "errbacks": [step_datum(s) for s in flow.errbacks],
+    }
+
+
+def flow_of(d: dict[str, Any]) -> Flow:
+    return Flow(
+        FlowKind(d["kind"]),
+        None if d["step"] is None else step_of(d["step"]),
+        [flow_of(n) for n in d["nodes"]],
+        None if d["body"] is None else flow_of(d["body"]),
+        d["group_id"],
+        [step_of(s) for s in d["link"]],
+        [step_of(s) for s in d["link_error"]],
+        [step_of(s) for s in d["errbacks"]],
+    )
+
+
+def join_datum(join: Join | None) -> dict[str, Any] | None:
+    if join is None:
+        return None
+    return {
+        "group_id": join.group_id, "index": join.index, "size": join.size,
+        "then": [flow_datum(f) for f in join.then],
+        "errbacks": [step_datum(s) for s in join.errbacks],
+        "outer": join_datum(join.outer),
+    }  # fmt: skip
+
+
+def join_of(d: dict[str, Any] | None) -> Join | None:
+    if d is None:
+        return None
+    return Join(
+        d["group_id"], d["index"], d["size"], [flow_of(f) for f in d["then"]],
+        [step_of(s) for s in d["errbacks"]], join_of(d["outer"]),
+    )  # fmt: skip
+
+
 def _any_workflow(d: dict[str, Any]) -> bool:
     return bool(
         d["chain"] or d["link"] or d["link_error"] or d["ignore_result"] or d["headers"]
-        or d["time_limit"] is not None or d["soft_time_limit"] is not None
+        or d["time_limit"] is not None or d["soft_time_limit"] is not None or d["then"]
+        or d["join"] is not None
     )  # fmt: skip
 
 
@@ -431,3 +551,5 @@ def _workflow_of_task(event: TaskEvent, d: dict[str, Any]) -> None:
     event.ignore_result = d["ignore_result"]
     event.headers = d["headers"]
     event.time_limit, event.soft_time_limit = d["time_limit"], d["soft_time_limit"]
+    event.then = [flow_of(f) for f in d["then"]]
+    event.join = join_of(d["join"])

@@ -357,12 +357,20 @@ class Terminated(TaskstreamError):
 class CanvasError(TaskstreamError, TypeError):
     """A chain, group, chord or callback that cannot run as built, raised before anything is
     sent: a step's return type does not fit the parameter its result lands in (``parent``,
-    ``child``, ``parameter``), or a shape taskstream does not run yet."""
+    ``child``, ``parameter``; ``path``: where the child sits in an HTTP workflow, e.g.
+    ``chain[2].chord.body``), or a shape taskstream does not run."""
 
     def __init__(
-        self, message: str, parent: str = "", child: str = "", parameter: str = ""
+        self,
+        message: str,
+        parent: str = "",
+        child: str = "",
+        parameter: str = "",
+        *,
+        path: str = "",
     ) -> None:
         self.parent = parent
         self.child = child
         self.parameter = parameter
+        self.path = path
         super().__init__(message)

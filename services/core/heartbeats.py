@@ -97,6 +97,7 @@ def worker_json(beat: Mapping[str, Any], now: float) -> dict[str, object]:
         "lag": list(beat.get("lag") or []),
         "state": worker_state(beat, now),
         "last_beat": float(beat.get("sent_at") or 0),
+        "warnings": list(beat.get("warnings") or []),
     }
 
 

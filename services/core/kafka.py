@@ -172,6 +172,12 @@ class Broker(Protocol):
         """Create the topics that do not exist yet; returns the names created."""
         ...
 
+    def partition_counts(
+        self, settings: Settings, names: Iterable[str], timeout: float = 30.0
+    ) -> dict[str, int]:
+        """The partition count of each of ``names`` that exists."""
+        ...
+
 
 class KafkaBroker:
     """The real thing: confluent-kafka clients for the cluster in the settings."""
@@ -186,6 +192,18 @@ class KafkaBroker:
         self, settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0
     ) -> list[str]:
         return ensure_topics(settings, specs, timeout)
+
+    def partition_counts(
+        self, settings: Settings, names: Iterable[str], timeout: float = 30.0
+    ) -> dict[str, int]:
+        admin = AdminClient(admin_config(settings))
+        try:
+            topics = admin.list_topics(timeout=timeout).topics
+        except KafkaException as exc:
+            raise BrokerError.wrap(exc, "listing topics") from exc
+        return {
+            n: len(topics[n].partitions) for n in names if n in topics and topics[n].error is None
+        }
 
 
 def ensure_topics(

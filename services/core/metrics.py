@@ -106,6 +106,13 @@ REBALANCES = Counter(
     "Consumer group rebalance callbacks, by event (assign, revoke, lost)",
     ["event"],
 )
+QUEUE_PARTITIONS_MISSING = Gauge(
+    "taskstream_queue_partitions_missing",
+    "Partitions a queue's topic lacks against the configured count (0 when it has them all): "
+    "fewer partitions cap how many workers share the queue",
+    ["queue"],
+    multiprocess_mode="livemax",
+)
 ASSIGNED_PARTITIONS = Gauge(
     "taskstream_assigned_partitions",
     "Task topic partitions currently assigned to this worker",

@@ -35,8 +35,8 @@ def expected_files(app: App) -> dict[str, str]:
         for name in (TASK_EVENT_SCHEMA_FILE, RESULT_EVENT_SCHEMA_FILE)
     }
     for name, task in sorted(app.tasks.items()):
-        files[f"tasks/{name}.args.avsc"] = render(task.signature.args_schema)
-        files[f"tasks/{name}.result.avsc"] = render(task.signature.result_schema)
+        files[f"tasks/{name}.args.avsc"] = render(task.task_signature.args_schema)
+        files[f"tasks/{name}.result.avsc"] = render(task.task_signature.result_schema)
     return files
 
 

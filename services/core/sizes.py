@@ -21,7 +21,7 @@ from typing import Any
 
 from taskstream.codec import HEADER_SIZE
 from taskstream.config import Settings
-from taskstream.envelope import ResultEvent, Step
+from taskstream.envelope import Flow, Join, ResultEvent, Step
 from taskstream.errors import ConfigError
 
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's default message.max.bytes, in bytes
@@ -83,7 +83,7 @@ def result_event_size(event: ResultEvent) -> int:
 
 
 # The appended workflow fields when all are null: one union branch byte each.
-_NO_WORKFLOW = 8
+_NO_WORKFLOW = 9
 
 
 def _workflow_size(event: ResultEvent) -> int:
@@ -94,6 +94,7 @@ def _workflow_size(event: ResultEvent) -> int:
         and event.state is None
         and event.meta is None
         and event.root_id is None
+        and event.join is None
     ):
         return _NO_WORKFLOW
     size = _NO_WORKFLOW
@@ -104,7 +105,28 @@ def _workflow_size(event: ResultEvent) -> int:
     chord = event.chord
     if chord is not None:
         size += _step_size(chord.body) + _array_size([_step_size(s) for s in chord.errbacks])
+    if event.join is not None:
+        size += _join_size(event.join)
     return size
+
+
+def _steps_size(steps: list[Step]) -> int:
+    return _array_size([_step_size(s) for s in steps])
+
+
+def _flow_size(flow: Flow) -> int:
+    size = 1 + 1 + (0 if flow.step is None else _step_size(flow.step))  # kind, step's branch
+    size += _array_size([_flow_size(n) for n in flow.nodes])
+    size += 1 + (0 if flow.body is None else _flow_size(flow.body))
+    size += 1 + (0 if flow.group_id is None else _string(flow.group_id))
+    return size + _steps_size(flow.link) + _steps_size(flow.link_error) + _steps_size(flow.errbacks)
+
+
+def _join_size(join: Join) -> int:
+    """A Join record (its union branch byte is counted in _NO_WORKFLOW)."""
+    size = _string(join.group_id) + _varint(join.index) + _varint(join.size)
+    size += _array_size([_flow_size(f) for f in join.then]) + _steps_size(join.errbacks)
+    return size + 1 + (0 if join.outer is None else _join_size(join.outer))
 
 
 def _step_size(step: Step) -> int:

@@ -178,6 +178,13 @@ class StubBroker:
         """Create the topics that do not exist yet; returns the names created."""
         return [s.name for s in specs if self.create_topic(s.name, s.partitions)]
 
+    def partition_counts(
+        self, settings: Settings, names: Iterable[str], timeout: float = 30.0
+    ) -> dict[str, int]:
+        """The partition count of each of ``names`` that exists."""
+        topics = self.topics()
+        return {n: topics[n] for n in names if n in topics}
+
     # -- set-up, faults and introspection for tests -----------------------------------------
 
     def create_topic(self, name: str, partitions: int = 1) -> bool:

@@ -28,7 +28,7 @@ from taskstream.text import id_problem
 
 if TYPE_CHECKING:
     from taskstream.app import App
-    from taskstream.canvas import Signature
+    from taskstream.canvas import Signature, SignatureCall
     from taskstream.eager import EagerResult
     from taskstream.result import AsyncResult
 
@@ -221,7 +221,16 @@ class TaskOptions:
 
     @classmethod
     def of(cls, options: dict[str, Any]) -> TaskOptions:
-        """TaskOptions from ``@app.task``'s keyword arguments; InvalidOption for unknown ones."""
+        """TaskOptions from ``@app.task``'s keyword arguments; InvalidOption for unknown ones.
+
+        Celery's ``acks_late=True`` is accepted and changes nothing: a worker commits a task's
+        offset only once its outcome is acknowledged, which is acks-late already (a task whose
+        worker dies runs again). ``acks_late=False`` (ack on receipt) is not offered."""
+        options = dict(options)
+        if options.pop("acks_late", True) is not True:
+            raise InvalidOption(
+                "acks_late", False, "a task is always acknowledged after its outcome (acks late)"
+            )
         known = {f.name for f in fields(cls)}
         for option, value in options.items():
             if option not in known:
@@ -353,10 +362,11 @@ class Task(Generic[P, R]):
         self.queue = queue
         self.options = options or TaskOptions()
         self.is_async = inspect.iscoroutinefunction(func)
-        self.signature: TaskSignature = derive_signature(func, name, bound=self.options.bind)
+        # The argument record and result schema (``task.signature`` is Celery's method).
+        self.task_signature: TaskSignature = derive_signature(func, name, bound=self.options.bind)
         codec = app.codec
-        self.args_schema: AvroSchema = codec.register(self.signature.args_schema)
-        self.result_schema: AvroSchema = codec.register(self.signature.result_schema)
+        self.args_schema: AvroSchema = codec.register(self.task_signature.args_schema)
+        self.result_schema: AvroSchema = codec.register(self.task_signature.result_schema)
         parameters = list(inspect.signature(func).parameters.values())[int(self.options.bind) :]
         self._positional_only = tuple(
             p.name for p in parameters if p.kind is inspect.Parameter.POSITIONAL_ONLY
@@ -401,7 +411,7 @@ class Task(Generic[P, R]):
         """Decoded arguments (by name) as Celery's ``request.args``/``request.kwargs``:
         every parameter that can be passed by position in ``args``, in order; keyword-only
         ones in ``kwargs``."""
-        names = self.signature.parameters
+        names = self.task_signature.parameters
         args = tuple(kwargs[n] for n in names if n not in self._keyword_only and n in kwargs)
         return args, {n: kwargs[n] for n in names if n in self._keyword_only and n in kwargs}
 
@@ -473,6 +483,15 @@ class Task(Generic[P, R]):
 
         return Signature(self, args, kwargs, immutable=True)
 
+    @property
+    def signature(self) -> SignatureCall:
+        """Celery's ``task.signature(args, kwargs, **options)``. (Its schemas, which this
+        name used to hold, are ``task_signature``; reading them here still works, with a
+        DeprecationWarning.)"""
+        from taskstream.canvas import SignatureCall
+
+        return SignatureCall(self)
+
     def apply(
         self,
         args: Sequence[Any] | None = (),
@@ -495,7 +514,8 @@ class Task(Generic[P, R]):
     ) -> None:
         """Publish a custom state of the running task (Celery's ``update_state``): it shows
         as ``r.state`` and its ``meta`` (anything JSON can hold) as ``r.info`` until the final
-        outcome replaces it. Only inside a task run by a worker (NoCurrentTask otherwise)."""
+        outcome replaces it. Only inside a running task (NoCurrentTask otherwise); in a task
+        run by ``apply()`` it is accepted and goes nowhere, as in Celery's eager mode."""
         sink = _progress_sink.get()
         request = current_request()
         if sink is None or (task_id is not None and task_id != request.id):
@@ -559,16 +579,18 @@ class Task(Generic[P, R]):
         )
 
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        return self.app.codec.encode(self.args_schema, self.signature.args_to_avro(args, kwargs))
+        return self.app.codec.encode(
+            self.args_schema, self.task_signature.args_to_avro(args, kwargs)
+        )
 
     def decode_args(self, data: bytes) -> dict[str, Any]:
-        return self.signature.args_from_avro(self.app.codec.decode_as(self.args_schema, data))
+        return self.task_signature.args_from_avro(self.app.codec.decode_as(self.args_schema, data))
 
     @functools.cached_property
     def tail_signature(self) -> TaskSignature:
         """The arguments without the first parameter (a workflow step's, before the parent's
         result is prepended)."""
-        return tail_signature(self.signature)
+        return tail_signature(self.task_signature)
 
     @functools.cached_property
     def tail_args_schema(self) -> AvroSchema:
@@ -583,7 +605,9 @@ class Task(Generic[P, R]):
         return self.tail_signature.args_from_avro(datum)
 
     def encode_result(self, value: Any) -> bytes:
-        return self.app.codec.encode(self.result_schema, self.signature.result_to_avro(value))
+        return self.app.codec.encode(self.result_schema, self.task_signature.result_to_avro(value))
 
     def decode_result(self, data: bytes) -> Any:
-        return self.signature.result_from_avro(self.app.codec.decode_as(self.result_schema, data))
+        return self.task_signature.result_from_avro(
+            self.app.codec.decode_as(self.result_schema, data)
+        )

@@ -70,6 +70,12 @@ def control_readers(prefix: str) -> str:
     return f"{prefix}.control-readers"
 
 
+def delay_scanners(prefix: str) -> str:
+    """``<prefix>.delay-scanners``: the group id of the delay schedulers' revocation scans,
+    which assign tier partitions themselves and never join nor commit."""
+    return f"{prefix}.delay-scanners"
+
+
 def heartbeats_topic(prefix: str) -> str:
     """``<prefix>.heartbeats``"""
     return _checked(f"{prefix}.heartbeats")

@@ -4,6 +4,13 @@
 delivery report one hook call, with the hooks (the metric children) looked up once per task
 and queue.
 
+The first event of a queue in this process makes sure the app's topics exist, creating the
+missing ones with the configured ``partitions`` (and the queue's topic among them), and the
+producer never asks the broker to auto-create a topic, so the broker's auto-creation never
+picks a queue's partition count. A cluster that refuses the creation refuses the send
+(ConfigError); one that cannot be reached gets the event queued as before (librdkafka sends
+it within the delivery timeout once the topic exists), and a later send tries again.
+
 An event over the producer's ``message.max.bytes`` is refused before it is produced
 (MessageTooLarge, naming the task and the size); a KafkaException from ``produce()`` reaches
 the caller as a TaskstreamError, never bare.
@@ -23,9 +30,9 @@ from taskstream import metrics, tracing
 from taskstream.config import Settings
 from taskstream.envelope import Envelopes, TaskEvent
 from taskstream.errors import BrokerError, DeliveryFailed, DeliveryTimeout, MessageTooLarge
-from taskstream.kafka import Broker, EventProducer, producer_config
+from taskstream.kafka import Broker, EventProducer, KafkaBroker, producer_config
 from taskstream.sizes import message_max_bytes, record_size
-from taskstream.topics import task_topic
+from taskstream.topics import task_topic, topic_specs
 
 if TYPE_CHECKING:
     from taskstream.app import App
@@ -33,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PENDING: Any = object()  # a Delivery's outcome before the broker's report
+_ENSURE_TIMEOUT_S = 5.0  # how long the first send of a queue waits for the cluster's topics
+_ENSURE_RETRY_S = 30.0  # after the cluster could not be asked, sends try again this late
 
 
 class DeliveryHooks:
@@ -197,10 +206,13 @@ class TaskPublisher:
     ) -> None:
         self._settings = settings
         self._envelopes = envelopes
-        config = producer_config(settings)
+        # Never the broker's auto-creation: the first send of a queue creates its topics.
+        config = producer_config(settings, **{"allow.auto.create.topics": False})
         self.message_max_bytes = message_max_bytes(config)  # the largest event it sends
-        self._producer = EventProducer(config, background_poll=True, broker=broker)
-        self._topics: dict[str, str] = {}
+        self._broker = broker if broker is not None else KafkaBroker()
+        self._producer = EventProducer(config, background_poll=True, broker=self._broker)
+        self._topics: dict[str, str] = {}  # queue -> its topic, made sure to exist
+        self._unsure: dict[str, float] = {}  # queue -> when to try ensuring it again
         self._hooks = hooks if hooks is not None else PrometheusPublisherHooks()
         self._task_hooks: dict[tuple[str, str], DeliveryHooks] = {}
         self._lock = threading.Lock()
@@ -216,13 +228,15 @@ class TaskPublisher:
         queue = event.queue
         topic = self._topics.get(queue)
         if topic is None:
-            topic = self._topics[queue] = task_topic(self._settings.topic_prefix, queue)
+            topic = task_topic(self._settings.topic_prefix, queue)
         headers = (
             tracing.send_headers(event, topic) if tracing.ENABLED and tracing.active() else None
         )
         size = record_size(value, key, headers)
         if size > self.message_max_bytes:
             raise MessageTooLarge(event.task, size, self.message_max_bytes)
+        if queue not in self._topics:
+            self._ensure(queue, topic)
         hooks = self._task_hooks.get((event.task, queue))
         if hooks is None:
             hooks = self._task_hooks[event.task, queue] = self._hooks.for_task(event.task, queue)
@@ -238,6 +252,27 @@ class TaskPublisher:
 
     def flush(self, timeout: float = 30.0) -> int:
         return self._producer.flush(timeout)
+
+    def _ensure(self, queue: str, topic: str) -> None:
+        """Create the app's missing topics, ``queue``'s among them; then ``topic`` is known."""
+        if time.monotonic() < self._unsure.get(queue, 0.0):
+            return
+        s = self._settings
+        specs = topic_specs(
+            s.topic_prefix, [queue], s.partitions, s.replication_factor,
+            result_expires_s=s.result_expires, revoke_expires_s=s.revoke_expires_s,
+        )  # fmt: skip
+        try:
+            created = self._broker.ensure_topics(s, specs, _ENSURE_TIMEOUT_S)
+        except BrokerError as exc:
+            self._unsure[queue] = time.monotonic() + _ENSURE_RETRY_S
+            log.warning("cannot check queue %r's topics (%s); its events wait for the topic, "
+                        "which a later send creates", queue, exc)  # fmt: skip
+            return
+        if created:
+            log.info("created %d topics with %d partitions: %s",
+                     len(created), s.partitions, ", ".join(created))  # fmt: skip
+        self._topics[queue] = topic
 
     def close(self, timeout: float = 30.0) -> int:
         return self._producer.close(timeout)

@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from taskstream import App, Retry, SoftTimeLimitExceeded, current_request
@@ -25,6 +26,7 @@ def build_app(**settings: Any) -> App:
     _control_tasks(app)
     _workflow_tasks(app)
     celery_tasks(app)  # Celery's own test tasks, typed (tests/integration/celery_tasks.py)
+    _celery_canvas_tasks(app)  # and _celery_canvas_side_tasks
     return app
 
 
@@ -192,6 +194,13 @@ def _workflow_tasks(app: App) -> None:
             log.write(f"{current_request().id} {len(values)}\n")
         return sum(values)
 
+    @app.task(name="itest.logged_nested_sum")
+    def logged_nested_sum(values: list[list[int]], log_path: str) -> int:
+        """A chord body over lists (a nested workflow's): a line per run in ``log_path``."""
+        with open(log_path, "a") as log:
+            log.write(f"{current_request().id} {len(values)}\n")
+        return sum(sum(v) for v in values)
+
     @app.task(name="itest.report")
     def report(task_id: str, log_path: str) -> None:
         """An errback: appends the failed task's id to ``log_path``."""
@@ -212,6 +221,95 @@ def _workflow_tasks(app: App) -> None:
     @app.task(name="itest.text_len")
     def text_len(text: str) -> int:
         return len(text)
+
+
+class ExpectedException(Exception):
+    """Celery's t/integration/tasks.ExpectedException."""
+
+
+@dataclass
+class Ids:
+    """What Celery's ``ids`` task returns: ``(root_id, parent_id, i)``."""
+
+    root_id: str | None
+    parent_id: str | None
+    value: int
+
+
+def _log(path: str, line: str) -> None:
+    with open(path, "a") as log:
+        log.write(f"{line}\n")
+
+
+def _celery_canvas_tasks(app: App) -> None:
+    """Typed variants of the tasks of Celery's t/integration/tasks.py, for the port of its
+    canvas tests (tests/integration/test_celery_canvas.py). Celery's untyped tasks take
+    anything; here one task per type the tests pass (``identity`` of an int, of a list).
+    Its Redis list and counter (redis_echo, redis_count) are a file each."""
+
+    @app.task(name="itest.c_add")
+    def c_add(x: int, y: int, z: int | None = None) -> int:
+        return x + y + z if z else x + y
+
+    @app.task(name="itest.c_concat")  # Celery's add, given lists
+    def c_concat(x: list[int], y: list[int]) -> list[int]:
+        return x + y
+
+    @app.task(name="itest.c_identity")
+    def c_identity(x: int) -> int:
+        return x
+
+    @app.task(name="itest.c_identity_list")
+    def c_identity_list(x: list[int]) -> list[int]:
+        return x
+
+    @app.task(name="itest.c_identity_lists")
+    def c_identity_lists(x: list[list[int]]) -> list[list[int]]:
+        return x
+
+    @app.task(name="itest.c_tsum")
+    def c_tsum(nums: list[int]) -> int:
+        return sum(nums)
+
+    @app.task(name="itest.c_add_to_all")
+    def c_add_to_all(nums: list[int], val: int = 0) -> list[int]:
+        return [n + val for n in nums]
+
+    @app.task(name="itest.c_add_to_all_lists")
+    def c_add_to_all_lists(nums: list[list[int]], val: list[int]) -> list[list[int]]:
+        return [n + val for n in nums]
+
+    _celery_canvas_side_tasks(app)
+
+
+def _celery_canvas_side_tasks(app: App) -> None:
+    """Celery's failing tasks and the ones that leave a trace (request ids, log lines)."""
+
+    @app.task(name="itest.c_fail")
+    def c_fail(x: int = 0) -> int:
+        raise ExpectedException("Task expected to fail")
+
+    @app.task(name="itest.c_fail_list")  # Celery's fail, as a chord body
+    def c_fail_list(x: list[int]) -> int:
+        raise ExpectedException("Task expected to fail")
+
+    @app.task(name="itest.c_ids")
+    def c_ids(i: int) -> Ids:
+        request = current_request()
+        return Ids(request.root_id, request.parent_id, i)
+
+    @app.task(name="itest.c_echo")  # Celery's redis_echo
+    def c_echo(message: str, log_path: str) -> str:
+        _log(log_path, message)
+        return message
+
+    @app.task(name="itest.c_count")  # Celery's redis_count
+    def c_count(log_path: str) -> None:
+        _log(log_path, "1")
+
+    @app.task(name="itest.c_errback")  # Celery's errback_old_style: counts per failed id
+    def c_errback(request_id: str, log_path: str) -> None:
+        _log(log_path, request_id)
 
 
 app = build_app()

@@ -30,11 +30,13 @@ def cli(
 
 
 @contextmanager
-def dev_running(cwd: Path, env: dict[str, str], embedded: bool) -> Iterator[list[str]]:
+def dev_running(
+    cwd: Path, env: dict[str, str], embedded: bool, app: str = "examples.app:app"
+) -> Iterator[list[str]]:
     """`taskstream dev examples.app:app` in ``cwd`` until the block ends, then Ctrl-C."""
     output: list[str] = []
     dev = subprocess.Popen(
-        [sys.executable, "-m", "taskstream.cli", "dev", "examples.app:app"],
+        [sys.executable, "-m", "taskstream.cli", "dev", app],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -99,6 +101,43 @@ def test_dev_then_send_and_result_from_another_terminal(
                   cwd=tmp_path, env=env)  # fmt: skip
         assert bad.returncode == 2 and "args.a" in bad.stderr
     assert "send examples.app.add" in output[0]
+
+
+KILLER_APP = """
+import os, signal
+from taskstream import App
+
+app = App("killer")
+
+@app.task(name="killer.die")
+def die() -> int:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return 0
+
+@app.task(name="killer.add")
+def add(a: int, b: int) -> int:
+    return a + b
+"""
+
+
+def test_dev_restarts_a_worker_killed_by_its_task_and_stops_only_on_ctrl_c(
+    tmp_path: Path, broker: BrokerHandle
+) -> None:
+    (tmp_path / "killer.py").write_text(KILLER_APP)
+    env = dev_env(broker)
+    env["TASKSTREAM_WORKER_LOST_MAX_DELIVERIES"] = "1"  # the first death ends its retries
+    with dev_running(tmp_path, env, broker.embedded is not None, "killer:app") as output:
+        died = cli("send", "killer.die", "{}", "--app", "killer:app", "--wait", "90",
+                   cwd=tmp_path, env=env, timeout=120)  # fmt: skip
+        assert died.returncode == 1 and "WorkerLost" in died.stdout, died.stdout + died.stderr
+        sent = cli("send", "killer.add", '{"a": 1, "b": 2}', "--app", "killer:app",
+                   "--wait", "90", cwd=tmp_path, env=env, timeout=120)  # fmt: skip
+        assert sent.returncode == 0 and sent.stdout.split()[1] == "3", sent.stderr
+    out = output[0]
+    assert "the worker exited with -9; restarting it in 1s" in out
+    assert "the worker restarted" in out
+    assert "stopping: the worker finishes its tasks in flight" in out
+    assert "received SIGINT: stopping; waiting up to" in out
 
 
 def test_a_second_dev_run_in_the_same_directory_starts_clean(

@@ -16,8 +16,15 @@ from taskstream import App, Status
 from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.revocation import ControlReader, Revocations
 from taskstream.errors import TaskRevoked
+from taskstream.topics import delay_topic
 from tests.conftest import Scope
-from tests.integration.running import running, spawn_worker, wait_until, worker_and_materializer
+from tests.integration.running import (
+    read_topic,
+    running,
+    spawn_worker,
+    wait_until,
+    worker_and_materializer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +101,23 @@ def test_revoked_queued_delayed_and_running_tasks_with_a_worker_restarted_after_
                 r.get(timeout=60)
     assert len(runs.read_text().splitlines()) == 1  # only the terminated one ever started
     assert reason_of(app, spinning.id) == "terminated"
+
+
+def test_a_task_revoked_while_it_waits_an_hour_in_a_delay_tier_shows_revoked_at_once(
+    app: App, scope: Scope
+) -> None:
+    with worker_and_materializer(app):
+        r = app.tasks["itest.add"].apply_async((1, 2), countdown=3600)
+        kept = app.tasks["itest.add"].apply_async((3, 4), countdown=3600)
+        # The worker moves both from the task topic to the 600 s tier (the largest below).
+        read_topic(scope, delay_topic(scope.topic_prefix, 600), 2, timeout=60)
+        r.revoke()
+        # Its hop is an hour away: only the scan of the tiers can make it REVOKED now.
+        with pytest.raises(TaskRevoked, match="revoked"):
+            r.get(timeout=30)
+        assert kept.status == Status.PENDING
+    record = app.store.get(r.id)
+    assert record is not None and ".delay." in (record.source_topic or "")
 
 
 def test_revocations_reach_every_worker_within_about_a_second(app: App) -> None:

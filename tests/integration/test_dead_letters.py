@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
+from taskstream import TaskFailed
 from taskstream.topics import dead_letter_topic
 from tests.conftest import REPO, Scope
-from tests.integration.running import read_topic, worker_and_materializer
+from tests.integration.running import read_topic, wait_until, worker_and_materializer
 from tests.integration.tasks_app import build_app
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,9 @@ def test_a_dead_letter_is_listed_and_replayed_once_the_worker_knows_its_task(
             # A worker's start (group join, the control topic read to its end) is slow on a
             # loaded machine: a liveness bound, not a speed target.
             read_topic(scope, dead_letter_topic(scope.topic_prefix), 1, timeout=90)
-        assert result.status == "PENDING"
+            # The caller learns why at once instead of waiting (issue 20, minor 8).
+            with pytest.raises(TaskFailed, match=r"'itest\.later' is not defined"):
+                result.get(timeout=60)
 
         listed = dlq(scope, "list", "--json")
         assert listed.returncode == 0, listed.stderr
@@ -52,6 +55,7 @@ def test_a_dead_letter_is_listed_and_replayed_once_the_worker_knows_its_task(
             replayed = dlq(scope, "replay", "--task", "itest.later")
             assert replayed.returncode == 0, replayed.stderr
             assert "replayed 1" in replayed.stdout
+            wait_until(lambda: result.status == "SUCCESS", 60, "the replayed run's outcome")
             assert result.get(timeout=60) == 40
         assert dlq(scope, "list", "--task", "nothing-like-it").stdout == ""
     finally:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from taskstream import App, CanvasError, GroupResult, TaskFailed, chain, chord, group
+from taskstream import App, AsyncResult, CanvasError, GroupResult, TaskFailed, chain, chord, group
 from taskstream.canvas import callback_id
 from taskstream.envelope import Envelopes
 from taskstream.producer.http import HttpService
@@ -82,7 +82,7 @@ def test_a_chord_of_1000_with_3_failing_members_fails_naming_them(app: App, tmp_
     for i in bad:
         assert f"[{i}]" in error.message and f"member {i} refuses" in error.message
     assert lines(errbacks) == [result.id]
-    assert result.state == Status.FAILURE.value
+    assert isinstance(result, AsyncResult) and result.state == Status.FAILURE.value
 
 
 def test_a_chord_of_1000_survives_a_worker_sigkilled_twice(
@@ -136,6 +136,58 @@ def test_a_chord_survives_its_materializer_sigkilled(
     assert info is not None and info.state == GroupState.FIRED and info.completed == 500
 
 
+def test_a_chain_of_chords_of_chains_of_groups_survives_worker_and_materializer_kills(
+    app: App, scope: Scope, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """Depth 4: chain -> chord -> chain -> group. 300 inner groups join into the chord's
+    header, whose body's result goes on to a second chord; a worker and the materializer are
+    SIGKILLed on the way, and every join still fires once."""
+    runs, bodies = tmp_path / "members.log", tmp_path / "bodies.log"
+    member, add, tsum = t(app, "member"), t(app, "add"), t(app, "tsum")
+    nested_sum = t(app, "logged_nested_sum")
+    n = 300
+    header = [
+        chain(member.s(i, False, 0.01, str(runs)), group(add.s(0), add.s(1000))) for i in range(n)
+    ]
+    workflow = chain(
+        chord(header, nested_sum.s(str(bodies))),
+        chord([add.s(1), add.s(2)], tsum.s()),
+    )
+    result = workflow.apply_async()
+    materializer = spawn_materializer(scope)
+    processes.append(materializer)
+    workers = [spawn_worker(scope, "--concurrency", "2") for _ in range(2)]
+    processes.extend(workers)
+    wait_until(lambda: len(lines(runs)) >= 100, 120, "100 member runs")
+    workers[0].send_signal(signal.SIGKILL)
+    workers[0].wait(10)
+    processes.append(spawn_worker(scope, "--concurrency", "2"))
+    wait_until(lambda: app.store.count() >= 400, 120, "400 stored outcomes")
+    materializer.send_signal(signal.SIGKILL)
+    materializer.wait(10)
+    processes.append(spawn_materializer(scope))
+    total = sum(2 * i + 1000 for i in range(n))
+    assert result.get(timeout=180) == 2 * total + 3
+    time.sleep(1.0)  # time for a second body run, if there were one
+    assert len(lines(bodies)) == 1 and lines(bodies)[0].endswith(f" {n}")
+    assert {int(i) for i in lines(runs)} == set(range(n))
+    second = result.parent
+    assert isinstance(second, GroupResult)
+    first = second.parent
+    assert isinstance(first, AsyncResult) and first.get(timeout=1) == total
+    for joined in (first.parent, second):
+        assert isinstance(joined, GroupResult)
+        info = app.store.group(joined.id)
+        assert info is not None and info.state == GroupState.FIRED
+    envelopes = Envelopes(app.codec)
+    outcomes = [
+        envelopes.decode_result(m.value() or b"")
+        for m in read_topic(scope, results_topic(scope.topic_prefix), 100, idle=1.0)
+    ]
+    assert [o.status for o in outcomes if o.id == first.id] == [Status.SUCCESS]
+    assert [o.status for o in outcomes if o.id == result.id] == [Status.SUCCESS]
+
+
 def test_a_typed_canvas_mismatch_raises_before_sending(app: App, scope: Scope) -> None:
     add, text_len, tsum = t(app, "add"), t(app, "text_len"), t(app, "tsum")
     with pytest.raises(CanvasError) as wrong:
@@ -180,7 +232,8 @@ def test_progress_is_seen_through_python_and_http(app: App, tmp_path: Path) -> N
         assert r.get(timeout=30) == 2 and r.state == "SUCCESS" and r.info == 2
 
 
-def test_workflows_over_http(app: App) -> None:
+def test_workflows_over_http(app: App, tmp_path: Path) -> None:
+    errbacks = tmp_path / "errbacks.log"
     add = {"task": "itest.add", "args": {"a": 2, "b": 3}}
     with (
         worker_and_materializer(app, concurrency=4),
@@ -219,6 +272,35 @@ def test_workflows_over_http(app: App) -> None:
             "task_id": body_id, "status": "SUCCESS",
         }  # fmt: skip
         assert http.get("/v1/groups/nope").status_code == 404
+        # nested: a group in a chain (a chord with what follows), then a chord
+        after = {"task": "itest.add", "args": {"b": 1}}
+        nested = {"chain": [
+            add,
+            {"group": [after, {"task": "itest.add", "args": {"b": 2}}]},
+            {"task": "itest.tsum"},
+            {"chord": {"header": [{"task": "itest.add", "args": {"b": 10}},
+                                  {"task": "itest.mul", "args": {"b": 2}}],
+                       "body": {"task": "itest.tsum"}}},
+        ]}  # fmt: skip
+        sent = http.post("/v1/workflows", json=nested)
+        assert sent.status_code == 202, sent.text
+        # 5 -> [6, 7] -> 13 -> [23, 26] -> 49
+        got = http.get(f"/v1/tasks/{sent.json()['task_id']}", params={"wait": 30}).json()
+        assert got["result"] == 49
+        # errbacks: a chain's (on each task), a step's own callbacks
+        log = str(errbacks)
+        report = {"task": "itest.report", "args": {"log_path": log}}
+        failing = {"chain": [
+            {**add, "link": [{"task": "itest.mul", "args": {"b": 2}}]},
+            {"task": "itest.fail", "args": {"message": "no"}, "immutable": True},
+            after,
+        ], "link_error": [report]}  # fmt: skip
+        sent = http.post("/v1/workflows", json=failing)
+        assert sent.status_code == 202, sent.text
+        fail_id = sent.json()["task_ids"][1]
+        got = http.get(f"/v1/tasks/{sent.json()['task_id']}", params={"wait": 30}).json()
+        assert got["status"] == "FAILURE" and "not run" in got["error"]["message"]
+        wait_until(lambda: lines(errbacks) == [fail_id], 30, "the chain's errback")
 
 
 def test_workflow_errors_over_http_name_the_step_and_field(app: App) -> None:
@@ -243,4 +325,17 @@ def test_workflow_errors_over_http_name_the_step_and_field(app: App) -> None:
         body = error({"chord": {"header": [add], "body": {"task": "itest.add", "args": {"b": 1}}}})
         assert body["path"] == "chord.body" and "not a list" in body["message"]
         assert error({"chain": []})["path"] == "chain"
+        after = {"task": "itest.add", "args": {"b": 1}}
+        header = [after, after, after, {"task": "itest.add", "args": {"b": "x"}}]
+        deep = {
+            "chain": [add, after, {"chord": {"header": header, "body": {"task": "itest.tsum"}}}]
+        }
+        assert error(deep)["path"] == "chain[2].chord.header[3].args.b"
+        listed = error({"chain": [add, {"group": [after]}, after]})
+        assert listed["path"] == "chain[2]" and "not a list" in listed["message"]
+        text = {"task": "itest.text_len"}
+        body = error({"chain": [add, {"chord": {"header": [after], "body": text}}]})
+        assert body["path"] == "chain[1].chord.body"
+        grouped = error({"group": [{"chain": [add, text]}]})
+        assert grouped["path"] == "group[0].chain[1]" and "'text'" in grouped["message"]
         assert error({"pipeline": []})["code"] == "invalid_workflow"

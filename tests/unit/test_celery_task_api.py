@@ -22,7 +22,7 @@ from taskstream import (
     TaskFailed,
     UnknownTask,
 )
-from taskstream.errors import InvalidOption
+from taskstream.errors import InvalidOption, NoCurrentTask
 from taskstream.schema_files import export
 from taskstream.topics import dead_letter_topic, task_topic
 
@@ -151,6 +151,22 @@ def test_apply_s_request_is_eager_and_its_own_root(app: App) -> None:
     assert got["args"] == "(1, 'c')" and got["kwargs"] == "{'z': False}"
     assert got["hostname"] == socket.gethostname()
     assert got["delivery_info"] is None
+
+
+def test_apply_of_a_bound_task_that_calls_update_state_runs_as_in_celery(app: App) -> None:
+    """The README's import_rows in Celery's form: eager, its custom states go nowhere."""
+
+    @app.task(name="celeryapi.import_rows", bind=True, max_retries=5)
+    def import_rows(task_self: Task[..., Any], path: str) -> int:
+        for i in range(3):
+            task_self.update_state(state="PROGRESS", meta={"done": i, "path": path})
+        task_self.update_state(task_self.request.id, "PROGRESS", {"done": 3})
+        return 3
+
+    r = import_rows.apply(("a.csv",))
+    assert (r.state, r.get()) == ("SUCCESS", 3)
+    with pytest.raises(NoCurrentTask):  # outside any task, as before
+        import_rows.update_state(state="PROGRESS")
 
 
 def test_apply_inside_a_task_makes_it_the_parent_and_keeps_the_root(app: App) -> None:
@@ -439,3 +455,38 @@ def test_an_async_task_sees_max_retries_exceeded_and_its_event_is_dead_lettered(
     assert failed.value.exc_type == "MaxRetriesExceededError"
     assert record is not None and record.attempt == 2
     assert dict(letter.headers() or [])["taskstream.reason"] == b"retries-exhausted"
+
+
+def test_a_task_the_worker_does_not_define_fails_unknown_task_for_its_id(app: App) -> None:
+    """A newer caller, an older worker: the caller's get() learns why instead of waiting."""
+
+    @app.task(name="celeryapi.newer")
+    def newer(x: int) -> int:
+        return x
+
+    with taskstream.testing.run(app) as stub:
+        del app.tasks["celeryapi.newer"]  # this worker's deploy predates it
+        r = newer.delay(1)
+        with pytest.raises(TaskFailed) as failed:
+            r.get(timeout=10)
+        assert (failed.value.task_id, failed.value.exc_type) == (r.id, "UnknownTask")
+        assert "'celeryapi.newer' is not defined by app 'celeryapi'" in str(failed.value)
+        assert r.state == "FAILURE"
+        stub.join()
+        (letter,) = stub.broker.records(dead_letter_topic("celeryapi"))
+        assert dict(letter.headers() or [])["taskstream.reason"] == b"unknown-task"
+
+
+def test_acks_late_true_is_accepted_as_what_taskstream_does_and_false_is_refused(
+    app: App,
+) -> None:
+    @app.task(name="celeryapi.late", acks_late=True)
+    def late(x: int) -> int:
+        return x
+
+    assert late.apply((2,)).get() == 2
+    with pytest.raises(InvalidOption, match="acks late"):
+
+        @app.task(name="celeryapi.early", acks_late=False)
+        def early(x: int) -> int:
+            return x

@@ -20,6 +20,7 @@ from taskstream.envelope import (
     Envelopes,
     envelope_history,
     load_envelope_schema,
+    step_datum,
 )
 from taskstream.errors import CorruptMessage, UnknownSchema
 from taskstream.status import Status
@@ -190,21 +191,24 @@ def test_encoding_keeps_the_specification_fingerprint() -> None:
 @pytest.mark.parametrize(
     ("filename", "version", "spec", "apache"),
     [
-        (TASK_EVENT_SCHEMA_FILE, None, "aaa43194f6e2081a", "256596a39729e566"),
-        (RESULT_EVENT_SCHEMA_FILE, None, "dca6e50745339a9e", "a4eb8484d3a93820"),
+        (TASK_EVENT_SCHEMA_FILE, None, "47e2a11655322bff", "2805fbc2019ea58f"),
+        (RESULT_EVENT_SCHEMA_FILE, None, "b2650907635e2f85", "a0e356adc33f65b3"),
         (TASK_EVENT_SCHEMA_FILE, 1, "fb51d1a78cff63ad", "a4d291fc2f46e32f"),
         (RESULT_EVENT_SCHEMA_FILE, 1, "abcc3e02563c979d", "8985d5ca55ceb15f"),
         (TASK_EVENT_SCHEMA_FILE, 2, "d6881996185ae9d1", "1726095ce687291f"),
         (RESULT_EVENT_SCHEMA_FILE, 2, "5a0f26df2e73d328", "298f576104bc505a"),
         (TASK_EVENT_SCHEMA_FILE, 3, "f1a08fd062d23487", "1f768b80274f57aa"),
+        (RESULT_EVENT_SCHEMA_FILE, 3, "dca6e50745339a9e", "a4eb8484d3a93820"),
+        (TASK_EVENT_SCHEMA_FILE, 4, "aaa43194f6e2081a", "256596a39729e566"),
     ],
 )
 def test_the_envelope_fingerprints_are_the_documented_ones(
     filename: str, version: int | None, spec: str, apache: str
 ) -> None:
     # The current envelopes, and each version shipped before (schemas/history, whose events
-    # still decode): version 2 added expires and REVOKED, task_event version 3 the workflow
-    # fields, the current one the per-call headers and time limits.
+    # still decode): version 2 added expires and REVOKED, version 3 the workflow fields,
+    # task_event version 4 the per-call headers and time limits, the current ones nested
+    # workflows (then, join).
     schema = (
         load_envelope_schema(filename)
         if version is None
@@ -256,7 +260,7 @@ def test_the_fast_path_writes_what_the_full_schema_writes() -> None:
         "root_id": None, "group_id": None, "group_index": None, "group_size": None,
         "chord": None, "chain": [], "link": [], "link_error": [], "prepend": "NONE",
         "parent_results": [], "ignore_result": False, "headers": {}, "time_limit": None,
-        "soft_time_limit": None,
+        "soft_time_limit": None, "then": [], "join": None,
     }  # fmt: skip
     assert envelopes.encode_task(plain) == codec.encode(envelopes.task_schema, full)
     assert envelopes.decode_task(envelopes.encode_task(plain)) == plain
@@ -299,3 +303,31 @@ def test_events_written_before_the_per_call_options_decode_with_their_defaults()
     event = envelopes.decode_task(codec.encode(v3, datum))
     assert (event.id, event.parent_id, event.ignore_result) == ("t-3", "p", True)
     assert (event.headers, event.time_limit, event.soft_time_limit) == ({}, None, None)
+
+
+def test_nested_workflow_fields_round_trip_and_older_events_still_decode() -> None:
+    from taskstream.envelope import Flow, FlowKind, Join, Prepend, Step, TaskEvent
+
+    codec = Codec()
+    envelopes = Envelopes(codec)
+    step = Step("s", "t", "q", None, b"a", True)
+    leaf = Flow(FlowKind.TASK, step, link=[step], link_error=[step])
+    chord_node = Flow(FlowKind.CHORD, nodes=[leaf, leaf], body=leaf, group_id="g2", errbacks=[step])
+    join = Join("g", 2, 5, [Flow(FlowKind.CHAIN, nodes=[chord_node, leaf])], [step],
+                Join("g0", 0, 1, [Flow(FlowKind.GROUP, nodes=[leaf], group_id="g3")]))  # fmt: skip
+    event = TaskEvent(
+        TASK_ID, "itest.add", "default", None, 1, T0, None, b"x", parent_id="p",
+        prepend=Prepend.VALUE, then=[leaf, chord_node], join=join,
+    )  # fmt: skip
+    assert envelopes.decode_task(envelopes.encode_task(event)) == event
+    # An event of version 3 (no then, no join) decodes with their defaults.
+    v3 = codec.register(envelope_history(TASK_EVENT_SCHEMA_FILE)[2], logical_types=False)
+    datum: dict[str, Any] = {
+        "id": TASK_ID, "task": "itest.add", "queue": "default", "key": None, "attempt": 1,
+        "enqueued_at": T0, "not_before": None, "args": b"", "expires": None,
+        "parent_id": "p", "root_id": "r", "group_id": None, "group_index": None,
+        "group_size": None, "chord": None, "chain": [step_datum(step)], "link": [],
+        "link_error": [], "prepend": "VALUE", "parent_results": [], "ignore_result": False,
+    }  # fmt: skip
+    old = envelopes.decode_task(codec.encode(v3, datum))
+    assert old.chain == [step] and old.then == [] and old.join is None

@@ -164,6 +164,24 @@ async def test_a_chain_steps_page_links_its_parent_and_its_parents_page_its_chil
     assert "<th>children</th>" in first and f'href="/ui/tasks/{last.id}"' in first
 
 
+async def test_a_nested_workflows_task_page_shows_the_path_that_led_to_it(ui: Ui) -> None:
+    from taskstream import chain, chord
+
+    add = ui.app.tasks["uc.add"]
+    # a chord inside a chain: its body's parent is the group, whose join started it
+    last = chain(add.s(1, 1), add.s(1), chord([add.s(1), add.s(2)], add.si(0, 0)), add.s(1))()
+    ui.stub.join()
+    assert last.get(timeout=5) == 1
+    body = last.parent
+    assert body is not None
+    header = body.parent
+    detail = await ui.page(f"/ui/tasks/{last.id}")
+    path = re.search(r"<th>workflow path</th><td>(.*?)</td>", detail, re.S)
+    assert path is not None
+    assert f'href="/ui/tasks/{body.id}"' in path.group(1)
+    assert f"group {header.id}" in path.group(1)  # type: ignore[union-attr]
+
+
 async def test_a_failed_task_page_shows_the_error_and_its_traceback(ui: Ui) -> None:
     task_id = ui.app.tasks["uc.divide"].delay(1.0, 0.0).id
     ui.stub.join()

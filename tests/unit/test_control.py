@@ -136,6 +136,32 @@ def test_a_revoked_delayed_task_never_runs(app: App) -> None:
         assert kept.get(timeout=10) == 8
 
 
+def test_a_task_revoked_while_it_waits_an_hour_in_a_delay_tier_is_revoked_at_once(
+    app: App,
+) -> None:
+    ran: list[int] = []
+
+    @app.task(name="unit.record")
+    def record(a: int) -> int:
+        ran.append(a)
+        return a
+
+    with taskstream.testing.run(app) as stub:
+        r = record.apply_async((1,), countdown=3600)
+        kept = record.apply_async((2,), countdown=3600)
+        stub.join()
+        r.revoke()
+        # The clock does not move: the record waits behind its tier's unripe head.
+        with pytest.raises(TaskRevoked, match="revoked"):
+            r.get(timeout=10)
+        assert kept.status == Status.PENDING
+        stub.advance(3601)
+        assert kept.get(timeout=10) == 2
+        stub.join()
+        assert revoked_reason(app, r.id) == "revoked"
+    assert ran == [2]
+
+
 def test_a_revoked_task_waiting_behind_its_key_never_runs(app: App) -> None:
     with taskstream.testing.run(app, concurrency=2):
         first = app.tasks["unit.loop"].apply_async((1.0,), key="k")

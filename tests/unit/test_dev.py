@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 from taskstream import App
 from taskstream.cli.banner import Banner, example_task
-from taskstream.cli.dev import _metrics_ports, _supervise
+from taskstream.cli.dev import _metrics_ports
 from taskstream.config import read_dev_bootstrap, write_dev_state
 from taskstream.errors import ConfigError
 
@@ -81,13 +82,6 @@ def test_dev_refuses_a_metrics_port_that_is_taken() -> None:
             _metrics_ports(app)
 
 
-def test_dev_names_the_child_that_exited(capsys: pytest.CaptureFixture[str]) -> None:
-    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
-    child.wait(30)
-    assert _supervise({"materializer": child}) == 1
-    assert "taskstream dev: the materializer exited with 3" in capsys.readouterr().err
-
-
 def test_the_state_of_a_dev_whose_process_is_gone_is_ignored(tmp_path: Path) -> None:
     state = tmp_path / ".taskstream" / "dev.json"
     write_dev_state("127.0.0.1:9092", state)
@@ -111,3 +105,38 @@ def test_serve_refuses_an_open_api_beyond_loopback_unless_allowed_and_warns_of_s
         _check_exposure(host, "", allow_open=False)
     _check_exposure("0.0.0.0", "s3cret", allow_open=False)
     assert "shorter than 16 characters" in capsys.readouterr().err
+
+
+def test_every_option_of_the_long_running_commands_has_help_and_log_level_goes_anywhere() -> None:
+    from taskstream.cli.parser import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["worker", "x:app", "--log-level", "DEBUG"]).log_level == "DEBUG"
+    assert parser.parse_args(["--log-level", "WARNING", "beat", "x:app"]).log_level == "WARNING"
+    assert parser.parse_args(["dev", "x:app"]).log_level == "INFO"
+    group = parser._subparsers
+    assert group is not None
+    commands: dict[str, argparse.ArgumentParser] = group._group_actions[0].choices  # type: ignore[assignment]
+    for name in ("worker", "materialize", "beat", "dev", "serve"):
+        for action in commands[name]._actions:
+            assert not action.option_strings or action.help, (name, action.option_strings)
+
+
+def test_dlq_since_takes_an_iso_time_or_an_age_and_says_what_it_wants_otherwise() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from taskstream.cli.dlq import parse_since, table
+
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    assert parse_since("2h", now) == now - timedelta(hours=2)
+    assert parse_since("1d", now) == now - timedelta(days=1)
+    assert parse_since("2026-12-05T10:00:00+00:00", now) == datetime(2026, 12, 5, 10, tzinfo=UTC)
+    for bad in ("yesterday", "2026-12-05T10:00:00"):
+        with pytest.raises(ConfigError, match="an ISO time with its timezone"):
+            parse_since(bad, now)
+    row = {"dlq_offset": "0:7", "reason": "undecodable", "task": None, "from": "t[0]@1",
+           "time": "2026-12-06T11:00:00+00:00", "error": "not Avro"}  # fmt: skip
+    header, line = table([row])
+    assert header.split() == ["DLQ", "REASON", "TASK", "FROM", "TIME", "ERROR"]
+    assert line.split() == ["0:7", "undecodable", "-", "t[0]@1", "2026-12-06T11:00:00+00:00",
+                            "not", "Avro"]  # fmt: skip

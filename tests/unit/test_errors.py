@@ -100,6 +100,9 @@ class _RefusingBroker:
     def producer(self, _config: dict[str, Any]) -> Any:
         return _RefusingProducer(self.code)
 
+    def ensure_topics(self, _settings: Any, _specs: Any, _timeout: float = 30.0) -> list[str]:
+        return []  # the topics exist
+
 
 @pytest.mark.parametrize(
     ("code", "raised"),
@@ -156,3 +159,23 @@ def test_a_schema_fastavro_cannot_parse_is_an_invalid_schema() -> None:
         Codec().register({"type": "record", "name": "R", "fields": [{"name": "x"}]})
     with pytest.raises(InvalidSchema):
         Codec().register({"type": "nope"})
+
+
+def test_every_error_the_readme_names_is_importable_from_taskstream() -> None:
+    """``from taskstream import InvalidOption`` works for each error the README names."""
+    import re
+    from pathlib import Path
+
+    import taskstream
+    import taskstream.errors
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    named = set(re.findall(r"`([A-Z][A-Za-z]+)`", readme))
+    root = taskstream.errors.TaskstreamError
+    errors = {
+        n
+        for n in named
+        if isinstance(e := getattr(taskstream.errors, n, None), type) and issubclass(e, root)
+    }
+    assert "InvalidOption" in errors
+    assert sorted(n for n in errors if not hasattr(taskstream, n)) == []

@@ -39,6 +39,7 @@ EXPECTED = {
     "CONSUMER_LAG_SECONDS": ("taskstream_consumer_lag_seconds", Gauge, ("topic", "partition")),
     "REBALANCES": ("taskstream_rebalances", Counter, ("event",)),
     "ASSIGNED_PARTITIONS": ("taskstream_assigned_partitions", Gauge, ()),
+    "QUEUE_PARTITIONS_MISSING": ("taskstream_queue_partitions_missing", Gauge, ("queue",)),
     "COMMIT_FAILURES": ("taskstream_commit_failures", Counter, ()),
     "EVENTS_PRODUCED": ("taskstream_events_produced", Counter, ("task", "queue")),
     "EVENTS_FAILED": ("taskstream_events_failed", Counter, ("task", "queue")),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -12,14 +12,23 @@ from taskstream import App, tracing
 from taskstream.codec import Codec
 from taskstream.config import Settings
 from taskstream.consumer.execution import Outcome, Run
-from taskstream.envelope import Chord, Envelopes, ResultEvent, Step, TaskError
+from taskstream.envelope import (
+    Chord,
+    Envelopes,
+    Flow,
+    FlowKind,
+    Join,
+    ResultEvent,
+    Step,
+    TaskError,
+)
 from taskstream.errors import (
     BrokerError,
     ConfigError,
     MessageTooLarge,
     TaskstreamError,
 )
-from taskstream.kafka import EventProducer, producer_config
+from taskstream.kafka import EventProducer, KafkaBroker, producer_config
 from taskstream.producer.publisher import TaskPublisher
 from taskstream.sizes import (
     DEFAULT_MESSAGE_MAX_BYTES,
@@ -32,6 +41,7 @@ from taskstream.sizes import (
     result_record_size,
 )
 from taskstream.status import Status
+from taskstream.topics import TopicSpec
 
 NOWHERE = "127.0.0.1:9"  # nothing listens on the discard port
 LIMIT = 1000  # the smallest message.max.bytes librdkafka accepts
@@ -91,6 +101,21 @@ def test_message_max_bytes_is_librdkafkas_default_unless_set() -> None:
         message_max_bytes({"message.max.bytes": "5MB"})
 
 
+_STEP = Step("s" * 36, "app.add", "default", None, b"\xc3\x01" + bytes(9), False)
+_NESTED = Join(
+    "g", 1, 2,
+    then=[
+        Flow(FlowKind.CHORD, nodes=[Flow(FlowKind.TASK, _STEP, link=[_STEP])],
+             body=Flow(FlowKind.CHAIN, nodes=[Flow(FlowKind.TASK, _STEP)] * 2),
+             group_id="h" * 36, errbacks=[_STEP]),
+        Flow(FlowKind.GROUP, nodes=[Flow(FlowKind.TASK, _STEP, link_error=[_STEP])] * 3,
+             group_id="i"),
+    ],
+    errbacks=[_STEP],
+    outer=Join("o" * 36, 70_000, 100_000, outer=Join("p", 0, 1, then=[Flow(FlowKind.TASK, _STEP)])),
+)  # fmt: skip
+
+
 def result_event(**changes: Any) -> ResultEvent:
     event = ResultEvent(
         "3f0c6a1e-6b4e-4d3c-9a43-2f4f0f7c1d2e", "examples.app.add", Status.SUCCESS, 1, None,
@@ -116,6 +141,7 @@ def result_event(**changes: Any) -> ResultEvent:
          "chord": Chord(Step("c" * 36, "app.tsum", "default", None, b"\xc3\x01" + bytes(9)),
                         [Step("e", "app.report", "q", "k", b"x" * 300, True)] * 3)},
         {"group_id": "g", "group_index": 0, "chord": Chord(Step("c", "t", "q", "k", b""))},
+        {"group_id": "g", "group_index": 1, "group_size": 2, "join": _NESTED},
     ],
 )  # fmt: skip
 def test_result_event_size_is_the_length_of_the_encoded_event(changes: dict[str, Any]) -> None:
@@ -258,12 +284,21 @@ def test_a_retry_of_a_huge_exception_fits_and_so_does_its_dead_letter_reason() -
 # --- the publisher (task.delay) -------------------------------------------------------------
 
 
+class _TopicsExist(KafkaBroker):
+    """librdkafka's own clients, in a cluster whose topics exist (nothing is asked)."""
+
+    def ensure_topics(
+        self, settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0
+    ) -> list[str]:
+        return []
+
+
 @pytest.fixture
 def publisher() -> Iterator[TaskPublisher]:
     settings = Settings(
         bootstrap_servers=NOWHERE, kafka={"message.max.bytes": "2000", "log_level": "0"}
     )
-    publisher = TaskPublisher(settings, envelopes)
+    publisher = TaskPublisher(settings, envelopes, _TopicsExist())
     yield publisher
     publisher._producer._producer.purge()
     publisher.close(0)

@@ -15,6 +15,7 @@ import pytest
 import taskstream.testing
 from taskstream import (
     App,
+    AsyncResult,
     CanvasError,
     GroupResult,
     InvalidArguments,
@@ -209,6 +210,7 @@ def test_a_chord_with_failed_members_fails_naming_them_and_runs_its_errback_once
         assert "2 of 10 members failed" in failed.value.message
         assert "[3]" in failed.value.message and "member 7 is bad" in failed.value.message
         assert CALLS == [("report", result.id)]
+        assert isinstance(result, AsyncResult)
         assert result.state == "FAILURE" and isinstance(result.result, TaskFailed)
 
 

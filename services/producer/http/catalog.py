@@ -62,7 +62,7 @@ class Catalog:
                 queue=task.queue,
                 args=task.args_schema,
                 result=task.result_schema,
-                converter=JsonConverter(task.signature.args_schema),
+                converter=JsonConverter(task.task_signature.args_schema),
                 doc=task.__doc__,
                 expires_s=task.options.expires,
                 ignore_result=task.options.ignore_result,

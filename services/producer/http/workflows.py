@@ -1,36 +1,43 @@
-"""POST /v1/workflows and GET /v1/groups/{id}: chains, groups and chords over HTTP.
+"""POST /v1/workflows and GET /v1/groups/{id}: chains, groups and chords over HTTP, nested.
 
 A workflow is JSON; each step's arguments go through the same Avro conversion as a single
 task's (the task's JsonConverter), so a step's arguments are checked as ``POST /v1/tasks``
-checks them, and the typed canvas check (taskstream.canvas.check_link) runs on the schemas
-alone: it works with ``taskstream serve --schemas`` too. Errors name the step and field
-(``chain[1].args.b``, ``chord.body``). The events are those ``chain(...).apply_async()``,
-``group(...)`` and ``chord(...)`` send from Python (see taskstream.canvas)::
+checks them, and the typed canvas check (taskstream.flow.check) runs on the schemas alone:
+it works with ``taskstream serve --schemas`` too. The JSON becomes the tree the Python
+canvas builds (taskstream.flow) and is sent as the same events. Errors name the path to the
+bad field (``chain[2].chord.header[3].args.b``, ``chord.body``)::
 
-    {"chain": [STEP, ...]}
-    {"group": [STEP, ...]}
-    {"chord": {"header": [STEP, ...], "body": STEP, "link_error": [STEP, ...]}}
-    STEP = {"task": NAME, "args": {...}, "immutable": false, "key": null, "queue": null}
+    NODE = STEP | {"chain": [NODE, ...], "link_error": [STEP, ...]}
+         | {"group": [NODE, ...], "link_error": [STEP, ...]}
+         | {"chord": {"header": [NODE, ...], "body": NODE, "link_error": [STEP, ...]}}
+    STEP = {"task": NAME, "args": {...}, "immutable": false, "key": null, "queue": null,
+            "link": [STEP, ...], "link_error": [STEP, ...]}
 
-A step after another (a chain's, a chord's body) leaves out its first argument, which is the
-previous result (a chord body's: the list of the members' results), unless ``immutable``.
+``link_error`` on a chain or group goes to each of its tasks (as Celery's), a chord's runs
+once; ``link`` steps get the task's result, ``link_error`` steps its id when it fails.
+
+The body is a chain, group or chord. A step after another (in a chain, a chord's body, a
+group that follows a step) leaves out its first argument, which is the previous result (a
+list after a group or a chord's header), unless ``immutable``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from taskstream import flow
 from taskstream.avro_json import JsonConverter
-from taskstream.canvas import callback_id, check_link, member_id
+from taskstream.canvas import callback_id, member_id
 from taskstream.codec import AvroSchema
-from taskstream.envelope import Chord, Step, TaskEvent, now_micros
+from taskstream.envelope import Flow, FlowKind, TaskEvent
 from taskstream.errors import CanvasError, InvalidArguments, UnknownTask
+from taskstream.flow_events import begin, first_id, leaves, result_id
 from taskstream.publishing import DeliveryHandle
 from taskstream.status import Status
-from taskstream.task import new_task_id
 
 from .body import read_json
 from .catalog import Catalog, TaskSpec
@@ -38,11 +45,13 @@ from .errors import ApiError, json_response, retry_after
 from .ingest import _settle
 from .service import HttpService
 
-_STEP_FIELDS = frozenset(("task", "args", "immutable", "key", "queue"))
+N = TypeVar("N")
+_STEP_FIELDS = frozenset(("task", "args", "immutable", "key", "queue", "link", "link_error"))
+_SHAPES = 'one of {"chain": [...]}, {"group": [...]}, {"chord": {...}}'
 
 
 class _Steps:
-    """Turns JSON steps into Avro steps and events, checked, for one catalog."""
+    """Turns JSON workflows into taskstream.flow's tree, checked, for one catalog."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
@@ -70,109 +79,126 @@ class _Steps:
             found = self._tails[name] = (self.catalog.codec.register(tail), JsonConverter(tail))
         return found
 
-    def step(self, raw: dict[str, Any], path: str, *, after_parent: bool) -> Step:
+    def leaf(self, raw: Any, path: str) -> flow.Leaf:
         spec = self.spec(raw, path)
-        immutable = bool(raw.get("immutable", False))
-        whole = immutable or not after_parent
-        schema, converter = (spec.args, spec.converter) if whole else self._tail(spec.name)
-        try:
-            datum = converter.to_datum(raw.get("args", {}), task=spec.name, root=f"{path}.args")
-            args = self.catalog.codec.encode(schema, datum)
-        except InvalidArguments as exc:
-            raise ApiError(422, "invalid_arguments", exc.message, path=exc.path) from None
-        except (ValueError, OverflowError, TypeError) as exc:
-            what = f"cannot encode the arguments: {exc}"
-            raise ApiError(422, "invalid_arguments", what, path=f"{path}.args") from None
-        queue = raw.get("queue") or spec.queue
-        return Step(new_task_id(), spec.name, queue, raw.get("key"), args, whole)
+        fields = spec.args.schema["fields"]
+        args = raw.get("args", {})
 
-    def check(self, parent: str, child: dict[str, Any], path: str, role: str = "step") -> None:
-        """The typed canvas check of one link, as a 422 naming the step."""
-        if child.get("immutable"):
-            return
-        spec = self.spec(child, path)
-        result: Any = "string" if role == "errback" else self.catalog.tasks[parent].result.schema
+        def encode(whole: bool) -> bytes:
+            schema, converter = (spec.args, spec.converter) if whole else self._tail(spec.name)
+            try:
+                datum = converter.to_datum(args, task=spec.name, root=f"{path}.args")
+                return self.catalog.codec.encode(schema, datum)
+            except InvalidArguments as exc:
+                raise ApiError(422, "invalid_arguments", exc.message, path=exc.path) from None
+            except (ValueError, OverflowError, TypeError) as exc:
+                what = f"cannot encode the arguments: {exc}"
+                raise ApiError(422, "invalid_arguments", what, path=f"{path}.args") from None
+
+        return flow.Leaf(
+            spec.name,
+            bool(raw.get("immutable", False)),
+            (fields[0]["name"], fields[0]["type"]) if fields else None,
+            spec.result.schema,
+            encode,
+            raw.get("queue") or spec.queue,
+            raw.get("key"),
+            link=self.leaves(raw.get("link", []), f"{path}.link"),
+            link_error=self.leaves(raw.get("link_error", []), f"{path}.link_error"),
+            path=path,
+        )
+
+    def leaves(self, raw: Any, path: str) -> list[flow.Leaf]:
+        """A list of STEPs: callbacks or errbacks."""
+        if not isinstance(raw, list):
+            raise ApiError(422, "invalid_workflow", "a list of steps", path=path)
+        return [self.leaf(item, f"{path}[{i}]") for i, item in enumerate(raw)]
+
+    def node(self, raw: Any, path: str) -> flow.Node:
+        """A NODE of the module docstring; ``path`` names it in errors."""
+        shapes = [k for k in ("chain", "group", "chord") if isinstance(raw, dict) and k in raw]
+        if len(shapes) == 1 and set(raw) <= {shapes[0], "link_error"}:
+            shape, inner = shapes[0], raw[shapes[0]]
+            at = f"{path}.{shape}" if path else shape
+            node: flow.Node
+            if shape == "chain":
+                nodes = self.nodes(inner, at, allow_empty=False)
+                node = self._checked(lambda: flow.chain_of(nodes, at))
+            elif shape == "group":
+                node = self._checked(lambda: flow.group_of(self.nodes(inner, at), path=at))
+            else:
+                node = self.chord(inner, at)
+            # A chain's or group's errbacks: on each of its tasks (a chord's run once).
+            where = f"{path}.link_error" if path else "link_error"
+            for errback in self.leaves(raw.get("link_error", []), where):
+                flow.add_errback(node, errback)
+            return node
+        if isinstance(raw, dict) and "task" in raw:
+            return self.leaf(raw, path)
+        raise ApiError(422, "invalid_workflow", f"a step or {_SHAPES}", path=path)
+
+    def nodes(self, raw: Any, path: str, *, allow_empty: bool = True) -> list[flow.Node]:
+        if not isinstance(raw, list) or not (raw or allow_empty):
+            what = "a list" if allow_empty else "a non-empty list"
+            raise ApiError(422, "invalid_workflow", f"{path.rsplit('.', 1)[-1]} must be {what}",
+                           path=path)  # fmt: skip
+        return [self.node(item, f"{path}[{i}]") for i, item in enumerate(raw)]
+
+    def chord(self, raw: Any, path: str) -> flow.Chord:
+        if not isinstance(raw, dict):
+            raise ApiError(422, "invalid_workflow", "chord is an object", path=path)
+        header = self.nodes(raw.get("header"), f"{path}.header")
+        if "body" not in raw:
+            raise ApiError(422, "invalid_workflow", "a chord has a body", path=f"{path}.body")
+        body = self.node(raw["body"], f"{path}.body")
+        errbacks_raw = raw.get("link_error", [])
+        if not isinstance(errbacks_raw, list):
+            raise ApiError(422, "invalid_workflow", "link_error must be a list",
+                           path=f"{path}.link_error")  # fmt: skip
+        errbacks = [self.leaf(e, f"{path}.link_error[{i}]") for i, e in enumerate(errbacks_raw)]
+        return self._checked(lambda: flow.chord_of(header, body, errbacks=errbacks, path=path))
+
+    @staticmethod
+    def _checked(build: Callable[[], N]) -> N:
         try:
-            check_link(parent, result, spec.name, spec.args.schema, role=role)
+            return build()
         except CanvasError as exc:
-            raise ApiError(422, "invalid_workflow", str(exc), path=path) from None
-
-
-def _event(step: Step) -> TaskEvent:
-    return TaskEvent(
-        id=step.id, task=step.task, queue=step.queue, key=step.key, attempt=1,
-        enqueued_at=now_micros(), not_before=None, args=step.args,
-    )  # fmt: skip
-
-
-def _list(body: dict[str, Any], name: str, path: str) -> list[Any]:
-    value = body.get(name)
-    if not isinstance(value, list) or not value:
-        raise ApiError(422, "invalid_workflow", f"{name} must be a non-empty list", path=path)
-    return value
-
-
-def _chain(steps: _Steps, raw: list[Any]) -> tuple[list[TaskEvent], dict[str, Any]]:
-    built = [steps.step(s, f"chain[{i}]", after_parent=i > 0) for i, s in enumerate(raw)]
-    for i in range(1, len(raw)):
-        steps.check(built[i - 1].task, raw[i], f"chain[{i}]")
-    first = _event(built[0])
-    first.root_id = first.id
-    first.chain = built[1:]
-    ids = [s.id for s in built]
-    return [first], {"workflow": "chain", "task_id": ids[-1], "root_id": ids[0], "task_ids": ids}
-
-
-def _members(
-    steps: _Steps, raw: list[Any], path: str, gid: str, chord: Chord | None
-) -> list[TaskEvent]:
-    events = []
-    for i, member in enumerate(raw):
-        event = _event(steps.step(member, f"{path}[{i}]", after_parent=False))
-        event.id = member_id(gid, i)
-        event.group_id, event.group_index, event.group_size = gid, i, len(raw)
-        event.root_id, event.chord = gid, chord
-        events.append(event)
-    return events
-
-
-def _chord(steps: _Steps, raw: Any) -> tuple[list[TaskEvent], dict[str, Any]]:
-    if not isinstance(raw, dict):
-        raise ApiError(422, "invalid_workflow", "chord is an object", path="chord")
-    header = _list(raw, "header", "chord.header")
-    body_raw = raw.get("body")
-    if not isinstance(body_raw, dict):
-        raise ApiError(422, "invalid_workflow", "chord.body is a step", path="chord.body")
-    for i, member in enumerate(header):
-        steps.check(steps.spec(member, f"chord.header[{i}]").name, body_raw, "chord.body", "body")
-    errbacks_raw = raw.get("link_error", [])
-    for i, errback in enumerate(errbacks_raw):
-        steps.check("chord.body", errback, f"chord.link_error[{i}]", "errback")
-    gid = new_task_id()
-    body = steps.step(body_raw, "chord.body", after_parent=True)
-    body.id = callback_id(gid)
-    errbacks = [
-        steps.step(e, f"chord.link_error[{i}]", after_parent=True)
-        for i, e in enumerate(errbacks_raw)
-    ]
-    events = _members(steps, header, "chord.header", gid, Chord(body, errbacks))
-    return events, {"workflow": "chord", "group_id": gid, "task_id": body.id}
+            raise ApiError(422, "invalid_workflow", str(exc), path=exc.path) from None
 
 
 def _build(steps: _Steps, body: Any) -> tuple[list[TaskEvent], dict[str, Any]]:
-    if not isinstance(body, dict) or len(body) != 1:
-        raise ApiError(
-            422, "invalid_workflow", 'one of {"chain": [...]}, {"group": [...]}, {"chord": {...}}'
-        )
-    if "chain" in body:
-        return _chain(steps, _list(body, "chain", "chain"))
-    if "group" in body:
-        gid = new_task_id()
-        events = _members(steps, _list(body, "group", "group"), "group", gid, None)
-        return events, {"workflow": "group", "group_id": gid, "task_ids": [e.id for e in events]}
-    if "chord" in body:
-        return _chord(steps, body["chord"])
-    raise ApiError(422, "invalid_workflow", f"unknown workflow {next(iter(body))!r}")
+    if not isinstance(body, dict) or not body:
+        raise ApiError(422, "invalid_workflow", _SHAPES)
+    shapes = [k for k in body if k in ("chain", "group", "chord")]
+    if len(shapes) != 1 or set(body) - {shapes[0], "link_error"}:
+        unknown = sorted(set(body) - {"chain", "group", "chord", "link_error"})
+        raise ApiError(422, "invalid_workflow", f"unknown workflow {unknown}: {_SHAPES}")
+    shape = shapes[0]
+    node = steps.node(body, "")
+    _Steps._checked(lambda: flow.check(node))
+    frozen = flow.freeze(node)
+    events = begin(frozen)
+    answer: dict[str, Any] = {"workflow": shape}
+    if frozen.kind is FlowKind.GROUP:
+        assert frozen.group_id is not None
+        answer["group_id"] = frozen.group_id
+        answer["task_ids"] = [result_id(m) for m in frozen.nodes]
+        return events, answer
+    answer["task_id"] = result_id(frozen)
+    if frozen.kind is FlowKind.CHORD:
+        answer["group_id"] = frozen.group_id
+    else:
+        answer["root_id"] = events[0].id if events else None
+        answer["task_ids"] = _task_ids(frozen)
+    return events, answer
+
+
+def _task_ids(frozen: Flow) -> list[str]:
+    ids = []
+    for leaf in leaves(frozen):
+        assert leaf.step is not None
+        ids.append(leaf.step.id)
+    return ids
 
 
 def _steps(service: HttpService) -> _Steps:
@@ -196,10 +222,11 @@ async def post_workflow(request: Request) -> Response:
                        headers=retry_after(503))  # fmt: skip
     for event in events:
         service.ingestor.recent.add(event.id)
-    location = f"/v1/groups/{answer['group_id']}" if "group_id" in answer else None
-    if answer["workflow"] != "group":
+    if answer["workflow"] == "group":
+        location = f"/v1/groups/{answer['group_id']}"
+    else:
         location = f"/v1/tasks/{answer['task_id']}"
-    headers = {"Location": location} if location else None
+    headers = {"Location": location}
     return json_response(answer, 202, headers)
 
 
@@ -222,9 +249,12 @@ async def get_group(request: Request) -> Response:
         "join": info.state, "members": members,
     }  # fmt: skip
     if info.manifest is not None:
-        cb = service.store.get(callback_id(group_id))
+        # What the join starts: a chord's body (its result id), or, nested, what follows.
+        join = service.catalog.envelopes.decode_result(info.manifest).join
+        then_id = callback_id(group_id) if join is None else first_id(join.then, group_id)
+        cb = service.store.get(then_id)
         answer["chord"] = {
-            "task_id": callback_id(group_id),
+            "task_id": then_id,
             "status": cb.status.value if cb is not None else Status.PENDING.value,
         }
     return json_response(answer)

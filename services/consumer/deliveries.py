@@ -10,12 +10,19 @@ keeps a small journal in Kafka, the compacted topic ``<prefix>.deliveries`` keye
   the last state before it says how the previous owner left. A clean hand-over (``release``)
   costs nothing more: the partition runs as usual.
 - An owner that never released its partition died (or was fenced). Which of its records
-  killed it is unknown (nothing per task is written in the steady state), so the new owner
-  runs that partition's suspects **carefully**: each alone in the worker (no other task runs
-  meanwhile, so a death can only be that run's), its run recorded durably (``running``)
-  before it starts. The suspects are what the dead owner could have fetched: from the
-  committed offset, at most its ``max_tasks_in_flight`` records, and no further than the
-  partition's end at the takeover. Afterwards the partition runs as usual again.
+  killed it is unknown (nothing per task is written in the steady state). Most deaths are
+  not a record's doing (an OOM kill of the pod, a node lost), so the new owner first runs
+  that partition's suspects **on probation**: as usual, concurrently, once a state saying so
+  is durable. Only if it dies too before they end does the next owner run them
+  **carefully**: each alone in the worker (no other task runs meanwhile, so a death can only
+  be that run's), its run recorded durably (``running``) before it starts. (Run carefully
+  at once, a crash cost one durable write and one lone run per suspect: minutes for a
+  thousand suspects on a replicated cluster, with every other partition waiting.) The
+  suspects are what the dead owner could have fetched: from the committed offset, at most
+  its ``max_tasks_in_flight`` records, and no further than the partition's end at the
+  takeover. Afterwards the partition runs as usual again. Probation is skipped when
+  ``worker_lost_max_deliveries`` is below 3 (it costs one death more before a record is
+  caught).
 - A careful owner that dies with a run recorded has been killed by that record: it counts a
   lost delivery, plus the death that started the careful mode (then attributed). At
   ``worker_lost_max_deliveries`` the record is not run again: its outcome is FAILURE
@@ -32,7 +39,7 @@ ones in order once their reports say done. A report that stops for the lease (th
 worker died) leaves its runs as suspects, run carefully like a dead owner's.
 
 So a record that kills every worker it runs on ends after that many deaths (the first one
-inferred, the others recorded). The journal is internal and JSON, not part of the Avro
+or two inferred, the others recorded). The journal is internal and JSON, not part of the Avro
 contract in ``schemas/``.
 """
 
@@ -65,13 +72,14 @@ class PartitionState:
     token: str  # one per assignment of the partition to the owner
     state: str  # claim | own | release
     careful_until: int | None = None  # records below this offset run carefully (-1: to be set)
-    inferred: bool = False  # a death not yet attributed to a record
+    inferred: int = 0  # deaths not yet attributed to a record (JSON true from older journals: 1)
     running: int | None = None  # the offset whose careful run is in progress
     lost: dict[int, int] = field(default_factory=dict)  # offset -> lost deliveries
     window: int = 0  # the owner's max_tasks_in_flight: how far past the commit it may fetch
     suspects: int = 0  # careful: how many records past the first may be suspects
     handed: dict[int, str | None] = field(default_factory=dict)  # release: still running (key hex)
     done: list[int] = field(default_factory=list)  # release: finished above the committed offset
+    probation: bool = False  # the suspects below careful_until run as usual, once
 
     def encode(self) -> bytes:
         d = asdict(self)
@@ -84,6 +92,7 @@ class PartitionState:
         d: dict[str, Any] = json.loads(data)
         d["lost"] = {int(k): int(v) for k, v in (d.get("lost") or {}).items()}
         d["handed"] = {int(k): v for k, v in (d.get("handed") or {}).items()}
+        d["inferred"] = int(d.get("inferred") or 0)  # older journals: a bool
         return cls(**d)
 
 
@@ -110,11 +119,22 @@ def journal_key(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-def takeover(previous: PartitionState | None, me: str, token: str, window: int) -> PartitionState:
-    """The state a new owner starts from, given how the previous owner left."""
+def takeover(
+    previous: PartitionState | None,
+    me: str,
+    token: str,
+    window: int,
+    *,
+    mine: bool = False,
+    probation: bool = True,
+) -> PartitionState:
+    """The state a new owner starts from, given how the previous owner left. ``mine``: the
+    previous assignment was this very process's (it lost the partition, to a session timeout
+    or a lost coordinator, and got it back): nobody died, whatever the state says.
+    ``probation``: a first death leaves its suspects on probation rather than careful."""
     if previous is None:
         return PartitionState(me, token, OWN, window=window)
-    if previous.state == RELEASE:  # clean: carry an unfinished careful window on
+    if previous.state == RELEASE or mine:  # clean: carry an unfinished careful window on
         return replace(
             previous, owner=me, token=token, state=OWN, running=None, window=window,
             handed={}, done=[],
@@ -122,12 +142,17 @@ def takeover(previous: PartitionState | None, me: str, token: str, window: int) 
     lost = dict(previous.lost)
     if previous.running is not None:  # died during a recorded run, alone: that record did it
         offset = previous.running
-        lost[offset] = lost.get(offset, 0) + 1 + (1 if previous.inferred else 0)
-        until = max(lost) + 1  # the inferred death is now attributed: only counted ones stay
-        return PartitionState(me, token, OWN, until, False, None, lost, window)
+        lost[offset] = lost.get(offset, 0) + 1 + int(previous.inferred)
+        until = max(lost) + 1  # the inferred deaths are now attributed: only counted ones stay
+        return PartitionState(me, token, OWN, until, 0, None, lost, window)
     # Died with no run recorded: a record in what it had fetched may have done it.
     suspects = previous.window or window
-    return PartitionState(me, token, OWN, -1, True, None, lost, window, suspects)
+    first = previous.careful_until is None and not lost and not previous.inferred
+    if first and probation:  # most likely not a record's doing: run them as usual once
+        return PartitionState(me, token, OWN, -1, 1, None, lost, window, suspects, probation=True)
+    # Died again with its suspects on probation (a second death to attribute), or careful.
+    inferred = int(previous.inferred) + 1 if previous.probation else max(1, previous.inferred)
+    return PartitionState(me, token, OWN, -1, inferred, None, lost, window, suspects)
 
 
 def report_key(key: str, token: str) -> str:
@@ -139,7 +164,8 @@ class _Partition:
     """The journal's view of one assigned partition, in this worker."""
 
     __slots__ = (
-        "awaited", "awaited_keys", "deadline", "durable", "held", "key", "report", "state", "tp",
+        "awaited", "awaited_keys", "deadline", "durable", "held", "key", "passed", "probing",
+        "report", "state", "tp",
     )  # fmt: skip
 
     def __init__(self, tp: TopicPartition, key: str, state: PartitionState) -> None:
@@ -153,10 +179,12 @@ class _Partition:
         self.awaited_keys: set[bytes] = set()
         self.report = ""  # the previous owner's report key
         self.deadline = 0.0  # monotonic: no report by then, the previous owner is dead
+        self.probing: set[int] = set()  # on probation: suspects dispatched, not finished yet
+        self.passed = False  # on probation: the last suspect was fetched
 
     @property
     def careful(self) -> bool:
-        return self.durable and self.state.careful_until is not None
+        return self.durable and self.state.careful_until is not None and not self.state.probation
 
 
 class _Handing:
@@ -190,7 +218,8 @@ class DeliveryJournal:
     must run alone). While ``isolating``, the worker starts no usual run. ``skip(message)``:
     the record's outcome was published by the previous owner; it is done without a run.
     ``lease_s``: how long a previous owner's hand-over report may stay silent before its
-    runs are taken for lost.
+    runs are taken for lost. ``probation``: a first death's suspects run as usual once
+    (False when ``worker_lost_max_deliveries`` is below 3).
     """
 
     def __init__(
@@ -205,6 +234,7 @@ class DeliveryJournal:
         *,
         skip: Callable[[Message], None],
         lease_s: float,
+        probation: bool = True,
     ) -> None:
         self.topic = topic
         self._reader = reader
@@ -220,11 +250,16 @@ class DeliveryJournal:
         self._running: tuple[_Partition, int] | None = None  # the careful run in progress
         self._skip = skip
         self._lease_s = lease_s
+        self._probation = probation
         self._handing: dict[str, _Handing] = {}  # report key -> runs this worker handed over
         self._awaited: dict[str, _Partition] = {}  # report key -> partition waiting on it
         self._reports: dict[str, HandoverReport] = {}  # read, for a hand-over not claimed yet
         self._skips: dict[tuple[str, int], set[int]] = {}  # done by the previous owner
         self._relays: dict[str, _Handing] = {}  # an earlier owner's report key -> relayed by
+        # The tokens of this process's own claims: a partition lost and assigned back finds
+        # its last state written by this process, which is alive (the worker id alone can
+        # recur: a container restarted in its pod keeps host name and pid).
+        self._tokens: set[str] = set()
 
     def start(self, partitions: int) -> None:
         """Read the journal from its beginning (the latest state per key is what counts),
@@ -255,6 +290,7 @@ class DeliveryJournal:
     def claim(self, tp: TopicPartition) -> None:
         key = journal_key(tp.topic, tp.partition)
         token = uuid.uuid4().hex
+        self._tokens.add(token)
         state = PartitionState(self._worker, token, CLAIM, window=self._window)
         part = _Partition(TopicPartition(tp.topic, tp.partition), key, state)
         self._partitions[(tp.topic, tp.partition)] = part
@@ -343,6 +379,11 @@ class DeliveryJournal:
     def finished(self, topic: str, partition: int, offset: int) -> None:
         if self._handing:
             self._handed_finished(topic, partition, offset)
+        if len(self._confirmed) != len(self._partitions):
+            part = self._partitions.get((topic, partition))
+            if part is not None and part.probing:
+                part.probing.discard(offset)
+                self._end_probation(part)
         running = self._running
         if running is None or running[0].tp.topic != topic or running[0].tp.partition != partition:
             return
@@ -506,7 +547,10 @@ class DeliveryJournal:
             part.awaited.clear()
             part.awaited_keys.clear()
             careful = max(until, part.state.careful_until or 0)
-            part.state = replace(part.state, careful_until=careful, inferred=True)
+            inferred = max(1, part.state.inferred)
+            part.state = replace(
+                part.state, careful_until=careful, inferred=inferred, probation=False
+            )
             self._write(part)
             self._settle(part)
 
@@ -586,11 +630,16 @@ class DeliveryJournal:
                 self._end_relay(handing, tombstone=False)
 
     def _confirm(self, part: _Partition, previous: PartitionState | None) -> None:
-        state = takeover(previous, self._worker, part.state.token, self._window)
-        if previous is not None and previous.state != RELEASE:
+        mine = previous is not None and previous.token in self._tokens
+        state = takeover(
+            previous, self._worker, part.state.token, self._window,
+            mine=mine, probation=self._probation,
+        )  # fmt: skip
+        if previous is not None and previous.state != RELEASE and not mine:
+            how = "run as usual, on probation" if state.probation else "run one at a time"
             log.warning(
-                "%s: its last owner %s died with it; its suspects run one at a time "
-                "(lost deliveries so far: %s)", part.key, previous.owner, state.lost or "none",
+                "%s: its last owner %s died with it; its suspects %s (lost deliveries so far: "
+                "%s)", part.key, previous.owner, how, state.lost or "none",
             )  # fmt: skip
         part.state = state
         if previous is not None and previous.state == RELEASE:
@@ -626,15 +675,37 @@ class DeliveryJournal:
             state = part.state = replace(state, careful_until=max(reach, last_lost + 1))
             self._write(part)
         until = state.careful_until
+        if until is not None and state.probation:
+            while part.held:  # as usual; the suspects' ends are awaited
+                message = part.held.popleft()
+                offset = message.offset()
+                assert offset is not None
+                if offset < until:
+                    part.probing.add(offset)
+                if offset >= until - 1:  # the last suspect: all of them are dispatched
+                    part.passed = True
+                self._dispatch(message, None)
+            self._end_probation(part)
+            return
         if until is not None and first < until:
             return  # careful: serve() runs its head when nothing else runs
         if until is not None:
-            part.state = replace(state, careful_until=None, inferred=False, lost={})
+            part.state = replace(state, careful_until=None, inferred=0, lost={})
             self._write(part)
             log.info("%s: careful runs done", part.key)
         self._confirmed.add((part.tp.topic, part.tp.partition))
         while part.held:
             self._dispatch(part.held.popleft(), None)
+
+    def _end_probation(self, part: _Partition) -> None:
+        """The suspects on probation all ended (and the records past them come): the death
+        was not theirs; the partition runs as usual."""
+        if part.probing or not part.passed:
+            return  # (an idle partition stays on probation: harmless, it runs as usual)
+        part.state = replace(part.state, careful_until=None, inferred=0, probation=False, lost={})
+        self._write(part)
+        log.info("%s: the suspects on probation ran; the partition runs as usual", part.key)
+        self._confirmed.add((part.tp.topic, part.tp.partition))
 
     def _hold_awaited(self, part: _Partition) -> None:
         """Records of the keys the previous owner still runs wait for it (so a key's records

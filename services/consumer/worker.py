@@ -322,6 +322,7 @@ class Worker(RuntimeOwner):
         journal = DeliveryJournal(
             topic, reader, self._producer, self.worker_id, self.max_in_flight, self._admitted,
             runtime.high_watermark, skip=self._skipped, lease_s=self._handover_lease_s(),
+            probation=s.worker_lost_max_deliveries >= 3,  # else one death too many
         )  # fmt: skip
         journal.start(len(topic_partitions(reader, topic)) or s.partitions)
         return journal

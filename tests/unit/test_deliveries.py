@@ -25,7 +25,12 @@ class Worker:
     """A journal with what a worker gives it; "dies" by being dropped without a release."""
 
     def __init__(
-        self, broker: StubBroker, name: str, window: int = 1000, lease_s: float = 60.0
+        self,
+        broker: StubBroker,
+        name: str,
+        window: int = 1000,
+        lease_s: float = 60.0,
+        probation: bool = True,
     ) -> None:
         self.broker = broker
         self.producer = EventProducer({"bootstrap.servers": "stub"}, broker=broker)
@@ -38,6 +43,7 @@ class Worker:
             lambda m, lost: self.runs.append((m.offset() or 0, lost)),
             lambda t, p: broker.end_offset(t, p),
             skip=lambda m: self.skips.append(m.offset() or 0), lease_s=lease_s,
+            probation=probation,
         )  # fmt: skip
         self.journal.start(1)
 
@@ -106,49 +112,87 @@ def test_the_journal_is_read_only_while_a_claim_waits_and_on_from_where_it_stopp
     assert read == [0, 1, 2, 3], "the own state, the release and the new claim: not from 0 again"
 
 
+def die_on_probation(broker: StubBroker, records: list[Message]) -> None:
+    """Two deaths with the records unfinished: a's (inferred, its suspects then run as usual
+    at b, on probation) and b's (so they run carefully next)."""
+    Worker(broker, "a").take(records)  # runs them as usual, then dies: no release
+    b = Worker(broker, "b")
+    b.take(records)
+    assert b.runs == [(r.offset() or 0, None) for r in records], "on probation: as usual"
+    assert not b.journal.isolating
+
+
+def test_a_first_death_runs_its_suspects_as_usual_and_then_the_partition_is_clean() -> None:
+    """Most deaths are not a record's doing (an OOM kill, a lost node): the suspects run
+    concurrently once; when they all end, the partition is as if handed over cleanly."""
+    broker, records = setup(3)
+    Worker(broker, "a").take(records)
+    b = Worker(broker, "b")
+    b.take(records)
+    assert b.runs == [(0, None), (1, None), (2, None)]
+    for offset in range(3):
+        b.journal.finished(TASKS, 0, offset)
+    b.pump()
+    b.producer.flush(1)
+    assert b.journal.admit(add(broker, "k")[0]), "the partition runs as usual"
+    c = Worker(broker, "c")  # b dies later: a first death again, not a second one
+    c.take(broker.records(TASKS))
+    assert c.runs == [(r.offset() or 0, None) for r in broker.records(TASKS)]
+
+
 def test_a_record_that_kills_three_workers_is_handed_over_with_three_lost_deliveries() -> None:
     broker, records = setup(3)
-    Worker(broker, "a").take(records)  # runs all three as usual, then dies: no release
-    suspects = Worker(broker, "b")
+    die_on_probation(broker, records)
+    suspects = Worker(broker, "c")
     suspects.take(records)
-    # Careful: one record at a time, each durable first; 0 runs and "kills" b.
+    # Careful: one record at a time, each durable first; 0 runs and "kills" c.
     assert suspects.runs == [(0, 0)]
-    third = Worker(broker, "c")
-    third.take(records)
-    assert third.runs == [(0, 2)], "its recorded death plus the inferred first one"
     fourth = Worker(broker, "d")
     fourth.take(records)
-    assert fourth.runs == [(0, 3)]  # the worker dead-letters it: WorkerLost
+    assert fourth.runs == [(0, 3)], "its recorded death plus the two inferred ones"
+    # the worker dead-letters it: WorkerLost
     fourth.journal.finished(TASKS, 0, 0)
     fourth.pump()
     assert fourth.runs == [(0, 3), (1, None), (2, None)], "then the rest as usual"
     assert not fourth.journal.isolating
 
 
-def test_careful_runs_wait_until_nothing_else_runs() -> None:
+def test_without_probation_a_first_death_runs_the_suspects_carefully() -> None:
+    """worker_lost_max_deliveries below 3: probation would cost the one death too many."""
     broker, records = setup(2)
     Worker(broker, "a").take(records)
-    b = Worker(broker, "b")
-    b.journal.claim(TopicPartition(TASKS, 0))
+    b = Worker(broker, "b", probation=False)
+    b.take(records)
+    assert b.runs == [(0, 0)] and b.journal.isolating
+
+
+def test_careful_runs_wait_until_nothing_else_runs() -> None:
+    broker, records = setup(2)
+    die_on_probation(broker, records)
+    c = Worker(broker, "c")
+    c.journal.claim(TopicPartition(TASKS, 0))
     for m in records:
-        assert not b.journal.admit(m)
+        assert not c.journal.admit(m)
     for _ in range(4):
-        b.journal.serve(lambda: False)  # a usual task still runs
-        b.producer.poll(0)
-    assert b.runs == [] and b.journal.isolating
-    b.pump()
-    assert b.runs == [(0, 0)]
+        c.journal.serve(lambda: False)  # a usual task still runs
+        c.producer.poll(0)
+    assert c.runs == [] and c.journal.isolating
+    c.pump()
+    assert c.runs == [(0, 0)]
 
 
 def test_the_suspects_are_bounded_by_the_dead_owners_window() -> None:
     broker, records = setup(5)
     Worker(broker, "a", window=2).take(records)
-    b = Worker(broker, "b")
+    b = Worker(broker, "b", window=2)
     b.take(records)
+    assert b.runs[:2] == [(0, None), (1, None)]  # on probation: dies with them unfinished
+    c = Worker(broker, "c")
+    c.take(records)
     for offset in range(2):
-        b.journal.finished(TASKS, 0, offset)
-        b.pump()
-    assert b.runs == [(0, 0), (1, 0), (2, None), (3, None), (4, None)]
+        c.journal.finished(TASKS, 0, offset)
+        c.pump()
+    assert c.runs == [(0, 0), (1, 0), (2, None), (3, None), (4, None)]
 
 
 def test_a_partition_handed_over_running_waits_for_its_runs_keys_only() -> None:
@@ -240,15 +284,62 @@ def test_runs_handed_over_by_a_worker_that_died_run_carefully_after_the_lease() 
     assert not b.journal.isolating
 
 
+CLEAN = PartitionState("a", "t1", RELEASE)
+DIED = PartitionState("a", "t1", OWN, window=50)  # no careful run recorded
+ON_PROBATION = PartitionState("a", "t1", OWN, -1, 1, window=50, suspects=50, probation=True)
+CAREFUL = PartitionState("a", "t1", OWN, 60, 1, window=50, suspects=50)
+DIED_RUNNING = PartitionState("a", "t1", OWN, 9, 2, 7, {7: 1})  # mid careful run of 7
+
+# previous, takeover's keywords -> (careful_until, inferred, probation, lost, running)
+TAKEOVER_RULES: list[tuple[PartitionState | None, dict[str, bool], tuple[object, ...]]] = [
+    (None, {}, (None, 0, False, {}, None)),
+    (CLEAN, {}, (None, 0, False, {}, None)),
+    (DIED, {}, (-1, 1, True, {}, None)),  # a first death: probation
+    (DIED, {"probation": False}, (-1, 1, False, {}, None)),  # careful at once
+    (ON_PROBATION, {}, (-1, 2, False, {}, None)),  # died again: careful, two to attribute
+    (CAREFUL, {}, (-1, 1, False, {}, None)),  # died careful, no run recorded
+    (DIED_RUNNING, {}, (8, 0, False, {7: 4}, None)),  # the record did it: 1 + 2 inferred
+    # Lost and assigned back to the same (live) process: no death, even mid careful run.
+    (DIED_RUNNING, {"mine": True}, (9, 2, False, {7: 1}, None)),
+    (DIED, {"mine": True}, (None, 0, False, {}, None)),
+]
+
+
 def test_takeover_rules() -> None:
-    clean = PartitionState("a", "t1", RELEASE)
-    assert takeover(None, "b", "t2", 10) == PartitionState("b", "t2", OWN, window=10)
-    assert takeover(clean, "b", "t2", 10).careful_until is None
-    died_running = PartitionState("a", "t1", OWN, 9, True, 7, {7: 1})
-    state = takeover(died_running, "b", "t2", 10)
-    assert (state.lost, state.careful_until, state.inferred) == ({7: 3}, 8, False)
-    died = PartitionState("a", "t1", OWN, window=50)
-    state = takeover(died, "b", "t2", 10)
-    assert (state.careful_until, state.inferred, state.suspects) == (-1, True, 50)
-    assert PartitionState.decode(died_running.encode()) == died_running
+    for previous, how, expected in TAKEOVER_RULES:
+        state = takeover(previous, "b", "t2", 10, **how)
+        got = (state.careful_until, state.inferred, state.probation, state.lost, state.running)
+        assert got == expected, (previous, how)
+        assert (state.owner, state.token, state.state, state.window) == ("b", "t2", OWN, 10)
+    for state in (DIED_RUNNING, ON_PROBATION, CAREFUL):
+        assert PartitionState.decode(state.encode()) == state
+    old = b'{"owner":"a","token":"t","state":"own","careful_until":-1,"inferred":true}'
+    assert PartitionState.decode(old).inferred == 1, "journals written before probation"
     assert CLAIM == "claim"
+
+
+def test_a_partition_lost_and_assigned_back_to_its_process_runs_as_usual() -> None:
+    """A session timeout (a lost coordinator, say) takes the partition away and gives it
+    back: the process never died, so its records are no suspects."""
+    broker, records = setup(3)
+    worker = Worker(broker, "a")
+    worker.take(records)
+    assert worker.journal.lost(TASKS, 0) == []
+    worker.runs.clear()
+    worker.take(records)
+    assert worker.runs == [(0, None), (1, None), (2, None)]
+    assert not worker.journal.isolating
+
+
+def test_a_restarted_process_with_the_same_worker_id_still_counts_the_death() -> None:
+    """A container restarted in its pod keeps host name and pid, so its worker id: the
+    claim tokens tell it from the process that died."""
+    broker, records = setup(3)
+    Worker(broker, "a").take(records)  # dies: never releases
+    again = Worker(broker, "a")
+    again.take(records)
+    assert again.runs == [(0, None), (1, None), (2, None)], "a first death: on probation"
+    again = Worker(broker, "a")  # dies once more: the suspects run carefully
+    again.take(records)
+    assert again.runs == [(0, 0)]
+    assert again.journal.isolating

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ class BrokerHandle:
     embedded: EmbeddedBroker | KafkaCluster | None
     crash_failover: bool = True  # the broker expires a consumer that died without closing
     cluster: KafkaCluster | None = None  # Apache Kafka's nodes, for per-node faults
+    finished: list[str] = field(default_factory=list)  # topic prefixes of finished tests
 
     def require_embedded(self) -> EmbeddedBroker | KafkaCluster:
         if self.embedded is None:
@@ -124,13 +126,49 @@ class Scope:
 
 
 @pytest.fixture
-def scope(broker: BrokerHandle, tmp_path: Path) -> Scope:
-    return Scope(
+def scope(broker: BrokerHandle, tmp_path: Path) -> Iterator[Scope]:
+    if broker.cluster is not None:
+        restart_dead_nodes(broker.cluster)
+        drop_finished_topics(broker, broker.cluster)
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    yield Scope(
         bootstrap_servers=broker.bootstrap_servers,
-        topic_prefix=f"test-{uuid.uuid4().hex[:10]}",
+        topic_prefix=prefix,
         store=f"sqlite:///{tmp_path}/results.db",
         replication_factor=broker.cluster.replication if broker.cluster else 1,
     )
+    broker.finished.append(prefix)
+
+
+def restart_dead_nodes(cluster: KafkaCluster) -> None:
+    """A node that died on its own (no test kills one outside a test) is restarted, and the
+    test starts once every partition is back in sync: one node's death must not fail every
+    later test. It is reported, with the last line of the node's log."""
+    dead = [node for node in cluster.nodes.values() if not node.running]
+    for node in dead:
+        lines = node.log_path.read_text(errors="replace").splitlines() or [""]
+        print(f"\nApache Kafka node {node.node_id} had died ({lines[-1][:300]}): restarting it")
+    if dead:
+        cluster.heal()
+
+
+def drop_finished_topics(broker: BrokerHandle, cluster: KafkaCluster) -> None:
+    """Deletes the topics of the tests that finished (their processes are gone by the time
+    the next test starts). Kept, a session's ~100 partitions per test (x3 replicas) pile up
+    into tens of thousands on three small brokers, which slow down until the kill and
+    rebalance tests late in the run time out."""
+    prefixes, broker.finished[:] = tuple(f"{p}." for p in broker.finished), []
+    if not prefixes:
+        return
+    admin = cluster.admin()
+    try:
+        topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefixes)]
+        if topics:  # the controller answers at once; the logs go in the background
+            futures = admin.delete_topics(topics, request_timeout=15)
+            concurrent.futures.wait(list(futures.values()), timeout=20)
+    except Exception as exc:  # a faulted cluster: tried again after the next test
+        broker.finished.extend(p[:-1] for p in prefixes)
+        print(f"kept the finished tests' topics for now: {exc}")
 
 
 # --- PostgreSQL (the shared lookup store) -------------------------------------------------

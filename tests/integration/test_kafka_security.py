@@ -127,3 +127,22 @@ def test_a_worker_refused_by_the_cluster_stops_at_start_naming_why(
     assert expected in out, out[-3000:]
     assert "taskstream worker:" in out
     assert APP_PASSWORD not in out and NOWRITE_PASSWORD not in out
+
+
+@pytest.mark.parametrize("command", [("materialize", "--app", APP_SPEC), ("beat", APP_SPEC)])
+def test_the_materializer_and_beat_with_a_wrong_password_stop_at_start(
+    cluster: KafkaCluster, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    assert cluster.security is not None
+    scope = secure_scope(cluster, tmp_path)
+    env = kafka_env(cluster, "app", APP_PASSWORD + "x", cluster.security.ca)
+    process = start(scope, env, *command)
+    try:
+        out, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 2, out[-3000:]
+    assert "refused the SCRAM-SHA-512 credentials of user 'app'" in out, out[-3000:]
+    assert APP_PASSWORD not in out

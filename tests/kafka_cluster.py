@@ -33,12 +33,23 @@ from types import TracebackType
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # stub: no __all__
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 from confluent_kafka.admin._metadata import PartitionMetadata
 
 from taskstream.cli.children import spawn
 from taskstream.cli.embedded_broker import free_port
 from taskstream.errors import BrokerNotStarted
+from tests.kafka_security import SaslSsl
 
 HERE = Path(__file__).resolve().parent / "kafka"
 POM = HERE / "pom.xml"
@@ -133,8 +144,12 @@ class KafkaCluster:
         *,
         broker_config: dict[str, str] | None = None,
         jvm_options: tuple[str, ...] = TEST_JVM_OPTIONS,
+        secure: bool = False,
     ) -> None:
+        """``secure``: clients and brokers on SASL_SSL (SCRAM-SHA-512) with ACLs, see
+        tests/kafka_security.py; ``self.security`` has the CA and the admin's credentials."""
         self.directory = directory
+        self.security = SaslSsl.create(directory / "tls") if secure else None
         self.jvm_options = jvm_options
         self.replication = min(3, nodes)
         self.nodes = {
@@ -148,8 +163,17 @@ class KafkaCluster:
     def bootstrap_servers(self) -> str:
         return ",".join(f"127.0.0.1:{n.broker_port}" for n in self.nodes.values())
 
+    @property
+    def listener(self) -> str:
+        return "PLAINTEXT" if self.security is None else "SASL_SSL"
+
+    def client_config(self) -> dict[str, str]:
+        """The librdkafka settings of an admin client (the super user on a secure cluster)."""
+        extra = {} if self.security is None else self.security.client_config()
+        return {"bootstrap.servers": self.bootstrap_servers, **extra}
+
     def admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.bootstrap_servers, "socket.timeout.ms": 5000})
+        return AdminClient({**self.client_config(), "socket.timeout.ms": 5000})
 
     # --- start and stop ---------------------------------------------------------------------
 
@@ -160,12 +184,13 @@ class KafkaCluster:
             "node.id": str(node.node_id),
             "process.roles": "broker,controller",
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://127.0.0.1:{node.broker_port},"
+            "listeners": f"{self.listener}://127.0.0.1:{node.broker_port},"
             f"CONTROLLER://127.0.0.1:{node.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.broker_port}",
+            "advertised.listeners": f"{self.listener}://127.0.0.1:{node.broker_port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": self.listener,
+            "listener.security.protocol.map": f"{self.listener}:{self.listener},"
+            "CONTROLLER:PLAINTEXT",
             "log.dirs": str(node.directory / "data"),
             # Replication as production runs it.
             "default.replication.factor": str(self.replication),
@@ -193,6 +218,7 @@ class KafkaCluster:
             "num.recovery.threads.per.data.dir": "1",
             "log.cleaner.threads": "1",
             "log.cleaner.dedupe.buffer.size": str(4 * 1024 * 1024),
+            **({} if self.security is None else self.security.broker_config()),
             **self.broker_config,
         }
 
@@ -205,6 +231,7 @@ class KafkaCluster:
             self._java(
                 "kafka.tools.StorageTool", "format", "-t", cluster_id,
                 "-c", str(node.config_path), "--ignore-formatted",
+                *(() if self.security is None else self.security.format_arguments()),
             )  # fmt: skip
         try:
             for node in self.nodes.values():
@@ -383,6 +410,40 @@ class KafkaCluster:
             if not node.running:
                 self.restart(node_id, wait=False)
         self.wait_until_in_sync(timeout)
+
+    # --- users and ACLs (a secure cluster) ----------------------------------------------
+
+    def add_user(self, username: str, password: str) -> None:
+        """A SCRAM-SHA-512 credential for ``username`` (through the admin API)."""
+        upsert = UserScramCredentialUpsertion(
+            username, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), password.encode()
+        )
+        admin = self.admin()  # kept until the answer: a destroyed client fails its futures
+        for future in admin.alter_user_scram_credentials([upsert]).values():
+            future.result(30)
+
+    def acl(
+        self,
+        username: str,
+        resource: ResourceType,
+        name: str,
+        operations: tuple[AclOperation, ...] = (AclOperation.ALL,),
+        *,
+        prefixed: bool = True,
+        deny: bool = False,
+    ) -> None:
+        """Allow (or ``deny``) ``username`` the ``operations`` on ``resource`` ``name``
+        (every name starting with it when ``prefixed``), from any host."""
+        pattern = ResourcePatternType.PREFIXED if prefixed else ResourcePatternType.LITERAL
+        permission = AclPermissionType.DENY if deny else AclPermissionType.ALLOW
+        principal = f"User:{username}"
+        bindings = [
+            AclBinding(resource, name, pattern, principal, "*", operation, permission)
+            for operation in operations
+        ]
+        admin = self.admin()
+        for future in admin.create_acls(bindings, request_timeout=30).values():
+            future.result(30)
 
     # --- look-ups ---------------------------------------------------------------------------
 

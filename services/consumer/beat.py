@@ -53,6 +53,7 @@ from taskstream.app import App, queues_of
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.kafka import (
+    Access,
     Headers,
     consumer_config,
     incremental_assignment,
@@ -117,7 +118,11 @@ class Beat(RuntimeOwner):
         """Create the topics, join the beat group: the runtime to run (or turn, in tests)."""
         s = self.app.settings
         # The task topics of every queue an entry sends to, not only the tasks' own queues.
-        self.app.ensure_topics(queues_of([*self.app.queues, *self._entry_queues()]))
+        queues = queues_of([*self.app.queues, *self._entry_queues()])
+        self.app.ensure_topics(queues)
+        own = beat_topic(self.prefix)
+        tasks = tuple(task_topic(self.prefix, q) for q in queues)
+        self.app.broker.check_access(s, Access((own,), (own, *tasks), (beat_group(self.prefix),)))
         # The beat topic gets a record per turn at most: a long fetch wait spares the
         # broker idle fetches (it delays the catch-up read of a new leader by as much).
         config = consumer_config(

@@ -52,6 +52,7 @@ from taskstream.consumer.tracing import TracingHooks
 from taskstream.envelope import now_micros
 from taskstream.errors import TimeLimitExceeded, UnknownSchema
 from taskstream.kafka import (
+    Access,
     EventProducer,
     consumer_config,
     header_pairs,
@@ -61,7 +62,18 @@ from taskstream.kafka import (
     worker_id,
 )
 from taskstream.sizes import message_max_bytes
-from taskstream.topics import deliveries_topic, heartbeats_topic, task_topic, worker_group
+from taskstream.topics import (
+    DELAY_TIERS_S,
+    control_topic,
+    dead_letter_topic,
+    delay_topic,
+    delays_group,
+    deliveries_topic,
+    heartbeats_topic,
+    results_topic,
+    task_topic,
+    worker_group,
+)
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +264,9 @@ class Worker(RuntimeOwner):
     def run(self) -> None:
         s, app = self.settings, self.app
         app.ensure_topics(sorted({*app.queues, *self.queues}))  # chains send to the others
+        # Credentials, certificate and ACLs checked before any task is taken: a worker that
+        # may not publish outcomes must not consume (taskstream.preflight).
+        app.broker.check_access(s, self._access())
         self.warnings = short_queues(app, self.queues)
         producer_settings = producer_config(s)
         self.message_max_bytes = message_max_bytes(producer_settings)  # what a result may take
@@ -311,6 +326,18 @@ class Worker(RuntimeOwner):
             producer.close(min(s.delivery_timeout_ms / 1000, _CLOSE_FLUSH_S))
             self.executor.shutdown()
             log.info("worker %s stopped", self.worker_id)
+
+    def _access(self) -> Access:
+        """The topics and groups a worker reads and writes."""
+        prefix = self.settings.topic_prefix
+        delays = tuple(delay_topic(prefix, t) for t in DELAY_TIERS_S)
+        own = (deliveries_topic(prefix), *delays)
+        return Access(
+            reads=(*self.topics, control_topic(prefix), *own),
+            writes=(results_topic(prefix), dead_letter_topic(prefix), heartbeats_topic(prefix),
+                    *self.topics, *own),
+            groups=(self.group_id, delays_group(prefix)),
+        )  # fmt: skip
 
     def _open_journal(self, runtime: ConsumerRuntime) -> DeliveryJournal:
         s = self.settings

@@ -16,7 +16,9 @@ from taskstream.canvas import Signature, chain, chord, group
 from taskstream.config import Settings
 from taskstream.eager import EagerResult
 from taskstream.errors import (
+    AuthenticationFailed,
     BrokerError,
+    BrokerUnreachable,
     CanvasError,
     ConfigError,
     DeliveryFailed,
@@ -25,6 +27,7 @@ from taskstream.errors import (
     InvalidOption,
     MaxRetriesExceededError,
     MessageTooLarge,
+    NotAuthorized,
     ResultTimeout,
     ResultTooLarge,
     Retry,
@@ -34,6 +37,7 @@ from taskstream.errors import (
     TaskstreamError,
     Terminated,
     TimeLimitExceeded,
+    TlsFailed,
     UnknownTask,
     UnsupportedAnnotation,
     WorkerLost,
@@ -71,6 +75,10 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "SoftTimeLimitExceeded",
     # errors (the README names each)
     "BrokerError",
+    "BrokerUnreachable",
+    "AuthenticationFailed",
+    "TlsFailed",
+    "NotAuthorized",
     "CanvasError",
     "ConfigError",
     "DeliveryFailed",

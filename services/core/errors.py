@@ -17,6 +17,10 @@ TaskstreamError
 ├── UnknownTask              a task name this app does not define (name)         +LookupError
 ├── NoCurrentTask            current_request() outside a running task           +RuntimeError
 ├── BrokerError              the Kafka client reported an error (code, name)  +KafkaException
+│   ├── BrokerUnreachable        no broker answered the start-up check (servers, timeout)
+│   ├── AuthenticationFailed     the cluster refused the SASL credentials (username, mechanism)
+│   ├── TlsFailed                the TLS handshake failed: e.g. an untrusted certificate
+│   └── NotAuthorized            an ACL is missing (operation, resource, name, username)
 ├── BrokerNotStarted         the embedded broker (dev, tests) did not come up   +RuntimeError
 ├── DeliveryFailed           the broker did not acknowledge an event (topic, reason)
 ├── DeliveryTimeout          no delivery report within the wait (topic, timeout)         +TO
@@ -186,6 +190,80 @@ class BrokerError(TaskstreamError, KafkaException):
 
     def __str__(self) -> str:
         return f"{self.action}: {self.error.str()} ({self.name})"
+
+
+class BrokerUnreachable(BrokerError):
+    """No broker of ``servers`` answered within the start-up check's ``timeout`` (seconds)."""
+
+    def __init__(self, servers: str, timeout: float, reason: str) -> None:
+        super().__init__(KafkaError(KafkaError._TRANSPORT, reason), "connecting")
+        self.servers = servers
+        self.timeout = timeout
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"no Kafka broker of {self.servers} answered within {self.timeout}s: {self.reason}"
+
+
+class AuthenticationFailed(BrokerError):
+    """The cluster refused this client's SASL credentials (``sasl.username`` and
+    ``sasl.password`` for ``mechanism``). Never retried: a process stops at start with it."""
+
+    def __init__(self, servers: str, username: str, mechanism: str, reason: str) -> None:
+        super().__init__(KafkaError(KafkaError._AUTHENTICATION, reason), "authenticating")
+        self.servers = servers
+        self.username = username
+        self.mechanism = mechanism
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"the Kafka cluster at {self.servers} refused the {self.mechanism} credentials of "
+            f"user {self.username!r} (check sasl.username, sasl.password, sasl.mechanism): "
+            f"{self.reason}"
+        )
+
+
+class TlsFailed(BrokerError):
+    """The TLS handshake with the cluster failed: most often the broker's certificate is
+    not signed by a CA this client trusts (``ssl.ca.location``), or names another host."""
+
+    def __init__(self, servers: str, ca_location: str | None, reason: str) -> None:
+        super().__init__(KafkaError(KafkaError._SSL, reason), "connecting over TLS")
+        self.servers = servers
+        self.ca_location = ca_location
+        self.reason = reason
+
+    def __str__(self) -> str:
+        trusted = self.ca_location or "the system's CA certificates"
+        return (
+            f"TLS handshake with the Kafka cluster at {self.servers} failed (trusting "
+            f"{trusted}; ssl.ca.location): {self.reason}"
+        )
+
+
+class NotAuthorized(BrokerError):
+    """The cluster's ACLs do not let this client's principal (``username``; "" without
+    SASL) do ``operation`` (e.g. ``WRITE``) on ``resource`` (``topic``, ``group``) ``name``."""
+
+    def __init__(self, operation: str, resource: str, name: str, username: str) -> None:
+        code = KafkaError.GROUP_AUTHORIZATION_FAILED
+        if resource == "topic":
+            code = KafkaError.TOPIC_AUTHORIZATION_FAILED
+        super().__init__(KafkaError(code, f"not authorized to {operation} {name}"), "checking ACLs")
+        self.operation = operation
+        self.resource = resource
+        self.username = username
+        self.resource_name = name
+
+    def __str__(self) -> str:
+        who = f"user {self.username!r}" if self.username else "this client"
+        return (
+            f"{who} is not authorized to {self.operation} the {self.resource} "
+            f"{self.resource_name!r}: add an ACL allowing it (kafka-acls --add "
+            f"--allow-principal User:{self.username or '...'} --operation {self.operation} "
+            f"--{self.resource} {self.resource_name})"
+        )
 
 
 class BrokerNotStarted(TaskstreamError, RuntimeError):

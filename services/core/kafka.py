@@ -13,13 +13,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # stub: no __all__
 
+from taskstream import preflight
 from taskstream.config import Settings
-from taskstream.errors import BrokerError, ConfigError
+from taskstream.errors import BrokerError, ConfigError, NotAuthorized
 from taskstream.topics import TopicSpec
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,16 @@ def admin_config(settings: Settings) -> dict[str, Any]:
     return _merge(settings, {"client.id": f"taskstream-admin-{worker_id()}"}, {})
 
 
+@dataclass(frozen=True)
+class Access:
+    """What a process needs of the cluster's ACLs: topics it reads and writes, consumer
+    groups it joins."""
+
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
 class Broker(Protocol):
     """Where an app's Kafka clients come from: the real cluster (:class:`KafkaBroker`) or the
     in-memory :class:`taskstream.stub_broker.StubBroker` of unit tests and
@@ -178,6 +190,11 @@ class Broker(Protocol):
         """The partition count of each of ``names`` that exists."""
         ...
 
+    def check_access(self, settings: Settings, access: Access, timeout: float = 30.0) -> None:
+        """A process's start-up check (taskstream.preflight): the cluster answers, takes
+        the credentials, and its ACLs allow ``access``; else the taskstream error why."""
+        ...
+
 
 class KafkaBroker:
     """The real thing: confluent-kafka clients for the cluster in the settings."""
@@ -192,6 +209,13 @@ class KafkaBroker:
         self, settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0
     ) -> list[str]:
         return ensure_topics(settings, specs, timeout)
+
+    def check_access(self, settings: Settings, access: Access, timeout: float = 30.0) -> None:
+        admin = preflight.connect(admin_config(settings), timeout)
+        preflight.check_access(
+            admin, settings.kafka.get("sasl.username", ""),
+            reads=access.reads, writes=access.writes, groups=access.groups, timeout=timeout,
+        )  # fmt: skip
 
     def partition_counts(
         self, settings: Settings, names: Iterable[str], timeout: float = 30.0
@@ -209,8 +233,10 @@ class KafkaBroker:
 def ensure_topics(
     settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
-    admin = AdminClient(admin_config(settings))
+    """Create the topics that do not exist yet; returns the names created. The first
+    request is the start-up check of the connection (taskstream.preflight.connect): wrong
+    credentials or an untrusted certificate raise at once, not after the timeout."""
+    admin = preflight.connect(admin_config(settings), timeout)
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
@@ -229,7 +255,14 @@ def ensure_topics(
             future.result(timeout)
             created.append(name)
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # a racing creator won
+            code = exc.args[0].code()
+            if code in (
+                KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+            ):  # (a topic the principal may not describe is not listed: it looks missing)
+                username = settings.kafka.get("sasl.username", "")
+                raise NotAuthorized("CREATE", "topic", name, username) from exc
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:  # a racing creator won
                 raise ConfigError(f"cannot create topic {name!r}: {exc}") from exc
     return created
 

@@ -62,6 +62,7 @@ from confluent_kafka.admin._metadata import (  # the classes list_topics() retur
 )
 
 from taskstream.config import Settings
+from taskstream.kafka import Access
 from taskstream.topics import TopicSpec
 
 __all__ = ["StubBroker", "StubConsumer", "StubProducer"]
@@ -177,6 +178,9 @@ class StubBroker:
     ) -> list[str]:
         """Create the topics that do not exist yet; returns the names created."""
         return [s.name for s in specs if self.create_topic(s.name, s.partitions)]
+
+    def check_access(self, settings: Settings, access: Access, timeout: float = 30.0) -> None:
+        """Everything is allowed here: no credentials, no ACLs."""
 
     def partition_counts(
         self, settings: Settings, names: Iterable[str], timeout: float = 30.0

@@ -102,6 +102,16 @@ class Banner:
                 for name, port in self.metrics_ports.items()
             )
             lines.append(f"  metrics: {where_metrics}")
+        if not app.tasks:
+            lines += [
+                "",
+                f"{spec} defines no tasks: import the modules that define them there, or",
+                "list them as App(..., include=['proj.tasks']) (Celery's include=).",
+                "",
+                "Ctrl-C stops everything.",
+                "",
+            ]
+            return "\n".join(lines)
         lines += [
             "",
             "In another terminal, in this directory:",

@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = command("result", help="print a task's stored outcome as JSON")
     r.add_argument("task_id")
-    r.add_argument("--app", help="module:attribute (to decode return values by type)")
+    r.add_argument(
+        "--app",
+        help="module:attribute (to decode return values by type); without it, by the"
+        " schema files in schemas_dir, else the value is shown as stored (base64)",
+    )
     r.add_argument("--wait", type=float, metavar="SECONDS", help="wait for a final outcome")
 
     rv = command("revoke", help="revoke tasks: they never start; --terminate stops runs")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 from typing import Any
 
 from taskstream.app import App
-from taskstream.errors import InvalidArguments
+from taskstream.errors import InvalidArguments, InvalidSchema, UnknownSchema, UnknownTask
 from taskstream.loading import load_app
 from taskstream.outcome_json import outcome_json
+from taskstream.remote_task import RemoteTask, jsonable
 from taskstream.status import Status
 
 UNKNOWN_TASK_ID = {
@@ -52,11 +54,31 @@ def result(args: argparse.Namespace) -> int:
         return 1
 
     def result_json(task_name: str, data: bytes) -> Any:
-        value = app.decode_result(task_name, data)
         task = app.tasks.get(task_name)
-        return task.task_signature.result_to_json(value) if task else repr(value)
+        if task is None:
+            _register_result_schema(app, task_name)
+        try:
+            value = app.decode_result(task_name, data)
+        except UnknownSchema:
+            # No code and no schema file: the value as stored, and where a schema would help.
+            return {
+                "avro_base64": base64.b64encode(data).decode("ascii"),
+                "note": f"no schema for {task_name!r}: pass --app, or put its "
+                f"tasks/{task_name}.result.avsc in {app.settings.schemas_dir!r} "
+                "(taskstream schemas export; TASKSTREAM_SCHEMAS_DIR)",
+            }
+        return task.task_signature.result_to_json(value) if task else jsonable(value)
 
     out = outcome_json(record, result_json, app.store.progress(args.task_id))
-    print(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2, default=str))
     app.close()
     return 0 if record.status not in (Status.FAILURE, Status.REVOKED) else 1
+
+
+def _register_result_schema(app: App, task_name: str) -> None:
+    """A task without code here: its result decodes by the schema files in the schemas
+    directory (``schemas/`` by default), when they are there."""
+    try:
+        RemoteTask.from_schemas(app, task_name, app.settings.schemas_dir)
+    except (UnknownTask, InvalidSchema):
+        pass

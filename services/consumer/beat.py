@@ -38,6 +38,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -293,6 +294,11 @@ class Beat(RuntimeOwner):
             BEAT_TICKS.labels(entry.name).inc()
             BEAT_LAST_TICK.labels(entry.name).set(tick / 1_000_000)
             self.fired += 1
+            log.info(
+                "beat: sent %s (%s) for its tick at %s, task id %s",
+                entry.name, entry.task, _iso(tick),
+                tick_id(self.prefix, entry.name, tick, self.app.settings.beat_id_secret),
+            )  # fmt: skip
         return True
 
     def _produce_tick(self, producer: Producer, entry: PeriodicTask, tick: int) -> None:
@@ -342,3 +348,8 @@ class Beat(RuntimeOwner):
             log.info("beat %s: no longer leading", self.me)
         self._term = None
         BEAT_LEADER.set(0)
+
+
+def _iso(micros: int) -> str:
+    """A tick's time (µs since the epoch) for the log, in UTC to the second."""
+    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC).isoformat(timespec="seconds")

@@ -162,10 +162,7 @@ class PrometheusHooks(WorkerHooks):
         metrics.ASSIGNED_PARTITIONS.set(assigned)
         for topic, partition in gone:
             for gauge in (metrics.CONSUMER_LAG, metrics.CONSUMER_LAG_SECONDS):
-                try:
-                    gauge.remove(topic, str(partition))
-                except KeyError:
-                    pass
+                metrics.forget(gauge, topic, str(partition))
 
     def committed(self, ok: bool, lag: Mapping[Partition, int], in_flight: int) -> None:
         self.flush()

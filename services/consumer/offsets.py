@@ -75,6 +75,19 @@ class PartitionOffsets:
     def in_flight(self) -> int:
         return len(self._pending) - len(self._done)
 
+    @property
+    def pending(self) -> int:
+        """Records received and not yet committable (unfinished, or above an unfinished)."""
+        return len(self._pending)
+
+    @property
+    def done_up_to(self) -> int:
+        """With nothing pending, every offset below this one is done (0 before any record
+        or commit: a partition read from its start)."""
+        if self.next_offset is not None:
+            return self.next_offset
+        return self.committed if self.committed is not None else 0
+
     def done_above(self) -> list[int]:
         """Offsets finished above an unfinished one (a commit cannot cover them yet)."""
         return sorted(self._done)

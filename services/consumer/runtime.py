@@ -10,6 +10,13 @@ Offsets: a handler marks each record done in the :class:`OffsetTracker` the runt
 (``tracker.get(topic, partition).finish(offset)``); the runtime commits what is committable
 every commit interval, soon after the handler falls idle, on revoke and on stop.
 
+Transaction markers: a transactional producer (beat, another team's Kafka Streams app)
+leaves a commit or abort marker after its records, which takes an offset but never reaches
+a consumer. With ``skip_markers``, once every record a partition gave the handler is done,
+its commit moves on to the consumer's position (librdkafka's, past the markers it read), so
+the group's committed offset reaches the end and lag reads 0 everywhere it is computed
+(here, the console's backlog, kafka-consumer-groups, KEDA), not "one marker" forever.
+
 Backpressure: when the handler has no room the loop takes no more records; if that lasts
 ``pause_after_s`` the assigned partitions are paused (a paused consumer still serves
 rebalances and heartbeats), and resumed once the handler has room again.
@@ -90,6 +97,10 @@ class ConsumerRuntime:
     ``assign(partitions)`` reads fixed partitions without a group's assignment.
     ``cooperative``: the group uses incremental (cooperative-sticky) rebalancing, so a member
     joining or leaving moves only the partitions that must move.
+    ``skip_markers``: the handler adds every record it is given to the tracker (or advances
+    it) at once and never seeks, so a partition with nothing pending may commit up to the
+    consumer's position (see the module docstring). Not for a handler that seeks back (the
+    delay scheduler: a position after a seek is no promise to build a commit on).
     """
 
     def __init__(
@@ -101,6 +112,7 @@ class ConsumerRuntime:
         timing: LoopTiming | None = None,
         capacity: int = 1000,
         cooperative: bool = False,
+        skip_markers: bool = False,
         on_commit: Callable[[bool], None] | None = None,
         keep_alive: Callable[[], None] | None = None,
     ) -> None:
@@ -110,6 +122,7 @@ class ConsumerRuntime:
         self.timing = timing or LoopTiming()
         self.capacity = capacity  # the handler's room when empty: sets the resume mark
         self.cooperative = cooperative
+        self.skip_markers = skip_markers
         self._on_commit = on_commit or (lambda ok: None)
         self._keep_alive = keep_alive  # the handler's own heartbeats, also while kept
         self._stopping = threading.Event()
@@ -258,13 +271,40 @@ class ConsumerRuntime:
         now = time.monotonic()
         since = now - self._last_commit
         # Every commit interval while busy; soon after falling idle (lag reads 0 then).
-        if since >= self.timing.commit_every_s or (
-            since >= self.timing.idle_commit_s
-            and not self.handler.busy()
-            and self.tracker.uncommitted()
-        ):
+        due = since >= self.timing.commit_every_s
+        if not due and (since < self.timing.idle_commit_s or self.handler.busy()):
+            return
+        self._past_markers()
+        if due or self.tracker.uncommitted():
             self.commit(asynchronous=True)
             self._last_commit = now
+
+    def _past_markers(self) -> None:
+        """Move each partition whose records are all done on to the consumer's position when
+        that is further, up to the partition's end: what lies between is transaction markers
+        (and an aborted transaction's records), which no handler ever gets. Local calls only
+        (cached watermark, position), and only for a partition that looks behind."""
+        if not self.skip_markers or self._kept:  # kept records: not in the tracker yet
+            return
+        behind: dict[tuple[str, int], int] = {}  # -> its end
+        for key, offsets in self.tracker.partitions.items():
+            if offsets.pending:
+                continue
+            high = self.high_watermark(*key)
+            if high is not None and high > offsets.done_up_to:
+                behind[key] = high
+        if not behind:
+            return
+        try:
+            positions = self.consumer.position([TopicPartition(t, p) for t, p in behind])
+        except KafkaException as exc:
+            log.debug("reading positions failed: %s", exc)
+            return
+        for tp in positions:
+            key = (tp.topic, tp.partition)
+            offsets = self.tracker.partitions[key]
+            if tp.error is None and offsets.done_up_to < tp.offset <= behind[key]:
+                offsets.advance(tp.offset)
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Records not yet committed per assigned partition: the high watermark of the last

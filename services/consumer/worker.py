@@ -287,6 +287,7 @@ class Worker(RuntimeOwner):
             timing=LoopTiming(commit_every_s=s.commit_interval_ms / 1000),
             capacity=self.max_in_flight,
             cooperative=incremental_assignment(config),
+            skip_markers=True,  # past transaction markers: lag 0 when nothing waits
             on_commit=self._committed,
             keep_alive=lambda: self._journal.keep_alive(),
         )

@@ -70,9 +70,13 @@ class App:
         *,
         broker: Broker | None = None,
         publisher_factory: PublisherFactory | None = None,
+        include: Sequence[str] = (),
         **settings: Any,
     ) -> None:
         self.name = name
+        # Celery's include=: modules whose tasks load_app() imports with the app (the tasks
+        # register themselves on import; proj/celery.py has none of its own).
+        self.include: tuple[str, ...] = tuple(include)
         self.settings = Settings.load(**settings)
         # Where Kafka clients come from: the cluster in the settings, or a StubBroker.
         self.broker: Broker = broker if broker is not None else KafkaBroker()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 
 from taskstream.app import App
 from taskstream.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def load_app(spec: str) -> App:
@@ -26,4 +29,15 @@ def load_app(spec: str) -> App:
         app = found[0] if len(found) == 1 else None
     if not isinstance(app, App):
         raise ConfigError(f"{spec!r} does not name a taskstream App (use module:attribute)")
+    for name in app.include:  # Celery's include=: the modules that define the tasks
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import {name!r} (in {spec!r}'s include): {exc}") from exc
+    if not app.tasks:
+        log.warning(
+            "app %r (%s) defines no tasks: import the modules that define them in %s, or "
+            "list them as App(..., include=[...]) (Celery's include=)",
+            app.name, spec, module_name,
+        )  # fmt: skip
     return app

@@ -205,6 +205,20 @@ def metrics_registry() -> CollectorRegistry:
     return registry
 
 
+def forget(gauge: Gauge, *labels: str) -> None:
+    """Drop a gauge's child (a partition gone from this process). prometheus-client cannot
+    remove one in multiprocess mode (it warns on every try): there it reads 0 instead, which
+    the ``livemax`` merge hides behind the partition's new owner."""
+    if prometheus_multiproc_dir() is not None:
+        if labels in gauge._metrics:
+            gauge.labels(*labels).set(0)
+        return
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass
+
+
 def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:
     """Serve ``/metrics`` on `addr`:`port` from a daemon thread (port 0: any free port).
 

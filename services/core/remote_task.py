@@ -83,7 +83,7 @@ class RemoteTask:
             if name in record:
                 raise InvalidArguments(self.name, f"args.{name}", "given twice")
             record[name] = value
-        datum = self._converter.to_datum(_jsonable(record), task=self.name, root="args")
+        datum = self._converter.to_datum(jsonable(record), task=self.name, root="args")
         return self.app.codec.encode(self.args_schema, datum)
 
     def apply_async(
@@ -123,15 +123,15 @@ def _read(path: Path) -> Any:
         raise InvalidSchema(f"cannot read {path}: {exc}") from exc
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """A Python value as the JSON taskstream.avro_json reads (Celery's JSON serializer's
     forms for datetimes, UUIDs and Decimals)."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, Mapping):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, UUID | Decimal):
@@ -141,5 +141,5 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.name
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     return value  # the converter says what it expected

@@ -24,7 +24,13 @@ objects. What it mimics, because taskstream's correctness rests on it:
 - transactions (``transactional.id``): a transaction's records reach the log together at
   ``commit_transaction()`` (so readers see what ``read_committed`` shows) and never after
   ``abort_transaction()``; ``init_transactions()`` fences the older producers of the same
-  transactional id, whose next transactional call raises ``PRODUCER_FENCED`` (fatal).
+  transactional id, whose next transactional call raises ``PRODUCER_FENCED`` (fatal);
+- transaction markers: a transaction's end writes a control record (its commit or abort
+  marker) to each partition it wrote to, and an aborted transaction's records keep their
+  offsets too (as if sent before the abort: librdkafka purges those still queued, which
+  leave no trace). Neither is ever delivered, but both count in the high watermark, and a
+  consumer's ``position()`` moves past them when it reads on (librdkafka's app position);
+  so "high watermark minus committed offset" overstates what waits, as on a cluster.
 
 Not mimicked: auto-commit (``enable.auto.commit`` must be false, as taskstream sets it),
 compaction and retention, session timeouts (a member that stops polling keeps
@@ -161,6 +167,7 @@ class StubBroker:
         self._next_keyless: dict[str, int] = {}
         self._failures: deque[tuple[int, str | None]] = deque()  # (code, topic or any)
         self._producer_epochs: dict[str, int] = {}  # transactional.id -> current epoch
+        self._hidden: dict[TP, set[int]] = {}  # offsets never delivered: markers, aborted
 
     def __repr__(self) -> str:
         return f"<StubBroker topics={len(self._logs)} groups={len(self._groups)}>"
@@ -211,11 +218,17 @@ class StubBroker:
             return {name: len(log) for name, log in self._logs.items()}
 
     def records(self, topic: str, partition: int | None = None) -> list[Message]:
-        """A topic's records (of one partition, or of all, partition by partition)."""
+        """A topic's records (of one partition, or of all, partition by partition), without
+        transaction markers and aborted records (what a consumer reads)."""
         with self.condition:
             log = self._logs[topic]
-            chosen = log if partition is None else [log[partition]]
-            return [_copy(m) for part in chosen for m in part]
+            chosen = range(len(log)) if partition is None else [partition]
+            return [
+                _copy(m)
+                for p in chosen
+                for m in log[p]
+                if m.offset() not in self._hidden.get((topic, p), ())
+            ]
 
     def end_offset(self, topic: str, partition: int) -> int:
         """The high watermark: the offset the next record of the partition gets."""
@@ -259,9 +272,11 @@ class StubBroker:
             committed = g.committed if g is not None else {}
             for topic in topics:
                 for partition, log in enumerate(self._logs.get(topic, ())):
-                    position = committed.get((topic, partition), 0)
+                    position = self._next_record(
+                        (topic, partition), log, committed.get((topic, partition), 0)
+                    )
                     if position >= len(log):
-                        continue
+                        continue  # nothing but markers (not records) past the commit
                     if not_due is None or not not_due(log[position]):
                         return False
             return True
@@ -326,6 +341,25 @@ class StubBroker:
                 md.topics[name] = tm
             result: ClusterMetadata = md
             return result
+
+    def _next_record(self, tp: TP, log: list[Message], offset: int) -> int:
+        """The offset of the first deliverable record at or after ``offset``, or the end."""
+        hidden = self._hidden.get(tp, ())
+        while offset < len(log) and offset in hidden:
+            offset += 1
+        return offset
+
+    def _append_hidden(self, topic: str, partition: int, value: bytes | None = None) -> None:
+        """Take an offset with a record no consumer gets: a transaction marker (``value``
+        None) or an aborted transaction's record."""
+        part = self._logs[topic][partition]
+        offset = len(part)
+        stamp = (TIMESTAMP_CREATE_TIME, int(self.clock() * 1000))
+        part.append(
+            Message(topic=topic, partition=partition, offset=offset, value=value, timestamp=stamp)
+        )
+        self._hidden.setdefault((topic, partition), set()).add(offset)
+        self.condition.notify_all()
 
     def _partition_for(self, topic: str, key: bytes | None, count: int, murmur: bool) -> int:
         if key is None:  # keyless: spread round-robin
@@ -599,15 +633,17 @@ class StubConsumer(Consumer):
             return out
         start = self._turn % len(ready)
         self._turn += 1
-        logs = self._broker._logs
+        logs, hidden_of = self._broker._logs, self._broker._hidden
         for tp in ready[start:] + ready[:start]:
             log = logs.get(tp[0])
             if log is None or tp[1] >= len(log):
                 continue
             part = log[tp[1]]
+            hidden = hidden_of.get(tp, ())
             position = self._positions[tp]
             while position < len(part) and len(out) < n:
-                out.append(_copy(part[position]))
+                if position not in hidden:  # markers and aborted records: read past
+                    out.append(_copy(part[position]))
                 position += 1
             if position != self._positions[tp]:
                 self._positions[tp] = position
@@ -931,15 +967,33 @@ class StubProducer(Producer):
         self._transaction = []
 
     def commit_transaction(self, timeout: float | None = None) -> None:
-        """Append the transaction's records to the log, all at once (or raise if fenced)."""
-        with self._broker.condition:
+        """Append the transaction's records to the log, all at once, then a commit marker
+        to each partition written to (or raise if fenced)."""
+        broker = self._broker
+        with broker.condition:
             self._check_epoch()
             held, self._transaction = self._transaction or [], None
-            for call in held:
-                self._append(*call)
+            written = [self._append(*call) for call in held]
+            for topic, partition in dict.fromkeys(tp for tp in written if tp is not None):
+                broker._append_hidden(topic, partition)
 
     def abort_transaction(self, timeout: float | None = None) -> None:
-        self._transaction = None
+        """Drop the transaction: its records keep offsets no consumer reads, and each
+        partition written to gets an abort marker."""
+        broker = self._broker
+        with broker.condition:
+            held, self._transaction = self._transaction or [], None
+            touched: dict[TP, None] = {}
+            for topic, value, key, partition, *_rest in held:
+                log = broker._logs.get(topic)
+                if log is None or partition >= len(log):
+                    continue
+                if partition < 0:
+                    partition = broker._partition_for(topic, key, len(log), self._murmur)
+                broker._append_hidden(topic, partition, value or b"")
+                touched[(topic, partition)] = None
+            for topic, partition in touched:
+                broker._append_hidden(topic, partition)
 
     def _check_epoch(self) -> None:
         if self._epoch is None or self._transactional_id is None:
@@ -1015,7 +1069,8 @@ class StubProducer(Producer):
         report: Delivery | None,
         timestamp: int,
         header_list: list[tuple[str, str | bytes | None]],
-    ) -> None:
+    ) -> TP | None:
+        """Append a record; returns where it went (None: not appended)."""
         broker = self._broker
         with broker.condition:
             log = broker._logs.get(topic)
@@ -1038,11 +1093,14 @@ class StubProducer(Producer):
                 topic=topic, partition=partition, offset=offset, key=key_b, value=value_b,
                 headers=header_list or None, error=error, timestamp=stamp,
             )  # fmt: skip
+            appended: TP | None = None
             if log is not None and error is None:
                 log[partition].append(record)
                 record = _copy(record)
+                appended = (topic, partition)
             self._reports.append((report, error, record))
             broker.condition.notify_all()
+            return appended
 
     def poll(self, timeout: float | None = -1) -> int:
         """Serve the delivery reports queued now (waiting up to ``timeout`` for one);

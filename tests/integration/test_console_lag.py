@@ -9,6 +9,7 @@ import pytest
 
 from taskstream import App
 from taskstream.console.kafka_view import backlog
+from taskstream.kafka import producer_config
 from taskstream.topics import task_topic, worker_group
 from tests.conftest import Scope
 from tests.integration.running import wait_until, worker_and_materializer
@@ -49,3 +50,48 @@ def test_lag_counts_the_waiting_tasks_then_falls_to_zero_once_a_worker_ran_them(
     with worker_and_materializer(app):
         assert [r.get(timeout=60) for r in results] == [i + 1 for i in range(30)]
         wait_until(lambda: _lag(app)[0] == 0, 30, "the lag to fall to zero")
+
+
+def test_a_queue_fed_by_a_transactional_producer_reads_lag_zero_once_its_tasks_ran(
+    app: App,
+) -> None:
+    """Each transaction leaves a marker after its records (beat's ticks, another team's
+    Kafka Streams app): it takes an offset that no consumer gets, so high watermark minus
+    committed offset stayed 1 and the age of "the oldest waiting" grew (issue 20, major 1).
+    The worker commits past the markers: lag 0 records and 0 s in its heartbeats and
+    metrics (worker.lag), and 0 in the console's backlog (committed offset = end)."""
+    prefix = app.settings.topic_prefix
+    topic = task_topic(prefix, "default")
+    task = app.tasks["itest.add"]
+    producer = app.broker.producer(producer_config(app.settings, **{"transactional.id": prefix}))
+    producer.init_transactions(30)
+    ids = []
+    for n, abort in ((0, False), (1, True), (2, False)):
+        producer.begin_transaction()
+        events = [task.event(task.encode_args((n, i), {})) for i in range(6)]
+        for event in events:
+            producer.produce(topic, app.envelopes.encode_task(event), event.id)
+        if abort:
+            assert producer.flush(30) == 0  # in the log (abort purges what is still queued)
+            producer.abort_transaction(30)  # its records are never read, its marker stays
+        else:
+            producer.commit_transaction(30)
+            ids += [(e.id, n + i) for i, e in enumerate(events)]
+    assert producer.flush(30) == 0
+    with worker_and_materializer(app) as worker:
+        assert [app.AsyncResult(i).get(timeout=60) for i, _ in ids] == [s for _, s in ids]
+
+        def caught_up() -> bool:
+            lag = worker.lag
+            return (
+                len(lag.records) == 12
+                and set(lag.records.values()) == {0}
+                and set(lag.seconds.values()) == {0.0}
+                and _lag(app) == (0, 12)
+            )
+
+        wait_until(caught_up, 30, "lag 0 records and 0 s past the transaction markers")
+        parts = backlog(app, worker_group(prefix), [topic], timeout_s=10)
+        assert all(p.committed == p.end for p in parts if p.end)  # past every marker
+        assert sum(p.end or 0 for p in parts) > len(ids)  # markers and aborted records
+        assert set(worker.lag.seconds.values()) == {0.0}  # still 0 s, idle

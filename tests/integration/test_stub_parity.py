@@ -193,3 +193,34 @@ def test_a_transaction_commits_its_records_and_a_newer_producer_fences_the_older
     finally:
         consumer.close()
     assert [m.value() for m in got] == [b"a", b"b"]
+
+
+def test_a_transaction_marker_takes_an_offset_that_a_reader_moves_past(backend: Backend) -> None:
+    """A transaction's end writes a marker to each partition it wrote to: never delivered,
+    counted in the high watermark, and position() moves past it. Lag that is "high
+    watermark minus committed offset" rests on this (taskstream.consumer.runtime). (Aborted
+    records are left out: Tansu delivers them to read_committed readers, see beat.py.)"""
+    topic = backend.topic("markers", 1)
+    txn = backend.producer(**{"transactional.id": f"{backend.prefix}.markers"})
+    txn.init_transactions(_WAIT_S)
+    txn.begin_transaction()
+    txn.produce(topic, b"a", partition=0)
+    txn.produce(topic, b"b", partition=0)
+    txn.commit_transaction(_WAIT_S)  # offsets 0, 1; its commit marker 2
+    consumer = backend.consumer("markers")
+    tp = TopicPartition(topic, 0)
+    try:
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        got = read(consumer, 2)
+        deadline = time.monotonic() + _WAIT_S
+        while time.monotonic() < deadline:
+            assert consumer.poll(0.2) is None  # nothing more to deliver
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high == 3 and consumer.position([tp])[0].offset == 3:
+                break
+        _low, high = consumer.get_watermark_offsets(tp, cached=True)
+        position = consumer.position([tp])[0].offset
+    finally:
+        consumer.close()
+    assert [(m.offset(), m.value()) for m in got] == [(0, b"a"), (1, b"b")]
+    assert (high, position) == (3, 3)

@@ -236,3 +236,18 @@ def test_a_crontab_entry_fires_at_the_wall_clock_time_of_the_configured_timezone
     turn(rt)
     fired = [t for e, t, _i in ticks(app, broker) if e == "tokyo"]
     assert fired == [round(at.timestamp() * 1_000_000)]
+
+
+def test_the_leader_logs_each_tick_it_sends(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 20, minor 18: one INFO line per tick sent (entry, task, tick time, task id)."""
+    broker = StubBroker()
+    app, leader, follower = two_replicas(broker)
+    clock.advance(2.5)
+    with caplog.at_level("INFO", logger="taskstream.consumer.beat"):
+        turn(runtime(leader), runtime(follower))
+    sent = [r.getMessage() for r in caplog.records if r.getMessage().startswith("beat: sent")]
+    fired = ticks(app, broker)
+    assert len(sent) == len(fired) == 2
+    assert all(
+        "every-second" in line and i in line for line, (_e, _t, i) in zip(sent, fired, strict=True)
+    )

@@ -140,3 +140,33 @@ def test_dlq_since_takes_an_iso_time_or_an_age_and_says_what_it_wants_otherwise(
     assert header.split() == ["DLQ", "REASON", "TASK", "FROM", "TIME", "ERROR"]
     assert line.split() == ["0:7", "undecodable", "-", "t[0]@1", "2026-12-06T11:00:00+00:00",
                             "not", "Avro"]  # fmt: skip
+
+
+def test_an_app_with_celery_include_loads_its_tasks_and_one_without_tasks_is_warned_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Celery's proj/celery.py layout (issue 20, minor 12): the app module defines no task,
+    App(include=[...]) names the modules that do; without them, a warning and a banner
+    that says what to do instead of `send TASK '{}'`."""
+    from taskstream.loading import load_app
+
+    proj = tmp_path / "incproj"
+    proj.mkdir()
+    (proj / "__init__.py").write_text("")
+    (proj / "celery.py").write_text(
+        "from taskstream import App\n"
+        "app = App('incproj', include=['incproj.tasks'])\n"
+        "bare = App('bare')\n"
+    )
+    (proj / "tasks.py").write_text(
+        "from incproj.celery import app\n\n@app.task\ndef add(a: int, b: int) -> int:\n"
+        "    return a + b\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = load_app("incproj.celery:app")
+    assert list(app.tasks) == ["incproj.tasks.add"]
+    with caplog.at_level("WARNING"):
+        bare = load_app("incproj.celery:bare")
+    assert "defines no tasks" in caplog.text and "include=" in caplog.text
+    text = Banner(bare, "incproj.celery:bare", "127.0.0.1:1", embedded=True, created=[]).render()
+    assert "send TASK" not in text and "include=" in text

@@ -497,3 +497,27 @@ async def test_a_task_sent_over_http_keeps_its_expires_and_ignore_result_options
         (event,) = api.publisher.events
         assert event.expires == event.enqueued_at + 30_000_000  # as ping.delay(1) sends it
         assert event.ignore_result
+
+
+async def test_a_chord_answers_its_task_ids_and_a_read_by_id_has_its_own_route_label(
+    api: Api,
+) -> None:
+    """Issue 20, minor 15: a chord's 202 has task_ids as the README says (its header's tasks,
+    then its body's); GET /v1/tasks/{id} is counted as /v1/tasks/{task_id}, not as a send."""
+    from taskstream import metrics
+
+    step = {"task": "examples.app.add", "args": {"a": 1, "b": 2}}
+    body = {
+        "chord": {
+            "header": [step, step],
+            "body": {"task": "examples.app.add", "args": {"a": 0, "b": 3}, "immutable": True},
+        }
+    }
+    r = await api.client.post("/v1/workflows", json=body)
+    assert r.status_code == 202, r.text
+    answer = r.json()
+    assert len(answer["task_ids"]) == 3 and answer["task_ids"][-1] == answer["task_id"]
+    reads = metrics.HTTP_REQUESTS.labels("/v1/tasks/{task_id}", "GET", "404")
+    before = reads._value.get()
+    assert (await api.client.get(f"/v1/tasks/{answer['task_id']}")).status_code == 404
+    assert reads._value.get() == before + 1

@@ -68,3 +68,15 @@ def test_the_gauge_follows_the_hook_and_leaves_with_the_partition() -> None:
     assert gauge._value.get() == 12.5
     hooks.partitions_changed("revoke", 0, [("unit.lag", 3)])
     assert ("unit.lag", "3") not in metrics.CONSUMER_LAG_SECONDS._metrics
+
+
+def test_a_gone_partitions_gauge_reads_0_in_multiprocess_mode_without_a_warning(
+    monkeypatch: Any, tmp_path: Any
+) -> None:
+    """prometheus-client cannot remove labels in multiprocess mode and warned on every stop
+    (issue 20, minor 13): there the gauge reads 0 instead (livemax shows the new owner's)."""
+    hooks = PrometheusHooks()
+    hooks.lagged({("unit.mp", 1): 4.0})
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    hooks.partitions_changed("revoke", 0, [("unit.mp", 1)])  # filterwarnings=error: none
+    assert metrics.CONSUMER_LAG_SECONDS.labels("unit.mp", "1")._value.get() == 0

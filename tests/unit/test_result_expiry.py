@@ -177,3 +177,36 @@ def test_the_cli_answers_an_unknown_or_expired_id_as_http_does(
     assert out["task_id"] == "no-such-id"
     assert out["error"]["code"] == "unknown_task_id"  # the code of HTTP's 404
     assert "expired" in out["error"]["message"]
+
+
+def test_the_cli_shows_a_result_without_the_app_by_its_schema_file_or_as_stored(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    """`taskstream result ID` without --app (issue 20, minor 9): the envelope's fields, the
+    value decoded by tasks/<name>.result.avsc in the schemas directory, else as stored."""
+    import json
+
+    from taskstream.cli import main
+    from taskstream.schema_files import export
+    from taskstream.store import open_store
+
+    app = App("unit", schemas_dir=str(tmp_path / "schemas"))
+
+    @app.task(name="unit.pair")
+    def pair(a: int) -> dict[str, int]:
+        return {"a": a}
+
+    url = f"sqlite:///{tmp_path / 'outcomes.db'}"
+    with open_store(url) as store:
+        data = app.tasks["unit.pair"].encode_result({"a": 7})
+        store.apply([record("t-9", task="unit.pair", result=data)], {})
+    monkeypatch.setenv("TASKSTREAM_STORE", url)
+    assert main(["result", "t-9"]) == 0  # no schema anywhere: the value as stored
+    out = json.loads(capsys.readouterr().out)
+    assert out["task_id"] == "t-9" and out["status"] == "SUCCESS"
+    assert out["result"]["avro_base64"] and "unit.pair.result.avsc" in out["result"]["note"]
+    export(app, tmp_path / "schemas")
+    monkeypatch.setenv("TASKSTREAM_SCHEMAS_DIR", str(tmp_path / "schemas"))
+    assert main(["result", "t-9"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["result"] == {"a": 7}

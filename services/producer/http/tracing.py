@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskstream import tracing
 
-from .middleware import route_of
+from .middleware import route_label
 
 
 def tracing_middleware() -> list[Middleware]:
@@ -29,7 +29,7 @@ class TracingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = route_of(scope) or scope["path"]
+        route = route_label(scope) or scope["path"]
         method = scope["method"]
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1")

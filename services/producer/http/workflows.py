@@ -189,7 +189,7 @@ def _build(steps: _Steps, body: Any) -> tuple[list[TaskEvent], dict[str, Any]]:
         answer["group_id"] = frozen.group_id
     else:
         answer["root_id"] = events[0].id if events else None
-        answer["task_ids"] = _task_ids(frozen)
+    answer["task_ids"] = _task_ids(frozen)  # a chord's: its header's tasks, then its body's
     return events, answer
 
 

@@ -7,7 +7,8 @@ The right credentials, given only through the documented TASKSTREAM_KAFKA_* sett
 task end to end (sent from Python, and posted to `taskstream serve`); a wrong password, an
 untrusted CA and a principal without WRITE on the results topic each stop a worker at start
 with the taskstream error that names the cause, as a wrong password stops the materializer,
-beat and serve; no process prints the password.
+beat and serve; beat fires ticks (transactions on its ACL'd transactional id) and stops,
+naming the id, when WRITE on it is denied; no process prints the password.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AclOperation, ResourceType  # type: ignore[attr-defined]
 
 from taskstream.cli.embedded_broker import free_port
-from taskstream.topics import results_topic
+from taskstream.topics import results_topic, task_topic
 from tests.conftest import REPO, Scope
 from tests.integration.running import APP_SPEC, wait_until
 from tests.integration.tasks_app import build_app
@@ -196,3 +198,65 @@ def test_the_materializer_beat_and_serve_with_a_wrong_password_stop_at_start(
     assert process.returncode == 2, out[-3000:]
     assert "refused the SCRAM-SHA-512 credentials of user 'app'" in out, out[-3000:]
     assert APP_PASSWORD not in out
+
+
+BEAT_SPEC = "tests.integration.beat_app:app"  # one task on a 1 s schedule
+
+
+def test_beat_with_the_right_credentials_fires_ticks(cluster: KafkaCluster, tmp_path: Path) -> None:
+    """Beat's ticks are transactions: the principal's ACL on the transactional id
+    ``<prefix>.beat`` (prefixed, from the fixture) lets it lead and fire."""
+    assert cluster.security is not None
+    scope = secure_scope(cluster, tmp_path)
+    env = kafka_env(cluster, "app", APP_PASSWORD, cluster.security.ca)
+    topic = task_topic(scope.topic_prefix, "default")
+    beat = start(scope, env, "beat", BEAT_SPEC)
+    reader = Consumer(
+        {**cluster.client_config(), "group.id": f"{scope.topic_prefix}.reader",
+         "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )  # fmt: skip
+    ticks: list[bytes] = []
+    try:
+
+        def created() -> bool:
+            assert beat.poll() is None, "beat exited"
+            return topic in cluster.admin().list_topics(timeout=10).topics
+
+        wait_until(created, 90, "beat to create its topics")
+        reader.subscribe([topic])
+
+        def fired() -> bool:
+            assert beat.poll() is None, "beat exited"
+            ticks.extend(m.value() or b"" for m in reader.consume(10, 1.0) if not m.error())
+            return len(ticks) >= 2
+
+        wait_until(fired, 120, "two ticks from beat")
+    finally:
+        reader.close()
+        beat.terminate()
+        out, _ = beat.communicate(timeout=60)
+    assert APP_PASSWORD not in out
+
+
+def test_beat_without_write_on_its_transactional_id_stops_naming_it(
+    cluster: KafkaCluster, tmp_path: Path
+) -> None:
+    assert cluster.security is not None
+    scope = secure_scope(cluster, tmp_path)
+    txn_id = f"{scope.topic_prefix}.beat"
+    cluster.acl(
+        "nowrite", ResourceType.TRANSACTIONAL_ID, txn_id, (AclOperation.WRITE,),
+        prefixed=False, deny=True,
+    )  # fmt: skip
+    env = kafka_env(cluster, "nowrite", NOWRITE_PASSWORD, cluster.security.ca)
+    beat = start(scope, env, "beat", BEAT_SPEC)
+    try:
+        out, _ = beat.communicate(timeout=120)
+    finally:
+        if beat.poll() is None:
+            beat.kill()
+            beat.communicate()
+    assert beat.returncode == 2, out[-3000:]
+    assert f"not authorized to WRITE the transactional-id '{txn_id}'" in out, out[-3000:]
+    assert "taskstream beat:" in out
+    assert NOWRITE_PASSWORD not in out

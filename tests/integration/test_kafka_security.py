@@ -200,6 +200,34 @@ def test_the_materializer_beat_and_serve_with_a_wrong_password_stop_at_start(
     assert APP_PASSWORD not in out
 
 
+@pytest.mark.parametrize("case", ["untrusted-ca", "no-write-on-tasks"])
+def test_serve_refused_by_the_cluster_stops_before_listening(
+    cluster: KafkaCluster, tmp_path: Path, case: str
+) -> None:
+    security = cluster.security
+    assert security is not None
+    scope = secure_scope(cluster, tmp_path)
+    if case == "untrusted-ca":
+        env, expected = kafka_env(cluster, "app", APP_PASSWORD, security.other_ca), "TLS"
+    else:
+        topic = task_topic(scope.topic_prefix, "default")
+        cluster.acl(
+            "nowrite", ResourceType.TOPIC, topic, (AclOperation.WRITE,), prefixed=False, deny=True
+        )
+        env = kafka_env(cluster, "nowrite", NOWRITE_PASSWORD, security.ca)
+        expected = f"not authorized to WRITE the topic '{topic}'"
+    process = start(scope, env, "serve", APP_SPEC, "--port", str(free_port()))
+    try:
+        out, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 2, out[-3000:]
+    assert expected in out and "taskstream serve:" in out, out[-3000:]
+    assert APP_PASSWORD not in out and NOWRITE_PASSWORD not in out
+
+
 BEAT_SPEC = "tests.integration.beat_app:app"  # one task on a 1 s schedule
 
 

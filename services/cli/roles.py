@@ -71,12 +71,14 @@ def serve(args: argparse.Namespace) -> int:
     if queues and args.app:
         raise ConfigError("--queue applies to --schemas only (an app knows its queues)")
     _check_exposure(args.host, Settings.load().http_tokens, args.allow_open)
+    source = Source(args.app, args.schemas, queues)
+    source.check()  # wrong credentials, an untrusted CA, no WRITE: exit 2 before listening
     what = args.app or f"the schemas in {args.schemas}"
     # uvicorn itself logs at WARNING only: say where we listen (a bind failure follows this
     # line as uvicorn's error).
     print(f"taskstream serve: {what} on http://{args.host}:{args.port}", flush=True)
     print(f"taskstream serve: the console on http://{args.host}:{args.port}/ui", flush=True)
-    run(Source(args.app, args.schemas, queues), args.host, args.port, args.workers, FACTORY)
+    run(source, args.host, args.port, args.workers, FACTORY)
     return 0
 
 

@@ -53,6 +53,7 @@ from taskstream import clock
 from taskstream.app import App, queues_of
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
+from taskstream.errors import NotAuthorized
 from taskstream.kafka import (
     Access,
     Headers,
@@ -72,6 +73,7 @@ TICK_KEY = "tick/"  # + entry name
 ENTRY_HEADER = "taskstream.beat.entry"
 TICK_HEADER = "taskstream.beat.tick"  # the tick's scheduled time, epoch microseconds
 _FENCED = {KafkaError.PRODUCER_FENCED, KafkaError._FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+_TXN_DENIED = KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED  # no WRITE on the id
 _TXN_TIMEOUT_S = 10.0
 _RETRY_AFTER_S = 1.0  # after a failed transaction
 _FETCH_WAIT_MS = 250
@@ -207,6 +209,13 @@ class Beat(RuntimeOwner):
             producer.produce(self.topic, json.dumps(claim).encode(), LEADER_KEY)
             producer.commit_transaction(_TXN_TIMEOUT_S)
         except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == _TXN_DENIED:
+                # Not a passing state: the ACLs refuse the transactional id (taskstream
+                # .preflight cannot ask without fencing the running leader), so stop here.
+                username = s.kafka.get("sasl.username", "")
+                raise NotAuthorized("WRITE", "transactional-id", config["transactional.id"],
+                                    username) from exc  # fmt: skip
             log.warning("beat %s: cannot claim the lead yet: %s", self.me, exc)
             self._due_at = clock.now_micros() + int(_RETRY_AFTER_S * 1_000_000)
             return  # a later turn tries again with a new producer

@@ -244,12 +244,15 @@ class TlsFailed(BrokerError):
 
 class NotAuthorized(BrokerError):
     """The cluster's ACLs do not let this client's principal (``username``; "" without
-    SASL) do ``operation`` (e.g. ``WRITE``) on ``resource`` (``topic``, ``group``) ``name``."""
+    SASL) do ``operation`` (e.g. ``WRITE``) on ``resource`` (``topic``, ``group``,
+    ``transactional-id``) ``name``."""
 
     def __init__(self, operation: str, resource: str, name: str, username: str) -> None:
         code = KafkaError.GROUP_AUTHORIZATION_FAILED
         if resource == "topic":
             code = KafkaError.TOPIC_AUTHORIZATION_FAILED
+        elif resource == "transactional-id":
+            code = KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
         super().__init__(KafkaError(code, f"not authorized to {operation} {name}"), "checking ACLs")
         self.operation = operation
         self.resource = resource

@@ -4,9 +4,11 @@ secure cluster, one node (three would triple the start-up on two shared cores, a
 replication is not what is under test here).
 
 The right credentials, given only through the documented TASKSTREAM_KAFKA_* settings, run a
-task end to end; a wrong password, an untrusted CA and a principal without WRITE on the
-results topic each stop a worker at start with the taskstream error that names the cause;
-no process prints the password.
+task end to end (sent from Python, and posted to `taskstream serve`); a wrong password, an
+untrusted CA and a principal without WRITE on the results topic each stop a worker at start
+with the taskstream error that names the cause, as a wrong password stops the materializer,
+beat and serve; beat fires ticks (transactions on its ACL'd transactional id) and stops,
+naming the id, when WRITE on it is denied; no process prints the password.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AclOperation, ResourceType  # type: ignore[attr-defined]
 
-from taskstream.topics import results_topic
+from taskstream.cli.embedded_broker import free_port
+from taskstream.topics import results_topic, task_topic
 from tests.conftest import REPO, Scope
-from tests.integration.running import APP_SPEC
+from tests.integration.running import APP_SPEC, wait_until
 from tests.integration.tasks_app import build_app
 from tests.kafka_cluster import KafkaCluster
 
@@ -129,8 +134,55 @@ def test_a_worker_refused_by_the_cluster_stops_at_start_naming_why(
     assert APP_PASSWORD not in out and NOWRITE_PASSWORD not in out
 
 
-@pytest.mark.parametrize("command", [("materialize", "--app", APP_SPEC), ("beat", APP_SPEC)])
-def test_the_materializer_and_beat_with_a_wrong_password_stop_at_start(
+def test_serve_with_the_right_credentials_runs_a_task_posted_over_http(
+    cluster: KafkaCluster, tmp_path: Path
+) -> None:
+    assert cluster.security is not None
+    scope = secure_scope(cluster, tmp_path)
+    env = kafka_env(cluster, "app", APP_PASSWORD, cluster.security.ca)
+    url = f"http://127.0.0.1:{free_port()}"
+    processes = [
+        start(scope, env, "serve", APP_SPEC, "--port", url.rsplit(":", 1)[1]),
+        start(scope, env, "worker", APP_SPEC),
+        start(scope, env, "materialize", "--app", APP_SPEC),
+    ]
+    try:
+
+        def up() -> bool:
+            assert processes[0].poll() is None, "taskstream serve exited"
+            try:
+                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, 90, "taskstream serve")
+        sent = httpx.post(f"{url}/v1/tasks/itest.add", json={"a": 2, "b": 3}, timeout=30)
+        assert sent.status_code == 202, sent.text
+        location = f"{url}{sent.headers['location']}"
+
+        def done() -> bool:
+            answer: dict[str, object] = httpx.get(location, params={"wait": 10}, timeout=20).json()
+            return answer.get("status") == "SUCCESS" and answer.get("result") == 5
+
+        wait_until(done, 120, "the posted task's result")
+    finally:
+        output = []
+        for process in processes:
+            process.terminate()
+            out, _ = process.communicate(timeout=60)
+            output.append(out)
+    assert APP_PASSWORD not in "".join(output)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("materialize", "--app", APP_SPEC),
+        ("beat", APP_SPEC),
+        ("serve", APP_SPEC, "--port", str(free_port())),
+    ],
+)
+def test_the_materializer_beat_and_serve_with_a_wrong_password_stop_at_start(
     cluster: KafkaCluster, tmp_path: Path, command: tuple[str, ...]
 ) -> None:
     assert cluster.security is not None
@@ -146,3 +198,93 @@ def test_the_materializer_and_beat_with_a_wrong_password_stop_at_start(
     assert process.returncode == 2, out[-3000:]
     assert "refused the SCRAM-SHA-512 credentials of user 'app'" in out, out[-3000:]
     assert APP_PASSWORD not in out
+
+
+@pytest.mark.parametrize("case", ["untrusted-ca", "no-write-on-tasks"])
+def test_serve_refused_by_the_cluster_stops_before_listening(
+    cluster: KafkaCluster, tmp_path: Path, case: str
+) -> None:
+    security = cluster.security
+    assert security is not None
+    scope = secure_scope(cluster, tmp_path)
+    if case == "untrusted-ca":
+        env, expected = kafka_env(cluster, "app", APP_PASSWORD, security.other_ca), "TLS"
+    else:
+        topic = task_topic(scope.topic_prefix, "default")
+        cluster.acl(
+            "nowrite", ResourceType.TOPIC, topic, (AclOperation.WRITE,), prefixed=False, deny=True
+        )
+        env = kafka_env(cluster, "nowrite", NOWRITE_PASSWORD, security.ca)
+        expected = f"not authorized to WRITE the topic '{topic}'"
+    process = start(scope, env, "serve", APP_SPEC, "--port", str(free_port()))
+    try:
+        out, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 2, out[-3000:]
+    assert expected in out and "taskstream serve:" in out, out[-3000:]
+    assert APP_PASSWORD not in out and NOWRITE_PASSWORD not in out
+
+
+BEAT_SPEC = "tests.integration.beat_app:app"  # one task on a 1 s schedule
+
+
+def test_beat_with_the_right_credentials_fires_ticks(cluster: KafkaCluster, tmp_path: Path) -> None:
+    """Beat's ticks are transactions: the principal's ACL on the transactional id
+    ``<prefix>.beat`` (prefixed, from the fixture) lets it lead and fire."""
+    assert cluster.security is not None
+    scope = secure_scope(cluster, tmp_path)
+    env = kafka_env(cluster, "app", APP_PASSWORD, cluster.security.ca)
+    topic = task_topic(scope.topic_prefix, "default")
+    beat = start(scope, env, "beat", BEAT_SPEC)
+    reader = Consumer(
+        {**cluster.client_config(), "group.id": f"{scope.topic_prefix}.reader",
+         "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )  # fmt: skip
+    ticks: list[bytes] = []
+    try:
+
+        def created() -> bool:
+            assert beat.poll() is None, "beat exited"
+            return topic in cluster.admin().list_topics(timeout=10).topics
+
+        wait_until(created, 90, "beat to create its topics")
+        reader.subscribe([topic])
+
+        def fired() -> bool:
+            assert beat.poll() is None, "beat exited"
+            ticks.extend(m.value() or b"" for m in reader.consume(10, 1.0) if not m.error())
+            return len(ticks) >= 2
+
+        wait_until(fired, 120, "two ticks from beat")
+    finally:
+        reader.close()
+        beat.terminate()
+        out, _ = beat.communicate(timeout=60)
+    assert APP_PASSWORD not in out
+
+
+def test_beat_without_write_on_its_transactional_id_stops_naming_it(
+    cluster: KafkaCluster, tmp_path: Path
+) -> None:
+    assert cluster.security is not None
+    scope = secure_scope(cluster, tmp_path)
+    txn_id = f"{scope.topic_prefix}.beat"
+    cluster.acl(
+        "nowrite", ResourceType.TRANSACTIONAL_ID, txn_id, (AclOperation.WRITE,),
+        prefixed=False, deny=True,
+    )  # fmt: skip
+    env = kafka_env(cluster, "nowrite", NOWRITE_PASSWORD, cluster.security.ca)
+    beat = start(scope, env, "beat", BEAT_SPEC)
+    try:
+        out, _ = beat.communicate(timeout=120)
+    finally:
+        if beat.poll() is None:
+            beat.kill()
+            beat.communicate()
+    assert beat.returncode == 2, out[-3000:]
+    assert f"not authorized to WRITE the transactional-id '{txn_id}'" in out, out[-3000:]
+    assert "taskstream beat:" in out
+    assert NOWRITE_PASSWORD not in out

@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from taskstream import App, clock
 from taskstream.consumer.beat import ENTRY_HEADER, TICK_HEADER, Beat
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
+from taskstream.errors import NotAuthorized
 from taskstream.kafka import header_pairs
 from taskstream.metrics import BEAT_LEADER
 from taskstream.periodic import tick_id
@@ -251,3 +253,30 @@ def test_the_leader_logs_each_tick_it_sends(caplog: pytest.LogCaptureFixture) ->
     assert all(
         "every-second" in line and i in line for line, (_e, _t, i) in zip(sent, fired, strict=True)
     )
+
+
+class _DeniedTxnBroker(StubBroker):
+    """A cluster whose ACLs refuse WRITE on every transactional id."""
+
+    def producer(self, config: dict[str, Any]) -> Any:
+        producer = super().producer(config)
+        if "transactional.id" in config:
+
+            def denied(timeout: float | None = None) -> None:
+                code = KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+                raise KafkaException(KafkaError(code, "Transactional Id authorization failed"))
+
+            producer.init_transactions = denied  # type: ignore[method-assign]
+        return producer
+
+
+def test_a_beat_refused_its_transactional_id_stops_naming_it() -> None:
+    broker = _DeniedTxnBroker()
+    beat = Beat(make_app(broker, kafka={"sasl.username": "svc"}), timing=FAST)
+    with pytest.raises(NotAuthorized) as refused:
+        turn(beat.open())
+    assert (refused.value.operation, refused.value.resource) == ("WRITE", "transactional-id")
+    assert "user 'svc' is not authorized to WRITE the transactional-id 'ub.beat'" in str(
+        refused.value
+    )
+    assert "--transactional-id ub.beat" in str(refused.value)

@@ -17,9 +17,12 @@ import uvicorn
 from starlette.applications import Starlette
 
 from taskstream.config import Settings
+from taskstream.kafka import Access, KafkaBroker
+from taskstream.topics import control_topic, task_topic, topic_specs
 
 from . import protocol
 from .api import create_app
+from .catalog import Catalog
 from .service import HttpService
 from .settings import HttpSettings
 
@@ -41,6 +44,29 @@ class Source:
             return HttpService.for_app(load_app(self.app))
         assert self.schemas is not None
         return HttpService.for_schemas(self.schemas, Settings.load(), self.queues)
+
+    def check(self) -> None:
+        """The start-up check (taskstream.preflight), before uvicorn listens: the cluster
+        answers and takes the credentials, the queues' topics exist (created as a first send
+        would) and the principal may WRITE them and the control topic (revocations); else
+        the taskstream error why, not a failure per request."""
+        if self.app is not None:
+            from taskstream.loading import load_app
+
+            app = load_app(self.app)
+            settings, broker, catalog = app.settings, app.broker, Catalog.from_app(app)
+        else:
+            assert self.schemas is not None
+            settings, broker = Settings.load(), KafkaBroker()
+            catalog = Catalog.from_schemas(self.schemas, self.queues)
+        s, queues = settings, catalog.queues
+        specs = topic_specs(
+            s.topic_prefix, queues, s.partitions, s.replication_factor,
+            result_expires_s=s.result_expires, revoke_expires_s=s.revoke_expires_s,
+        )  # fmt: skip
+        broker.ensure_topics(s, specs)
+        writes = (*(task_topic(s.topic_prefix, q) for q in queues), control_topic(s.topic_prefix))
+        broker.check_access(s, Access(writes=writes))
 
 
 def from_environment() -> Starlette:

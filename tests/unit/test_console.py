@@ -162,6 +162,15 @@ async def test_a_chain_steps_page_links_its_parent_and_its_parents_page_its_chil
     assert "<th>parent</th>" in detail and f'href="/ui/tasks/{parent.id}"' in detail
     first = await ui.page(f"/ui/tasks/{parent.id}")
     assert "<th>children</th>" in first and f'href="/ui/tasks/{last.id}"' in first
+    # The step ran add(5, 10): its page shows both, and says where a came from.
+    args = re.search(r"<h2>Arguments</h2>.*?<pre[^>]*>(.*?)</pre>", detail, re.S)
+    assert args is not None and json.loads(unescape(args.group(1))) == {"a": 5, "b": 10}
+    received = re.search(r'id="received">(.*?)</p>', detail)
+    assert received is not None
+    assert (
+        unescape(received.group(1)) == "<code>a</code> came from the result of its parent (uc.add)"
+    )
+    assert 'id="received"' not in first  # a task sent with all its arguments
 
 
 async def test_a_nested_workflows_task_page_shows_the_path_that_led_to_it(ui: Ui) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 import taskstream.testing
-from taskstream import App
+from taskstream import App, clock
 from taskstream.console import Console, NoWorkers, with_console
 from taskstream.console.kafka_view import backlog
 from taskstream.console.workers import lag_seconds_by_topic
@@ -238,12 +239,20 @@ async def test_a_dead_letter_is_replayed_after_a_confirmation_and_its_task_succe
     assert asked.status_code == 200 and 'id="confirm-replay"' in asked.text
     ui.stub.join()
     assert ui.app.result(result.id).status == "FAILURE"  # nothing replayed without the yes
+    sent = ui.app.store.get(result.id)
+    replayed_after = datetime.fromtimestamp(clock.now(), UTC)  # taskstream's clock
+    assert sent is not None and sent.enqueued_at is not None
+    assert sent.enqueued_at <= replayed_after
     done = await ui.client.post(
         "/ui/dead-letters/replay", data={"letter": position.group(1), "confirm": "yes"}
     )
     assert "Replayed 1 dead letters." in done.text
     ui.stub.join()
     assert result.get(timeout=5) == "fixed!"
+    # Its wait is measured from the replay: the time it spent as a dead letter is not waiting.
+    rerun = ui.app.store.get(result.id)
+    assert rerun is not None and rerun.enqueued_at is not None and rerun.started_at is not None
+    assert sent.enqueued_at < replayed_after <= rerun.enqueued_at <= rerun.started_at
     relisted = await ui.page("/ui/dead-letters", reason="retries-exhausted")
     assert "badge-success" in relisted  # the letter stays; its task now succeeded
 

@@ -58,6 +58,10 @@ def build_app(marker: Path) -> App:
     def divide(a: float, b: float) -> float:
         return a / b
 
+    @app.task(name="uc.total")
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
     @app.task(name="uc.fragile", autoretry_for=(FileNotFoundError,), max_retries=0)
     def fragile(tag: str) -> str:
         """Fails (retries exhausted: a dead letter) until `marker` exists."""
@@ -172,6 +176,23 @@ async def test_a_chain_steps_page_links_its_parent_and_its_parents_page_its_chil
         unescape(received.group(1)) == "<code>a</code> came from the result of its parent (uc.add)"
     )
     assert 'id="received"' not in first  # a task sent with all its arguments
+
+
+async def test_a_chord_bodys_page_shows_the_list_of_results_it_ran_with(ui: Ui) -> None:
+    from taskstream.canvas import chord
+
+    add = ui.app.tasks["uc.add"]
+    body = chord([add.s(1, 1), add.s(2, 2)], ui.app.tasks["uc.total"].s()).apply_async()
+    ui.stub.join()
+    assert body.get(timeout=5) == 6
+    detail = await ui.page(f"/ui/tasks/{body.id}")
+    args = re.search(r"<h2>Arguments</h2>.*?<pre[^>]*>(.*?)</pre>", detail, re.S)
+    assert args is not None and json.loads(unescape(args.group(1))) == {"xs": [2, 4]}
+    received = re.search(r'id="received">(.*?)</p>', detail)
+    assert received is not None
+    assert unescape(received.group(1)) == (
+        "<code>xs</code> came from the results of the group before it, in order"
+    )
 
 
 async def test_a_nested_workflows_task_page_shows_the_path_that_led_to_it(ui: Ui) -> None:

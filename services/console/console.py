@@ -15,6 +15,7 @@ from typing import Any
 
 from taskstream.app import App
 from taskstream.avro_json import datum_to_json
+from taskstream.envelope import Prepend, TaskEvent
 from taskstream.errors import BrokerError, CodecError
 from taskstream.producer.http import HttpService
 from taskstream.store import ResultRecord
@@ -43,6 +44,10 @@ class Arguments:
 
     json: Any
     problem: str | None = None
+    # A workflow step's first parameter, filled in by the worker (taskstream.consumer.workflow):
+    # its name, and where its value came from; it leads ``json``.
+    received: str | None = None
+    received_from: str | None = None
 
 
 _PATH_MAX = 50  # ancestors shown on a task's page, at most
@@ -155,10 +160,32 @@ class Console:
         catalog = self.service.catalog
         try:
             event = catalog.envelopes.decode_task(message.value() or b"")
-            return Arguments(datum_to_json(catalog.codec.decode(event.args)[1]))
+            args = datum_to_json(catalog.codec.decode(event.args)[1])
+            if event.prepend is Prepend.NONE or not isinstance(args, dict):
+                return Arguments(args)
+            return self._with_received(event, args)
         except CodecError as exc:
             raw = base64.b64encode(message.value() or b"").decode("ascii")
             return Arguments({"avro_base64": raw}, f"cannot decode: {exc}")
+
+    def _with_received(self, event: TaskEvent, tail: dict[str, Any]) -> Arguments:
+        """A step's arguments as it ran: its first parameter (the parent's result, a chord's
+        list of results or a failed parent's id, which its event carries apart) and the rest."""
+        spec = self.service.catalog.tasks.get(event.task)
+        fields = spec.args.schema.get("fields", []) if spec is not None else []
+        name = str(fields[0]["name"]) if fields else "(first parameter)"
+        decode = self.service.catalog.codec.decode
+        value: Any
+        if event.prepend is Prepend.PARENT_ID:
+            value, source = event.parent_id, "the failed parent's task id"
+        elif event.prepend is Prepend.VALUE and event.parent_results:
+            parent = event.parent_results[0]
+            value = datum_to_json(decode(parent.result)[1])
+            source = f"the result of its parent ({parent.task})"
+        else:
+            value = [datum_to_json(decode(p.result)[1]) for p in event.parent_results]
+            source = "the results of the group before it, in order"
+        return Arguments({name: value, **tail}, received=name, received_from=source)
 
     def workers_json(self) -> list[dict[str, object]]:
         return self.workers.workers_json()

@@ -270,7 +270,13 @@ def task_detail(
         ),
         section(
             "Arguments",
-            join([problem(args.problem) if args.problem else "", pretty_json(args.json)]),
+            join(
+                [
+                    problem(args.problem) if args.problem else "",
+                    _received(args),
+                    pretty_json(args.json),
+                ]
+            ),
         ),
     ]
     if rendered.get("result") is not None or r.status is Status.SUCCESS:
@@ -281,6 +287,14 @@ def task_detail(
         trace = tag("pre", error.get("traceback"), class_="traceback")
         parts.append(section("Error", join([head, trace]), id="error"))
     return join(parts)
+
+
+def _received(args: Arguments) -> Html | str:
+    """The note that says which argument the worker filled in (a workflow step's first)."""
+    if args.received is None:
+        return ""
+    text = join([tag("code", args.received), f" came from {args.received_from}"])
+    return tag("p", text, class_="legend", id="received")
 
 
 def _workflow_facts(

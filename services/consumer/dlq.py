@@ -14,7 +14,7 @@ from taskstream.app import App
 from taskstream.consumer.dead_letter import HEADER_PREFIX, carried_headers
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
-from taskstream.envelope import Envelopes
+from taskstream.envelope import Envelopes, now_micros
 from taskstream.errors import BrokerError, DeliveryFailed
 from taskstream.kafka import (
     EventProducer,
@@ -122,7 +122,9 @@ def read_dead_letters(
 
 def replay(app: App, letters: list[DeadLetter]) -> int:
     """Send ``letters`` back to the topics they came from. A task event starts over at
-    attempt 1 with no delay; other records go back unchanged. Returns how many were sent."""
+    attempt 1 with no delay, enqueued now (its wait in a queue, on a task page and in the
+    latency metric, is measured from the replay, not from its first send: the dead letter keeps
+    that); other records go back unchanged. Returns how many were sent."""
     envelopes = Envelopes(app.codec)
     producer = EventProducer(producer_config(app.settings), broker=app.broker)
     try:
@@ -133,7 +135,7 @@ def replay(app: App, letters: list[DeadLetter]) -> int:
             except Exception:
                 pass
             else:
-                event.attempt, event.not_before = 1, None
+                event.attempt, event.not_before, event.enqueued_at = 1, None, now_micros()
                 value = envelopes.encode_task(event)
             producer.produce(letter.topic, value, letter.key, headers=list(letter.headers) or None)
         undelivered = producer.flush(app.settings.delivery_timeout_ms / 1000)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 import taskstream.testing
-from taskstream import App
+from taskstream import App, clock
 from taskstream.console import Console, NoWorkers, with_console
 from taskstream.console.kafka_view import backlog
 from taskstream.console.workers import lag_seconds_by_topic
@@ -56,6 +57,10 @@ def build_app(marker: Path) -> App:
     @app.task(name="uc.divide")
     def divide(a: float, b: float) -> float:
         return a / b
+
+    @app.task(name="uc.total")
+    def total(xs: list[int]) -> int:
+        return sum(xs)
 
     @app.task(name="uc.fragile", autoretry_for=(FileNotFoundError,), max_retries=0)
     def fragile(tag: str) -> str:
@@ -162,6 +167,32 @@ async def test_a_chain_steps_page_links_its_parent_and_its_parents_page_its_chil
     assert "<th>parent</th>" in detail and f'href="/ui/tasks/{parent.id}"' in detail
     first = await ui.page(f"/ui/tasks/{parent.id}")
     assert "<th>children</th>" in first and f'href="/ui/tasks/{last.id}"' in first
+    # The step ran add(5, 10): its page shows both, and says where a came from.
+    args = re.search(r"<h2>Arguments</h2>.*?<pre[^>]*>(.*?)</pre>", detail, re.S)
+    assert args is not None and json.loads(unescape(args.group(1))) == {"a": 5, "b": 10}
+    received = re.search(r'id="received">(.*?)</p>', detail)
+    assert received is not None
+    assert (
+        unescape(received.group(1)) == "<code>a</code> came from the result of its parent (uc.add)"
+    )
+    assert 'id="received"' not in first  # a task sent with all its arguments
+
+
+async def test_a_chord_bodys_page_shows_the_list_of_results_it_ran_with(ui: Ui) -> None:
+    from taskstream.canvas import chord
+
+    add = ui.app.tasks["uc.add"]
+    body = chord([add.s(1, 1), add.s(2, 2)], ui.app.tasks["uc.total"].s()).apply_async()
+    ui.stub.join()
+    assert body.get(timeout=5) == 6
+    detail = await ui.page(f"/ui/tasks/{body.id}")
+    args = re.search(r"<h2>Arguments</h2>.*?<pre[^>]*>(.*?)</pre>", detail, re.S)
+    assert args is not None and json.loads(unescape(args.group(1))) == {"xs": [2, 4]}
+    received = re.search(r'id="received">(.*?)</p>', detail)
+    assert received is not None
+    assert unescape(received.group(1)) == (
+        "<code>xs</code> came from the results of the group before it, in order"
+    )
 
 
 async def test_a_nested_workflows_task_page_shows_the_path_that_led_to_it(ui: Ui) -> None:
@@ -229,12 +260,20 @@ async def test_a_dead_letter_is_replayed_after_a_confirmation_and_its_task_succe
     assert asked.status_code == 200 and 'id="confirm-replay"' in asked.text
     ui.stub.join()
     assert ui.app.result(result.id).status == "FAILURE"  # nothing replayed without the yes
+    sent = ui.app.store.get(result.id)
+    replayed_after = datetime.fromtimestamp(clock.now(), UTC)  # taskstream's clock
+    assert sent is not None and sent.enqueued_at is not None
+    assert sent.enqueued_at <= replayed_after
     done = await ui.client.post(
         "/ui/dead-letters/replay", data={"letter": position.group(1), "confirm": "yes"}
     )
     assert "Replayed 1 dead letters." in done.text
     ui.stub.join()
     assert result.get(timeout=5) == "fixed!"
+    # Its wait is measured from the replay: the time it spent as a dead letter is not waiting.
+    rerun = ui.app.store.get(result.id)
+    assert rerun is not None and rerun.enqueued_at is not None and rerun.started_at is not None
+    assert sent.enqueued_at < replayed_after <= rerun.enqueued_at <= rerun.started_at
     relisted = await ui.page("/ui/dead-letters", reason="retries-exhausted")
     assert "badge-success" in relisted  # the letter stays; its task now succeeded
 

@@ -476,12 +476,42 @@ async def test_revoke_writes_a_revocation_to_the_control_topic(api: Api) -> None
     api.service._control = Control(settings, broker)  # one the test can read back
     r = await api.client.post("/v1/tasks/abc-123:revoke", params={"terminate": "true"})
     assert r.status_code == 202
-    assert r.json() == {"task_id": "abc-123", "revoked": True, "terminate": True}
+    assert r.json() == {"task_id": "abc-123", "revoked": True, "terminate": True, "known": False}
     (record,) = broker.records(control_topic(settings.topic_prefix))
     revocation = Revocation.decode(record.value() or b"")
     assert (record.key(), revocation.task_id, revocation.terminate) == (b"abc-123", "abc-123", True)
     bad = await api.client.post("/v1/tasks/abc-123:revoke", params={"terminate": "maybe"})
     assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_terminate")
+
+
+async def test_revoke_refuses_an_id_no_task_can_have_and_says_whether_an_id_is_known(
+    api: Api,
+) -> None:
+    from taskstream.control import Control
+    from taskstream.stub_broker import StubBroker
+    from taskstream.topics import control_topic
+
+    broker = StubBroker()
+    settings = api.service.settings.replace(bootstrap_servers="stub:9092")
+    broker.create_topic(control_topic(settings.topic_prefix), 1)
+    api.service._control = Control(settings, broker)
+    for bad in ("%00x", "x" * 300, "a%0Ab"):  # as apply_async(task_id=...) refuses them
+        r = await api.client.post(f"/v1/tasks/{bad}:revoke")
+        assert r.status_code == 422, bad
+        assert (r.json()["error"]["code"], r.json()["error"]["path"]) == (
+            "invalid_task_id",
+            "task_id",
+        )
+    assert broker.records(control_topic(settings.topic_prefix)) == []
+    sent = (await api.client.post(ADD, json={"a": 1, "b": 2})).json()["task_id"]
+    api.service.store.apply([_record("t-done", Status.SUCCESS)], {})
+    for task_id, known in (("not-a-uuid", False), (sent, True), ("t-done", True)):
+        r = await api.client.post(f"/v1/tasks/{task_id}:revoke")  # a custom id is well-formed
+        assert (r.status_code, r.json()["revoked"], r.json()["known"]) == (202, True, known)
+    api.service.store.close()
+    down = await api.client.post("/v1/tasks/t-done:revoke")  # revoked; known cannot be told
+    assert (down.status_code, down.json()["known"]) == (202, None)
+    assert len(broker.records(control_topic(settings.topic_prefix))) == 4
 
 
 async def test_a_task_sent_over_http_keeps_its_expires_and_ignore_result_options() -> None:

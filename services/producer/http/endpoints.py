@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from taskstream.errors import StoreError
 from taskstream.status import Status
 from taskstream.store import Progress, ResultRecord
 from taskstream.text import id_problem
@@ -90,7 +91,11 @@ async def post_task(request: Request) -> Response:
 
 async def revoke_task(request: Request) -> Response:
     """POST /v1/tasks/{task_id}:revoke: 202 once the revocation is acknowledged (acks=all);
-    503 when the broker did not acknowledge it."""
+    503 when the broker did not acknowledge it. An id no task can have (taskstream.text.id_problem,
+    as ``apply_async(task_id=...)`` checks it) is a 422. A well-formed id is revoked even if it
+    is unknown here (as Celery does: it may still be sent, or wait in a queue); the body's
+    ``known`` says whether the store has an outcome for it or this service accepted it lately
+    (None if the store cannot be read)."""
     service = _service(request)
     task_id = valid_task_id(request.path_params["name"].removesuffix(REVOKE_SUFFIX))
     raw = request.query_params.get("terminate", "false").lower()
@@ -103,8 +108,24 @@ async def revoke_task(request: Request) -> Response:
     await run_in_threadpool(
         lambda: service.control.revoke(task_id, terminate=terminate, timeout=timeout)
     )
-    body = {"task_id": task_id, "revoked": True, "terminate": terminate}
+    body = {
+        "task_id": task_id,
+        "revoked": True,
+        "terminate": terminate,
+        "known": _known(service, task_id),
+    }
     return json_response(body, 202)
+
+
+def _known(service: HttpService, task_id: str) -> bool | None:
+    """Whether `task_id` has a stored outcome or was accepted here lately; None if the store
+    cannot be read (the revocation is written all the same)."""
+    if task_id in service.ingestor.recent:
+        return True
+    try:
+        return service.store.get(task_id) is not None
+    except StoreError:
+        return None
 
 
 async def _post_batch(service: HttpService, spec: TaskSpec, body: Any) -> Response:

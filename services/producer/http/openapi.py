@@ -134,11 +134,13 @@ def _common_schemas() -> dict[str, Any]:
         },
         "Revoked": {
             "type": "object",
-            "required": ["task_id", "revoked", "terminate"],
+            "required": ["task_id", "revoked", "terminate", "known"],
             "properties": {
                 "task_id": {"type": "string"},
                 "revoked": {"const": True},
                 "terminate": {"type": "boolean"},
+                # a stored outcome or accepted here lately; null: the store could not be read
+                "known": {"type": ["boolean", "null"]},
             },
         },
         "TaskStatus": {

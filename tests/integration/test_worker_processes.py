@@ -34,10 +34,18 @@ def test_two_worker_processes_share_2000_tasks_across_12_partitions(
     app: App, scope: Scope, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     add = app.tasks["itest.add"]
+    ports = [free_port(), free_port()]
+    processes += [
+        spawn_worker(scope, "--concurrency", "4", "--metrics-port", str(port)) for port in ports
+    ]
+    # Sent once both share the partitions: sent before, the first worker to join could run
+    # all 2000 before the group moves half of them to the second.
+    wait_until(
+        lambda: sorted(assigned_partitions(port) for port in ports) == [6, 6], 90, "a 6/6 split"
+    )
     results = [add.delay(i, i) for i in range(2000)]
     for r in results:
         r.wait_delivered(30)
-    processes += [spawn_worker(scope, "--concurrency", "4") for _ in range(2)]
     ids = [r.id for r in results]
     with running(Materializer(app)):
         wait_until(lambda: len(stored(app, ids)) == 2000, 120, "2000 results")

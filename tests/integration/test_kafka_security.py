@@ -82,6 +82,28 @@ def start(scope: Scope, env: dict[str, str], *command: str) -> subprocess.Popen[
     )  # fmt: skip
 
 
+def output_at_exit(process: subprocess.Popen[str], timeout: float) -> str:
+    """What a process printed once it exited by itself; one that hangs past ``timeout`` is
+    killed and the test fails (TimeoutExpired)."""
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return out
+
+
+def output_after_stop(*processes: subprocess.Popen[str]) -> str:
+    """What running processes printed, each stopped with SIGTERM."""
+    output = []
+    for process in processes:
+        process.terminate()
+        out, _ = process.communicate(timeout=60)
+        output.append(out)
+    return "".join(output)
+
+
 def test_the_right_credentials_run_a_task_end_to_end(cluster: KafkaCluster, tmp_path: Path) -> None:
     assert cluster.security is not None
     scope = secure_scope(cluster, tmp_path)
@@ -95,12 +117,8 @@ def test_the_right_credentials_run_a_task_end_to_end(cluster: KafkaCluster, tmp_
         assert result.get(timeout=120) == 5
     finally:
         app.close()
-        output = []
-        for process in (worker, materializer):
-            process.terminate()
-            out, _ = process.communicate(timeout=60)
-            output.append(out)
-    assert APP_PASSWORD not in "".join(output)
+        output = output_after_stop(worker, materializer)
+    assert APP_PASSWORD not in output
 
 
 @pytest.mark.parametrize("case", ["wrong-password", "untrusted-ca", "no-write-on-results"])
@@ -122,12 +140,7 @@ def test_a_worker_refused_by_the_cluster_stops_at_start_naming_why(
         env = kafka_env(cluster, "nowrite", NOWRITE_PASSWORD, security.ca)
         expected = f"not authorized to WRITE the topic '{results_topic(scope.topic_prefix)}'"
     worker = start(scope, env, "worker", APP_SPEC)
-    try:
-        out, _ = worker.communicate(timeout=90)  # never a hang or a retry loop
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.communicate()
+    out = output_at_exit(worker, 90)  # never a hang or a retry loop
     assert worker.returncode == 2, out[-3000:]
     assert expected in out, out[-3000:]
     assert "taskstream worker:" in out
@@ -166,12 +179,8 @@ def test_serve_with_the_right_credentials_runs_a_task_posted_over_http(
 
         wait_until(done, 120, "the posted task's result")
     finally:
-        output = []
-        for process in processes:
-            process.terminate()
-            out, _ = process.communicate(timeout=60)
-            output.append(out)
-    assert APP_PASSWORD not in "".join(output)
+        output = output_after_stop(*processes)
+    assert APP_PASSWORD not in output
 
 
 @pytest.mark.parametrize(
@@ -189,12 +198,7 @@ def test_the_materializer_beat_and_serve_with_a_wrong_password_stop_at_start(
     scope = secure_scope(cluster, tmp_path)
     env = kafka_env(cluster, "app", APP_PASSWORD + "x", cluster.security.ca)
     process = start(scope, env, *command)
-    try:
-        out, _ = process.communicate(timeout=90)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    out = output_at_exit(process, 90)
     assert process.returncode == 2, out[-3000:]
     assert "refused the SCRAM-SHA-512 credentials of user 'app'" in out, out[-3000:]
     assert APP_PASSWORD not in out
@@ -217,12 +221,7 @@ def test_serve_refused_by_the_cluster_stops_before_listening(
         env = kafka_env(cluster, "nowrite", NOWRITE_PASSWORD, security.ca)
         expected = f"not authorized to WRITE the topic '{topic}'"
     process = start(scope, env, "serve", APP_SPEC, "--port", str(free_port()))
-    try:
-        out, _ = process.communicate(timeout=90)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    out = output_at_exit(process, 90)
     assert process.returncode == 2, out[-3000:]
     assert expected in out and "taskstream serve:" in out, out[-3000:]
     assert APP_PASSWORD not in out and NOWRITE_PASSWORD not in out
@@ -261,8 +260,7 @@ def test_beat_with_the_right_credentials_fires_ticks(cluster: KafkaCluster, tmp_
         wait_until(fired, 120, "two ticks from beat")
     finally:
         reader.close()
-        beat.terminate()
-        out, _ = beat.communicate(timeout=60)
+        out = output_after_stop(beat)
     assert APP_PASSWORD not in out
 
 
@@ -278,12 +276,7 @@ def test_beat_without_write_on_its_transactional_id_stops_naming_it(
     )  # fmt: skip
     env = kafka_env(cluster, "nowrite", NOWRITE_PASSWORD, cluster.security.ca)
     beat = start(scope, env, "beat", BEAT_SPEC)
-    try:
-        out, _ = beat.communicate(timeout=120)
-    finally:
-        if beat.poll() is None:
-            beat.kill()
-            beat.communicate()
+    out = output_at_exit(beat, 120)
     assert beat.returncode == 2, out[-3000:]
     assert f"not authorized to WRITE the transactional-id '{txn_id}'" in out, out[-3000:]
     assert "taskstream beat:" in out

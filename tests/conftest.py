@@ -157,9 +157,10 @@ def drop_finished_topics(broker: BrokerHandle, cluster: KafkaCluster) -> None:
     the next test starts). Kept, a session's ~100 partitions per test (x3 replicas) pile up
     into tens of thousands on three small brokers, which slow down until the kill and
     rebalance tests late in the run time out."""
-    prefixes, broker.finished[:] = tuple(f"{p}." for p in broker.finished), []
-    if not prefixes:
+    finished, broker.finished[:] = list(broker.finished), []
+    if not finished:
         return
+    prefixes = tuple(f"{prefix}." for prefix in finished)
     admin = cluster.admin()
     try:
         topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefixes)]
@@ -167,7 +168,7 @@ def drop_finished_topics(broker: BrokerHandle, cluster: KafkaCluster) -> None:
             futures = admin.delete_topics(topics, request_timeout=15)
             concurrent.futures.wait(list(futures.values()), timeout=20)
     except Exception as exc:  # a faulted cluster: tried again after the next test
-        broker.finished.extend(p[:-1] for p in prefixes)
+        broker.finished.extend(finished)
         print(f"kept the finished tests' topics for now: {exc}")
 
 

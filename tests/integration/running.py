@@ -71,11 +71,18 @@ def spawn_materializer(scope: Scope) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    state: Callable[[], object] | None = None,
+) -> None:
+    """Polls ``condition``; on timeout, the error names ``what`` and the ``state`` then."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            seen = f" ({state()})" if state is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
         time.sleep(0.05)
 
 

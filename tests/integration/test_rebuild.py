@@ -46,7 +46,12 @@ def run_tasks(app: App) -> dict[str, ResultRecord]:
             app.tasks["itest.add"].delay(i, 1)
             for i in range(TASKS)
         ]  # fmt: skip
-        wait_until(lambda: app.store.count() == TASKS and _all_final(app), 60, "all outcomes")
+        wait_until(
+            lambda: app.store.count() == TASKS and _all_final(app),
+            120,
+            "all outcomes",
+            lambda: {s.name: app.store.count(s) for s in Status if app.store.count(s)},
+        )
     found = app.store.get_many([r.id for r in results])
     assert len(found) == TASKS
     return found

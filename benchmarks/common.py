@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,13 @@ class Scope:
     """One workload run: a unique topic prefix on the shared broker."""
 
     def __init__(self, bootstrap: str, workdir: Path, partitions: int = PARTITIONS,
-                 store: str | None = None) -> None:  # fmt: skip
+                 store: str | None = None, replication: int = 1,
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+        """``replication``: of the topics the run creates (3 on the Apache Kafka cluster);
+        ``env``: extra TASKSTREAM_* settings of its worker processes."""
         self.bootstrap = bootstrap
+        self.replication = replication
+        self.extra_env = env or {}
         self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
         self.partitions = partitions
         self.store = store or f"sqlite:///{workdir}/{self.prefix}.db"
@@ -43,6 +49,7 @@ class Scope:
             "topic_prefix": self.prefix,
             "store": self.store,
             "partitions": self.partitions,
+            "replication_factor": self.replication,
             "session_timeout_ms": 6000,
         }
 
@@ -50,6 +57,7 @@ class Scope:
         env = dict(os.environ)
         env.update({f"TASKSTREAM_{k.upper()}": str(v) for k, v in self.settings().items()})
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+        env.update(self.extra_env)
         env.update(extra)
         return env
 
@@ -168,11 +176,13 @@ def wait_committed(scope: Scope, total: int, timeout: float, interval: float = 0
 _ASSIGNMENT = re.compile(r" (assigned|revoked|lost) (\S+)\[([0-9,]+)\]")
 
 
-def group_assignment(scope: Scope) -> dict[str, list[int]]:
+def group_assignment(scope: Scope, gone: Collection[Path] = ()) -> dict[str, list[int]]:
     """worker log -> partitions it owns now, from the workers' own log lines (the local
-    broker does not describe a group's members)."""
+    broker does not describe a group's members); ``gone``: the logs of killed workers."""
     out = {}
     for log in scope.logs:
+        if log in gone:
+            continue
         owned: set[int] = set()
         for line in log.read_text(errors="replace").splitlines():
             m = _ASSIGNMENT.search(line)

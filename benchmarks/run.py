@@ -4,6 +4,7 @@
     python -m benchmarks.run                # the full sizes, about 15 minutes
     python -m benchmarks.run --only 1,3     # some workloads (numbers as in the report)
     python -m benchmarks.run --quick --only 10   # taskstream beside Quix Streams
+    python -m benchmarks.run --quick --broker kafka --out kafka  # on a 3-node Apache Kafka
 
 Starts the embedded broker unless --bootstrap (or TASKSTREAM_BENCH_BOOTSTRAP) is given, and
 writes benchmarks/reports/latest.{md,json,png}. Throughputs are medians (with min and max) of
@@ -31,6 +32,7 @@ from typing import Any
 
 from benchmarks import workloads as w
 from benchmarks.common import Scope, summary
+from benchmarks.rebalance import rebalance
 from benchmarks.report import write_report
 
 SIZES: dict[str, tuple[Any, Any]] = {
@@ -44,17 +46,20 @@ SIZES: dict[str, tuple[Any, Any]] = {
     "materializer_results": (30_000, 100_000),
     "memory_tasks": (200_000, 1_000_000),
     "celery_tasks": (3_000, 10_000),
+    "rebalance_runs": (2, 5),
 }
 
 
-def run(bootstrap: str, quick: bool, only: set[int], workdir: Path) -> dict[str, Any]:
+def run(
+    bootstrap: str, quick: bool, only: set[int], workdir: Path, replication: int = 1
+) -> dict[str, Any]:
     size = {k: v[0] if quick else v[1] for k, v in SIZES.items()}
     out: dict[str, Any] = {"mode": "quick" if quick else "full", "sizes": size,
                            "cpus": os.cpu_count(), "python": platform.python_version(),
                            "started": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
 
     def scope(**kw: Any) -> Scope:
-        return Scope(bootstrap, workdir, **kw)
+        return Scope(bootstrap, workdir, replication=replication, **kw)
 
     def step(n: int, name: str, fn: Any) -> None:
         if only and n not in only:
@@ -108,7 +113,7 @@ def run(bootstrap: str, quick: bool, only: set[int], workdir: Path) -> dict[str,
     def keyed() -> dict[str, Any]:
         res = {}
         for keys, tasks in zip((1, 10, 1000), size["io_tasks"], strict=True):
-            res[str(keys)] = w.keyed_io(workdir, bootstrap, keys, tasks)
+            res[str(keys)] = w.keyed_io(scope(partitions=1), keys, tasks)
             print(f"  {keys} keys: {res[str(keys)]['rate']:,.0f}/s", flush=True)
         base = res["1"]["rate"]
         for r in res.values():
@@ -141,6 +146,7 @@ def run(bootstrap: str, quick: bool, only: set[int], workdir: Path) -> dict[str,
     step(9, "celery", lambda: w.celery(size["celery_tasks"]))
     step(8, "memory", lambda: w.memory(scope(), size["memory_tasks"]))
     step(10, "quix", lambda: w.kafka_peer(scope, size["tasks"], size["runs"]))
+    step(11, "rebalance", lambda: rebalance(scope, size["rebalance_runs"]))
     return out
 
 
@@ -149,12 +155,19 @@ BROKERS = {
     # Wakes a waiting fetch when data arrives, as Apache Kafka does (Tansu answers only at
     # fetch.wait.max.ms): the latency figures without that quirk. The `noida` extra.
     "noida": "noida-db",
+    # What users run: three KRaft nodes from Maven Central's jars (Java 17 and Maven),
+    # topics replicated 3 times with min.insync.replicas=2, as the integration tests run it.
+    "kafka": "Apache Kafka 4.4 (3 nodes, replication 3, min.insync.replicas 2)",
 }
 
 
 def _local_broker(name: str, workdir: Path) -> Any:
     from taskstream.cli.embedded_broker import EmbeddedBroker
 
+    if name == "kafka":
+        from tests.kafka_cluster import KafkaCluster
+
+        return KafkaCluster(workdir / "kafka")
     if name == "noida":
         from tests.brokers import NoidaBroker
 
@@ -174,7 +187,7 @@ def _drop_schema(url: str, schema: str) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs")
-    p.add_argument("--only", default="", help="comma-separated workload numbers (1-10)")
+    p.add_argument("--only", default="", help="comma-separated workload numbers (1-11)")
     p.add_argument("--bootstrap", default=os.environ.get("TASKSTREAM_BENCH_BOOTSTRAP"))
     p.add_argument("--broker", choices=sorted(BROKERS), default="tansu",
                    help="the local broker to start when no --bootstrap is given")  # fmt: skip
@@ -190,8 +203,9 @@ def main() -> int:
             result = run(args.bootstrap, args.quick, only, Path(workdir))
             result["broker"] = f"the cluster at {args.bootstrap}"
         else:
+            replication = 3 if args.broker == "kafka" else 1
             with _local_broker(args.broker, Path(workdir)) as broker:
-                result = run(broker.bootstrap_servers, args.quick, only, Path(workdir))
+                result = run(broker.bootstrap_servers, args.quick, only, Path(workdir), replication)
             result["broker"] = BROKERS[args.broker]
     cmd = "python -m benchmarks.run" + (" --quick" if args.quick else "")
     cmd += f" --only {args.only}" if args.only else ""

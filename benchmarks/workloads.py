@@ -359,12 +359,10 @@ def bare_hop(scope: Scope, rate: int, seconds: float) -> dict[str, float]:
 # -- 5. IO-bound keyed concurrency -----------------------------------------------------------
 
 
-def keyed_io(
-    workdir: Path, bootstrap: str, keys: int, tasks: int, concurrency: int = 100
-) -> dict[str, Any]:
-    """Tasks that sleep 10 ms on ONE partition with ``keys`` distinct keys; per-key order is
-    checked from the results (each run starts after the key's previous one finished)."""
-    scope = Scope(bootstrap, workdir, partitions=1)
+def keyed_io(scope: Scope, keys: int, tasks: int, concurrency: int = 100) -> dict[str, Any]:
+    """Tasks that sleep 10 ms on ONE partition (``scope`` has one) with ``keys`` distinct keys;
+    per-key order is checked from the results (each run starts after the key's previous one
+    finished)."""
     r = worker_processes(scope, tasks, 1, concurrency, "bench.sleep", keys)
     by_key: dict[str | None, list[ResultEvent]] = {}
     for e in r.pop("decoded"):

@@ -109,7 +109,7 @@ class _TaskMetrics:
 
 
 class PrometheusHooks(WorkerHooks):
-    """The worker's Prometheus metrics (see taskstream.metrics and the README table)."""
+    """The worker's Prometheus metrics (see taskstream.metrics and docs/operations.md)."""
 
     def __init__(self) -> None:
         self._tasks: dict[str, _TaskMetrics] = {}

@@ -73,7 +73,7 @@ __all__ = [  # noqa: RUF022 - grouped, not sorted
     "Retry",
     "MaxRetriesExceededError",
     "SoftTimeLimitExceeded",
-    # errors (the README names each)
+    # errors (the README and docs/ name each)
     "BrokerError",
     "BrokerUnreachable",
     "AuthenticationFailed",

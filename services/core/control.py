@@ -75,7 +75,7 @@ class Control:
         self, task_id: str | Iterable[str], *, terminate: bool = False, timeout: float = 30.0
     ) -> None:
         """Revoke one task id (or several): a revoked task never starts, wherever it waits;
-        with ``terminate`` a run in progress is stopped too (see the README). Returns once
+        with ``terminate`` a run in progress is stopped too (see docs/guide.md). Returns once
         the broker acknowledged the revocation; raises DeliveryFailed otherwise."""
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         at = now_micros()

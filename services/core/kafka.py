@@ -63,7 +63,7 @@ def _merge(
 # uncompressed and gzip batches natively, kafka-python needs extra packages for the others);
 # level 1 because, for taskstream's ~140-200 byte events, it compresses within 5% of the
 # default level 6 at about half the CPU. Measured (benchmarks/compression.py) and discussed
-# in the README's Configuration section.
+# in docs/operations.md (Compression).
 DEFAULT_COMPRESSION: dict[str, Any] = {"compression.type": "gzip", "compression.level": 1}
 
 
@@ -83,7 +83,7 @@ def producer_config(settings: Settings, **explicit: Any) -> dict[str, Any]:
             "delivery.timeout.ms": settings.delivery_timeout_ms,
             # librdkafka's default, stated because it is part of the wire contract: a key's
             # partition is CRC-32(key) mod the partition count, and a client in another
-            # language must partition alike to keep a key's events in order (README).
+            # language must partition alike to keep a key's events in order (docs/wire-format.md).
             "partitioner": "consistent_random",
             **compression,
         },

@@ -3,8 +3,8 @@
 
 Without chromium and its driver (apt-get install chromium chromium-driver; scripts/test does
 it when run as root) the test skips with the reason, and fails with CI=true. With
-TASKSTREAM_CONSOLE_SCREENSHOTS=DIR it saves the pages it visits there as PNGs (the README's
-screenshots: DIR=docs).
+TASKSTREAM_CONSOLE_SCREENSHOTS=DIR it saves the pages it visits there as PNGs (the guide's
+screenshots, docs/console-*.png: DIR=docs).
 """
 
 from __future__ import annotations

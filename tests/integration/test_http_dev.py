@@ -1,8 +1,8 @@
 """`taskstream dev` as a supervisor: its HTTP API, its metrics, and nothing left behind.
 
-The README's HTTP path (POST a task, GET its result), the children's metrics merged on the
-HTTP API's /metrics, and a dev that ends without Ctrl-C (SIGKILL, SIGHUP when the terminal
-closes) taking its broker, worker, materializer and HTTP API with it.
+The HTTP path of docs/guide.md (POST a task, GET its result), the children's metrics merged
+on the HTTP API's /metrics, and a dev that ends without Ctrl-C (SIGKILL, SIGHUP when the
+terminal closes) taking its broker, worker, materializer and HTTP API with it.
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ def installed_node_client() -> Path:
 def test_a_node_client_with_kafkajs_and_avsc_sends_a_task_and_reads_its_result(
     scope: Scope, app: App, tmp_path: Path
 ) -> None:
-    """From schemas/ and the README alone, with no compression plugin: it reads the results
+    """From schemas/ and docs/wire-format.md alone, with no compression plugin: it reads the results
     topic only because taskstream writes gzip, and its keyed event shares a partition with
     taskstream's own event of that key."""
     node = installed_node_client()

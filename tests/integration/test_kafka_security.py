@@ -64,7 +64,7 @@ def secure_scope(cluster: KafkaCluster, tmp_path: Path) -> Scope:
 
 
 def kafka_env(cluster: KafkaCluster, user: str, password: str, ca: Path) -> dict[str, str]:
-    """The documented settings (README, Security) as a process gets them."""
+    """The documented settings (docs/operations.md, Security) as a process gets them."""
     return {
         "TASKSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "TASKSTREAM_KAFKA_SASL_MECHANISMS": "SCRAM-SHA-512",

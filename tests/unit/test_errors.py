@@ -162,14 +162,17 @@ def test_a_schema_fastavro_cannot_parse_is_an_invalid_schema() -> None:
 
 
 def test_every_error_the_readme_names_is_importable_from_taskstream() -> None:
-    """``from taskstream import InvalidOption`` works for each error the README names."""
+    """``from taskstream import InvalidOption`` works for each error the README or the
+    pages of docs/ name."""
     import re
     from pathlib import Path
 
     import taskstream
     import taskstream.errors
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    repo = Path(__file__).parents[2]
+    docs = [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+    readme = "\n".join(page.read_text() for page in docs)
     named = set(re.findall(r"`([A-Z][A-Za-z]+)`", readme))
     root = taskstream.errors.TaskstreamError
     errors = {

@@ -532,7 +532,7 @@ async def test_a_task_sent_over_http_keeps_its_expires_and_ignore_result_options
 async def test_a_chord_answers_its_task_ids_and_a_read_by_id_has_its_own_route_label(
     api: Api,
 ) -> None:
-    """Issue 20, minor 15: a chord's 202 has task_ids as the README says (its header's tasks,
+    """Issue 20, minor 15: a chord's 202 has task_ids as docs/guide.md says (its header's tasks,
     then its body's); GET /v1/tasks/{id} is counted as /v1/tasks/{task_id}, not as a send."""
     from taskstream import metrics
 

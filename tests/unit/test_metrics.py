@@ -24,7 +24,7 @@ from taskstream import metrics
 from taskstream.config import Settings
 from tests.conftest import REPO
 
-# name in the exposition (without _total), type, labels: the contract the README documents.
+# name in the exposition (without _total), type, labels: the contract docs/operations.md documents.
 EXPECTED = {
     "TASKS_STARTED": ("taskstream_tasks_started", Counter, ("task",)),
     "TASKS_SUCCEEDED": ("taskstream_tasks_succeeded", Counter, ("task",)),

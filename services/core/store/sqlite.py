@@ -87,7 +87,7 @@ _EXPIRY_INDEX = "CREATE INDEX IF NOT EXISTS results_finished_at ON results (fini
 # a filtered page is one index range read newest first (only rows that share a finished_at
 # are sorted by task_id), never a sort of every matching row; the expiry index serves the
 # unfiltered pages, time ranges and the outcome counts. task_id is left out of them
-# (smaller, cheaper to write). They cost the materializer's writes: see the README's Console
+# (smaller, cheaper to write). They cost the materializer's writes: see docs/guide.md's Console
 # section (python -m benchmarks.console).
 _SEARCH_INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS results_status ON results (status, finished_at)",

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // A taskstream client that taskstream did not write: kafkajs + avsc, from schemas/ and the
-// README's wire rules alone. It sends one task event and waits for that task's final result.
+// wire rules of docs/wire-format.md alone. It sends one task event and waits for that task's
+// final result.
 //
 //   node client.js --bootstrap 127.0.0.1:9092 --prefix taskstream --schemas ../../../schemas \
 //     --task examples.app.add --args '{"a": 2, "b": 3}' [--queue default] [--key K] \
@@ -19,7 +20,7 @@ const zlib = require("zlib");
 const avro = require("avsc");
 const { Kafka, CompressionTypes, logLevel } = require("kafkajs");
 
-// --- Avro single-object encoding (the Avro specification; the README's "Wire format") ---
+// --- Avro single-object encoding (the Avro specification; docs/wire-format.md) ---
 
 const MARKER = Buffer.from([0xc3, 0x01]);
 
@@ -140,7 +141,7 @@ async function main() {
   });
   consumer.on(consumer.events.CRASH, (e) => finish.reject(e.payload.error));
 
-  // The README's key rule: the ordering key when there is one, else the task id. (Not an
+  // The wire format's key rule: the ordering key when there is one, else the task id. (Not an
   // idempotent producer: the embedded test broker fails kafkajs's InitProducerId request.)
   const producer = kafka.producer({
     allowAutoTopicCreation: false,

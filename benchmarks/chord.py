@@ -1,6 +1,7 @@
 """Chord join latency: a chord of N no-op members, taskstream beside Celery + Redis.
 
     flock /tmp/bench.lock python -m benchmarks.chord [--members 10000] [--runs 3]
+        [--broker tansu|noida|kafka]
 
 For each run: the time from the last member's result (its finish time as the worker recorded
 it: taskstream's ``finished_at``, Celery's ``date_done``) to the start of the chord's body
@@ -28,16 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO, Scope, spawn_materializer, spawn_worker, stop, wait_group
+from benchmarks.run import BROKERS, local_broker
 from taskstream import chord, group
 from taskstream.canvas import member_id
 
 REPORTS = REPO / "benchmarks" / "reports"
 
 
-def taskstream_runs(bootstrap: str, workdir: Path, members: int, runs: int) -> list[dict[str, Any]]:
+def taskstream_runs(
+    bootstrap: str, workdir: Path, members: int, runs: int, replication: int = 1
+) -> list[dict[str, Any]]:
     from benchmarks.bench_app import chord_body
 
-    scope = Scope(bootstrap, workdir)
+    scope = Scope(bootstrap, workdir, replication=replication)
     app = scope.app()
     body = app.task(name="bench.chord_body")(chord_body.func)
     noop = app.tasks["bench.noop"]
@@ -158,10 +162,13 @@ def main() -> int:
     p.add_argument("--members", type=int, default=10_000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--bootstrap", default=os.environ.get("TASKSTREAM_BENCH_BOOTSTRAP"))
+    p.add_argument("--broker", choices=sorted(BROKERS), default="tansu",
+                   help="the local broker to start when no --bootstrap is given")  # fmt: skip
     p.add_argument("--out", default="chord")
     p.add_argument("--no-celery", action="store_true", help="taskstream only (no report)")
     args = p.parse_args()
     command = f"python -m benchmarks.chord --members {args.members} --runs {args.runs}"
+    command += f" --broker {args.broker}" if args.broker != "tansu" else ""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result: dict[str, Any] = {
         "members": args.members, "runs": args.runs, "command": command, "when": when,
@@ -172,12 +179,11 @@ def main() -> int:
             result["taskstream"] = taskstream_runs(args.bootstrap, Path(workdir), args.members,
                                                    args.runs)  # fmt: skip
         else:
-            from taskstream.cli.embedded_broker import EmbeddedBroker
-
-            with EmbeddedBroker() as broker:
-                result["broker"] = "the embedded broker (Tansu), 2 shared cores"
+            replication = 3 if args.broker == "kafka" else 1
+            with local_broker(args.broker, Path(workdir)) as broker:
+                result["broker"] = f"{BROKERS[args.broker]}, 2 shared cores"
                 result["taskstream"] = taskstream_runs(
-                    broker.bootstrap_servers, Path(workdir), args.members, args.runs
+                    broker.bootstrap_servers, Path(workdir), args.members, args.runs, replication
                 )
     if args.no_celery:
         print(json.dumps(result["taskstream"]))

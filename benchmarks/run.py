@@ -161,7 +161,7 @@ BROKERS = {
 }
 
 
-def _local_broker(name: str, workdir: Path) -> Any:
+def local_broker(name: str, workdir: Path) -> Any:
     from taskstream.cli.embedded_broker import EmbeddedBroker
 
     if name == "kafka":
@@ -204,7 +204,7 @@ def main() -> int:
             result["broker"] = f"the cluster at {args.bootstrap}"
         else:
             replication = 3 if args.broker == "kafka" else 1
-            with _local_broker(args.broker, Path(workdir)) as broker:
+            with local_broker(args.broker, Path(workdir)) as broker:
                 result = run(broker.bootstrap_servers, args.quick, only, Path(workdir), replication)
             result["broker"] = BROKERS[args.broker]
     cmd = "python -m benchmarks.run" + (" --quick" if args.quick else "")

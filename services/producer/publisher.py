@@ -8,8 +8,10 @@ The first event of a queue in this process makes sure the app's topics exist, cr
 missing ones with the configured ``partitions`` (and the queue's topic among them), and the
 producer never asks the broker to auto-create a topic, so the broker's auto-creation never
 picks a queue's partition count. A cluster that refuses the creation refuses the send
-(ConfigError); one that cannot be reached gets the event queued as before (librdkafka sends
-it within the delivery timeout once the topic exists), and a later send tries again.
+(ConfigError); one that refuses the credentials or the TLS handshake refuses it too
+(AuthenticationFailed, TlsFailed: at once, not after the delivery timeout); one that cannot
+be reached gets the event queued as before (librdkafka sends it within the delivery timeout
+once the topic exists), and a later send tries again.
 
 An event over the producer's ``message.max.bytes`` is refused before it is produced
 (MessageTooLarge, naming the task and the size); a KafkaException from ``produce()`` reaches
@@ -29,7 +31,14 @@ from confluent_kafka import KafkaError, Message
 from taskstream import metrics, tracing
 from taskstream.config import Settings
 from taskstream.envelope import Envelopes, TaskEvent
-from taskstream.errors import BrokerError, DeliveryFailed, DeliveryTimeout, MessageTooLarge
+from taskstream.errors import (
+    AuthenticationFailed,
+    BrokerError,
+    DeliveryFailed,
+    DeliveryTimeout,
+    MessageTooLarge,
+    TlsFailed,
+)
 from taskstream.kafka import Broker, EventProducer, KafkaBroker, producer_config
 from taskstream.sizes import message_max_bytes, record_size
 from taskstream.topics import task_topic, topic_specs
@@ -264,6 +273,8 @@ class TaskPublisher:
         )  # fmt: skip
         try:
             created = self._broker.ensure_topics(s, specs, _ENSURE_TIMEOUT_S)
+        except (AuthenticationFailed, TlsFailed):
+            raise  # a refusal, not an outage: waiting for the delivery timeout cannot help
         except BrokerError as exc:
             self._unsure[queue] = time.monotonic() + _ENSURE_RETRY_S
             log.warning("cannot check queue %r's topics (%s); its events wait for the topic, "

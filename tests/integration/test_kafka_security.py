@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AclOperation, ResourceType  # type: ignore[attr-defined]
 
 from taskstream.cli.embedded_broker import free_port
+from taskstream.errors import AuthenticationFailed, TlsFailed
 from taskstream.topics import results_topic, task_topic
 from tests.conftest import REPO, Scope
 from tests.integration.running import APP_SPEC, wait_until
@@ -119,6 +121,30 @@ def test_the_right_credentials_run_a_task_end_to_end(cluster: KafkaCluster, tmp_
         app.close()
         output = output_after_stop(worker, materializer)
     assert APP_PASSWORD not in output
+
+
+@pytest.mark.parametrize("case", ["wrong-password", "untrusted-ca"])
+def test_delay_refused_by_the_cluster_raises_at_once_naming_why(
+    cluster: KafkaCluster, tmp_path: Path, case: str
+) -> None:
+    security = cluster.security
+    assert security is not None
+    scope = secure_scope(cluster, tmp_path)
+    error: type[Exception] = AuthenticationFailed if case == "wrong-password" else TlsFailed
+    password = APP_PASSWORD + "x" if case == "wrong-password" else APP_PASSWORD
+    ca = security.ca if case == "wrong-password" else security.other_ca
+    env = kafka_env(cluster, "app", password, ca)
+    kafka = {k[len("TASKSTREAM_KAFKA_") :].lower().replace("_", "."): v for k, v in env.items()}
+    app = build_app(**scope.settings(kafka=kafka, delivery_timeout_ms=120_000))
+    try:
+        started = time.monotonic()
+        with pytest.raises(error) as raised:
+            app.tasks["itest.add"].delay(2, 3)
+        # The refusal, not the 120 s delivery timeout (the first check waits at most 5 s).
+        assert time.monotonic() - started < 60
+    finally:
+        app.close()
+    assert APP_PASSWORD not in str(raised.value)
 
 
 @pytest.mark.parametrize("case", ["wrong-password", "untrusted-ca", "no-write-on-results"])

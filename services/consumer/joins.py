@@ -1,5 +1,5 @@
 """The joins of groups something follows (chords, nested workflows), run by the
-materializer: state in Kafka and the store, none in memory.
+materializer: state in Kafka and the store; memory only spares reading it back.
 
 A joined group's members are ordinary tasks (or the ends of branches: taskstream.flow_events)
 whose events carry the group id, their position, the group's size and the join (what runs
@@ -22,6 +22,11 @@ and marks the join ``fired`` once the broker acknowledged them. A materializer k
 between publishes them again at its next start (``due`` is in the store), under the same ids,
 unless the first of them is stored already. Nothing waits in a worker: the join holds no
 worker slot.
+
+The members' results come from the store, unless this process applied every one of them
+itself (:class:`MemberResults`, filled as batches are applied): reading 10,000 of them back
+was the largest part of a chord's join latency. A member seen by another materializer, a
+restart, or a failed member sends the join to the store, which is always right.
 """
 
 from __future__ import annotations
@@ -85,6 +90,50 @@ def workflow_rows(
         progress.append(Progress(d["id"], d["state"], d["meta"]))
 
 
+class MemberResults:
+    """The successful results of open groups' members, as this process applied them, by
+    group and position. Bounded: past ``limit`` results in all it forgets them all (the joins
+    then read the store, as after a restart)."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._groups: dict[str, dict[int, ParentResult]] = {}
+        self._failed: set[str] = set()  # groups with a failed member: the store names them
+        self._count = 0
+        self._limit = limit
+
+    def applied(self, d: dict[str, Any]) -> None:
+        """A result envelope (decoded) that the store has applied."""
+        group_id = d["group_id"]
+        if group_id is None or d["status"] not in _FINAL or group_id in self._failed:
+            return
+        if d["status"] != Status.SUCCESS.value:
+            self._failed.add(group_id)
+            self._groups.pop(group_id, None)
+            return
+        if self._count >= self._limit:
+            self.clear()
+        members = self._groups.setdefault(group_id, {})
+        if d["group_index"] not in members:
+            self._count += 1
+        members[d["group_index"]] = ParentResult(d["task"], d["result"] or b"")
+
+    def results(self, group_id: str, size: int) -> list[ParentResult] | None:
+        """Every member's result in the group's order, if all ``size`` succeeded here."""
+        members = self._groups.get(group_id)
+        if members is None or len(members) != size:
+            return None
+        return [members[i] for i in range(size)] if all(i in members for i in range(size)) else None
+
+    def clear(self) -> None:
+        self._groups.clear()
+        self._failed.clear()
+        self._count = 0
+
+    def forget(self, group_id: str) -> None:
+        self._count -= len(self._groups.pop(group_id, {}))
+        self._failed.discard(group_id)
+
+
 class Joiner:
     """Publishes the outcome of each due chord (see the module docstring)."""
 
@@ -96,6 +145,7 @@ class Joiner:
         self.prefix = prefix
         self.producer = producer
         self.fired = 0  # chords whose outcome this process published
+        self.members = MemberResults()
 
     def fire_due(self, timeout: float = 30.0) -> int:
         """Publish every due chord's outcome; returns how many were fired."""
@@ -115,6 +165,7 @@ class Joiner:
             # Published before a crash that left it unrecorded, and already run (or failed):
             # publishing again would run the body twice.
             self.store.mark_fired(info.group_id)
+            self.members.forget(info.group_id)
             return
         errors: list[str] = []
 
@@ -131,6 +182,7 @@ class Joiner:
             reason = "; ".join(errors) or "not acknowledged in time"
             raise DeliveryFailed(self.prefix, f"chord {info.group_id}: {reason}")
         self.store.mark_fired(info.group_id)
+        self.members.forget(info.group_id)
         log.info("chord %s joined (%d members)", info.group_id, info.size)
 
     def _joined(
@@ -139,11 +191,9 @@ class Joiner:
         """A nested workflow's join: start ``join.then`` with the members' results (or store
         the group's list as one result, a member of ``join.outer``); else fail the branch."""
         gid = info.group_id
-        records = self.store.member_outcomes(gid)
-        failed = [r for r in records if r.status != Status.SUCCESS.value]
+        results, records, failed = self._member_results(info)
         parts: list[tuple[str, bytes, str]] = []
-        if not failed and len(records) == info.size:
-            results = [ParentResult(r.task, r.result or b"") for r in records]
+        if results is not None:
             if join.then:
                 given = Given(Prepend.LIST, results, gid, manifest.root_id)
                 for event in start(join.then[0], given, join.then[1:], join.outer):
@@ -173,6 +223,20 @@ class Joiner:
             event.parent_id = chord_id
             parts.append(self._task_part(event))
         return parts
+
+    def _member_results(
+        self, info: GroupInfo
+    ) -> tuple[list[ParentResult] | None, list[MemberOutcome], list[MemberOutcome]]:
+        """The members' results in order when all succeeded (else None), with the stored
+        outcomes and the failed ones the failure names (empty when memory had them all)."""
+        results = self.members.results(info.group_id, info.size)
+        if results is not None:
+            return results, [], []
+        records = self.store.member_outcomes(info.group_id)
+        failed = [r for r in records if r.status != Status.SUCCESS.value]
+        if not failed and len(records) == info.size:
+            return [ParentResult(r.task, r.result or b"") for r in records], records, failed
+        return None, records, failed
 
     def _task_part(self, event: TaskEvent) -> tuple[str, bytes, str]:
         topic = task_topic(self.prefix, event.queue)
@@ -211,11 +275,9 @@ class Joiner:
         """An older chord's join (its body a single step in the ``chord`` field)."""
         chord = manifest.chord
         assert chord is not None
-        records = self.store.member_outcomes(info.group_id)
-        failed = [r for r in records if r.status != Status.SUCCESS.value]
+        results, records, failed = self._member_results(info)
         cb = callback_id(info.group_id)
-        if not failed and len(records) == info.size:
-            results = [ParentResult(r.task, r.result or b"") for r in records]
+        if results is not None:
             body = self._event(chord.body, cb, manifest, Prepend.LIST, results)
             return [self._task_part(body)]
         failure = self._result(cb, chord.body.task, chord.body.key, manifest, Status.FAILURE)

@@ -208,6 +208,7 @@ class Materializer(RuntimeOwner):
         members: list[GroupMember] = []
         progress: list[Progress] = []
         links: list[Link] = []
+        grouped: list[dict[str, Any]] = []  # members' results, remembered once applied
         for message in batch:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
@@ -221,6 +222,8 @@ class Materializer(RuntimeOwner):
                 rows.append(result_row(d))
                 if d["root_id"] is not None or d["state"] is not None:  # workflows
                     workflow_rows(d, value, members, progress, links)
+                    if d["group_id"] is not None:
+                        grouped.append(d)
             except Exception as exc:
                 self._dead_letter(message, str(exc))
         if self._producer is not None and self._producer.flush(30.0):
@@ -232,6 +235,8 @@ class Materializer(RuntimeOwner):
                 self.store.forget(list(forgotten))
             self.store.apply_rows(rows, positions, members, progress, links)
             applied = len(rows)
+            if grouped or forgotten:
+                self._remember(grouped, forgotten)
         except StoreRejected as exc:
             log.warning("the store refused a batch (%s): applying it record by record", exc)
             applied = self._one_by_one(batch, positions)
@@ -247,6 +252,15 @@ class Materializer(RuntimeOwner):
             if high is not None:
                 lag[partition] = max(0, high - position)
         self.hooks.applied(len(rows), seconds, lag)
+
+    def _remember(self, grouped: list[dict[str, Any]], forgotten: set[str]) -> None:
+        """Members' results the store applied, for their chord's join (taskstream.consumer.joins);
+        a forgotten result may be a member's: then forget them all (the joins read the store)."""
+        results = self._joiner().members
+        if forgotten:
+            results.clear()
+        for d in grouped:
+            results.applied(d)
 
     def _one_by_one(self, batch: list[Message], positions: dict[tuple[str, int], int]) -> int:
         """Apply `batch` a record at a time, in order, dead-lettering each record the store

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message
 
@@ -56,7 +56,15 @@ from taskstream.flow_events import (
 )
 from taskstream.kafka import EventProducer
 from taskstream.status import Status
-from taskstream.store import GroupInfo, GroupMember, Link, MemberOutcome, Progress, ResultStore
+from taskstream.store import (
+    GroupInfo,
+    GroupJoins,
+    GroupMember,
+    Link,
+    MemberOutcome,
+    Progress,
+    ResultReader,
+)
 from taskstream.topics import results_topic, task_topic
 
 log = logging.getLogger(__name__)
@@ -85,11 +93,15 @@ def workflow_rows(
         progress.append(Progress(d["id"], d["state"], d["meta"]))
 
 
+class JoinStore(GroupJoins, ResultReader, Protocol):
+    """What the joiner uses of the store: the groups, and whether a chord's body ran."""
+
+
 class Joiner:
     """Publishes the outcome of each due chord (see the module docstring)."""
 
     def __init__(
-        self, store: ResultStore, envelopes: Envelopes, prefix: str, producer: EventProducer
+        self, store: JoinStore, envelopes: Envelopes, prefix: str, producer: EventProducer
     ) -> None:
         self.store = store
         self.envelopes = envelopes

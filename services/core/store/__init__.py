@@ -3,7 +3,7 @@
 ``open_store(url)`` picks the backend: ``memory://`` (the in-memory fake),
 ``sqlite:///path.db`` or ``postgresql://user@host/db``. Every backend implements
 :class:`ResultStore`, the union of the roles a component may ask for instead:
-:class:`ResultWriter`, :class:`ResultReader`, :class:`TaskSearch`, :class:`IdempotencyKeys`
+:class:`ResultWriter`, :class:`ResultReader`, :class:`TaskSearch`, :class:`IdempotencyStore`
 and :class:`GroupJoins`.
 """
 
@@ -22,7 +22,7 @@ from taskstream.store.memory import MemoryStore
 from taskstream.store.postgres import PostgresStore
 from taskstream.store.roles import (
     GroupJoins,
-    IdempotencyKeys,
+    IdempotencyStore,
     ResultReader,
     ResultStore,
     ResultWriter,
@@ -37,7 +37,7 @@ __all__ = [
     "GroupMember",
     "GroupState",
     "IdempotencyKey",
-    "IdempotencyKeys",
+    "IdempotencyStore",
     "Link",
     "MemberOutcome",
     "MemoryStore",

@@ -6,15 +6,11 @@ next offset to read per partition; :meth:`ResultWriter.apply` does the same with
 :class:`ResultRecord` objects. Because rows and offsets commit together, the store (not Kafka's
 committed offsets) is the record of how far the results topic has been applied.
 
-==========================  ====================================================
-role                        used by
-==========================  ====================================================
-:class:`ResultWriter`       the materializer (rows, offsets, forget, expiry)
-:class:`ResultReader`       callers: ``AsyncResult``, ``GroupResult``
-:class:`TaskSearch`         the console's task list and overview
-:class:`IdempotencyKeys`    the HTTP service (and the console's replays)
-:class:`GroupJoins`         the chord joiner
-==========================  ====================================================
+- :class:`ResultWriter`: the materializer (rows, offsets, forget, expiry);
+- :class:`ResultReader`: callers (``AsyncResult``, ``GroupResult``);
+- :class:`TaskSearch`: the console's task list and overview;
+- :class:`IdempotencyStore`: the HTTP service (and the console's replays);
+- :class:`GroupJoins`: the chord joiner.
 
 :class:`ResultStore` is all of them, and what every backend implements (SQLite, PostgreSQL,
 the in-memory fake); a component may ask for only the role it uses. Idempotency-Keys live here
@@ -154,7 +150,7 @@ class TaskSearch(Protocol):
         """Number of stored outcomes, or of those with `status` (for tests and operations)."""
 
 
-class IdempotencyKeys(Protocol):
+class IdempotencyStore(Protocol):
     """The HTTP service's side: Idempotency-Keys shared by its processes and hosts."""
 
     @abstractmethod
@@ -198,7 +194,7 @@ class GroupJoins(Protocol):
         """Record that a due chord's body (or FAILURE) was published and acknowledged."""
 
 
-class ResultStore(ResultWriter, ResultReader, TaskSearch, IdempotencyKeys, GroupJoins, ABC):
+class ResultStore(ResultWriter, ResultReader, TaskSearch, IdempotencyStore, GroupJoins, ABC):
     """Where task outcomes are materialized and looked up: every role. Use as a context
     manager."""
 

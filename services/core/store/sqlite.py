@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 
@@ -191,21 +191,10 @@ class SQLiteDialect(Dialect):
             raise
         return conn
 
-    @contextmanager
-    def transaction(self, conn: sqlite3.Connection, *, write: bool) -> Iterator[sqlite3.Cursor]:
-        try:
-            # IMMEDIATE takes the write lock up front: a deferred transaction that later
-            # upgrades can fail with SQLITE_BUSY at once, without honouring busy_timeout.
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            yield conn.cursor()
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
+    def transaction(self, conn: sqlite3.Connection, *, write: bool) -> _Transaction:
+        return _Transaction(conn, write)
 
-    def write_rows(self, cur: sqlite3.Cursor, rows: Sequence[ResultRow]) -> None:
+    def write_rows(self, cur: sqlite3.Connection, rows: Sequence[ResultRow]) -> None:
         # The rows' layout is the table's (times in µs): they bind as they are.
         cur.executemany(_INSERT, rows)
 
@@ -224,6 +213,38 @@ class SQLiteDialect(Dialect):
 
     def micros(self, placeholder: str) -> str:
         return placeholder
+
+
+class _Transaction:
+    """BEGIN, then COMMIT or ROLLBACK; the connection is the cursor. A class rather than a
+    generator: a lookup takes microseconds, and this is a good part of them."""
+
+    def __init__(self, conn: sqlite3.Connection, write: bool) -> None:
+        self.conn = conn
+        # IMMEDIATE takes the write lock up front: a deferred transaction that later
+        # upgrades can fail with SQLITE_BUSY at once, without honouring busy_timeout.
+        self.begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute(self.begin)
+        return self.conn
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except BaseException:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            with suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
 
 
 class SQLiteStore(SQLStore):

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message
 
@@ -61,7 +61,15 @@ from taskstream.flow_events import (
 )
 from taskstream.kafka import EventProducer
 from taskstream.status import Status
-from taskstream.store import GroupInfo, GroupMember, Link, MemberOutcome, Progress, ResultStore
+from taskstream.store import (
+    GroupInfo,
+    GroupJoins,
+    GroupMember,
+    Link,
+    MemberOutcome,
+    Progress,
+    ResultReader,
+)
 from taskstream.topics import results_topic, task_topic
 
 log = logging.getLogger(__name__)
@@ -90,6 +98,10 @@ def workflow_rows(
         progress.append(Progress(d["id"], d["state"], d["meta"]))
 
 
+class JoinStore(GroupJoins, ResultReader, Protocol):
+    """What the joiner uses of the store: the groups, and whether a chord's body ran."""
+
+
 class MemberResults:
     """The successful results of open groups' members, as this process applied them, by
     group and position. Bounded: past ``limit`` results in all it forgets them all (the joins
@@ -107,8 +119,8 @@ class MemberResults:
         if group_id is None or d["status"] not in _FINAL or group_id in self._failed:
             return
         if d["status"] != Status.SUCCESS.value:
+            self.forget(group_id)
             self._failed.add(group_id)
-            self._groups.pop(group_id, None)
             return
         if self._count >= self._limit:
             self.clear()
@@ -138,7 +150,7 @@ class Joiner:
     """Publishes the outcome of each due chord (see the module docstring)."""
 
     def __init__(
-        self, store: ResultStore, envelopes: Envelopes, prefix: str, producer: EventProducer
+        self, store: JoinStore, envelopes: Envelopes, prefix: str, producer: EventProducer
     ) -> None:
         self.store = store
         self.envelopes = envelopes

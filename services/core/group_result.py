@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskstream.errors import ResultTimeout
 from taskstream.status import Status
-from taskstream.store import ResultRecord, ResultStore
+from taskstream.store import ResultReader, ResultRecord
 
 if TYPE_CHECKING:
     from taskstream.app import App
@@ -38,7 +38,7 @@ class ResultSet:
         if self._app is None:
             self._app = result._app
 
-    def _store(self) -> ResultStore:
+    def _store(self) -> ResultReader:
         assert self._app is not None, "an empty set has no results to look up"
         return self._app.store
 

@@ -234,7 +234,7 @@ def test_a_failure_while_committing_rolls_back_rows_and_offsets(tmp_path: Path) 
                     raise sqlite3.OperationalError("disk I/O error (simulated)")
                 return real.execute(sql, *args)
 
-        s._conn = FailingCommit()  # type: ignore[assignment]
+        s._conn = FailingCommit()
         with pytest.raises(StoreError, match="simulated"):
             s.apply([record("a")], {(TOPIC, 0): 1})
         s._conn = real
@@ -431,7 +431,7 @@ def test_two_sqlite_stores_on_one_file_share_idempotency_keys(tmp_path: Path) ->
 def test_sqlite_purges_expired_idempotency_keys_now_and_then(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("taskstream.store.sqlite._PURGE_EVERY", 4)
+    monkeypatch.setattr("taskstream.store.sql._PURGE_EVERY", 4)
     with SQLiteStore(tmp_path / "r.db") as s:
         for n in range(3):
             s.claim_idempotency_key(f"gone{n}", "t", b"", 0)

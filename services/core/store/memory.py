@@ -21,7 +21,6 @@ from taskstream.store.base import (
     Progress,
     ResultRecord,
     ResultRow,
-    ResultStore,
     TaskQuery,
     bucket_start,
     from_row,
@@ -29,6 +28,7 @@ from taskstream.store.base import (
     settled_state,
     supersedes,
 )
+from taskstream.store.roles import ResultStore
 
 _PURGE_EVERY = 1024  # claims between sweeps of expired Idempotency-Keys
 

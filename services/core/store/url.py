@@ -10,9 +10,10 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from taskstream.errors import StoreError
-from taskstream.store.base import ResultStore, redacted_url
+from taskstream.store.base import redacted_url
 from taskstream.store.memory import MemoryStore
 from taskstream.store.postgres import PostgresStore
+from taskstream.store.roles import ResultStore
 from taskstream.store.sqlite import SQLiteStore
 
 

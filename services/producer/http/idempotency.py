@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from starlette.concurrency import run_in_threadpool
 
 from taskstream.errors import StoreError
-from taskstream.store import ResultStore
+from taskstream.store import IdempotencyStore
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def store_key(task: str, idempotency_key: str) -> str:
 class IdempotencyKeys:
     """Idempotency-Key -> task id in `store`, plus this process's publishes in flight."""
 
-    def __init__(self, store: ResultStore, ttl_s: float) -> None:
+    def __init__(self, store: IdempotencyStore, ttl_s: float) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self._inflight: dict[str, asyncio.Future[bool]] = {}

@@ -6,9 +6,10 @@ tasks/s, dev kept up for about 90 s (~100,000 tasks), then the queue wait rose f
 
 How: every ``interval_s`` dev produces a small record to a topic of its own
 (``topics.dev_probe_topic``) and consumes it back; on a healthy loopback broker that takes
-milliseconds. Two round trips in a row longer than ``slow_s``, or one still unanswered after
-``stalled_s``, make dev warn once, naming the two ways out (restart dev, which empties the
-broker; or ``--broker kafka``); ``recover_after`` fast round trips in a row re-arm it.
+a few milliseconds, 250 ms at worst (measured on Tansu). Two round trips in a row longer
+than ``slow_s``, or one still unanswered after ``stalled_s``, make dev warn once, naming the
+two ways out (restart dev, which empties the broker; or ``--broker kafka``);
+``recover_after`` fast round trips in a row re-arm it.
 
 The pieces: ``BrokerWatch`` decides and only computes (an injectable clock, so tests advance
 time instead of sleeping); ``Probe`` is its I/O (``KafkaProbe`` the real one); ``Watcher``
@@ -34,7 +35,8 @@ from taskstream.topics import TopicSpec, dev_probe_topic
 
 logger = logging.getLogger(__name__)
 
-# Said by the banner and the warning (measured in issue 27; README, "Quick start").
+# The warning's words (measured in issue 27); the banner and the README's quick start say
+# the same, shorter.
 LIMIT = (
     "the embedded broker (Tansu, memory only) slows down as its data accumulates: measured at "
     "1,000 tasks/s it kept up for about 90 s (~100,000 tasks), then the queue wait grew to "
@@ -64,7 +66,7 @@ class BrokerWatch:
     say: Callable[[str], None]
     clock: Callable[[], float] = time.monotonic
     interval_s: float = 5.0  # between round trips
-    slow_s: float = 1.0  # a round trip longer than this is slow (healthy: milliseconds)
+    slow_s: float = 1.0  # a round trip longer than this is slow (healthy: 1-250 ms)
     slow_in_a_row: int = 2  # slow round trips in a row that warn
     stalled_s: float = 10.0  # an unanswered probe this old warns by itself
     recover_after: int = 3  # fast round trips in a row that end a warning
@@ -112,7 +114,7 @@ class BrokerWatch:
     def _warn(self, what: str) -> None:
         self.warned = True
         self.say(
-            f"WARNING: the embedded broker is degrading: {what} (normally a few ms). "
+            f"WARNING: the embedded broker is degrading: {what} (normally well under 1 s). "
             f"Why: {LIMIT}. Ways out: {WAYS_OUT}."
         )
 

@@ -15,6 +15,14 @@ from taskstream.store.base import redacted_url
 # Example values by Avro type, for the banner's sample arguments.
 _PLACEHOLDERS: dict[str, Any] = {"long": 2, "int": 2, "double": 1.5, "float": 1.5,
                                  "string": "text", "boolean": True}  # fmt: skip
+# The broker line's words for dev's own broker, by --broker.
+_BROKERS = {
+    "tansu": "embedded Tansu broker, memory only",
+    "kafka": "Apache Kafka, one node, data in a temporary directory",
+}
+# The embedded broker's limit, measured (issue 27; the README's quick start says the same).
+_TANSU_LIMIT = "Tansu holds ~100,000 tasks (1,000 tasks/s for ~90 s), then stalls; dev warns first"
+_TANSU_WAYS_OUT = "for load tests: --broker kafka (needs java, mvn); restarting dev empties it"
 # Task names that suggest the task is there to fail (a demo of errors): not the example.
 _FAILING_WORDS = ("fail", "error", "raise", "boom", "crash", "poison", "explode")
 
@@ -67,6 +75,7 @@ class Banner:
     bootstrap: str
     embedded: bool  # dev runs its own broker (and emptied the store)
     created: list[str]  # topics created at start
+    broker: str = "tansu"  # dev's own broker: "tansu" or "kafka" (unused when not embedded)
     http_port: int = 0  # 0: no HTTP API
     http_port_taken: int | None = None  # the HTTP port asked for, when it was taken
     metrics_ports: dict[str, int] = field(default_factory=dict)  # child -> /metrics port
@@ -75,10 +84,11 @@ class Banner:
         app, spec, command = self.app, self.spec, own_command()
         task = example_task(app) or "TASK"
         example = json.dumps(example_arguments(app, task)[0] if app.tasks else {})
-        where = "embedded Tansu broker, memory only" if self.embedded else "external cluster"
+        where = _BROKERS[self.broker] if self.embedded else "external cluster"
         store = redacted_url(app.settings.store)
         if self.embedded:
-            store += " (emptied: the embedded broker starts empty)"
+            which = "embedded broker" if self.broker == "tansu" else "Kafka of dev"
+            store += f" (emptied: the {which} starts empty)"
         lines = [
             "",
             f"taskstream dev is running {spec} "
@@ -86,6 +96,8 @@ class Banner:
             f"  broker:  {self.bootstrap} ({where}); {len(self.created)} topics created",
             f"  store:   {store}",
         ]
+        if self.embedded and self.broker == "tansu":
+            lines += [f"  limit:   {_TANSU_LIMIT}", f"           {_TANSU_WAYS_OUT}"]
         if app.periodic_tasks:
             lines.append(f"  beat:    {len(app.periodic_tasks)} periodic tasks (taskstream beat)")
         url = f"http://127.0.0.1:{self.http_port}"

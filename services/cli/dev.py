@@ -1,9 +1,14 @@
 """``taskstream dev``: broker, topics, worker, materializer and HTTP API in one command.
 
-One supervisor (this process) and its children: the embedded broker (unless bootstrap
-servers are configured), ``taskstream worker``, ``taskstream materialize`` and
-``taskstream serve`` (unless ``--http-port 0``), and ``taskstream beat`` when the app has
-periodic tasks.
+One supervisor (this process) and its children: the broker (unless bootstrap servers are
+configured), ``taskstream worker``, ``taskstream materialize`` and ``taskstream serve``
+(unless ``--http-port 0``), and ``taskstream beat`` when the app has periodic tasks.
+
+- **The broker.** ``--broker tansu`` (the default): the embedded Tansu, memory only, which
+  starts in a second from PyPI but degrades after ~100,000 tasks; dev watches it and warns
+  when it slows (``broker_watch.py``). ``--broker kafka``: one Apache Kafka node
+  (``apache_kafka.py``; Java and Maven needed), its data in a temporary directory deleted
+  at stop, for load tests.
 
 - **Restarting and stopping** (``supervisor.py``). A child that dies is restarted after a
   short backoff, and dev says so; only Ctrl-C, SIGTERM and SIGHUP (the terminal closing)
@@ -37,7 +42,9 @@ import subprocess
 import sys
 
 from taskstream.app import App
+from taskstream.cli.apache_kafka import KafkaCluster
 from taskstream.cli.banner import Banner
+from taskstream.cli.broker_watch import Watcher, watch_embedded_broker
 from taskstream.cli.children import spawn
 from taskstream.cli.embedded_broker import EmbeddedBroker, free_port
 from taskstream.cli.supervisor import Supervisor, say
@@ -71,24 +78,21 @@ def dev(args: argparse.Namespace) -> int:
     for sig in _STOP_SIGNALS:
         signal.signal(sig, _raise_stop)
     app: App | None = None
-    broker: EmbeddedBroker | None = None
+    broker: EmbeddedBroker | KafkaCluster | None = None
+    watcher: Watcher | None = None
     supervisor: Supervisor | None = None
     try:
         app = load_app(args.app)
         env = dict(os.environ)
+        broker = _start_own_broker(app, args.broker)
         bootstrap = app.settings.bootstrap_servers
-        if not bootstrap:
-            STATE_DIR.mkdir(parents=True, exist_ok=True)
-            broker = EmbeddedBroker(log_path=STATE_DIR / "broker.log")
-            broker.start()
-            bootstrap = broker.bootstrap_servers
-            write_dev_state(bootstrap)
-            app.settings = app.settings.replace(bootstrap_servers=bootstrap)
-            app.store.reset(results_topic(app.settings.topic_prefix))
+        assert bootstrap  # the user's or our own broker's
         env["TASKSTREAM_BOOTSTRAP_SERVERS"] = bootstrap
         _share_metrics_dir(env)
         metrics = _metrics_ports(app)
         created = app.ensure_topics()
+        if isinstance(broker, EmbeddedBroker):
+            watcher = watch_embedded_broker(app.settings, bootstrap)
 
         cli = [sys.executable, "-m", "taskstream.cli", "--log-level", args.log_level]
         commands = _role_commands(cli, args, app, metrics)
@@ -107,6 +111,7 @@ def dev(args: argparse.Namespace) -> int:
             args.app,
             bootstrap,
             embedded=broker is not None,
+            broker=args.broker or "tansu",
             created=created,
             http_port=http_port,
             http_port_taken=args.http_port if args.http_port and not http_port else None,
@@ -126,12 +131,43 @@ def dev(args: argparse.Namespace) -> int:
             _stop(supervisor, app.settings.shutdown_grace_s if app is not None else 5.0)
         for sig in _STOP_SIGNALS:  # let the clean-up run to its end
             signal.signal(sig, signal.SIG_IGN)
+        if watcher is not None:
+            watcher.stop()
         if app is not None:
             app.close()
         if broker is not None:
             broker.stop()
         clear_dev_state()
         print("taskstream dev: stopped", file=sys.stderr, flush=True)
+
+
+def _start_own_broker(app: App, choice: str | None) -> EmbeddedBroker | KafkaCluster | None:
+    """Unless the app has bootstrap servers: start dev's broker (``choice``, default Tansu),
+    point this directory's commands and the app at it, and empty the store (the broker
+    starts empty). None: the app's own cluster."""
+    if app.settings.bootstrap_servers:
+        if choice:
+            raise ConfigError(
+                f"--broker {choice} starts a broker of dev's own, but bootstrap servers are "
+                f"set ({app.settings.bootstrap_servers}, e.g. TASKSTREAM_BOOTSTRAP_SERVERS): "
+                "drop one of the two"
+            )
+        return None
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    broker: EmbeddedBroker | KafkaCluster
+    if choice == "kafka":
+        say("starting Apache Kafka (one node; the first run resolves its jars with Maven)")
+        broker = KafkaCluster().start()
+    else:
+        broker = EmbeddedBroker(log_path=STATE_DIR / "broker.log").start()
+    try:
+        write_dev_state(broker.bootstrap_servers)
+        app.settings = app.settings.replace(bootstrap_servers=broker.bootstrap_servers)
+        app.store.reset(results_topic(app.settings.topic_prefix))
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
 
 
 def _role_commands(

@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("app", help="module:attribute")
     d.add_argument("--concurrency", type=int, default=4, help="the worker's tasks run at once (4)")
     d.add_argument("--http-port", type=int, default=8000, help="port of the HTTP API (0: none)")
+    d.add_argument(
+        "--broker",
+        choices=["tansu", "kafka"],
+        help="the broker dev starts: tansu (default; embedded, starts in a second, holds ~100k "
+        "tasks) or kafka (Apache Kafka, one node; needs java and mvn; for load tests)",
+    )
 
     s = command("send", help="send a task by name with JSON arguments; prints its id")
     s.add_argument("task", help="task name, e.g. examples.app.add")

@@ -10,6 +10,7 @@ With prefix ``taskstream``:
 - ``taskstream.beat``           the beat leader's claims and each periodic entry's last tick
 - ``taskstream.control``        revocations, keyed by task id, compacted (read by every worker)
 - ``taskstream.heartbeats``     each worker's latest heartbeat, keyed by worker id, compacted
+- ``taskstream.dev-probe``      ``taskstream dev``'s round trips that watch its embedded broker
 
 and the consumer groups that read them:
 
@@ -79,6 +80,11 @@ def delay_scanners(prefix: str) -> str:
 def heartbeats_topic(prefix: str) -> str:
     """``<prefix>.heartbeats``"""
     return _checked(f"{prefix}.heartbeats")
+
+
+def dev_probe_topic(prefix: str) -> str:
+    """``<prefix>.dev-probe``"""
+    return _checked(f"{prefix}.dev-probe")
 
 
 # One partition: a few workers' beats every few seconds; a reader reads it all.

@@ -31,17 +31,23 @@ def cli(
 
 @contextmanager
 def dev_running(
-    cwd: Path, env: dict[str, str], embedded: bool, app: str = "examples.app:app"
+    cwd: Path,
+    env: dict[str, str],
+    embedded: bool,
+    app: str = "examples.app:app",
+    *options: str,
+    ready_s: float = 30,
 ) -> Iterator[list[str]]:
-    """`taskstream dev examples.app:app` in ``cwd`` until the block ends, then Ctrl-C."""
+    """`taskstream dev examples.app:app [options]` in ``cwd`` until the block ends, then
+    Ctrl-C; with ``embedded``, the block starts once dev's broker serves (``ready_s``)."""
     output: list[str] = []
     dev = subprocess.Popen(
-        [sys.executable, "-m", "taskstream.cli", "dev", app],
+        [sys.executable, "-m", "taskstream.cli", "dev", app, *options],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         if embedded:
-            wait_until(lambda: (cwd / ".taskstream" / "dev.json").exists(), 30, "dev broker")
+            wait_until(lambda: (cwd / ".taskstream" / "dev.json").exists(), ready_s, "dev broker")
         yield output
     finally:
         dev.send_signal(signal.SIGINT)
@@ -51,11 +57,13 @@ def dev_running(
     assert not (cwd / ".taskstream" / "dev.json").exists()
 
 
-def dev_env(broker: BrokerHandle) -> dict[str, str]:
+def dev_env(broker: BrokerHandle | None) -> dict[str, str]:
+    """The environment of dev and the commands beside it (``broker`` None: dev starts its
+    own broker whatever the session's is)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSTREAM_")}
     env["PYTHONPATH"] = str(REPO)
     env["TASKSTREAM_SESSION_TIMEOUT_MS"] = "6000"
-    if broker.embedded is None:  # an external cluster: dev uses it instead of its own broker
+    if broker is not None and broker.embedded is None:  # an external cluster: dev uses it
         env["TASKSTREAM_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
         env["TASKSTREAM_TOPIC_PREFIX"] = f"cli-{os.getpid()}"
     return env

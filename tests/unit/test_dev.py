@@ -170,3 +170,46 @@ def test_an_app_with_celery_include_loads_its_tasks_and_one_without_tasks_is_war
     assert "defines no tasks" in caplog.text and "include=" in caplog.text
     text = Banner(bare, "incproj.celery:bare", "127.0.0.1:1", embedded=True, created=[]).render()
     assert "send TASK" not in text and "include=" in text
+
+
+def test_the_banner_states_the_embedded_brokers_limit_and_the_way_out_only_for_tansu() -> None:
+    app = App("banner", bootstrap_servers="127.0.0.1:1", store="memory://")
+
+    def render(broker: str) -> str:
+        return Banner(app, "m:app", "127.0.0.1:1", embedded=True, created=[],
+                      broker=broker).render()  # fmt: skip
+
+    tansu = render("tansu")
+    assert "limit:   Tansu holds ~100,000 tasks (1,000 tasks/s for ~90 s)" in tansu
+    assert "--broker kafka" in tansu and "restarting dev empties it" in tansu
+    kafka = render("kafka")
+    assert "(Apache Kafka, one node, data in a temporary directory)" in kafka
+    assert "limit:" not in kafka
+
+
+def test_dev_with_broker_kafka_names_java_and_maven_when_they_are_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskstream.cli.apache_kafka import KafkaCluster
+    from taskstream.errors import BrokerNotStarted
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither java nor mvn
+    cluster = KafkaCluster()
+    with pytest.raises(BrokerNotStarted, match=r"missing: java and mvn \(or use --broker tansu"):
+        cluster.start()
+    assert not cluster.directory.exists()  # its temporary directory went with it
+    (tmp_path / "java").write_text("#!/bin/sh\n")
+    (tmp_path / "java").chmod(0o755)
+    with pytest.raises(BrokerNotStarted, match=r"missing: mvn \("):
+        KafkaCluster().start()
+
+
+def test_dev_refuses_broker_when_the_app_already_has_bootstrap_servers() -> None:
+    from taskstream.cli.dev import _start_own_broker
+    from taskstream.cli.parser import build_parser
+
+    assert build_parser().parse_args(["dev", "x:app"]).broker is None  # Tansu, unless asked
+    app = App("own", bootstrap_servers="10.0.0.1:9092", store="memory://")
+    assert _start_own_broker(app, None) is None  # the app's cluster, as before
+    with pytest.raises(ConfigError, match="--broker kafka starts a broker of dev's own"):
+        _start_own_broker(app, "kafka")

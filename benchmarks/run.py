@@ -165,9 +165,9 @@ def local_broker(name: str, workdir: Path) -> Any:
     from taskstream.cli.embedded_broker import EmbeddedBroker
 
     if name == "kafka":
-        from tests.kafka_cluster import KafkaCluster
+        from taskstream.cli.apache_kafka import KafkaCluster
 
-        return KafkaCluster(workdir / "kafka")
+        return KafkaCluster(workdir / "kafka", nodes=3)
     if name == "noida":
         from tests.brokers import NoidaBroker
 

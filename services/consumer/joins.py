@@ -150,14 +150,20 @@ class Joiner:
     """Publishes the outcome of each due chord (see the module docstring)."""
 
     def __init__(
-        self, store: JoinStore, envelopes: Envelopes, prefix: str, producer: EventProducer
+        self,
+        store: JoinStore,
+        envelopes: Envelopes,
+        prefix: str,
+        producer: EventProducer,
+        members: MemberResults | None = None,
     ) -> None:
+        """``members``: what the materializer remembers of the members it applied."""
         self.store = store
         self.envelopes = envelopes
         self.prefix = prefix
         self.producer = producer
         self.fired = 0  # chords whose outcome this process published
-        self.members = MemberResults()
+        self.members = members if members is not None else MemberResults()
 
     def fire_due(self, timeout: float = 30.0) -> int:
         """Publish every due chord's outcome; returns how many were fired."""

@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.instrumentation import MaterializerHooks, PrometheusMaterializerHooks
-from taskstream.consumer.joins import Joiner, workflow_rows
+from taskstream.consumer.joins import Joiner, MemberResults, workflow_rows
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.envelope import now_micros
@@ -98,6 +98,7 @@ class Materializer(RuntimeOwner):
         self._tracker = OffsetTracker()
         self._producer: EventProducer | None = None  # opened for the first dead letter
         self._join: Joiner | None = None  # chords' joins (opened on the first assignment)
+        self._members = MemberResults()  # open groups' members' results, for their joins
         self._letters = DeadLetters(s.topic_prefix, producer_limit(s))
         self.hooks = hooks if hooks is not None else PrometheusMaterializerHooks()
         self.applied = 0  # result events written to the store by this process
@@ -191,7 +192,9 @@ class Materializer(RuntimeOwner):
     def _joiner(self) -> Joiner:
         if self._join is None:
             s = self.app.settings
-            self._join = Joiner(self.store, self.app.envelopes, s.topic_prefix, self._producer_())
+            self._join = Joiner(
+                self.store, self.app.envelopes, s.topic_prefix, self._producer_(), self._members
+            )
         return self._join
 
     def _producer_(self) -> EventProducer:
@@ -256,7 +259,7 @@ class Materializer(RuntimeOwner):
     def _remember(self, grouped: list[dict[str, Any]], forgotten: set[str]) -> None:
         """Members' results the store applied, for their chord's join (taskstream.consumer.joins);
         a forgotten result may be a member's: then forget them all (the joins read the store)."""
-        results = self._joiner().members
+        results = self._members
         if forgotten:
             results.clear()
         for d in grouped:

@@ -6,7 +6,7 @@ runs, so a task of any length never keeps the loop from polling (the worker stay
 group). A record's offset becomes committable only when its outcome (a result event, a
 retry's next attempt, or the record itself in the dead-letter topic) is acknowledged by the
 broker (acks=all), so a worker killed at any moment loses no task: its uncommitted records
-are redelivered to the group's other members. The delivery journal (deliveries.py) counts
+are redelivered to the group's other members. Partition ownership (the ownership package) counts
 the runs lost with a dying worker, so that a task that kills its worker ends as a dead
 letter instead of a crash loop. Each worker process also runs a delay scheduler (delays.py).
 """
@@ -28,7 +28,6 @@ from taskstream.app import App
 from taskstream.consumer import workflow
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.delays import DelayScheduler
-from taskstream.consumer.deliveries import Deliveries, DeliveryJournal, UncountedDeliveries
 from taskstream.consumer.execution import (
     TERMINATED,
     Outcome,
@@ -43,6 +42,7 @@ from taskstream.consumer.heartbeat import Heartbeat, Lag
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
+from taskstream.consumer.ownership import Ownership, OwnershipJournal, UncountedOwnership
 from taskstream.consumer.partition_check import short_queues
 from taskstream.consumer.reports import ReportServer
 from taskstream.consumer.revocation import ControlReader, Revocations
@@ -299,8 +299,8 @@ class Worker(RuntimeOwner):
         )
         control = ControlReader(app, self.revocations, watchdog.terminate, self.worker_id)
         control_thread = control.start()
-        self._journal: Deliveries = (
-            self._open_journal(runtime) if s.worker_lost_max_deliveries else UncountedDeliveries()
+        self._journal: Ownership = (
+            self._open_journal(runtime) if s.worker_lost_max_deliveries else UncountedOwnership()
         )
         delays = DelayScheduler(app, self.revocations, self.worker_id)
         delays_thread = threading.Thread(target=delays.run, name="taskstream-delays", daemon=True)
@@ -340,14 +340,14 @@ class Worker(RuntimeOwner):
             groups=(self.group_id, delays_group(prefix)),
         )  # fmt: skip
 
-    def _open_journal(self, runtime: ConsumerRuntime) -> DeliveryJournal:
+    def _open_journal(self, runtime: ConsumerRuntime) -> OwnershipJournal:
         s = self.settings
         topic = deliveries_topic(s.topic_prefix)
         # Never joined nor committed: the reader assigns, only while a claim waits (with the
         # worker's own fetch wait then: new partitions wait for it).
         reader_config = consumer_config(s, f"{self.group_id}.journal")
         reader = self.app.broker.consumer(reader_config)
-        journal = DeliveryJournal(
+        journal = OwnershipJournal(
             topic, reader, self._producer, self.worker_id, self.max_in_flight, self._admitted,
             runtime.high_watermark, skip=self._skipped, lease_s=self._handover_lease_s(),
             probation=s.worker_lost_max_deliveries >= 3,  # else one death too many

@@ -1,4 +1,5 @@
-"""The one clock taskstream reads wall time from: ``now()`` and ``now_micros()``.
+"""The one clock taskstream reads time from: ``now()`` and ``now_micros()`` (wall time),
+``monotonic()`` (leases).
 
 Normally ``time.time()``. ``taskstream.testing`` moves it forward with :func:`advance` so that
 countdowns and retries come due in a unit test without waiting. The shift is a module-level
@@ -26,6 +27,12 @@ def now() -> float:
 def now_micros() -> int:
     """Integer microseconds since the epoch (UTC), shifted by :func:`advance`."""
     return time.time_ns() // 1000 + _offset_us
+
+
+def monotonic() -> float:
+    """``time.monotonic()`` shifted by :func:`advance`: for leases and timeouts that tests
+    move forward instead of sleeping."""
+    return time.monotonic() + _offset_s
 
 
 def advance(seconds: float) -> None:

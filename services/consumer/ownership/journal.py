@@ -1,163 +1,38 @@
-"""Lost deliveries: a record whose task kills its worker is counted, then dead-lettered.
+"""The journal's I/O in one worker: claims, releases, careful runs and hand-overs.
 
-A task that kills its process (an OOM kill, a segfault in a C extension, ``os._exit``) leaves
-its record uncommitted; the group hands its partition to another member, which runs it again
-and dies too. To end that loop without a cost per task, the owner of each task partition
-keeps a small journal in Kafka, the compacted topic ``<prefix>.deliveries`` keyed by
-``topic:partition``; each record there is the whole state of one partition (JSON):
-
-- A worker **claims** a partition it is assigned, then reads the journal up to its own claim:
-  the last state before it says how the previous owner left. A clean hand-over (``release``)
-  costs nothing more: the partition runs as usual.
-- An owner that never released its partition died (or was fenced). Which of its records
-  killed it is unknown (nothing per task is written in the steady state). Most deaths are
-  not a record's doing (an OOM kill of the pod, a node lost), so the new owner first runs
-  that partition's suspects **on probation**: as usual, concurrently, once a state saying so
-  is durable. Only if it dies too before they end does the next owner run them
-  **carefully**: each alone in the worker (no other task runs meanwhile, so a death can only
-  be that run's), its run recorded durably (``running``) before it starts. (Run carefully
-  at once, a crash cost one durable write and one lone run per suspect: minutes for a
-  thousand suspects on a replicated cluster, with every other partition waiting.) The
-  suspects are what the dead owner could have fetched: from the committed offset, at most
-  its ``max_tasks_in_flight`` records, and no further than the partition's end at the
-  takeover. Afterwards the partition runs as usual again. Probation is skipped when
-  ``worker_lost_max_deliveries`` is below 3 (it costs one death more before a record is
-  caught).
-- A careful owner that dies with a run recorded has been killed by that record: it counts a
-  lost delivery, plus the death that started the careful mode (then attributed). At
-  ``worker_lost_max_deliveries`` the record is not run again: its outcome is FAILURE
-  ``WorkerLost`` and it goes to the dead-letter topic as ``worker-lost``; the records behind
-  it run.
-
-A partition moved by a rebalance while its tasks run (a long task, say) is **handed over
-running**: the releasing owner names in its ``release`` the offsets it still runs (with
-their keys) and those it finished above the committed offset, and it keeps running them,
-reporting under the key ``topic:partition@token`` as each one's outcome is acknowledged
-(and every ``HANDOVER_BEAT_S`` meanwhile). The new owner skips what was finished, holds the
-records of the keys still running there, runs the other keys at once, and runs the held
-ones in order once their reports say done. A report that stops for the lease (the releasing
-worker died) leaves its runs as suspects, run carefully like a dead owner's.
-
-So a record that kills every worker it runs on ends after that many deaths (the first one
-or two inferred, the others recorded). The journal is internal and JSON, not part of the Avro
-contract in ``schemas/``.
+:class:`OwnershipJournal` writes each task partition's state to the compacted journal topic,
+reads it back (the previous owner's last state decides how the partition starts, by
+:func:`taskstream.consumer.ownership.state.takeover`), holds the records that must wait, and
+runs the careful ones alone. Leases are on :func:`taskstream.clock.monotonic`, so tests move
+them with ``clock.advance`` instead of sleeping.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import replace
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from taskstream import clock
+from taskstream.consumer.ownership.state import (
+    CLAIM,
+    OWN,
+    RELEASE,
+    HandoverReport,
+    PartitionState,
+    journal_key,
+    report_key,
+    takeover,
+)
 from taskstream.kafka import EventProducer
 
 log = logging.getLogger(__name__)
 
-CLAIM, OWN, RELEASE = "claim", "own", "release"
 HANDOVER_BEAT_S = 1.0  # a releasing owner reports on the runs it still has at least this often
-
-
-@dataclass(frozen=True)
-class PartitionState:
-    """What the journal holds for one task partition (one record, the latest wins)."""
-
-    owner: str  # worker id
-    token: str  # one per assignment of the partition to the owner
-    state: str  # claim | own | release
-    careful_until: int | None = None  # records below this offset run carefully (-1: to be set)
-    inferred: int = 0  # deaths not yet attributed to a record (JSON true from older journals: 1)
-    running: int | None = None  # the offset whose careful run is in progress
-    lost: dict[int, int] = field(default_factory=dict)  # offset -> lost deliveries
-    window: int = 0  # the owner's max_tasks_in_flight: how far past the commit it may fetch
-    suspects: int = 0  # careful: how many records past the first may be suspects
-    handed: dict[int, str | None] = field(default_factory=dict)  # release: still running (key hex)
-    done: list[int] = field(default_factory=list)  # release: finished above the committed offset
-    probation: bool = False  # the suspects below careful_until run as usual, once
-
-    def encode(self) -> bytes:
-        d = asdict(self)
-        d["lost"] = {str(k): v for k, v in self.lost.items()}
-        d["handed"] = {str(k): v for k, v in self.handed.items()}
-        return json.dumps(d, separators=(",", ":")).encode()
-
-    @classmethod
-    def decode(cls, data: bytes) -> PartitionState:
-        d: dict[str, Any] = json.loads(data)
-        d["lost"] = {int(k): int(v) for k, v in (d.get("lost") or {}).items()}
-        d["handed"] = {int(k): v for k, v in (d.get("handed") or {}).items()}
-        d["inferred"] = int(d.get("inferred") or 0)  # older journals: a bool
-        return cls(**d)
-
-
-@dataclass(frozen=True)
-class HandoverReport:
-    """A releasing owner's runs of a partition it handed over: those still running, and
-    those whose outcome is acknowledged. A handed run in neither was abandoned (its worker
-    stopped): the new owner runs it."""
-
-    running: frozenset[int]
-    done: frozenset[int]
-
-    def encode(self) -> bytes:
-        d = {"running": sorted(self.running), "done": sorted(self.done)}
-        return json.dumps(d, separators=(",", ":")).encode()
-
-    @classmethod
-    def decode(cls, data: bytes) -> HandoverReport:
-        d: dict[str, Any] = json.loads(data)
-        return cls(frozenset(map(int, d["running"])), frozenset(map(int, d["done"])))
-
-
-def journal_key(topic: str, partition: int) -> str:
-    return f"{topic}:{partition}"
-
-
-def takeover(
-    previous: PartitionState | None,
-    me: str,
-    token: str,
-    window: int,
-    *,
-    mine: bool = False,
-    probation: bool = True,
-) -> PartitionState:
-    """The state a new owner starts from, given how the previous owner left. ``mine``: the
-    previous assignment was this very process's (it lost the partition, to a session timeout
-    or a lost coordinator, and got it back): nobody died, whatever the state says.
-    ``probation``: a first death leaves its suspects on probation rather than careful."""
-    if previous is None:
-        return PartitionState(me, token, OWN, window=window)
-    if previous.state == RELEASE or mine:  # clean: carry an unfinished careful window on
-        return replace(
-            previous, owner=me, token=token, state=OWN, running=None, window=window,
-            handed={}, done=[],
-        )  # fmt: skip
-    lost = dict(previous.lost)
-    if previous.running is not None:  # died during a recorded run, alone: that record did it
-        offset = previous.running
-        lost[offset] = lost.get(offset, 0) + 1 + int(previous.inferred)
-        until = max(lost) + 1  # the inferred deaths are now attributed: only counted ones stay
-        return PartitionState(me, token, OWN, until, 0, None, lost, window)
-    # Died with no run recorded: a record in what it had fetched may have done it.
-    suspects = previous.window or window
-    first = previous.careful_until is None and not lost and not previous.inferred
-    if first and probation:  # most likely not a record's doing: run them as usual once
-        return PartitionState(me, token, OWN, -1, 1, None, lost, window, suspects, probation=True)
-    # Died again with its suspects on probation (a second death to attribute), or careful.
-    inferred = int(previous.inferred) + 1 if previous.probation else max(1, previous.inferred)
-    return PartitionState(me, token, OWN, -1, inferred, None, lost, window, suspects)
-
-
-def report_key(key: str, token: str) -> str:
-    """Where the owner of assignment ``token`` reports on the runs it handed over."""
-    return f"{key}@{token}"
 
 
 class _Partition:
@@ -208,7 +83,7 @@ class _Handing:
         self.deadline = 0.0  # monotonic: no report from it by then, it is taken for dead
 
 
-class DeliveryJournal:
+class OwnershipJournal:
     """Claims, releases and careful runs of one worker's task partitions.
 
     Driven from the worker's consumer loop (one thread): ``admit`` each fetched record,
@@ -454,14 +329,14 @@ class DeliveryJournal:
     def keep_alive(self) -> None:
         """Report on the runs still handed over, when due (also from the runtime's keeper,
         while a task holds the loop's thread)."""
-        now = time.monotonic()
+        now = clock.monotonic()
         for handing in self._handing.values():
             if now >= handing.beat_at:
                 self._report(handing)
 
     def _report(self, handing: _Handing) -> None:
         report = HandoverReport(frozenset(handing.running), frozenset(handing.done))
-        handing.beat_at = time.monotonic() + HANDOVER_BEAT_S
+        handing.beat_at = clock.monotonic() + HANDOVER_BEAT_S
         self._producer.produce(self.topic, report.encode(), handing.report, self._reported)
 
     @staticmethod
@@ -492,7 +367,7 @@ class DeliveryJournal:
         }
         part.awaited_keys = {k for k in part.awaited.values() if k is not None}
         part.report = report_key(part.key, previous.token)
-        part.deadline = time.monotonic() + self._lease_s
+        part.deadline = clock.monotonic() + self._lease_s
         self._awaited[part.report] = part
         log.info(
             "%s: handed over with %d runs in progress at %s; their keys wait for them",
@@ -505,7 +380,7 @@ class DeliveryJournal:
     def _apply(self, part: _Partition, report: HandoverReport) -> None:
         """A report on the runs ``part`` waits for: the finished are skipped, the abandoned
         run here, the running wait on."""
-        part.deadline = time.monotonic() + self._lease_s
+        part.deadline = clock.monotonic() + self._lease_s
         finished = {o for o in part.awaited if o in report.done}
         for offset in [o for o in part.awaited if o not in report.running]:
             del part.awaited[offset]
@@ -534,7 +409,7 @@ class DeliveryJournal:
 
     def _expire(self) -> None:
         """A previous owner silent for the lease died with its runs: they are suspects."""
-        now = time.monotonic()
+        now = clock.monotonic()
         for key, part in list(self._awaited.items()):
             if now < part.deadline:
                 continue
@@ -599,7 +474,7 @@ class DeliveryJournal:
 
     def _relay(self, handing: _Handing, report: HandoverReport) -> None:
         """An earlier owner's report on runs this worker handed on: passed to the next."""
-        handing.deadline = time.monotonic() + self._lease_s
+        handing.deadline = clock.monotonic() + self._lease_s
         for offset in list(handing.relayed):
             if offset in report.done:
                 handing.done.add(offset)
@@ -620,7 +495,7 @@ class DeliveryJournal:
 
     def _expire_relays(self) -> None:
         """An earlier owner silent for the lease: its runs are abandoned (run by the next)."""
-        now = time.monotonic()
+        now = clock.monotonic()
         for handing in list(self._relays.values()):
             if now >= handing.deadline:
                 log.warning("%s: no report for %.0fs: runs relayed as abandoned",
@@ -746,73 +621,3 @@ class DeliveryJournal:
                 then()
 
         self._producer.produce(self.topic, part.state.encode(), part.key, delivered)
-
-
-class Deliveries(Protocol):
-    """What the worker asks of its deliveries journal (DeliveryJournal, or
-    UncountedDeliveries when crash counting is off)."""
-
-    @property
-    def handing(self) -> bool: ...
-    @property
-    def isolating(self) -> bool: ...
-    def close(self) -> None: ...
-    def keep_alive(self) -> None: ...
-    def claim(self, tp: TopicPartition) -> None: ...
-    def release(
-        self,
-        topic: str,
-        partition: int,
-        running: Mapping[int, bytes | None] | None = None,
-        done: Iterable[int] = (),
-    ) -> list[Message]: ...
-    def lost(self, topic: str, partition: int) -> list[Message]: ...
-    def admit(self, message: Message) -> bool: ...
-    def finished(self, topic: str, partition: int, offset: int) -> None: ...
-    def held_in(self, topic: str, partition: int) -> int: ...
-    def held(self) -> int: ...
-    def serve(self, idle: Callable[[], bool]) -> None: ...
-
-
-class UncountedDeliveries:
-    """``worker_lost_max_deliveries = 0``: lost deliveries are not counted; every record runs
-    as usual (a task that kills its worker is delivered again and again), and a partition
-    moved while its tasks run is run again by its new owner."""
-
-    def close(self) -> None: ...
-    def claim(self, tp: TopicPartition) -> None: ...
-
-    @property
-    def handing(self) -> bool:
-        return False
-
-    def keep_alive(self) -> None: ...
-
-    def release(
-        self,
-        topic: str,
-        partition: int,
-        running: Mapping[int, bytes | None] | None = None,
-        done: Iterable[int] = (),
-    ) -> list[Message]:
-        return []
-
-    def lost(self, topic: str, partition: int) -> list[Message]:
-        return []
-
-    def admit(self, message: Message) -> bool:
-        return True
-
-    def finished(self, topic: str, partition: int, offset: int) -> None: ...
-
-    def held_in(self, topic: str, partition: int) -> int:
-        return 0
-
-    def held(self) -> int:
-        return 0
-
-    @property
-    def isolating(self) -> bool:
-        return False
-
-    def serve(self, idle: Callable[[], bool]) -> None: ...

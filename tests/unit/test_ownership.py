@@ -1,17 +1,19 @@
-"""Lost deliveries: the journal attributes a worker's death to the record it ran, on the stub;
-and partitions handed over with runs in progress wait for them."""
+"""Partition ownership: the journal attributes a worker's death to the record it ran, on the
+stub; and partitions handed over with runs in progress wait for them."""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterator
 
+import pytest
 from confluent_kafka import Message, TopicPartition
 
-from taskstream.consumer.deliveries import (
+from taskstream import clock
+from taskstream.consumer.ownership import (
     CLAIM,
     OWN,
     RELEASE,
-    DeliveryJournal,
+    OwnershipJournal,
     PartitionState,
     takeover,
 )
@@ -38,7 +40,7 @@ class Worker:
         self.reader = reader
         self.runs: list[tuple[int, int | None]] = []  # (offset, lost) handed to the worker
         self.skips: list[int] = []  # done by the previous owner: not run
-        self.journal = DeliveryJournal(
+        self.journal = OwnershipJournal(
             JOURNAL, reader, self.producer, name, window,
             lambda m, lost: self.runs.append((m.offset() or 0, lost)),
             lambda t, p: broker.end_offset(t, p),
@@ -264,6 +266,13 @@ def test_runs_handed_over_by_a_worker_that_stops_run_at_the_new_owner() -> None:
     assert b.runs == [(0, None), (2, None)]
 
 
+@pytest.fixture
+def moved_clock() -> Iterator[None]:
+    yield
+    clock.reset()
+
+
+@pytest.mark.usefixtures("moved_clock")
 def test_runs_handed_over_by_a_worker_that_died_run_carefully_after_the_lease() -> None:
     broker, records = setup(0, "ABAC")
     a = Worker(broker, "a")
@@ -273,7 +282,7 @@ def test_runs_handed_over_by_a_worker_that_died_run_carefully_after_the_lease() 
     b = Worker(broker, "b", lease_s=0.2)
     b.take(records)
     assert b.runs == []
-    time.sleep(0.3)
+    clock.advance(0.3)  # past the lease, without waiting for it
     b.pump()
     assert b.runs == [(0, 0)], "a suspect: alone, recorded first"
     b.journal.finished(TASKS, 0, 0)

@@ -19,7 +19,6 @@ schema break fails the test.
 
 from __future__ import annotations
 
-import atexit
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -135,41 +134,29 @@ def run(app: App, *, concurrency: int | None = None) -> Iterator[Stub]:
     the app's broker, store, publisher and settings are restored; the clock is moved back
     if the block advanced it.
     """
-    saved = (app.broker, app.settings, app._store, app._publisher, app._control)
     clock_offset = clock.offset()
     broker = StubBroker(clock=clock.now)
     s = app.settings
-    app.broker = broker
-    app.settings = s.replace(
+    settings = s.replace(
         bootstrap_servers=s.bootstrap_servers or "stub:9092",  # the clients' configs need one
         commit_interval_ms=_COMMIT_INTERVAL_MS,
         shutdown_grace_s=min(s.shutdown_grace_s, _SHUTDOWN_GRACE_S),
     )
-    app._store = MemoryStore()
-    app._publisher = None
-    app._control = None  # app.control revokes through the stub broker too
+    # app.control revokes through the stub broker too: rebound() opens it anew there.
     try:
-        app.ensure_topics()  # before the first delay(): the worker makes them on its thread
-        worker = Worker(app, concurrency=concurrency)
-        materializer = Materializer(app)
-        stub = Stub(app, broker, worker, materializer)
-        stub._start("worker", worker.run)
-        stub._start("materializer", materializer.run)
-        try:
-            yield stub
-        finally:
-            stub._stop()
-        stub.raise_errors()
+        with app.rebound(broker=broker, store=MemoryStore(), settings=settings):
+            app.ensure_topics()  # before the first delay(): the worker makes them on its thread
+            worker = Worker(app, concurrency=concurrency)
+            materializer = Materializer(app)
+            stub = Stub(app, broker, worker, materializer)
+            stub._start("worker", worker.run)
+            stub._start("materializer", materializer.run)
+            try:
+                yield stub
+            finally:
+                stub._stop()
+            stub.raise_errors()
     finally:
-        publisher = app._publisher
-        if publisher is not None:
-            publisher.close(5.0)
-            atexit.unregister(publisher.close)
-        if app._store is not None:
-            app._store.close()
-        if app._control is not None:
-            app._control.close()
-        app.broker, app.settings, app._store, app._publisher, app._control = saved
         if clock.offset() != clock_offset:
             clock.reset()
             clock.advance(clock_offset)

@@ -11,7 +11,7 @@ dramatiq's ``StubBroker`` for taskstream.
             stub.join()          # every task, retry and result done
 
 Unlike eager mode, nothing is short-circuited: ``run`` swaps the app's broker for an in-memory
-:class:`taskstream.stub_broker.StubBroker` and its lookup store for a memory one, then runs
+:class:`taskstream.testing.stub_broker.StubBroker` and its lookup store for a memory one, then runs
 the real worker (with its delay scheduler) and the materializer on background threads. Task
 events, retries and results take the same Avro encode/decode path as in production, so a
 schema break fails the test.
@@ -31,7 +31,7 @@ from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker
 from taskstream.errors import JoinTimeout
 from taskstream.store import MemoryStore
-from taskstream.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker
 from taskstream.topics import (
     DELAY_TIERS_S,
     delay_topic,

@@ -12,7 +12,7 @@ from taskstream.envelope import TaskEvent
 from taskstream.errors import StoreError
 from taskstream.publishing import default_publisher_factory
 from taskstream.store import MemoryStore
-from taskstream.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker
 
 
 class RecordingPublisher:

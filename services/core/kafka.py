@@ -167,7 +167,7 @@ class Access:
 
 class Broker(Protocol):
     """Where an app's Kafka clients come from: the real cluster (:class:`KafkaBroker`) or the
-    in-memory :class:`taskstream.stub_broker.StubBroker` of unit tests and
+    in-memory :class:`taskstream.testing.stub_broker.StubBroker` of unit tests and
     ``taskstream.testing``.
 
     The clients it returns have confluent-kafka's ``Consumer`` and ``Producer`` API (the

@@ -16,7 +16,7 @@ from taskstream.errors import NotAuthorized
 from taskstream.kafka import header_pairs
 from taskstream.metrics import BEAT_LEADER
 from taskstream.periodic import tick_id
-from taskstream.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker
 from taskstream.topics import task_topic
 
 PREFIX = "ub"

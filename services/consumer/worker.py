@@ -323,8 +323,12 @@ class Worker(RuntimeOwner):
             delays_thread.join(s.delivery_timeout_ms / 1000)
             # Every outcome a commit depends on was acknowledged before the runtime's last
             # commit; what is left (the journal's releases, the last heartbeat) only saves the
-            # next owner some work, so a broker gone with the worker's parent costs seconds.
-            producer.close(min(s.delivery_timeout_ms / 1000, _CLOSE_FLUSH_S))
+            # next owner some work, so a broker gone with the worker's parent costs a second.
+            producer.close(
+                min(s.delivery_timeout_ms / 1000, _CLOSE_FLUSH_S),
+                expendable="this worker's partition releases and its offline heartbeat; the "
+                "next owner of its partitions treats them as a dead owner's",
+            )
             self.executor.shutdown()
             log.info("worker %s stopped", self.worker_id)
 

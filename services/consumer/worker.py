@@ -79,6 +79,10 @@ log = logging.getLogger(__name__)
 
 _EARLY_TOLERANCE_US = 5_000  # an event due within this is run now, not delayed again
 _CLOSE_FLUSH_S = 5.0  # at most this for the producer's last events when the worker stops
+# A stop signal this soon after the first is that one repeated, not a second request: the
+# kernel sends the parent-death signal (PR_SET_PDEATHSIG, dev's children) once per thread
+# of a SIGKILLed parent as each exits, milliseconds apart. In seconds.
+_SIGNAL_REPEAT_S = 0.25
 
 
 class JobContext:
@@ -236,6 +240,7 @@ class Worker(RuntimeOwner):
         self._tracker = OffsetTracker()
         self.lag = Lag({}, {})  # as of the last commit
         self._in_flight = 0  # fetched records whose outcome is not yet delivered
+        self._signalled_at: float | None = None  # time.monotonic() of the first stop signal
         self._held: list[Message] = []  # may run, but wait for careful runs to end
         self._finished: deque[tuple[PartitionOffsets, int]] = deque()  # outcomes acknowledged
         # Revoked task ids, from the control topic.
@@ -246,6 +251,8 @@ class Worker(RuntimeOwner):
     def install_signal_handlers(self) -> None:
         def handle(signum: int, _frame: FrameType | None) -> None:
             name = signal.Signals(signum).name
+            if self._repeated_signal():
+                return
             if self._stop_requested:
                 # A second signal: at once. Unfinished tasks are not committed, so the next
                 # owner of their partitions runs them (at least once, as after a crash).
@@ -260,6 +267,14 @@ class Worker(RuntimeOwner):
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+
+    def _repeated_signal(self) -> bool:
+        """Whether this stop signal repeats the first (see _SIGNAL_REPEAT_S); notes the first."""
+        now = time.monotonic()
+        if self._signalled_at is None:
+            self._signalled_at = now
+            return False
+        return now - self._signalled_at < _SIGNAL_REPEAT_S
 
     def run(self) -> None:
         s, app = self.settings, self.app
@@ -323,8 +338,12 @@ class Worker(RuntimeOwner):
             delays_thread.join(s.delivery_timeout_ms / 1000)
             # Every outcome a commit depends on was acknowledged before the runtime's last
             # commit; what is left (the journal's releases, the last heartbeat) only saves the
-            # next owner some work, so a broker gone with the worker's parent costs seconds.
-            producer.close(min(s.delivery_timeout_ms / 1000, _CLOSE_FLUSH_S))
+            # next owner some work, so a broker gone with the worker's parent costs a second.
+            producer.close(
+                min(s.delivery_timeout_ms / 1000, _CLOSE_FLUSH_S),
+                expendable="this worker's partition releases and its offline heartbeat; the "
+                "next owner of its partitions treats them as a dead owner's",
+            )
             self.executor.shutdown()
             log.info("worker %s stopped", self.worker_id)
 

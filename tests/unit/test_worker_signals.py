@@ -11,7 +11,7 @@ import pytest
 from taskstream import App
 from taskstream.consumer import worker as worker_module
 from taskstream.consumer.worker import Worker
-from taskstream.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from typing import Protocol
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from taskstream import rdkafka_log
 from taskstream.cli.supervisor import say
 from taskstream.config import Settings
 from taskstream.kafka import ensure_topics
@@ -130,9 +131,12 @@ class KafkaProbe:
 
     def __init__(self, bootstrap_servers: str, topic: str, timeout: float = 30.0) -> None:
         self._partition = TopicPartition(topic, 0)
-        self._producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 0})
+        # The embedded broker's own clients: no settings of the app's, but taskstream's
+        # logger (librdkafka's lines rate-limited in Python logging, as every other client).
+        logged = {"bootstrap.servers": bootstrap_servers, "logger": rdkafka_log.LOGGER}
+        self._producer = Producer({**logged, "linger.ms": 0})
         self._consumer = Consumer({
-            "bootstrap.servers": bootstrap_servers,
+            **logged,
             "group.id": f"{topic}-reader",  # never joined: librdkafka requires one
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 500,

@@ -79,8 +79,9 @@ class _NoJournal:
 
 def worker_pass(app: Any) -> Callable[[list[Message]], None]:
     producer = AckingProducer()
+    consumer = StubBroker().consumer({"group.id": "bench", "enable.auto.commit": False})
     handler = TaskHandler(
-        app, app.settings, StubBroker().consumer({"group.id": "bench"}), producer,  # type: ignore[arg-type]
+        app, app.settings, consumer, producer,  # type: ignore[arg-type]
         hooks=PrometheusHooks(), revocations=Revocations(app.settings.revokes_max),
         watchdog=Watchdog(), worker_id="bench:1", concurrency=1,
         max_in_flight=app.settings.max_tasks_in_flight,

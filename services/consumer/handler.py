@@ -99,6 +99,7 @@ class TaskHandler:
             destination=self.outcomes.destination, on_progress=self.outcomes.started,
             traced=traced,
         )  # fmt: skip
+        self._decide = self.dispatcher.decide  # bound once: the hot path's first call
         self.runtime = ConsumerRuntime(
             consumer,
             self,
@@ -177,8 +178,11 @@ class TaskHandler:
             offsets.add(offset, message.timestamp()[1])
             offsets.keys[offset] = message.key()
             self.in_flight += 1
-            if journal.admit(message):
-                self._admitted(record, None)
+            if journal.admit(message):  # as _admitted(record, None), one call less per record
+                if journal.isolating:
+                    self._held.append(record)
+                else:
+                    self.dispatch(record, None)
 
     def _admitted_message(self, message: Message, lost: int | None) -> None:
         """A record the journal held may run now (``lost``: after that many lost runs)."""
@@ -236,7 +240,7 @@ class TaskHandler:
 
     def dispatch(self, record: Record, lost: int | None) -> None:
         """Decide what becomes of a record, and do it: the one place a decision is applied."""
-        decision: Decision = self.dispatcher.decide(record, lost)
+        decision: Decision = self._decide(record, lost)
         if type(decision) is Run:  # the common case first
             self.executor.submit(TaskJob(self.context, decision, record.message, record.offsets))
             return

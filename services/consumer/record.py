@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from confluent_kafka import Message
 
-from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
+from taskstream.consumer.offsets import OffsetTracker
 
 
 class Record:
@@ -25,4 +25,5 @@ class Record:
         self.topic = topic
         self.partition = partition
         self.offset = offset
-        self.offsets: PartitionOffsets = tracker.get(topic, partition)
+        offsets = tracker.partitions.get((topic, partition))  # tracker.get(), one call less
+        self.offsets = offsets if offsets is not None else tracker.assign(topic, partition)

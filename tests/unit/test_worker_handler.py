@@ -29,6 +29,7 @@ from taskstream.topics import dead_letter_topic, delay_tier, delay_topic, result
 PREFIX = "wh"
 TASKS = task_topic(PREFIX, "default")
 GATE = threading.Event()  # unit.gated waits for it
+MADE: list[TaskHandler] = []  # their executors' threads end with the test
 
 
 @pytest.fixture
@@ -51,6 +52,8 @@ def app() -> Iterator[App]:
         yield app
     finally:
         GATE.set()
+        while MADE:
+            MADE.pop().executor.shutdown()
         app.close()
         clock.reset()
 
@@ -86,12 +89,17 @@ def handler(
 ) -> TaskHandler:
     s = app.settings.replace(**settings)
     broker = app.broker
-    return TaskHandler(
+    return made(TaskHandler(
         app, s, broker.consumer(consumer_config(s, "wh.workers")),
         EventProducer(producer_config(s), broker=broker), hooks=Hooks(),
         revocations=Revocations(), watchdog=Watchdog(), worker_id="host:1", concurrency=2,
         max_in_flight=max_in_flight, message_max_bytes=1_000_000, ownership=ownership,
-    )  # fmt: skip
+    ))  # fmt: skip
+
+
+def made(h: TaskHandler) -> TaskHandler:
+    MADE.append(h)
+    return h
 
 
 def hooks(h: TaskHandler) -> Hooks:
@@ -290,12 +298,12 @@ def test_a_revoked_partition_is_handed_over_once_its_runs_are_done(app: App) -> 
             super().serve(timeout)
 
     s = app.settings
-    h = Probe(
+    h = made(Probe(
         app, s, app.broker.consumer(consumer_config(s, "wh.workers")),
         EventProducer(producer_config(s), broker=app.broker), hooks=Hooks(),
         revocations=Revocations(), watchdog=Watchdog(), worker_id="host:1", concurrency=2,
         max_in_flight=10, message_max_bytes=1_000_000,
-    )  # fmt: skip
+    ))  # fmt: skip
     h.records(tasks(app))
     assert h.in_flight == 1 and not GATE.is_set()
     h.revoked([TopicPartition(TASKS, 0)], lost=False)

@@ -33,8 +33,8 @@ from taskstream.consumer.executor import Executor
 from taskstream.consumer.heartbeat import Lag
 from taskstream.consumer.instrumentation import WorkerHooks
 from taskstream.consumer.jobs import JobContext, TaskJob
-from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
-from taskstream.consumer.outcomes import Outcomes
+from taskstream.consumer.offsets import OffsetTracker
+from taskstream.consumer.outcomes import Acks, Outcomes
 from taskstream.consumer.ownership import Ownership, UncountedOwnership
 from taskstream.consumer.record import Record
 from taskstream.consumer.reports import ReportServer
@@ -87,10 +87,12 @@ class TaskHandler:
         self.lag = Lag({}, {})  # as of the last commit; replaced whole (heartbeat's thread)
         self.in_flight = 0  # fetched records whose outcome is not yet delivered
         self._held: list[Record] = []  # may run, but wait for careful runs to end
-        self._finished: deque[tuple[PartitionOffsets, int]] = deque()  # outcomes acknowledged
+        # Records whose outcome is acknowledged (appended on whichever thread served the
+        # report): the loop's thread settles them at its next serve().
+        self._finished: deque[Acks] = deque()
         letters = DeadLetters(settings.topic_prefix, message_max_bytes)
         self.outcomes = Outcomes(
-            producer, settings.topic_prefix, app.envelopes, self._done, letters,
+            producer, settings.topic_prefix, app.envelopes, self._finished.append, letters,
             hooks.dead_lettered,
         )  # fmt: skip
         self.dispatcher = Dispatcher(
@@ -99,7 +101,6 @@ class TaskHandler:
             destination=self.outcomes.destination, on_progress=self.outcomes.started,
             traced=traced,
         )  # fmt: skip
-        self._decide = self.dispatcher.decide  # bound once: the hot path's first call
         self.runtime = ConsumerRuntime(
             consumer,
             self,
@@ -135,12 +136,7 @@ class TaskHandler:
     def _skipped(self, message: Message) -> None:
         """Done by the partition's previous owner (its outcome is published): not run."""
         record = Record(message, self.tracker)
-        self._finished.append((record.offsets, record.offset))
-
-    def _done(self, offsets: PartitionOffsets, offset: int) -> None:
-        """Every event of a record's outcome is acknowledged (on whichever thread served the
-        report): the loop's thread settles it at its next serve()."""
-        self._finished.append((offsets, offset))
+        self._finished.append(Acks(record.offsets, record.offset, 0))
 
     # -- the runtime's handler --------------------------------------------------------------
 
@@ -155,7 +151,8 @@ class TaskHandler:
         finished = self._finished
         journal = self.journal
         while finished:
-            offsets, offset = finished.popleft()
+            done = finished.popleft()
+            offsets, offset = done.offsets, done.offset
             offsets.finish(offset)
             offsets.keys.pop(offset, None)
             self.in_flight -= 1
@@ -240,7 +237,7 @@ class TaskHandler:
 
     def dispatch(self, record: Record, lost: int | None) -> None:
         """Decide what becomes of a record, and do it: the one place a decision is applied."""
-        decision: Decision = self._decide(record, lost)
+        decision: Decision = self.dispatcher.decide(record, lost)
         if type(decision) is Run:  # the common case first
             self.executor.submit(TaskJob(self.context, decision, record.message, record.offsets))
             return

@@ -32,7 +32,7 @@ from taskstream.consumer.handler import TaskHandler
 from taskstream.consumer.instrumentation import PrometheusHooks
 from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.time_limits import Watchdog
-from taskstream.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker
 
 
 class AckingProducer:

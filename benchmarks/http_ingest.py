@@ -30,7 +30,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from taskstream import App, schema_files
+from taskstream import App
+from taskstream.cli import schema_files
 from taskstream.cli.embedded_broker import EmbeddedBroker, free_port
 
 REPORTS = Path(__file__).resolve().parent / "reports"

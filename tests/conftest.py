@@ -33,6 +33,12 @@ class BrokerHandle:
             pytest.skip("needs the broker process (SIGSTOP), not an external cluster")
         return self.embedded
 
+    def require_tansu(self, reason: str) -> EmbeddedBroker:
+        """The embedded broker of `taskstream dev` (Tansu, the default); skips elsewhere."""
+        if not isinstance(self.embedded, EmbeddedBroker):
+            pytest.skip(f"needs the embedded broker (TASKSTREAM_TEST_BROKER=tansu): {reason}")
+        return self.embedded
+
     def require_crash_failover(self) -> None:
         if not self.crash_failover:
             pytest.skip("this broker never expires a consumer killed without closing")

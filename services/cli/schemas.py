@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from taskstream import schema_files
+from taskstream.cli import schema_files
 from taskstream.loading import load_app
 
 

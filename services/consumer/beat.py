@@ -2,8 +2,10 @@
 
 **Leadership from Kafka.** Every ``taskstream beat`` replica joins the group
 ``<prefix>.beat`` on the one-partition compacted topic ``<prefix>.beat``; the member that
-owns the partition leads, the others wait in the group. A SIGKILLed leader leaves the group
-after ``session_timeout_ms`` and the partition (so the lead) moves to another replica.
+owns the partition leads, the others wait in the group. The group is cooperative-sticky, so
+a replica joining does not move the partition nor pause the leader. A SIGKILLed leader
+leaves the group after ``session_timeout_ms`` and the partition (so the lead) moves to
+another replica.
 
 **State in Kafka.** The topic holds, per entry, the last tick fired (key ``tick/<entry>``)
 and the leaders' claims (key ``leader``). A new leader takes the transactional id
@@ -128,10 +130,13 @@ class Beat(RuntimeOwner):
         self.app.broker.check_access(s, Access((own,), (own, *tasks), (beat_group(self.prefix),)))
         # The beat topic gets a record per turn at most: a long fetch wait spares the
         # broker idle fetches (it delays the catch-up read of a new leader by as much).
+        # Cooperative-sticky: a replica joining or leaving leaves the leader its partition,
+        # so it fires on through the rebalance; an eager assignor revoked it and the leader
+        # claimed and read anew (a ~2.5 s gap in the ticks, issue 20).
         config = consumer_config(
             s,
             beat_group(self.prefix),
-            strategy="range",
+            strategy="cooperative-sticky",
             **{
                 "fetch.wait.max.ms": max(s.fetch_wait_max_ms, _FETCH_WAIT_MS),
                 # librdkafka's default, stated: the state is what committed transactions say

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 
@@ -61,6 +62,10 @@ from taskstream.topics import (
 log = logging.getLogger(__name__)
 
 _CLOSE_FLUSH_S = 5.0  # at most this for the producer's last events when the worker stops
+# A stop signal this soon after the first is that one repeated, not a second request: the
+# kernel sends the parent-death signal (PR_SET_PDEATHSIG, dev's children) once per thread
+# of a SIGKILLed parent as each exits, milliseconds apart. In seconds.
+_SIGNAL_REPEAT_S = 0.25
 
 
 class Worker(RuntimeOwner):
@@ -98,6 +103,7 @@ class Worker(RuntimeOwner):
         self.concurrency = concurrency or s.concurrency
         self.max_in_flight = max(max_tasks_in_flight or s.max_tasks_in_flight, self.concurrency)
         self.worker_id = worker_id()
+        self._signalled_at: float | None = None  # time.monotonic() of the first stop signal
         # Revoked task ids, from the control topic.
         self.revocations = Revocations(app.settings.revokes_max)
         self._handler: TaskHandler | None = None  # while run() runs
@@ -119,6 +125,8 @@ class Worker(RuntimeOwner):
     def install_signal_handlers(self) -> None:
         def handle(signum: int, _frame: FrameType | None) -> None:
             name = signal.Signals(signum).name
+            if self._repeated_signal():
+                return
             if self._stop_requested:
                 # A second signal: at once. Unfinished tasks are not committed, so the next
                 # owner of their partitions runs them (at least once, as after a crash).
@@ -133,6 +141,14 @@ class Worker(RuntimeOwner):
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+
+    def _repeated_signal(self) -> bool:
+        """Whether this stop signal repeats the first (see _SIGNAL_REPEAT_S); notes the first."""
+        now = time.monotonic()
+        if self._signalled_at is None:
+            self._signalled_at = now
+            return False
+        return now - self._signalled_at < _SIGNAL_REPEAT_S
 
     def run(self) -> None:
         s, app = self.settings, self.app
@@ -179,8 +195,12 @@ class Worker(RuntimeOwner):
             delays_thread.join(s.delivery_timeout_ms / 1000)
             # Every outcome a commit depends on was acknowledged before the runtime's last
             # commit; what is left (the journal's releases, the last heartbeat) only saves the
-            # next owner some work, so a broker gone with the worker's parent costs seconds.
-            producer.close(min(s.delivery_timeout_ms / 1000, _CLOSE_FLUSH_S))
+            # next owner some work, so a broker gone with the worker's parent costs a second.
+            producer.close(
+                min(s.delivery_timeout_ms / 1000, _CLOSE_FLUSH_S),
+                expendable="this worker's partition releases and its offline heartbeat; the "
+                "next owner of its partitions treats them as a dead owner's",
+            )
             handler.executor.shutdown()
             log.info("worker %s stopped", self.worker_id)
 

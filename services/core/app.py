@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -60,6 +61,8 @@ class App:
     ``partitions`` and more.
 
     ``broker``: where Kafka clients come from (default: the cluster in the settings).
+    ``store``: the lookup store's URL (a setting), or a ResultStore to use as it is (e.g.
+    ``MemoryStore()``); the app closes it in :meth:`close` either way.
     ``publisher_factory``: ``factory(app) -> Publisher``, called when the app first sends a
     task (default: the Kafka publisher, found by entry point; see taskstream.publishing).
     """
@@ -69,6 +72,7 @@ class App:
         name: str,
         *,
         broker: Broker | None = None,
+        store: str | ResultStore | None = None,
         publisher_factory: PublisherFactory | None = None,
         include: Sequence[str] = (),
         **settings: Any,
@@ -77,6 +81,8 @@ class App:
         # Celery's include=: modules whose tasks load_app() imports with the app (the tasks
         # register themselves on import; proj/celery.py has none of its own).
         self.include: tuple[str, ...] = tuple(include)
+        if isinstance(store, str):
+            settings["store"] = store
         self.settings = Settings.load(**settings)
         # Where Kafka clients come from: the cluster in the settings, or a StubBroker.
         self.broker: Broker = broker if broker is not None else KafkaBroker()
@@ -86,7 +92,7 @@ class App:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None
-        self._store: ResultStore | None = None
+        self._store: ResultStore | None = None if isinstance(store, str) else store
         self._periodic_tasks: dict[str, PeriodicTask] = {}  # the beat schedule, by entry name
         self.on_after_configure = Signal("on_after_configure")  # Celery's periodic-task hook
         self._control: Control | None = None
@@ -246,6 +252,36 @@ class App:
             if self._control is None:
                 self._control = Control(self.settings, self.broker)
             return self._control
+
+    @contextmanager
+    def rebound(
+        self, *, broker: Broker, store: ResultStore, settings: Settings | None = None
+    ) -> Iterator[App]:
+        """Within the block, the app sends through ``broker``, looks results up in
+        ``store`` and reads ``settings`` (when given); its publisher and ``app.control``
+        open anew, on ``broker``, when first used. On exit, closes what the block opened
+        (that publisher and control, and ``store``) and gives the app back its broker,
+        settings, store, publisher and control as they were, unclosed. This is how
+        ``taskstream.testing.run`` runs an app's tasks on a stub broker."""
+        with self._lock:
+            saved = (self.broker, self.settings, self._store, self._publisher, self._control)
+            self.broker, self._store, self._publisher, self._control = broker, store, None, None
+            if settings is not None:
+                self.settings = settings
+        try:
+            yield self
+        finally:
+            # Closed outside the lock: a publisher's last delivery callbacks may use the app.
+            publisher, opened, control = self._publisher, self._store, self._control
+            if publisher is not None:
+                publisher.close(5.0)  # seconds at most: the block waited for its work
+                atexit.unregister(publisher.close)
+            if opened is not None:  # None when the block called close()
+                opened.close()
+            if control is not None:
+                control.close()
+            with self._lock:
+                self.broker, self.settings, self._store, self._publisher, self._control = saved
 
     # -- results ----------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # stub: no __all__
 
-from taskstream import preflight
+from taskstream import preflight, rdkafka_log
 from taskstream.config import Settings
 from taskstream.errors import BrokerError, ConfigError, NotAuthorized
 from taskstream.topics import TopicSpec
@@ -53,7 +53,12 @@ def worker_id() -> str:
 def _merge(
     settings: Settings, defaults: dict[str, Any], explicit: dict[str, Any]
 ) -> dict[str, Any]:
-    config = {"bootstrap.servers": settings.require_bootstrap(), **defaults}
+    # librdkafka's log through Python logging, repeats rate-limited (taskstream.rdkafka_log)
+    config = {
+        "bootstrap.servers": settings.require_bootstrap(),
+        "logger": rdkafka_log.LOGGER,
+        **defaults,
+    }
     config.update(settings.kafka)
     config.update(explicit)
     return config
@@ -167,7 +172,7 @@ class Access:
 
 class Broker(Protocol):
     """Where an app's Kafka clients come from: the real cluster (:class:`KafkaBroker`) or the
-    in-memory :class:`taskstream.stub_broker.StubBroker` of unit tests and
+    in-memory :class:`taskstream.testing.stub_broker.StubBroker` of unit tests and
     ``taskstream.testing``.
 
     The clients it returns have confluent-kafka's ``Consumer`` and ``Producer`` API (the
@@ -267,6 +272,11 @@ def ensure_topics(
     return created
 
 
+# Closing while every broker is down: stop waiting for deliveries after this long without
+# one, in seconds (a broker that answers delivers within milliseconds).
+_CLOSE_GIVE_UP_S = 1.0
+_CLOSE_STEP_S = 0.1
+
 # While a thread produces (and so serves delivery reports, see EventProducer.produce) the
 # background poller checks this often whether it still does, in seconds: the most a report
 # waits once that thread stops, if nobody waits for it (about the 2 ms linger.ms default).
@@ -302,6 +312,10 @@ class EventProducer:
         background_poll: bool = False,
         broker: Broker | None = None,
     ) -> None:
+        self._name = str(config.get("client.id", "producer"))
+        self._user_error_cb: Callable[[KafkaError], None] | None = config.get("error_cb")
+        self._all_down = False  # librdkafka said every broker is down, no delivery since
+        config = {**config, "error_cb": self._on_error}
         self._producer = (broker or KafkaBroker()).producer(config)
         self._owner = threading.get_ident()  # the thread whose poll() serves the callbacks
         self._closed = threading.Event()
@@ -370,15 +384,55 @@ class EventProducer:
     def __len__(self) -> int:
         return len(self._producer)
 
-    def close(self, timeout: float = 30.0) -> int:
-        remaining = self.flush(timeout)
+    def close(self, timeout: float = 30.0, *, expendable: str | None = None) -> int:
+        """Flush for up to ``timeout`` s and stop; returns how many events were not delivered.
+
+        ``expendable``: what the events still queued at close are, when the caller can do
+        without them (their loss costs a recovery elsewhere, not data). Then, while every
+        broker is down (librdkafka's ``_ALL_BROKERS_DOWN``), it stops waiting after a second
+        without a delivery and logs one warning that says so. Without it, a close waits its
+        timeout for a broker to come back (a client's task events)."""
+        remaining = self._flush_to_close(timeout, give_up=expendable is not None)
         self._closed.set()
         self._wakeup.set()
         if self._poller is not None:
             self._poller.join(timeout=1.0)
-        if remaining:
+        if remaining and expendable is not None and self._all_down:
+            log.warning("the broker is gone: %d events not delivered (%s)", remaining, expendable)
+        elif remaining:
             log.error("%d events were still undelivered when the producer closed", remaining)
         return remaining
+
+    def _flush_to_close(self, timeout: float, *, give_up: bool) -> int:
+        if not give_up:
+            return self.flush(timeout)
+        start = time.monotonic()
+        deadline, progress_at = start + timeout, start
+        remaining = len(self._producer)
+        while True:
+            now = time.monotonic()
+            left = self.flush(max(0.0, min(_CLOSE_STEP_S, deadline - now)))
+            now = time.monotonic()
+            if left < remaining:
+                self._all_down, progress_at = False, now  # a broker answers after all
+            remaining = left
+            if not left or now >= deadline:
+                return left
+            if self._all_down and now - progress_at >= _CLOSE_GIVE_UP_S:
+                return left
+
+    def _on_error(self, error: KafkaError) -> None:
+        """librdkafka's error events (served by poll/flush): what was logged without an
+        ``error_cb``, through the rate-limited log; notes whether every broker is down."""
+        code = error.code()
+        if code == KafkaError._ALL_BROKERS_DOWN:
+            self._all_down = True
+        # A connection failure is in librdkafka's own log already (its FAIL line).
+        level = logging.DEBUG if code == KafkaError._TRANSPORT else logging.WARNING
+        level = logging.ERROR if error.fatal() else level
+        rdkafka_log.LOGGER.log(level, "%s [%s] %s", "ERROR", self._name, error.str())
+        if self._user_error_cb is not None:
+            self._user_error_cb(error)
 
     def _poll_forever(self) -> None:
         wakeup = self._wakeup

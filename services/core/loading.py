@@ -1,4 +1,9 @@
-"""Finding an app from a ``module:attribute`` string, as the CLI takes it."""
+"""Finding an app from a ``module:attribute`` string, as the CLI takes it.
+
+In core rather than the CLI because ``taskstream serve``'s application (the HTTP service's
+``taskstream.producer.http.server`` and the console's server) loads the app too, in its
+uvicorn worker processes, and only the CLI may import the CLI.
+"""
 
 from __future__ import annotations
 

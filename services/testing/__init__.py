@@ -11,7 +11,7 @@ dramatiq's ``StubBroker`` for taskstream.
             stub.join()          # every task, retry and result done
 
 Unlike eager mode, nothing is short-circuited: ``run`` swaps the app's broker for an in-memory
-:class:`taskstream.stub_broker.StubBroker` and its lookup store for a memory one, then runs
+:class:`taskstream.testing.stub_broker.StubBroker` and its lookup store for a memory one, then runs
 the real worker (with its delay scheduler) and the materializer on background threads. Task
 events, retries and results take the same Avro encode/decode path as in production, so a
 schema break fails the test.
@@ -19,7 +19,6 @@ schema break fails the test.
 
 from __future__ import annotations
 
-import atexit
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +31,7 @@ from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker
 from taskstream.errors import JoinTimeout
 from taskstream.store import MemoryStore
-from taskstream.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker
 from taskstream.topics import (
     DELAY_TIERS_S,
     delay_topic,
@@ -135,41 +134,29 @@ def run(app: App, *, concurrency: int | None = None) -> Iterator[Stub]:
     the app's broker, store, publisher and settings are restored; the clock is moved back
     if the block advanced it.
     """
-    saved = (app.broker, app.settings, app._store, app._publisher, app._control)
     clock_offset = clock.offset()
     broker = StubBroker(clock=clock.now)
     s = app.settings
-    app.broker = broker
-    app.settings = s.replace(
+    settings = s.replace(
         bootstrap_servers=s.bootstrap_servers or "stub:9092",  # the clients' configs need one
         commit_interval_ms=_COMMIT_INTERVAL_MS,
         shutdown_grace_s=min(s.shutdown_grace_s, _SHUTDOWN_GRACE_S),
     )
-    app._store = MemoryStore()
-    app._publisher = None
-    app._control = None  # app.control revokes through the stub broker too
+    # app.control revokes through the stub broker too: rebound() opens it anew there.
     try:
-        app.ensure_topics()  # before the first delay(): the worker makes them on its thread
-        worker = Worker(app, concurrency=concurrency)
-        materializer = Materializer(app)
-        stub = Stub(app, broker, worker, materializer)
-        stub._start("worker", worker.run)
-        stub._start("materializer", materializer.run)
-        try:
-            yield stub
-        finally:
-            stub._stop()
-        stub.raise_errors()
+        with app.rebound(broker=broker, store=MemoryStore(), settings=settings):
+            app.ensure_topics()  # before the first delay(): the worker makes them on its thread
+            worker = Worker(app, concurrency=concurrency)
+            materializer = Materializer(app)
+            stub = Stub(app, broker, worker, materializer)
+            stub._start("worker", worker.run)
+            stub._start("materializer", materializer.run)
+            try:
+                yield stub
+            finally:
+                stub._stop()
+            stub.raise_errors()
     finally:
-        publisher = app._publisher
-        if publisher is not None:
-            publisher.close(5.0)
-            atexit.unregister(publisher.close)
-        if app._store is not None:
-            app._store.close()
-        if app._control is not None:
-            app._control.close()
-        app.broker, app.settings, app._store, app._publisher, app._control = saved
         if clock.offset() != clock_offset:
             clock.reset()
             clock.advance(clock_offset)

@@ -239,3 +239,31 @@ def test_a_leader_stopped_with_sigterm_hands_over_without_a_gap_in_ticks(
     assert_each_tick_once(scope, reader.seen)
     print(f"\nbeat hand-over on SIGTERM: {handed_over:.1f} s to the new leader")
     assert handed_over < 60
+
+
+def test_a_replica_joining_does_not_delay_the_leaders_ticks(
+    scope: Scope, broker: BrokerHandle
+) -> None:
+    """Issue 20, minor 18: a second replica joining delayed the leader's ticks by ~2.5 s (an
+    eager rebalance took the lead away and back); the group is cooperative-sticky now."""
+    app = beat_app(scope)
+    reader = TickReader(scope, app)
+    ports = [free_port(), free_port()]
+    beats = [spawn_beat(scope, ports[0])]
+    try:
+        wait_until(lambda: len(reader.seen) >= 3, 120, "three ticks from the first replica")
+        assert leader_gauge(ports[0]) == 1
+        beats.append(spawn_beat(scope, ports[1]))
+        wait_until(lambda: leader_gauge(ports[1]) == 0, 120, "the second replica to start")
+        count = len(reader.seen)
+        # The newcomer joins the group within these ticks (it starts, then subscribes).
+        wait_until(lambda: len(reader.seen) >= count + 8, 60, "ticks while it joins")
+        assert leader_gauge(ports[0]) == 1 and leader_gauge(ports[1]) == 0
+    finally:
+        stop_all(beats)
+        reader.close()
+    assert_each_tick_once(scope, reader.seen)
+    arrivals = sorted(s.arrived for s in reader.seen[count - 1 :])
+    worst = max(b - a for a, b in itertools.pairwise(arrivals))
+    print(f"\nbeat ticks while a replica joins: worst gap between arrivals {worst:.2f} s")
+    assert worst < 2.0, f"the leader's ticks paused {worst:.1f} s while a replica joined"

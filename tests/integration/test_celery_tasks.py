@@ -28,7 +28,7 @@ from taskstream import (
     TaskRevoked,
     UnknownTask,
 )
-from taskstream.schema_files import export
+from taskstream.cli.schema_files import export
 from taskstream.task import Task
 from tests.conftest import BrokerHandle, Scope
 from tests.integration.celery_tasks import AddParameterModel, AddResultModel

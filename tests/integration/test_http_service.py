@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from taskstream import App, schema_files
+from taskstream import App
+from taskstream.cli import schema_files
 from taskstream.producer.http import HttpService
 from tests.conftest import BrokerHandle, Scope
 from tests.integration.http_server import serve_process, serving

@@ -29,7 +29,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from taskstream import App
-from taskstream.schema_files import export
+from taskstream.cli.schema_files import export
 from taskstream.topics import results_topic, task_topic
 from tests.conftest import REPO, Scope
 from tests.integration.running import read_topic, worker_and_materializer

@@ -27,7 +27,7 @@ from confluent_kafka import (
 
 from taskstream.config import Settings
 from taskstream.kafka import Broker, KafkaBroker
-from taskstream.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker
 from taskstream.topics import TopicSpec
 from tests.conftest import BrokerHandle
 

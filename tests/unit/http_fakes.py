@@ -12,7 +12,7 @@ from taskstream.errors import DeliveryFailed, MessageTooLarge
 from taskstream.producer.http import HttpService
 from taskstream.producer.http.catalog import Catalog
 from taskstream.store import MemoryStore, ResultStore
-from taskstream.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker
 from taskstream.topics import control_topic
 
 

@@ -16,7 +16,7 @@ from taskstream.errors import NotAuthorized
 from taskstream.kafka import header_pairs
 from taskstream.metrics import BEAT_LEADER
 from taskstream.periodic import tick_id
-from taskstream.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker
 from taskstream.topics import task_topic
 
 PREFIX = "ub"
@@ -280,3 +280,25 @@ def test_a_beat_refused_its_transactional_id_stops_naming_it() -> None:
         refused.value
     )
     assert "--transactional-id ub.beat" in str(refused.value)
+
+
+def test_a_replica_joining_the_group_does_not_interrupt_the_leaders_ticks() -> None:
+    """Issue 20, minor 18: a second replica joining took the lead away for a rebalance (an
+    eager assignor revokes every partition, then the leader claimed and read anew); the
+    beat's group is cooperative-sticky, so the leader keeps its partition and fires on."""
+    broker = StubBroker()
+    app = make_app(broker)
+    leader = Beat(app, timing=FAST)
+    ra = leader.open()
+    turn(ra)
+    assert leader.leading
+    producer = leader._term.producer if leader._term else None
+    newcomer = Beat(make_app(broker), timing=FAST)
+    rb = newcomer.open()
+    clock.advance(1.0)  # a tick falls due while the group rebalances
+    for _ in range(5):
+        turn(ra, rb, times=1)
+        assert leader.leading and not newcomer.leading
+    assert leader._term is not None and leader._term.producer is producer  # no new claim
+    assert leader.fired == 1
+    assert runtime(newcomer).consumer.assignment() == []

@@ -22,8 +22,8 @@ from taskstream import (
     TaskFailed,
     UnknownTask,
 )
+from taskstream.cli.schema_files import export
 from taskstream.errors import InvalidOption, NoCurrentTask
-from taskstream.schema_files import export
 from taskstream.topics import dead_letter_topic, task_topic
 
 

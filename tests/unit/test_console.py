@@ -24,8 +24,8 @@ from taskstream.console.workers import lag_seconds_by_topic
 from taskstream.producer.http import HttpService, create_app
 from taskstream.producer.http.catalog import Catalog
 from taskstream.status import Status
-from taskstream.stub_broker import StubBroker
 from taskstream.testing import Stub
+from taskstream.testing.stub_broker import StubBroker
 from taskstream.topics import task_topic
 from tests.unit.http_fakes import FakePublisher
 

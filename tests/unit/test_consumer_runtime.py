@@ -11,7 +11,7 @@ from confluent_kafka import Message, TopicPartition
 
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
-from taskstream.stub_broker import StubBroker, StubConsumer
+from taskstream.testing.stub_broker import StubBroker, StubConsumer
 
 TOPIC, GROUP = "rt.tasks", "rt.group"
 QUIET = dict(poll_s=0.01, busy_poll_s=0.001, commit_every_s=3600.0, idle_commit_s=3600.0)

@@ -24,7 +24,7 @@ from taskstream.heartbeats import (
     worker_state,
 )
 from taskstream.kafka import EventProducer
-from taskstream.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker
 from taskstream.topics import heartbeats_topic, topic_specs
 
 KEYS = {

@@ -18,7 +18,7 @@ from taskstream.consumer.ownership import (
     takeover,
 )
 from taskstream.kafka import EventProducer
-from taskstream.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker
 
 TASKS, JOURNAL = "t.tasks.default", "t.deliveries"
 

@@ -187,7 +187,7 @@ def test_the_cli_shows_a_result_without_the_app_by_its_schema_file_or_as_stored(
     import json
 
     from taskstream.cli import main
-    from taskstream.schema_files import export
+    from taskstream.cli.schema_files import export
     from taskstream.store import open_store
 
     app = App("unit", schemas_dir=str(tmp_path / "schemas"))

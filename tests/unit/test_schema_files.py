@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from taskstream import App
+from taskstream.cli.schema_files import check, compatibility, export
 from taskstream.errors import SchemaDrift
-from taskstream.schema_files import check, compatibility, export
 from tests.conftest import REPO
 
 

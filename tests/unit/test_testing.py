@@ -20,7 +20,7 @@ from taskstream import (
 )
 from taskstream.consumer.execution import Run
 from taskstream.consumer.jobs import TaskJob
-from taskstream.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker
 from taskstream.topics import task_topic
 
 

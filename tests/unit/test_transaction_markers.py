@@ -16,7 +16,7 @@ import taskstream.testing
 from taskstream import App, clock
 from taskstream.envelope import TaskEvent
 from taskstream.kafka import producer_config
-from taskstream.stub_broker import StubBroker, StubConsumer
+from taskstream.testing.stub_broker import StubBroker, StubConsumer
 from taskstream.topics import task_topic, worker_group
 
 

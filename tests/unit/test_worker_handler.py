@@ -23,7 +23,7 @@ from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import TaskEvent, now_micros
 from taskstream.kafka import EventProducer, consumer_config, producer_config
-from taskstream.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker
 from taskstream.topics import dead_letter_topic, delay_tier, delay_topic, results_topic, task_topic
 
 PREFIX = "wh"

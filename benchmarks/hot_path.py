@@ -27,12 +27,12 @@ from confluent_kafka import Message
 
 from benchmarks.common import REPO, Scope, encode_backlog
 from benchmarks.workloads import CeilingCodec
-from taskstream.consumer.dead_letter import DeadLetters
 from taskstream.consumer.executor import Executor
-from taskstream.consumer.outcomes import Outcomes
-from taskstream.consumer.reports import ReportServer
+from taskstream.consumer.handler import TaskHandler
+from taskstream.consumer.instrumentation import PrometheusHooks
+from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.time_limits import Watchdog
-from taskstream.consumer.worker import JobContext, Worker
+from taskstream.testing.stub_broker import StubBroker
 
 
 class AckingProducer:
@@ -78,24 +78,22 @@ class _NoJournal:
 
 
 def worker_pass(app: Any) -> Callable[[list[Message]], None]:
-    worker = Worker(app)
     producer = AckingProducer()
-    worker._producer = producer  # type: ignore[assignment]
-    letters = DeadLetters(app.settings.topic_prefix, 1_000_000)
-    outcomes = Outcomes(producer, app.settings.topic_prefix, app.envelopes, worker._done, letters)  # type: ignore[arg-type]
-    worker.outcomes = outcomes
-    worker.executor = Executor(1, inline=lambda run: run())  # as the worker's loop runs them
-    worker.message_max_bytes = 1_000_000
-    worker._reports = ReportServer(producer)  # type: ignore[arg-type]
-    worker._context = JobContext(
-        worker.hooks, outcomes, worker.executor, Watchdog(), worker._reports, worker.revocations
-    )
-    worker._journal = _NoJournal()  # type: ignore[assignment]
+    consumer = StubBroker().consumer({"group.id": "bench", "enable.auto.commit": False})
+    handler = TaskHandler(
+        app, app.settings, consumer, producer,  # type: ignore[arg-type]
+        hooks=PrometheusHooks(), revocations=Revocations(app.settings.revokes_max),
+        watchdog=Watchdog(), worker_id="bench:1", concurrency=1,
+        max_in_flight=app.settings.max_tasks_in_flight,
+        message_max_bytes=1_000_000, ownership=lambda *_: _NoJournal(),  # type: ignore[arg-type]
+    )  # fmt: skip
+    # As the worker's loop runs them, without the runtime's lock (no loop runs here).
+    handler.executor = handler.context.executor = Executor(1, inline=lambda run: run())
 
     def run(messages: list[Message]) -> None:
-        worker.records(messages)  # concurrency 1: on this thread, as in a worker
-        while worker._in_flight:
-            worker.serve(0)  # delivery reports: the outcomes are acknowledged
+        handler.records(messages)  # concurrency 1: on this thread, as in a worker
+        while handler.in_flight:
+            handler.serve(0)  # delivery reports: the outcomes are acknowledged
 
     return run
 

@@ -22,8 +22,8 @@ from taskstream import clock
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
 from taskstream.consumer.execution import REVOKED, revoked
-from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
-from taskstream.consumer.outcomes import Outcomes
+from taskstream.consumer.offsets import OffsetTracker
+from taskstream.consumer.outcomes import Acks, Outcomes
 from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.consumer.tier_scan import TierScan
@@ -189,6 +189,6 @@ class DelayScheduler(RuntimeOwner):
         if found:
             log.info("%d revoked tasks waiting in the delay tiers are REVOKED", len(found))
 
-    def _done(self, offsets: PartitionOffsets, offset: int) -> None:
-        offsets.finish(offset)
+    def _done(self, acks: Acks) -> None:
+        acks.offsets.finish(acks.offset)
         self._pending -= 1

@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 Part = tuple[str, bytes, Any, Headers | None]  # topic, value, key, headers
 
 
-class _Record:
-    """One record's outcome: how many of its events are not yet acknowledged."""
+class Acks:
+    """One record's outcome: how many of its events are not yet acknowledged. Handed to
+    ``on_done`` once there are none left (itself, so no tuple is made per record)."""
 
     __slots__ = ("offset", "offsets", "pending")
 
@@ -50,7 +51,7 @@ class _Event:
     __slots__ = ("headers", "key", "outcomes", "record", "topic", "value")
 
     def __init__(
-        self, outcomes: Outcomes, record: _Record, topic: str, value: bytes, key: Any,
+        self, outcomes: Outcomes, record: Acks, topic: str, value: bytes, key: Any,
         headers: Headers | None,
     ) -> None:  # fmt: skip
         self.outcomes = outcomes
@@ -74,7 +75,7 @@ class _Event:
         record = self.record
         record.pending -= 1
         if record.pending == 0:
-            self.outcomes._on_done(record.offsets, record.offset)
+            self.outcomes._on_done(record)
 
 
 class Outcomes:
@@ -83,7 +84,7 @@ class Outcomes:
         producer: EventProducer,
         prefix: str,
         envelopes: Envelopes,
-        on_done: Callable[[PartitionOffsets, int], None],
+        on_done: Callable[[Acks], None],
         dead_letters: DeadLetters,
         on_dead_letter: Callable[[str], None] = lambda reason: None,
     ) -> None:
@@ -107,7 +108,7 @@ class Outcomes:
         value = self._envelopes.encode_result(result)
         if outcome.retry is None and outcome.dead_letter is None and not outcome.follow:
             if outcome.publish_result and not outcome.more_results:  # the common case
-                record = _Record(offsets, message.offset(), 1)  # type: ignore[arg-type]
+                record = Acks(offsets, message.offset(), 1)  # type: ignore[arg-type]
                 _Event(self, record, self._results, value, result.id, None).produce()
                 return
         parts: list[Part] = []
@@ -159,9 +160,9 @@ class Outcomes:
         offset = message.offset()
         assert offset is not None
         if not parts:  # nothing to publish (ignore_result): the record is done
-            self._on_done(offsets, offset)
+            self._on_done(Acks(offsets, offset, 0))
             return
-        record = _Record(offsets, offset, len(parts))
+        record = Acks(offsets, offset, len(parts))
         for i, (topic, value, key, headers) in enumerate(parts):
             try:
                 _Event(self, record, topic, value, key, headers).produce()

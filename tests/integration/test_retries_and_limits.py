@@ -93,7 +93,7 @@ def test_fetching_pauses_at_max_tasks_in_flight(app: App) -> None:
     with worker_and_materializer(app, concurrency=2, max_tasks_in_flight=4) as worker:
         deadline = time.monotonic() + 60
         while not all(r.ready() for r in results[-3:]) and time.monotonic() < deadline:
-            peak = max(peak, worker._in_flight)
+            peak = max(peak, worker.in_flight)
             time.sleep(0.005)
         assert [r.get(timeout=30) for r in results] == list(range(60))
     # A batch is cut to the room left, so the bound holds (a record from a partition

@@ -19,7 +19,7 @@ from taskstream import (
     current_request,
 )
 from taskstream.consumer.execution import Run
-from taskstream.consumer.worker import TaskJob
+from taskstream.consumer.jobs import TaskJob
 from taskstream.testing.stub_broker import StubBroker
 from taskstream.topics import task_topic
 

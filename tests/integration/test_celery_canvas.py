@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from taskstream import App, GroupResult, ResultSet, TaskFailed, chain, chord, group
+from taskstream.errors import ResultTimeout
 from tests.integration.running import wait_until, worker_and_materializer
 
 TIMEOUT = 120  # only a failing case waits it out: generous for a loaded CI machine
@@ -84,10 +85,25 @@ def await_lines(path: str, expected: list[str], settle: float = 0.5) -> None:
 
 def raises_expected(result: Any) -> TaskFailed:
     with pytest.raises(TaskFailed) as failed:
-        result.get(timeout=TIMEOUT)
+        try:
+            result.get(timeout=TIMEOUT)
+        except ResultTimeout as exc:  # say where the workflow stopped
+            raise AssertionError(f"{exc}; {where(result)}") from exc
     error = failed.value
     assert "ExpectedException" in f"{error.exc_type} {error.message}"
     return error
+
+
+def where(result: Any) -> str:
+    """A stuck workflow's state in the store: its parent group and the groups due to join."""
+    try:
+        store = result._app.store
+        parent = getattr(result, "parent", None)
+        group = store.group(parent.id) if parent is not None and parent.id else None
+        due = [(g.group_id, g.size) for g in store.due_groups()]
+    except Exception as exc:  # a diagnosis never hides the failure it explains
+        return f"(state unknown: {exc!r})"
+    return f"parent group {group}; groups due to join {due}"
 
 
 # -- test_chain --------------------------------------------------------------------------------

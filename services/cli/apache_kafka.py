@@ -40,7 +40,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._metadata import PartitionMetadata
 
 from taskstream.cli.children import spawn
-from taskstream.cli.embedded_broker import free_port
+from taskstream.cli.embedded_broker import free_port, wait_or_kill
 from taskstream.errors import BrokerNotStarted
 
 HERE = Path(__file__).resolve().parent / "apache-kafka"
@@ -340,14 +340,8 @@ class KafkaCluster:
             self._signal(node, signal.SIGTERM)
         for node in self.nodes.values():
             process, node.process = node.process, None
-            if process is None:
-                continue
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            if process is not None:
+                wait_or_kill(process, timeout)
         if self._temporary:
             shutil.rmtree(self.directory, ignore_errors=True)
 

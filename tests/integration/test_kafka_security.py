@@ -76,6 +76,11 @@ def kafka_env(cluster: KafkaCluster, user: str, password: str, ca: Path) -> dict
     }
 
 
+def client_settings(env: dict[str, str]) -> dict[str, str]:
+    """The same settings as an in-process app's ``kafka=`` (librdkafka's names)."""
+    return {k[len("TASKSTREAM_KAFKA_") :].lower().replace("_", "."): v for k, v in env.items()}
+
+
 def start(scope: Scope, env: dict[str, str], *command: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "taskstream.cli", "--log-level", "debug", *command],
@@ -112,7 +117,7 @@ def test_the_right_credentials_run_a_task_end_to_end(cluster: KafkaCluster, tmp_
     env = kafka_env(cluster, "app", APP_PASSWORD, cluster.security.ca)
     worker = start(scope, env, "worker", APP_SPEC)
     materializer = start(scope, env, "materialize", "--app", APP_SPEC)
-    kafka = {k[len("TASKSTREAM_KAFKA_") :].lower().replace("_", "."): v for k, v in env.items()}
+    kafka = client_settings(env)
     app = build_app(**scope.settings(kafka=kafka))
     try:
         result = app.tasks["itest.add"].delay(2, 3)
@@ -134,7 +139,7 @@ def test_delay_refused_by_the_cluster_raises_at_once_naming_why(
     password = APP_PASSWORD + "x" if case == "wrong-password" else APP_PASSWORD
     ca = security.ca if case == "wrong-password" else security.other_ca
     env = kafka_env(cluster, "app", password, ca)
-    kafka = {k[len("TASKSTREAM_KAFKA_") :].lower().replace("_", "."): v for k, v in env.items()}
+    kafka = client_settings(env)
     app = build_app(**scope.settings(kafka=kafka, delivery_timeout_ms=120_000))
     try:
         started = time.monotonic()

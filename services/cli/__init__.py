@@ -8,9 +8,11 @@ is imported only when it runs, so ``taskstream --help`` stays fast.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -41,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
+    # As Celery's worker: SIGUSR1 prints every thread's traceback (a stuck process, in place).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     module = importlib.import_module(f"taskstream.cli.{_MODULES[args.command]}")
     handler: Callable[..., int] = getattr(module, args.command)
     try:

@@ -39,6 +39,10 @@ def running(component: Worker | Materializer) -> Iterator[Any]:
     thread.start()
     try:
         yield component
+    except BaseException as exc:
+        if errors:  # the component died first: that is what the test waited on in vain
+            exc.add_note(f"{component!r} had failed: {errors[0]!r}")
+        raise
     finally:
         component.stop()
         thread.join(60)
@@ -144,14 +148,27 @@ def free_port() -> int:
     return port
 
 
-def assigned_partitions(port: int) -> int:
-    """A worker's taskstream_assigned_partitions, read from its --metrics-port."""
+def worker_metrics(port: int, *prefixes: str) -> dict[str, float]:
+    """A worker's Prometheus samples whose names start with one of ``prefixes`` (all when
+    none), read from its --metrics-port; empty while it does not serve."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
             text = response.read().decode()
     except OSError:
-        return 0  # not serving yet
-    for line in text.splitlines():
-        if line.startswith("taskstream_assigned_partitions "):
-            return int(float(line.split()[1]))
-    return 0
+        return {}
+    samples = (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    return {
+        name: float(value)
+        for name, value in samples
+        if not prefixes or name.startswith(prefixes)
+        if not name.partition("{")[0].endswith(("_bucket", "_created"))
+    }
+
+
+def assigned_partitions(port: int) -> int:
+    """A worker's taskstream_assigned_partitions, read from its --metrics-port."""
+    return int(
+        worker_metrics(port, "taskstream_assigned_partitions").get(
+            "taskstream_assigned_partitions", 0
+        )
+    )

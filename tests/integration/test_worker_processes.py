@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -12,8 +13,9 @@ from taskstream import App, Status
 from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker
 from taskstream.topics import dead_letter_topic, task_topic, worker_group
-from tests.conftest import BrokerHandle, Scope
+from tests.conftest import REPO, BrokerHandle, Scope
 from tests.integration.running import (
+    APP_SPEC,
     assigned_partitions,
     free_port,
     headers_of,
@@ -21,6 +23,7 @@ from tests.integration.running import (
     running,
     spawn_worker,
     wait_until,
+    worker_metrics,
 )
 
 pytestmark = pytest.mark.integration
@@ -68,15 +71,21 @@ def test_a_worker_killed_mid_run_loses_no_task(
     # partition past its commit) one at a time, each after a durable journal write: with the
     # default 1000 every one of the ~500 left would be a suspect, minutes on a loaded cluster.
     flags = ("--concurrency", "2", "--max-tasks-in-flight", "10")
-    processes += [spawn_worker(scope, *flags) for _ in range(2)]
-    victim = processes[0]
+    ports = [free_port(), free_port()]
+    processes += [spawn_worker(scope, *flags, "--metrics-port", str(port)) for port in ports]
+    victim, survivor = processes[-2:]
     with running(Materializer(app)):
         wait_until(lambda: len(stored(app, ids)) >= 100, 90, "the first 100 results")
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         done_at_kill = len(stored(app, ids))
         assert done_at_kill < 600, "the kill came too late to prove anything"
-        wait_until(lambda: len(stored(app, ids)) == 600, 180, "all 600 results after the kill")
+        wait_until(
+            lambda: len(stored(app, ids)) == 600,
+            180,
+            "all 600 results after the kill",
+            state=lambda: progress(app, scope, ids, done_at_kill, survivor, ports[1]),
+        )
     assert [r.get(timeout=1) for r in results] == list(range(600))
 
 
@@ -110,6 +119,28 @@ def test_sigterm_drains_in_flight_tasks_commits_and_exits_zero(
     assert all(after[i].worker == w for i, w in first_run.items()), "a drained task ran again"
 
 
+def progress(
+    app: App,
+    scope: Scope,
+    ids: list[str],
+    done_at_kill: int,
+    survivor: subprocess.Popen[bytes],
+    port: int,
+) -> str:
+    """What a stuck run shows: results so far, each partition's commit against its end, the
+    survivor's gauges; and the survivor prints its threads' tracebacks (SIGUSR1) to stderr."""
+    ends = end_offsets(scope)
+    committed = committed_offsets(app, scope)
+    behind = {p: f"{committed.get(p, 0)}/{e}" for p, e in ends.items() if committed.get(p, 0) < e}
+    gauges = worker_metrics(port, "taskstream_assigned_partitions", "taskstream_tasks_")
+    if survivor.poll() is None:
+        survivor.send_signal(signal.SIGUSR1)
+    return (
+        f"{len(stored(app, ids))} results, {done_at_kill} at the kill; committed/end of the "
+        f"partitions behind: {behind}; the survivor (exit {survivor.poll()}): {gauges}"
+    )
+
+
 def committed_offsets(app: App, scope: Scope) -> dict[int, int]:
     consumer = Consumer(
         {"bootstrap.servers": scope.bootstrap_servers, "group.id": worker_group(scope.topic_prefix)}
@@ -118,6 +149,18 @@ def committed_offsets(app: App, scope: Scope) -> dict[int, int]:
         topic = task_topic(scope.topic_prefix, "default")
         tps = consumer.committed([TopicPartition(topic, p) for p in range(12)], timeout=10)
         return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
+    finally:
+        consumer.close()
+
+
+def end_offsets(scope: Scope) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": scope.bootstrap_servers, "group.id": "ends"})
+    try:
+        topic = task_topic(scope.topic_prefix, "default")
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(12)
+        }
     finally:
         consumer.close()
 
@@ -171,3 +214,26 @@ def test_four_worker_processes_get_three_partitions_each(
         90,
         "an even spread of 12 partitions over 4 workers",
     )
+
+
+def test_sigusr1_prints_every_threads_traceback_and_the_worker_goes_on(
+    app: App, scope: Scope, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    port = free_port()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "taskstream.cli", "worker", APP_SPEC, "--metrics-port", str(port)],
+        env=scope.env(),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+    )
+    processes.append(worker)
+    wait_until(lambda: assigned_partitions(port) == 12, 90, "the worker's 12 partitions")
+    worker.send_signal(signal.SIGUSR1)
+    with running(Materializer(app)):
+        assert app.tasks["itest.add"].delay(2, 3).get(timeout=60) == 5, "it runs on after it"
+    worker.send_signal(signal.SIGTERM)
+    _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 0
+    dump = stderr.decode()
+    assert "most recent call first" in dump
+    assert "in run" in dump and "runtime.py" in dump, "the consumer loop's thread is in the dump"

@@ -40,8 +40,9 @@ from benchmarks.common import percentile
 from benchmarks.soak_app import build_app
 from taskstream import App, chain
 from taskstream.cli.apache_kafka import KafkaCluster
+from taskstream.cli.broker_watch import Watcher, watch_embedded_broker
 from taskstream.cli.embedded_broker import EmbeddedBroker
-from taskstream.topics import results_topic
+from taskstream.topics import results_topic, task_topic
 
 REPO = Path(__file__).resolve().parent.parent
 REPORTS = REPO / "benchmarks" / "reports"
@@ -84,6 +85,7 @@ class Soak:
         self.started = 0.0  # wall clock, s
         self.offered = self.finished = 0
         self.expected = 1  # final outcomes to come: the warm-up task's, then one per task sent
+        self.warnings: list[str] = []  # what dev's watch of its broker said, and when
         self._stop = threading.Event()
 
     def window(self, wall_s: float) -> Window:
@@ -138,7 +140,20 @@ class Soak:
         finally:
             consumer.close()
 
-    def run(self, seconds: float, drain_s: float, pids: dict[str, int]) -> list[dict[str, Any]]:
+    def watch_as_dev(self, app: App) -> Watcher:
+        """The watch `taskstream dev` runs on its embedded broker: does it warn in time?"""
+
+        def said(text: str) -> None:
+            self.warnings.append(f"at {time.time() - self.started:.0f} s: {text}")
+            print(f"  dev's watch: {self.warnings[-1]}", flush=True)
+
+        s = app.settings
+        topics = [task_topic(s.topic_prefix, q) for q in app.queues]
+        return watch_embedded_broker(s, s.bootstrap_servers or "", topics, said)
+
+    def run(
+        self, seconds: float, drain_s: float, pids: dict[str, int], watch: bool = False
+    ) -> list[dict[str, Any]]:
         app = build_app(**self.settings)
         app.ensure_topics()
         spawn = {"worker": ["worker", APP_SPEC, "--concurrency", "4"],
@@ -155,9 +170,11 @@ class Soak:
         }
         pids = {**pids, **{name: p.pid for name, p in children.items()}}
         threads: list[threading.Thread] = []
+        watcher: Watcher | None = None
         try:
             app.tasks["soak.add"].delay(0, 0).get(timeout=120)  # worker and materializer up
             self.started = time.time()
+            watcher = self.watch_as_dev(app) if watch else None
             threads = [
                 threading.Thread(target=self.read, args=(app,), daemon=True),
                 threading.Thread(target=self.send, args=(app, seconds), daemon=True),
@@ -167,6 +184,8 @@ class Soak:
             self._sample(pids, threads[1], drain_s)
         finally:
             self._stop.set()
+            if watcher is not None:
+                watcher.stop()
             for t in threads:
                 t.join(30)
             for p in children.values():
@@ -226,6 +245,11 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
              "Mix: 90% add, 4% failing, 4% retried once, 2% chains of two. One worker "
              "(concurrency 4) and one materializer; `wait` = a run's start minus its enqueue.",
              ""]  # fmt: skip
+    if meta.get("watch"):
+        lines += ["What `taskstream dev`'s watch of its broker said (as dev runs it: a produce -> "
+                  "consume round trip and the tasks' lateness, every 5 s):", ""]  # fmt: skip
+        lines += [f"- {w}" for w in meta["warnings"]] or ["- nothing"]
+        lines += [""]
     if rows:
         keys = list(rows[0])
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -251,13 +275,15 @@ def main() -> int:
         broker.start()
         broker_pid = broker.pid if isinstance(broker, EmbeddedBroker) else _node_pid(broker)
         soak = Soak(broker.bootstrap_servers, workdir, args.rate, args.window)
-        rows = soak.run(args.minutes * 60, args.drain, {"broker": broker_pid})
+        watch = args.broker == "tansu"  # dev watches its embedded broker
+        rows = soak.run(args.minutes * 60, args.drain, {"broker": broker_pid}, watch)
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     meta = {"broker": args.broker, "rate": args.rate, "seconds": args.minutes * 60,
             "offered": soak.offered, "finished": soak.finished,
-            "expected": soak.expected}  # fmt: skip
+            "expected": soak.expected, "watch": watch,
+            "warnings": soak.warnings}  # fmt: skip
     print(markdown(meta, rows))
     if args.out:
         REPORTS.mkdir(exist_ok=True)

@@ -4,16 +4,25 @@ Why: Tansu 0.6's memory storage costs more per request as data accumulates. Offe
 tasks/s, dev kept up for about 90 s (~100,000 tasks), then the queue wait rose from 69 ms to
 38 s and results stopped, while the worker sat idle (issue 27). Nothing else tells the user.
 
-How: every ``interval_s`` dev produces a small record to a topic of its own
-(``topics.dev_probe_topic``) and consumes it back; on a healthy loopback broker that takes
-a few milliseconds, 250 ms at worst (measured on Tansu). Two round trips in a row longer
-than ``slow_s``, or one still unanswered after ``stalled_s``, make dev warn once, naming the
-two ways out (restart dev, which empties the broker; or ``--broker kafka``);
-``recover_after`` fast round trips in a row re-arm it.
+How, two signals every ``interval_s``:
+
+- a round trip: dev produces a small record to a topic of its own
+  (``topics.dev_probe_topic``) and consumes it back; on a healthy loopback broker that takes
+  a few milliseconds, 250 ms at worst (measured on Tansu). It catches a broker that stalls.
+- the tasks' lateness: dev tails its app's task topics from their ends, in no group, and
+  takes how long each task record took from its producer (its CreateTime) to a reader. The
+  round trip alone misses the collapse: Tansu slows down per partition, as its data grows,
+  so the probe's own, nearly empty topic stayed fast while tasks waited minutes (measured,
+  ``benchmarks.soak --broker tansu``). The lateness does not depend on the worker's speed.
+
+Two round trips in a row longer than ``slow_s``, one still unanswered after ``stalled_s``,
+or two intervals in a row whose latest task arrived more than ``slow_s`` late make dev warn
+once, naming the two ways out (restart dev, which empties the broker; or ``--broker
+kafka``); ``recover_after`` healthy intervals in a row re-arm it.
 
 The pieces: ``BrokerWatch`` decides and only computes (an injectable clock, so tests advance
-time instead of sleeping); ``Probe`` is its I/O (``KafkaProbe`` the real one); ``Watcher``
-runs them on a thread of dev's.
+time instead of sleeping); ``Probe`` and ``Lateness`` are its I/O (``KafkaProbe`` and
+``TaskTail`` the real ones); ``Watcher`` runs them on a thread of dev's.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Producer, TopicPartition
 
 from taskstream import rdkafka_log
 from taskstream.cli.supervisor import say
@@ -59,6 +68,14 @@ class Probe(Protocol):
         """The tokens consumed back within `timeout` seconds (maybe none)."""
 
 
+class Lateness(Protocol):
+    """How late the tasks reach a reader: the largest delay since the last call."""
+
+    def worst(self) -> float | None:
+        """Seconds from a task record's creation to its arrival, the most of those read
+        since the last call (None: none arrived)."""
+
+
 @dataclass
 class BrokerWatch:
     """Sends a probe every ``interval_s`` seconds and decides when to warn (``step``)."""
@@ -71,11 +88,13 @@ class BrokerWatch:
     slow_in_a_row: int = 2  # slow round trips in a row that warn
     stalled_s: float = 10.0  # an unanswered probe this old warns by itself
     recover_after: int = 3  # fast round trips in a row that end a warning
+    lateness: Lateness | None = None  # the tasks' lateness, sampled once an interval
     warned: bool = False
     _pending: tuple[str, float] | None = None  # the probe in flight and when it was sent
     _next_at: float = field(default=float("-inf"))
     _slow: int = 0
     _fast: int = 0
+    _late: int = 0  # intervals in a row whose tasks came late
 
     def step(self, wait_s: float = 0.0) -> None:
         """Collect what came back (waiting up to ``wait_s`` for it), then warn or send."""
@@ -92,9 +111,21 @@ class BrokerWatch:
                     self._warn(f"a probe record is not back after {self.stalled_s:g}s")
         now = self.clock()
         if self._pending is None and now >= self._next_at:
+            self._sample_lateness()
             token = uuid.uuid4().hex
             self.probe.send(token)
             self._pending, self._next_at = (token, now), now + self.interval_s
+
+    def _sample_lateness(self) -> None:
+        worst = self.lateness.worst() if self.lateness is not None else None
+        if worst is None:
+            return  # no task sent meanwhile: nothing to judge by
+        if worst <= self.slow_s:
+            self._late = 0
+            return
+        self._late, self._fast = self._late + 1, 0
+        if not self.warned and self._late >= self.slow_in_a_row:
+            self._warn(f"tasks reach a reader {worst:.1f}s after they were sent")
 
     def _round_trip(self, seconds: float) -> None:
         if seconds > self.slow_s:
@@ -102,7 +133,10 @@ class BrokerWatch:
             if not self.warned and self._slow >= self.slow_in_a_row:
                 self._warn(f"a produce -> consume round trip took {seconds:.1f}s")
             return
-        self._slow, self._fast = 0, self._fast + 1
+        self._slow = 0
+        if self._late:
+            return  # the probe is fast, the tasks are not: not healthy yet
+        self._fast += 1
         if self.warned and self._fast >= self.recover_after:
             self.warned = False
             self.say(f"the embedded broker answers in {seconds * 1000:.0f} ms again")
@@ -160,6 +194,44 @@ class KafkaProbe:
         self._consumer.close()
 
 
+class TaskTail:
+    """The tasks' lateness on a real broker: ``topics`` read from their ends, in no group,
+    each record's CreateTime against the moment it arrives (payloads are not decoded)."""
+
+    def __init__(self, bootstrap_servers: str, topics: list[str], timeout: float = 30.0) -> None:
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap_servers,
+            "logger": rdkafka_log.LOGGER,
+            "group.id": "dev-task-tail",  # never joined: librdkafka requires one
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 500,
+        })  # fmt: skip
+        metadata = self._consumer.list_topics(timeout=timeout).topics
+        ends = []
+        for topic in topics:
+            for partition in metadata[topic].partitions if topic in metadata else ():
+                tp = TopicPartition(topic, partition)
+                ends.append(TopicPartition(topic, partition, self._end(tp, timeout)))
+        self._consumer.assign(ends)
+
+    def _end(self, tp: TopicPartition, timeout: float) -> int:
+        return int(self._consumer.get_watermark_offsets(tp, timeout)[1])
+
+    def worst(self) -> float | None:
+        worst: float | None = None
+        while batch := self._consumer.consume(1000, 0):
+            now_ms = time.time() * 1000
+            for message in batch:
+                kind, created_ms = message.timestamp()
+                if message.error() is None and kind == TIMESTAMP_CREATE_TIME:
+                    late = (now_ms - created_ms) / 1000
+                    worst = late if worst is None or late > worst else worst
+        return worst
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 class Watcher:
     """Runs a ``BrokerWatch`` on a daemon thread until ``stop()``."""
 
@@ -188,10 +260,22 @@ class Watcher:
             self._close()
 
 
-def watch_embedded_broker(settings: Settings, bootstrap_servers: str) -> Watcher:
+def watch_embedded_broker(
+    settings: Settings,
+    bootstrap_servers: str,
+    task_topics: list[str],
+    said: Callable[[str], None] = say,
+) -> Watcher:
     """Start watching the embedded broker at ``bootstrap_servers`` (``settings``': dev's
-    own broker); the probe's topic is made if missing."""
+    own broker) and the lateness of ``task_topics``, telling ``said`` (dev's output); the
+    probe's topic is made if missing."""
     topic = dev_probe_topic(settings.topic_prefix)
     ensure_topics(settings, [TopicSpec(topic, 1, 1)])
     probe = KafkaProbe(bootstrap_servers, topic)
-    return Watcher(BrokerWatch(probe, say), probe.close).start()
+    tail = TaskTail(bootstrap_servers, task_topics)
+
+    def close() -> None:
+        probe.close()
+        tail.close()
+
+    return Watcher(BrokerWatch(probe, said, lateness=tail), close).start()

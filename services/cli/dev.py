@@ -51,7 +51,7 @@ from taskstream.cli.supervisor import Supervisor, say
 from taskstream.config import DEV_STATE_FILE, clear_dev_state, write_dev_state
 from taskstream.errors import ConfigError
 from taskstream.loading import load_app
-from taskstream.topics import results_topic
+from taskstream.topics import results_topic, task_topic
 
 STATE_DIR = DEV_STATE_FILE.parent
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -92,7 +92,8 @@ def dev(args: argparse.Namespace) -> int:
         metrics = _metrics_ports(app)
         created = app.ensure_topics()
         if isinstance(broker, EmbeddedBroker):
-            watcher = watch_embedded_broker(app.settings, bootstrap)
+            topics = [task_topic(app.settings.topic_prefix, q) for q in app.queues]
+            watcher = watch_embedded_broker(app.settings, bootstrap, topics)
 
         cli = [sys.executable, "-m", "taskstream.cli", "--log-level", args.log_level]
         commands = _role_commands(cli, args, app, metrics)

@@ -132,3 +132,49 @@ def test_fast_round_trips_again_end_the_warning_and_a_new_slowdown_warns_again(
     broker.delay = 3.0
     run_for(watch, clock, 30)
     assert len(warnings(said)) == 2
+
+
+class FakeLateness:
+    """How late the tasks reach a reader, as the test sets it (None: no task sent)."""
+
+    def __init__(self) -> None:
+        self.late: float | None = 0.02
+        self.sampled = 0
+
+    def worst(self) -> float | None:
+        self.sampled += 1
+        return self.late
+
+
+def test_tasks_that_arrive_late_warn_although_the_probe_round_trips_fast(
+    broker: FakeBroker, clock: FakeClock, said: list[str]
+) -> None:
+    """Tansu slows down per partition as its data grows: the probe's own topic stays fast
+    while the tasks wait (seen in benchmarks.soak), so the tasks' lateness warns too."""
+    lateness = FakeLateness()
+    watch = BrokerWatch(broker, said.append, clock, lateness=lateness)
+    run_for(watch, clock, 60)
+    assert said == [] and lateness.sampled >= 60 / watch.interval_s - 1
+    lateness.late = None  # nothing sent meanwhile: nothing to judge by
+    run_for(watch, clock, 60)
+    lateness.late = 3.0
+    run_for(watch, clock, watch.interval_s)  # one late interval: not yet
+    assert said == []
+    run_for(watch, clock, 60)
+    assert len(warnings(said)) == 1, said
+    assert "degrading: tasks reach a reader 3.0s after they were sent" in said[0]
+    assert "restart taskstream dev" in said[0]
+
+
+def test_a_fast_probe_does_not_end_the_warning_while_tasks_are_still_late(
+    broker: FakeBroker, clock: FakeClock, said: list[str]
+) -> None:
+    lateness = FakeLateness()
+    watch = BrokerWatch(broker, said.append, clock, lateness=lateness)
+    lateness.late = 5.0
+    run_for(watch, clock, 30)
+    run_for(watch, clock, watch.interval_s * (watch.recover_after + 2))
+    assert len(said) == 1, "still late: no recovery said"
+    lateness.late = 0.01
+    run_for(watch, clock, watch.interval_s * (watch.recover_after + 2))
+    assert said[-1].startswith("the embedded broker answers in")

@@ -55,6 +55,7 @@ class Window:
     finished: int = 0  # final outcomes (SUCCESS, FAILURE, REVOKED), by their finish time
     waits_ms: list[float] = field(default_factory=list)  # runs started in the window
     rss_mb: dict[str, float] = field(default_factory=dict)  # sampled at the window's end
+    watch_late_s: float | None = None  # dev's watch: its last median lateness in the window
 
 
 def rss_mb(pid: int) -> float:
@@ -86,6 +87,7 @@ class Soak:
         self.offered = self.finished = 0
         self.expected = 1  # final outcomes to come: the warm-up task's, then one per task sent
         self.warnings: list[str] = []  # what dev's watch of its broker said, and when
+        self._watcher: Watcher | None = None
         self._stop = threading.Event()
 
     def window(self, wall_s: float) -> Window:
@@ -154,6 +156,7 @@ class Soak:
     def run(
         self, seconds: float, drain_s: float, pids: dict[str, int], watch: bool = False
     ) -> list[dict[str, Any]]:
+        """Offer the rate for ``seconds``, then wait for the backlog; the windows' rows."""
         app = build_app(**self.settings)
         app.ensure_topics()
         spawn = {"worker": ["worker", APP_SPEC, "--concurrency", "4"],
@@ -175,6 +178,7 @@ class Soak:
             app.tasks["soak.add"].delay(0, 0).get(timeout=120)  # worker and materializer up
             self.started = time.time()
             watcher = self.watch_as_dev(app) if watch else None
+            self._watcher = watcher
             threads = [
                 threading.Thread(target=self.read, args=(app,), daemon=True),
                 threading.Thread(target=self.send, args=(app, seconds), daemon=True),
@@ -208,6 +212,8 @@ class Soak:
                 last_progress, last_finished = time.monotonic(), self.finished
             if time.time() >= due:
                 self.windows[index].rss_mb = {name: rss_mb(pid) for name, pid in pids.items()}
+                if self._watcher is not None:
+                    self.windows[index].watch_late_s = self._watcher.watch.last_lateness
                 print(f"  {json.dumps(self.row(index))}", flush=True)
                 index += 1
             if sender_done_at is None and not sender.is_alive():
@@ -231,10 +237,15 @@ class Soak:
             "wait_p99_ms": round(percentile(waits, 0.99), 1),
             "wait_max_ms": round(max(waits), 1),
             **{f"{name}_rss_mb": round(v, 1) for name, v in w.rss_mb.items()},
+            **({} if self._watcher is None else {"watch_late_s": _rounded(w.watch_late_s)}),
         }
 
     def report(self) -> list[dict[str, Any]]:
         return [self.row(i) for i in sorted(self.windows)]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:

@@ -94,6 +94,7 @@ class BrokerWatch:
     # producer's first seconds (its connection, its idempotence id) make its records late too.
     late_in_a_row: int = 3
     warned: bool = False
+    last_lateness: float | None = None  # the last interval's median lateness (s), for reports
     _pending: tuple[str, float] | None = None  # the probe in flight and when it was sent
     _next_at: float = field(default=float("-inf"))
     _slow: int = 0
@@ -124,6 +125,7 @@ class BrokerWatch:
         late = self.lateness.typical() if self.lateness is not None else None
         if late is None:
             return  # no task sent meanwhile: nothing to judge by
+        self.last_lateness = late
         if late <= self.slow_s:
             self._late = 0
             return

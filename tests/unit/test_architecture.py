@@ -45,6 +45,8 @@ HAND_WRITTEN_READS = {
         "a bounded scan of the delay tiers to their ends for revoked ids, in no group",
     "services/cli/broker_watch.py::KafkaProbe.received":
         "taskstream dev's round trip to its broker, one record at a time, on plain clients",
+    "services/cli/broker_watch.py::TaskTail._read":
+        "taskstream dev's tail of its task topics, from their ends, in no group: timestamps only",
 }  # fmt: skip
 
 

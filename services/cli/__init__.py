@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import faulthandler
 import importlib
+import io
 import json
 import logging
 import signal
@@ -37,14 +38,26 @@ _MODULES = {
 }
 
 
+# The commands that run until stopped: SIGUSR1 makes them print where each thread is.
+_LONG_RUNNING = {"worker", "materialize", "serve", "beat", "dev"}
+
+
+def _tracebacks_on_sigusr1() -> None:
+    """As Celery's worker: SIGUSR1 prints every thread's traceback (a stuck process, in place)."""
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (io.UnsupportedOperation, ValueError):
+        pass  # stderr is no file (captured, as in a test): nowhere to print them
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
-    # As Celery's worker: SIGUSR1 prints every thread's traceback (a stuck process, in place).
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if args.command in _LONG_RUNNING:
+        _tracebacks_on_sigusr1()
     module = importlib.import_module(f"taskstream.cli.{_MODULES[args.command]}")
     handler: Callable[..., int] = getattr(module, args.command)
     try:

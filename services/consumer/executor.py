@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 class Job(Protocol):
     key: str | None
+    task_name: str
     is_async: bool
     limited: bool  # has a time limit: runs on a pool thread, which can be abandoned
     released: bool  # set by the executor once the job no longer holds its key
@@ -33,6 +34,12 @@ class Job(Protocol):
     def run(self) -> None: ...
 
     async def run_async(self) -> None: ...
+
+
+class Gate(Protocol):
+    """What may hold a job back after its key's turn came (the rate limits)."""
+
+    def submit(self, job: Job) -> None: ...
 
 
 class Executor:
@@ -60,6 +67,15 @@ class Executor:
 
     def submit(self, job: Job) -> None:
         self._keys.submit(job)
+
+    def gate(self, gate: Gate) -> None:
+        """Before the first submit: a job whose key's turn came goes through ``gate``, which
+        calls :meth:`start` when it may run (the job holds its key meanwhile)."""
+        self._keys = _KeyedSerializer(gate.submit)
+
+    def start(self, job: Job) -> None:
+        """Run ``job`` now (its key's turn came, and its gate let it through)."""
+        self._start(job)
 
     def _start(self, job: Job) -> None:
         if job.is_async:

@@ -36,6 +36,7 @@ from taskstream.consumer.jobs import JobContext, TaskJob
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.outcomes import Acks, Outcomes
 from taskstream.consumer.ownership import Ownership, UncountedOwnership
+from taskstream.consumer.rate_limits import RateLimited, RateLimits
 from taskstream.consumer.record import Record
 from taskstream.consumer.reports import ReportServer
 from taskstream.consumer.revocation import Revocations
@@ -79,6 +80,7 @@ class TaskHandler:
         cooperative: bool = False,
         ownership: OwnershipOpener | None = None,  # None: lost runs are not counted
         timing: LoopTiming | None = None,
+        rate_limits: RateLimited | None = None,
     ) -> None:
         self.settings = settings
         self.hooks = hooks
@@ -113,6 +115,12 @@ class TaskHandler:
             keep_alive=self._keep_alive,
         )
         self.executor = Executor(concurrency, inline=self.runtime.run_unlocked)
+        self.rate_limits: RateLimits | None = None
+        if rate_limits is not None and rate_limits.tasks:
+            self.rate_limits = RateLimits(
+                self.executor.start, rate_limits.tasks, rate_limits.partitions
+            )
+            self.executor.gate(self.rate_limits)
         self.reports = ReportServer(producer)
         self.context = JobContext(
             hooks, self.outcomes, self.executor, watchdog, self.reports, revocations
@@ -195,7 +203,16 @@ class TaskHandler:
     def assigned(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.journal.claim(tp)
+        self._share_rates(
+            set(self.tracker.partitions) | {(p.topic, p.partition) for p in partitions}
+        )
         self.hooks.partitions_changed("assign", len(self.tracker.partitions), [])
+
+    def _share_rates(self, owned: set[tuple[str, int]]) -> None:
+        """Rate limits are the cluster's: this worker's share follows its partitions."""
+        if self.rate_limits is not None:
+            for topic in {t for t, _p in owned} | set(self.rate_limits.topics):
+                self.rate_limits.owned(topic, sum(1 for t, _p in owned if t == topic))
 
     def revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
         keys = {(tp.topic, tp.partition) for tp in partitions}
@@ -211,6 +228,7 @@ class TaskHandler:
             kept = [r for r in self._held if (r.topic, r.partition) not in keys]
             self.in_flight -= len(self._held) - len(kept)
             self._held = kept
+        self._share_rates(set(self.tracker.partitions) - keys)
         remaining = len(self.tracker.partitions) - len(keys)
         self.hooks.partitions_changed("lost" if lost else "revoke", remaining, sorted(keys))
 
@@ -224,6 +242,11 @@ class TaskHandler:
         waiting = {r.offset for r in self._held if (r.topic, r.partition) == key}
         running = {o: k for o, k in offsets.keys.items() if o not in waiting}
         return self.journal.release(topic, partition, running, offsets.done_above())
+
+    def stop_rate_limits(self) -> None:
+        """Start no more rate-limited runs (their records are not committed: run again)."""
+        if self.rate_limits is not None:
+            self.rate_limits.stop()
 
     def drain(self, grace: float) -> None:
         deadline = time.monotonic() + grace

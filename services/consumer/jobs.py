@@ -63,6 +63,7 @@ class TaskJob:
         "on_loop",
         "released",
         "run_",
+        "task_name",
     )
 
     def __init__(
@@ -74,6 +75,7 @@ class TaskJob:
         self.offsets = offsets
         self.key = run.event.key
         self.is_async = run.task.is_async
+        self.task_name = run.task.name
         event = run.event  # limits of the task, or of this call (apply_async)
         self.limited = run.task.options.time_limited or (
             event.time_limit is not None or event.soft_time_limit is not None

@@ -18,11 +18,11 @@ from taskstream.topics import task_topic
 log = logging.getLogger(__name__)
 
 
-def short_queues(app: App, queues: list[str]) -> list[str]:
-    """Check ``queues``' topics; a warning for each with fewer partitions than configured."""
+def short_queues(app: App, queues: list[str], counts: dict[str, int]) -> list[str]:
+    """Check ``queues``' topics (``counts``: their partition counts, as the broker has them);
+    a warning for each with fewer partitions than configured."""
     s = app.settings
     topics = {task_topic(s.topic_prefix, q): q for q in queues}
-    counts = app.broker.partition_counts(s, list(topics))
     warnings: list[str] = []
     for topic, queue in topics.items():
         have = counts.get(topic)

@@ -32,6 +32,7 @@ from taskstream.consumer.heartbeat import Heartbeat, Lag
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
 from taskstream.consumer.ownership import OwnershipJournal
 from taskstream.consumer.partition_check import short_queues
+from taskstream.consumer.rate_limits import RateLimited
 from taskstream.consumer.revocation import ControlReader, Revocations
 from taskstream.consumer.runtime import RuntimeOwner
 from taskstream.consumer.time_limits import Watchdog
@@ -156,7 +157,8 @@ class Worker(RuntimeOwner):
         # Credentials, certificate and ACLs checked before any task is taken: a worker that
         # may not publish outcomes must not consume (taskstream.preflight).
         app.broker.check_access(s, self._access())
-        self.warnings = short_queues(app, self.queues)
+        counts = app.broker.partition_counts(s, self.topics)
+        self.warnings = short_queues(app, self.queues, counts)
         producer_settings = producer_config(s)
         producer = EventProducer(producer_settings, broker=app.broker)
         config = consumer_config(
@@ -170,6 +172,7 @@ class Worker(RuntimeOwner):
             message_max_bytes=message_max_bytes(producer_settings),  # what a result may take
             traced=self._traced, cooperative=incremental_assignment(config),
             ownership=self._journal_opener(producer) if s.worker_lost_max_deliveries else None,
+            rate_limits=RateLimited.of(app, self.queues, counts),
         )  # fmt: skip
         runtime = handler.runtime
         control = ControlReader(app, self.revocations, watchdog.terminate, self.worker_id)
@@ -201,6 +204,7 @@ class Worker(RuntimeOwner):
                 expendable="this worker's partition releases and its offline heartbeat; the "
                 "next owner of its partitions treats them as a dead owner's",
             )
+            handler.stop_rate_limits()
             handler.executor.shutdown()
             log.info("worker %s stopped", self.worker_id)
 

@@ -55,6 +55,10 @@ def _plain_tasks(app: App) -> None:
         await asyncio.sleep(0.001)
         return a * b
 
+    @app.task(name="itest.throttled", rate_limit="4/s")
+    def throttled(tag: int) -> float:
+        return time.time()  # when it ran: the rate limit's test spaces these
+
 
 def _retrying_tasks(app: App) -> None:
     """Tasks that retry: by raising Retry, or by autoretry_for."""

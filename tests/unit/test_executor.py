@@ -17,6 +17,7 @@ class Recorder:
 
 
 class SyncJob:
+    task_name = "test.job"
     is_async = False
     limited = False
     released = False

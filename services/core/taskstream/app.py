@@ -123,7 +123,7 @@ class App:
         that has no Avro mapping raises UnsupportedAnnotation here. ``options`` are the
         fields of TaskOptions: ``max_retries``, ``autoretry_for``, ``retry_backoff``,
         ``retry_backoff_max``, ``retry_jitter``, ``default_retry_delay``, ``time_limit``,
-        ``soft_time_limit``, ``track_started``."""
+        ``soft_time_limit``, ``track_started``, ``rate_limit``, ..."""
         task_options = TaskOptions.of(options)
 
         def register(f: Callable[P, R]) -> Task[P, R]:

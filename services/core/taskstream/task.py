@@ -201,6 +201,9 @@ class TaskOptions:
     expires: float | None = None  # seconds after sending; picked up later: REVOKED (expired)
     bind: bool = False  # the function's first parameter is the task (self.request, ...)
     ignore_result: bool = False  # store no SUCCESS result (failures are still stored)
+    # Celery's "10/s", "100/m", "1000/h" or a number per second: how often the task may
+    # start, across the cluster (taskstream.consumer.rate_limits). None: no limit.
+    rate_limit: float | str | None = None
     # How autoretry_for retries (Celery's): {"max_retries": n, "countdown": seconds}, over
     # the task's max_retries and backoff.
     retry_kwargs: Mapping[str, float] = field(default_factory=dict)
@@ -211,6 +214,7 @@ class TaskOptions:
         if self.expires is not None and self.expires <= 0:
             raise InvalidOption("expires", self.expires, "must be positive (seconds)")
         check_time_limits(self.soft_time_limit, self.time_limit)
+        rate_per_s(self.rate_limit)  # InvalidOption when it is no rate
         for option, value in self.retry_kwargs.items():
             if option not in _RETRY_KWARGS:
                 raise InvalidOption(
@@ -240,9 +244,40 @@ class TaskOptions:
         return cls(**options)
 
     @property
+    def rate_per_s(self) -> float | None:
+        """``rate_limit`` in starts per second (None: no limit)."""
+        return rate_per_s(self.rate_limit)
+
+    @property
     def time_limited(self) -> bool:
         """Whether a run has a soft or hard time limit (so needs a thread it can abandon)."""
         return self.time_limit is not None or self.soft_time_limit is not None
+
+
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def rate_per_s(value: object) -> float | None:
+    """Celery's ``rate_limit`` in starts per second: ``"10/s"``, ``"100/m"``, ``"1000/h"`` or
+    a number per second; None, 0 or ``""`` for no limit. InvalidOption for anything else."""
+    if value is None or value == "" or value == 0:
+        return None
+    number: float | None = None
+    unit = "s"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        text, _, unit = value.strip().partition("/")
+        unit = unit.strip() or "s"
+        try:
+            number = float(text)
+        except ValueError:
+            number = None
+    if number is None or unit not in _RATE_UNITS:
+        raise InvalidOption("rate_limit", value, "a rate is 'N/s', 'N/m', 'N/h' or N per second")
+    if not 0 <= number < float("inf"):
+        raise InvalidOption("rate_limit", value, "a rate is a finite number >= 0")
+    return number / _RATE_UNITS[unit] if number else None
 
 
 def check_time_limits(soft: float | None, hard: float | None) -> None:

@@ -211,7 +211,7 @@ class TaskHandler:
     def _share_rates(self, owned: set[tuple[str, int]]) -> None:
         """Rate limits are the cluster's: this worker's share follows its partitions."""
         if self.rate_limits is not None:
-            for topic in {t for t, _p in owned} | set(self.rate_limits.topics):
+            for topic in self.rate_limits.topics:
                 self.rate_limits.owned(topic, sum(1 for t, _p in owned if t == topic))
 
     def revoked(self, partitions: list[TopicPartition], lost: bool) -> None:

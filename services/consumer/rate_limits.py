@@ -112,12 +112,14 @@ class RateLimits:
         return rate * max(1, min(self._owned.get(topic, 0), total)) / total
 
     def owned(self, topic: str, partitions: int) -> None:
-        """This worker now owns ``partitions`` of ``topic``: its tasks' buckets are re-made."""
+        """This worker now owns ``partitions`` of ``topic``: its tasks' buckets re-rated (the
+        next token stays where it was: runs already waiting keep their turn)."""
         with self._lock:
             self._owned[topic] = partitions
             for task, (_rate, queue_topic) in self._limits.items():
-                if queue_topic == topic:
-                    self._buckets.pop(task, None)
+                bucket = self._buckets.get(task)
+                if queue_topic == topic and bucket is not None:
+                    bucket.interval = 1.0 / (self.rate_here(task) or 1.0)
 
     def submit(self, job: Job) -> None:
         """Start ``job`` now, or once its task's token is due."""

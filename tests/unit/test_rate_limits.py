@@ -75,7 +75,7 @@ def test_a_bucket_holds_one_token_so_there_is_no_burst() -> None:
 
 def limits(started: list[Job], rate: float = 2.0, partitions: int = 12) -> RateLimits:
     return RateLimits(
-        started.append,  # type: ignore[arg-type]
+        started.append,  # type: ignore[arg-type]  # (our Job is the only kind here)
         {"t.slow": (rate, TOPIC)},
         {TOPIC: partitions},
         timer=False,
@@ -87,7 +87,7 @@ def test_a_worker_with_every_partition_runs_the_task_at_the_rate() -> None:
     gate = limits(started)
     gate.owned(TOPIC, 12)
     for n in range(4):
-        gate.submit(Job("t.slow", n))  # type: ignore[arg-type]
+        gate.submit(Job("t.slow", n))
     assert [j.n for j in started] == [0]
     assert gate.waiting() == 3
     for due, expected in ((0.5, [0, 1]), (0.5, [0, 1, 2]), (0.4, [0, 1, 2]), (0.1, [0, 1, 2, 3])):
@@ -101,8 +101,8 @@ def test_a_worker_runs_its_share_of_the_clusters_rate() -> None:
     gate = limits(started)  # 2/s across the cluster
     gate.owned(TOPIC, 3)  # a quarter of the queue's partitions: 0.5/s here
     assert gate.rate_here("t.slow") == 0.5
-    gate.submit(Job("t.slow", 0))  # type: ignore[arg-type]
-    gate.submit(Job("t.slow", 1))  # type: ignore[arg-type]
+    gate.submit(Job("t.slow", 0))
+    gate.submit(Job("t.slow", 1))
     clock.advance(1.9)
     gate.release_due()
     assert [j.n for j in started] == [0]
@@ -117,10 +117,10 @@ def test_tasks_without_a_limit_are_never_held() -> None:
     started: list[Job] = []
     gate = limits(started, rate=0.1)
     gate.owned(TOPIC, 12)
-    gate.submit(Job("t.slow", 0))  # type: ignore[arg-type]
-    gate.submit(Job("t.slow", 1))  # type: ignore[arg-type]
+    gate.submit(Job("t.slow", 0))
+    gate.submit(Job("t.slow", 1))
     for n in range(2, 5):
-        gate.submit(Job("t.fast", n))  # type: ignore[arg-type]
+        gate.submit(Job("t.fast", n))
     assert [j.n for j in started] == [0, 2, 3, 4]
 
 
@@ -128,8 +128,8 @@ def test_a_stopped_gate_starts_nothing_more() -> None:
     started: list[Job] = []
     gate = limits(started)
     gate.owned(TOPIC, 12)
-    gate.submit(Job("t.slow", 0))  # type: ignore[arg-type]
-    gate.submit(Job("t.slow", 1))  # type: ignore[arg-type]
+    gate.submit(Job("t.slow", 0))
+    gate.submit(Job("t.slow", 1))
     gate.stop()
     clock.advance(5)
     assert gate.release_due() is None
@@ -150,10 +150,10 @@ def test_the_executor_keeps_a_keys_order_behind_a_held_run() -> None:
     gate.owned(TOPIC, 1)
     executor.gate(gate)
     try:
-        executor.submit(Recorded("t.slow", 0, key="k"))  # type: ignore[arg-type]
-        executor.submit(Recorded("t.slow", 1, key="k"))  # type: ignore[arg-type]
-        executor.submit(Recorded("t.fast", 2, key="k"))  # type: ignore[arg-type]
-        executor.submit(Recorded("t.fast", 3, key="other"))  # type: ignore[arg-type]
+        executor.submit(Recorded("t.slow", 0, key="k"))
+        executor.submit(Recorded("t.slow", 1, key="k"))
+        executor.submit(Recorded("t.fast", 2, key="k"))
+        executor.submit(Recorded("t.fast", 3, key="other"))
         deadline = time.monotonic() + 10
         while len(order) < 4 and time.monotonic() < deadline:
             time.sleep(0.01)

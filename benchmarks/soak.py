@@ -55,7 +55,7 @@ class Window:
     finished: int = 0  # final outcomes (SUCCESS, FAILURE, REVOKED), by their finish time
     waits_ms: list[float] = field(default_factory=list)  # runs started in the window
     rss_mb: dict[str, float] = field(default_factory=dict)  # sampled at the window's end
-    watch_late_s: float | None = None  # dev's watch: its last median lateness in the window
+    watch_late_s: float | None = None  # dev's watch: the tasks' last wait it saw in the window
 
 
 def rss_mb(pid: int) -> float:
@@ -258,7 +258,7 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
              ""]  # fmt: skip
     if meta.get("watch"):
         lines += ["What `taskstream dev`'s watch of its broker said (as dev runs it: a produce -> "
-                  "consume round trip and the tasks' lateness, every 5 s):", ""]  # fmt: skip
+                  "consume round trip and the tasks' wait, every 5 s):", ""]  # fmt: skip
         lines += [f"- {w}" for w in meta["warnings"]] or ["- nothing"]
         lines += [""]
     if rows:

@@ -4,25 +4,28 @@ Why: Tansu 0.6's memory storage costs more per request as data accumulates. Offe
 tasks/s, dev kept up for about 90 s (~100,000 tasks), then the queue wait rose from 69 ms to
 38 s and results stopped, while the worker sat idle (issue 27). Nothing else tells the user.
 
-How, two signals every ``interval_s``:
+How, every ``interval_s``:
 
 - a round trip: dev produces a small record to a topic of its own
   (``topics.dev_probe_topic``) and consumes it back; on a healthy loopback broker that takes
   a few milliseconds, 250 ms at worst (measured on Tansu). It catches a broker that stalls.
-- the tasks' lateness: dev tails its app's task topics from their ends, in no group, and
-  takes how long each task record took from its producer (its CreateTime) to a reader. The
-  round trip alone misses the collapse: Tansu slows down per partition, as its data grows,
-  so the probe's own, nearly empty topic stayed fast while tasks waited minutes (measured,
-  ``benchmarks.soak --broker tansu``). The lateness does not depend on the worker's speed.
+- the tasks' wait, two ways: how long a task record takes from its producer (CreateTime) to
+  a reader that tails the task topics (``TaskTail``), and how long tasks wait for a worker
+  that has free slots (the workers' heartbeats: the age of their oldest unfinished record,
+  ``WorkerWait``). The round trip alone misses the collapse: Tansu slows down per partition
+  as its data grows, so the probe's own, nearly empty topic stayed fast while tasks waited
+  minutes; and at 100 tasks/s the tail stayed at 0.16 s while the tasks' wait grew (both
+  measured with ``benchmarks.soak --broker tansu``). A worker that is busy with every slot
+  is the tasks' own doing, not the broker's: its wait does not count.
 
 Two round trips in a row longer than ``slow_s``, one still unanswered after ``stalled_s``,
-or three intervals in a row whose tasks arrived more than ``slow_s`` late (the median) make
-dev warn once, naming the two ways out (restart dev, which empties the broker; or
-``--broker kafka``); ``recover_after`` healthy intervals in a row re-arm it.
+or three intervals in a row in which tasks waited more than ``late_s`` make dev warn once,
+naming the two ways out (restart dev, which empties the broker; or ``--broker kafka``);
+``recover_after`` healthy intervals in a row re-arm it.
 
 The pieces: ``BrokerWatch`` decides and only computes (an injectable clock, so tests advance
-time instead of sleeping); ``Probe`` and ``Lateness`` are its I/O (``KafkaProbe`` and
-``TaskTail`` the real ones); ``Watcher`` runs them on a thread of dev's.
+time instead of sleeping); ``Probe`` and ``Lateness`` are its I/O (``KafkaProbe``,
+``TaskTail`` and ``WorkerWait`` the real ones); ``Watcher`` runs them on a thread of dev's.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Producer, TopicPartition
 
 from taskstream import rdkafka_log
 from taskstream.cli.supervisor import say
 from taskstream.config import Settings
+from taskstream.heartbeats import ONLINE, WorkerDirectory
 from taskstream.kafka import ensure_topics
 from taskstream.topics import TopicSpec, dev_probe_topic
 
@@ -70,11 +74,10 @@ class Probe(Protocol):
 
 
 class Lateness(Protocol):
-    """How late the tasks reach a reader, over the records read since the last call."""
+    """How long tasks waited, in a way the broker is to blame for, since the last call."""
 
-    def typical(self) -> float | None:
-        """Seconds from a task record's creation to its arrival, the median of those read
-        since the last call (None: none arrived)."""
+    def sample(self) -> tuple[float, str] | None:
+        """The seconds, and what they are in words (None: nothing to judge by)."""
 
 
 @dataclass
@@ -89,12 +92,13 @@ class BrokerWatch:
     slow_in_a_row: int = 2  # slow round trips in a row that warn
     stalled_s: float = 10.0  # an unanswered probe this old warns by itself
     recover_after: int = 3  # fast round trips in a row that end a warning
-    lateness: Lateness | None = None  # the tasks' lateness, sampled once an interval
+    lateness: Lateness | None = None  # the tasks' wait, sampled once an interval
+    late_s: float = 2.0  # tasks waiting longer than this are late (healthy: well under 1 s)
     # Intervals in a row whose tasks came late that warn: more than for the probe, since a
     # producer's first seconds (its connection, its idempotence id) make its records late too.
     late_in_a_row: int = 3
     warned: bool = False
-    last_lateness: float | None = None  # the last interval's median lateness (s), for reports
+    last_lateness: float | None = None  # the last interval's wait (s), for reports
     _pending: tuple[str, float] | None = None  # the probe in flight and when it was sent
     _next_at: float = field(default=float("-inf"))
     _slow: int = 0
@@ -122,16 +126,17 @@ class BrokerWatch:
             self._pending, self._next_at = (token, now), now + self.interval_s
 
     def _sample_lateness(self) -> None:
-        late = self.lateness.typical() if self.lateness is not None else None
-        if late is None:
+        sample = self.lateness.sample() if self.lateness is not None else None
+        if sample is None:
             return  # no task sent meanwhile: nothing to judge by
+        late, what = sample
         self.last_lateness = late
-        if late <= self.slow_s:
+        if late <= self.late_s:
             self._late = 0
             return
         self._late, self._fast = self._late + 1, 0
         if not self.warned and self._late >= self.late_in_a_row:
-            self._warn(f"tasks reach a reader {late:.1f}s after they were sent (the median)")
+            self._warn(what)
 
     def _round_trip(self, seconds: float) -> None:
         if seconds > self.slow_s:
@@ -224,7 +229,7 @@ class TaskTail:
                 ends.append(TopicPartition(topic, partition, self._end(tp, timeout)))
         self._consumer.assign(ends)
         self._lock = threading.Lock()
-        self._lateness: list[float] = []  # seconds, since the last typical()
+        self._lateness: list[float] = []  # seconds, since the last sample()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._read, name="task-tail", daemon=True)
         self._thread.start()
@@ -251,15 +256,51 @@ class TaskTail:
                 with self._lock:
                     self._lateness.extend(late)
 
-    def typical(self) -> float | None:
+    def sample(self) -> tuple[float, str] | None:
+        """The median lateness of the records read since the last call."""
         with self._lock:
             lateness, self._lateness = self._lateness, []
-        return statistics.median(lateness) if lateness else None
+        if not lateness:
+            return None
+        late = statistics.median(lateness)
+        return late, f"tasks reach a reader {late:.1f}s after they were sent (the median)"
 
     def close(self) -> None:
         self._stopping.set()
         self._thread.join(5)
         self._consumer.close()
+
+
+class WorkerWait:
+    """How long tasks wait for a worker that has free slots, from the workers' heartbeats
+    (``workers``: ``WorkerDirectory.workers_json``): the age of a worker's oldest unfinished
+    record at its last commit, for the online workers running fewer tasks than their
+    concurrency (a worker busy with every slot makes its tasks wait by itself)."""
+
+    def __init__(self, workers: Callable[[], list[dict[str, Any]]]) -> None:
+        self._workers = workers
+
+    def sample(self) -> tuple[float, str] | None:
+        waits = [
+            max((float(lag["seconds"]) for lag in worker["lag"]), default=0.0)
+            for worker in self._workers()
+            if worker["state"] == ONLINE and len(worker["running"]) < worker["concurrency"]
+        ]
+        if not waits:
+            return None
+        late = max(waits)
+        return late, f"tasks wait {late:.1f}s in their queue while a worker has free slots"
+
+
+class Worst:
+    """The worst of several lateness sources."""
+
+    def __init__(self, *sources: Lateness) -> None:
+        self._sources = sources
+
+    def sample(self) -> tuple[float, str] | None:
+        samples = [s for s in (source.sample() for source in self._sources) if s is not None]
+        return max(samples, default=None)
 
 
 class Watcher:
@@ -303,9 +344,12 @@ def watch_embedded_broker(
     ensure_topics(settings, [TopicSpec(topic, 1, 1)])
     probe = KafkaProbe(bootstrap_servers, topic)
     tail = TaskTail(bootstrap_servers, task_topics)
+    directory = WorkerDirectory(settings).start()
 
     def close() -> None:
         probe.close()
         tail.close()
+        directory.close()
 
-    return Watcher(BrokerWatch(probe, said, lateness=tail), close).start()
+    lateness = Worst(tail, WorkerWait(directory.workers_json))
+    return Watcher(BrokerWatch(probe, said, lateness=lateness), close).start()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskstream.cli.broker_watch import BrokerWatch
+from taskstream.cli.broker_watch import BrokerWatch, WorkerWait, Worst
 
 
 class FakeClock:
@@ -141,9 +141,9 @@ class FakeLateness:
         self.late: float | None = 0.02
         self.sampled = 0
 
-    def typical(self) -> float | None:
+    def sample(self) -> tuple[float, str] | None:
         self.sampled += 1
-        return self.late
+        return None if self.late is None else (self.late, f"tasks wait {self.late:.1f}s")
 
 
 def test_tasks_that_arrive_late_warn_although_the_probe_round_trips_fast(
@@ -162,7 +162,7 @@ def test_tasks_that_arrive_late_warn_although_the_probe_round_trips_fast(
     assert said == []
     run_for(watch, clock, 60)
     assert len(warnings(said)) == 1, said
-    assert "degrading: tasks reach a reader 3.0s after they were sent (the median)" in said[0]
+    assert "degrading: tasks wait 3.0s (normally well under 1 s)" in said[0]
     assert "restart taskstream dev" in said[0]
 
 
@@ -178,3 +178,30 @@ def test_a_fast_probe_does_not_end_the_warning_while_tasks_are_still_late(
     lateness.late = 0.01
     run_for(watch, clock, watch.interval_s * (watch.recover_after + 2))
     assert said[-1].startswith("the embedded broker answers in")
+
+
+def beat(lag_s: float, running: int, state: str = "online") -> dict[str, object]:
+    runs = [{"task_id": str(i)} for i in range(running)]
+    return {"state": state, "concurrency": 4, "running": runs,
+            "lag": [{"topic": "t", "partition": 0, "records": 3, "seconds": lag_s},
+                    {"topic": "t", "partition": 1, "records": 0, "seconds": 0.0}]}  # fmt: skip
+
+
+def test_the_tasks_wait_counts_only_for_workers_with_free_slots() -> None:
+    """A worker busy with every slot makes its tasks wait by itself: not the broker's doing."""
+    workers: list[dict[str, object]] = []
+    wait = WorkerWait(lambda: workers)
+    assert wait.sample() is None  # no worker yet
+    workers[:] = [beat(9.0, running=4), beat(0.2, running=1), beat(30.0, 0, state="lost")]
+    assert wait.sample() == (0.2, "tasks wait 0.2s in their queue while a worker has free slots")
+    workers.append(beat(3.5, running=0))
+    late, what = wait.sample() or (0.0, "")
+    assert late == 3.5 and "3.5s" in what
+
+
+def test_the_worst_source_speaks() -> None:
+    quiet, late = FakeLateness(), FakeLateness()
+    quiet.late, late.late = None, 4.0
+    assert Worst(quiet, late).sample() == (4.0, "tasks wait 4.0s")
+    late.late = None
+    assert Worst(quiet, late).sample() is None

@@ -275,7 +275,8 @@ class WorkerWait:
     """How long tasks wait for a worker that has free slots, from the workers' heartbeats
     (``workers``: ``WorkerDirectory.workers_json``): the age of a worker's oldest unfinished
     record at its last commit, for the online workers running fewer tasks than their
-    concurrency (a worker busy with every slot makes its tasks wait by itself)."""
+    concurrency (a worker busy with every slot makes its tasks wait by itself) and holding
+    none back for a rate limit (which makes them wait on purpose)."""
 
     def __init__(self, workers: Callable[[], list[dict[str, Any]]]) -> None:
         self._workers = workers
@@ -284,7 +285,9 @@ class WorkerWait:
         waits = [
             max((float(lag["seconds"]) for lag in worker["lag"]), default=0.0)
             for worker in self._workers()
-            if worker["state"] == ONLINE and len(worker["running"]) < worker["concurrency"]
+            if worker["state"] == ONLINE
+            and len(worker["running"]) < worker["concurrency"]
+            and not worker.get("throttled")
         ]
         if not waits:
             return None

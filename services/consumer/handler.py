@@ -243,6 +243,10 @@ class TaskHandler:
         running = {o: k for o, k in offsets.keys.items() if o not in waiting}
         return self.journal.release(topic, partition, running, offsets.done_above())
 
+    def throttled(self) -> int:
+        """Runs waiting for their task's rate limit."""
+        return self.rate_limits.waiting() if self.rate_limits is not None else 0
+
     def stop_rate_limits(self) -> None:
         """Start no more rate-limited runs (their records are not committed: run again)."""
         if self.rate_limits is not None:

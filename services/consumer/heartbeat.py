@@ -80,6 +80,7 @@ class Heartbeat:
         runs: Callable[[], list[Run]],
         lag: Callable[[], Lag],
         interval: float,
+        throttled: Callable[[], int] = lambda: 0,
         now: Callable[[], float] = clock.now,
     ) -> None:
         self._producer = producer
@@ -88,6 +89,7 @@ class Heartbeat:
         self._partitions = partitions
         self._runs = runs
         self._lag = lag
+        self._throttled = throttled  # runs waiting for their task's rate limit
         self.interval = interval
         self._now = now
         self._stopped = threading.Event()
@@ -119,6 +121,7 @@ class Heartbeat:
             **self._identity,
             "partitions": [{"topic": t, "partition": p} for t, p in partitions],
             "running": self._running(now) if state == ONLINE else [],
+            "throttled": self._throttled() if state == ONLINE else 0,
             "counts": counts(),
             "lag": [
                 {

@@ -261,6 +261,7 @@ class Worker(RuntimeOwner):
             runs=lambda: [job.run_ for job in list(running)],
             lag=lambda: handler.lag,
             interval=s.worker_heartbeat_s,
+            throttled=handler.throttled,
         )
         heartbeat.start()
         return heartbeat

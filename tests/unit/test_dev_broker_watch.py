@@ -197,6 +197,8 @@ def test_the_tasks_wait_counts_only_for_workers_with_free_slots() -> None:
     workers.append(beat(3.5, running=0))
     late, what = wait.sample() or (0.0, "")
     assert late == 3.5 and "3.5s" in what
+    workers[-1]["throttled"] = 2  # held back by a rate limit: waiting on purpose
+    assert wait.sample() == (0.2, "tasks wait 0.2s in their queue while a worker has free slots")
 
 
 def test_the_worst_source_speaks() -> None:

@@ -29,7 +29,7 @@ from taskstream.topics import heartbeats_topic, topic_specs
 
 KEYS = {
     "worker_id", "hostname", "pid", "version", "queues", "partitions", "concurrency",
-    "running", "counts", "lag", "state", "last_beat", "warnings",
+    "running", "throttled", "counts", "lag", "state", "last_beat", "warnings",
 }  # fmt: skip
 
 

@@ -5,7 +5,8 @@ configured), ``taskstream worker``, ``taskstream materialize`` and ``taskstream 
 (unless ``--http-port 0``), and ``taskstream beat`` when the app has periodic tasks.
 
 - **The broker.** ``--broker tansu`` (the default): the embedded Tansu, memory only, which
-  starts in a second from PyPI but degrades after ~100,000 tasks; dev watches it and warns
+  starts in a second from PyPI but slows as its data grows (tasks wait over 1 s after
+  ~75,000 of them at 100/s, after 3-5 minutes at 1,000/s); dev watches it and warns
   when it slows (``broker_watch.py``). ``--broker kafka``: one Apache Kafka node
   (``apache_kafka.py``; Java and Maven needed), its data in a temporary directory deleted
   at stop, for load tests.

@@ -180,7 +180,7 @@ def test_the_banner_states_the_embedded_brokers_limit_and_the_way_out_only_for_t
                       broker=broker).render()  # fmt: skip
 
     tansu = render("tansu")
-    assert "limit:   Tansu holds ~100,000 tasks (1,000 tasks/s for ~90 s)" in tansu
+    assert "limit:   Tansu slows as data grows: waits pass 1 s in ~12 min at 100/s" in tansu
     assert "--broker kafka" in tansu and "restarting dev empties it" in tansu
     kafka = render("kafka")
     assert "(Apache Kafka, one node, data in a temporary directory)" in kafka

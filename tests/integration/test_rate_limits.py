@@ -44,6 +44,11 @@ def test_two_workers_share_a_tasks_rate_limit_instead_of_each_taking_it_whole(
         by_worker[record.worker].append(starts[task_id])
     assert len(by_worker) == 2, "both workers ran some"
     for worker, times in by_worker.items():
-        gaps = [b - a for a, b in itertools.pairwise(sorted(times))]
-        # Each worker's share is 2/s (0.5 s apart); taken whole, 4/s would be 0.25 s apart.
-        assert min(gaps, default=1.0) >= 0.45, (worker, gaps)
+        times.sort()
+        if len(times) < 2:
+            continue
+        # Each worker's share is 2/s: its tokens come 0.5 s apart (taken whole, 4/s would be
+        # 0.25 s). A run starts a little after its token, by however busy the machine is, so
+        # the test takes the mean spacing, not the smallest gap.
+        spacing = (times[-1] - times[0]) / (len(times) - 1)
+        assert spacing >= 0.4, (worker, [round(b - a, 3) for a, b in itertools.pairwise(times)])

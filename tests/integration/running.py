@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +23,25 @@ from taskstream.kafka import header_pairs, topic_partitions
 from tests.conftest import REPO, Scope
 
 APP_SPEC = "tests.integration.tasks_app:app"
+
+
+_DUMP = "the process's threads when the wait timed out:\n"
+
+
+def _timed_out(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, TimeoutError) or (
+        isinstance(exc, AssertionError) and ("timed out" in text or "no result within" in text)
+    )
+
+
+def _threads_now() -> str:
+    """Every thread's stack, named: what a stuck worker or materializer was doing."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(
+        f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
+        for ident, frame in sys._current_frames().items()
+    )
 
 
 @contextmanager
@@ -42,6 +62,8 @@ def running(component: Worker | Materializer) -> Iterator[Any]:
     except BaseException as exc:
         if errors:  # the component died first: that is what the test waited on in vain
             exc.add_note(f"{component!r} had failed: {errors[0]!r}")
+        if _timed_out(exc) and not any(n.startswith(_DUMP) for n in getattr(exc, "__notes__", [])):
+            exc.add_note(_DUMP + _threads_now())  # before stop(): where the stuck run is
         raise
     finally:
         component.stop()

@@ -35,7 +35,7 @@ def _timed_out(exc: BaseException) -> bool:
     )
 
 
-def _threads_now() -> str:
+def threads_now() -> str:
     """Every thread's stack, named: what a stuck worker or materializer was doing."""
     names = {t.ident: t.name for t in threading.enumerate()}
     return "\n".join(
@@ -63,7 +63,7 @@ def running(component: Worker | Materializer) -> Iterator[Any]:
         if errors:  # the component died first: that is what the test waited on in vain
             exc.add_note(f"{component!r} had failed: {errors[0]!r}")
         if _timed_out(exc) and not any(n.startswith(_DUMP) for n in getattr(exc, "__notes__", [])):
-            exc.add_note(_DUMP + _threads_now())  # before stop(): where the stuck run is
+            exc.add_note(_DUMP + threads_now())  # before stop(): where the stuck run is
         raise
     finally:
         component.stop()

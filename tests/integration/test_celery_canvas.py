@@ -35,7 +35,7 @@ import pytest
 
 from taskstream import App, GroupResult, ResultSet, TaskFailed, chain, chord, group
 from taskstream.errors import ResultTimeout
-from tests.integration.running import wait_until, worker_and_materializer
+from tests.integration.running import threads_now, wait_until, worker_and_materializer
 
 TIMEOUT = 120  # only a failing case waits it out: generous for a loaded CI machine
 
@@ -87,8 +87,10 @@ def raises_expected(result: Any) -> TaskFailed:
     with pytest.raises(TaskFailed) as failed:
         try:
             result.get(timeout=TIMEOUT)
-        except ResultTimeout as exc:  # say where the workflow stopped
-            raise AssertionError(f"{exc}; {where(result)}") from exc
+        except ResultTimeout as exc:  # say where the workflow stopped, and the worker's threads
+            stuck = AssertionError(f"{exc}; {where(result)}")
+            stuck.add_note("the process's threads at the timeout:\n" + threads_now())
+            raise stuck from exc
     error = failed.value
     assert "ExpectedException" in f"{error.exc_type} {error.message}"
     return error

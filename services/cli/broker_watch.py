@@ -41,13 +41,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    TIMESTAMP_CREATE_TIME,
+    Consumer,
+    Producer,
+    TopicPartition,
+)
 
 from taskstream import rdkafka_log
 from taskstream.cli.supervisor import say
 from taskstream.config import Settings
 from taskstream.heartbeats import ONLINE, WorkerDirectory
-from taskstream.kafka import ensure_topics
+from taskstream.kafka import ensure_topics, topic_partitions
 from taskstream.topics import TopicSpec, dev_probe_topic
 
 logger = logging.getLogger(__name__)
@@ -225,21 +231,18 @@ class TaskTail:
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 100,
         })  # fmt: skip
-        metadata = self._consumer.list_topics(timeout=timeout).topics
-        ends = []
-        for topic in topics:
-            for partition in metadata[topic].partitions if topic in metadata else ():
-                tp = TopicPartition(topic, partition)
-                ends.append(TopicPartition(topic, partition, self._end(tp, timeout)))
-        self._consumer.assign(ends)
+        # From each partition's end (librdkafka asks for it on assignment: no round trip
+        # per partition here, at dev's start).
+        self._consumer.assign([
+            TopicPartition(topic, partition, OFFSET_END)
+            for topic in topics
+            for partition in topic_partitions(self._consumer, topic, timeout)
+        ])  # fmt: skip
         self._lock = threading.Lock()
         self._lateness: list[float] = []  # seconds, since the last sample()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._read, name="task-tail", daemon=True)
         self._thread.start()
-
-    def _end(self, tp: TopicPartition, timeout: float) -> int:
-        return int(self._consumer.get_watermark_offsets(tp, timeout)[1])
 
     def _read(self) -> None:
         consumer = self._consumer

@@ -99,6 +99,10 @@ class Executor:
                 self._pooled += 1
             self._jobs.put(job)
 
+    def describe(self) -> str:
+        """Its counters, for a diagnosis."""
+        return f"pooled={self._pooled} threads={len(self._threads)} {self._keys.describe()}"
+
     def _spawn(self) -> threading.Thread:
         thread = threading.Thread(target=self._work, name="taskstream-task", daemon=True)
         thread.start()
@@ -191,6 +195,10 @@ class _KeyedSerializer:
                     return
                 self._waiting[key] = deque()
         self._start(job)
+
+    def describe(self) -> str:
+        waiting = {k: len(v) for k, v in list(self._waiting.items())}
+        return f"keys_running={len(waiting)} queued_behind={sum(waiting.values())}"
 
     def finished(self, job: Job) -> None:
         key = job.key

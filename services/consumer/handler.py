@@ -260,6 +260,24 @@ class TaskHandler:
         if self.in_flight:
             log.warning("%d tasks still running after the grace period", self.in_flight)
 
+    def describe(self) -> str:
+        """Where records wait, one line per partition (a test prints it when a task never
+        gets its outcome): read from another thread, so a snapshot, not exact."""
+        runtime, lines = self.runtime, []
+        lines.append(
+            f"in_flight={self.in_flight} held={len(self._held)} finished={len(self._finished)}"
+            f" paused={runtime.paused} throttled={self.throttled()} "
+            f"executor: {self.executor.describe()} journal: {self.journal.describe()}"
+        )
+        for (topic, partition), offsets in sorted(self.tracker.partitions.items()):
+            lines.append(
+                f"  {topic}[{partition}] committed={offsets.committed} next={offsets.next_offset}"
+                f" pending={offsets.pending} in_flight={offsets.in_flight}"
+                f" high={runtime.high_watermark(topic, partition)}"
+                f" journal_held={self.journal.held_in(topic, partition)}"
+            )
+        return "\n".join(lines)
+
     # -- dispatch ---------------------------------------------------------------------------
 
     def dispatch(self, record: Record, lost: int | None) -> None:

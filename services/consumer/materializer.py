@@ -149,6 +149,15 @@ class Materializer(RuntimeOwner):
             if self._producer is not None:
                 self._producer.close()
 
+    def describe(self) -> str:
+        """What it applied, per partition (a test prints it when a result never comes)."""
+        runtime = self._runtime
+        parts = [f"applied={self.applied}"]
+        for (topic, partition), offsets in sorted(self._tracker.partitions.items()):
+            high = runtime.high_watermark(topic, partition) if runtime is not None else None
+            parts.append(f"  {topic}[{partition}] next={offsets.next_offset} high={high}")
+        return "\n".join(parts)
+
     # -- the runtime's handler --------------------------------------------------------------
 
     def room(self) -> int:

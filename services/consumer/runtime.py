@@ -153,6 +153,11 @@ class ConsumerRuntime:
         self._stopping.set()
 
     @property
+    def paused(self) -> bool:
+        """Every assigned partition is paused for backpressure."""
+        return self._paused
+
+    @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
@@ -424,6 +429,7 @@ class ConsumerRuntime:
         self.commit(asynchronous=False, only=revoked)
         for topic, partition in revoked:
             self.tracker.revoke(topic, partition)
+        _unpause(consumer, partitions)
         if self.cooperative:
             consumer.incremental_unassign(partitions)
         else:
@@ -435,6 +441,7 @@ class ConsumerRuntime:
         self.handler.revoked(partitions, lost=True)
         for tp in partitions:
             self.tracker.revoke(tp.topic, tp.partition)
+        _unpause(consumer, partitions)
         if self.cooperative:
             consumer.incremental_unassign(partitions)
         else:
@@ -461,6 +468,17 @@ class RuntimeOwner:
         if self._stop_requested:
             runtime.stop()
         return runtime
+
+
+def _unpause(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    """Resume partitions about to be unassigned. librdkafka keeps a partition's pause across
+    unassign and assign: one paused for backpressure when it was taken away would come back
+    paused at its next assignment, and never be fetched again (checked with librdkafka
+    2.16.0 on Apache Kafka). Resumed while still assigned, it comes back fetching."""
+    try:
+        consumer.resume(partitions)
+    except KafkaException as exc:
+        log.debug("resume before unassign failed: %s", exc)
 
 
 def partition_names(partitions: list[TopicPartition]) -> str:

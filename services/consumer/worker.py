@@ -121,6 +121,11 @@ class Worker(RuntimeOwner):
         handler = self._handler
         return handler.in_flight if handler is not None else 0
 
+    def describe(self) -> str:
+        """Where its records wait (a test prints it when a task never gets its outcome)."""
+        handler = self._handler
+        return handler.describe() if handler is not None else "not running"
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:

@@ -19,7 +19,9 @@ objects. What it mimics, because taskstream's correctness rests on it:
   one partition at once; a new owner starts at the group's committed offset, else at
   ``auto.offset.reset``;
 - ``kill()`` is SIGKILL: no revoke, no commit, the partitions go to the others, which
-  redeliver every uncommitted record.
+  redeliver every uncommitted record;
+- a paused partition stays paused when unassigned and assigned again (eager or
+  incremental), as librdkafka's does: only ``resume()`` fetches it again.
 
 - transactions (``transactional.id``): a transaction's records reach the log together at
   ``commit_transaction()`` (so readers see what ``read_committed`` shows) and never after
@@ -713,8 +715,7 @@ class StubConsumer(Consumer):
         with self._broker.condition:
             group = self._broker._group(self.group_id)
             for tp in partitions:  # unassigned after the callback, as confluent-kafka does
-                self._positions.pop(tp, None)
-                self._paused.discard(tp)
+                self._positions.pop(tp, None)  # a pause stays, as librdkafka's does
                 self._consumed.discard(tp)
                 self._stored.pop(tp, None)
                 if group.owner.get(tp) is self:
@@ -741,7 +742,6 @@ class StubConsumer(Consumer):
         with self._broker.condition:
             self._called_assign = True
             self._positions.clear()
-            self._paused.clear()
             self._consumed.clear()
             for tp in partitions:
                 self._positions[(tp.topic, tp.partition)] = self._start(tp)
@@ -759,14 +759,12 @@ class StubConsumer(Consumer):
             for tp in partitions:
                 key = (tp.topic, tp.partition)
                 self._positions.pop(key, None)
-                self._paused.discard(key)
                 self._consumed.discard(key)
 
     def unassign(self) -> None:
         self._check_open()
         with self._broker.condition:
             self._positions.clear()
-            self._paused.clear()
             self._consumed.clear()
 
     def assignment(self) -> list[TopicPartition]:

@@ -35,13 +35,24 @@ def _timed_out(exc: BaseException) -> bool:
     )
 
 
+_components: list[Worker | Materializer] = []  # under running() now
+
+
 def threads_now() -> str:
-    """Every thread's stack, named: what a stuck worker or materializer was doing."""
+    """The state of the workers and materializers running in this process, then every
+    thread's stack, named: where a record that never got its outcome waits."""
+    states = []
+    for component in list(_components):
+        try:
+            states.append(f"=== {type(component).__name__}: {component.describe()}")
+        except Exception as failed:  # a diagnosis never hides the failure it explains
+            states.append(f"=== {type(component).__name__}: no state ({failed!r})")
     names = {t.ident: t.name for t in threading.enumerate()}
-    return "\n".join(
-        f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
+    stacks = [
+        f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame)[-6:])
         for ident, frame in sys._current_frames().items()
-    )
+    ]
+    return "\n".join(states + stacks)
 
 
 @contextmanager
@@ -57,6 +68,7 @@ def running(component: Worker | Materializer) -> Iterator[Any]:
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
+    _components.append(component)
     try:
         yield component
     except BaseException as exc:
@@ -66,6 +78,7 @@ def running(component: Worker | Materializer) -> Iterator[Any]:
             exc.add_note(_DUMP + threads_now())  # before stop(): where the stuck run is
         raise
     finally:
+        _components.remove(component)
         component.stop()
         thread.join(60)
         assert not thread.is_alive(), f"{component!r} did not stop"

@@ -146,6 +146,27 @@ def test_a_full_handler_pauses_its_partitions_and_resumes_with_room() -> None:
     assert [c for c, _ in consumer.calls] == ["pause", "resume"]
 
 
+def test_a_partition_taken_away_while_paused_is_fetched_when_it_comes_back() -> None:
+    """librdkafka keeps a partition's pause across unassign and assign: the runtime resumes
+    what it lets go, or a partition paused for backpressure would never be fetched again."""
+    broker = setup(partitions=2, records=2)
+    first, handler, _ = member(broker, space=1, pause_after_s=0.0)
+    turns(first, lambda: len(handler.got) == 1 and first.paused)  # full: both paused
+    second, _, _ = member(broker)
+    for _ in range(20):  # the group splits the partitions; the first keeps one, paused
+        first.turn()
+        second.turn()
+    assert len(first.tracker.partitions) == 1 and len(second.tracker.partitions) == 1
+    handler.space = 100
+    turns(first, lambda: not first.paused)  # room again: its one partition resumes
+    second.consumer.close()  # the other partition comes back to the first
+    turns(first, lambda: len(first.tracker.partitions) == 2)
+    add(broker, 10, partitions=2)
+    fetched = len(handler.got)
+    turns(first, lambda: len(handler.got) >= fetched + 10)
+    assert {p for p, _ in handler.got[fetched:]} == {0, 1}
+
+
 def test_a_full_handler_within_the_pause_delay_fetches_nothing_and_is_not_paused() -> None:
     broker = setup(partitions=1, records=1)
     runtime, handler, consumer = member(broker, space=1, pause_after_s=3600.0)

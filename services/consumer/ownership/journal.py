@@ -279,6 +279,22 @@ class OwnershipJournal:
     def held(self) -> int:
         return sum(len(p.held) for p in self._partitions.values())
 
+    def describe(self) -> str:
+        """Its state, for a diagnosis."""
+        unconfirmed = sorted(
+            f"{k[1]}:{'durable' if p.durable else 'claim'}"
+            f"{'/careful' if p.state.careful_until is not None else ''}"
+            f"{'/awaited' if p.awaited else ''} held={len(p.held)}"
+            for k, p in list(self._partitions.items())
+            if k not in self._confirmed
+        )
+        return (
+            f"partitions={len(self._partitions)} confirmed={len(self._confirmed)} "
+            f"claims={len(self._claims)} awaited={len(self._awaited)} "
+            f"handing={len(self._handing)} running={self._running is not None} "
+            f"reading={self._reading} unconfirmed={unconfirmed}"
+        )
+
     @property
     def isolating(self) -> bool:
         """A careful run is due or in progress: no usual run may start."""

@@ -274,6 +274,7 @@ class TaskHandler:
                 f"  {topic}[{partition}] committed={offsets.committed} next={offsets.next_offset}"
                 f" pending={offsets.pending} in_flight={offsets.in_flight}"
                 f" high={runtime.high_watermark(topic, partition)}"
+                f" end={runtime.end_offset(topic, partition)}"
                 f" journal_held={self.journal.held_in(topic, partition)}"
             )
         return "\n".join(lines)

@@ -155,7 +155,8 @@ class Materializer(RuntimeOwner):
         parts = [f"applied={self.applied}"]
         for (topic, partition), offsets in sorted(self._tracker.partitions.items()):
             high = runtime.high_watermark(topic, partition) if runtime is not None else None
-            parts.append(f"  {topic}[{partition}] next={offsets.next_offset} high={high}")
+            end = runtime.end_offset(topic, partition) if runtime is not None else None
+            parts.append(f"  {topic}[{partition}] next={offsets.next_offset} high={high} end={end}")
         return "\n".join(parts)
 
     # -- the runtime's handler --------------------------------------------------------------

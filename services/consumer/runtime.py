@@ -42,7 +42,7 @@ from typing import Protocol
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from taskstream.consumer.offsets import OffsetTracker, commit
-from taskstream.kafka import record_position
+from taskstream.kafka import record_position, topics_led
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class LoopTiming:
     batch: int = 500  # records taken per loop turn, at most
     resume_ratio: float = 0.8  # paused: resume when the room is back to this share
     committed_timeout_s: float = 2.0  # on assignment, to learn the committed offsets (lag)
+    metadata_wait_s: float = 10.0  # before subscribing, for the topics to be in the metadata
 
 
 class ConsumerRuntime:
@@ -139,9 +140,32 @@ class ConsumerRuntime:
     # -- set-up and stop --------------------------------------------------------------------
 
     def subscribe(self, topics: list[str]) -> None:
+        self._await_metadata(topics)
         self.consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+
+    def _await_metadata(self, topics: list[str]) -> None:
+        """Subscribe once this client's metadata has every topic. A group leader leaves a
+        subscribed topic its metadata lacks out of the assignment, and librdkafka does not
+        rejoin when the topic shows up (seen on Apache Kafka just after the topic's creation,
+        when a broker had not learned it yet: the member kept no partitions). A topic still
+        unknown after ``metadata_wait_s`` is subscribed to as it is."""
+        deadline = time.monotonic() + self.timing.metadata_wait_s
+        pending = list(topics)
+        while pending:
+            try:
+                known = {
+                    t: self.consumer.list_topics(t, timeout=1.0).topics.get(t) for t in pending
+                }
+                pending = [t for t in pending if not topics_led(known, [t])]
+            except KafkaException as exc:
+                log.debug("metadata before subscribing: %s", exc)
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        if pending:
+            log.warning("subscribing to %s, which the cluster does not list yet", pending)
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -351,6 +375,17 @@ class ConsumerRuntime:
             TopicPartition(topic, partition), cached=True
         )
         return high if high is not None and high >= 0 else None
+
+    def end_offset(self, topic: str, partition: int) -> int | str:
+        """The partition's end as the broker says now (a diagnosis: one request), or why
+        not."""
+        try:
+            _low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=2.0, cached=False
+            )
+        except KafkaException as exc:
+            return f"unknown ({exc.args[0]})"
+        return int(high)
 
     def commit(self, *, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> bool:
         ok = commit(self.consumer, self.tracker, asynchronous=asynchronous, only=only)

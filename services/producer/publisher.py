@@ -146,6 +146,9 @@ class Delivery:
         else:
             self._hooks.failed()
             outcome = DeliveryFailed(self._topic, err.str())
+            # Said where it happens: a group member or chain step nobody waits on would
+            # otherwise leave its workflow waiting without a trace.
+            log.error("a task event was not delivered to %s: %s", self._topic, err.str())
         with self._lock:
             self._outcome = outcome
             event, callbacks = self._event, self._callbacks

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,9 +104,20 @@ def where(result: Any) -> str:
         parent = getattr(result, "parent", None)
         group = store.group(parent.id) if parent is not None and parent.id else None
         due = [(g.group_id, g.size) for g in store.due_groups()]
+        missing = []  # and the partition each one's record went to (its key is its id)
+        members = getattr(result, "results", None) or getattr(parent, "results", None) or []
+        for member in members:
+            record = store.get(member.id)
+            if record is None or not record.status.is_final:
+                missing.append(f"{member.id} (partition {zlib.crc32(member.id.encode()) % 12})")
+        publisher = getattr(result._app, "_publisher", None)
+        queued = len(publisher._producer) if publisher is not None else None
     except Exception as exc:  # a diagnosis never hides the failure it explains
         return f"(state unknown: {exc!r})"
-    return f"parent group {group}; groups due to join {due}"
+    return (
+        f"parent group {group}; groups due to join {due}; events not acknowledged {queued}; "
+        f"members without an outcome {missing}"
+    )
 
 
 # -- test_chain --------------------------------------------------------------------------------

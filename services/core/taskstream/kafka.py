@@ -269,7 +269,60 @@ def ensure_topics(
                 raise NotAuthorized("CREATE", "topic", name, username) from exc
             if code != KafkaError.TOPIC_ALREADY_EXISTS:  # a racing creator won
                 raise ConfigError(f"cannot create topic {name!r}: {exc}") from exc
+    known_everywhere(settings, admin, [s.name for s in missing], timeout)
     return created
+
+
+_PER_BROKER_S = 5.0  # a broker that does not list the new topics this soon is passed over
+
+
+def known_everywhere(
+    settings: Settings, admin: AdminClient, names: list[str], timeout: float = 30.0
+) -> None:
+    """Wait until every broker lists ``names`` with a leader for each partition.
+
+    Each broker of a cluster learns a new topic at its own pace (KRaft's metadata log). A
+    consumer group's leader that gets its metadata from one that has not yet leaves the topic
+    out of the assignment, and librdkafka does not rejoin for it (measured on Apache Kafka 4.4,
+    three nodes: one join in fifteen right after the creation got no partitions, for good).
+    So the creator waits: it asks each broker in turn, through a client bootstrapped on that
+    broker alone (a client's first metadata request goes to its bootstrap broker)."""
+    try:
+        brokers = admin.list_topics(timeout=timeout).brokers.values()
+    except KafkaException as exc:
+        log.warning("cannot list the brokers to check the new topics: %s", exc)
+        return
+    deadline = time.monotonic() + timeout
+    for broker in brokers:
+        address = f"{broker.host}:{broker.port}"
+        until = min(deadline, time.monotonic() + _PER_BROKER_S)
+        while not _lists(settings, address, names, max(0.1, until - time.monotonic())):
+            if time.monotonic() >= until:
+                log.warning("broker %s does not list the new topics yet", address)
+                break
+            time.sleep(0.05)
+
+
+def _lists(settings: Settings, address: str, names: list[str], timeout: float) -> bool:
+    """Whether the broker at ``address`` lists every topic of ``names``, each partition
+    with a leader (one metadata request, from a client that knows no other broker yet)."""
+    client = AdminClient({**admin_config(settings), "bootstrap.servers": address})
+    try:
+        return topics_led(client.list_topics(timeout=timeout).topics, names)
+    except KafkaException:
+        return False
+
+
+def topics_led(topics: dict[str, Any], names: Iterable[str]) -> bool:
+    """Whether metadata ``topics`` (``list_topics().topics``) has every one of ``names``,
+    each partition with a leader."""
+    for name in names:
+        topic = topics.get(name)
+        if topic is None or topic.error is not None or not topic.partitions:
+            return False
+        if any(p.leader < 0 for p in topic.partitions.values()):
+            return False
+    return True
 
 
 # Closing while every broker is down: stop waiting for deliveries after this long without

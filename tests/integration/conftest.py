@@ -4,13 +4,29 @@ that are killed at the end whatever happened."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
 from taskstream import App
 from tests.conftest import Scope
+from tests.integration.running import DUMP, threads_now, timed_out
 from tests.integration.tasks_app import build_app
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """A test that timed out waiting, with its worker and materializer in a fixture (still
+    running now, before the fixtures' teardown): the report says where records wait."""
+    outcome: Any = yield
+    report = outcome.get_result()
+    error = call.excinfo.value if call.excinfo is not None else None
+    if call.when == "call" and report.failed and error is not None and timed_out(error):
+        if DUMP not in str(report.longrepr):
+            report.sections.append(("where records wait", threads_now()))
 
 
 @pytest.fixture

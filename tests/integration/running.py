@@ -25,10 +25,11 @@ from tests.conftest import REPO, Scope
 APP_SPEC = "tests.integration.tasks_app:app"
 
 
-_DUMP = "the process's threads when the wait timed out:\n"
+DUMP = "the process's threads when the wait timed out:\n"
 
 
-def _timed_out(exc: BaseException) -> bool:
+def timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` is a wait that timed out (a result, or a condition)."""
     text = str(exc)
     return isinstance(exc, TimeoutError) or (
         isinstance(exc, AssertionError) and ("timed out" in text or "no result within" in text)
@@ -74,8 +75,8 @@ def running(component: Worker | Materializer) -> Iterator[Any]:
     except BaseException as exc:
         if errors:  # the component died first: that is what the test waited on in vain
             exc.add_note(f"{component!r} had failed: {errors[0]!r}")
-        if _timed_out(exc) and not any(n.startswith(_DUMP) for n in getattr(exc, "__notes__", [])):
-            exc.add_note(_DUMP + threads_now())  # before stop(): where the stuck run is
+        if timed_out(exc) and not any(n.startswith(DUMP) for n in getattr(exc, "__notes__", [])):
+            exc.add_note(DUMP + threads_now())  # before stop(): where the stuck run is
         raise
     finally:
         _components.remove(component)

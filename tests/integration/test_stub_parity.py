@@ -152,6 +152,28 @@ def test_a_paused_partition_returns_nothing_and_seek_rewinds_it(backend: Backend
         consumer.close()
 
 
+def test_a_partition_paused_before_its_unassign_comes_back_paused(backend: Backend) -> None:
+    """librdkafka keeps a partition's pause across unassign and assign (the consumer runtime
+    resumes what it lets go for that reason): the stub must too."""
+    topic = backend.topic("repause", 1)
+    producer = backend.producer()
+    for i in range(3):
+        producer.produce(topic, str(i).encode())
+    assert producer.flush(_WAIT_S) == 0
+    consumer = backend.consumer("repause")
+    try:
+        consumer.incremental_assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        assert [m.value() for m in read(consumer, 1)] == [b"0"]
+        consumer.pause([TopicPartition(topic, 0)])
+        consumer.incremental_unassign([TopicPartition(topic, 0)])
+        consumer.incremental_assign([TopicPartition(topic, 0, 1)])
+        assert consumer.poll(1.0) is None  # still paused
+        consumer.resume([TopicPartition(topic, 0)])
+        assert [m.value() for m in read(consumer, 2)] == [b"1", b"2"]
+    finally:
+        consumer.close()
+
+
 def test_a_record_over_message_max_bytes_raises_at_produce(backend: Backend) -> None:
     topic = backend.topic("size", 1)
     producer = backend.producer(**{"message.max.bytes": 1000})

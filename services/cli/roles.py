@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import io
 import signal
 import sys
+from collections.abc import Callable
 
 from taskstream.app import App
 from taskstream.config import Settings
@@ -21,6 +24,24 @@ def _serve_metrics(flag: int | None, app: App) -> None:
         serve_metrics(port)
 
 
+def _state_on_sigusr1(describe: Callable[[], str]) -> None:
+    """SIGUSR1 also prints ``describe()`` (where the records wait), after the threads'
+    tracebacks (faulthandler's, which print even when the main thread is stuck in C)."""
+
+    def state(_signum: int, _frame: object) -> None:
+        try:
+            print(f"taskstream state: {describe()}", file=sys.stderr, flush=True)
+        except Exception as exc:  # a diagnosis never stops the process it describes
+            print(f"taskstream state unknown: {exc!r}", file=sys.stderr, flush=True)
+
+    faulthandler.unregister(signal.SIGUSR1)  # registered by main(): installed again below
+    signal.signal(signal.SIGUSR1, state)
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=True)
+    except (io.UnsupportedOperation, ValueError):
+        pass  # stderr is no file (captured, as in a test): the state alone
+
+
 def worker(args: argparse.Namespace) -> int:
     from taskstream.consumer.worker import Worker
 
@@ -34,6 +55,7 @@ def worker(args: argparse.Namespace) -> int:
         max_tasks_in_flight=args.max_tasks_in_flight,
     )
     w.install_signal_handlers()
+    _state_on_sigusr1(w.describe)
     w.run()
     return 0
 
@@ -50,6 +72,7 @@ def materialize(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    _state_on_sigusr1(m.describe)
     m.run()
     app.close()
     return 0

@@ -3,7 +3,9 @@ that are killed at the end whatever happened."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
 from collections.abc import Generator, Iterator
 from typing import Any
 
@@ -14,6 +16,8 @@ from tests.conftest import Scope
 from tests.integration.running import DUMP, threads_now, timed_out
 from tests.integration.tasks_app import build_app
 
+FAILED = pytest.StashKey[bool]()  # the test's call failed (its processes say where they were)
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
@@ -23,6 +27,8 @@ def pytest_runtest_makereport(
     running now, before the fixtures' teardown): the report says where records wait."""
     outcome: Any = yield
     report = outcome.get_result()
+    if call.when == "call":
+        item.stash[FAILED] = report.failed
     error = call.excinfo.value if call.excinfo is not None else None
     if call.when == "call" and report.failed and error is not None and timed_out(error):
         if DUMP not in str(report.longrepr):
@@ -38,9 +44,14 @@ def app(scope: Scope) -> Iterator[App]:
 
 
 @pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+def processes(request: pytest.FixtureRequest) -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
+    alive = [p for p in started if p.poll() is None]
+    if alive and request.node.stash.get(FAILED, False):
+        for p in alive:  # taskstream's processes print their state and threads on SIGUSR1
+            p.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
     for p in started:
         if p.poll() is None:
             p.kill()

@@ -150,7 +150,7 @@ class ConsumerRuntime:
         subscribed topic its metadata lacks out of the assignment, and librdkafka does not
         rejoin when the topic shows up (seen on Apache Kafka just after the topic's creation,
         when a broker had not learned it yet: the member kept no partitions). A topic still
-        unknown after ``metadata_wait_s`` is subscribed to as it is."""
+        unknown after ``metadata_wait_s`` is subscribed to as it is; a stop ends the wait."""
         deadline = time.monotonic() + self.timing.metadata_wait_s
         pending = list(topics)
         while pending:
@@ -161,8 +161,8 @@ class ConsumerRuntime:
                 pending = [t for t in pending if not topics_led(known, [t])]
             except KafkaException as exc:
                 log.debug("metadata before subscribing: %s", exc)
-            if not pending or time.monotonic() >= deadline:
-                break
+            if not pending or self._stopping.is_set() or time.monotonic() >= deadline:
+                break  # (a stop meanwhile: the loop returns at once, subscribed or not)
             time.sleep(0.05)
         if pending:
             log.warning("subscribing to %s, which the cluster does not list yet", pending)

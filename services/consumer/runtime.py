@@ -155,10 +155,11 @@ class ConsumerRuntime:
         pending = list(topics)
         while pending:
             try:
-                known = {
-                    t: self.consumer.list_topics(t, timeout=1.0).topics.get(t) for t in pending
-                }
-                pending = [t for t in pending if not topics_led(known, [t])]
+                pending = [
+                    t
+                    for t in pending
+                    if not topics_led(self.consumer.list_topics(t, timeout=1.0).topics, [t])
+                ]
             except KafkaException as exc:
                 log.debug("metadata before subscribing: %s", exc)
             if not pending or self._stopping.is_set() or time.monotonic() >= deadline:

@@ -27,10 +27,11 @@ def pytest_runtest_makereport(
     running now, before the fixtures' teardown): the report says where records wait."""
     outcome: Any = yield
     report = outcome.get_result()
-    if call.when == "call":
-        item.stash[FAILED] = report.failed
+    if call.when != "call":
+        return
+    item.stash[FAILED] = report.failed
     error = call.excinfo.value if call.excinfo is not None else None
-    if call.when == "call" and report.failed and error is not None and timed_out(error):
+    if report.failed and error is not None and timed_out(error):
         if DUMP not in str(report.longrepr):
             report.sections.append(("where records wait", threads_now()))
 

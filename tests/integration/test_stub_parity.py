@@ -88,6 +88,16 @@ def read(consumer: Consumer, n: int, timeout: float = _WAIT_S) -> list[Message]:
     return out
 
 
+def counted(backend: Backend, name: str, records: int) -> str:
+    """A one-partition topic holding the records ``b"0"``, ``b"1"``, ...: its name."""
+    topic = backend.topic(name, 1)
+    producer = backend.producer()
+    for i in range(records):
+        producer.produce(topic, str(i).encode())
+    assert producer.flush(_WAIT_S) == 0
+    return topic
+
+
 def test_records_of_one_key_land_in_one_partition_in_order(backend: Backend) -> None:
     topic = backend.topic("keys", 3)
     producer = backend.producer()
@@ -109,11 +119,7 @@ def test_records_of_one_key_land_in_one_partition_in_order(backend: Backend) -> 
 
 
 def test_a_new_member_resumes_after_the_committed_offset(backend: Backend) -> None:
-    topic = backend.topic("resume", 1)
-    producer = backend.producer()
-    for i in range(5):
-        producer.produce(topic, str(i).encode())
-    assert producer.flush(_WAIT_S) == 0
+    topic = counted(backend, "resume", 5)
     first = backend.consumer("resume")
     try:
         first.subscribe([topic])
@@ -133,11 +139,7 @@ def test_a_new_member_resumes_after_the_committed_offset(backend: Backend) -> No
 
 
 def test_a_paused_partition_returns_nothing_and_seek_rewinds_it(backend: Backend) -> None:
-    topic = backend.topic("pause", 1)
-    producer = backend.producer()
-    for i in range(4):
-        producer.produce(topic, str(i).encode())
-    assert producer.flush(_WAIT_S) == 0
+    topic = counted(backend, "pause", 4)
     consumer = backend.consumer("pause")
     try:
         consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
@@ -155,11 +157,7 @@ def test_a_paused_partition_returns_nothing_and_seek_rewinds_it(backend: Backend
 def test_a_partition_paused_before_its_unassign_comes_back_paused(backend: Backend) -> None:
     """librdkafka keeps a partition's pause across unassign and assign (the consumer runtime
     resumes what it lets go for that reason): the stub must too."""
-    topic = backend.topic("repause", 1)
-    producer = backend.producer()
-    for i in range(3):
-        producer.produce(topic, str(i).encode())
-    assert producer.flush(_WAIT_S) == 0
+    topic = counted(backend, "repause", 3)
     consumer = backend.consumer("repause")
     try:
         consumer.incremental_assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])

@@ -243,9 +243,10 @@ def ensure_topics(
     credentials or an untrusted certificate raise at once, not after the timeout."""
     admin = preflight.connect(admin_config(settings), timeout)
     try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
+        cluster = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise BrokerError.wrap(exc, "listing topics") from exc
+    existing = set(cluster.topics)
     missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []
@@ -269,7 +270,8 @@ def ensure_topics(
                 raise NotAuthorized("CREATE", "topic", name, username) from exc
             if code != KafkaError.TOPIC_ALREADY_EXISTS:  # a racing creator won
                 raise ConfigError(f"cannot create topic {name!r}: {exc}") from exc
-    known_everywhere(settings, admin, [s.name for s in missing], timeout)
+    addresses = [f"{b.host}:{b.port}" for b in cluster.brokers.values()]
+    known_everywhere(settings, addresses, [s.name for s in missing], timeout)
     return created
 
 
@@ -277,9 +279,10 @@ _PER_BROKER_S = 5.0  # a broker that does not list the new topics this soon is p
 
 
 def known_everywhere(
-    settings: Settings, admin: AdminClient, names: list[str], timeout: float = 30.0
+    settings: Settings, brokers: list[str], names: list[str], timeout: float = 30.0
 ) -> None:
-    """Wait until every broker lists ``names`` with a leader for each partition.
+    """Wait until every broker of ``brokers`` (``host:port``) lists ``names`` with a leader
+    for each partition.
 
     Each broker of a cluster learns a new topic at its own pace (KRaft's metadata log). A
     consumer group's leader that gets its metadata from one that has not yet leaves the topic
@@ -287,14 +290,8 @@ def known_everywhere(
     three nodes: one join in fifteen right after the creation got no partitions, for good).
     So the creator waits: it asks each broker in turn, through a client bootstrapped on that
     broker alone (a client's first metadata request goes to its bootstrap broker)."""
-    try:
-        brokers = admin.list_topics(timeout=timeout).brokers.values()
-    except KafkaException as exc:
-        log.warning("cannot list the brokers to check the new topics: %s", exc)
-        return
     deadline = time.monotonic() + timeout
-    for broker in brokers:
-        address = f"{broker.host}:{broker.port}"
+    for address in brokers:
         until = min(deadline, time.monotonic() + _PER_BROKER_S)
         while not _lists(settings, address, names, max(0.1, until - time.monotonic())):
             if time.monotonic() >= until:

@@ -134,7 +134,10 @@ class MemberResults:
         members = self._groups.get(group_id)
         if members is None or len(members) != size:
             return None
-        return [members[i] for i in range(size)] if all(i in members for i in range(size)) else None
+        try:
+            return [members[i] for i in range(size)]
+        except KeyError:  # a position past the size: the store settles it
+            return None
 
     def clear(self) -> None:
         self._groups.clear()

@@ -54,7 +54,7 @@ def arguments(app: App, task: Task[Any, Any], event: TaskEvent) -> dict[str, Any
         parent = event.parent_results[0]
         value = app.decode_result(parent.task, parent.result)
     else:
-        value = [app.decode_result(p.task, p.result) for p in event.parent_results]
+        value = app.decode_results(event.parent_results)
     return {first: value, **kwargs}
 
 

@@ -331,3 +331,43 @@ def test_nested_workflow_fields_round_trip_and_older_events_still_decode() -> No
     }  # fmt: skip
     old = envelopes.decode_task(codec.encode(v3, datum))
     assert old.chain == [step] and old.then == [] and old.join is None
+
+
+def test_a_chord_body_with_its_members_results_is_written_as_fastavro_writes_it() -> None:
+    """The parent results a chord's body carries (one per member) are written by hand
+    between fastavro's two halves of the record: the same bytes as the whole record's."""
+    from taskstream.envelope import Flow, FlowKind, Join, ParentResult, Prepend, Step, TaskEvent
+
+    codec = Codec()
+    envelopes = Envelopes(codec)
+    step = Step("s", "t", "q", None, b"a", True)
+    results = [ParentResult("itest.add", bytes([i % 256]) * (i % 7)) for i in range(300)]
+    results += [ParentResult("itest.ünïcode", b"\x01" * 1024), ParentResult("x", b"\x02" * 70000)]
+    event = TaskEvent(
+        TASK_ID, "itest.body", "default", "k", 1, T0, None, b"x", parent_id="g", root_id="r",
+        prepend=Prepend.LIST, parent_results=results, headers={"h": "v"}, time_limit=3.0,
+        then=[Flow(FlowKind.TASK, step)], join=Join("g0", 0, 2, [], [step]),
+    )  # fmt: skip
+    written = envelopes.encode_task(event)
+    datum = codec.decode_as(envelopes.task_schema, written)
+    assert [(r["task"], r["result"]) for r in datum["parent_results"]] == [
+        (r.task, r.result) for r in results
+    ]
+    assert written == codec.encode(envelopes.task_schema, datum)
+    assert envelopes.decode_task(written) == event
+
+
+def test_many_results_of_one_schema_decode_in_one_pass_as_one_at_a_time() -> None:
+    codec = Codec()
+    added = {"name": "z", "type": "long", "default": 0}
+    schema = codec.register({**POINT, "fields": [*POINT["fields"], added]})
+    older = codec.register_version(POINT, schema)  # an earlier version: resolved one by one
+    data = [codec.encode(schema, {"x": i, "label": "p" * (i % 5), "z": i}) for i in range(50)]
+    expected = [codec.decode_as(schema, d) for d in data]
+    assert codec.decode_many(schema, data) == expected
+    mixed = [*data, codec.encode(older, {"x": 7, "label": "old"})]
+    assert codec.decode_many(schema, mixed) == [*expected, {"x": 7, "label": "old", "z": 0}]
+    with pytest.raises(CorruptMessage, match="trailing"):
+        codec.decode_many(schema, [*data[:3], data[3] + b"\x00", *data[4:]])
+    with pytest.raises(CorruptMessage):
+        codec.decode_many(schema, [*data[:3], data[3][:-1], *data[4:]])

@@ -176,6 +176,19 @@ def test_a_chord_runs_its_body_once_with_the_results_in_order(app: App) -> None:
         assert info is not None and info.state == GroupState.FIRED and info.completed == 50
 
 
+def test_a_chord_of_different_tasks_gets_each_result_as_its_own_task_returned_it(
+    app: App,
+) -> None:
+    """A chord's members' results reach the body decoded in one pass when one task returned
+    them all (above), one at a time here."""
+    add, mul, tsum = task(app, "add"), task(app, "mul"), task(app, "tsum")
+    with taskstream.testing.run(app) as stub:
+        members = group([add.s(1, 2), mul.s(3, 4), add.s(5, 6)])
+        assert chord(members, tsum.s()).apply_async().get(timeout=10) == 26
+        stub.join()
+        assert CALLS == [("tsum", [3, 12, 11])]
+
+
 def test_a_member_run_twice_counts_once(app: App) -> None:
     add, tsum = task(app, "add"), task(app, "tsum")
     with taskstream.testing.run(app) as stub:

@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from taskstream.codec import Codec
 from taskstream.config import Settings
 from taskstream.control import Control
-from taskstream.envelope import Envelopes, TaskEvent
+from taskstream.envelope import Envelopes, ParentResult, TaskEvent
 from taskstream.errors import UnknownTask
 from taskstream.flow_events import GROUP_RESULT_TASK
 from taskstream.group_result import GroupResult
@@ -325,6 +325,14 @@ class App:
         if task is not None:
             return task.decode_result(data)
         return self.codec.decode(data)[1]
+
+    def decode_results(self, results: list[ParentResult]) -> list[Any]:
+        """:meth:`decode_result` of each, in order; in one pass when one task known here
+        returned them all (a chord's members, usually)."""
+        task = self.tasks.get(results[0].task) if results else None
+        if task is None or any(r.task != task.name for r in results):
+            return [self.decode_result(r.task, r.result) for r in results]
+        return task.decode_results([r.result for r in results])
 
     def close(self) -> None:
         """Flush undelivered events and close the store."""

@@ -145,11 +145,53 @@ def strip_logical_types(schema: Any) -> Any:
     return schema
 
 
+def avro_long(n: int) -> bytes:
+    """``n`` as Avro's binary ``long`` (zig-zag, then a base-128 varint): also how a string's
+    or bytes' length and an array block's count are written."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+class RecordCut:
+    """A record schema cut around one of its fields, so that field's body can be written
+    apart (by hand, when fastavro's writer would visit many small items): a record's body is
+    its fields' bodies in order, so the head's, the field's and the tail's make the record's."""
+
+    def __init__(self, schema: AvroSchema, field: str, *, logical_types: bool = True) -> None:
+        fields = schema.schema["fields"]
+        at = [f["name"] for f in fields].index(field)
+        named: dict[str, Any] = {}  # the head's named types, which the tail names
+
+        def part(suffix: str, part_fields: list[Any]) -> Any:
+            record = {"type": "record", "name": f"{schema.name}{suffix}", "fields": part_fields}
+            readable = record if logical_types else strip_logical_types(record)
+            return parse_schema(json.loads(json.dumps(readable)), named_schemas=named)
+
+        self.header = schema.header
+        self._head = part("Before", fields[:at])
+        self._tail = part("After", fields[at + 1 :])
+
+    def encode(self, datum: Any, field_body: bytes) -> bytes:
+        """The single-object encoding of ``datum`` with ``field_body`` as the cut field's."""
+        out = io.BytesIO()
+        out.write(self.header)
+        schemaless_writer(out, self._head, datum)
+        out.write(field_body)
+        schemaless_writer(out, self._tail, datum)
+        return out.getvalue()
+
+
 class Codec:
     """Encodes and decodes single-object Avro, knowing schemas by fingerprint."""
 
     def __init__(self) -> None:
         self._by_fingerprint: dict[bytes, AvroSchema] = {}
+        self._arrays: dict[bytes, Any] = {}  # fingerprint -> an array of it, parsed
 
     def register(self, schema: Any, *, logical_types: bool = True) -> AvroSchema:
         """Parse ``schema`` once and remember it by fingerprint; registering twice is harmless.
@@ -244,6 +286,32 @@ class Codec:
                 raise CorruptMessage(f"expected a {schema.name}, got a {other.name}")
             return self._read_body(other, data)  # an earlier version: resolved to this one
         return self._read_body(schema, data)
+
+    def decode_many(self, schema: AvroSchema, data: list[bytes]) -> list[Any]:
+        """The datums of ``data``, each as :meth:`decode_as` gives it; read in one pass when
+        all carry ``schema``'s own fingerprint (the bodies, one after the other, are an Avro
+        array's), which takes a tenth of the time for the many small results a chord joins."""
+        header = schema.header
+        if len(data) < 2 or not all(d.startswith(header) for d in data):
+            return [self.decode_as(schema, d) for d in data]
+        array = self._arrays.get(schema.fingerprint)
+        if array is None:
+            array = self._arrays[schema.fingerprint] = parse_schema(
+                {"type": "array", "items": schema.parsed}
+            )
+        body = io.BytesIO(avro_long(len(data)) + b"".join(d[HEADER_SIZE:] for d in data) + b"\x00")
+        try:
+            datums = schemaless_reader(body, array, None)
+        except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError):
+            datums = []
+        if (
+            not isinstance(datums, list)
+            or len(datums) != len(data)
+            or body.tell() != len(body.getbuffer())
+        ):
+            # Some body is not one datum: say which, as one at a time does.
+            return [self.decode_as(schema, d) for d in data]
+        return datums
 
     @staticmethod
     def read_prefix(writer: AvroSchema, data: bytes) -> tuple[Any, int]:

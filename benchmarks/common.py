@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from taskstream import App
 from taskstream.envelope import TaskEvent, now_micros
-from taskstream.topics import results_topic, task_topic, worker_group
+from taskstream.kafka.topics import results_topic, task_topic, worker_group
 
 REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 12

@@ -31,11 +31,11 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # stub: no __all__
 
+from taskstream.avro.codec import Codec
 from taskstream.cli.embedded_broker import EmbeddedBroker
-from taskstream.codec import Codec
 from taskstream.config import Settings
 from taskstream.envelope import Envelopes, ResultEvent, TaskEvent, now_micros
-from taskstream.kafka import consumer_config, producer_config
+from taskstream.kafka.clients import consumer_config, producer_config
 from taskstream.status import Status
 
 # (label, librdkafka settings): gzip at zlib's default level (6) and at level 1, its fastest

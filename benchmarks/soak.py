@@ -42,7 +42,7 @@ from taskstream import App, chain
 from taskstream.cli.apache_kafka import KafkaCluster
 from taskstream.cli.broker_watch import Watcher, watch_embedded_broker
 from taskstream.cli.embedded_broker import EmbeddedBroker
-from taskstream.topics import results_topic, task_topic
+from taskstream.kafka.topics import results_topic, task_topic
 
 REPO = Path(__file__).resolve().parent.parent
 REPORTS = REPO / "benchmarks" / "reports"

@@ -41,11 +41,11 @@ from benchmarks.common import (
     wait_committed,
     wait_group,
 )
-from taskstream.codec import HEADER_SIZE, strip_logical_types
+from taskstream.avro.codec import HEADER_SIZE, strip_logical_types
 from taskstream.envelope import ResultEvent, load_envelope_schema, now_micros
-from taskstream.kafka import consumer_config, producer_config
+from taskstream.kafka.clients import consumer_config, producer_config
+from taskstream.kafka.topics import task_topic
 from taskstream.status import Status
-from taskstream.topics import task_topic
 
 # -- 1. the ceiling --------------------------------------------------------------------------
 

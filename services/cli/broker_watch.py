@@ -49,12 +49,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from taskstream import rdkafka_log
 from taskstream.cli.supervisor import say
 from taskstream.config import Settings
 from taskstream.heartbeats import ONLINE, WorkerDirectory
-from taskstream.kafka import ensure_topics, topic_partitions
-from taskstream.topics import TopicSpec, dev_probe_topic
+from taskstream.kafka import rdkafka_log
+from taskstream.kafka.admin import ensure_topics
+from taskstream.kafka.clients import topic_partitions
+from taskstream.kafka.topics import TopicSpec, dev_probe_topic
 
 logger = logging.getLogger(__name__)
 

@@ -51,8 +51,8 @@ from taskstream.cli.embedded_broker import EmbeddedBroker, free_port
 from taskstream.cli.supervisor import Supervisor, say
 from taskstream.config import DEV_STATE_FILE, clear_dev_state, write_dev_state
 from taskstream.errors import ConfigError
+from taskstream.kafka.topics import results_topic, task_topic
 from taskstream.loading import load_app
-from taskstream.topics import results_topic, task_topic
 
 STATE_DIR = DEV_STATE_FILE.parent
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from taskstream.app import App
-from taskstream.avro_compat import incompatibility
+from taskstream.avro.compat import incompatibility
 from taskstream.envelope import (
     RESULT_EVENT_SCHEMA_FILE,
     TASK_EVENT_SCHEMA_FILE,

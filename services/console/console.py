@@ -14,19 +14,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from taskstream.app import App
-from taskstream.avro_json import datum_to_json
+from taskstream.avro.json import datum_to_json
 from taskstream.envelope import Prepend, TaskEvent
 from taskstream.errors import BrokerError, CodecError
-from taskstream.producer.http import HttpService
-from taskstream.store import ResultRecord
-from taskstream.store.base import Link, OutcomeCount, TaskQuery
-from taskstream.topics import (
+from taskstream.kafka.topics import (
     DELAY_TIERS_S,
     delay_topic,
     delays_group,
     task_topic,
     worker_group,
 )
+from taskstream.producer.http import HttpService
+from taskstream.store import ResultRecord
+from taskstream.store.base import Link, OutcomeCount, TaskQuery
 
 from .cache import Cached
 from .dead_letters import DeadLetters

@@ -28,7 +28,7 @@ from confluent_kafka import (
 
 from taskstream.app import App
 from taskstream.errors import BrokerError
-from taskstream.kafka import consumer_config, topic_partitions
+from taskstream.kafka.clients import consumer_config, topic_partitions
 
 # Small fetches: the probe needs one record per partition, not a backlog's megabytes.
 _PROBE_FETCH: dict[str, Any] = {

@@ -56,17 +56,17 @@ from taskstream.app import App, queues_of
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.errors import NotAuthorized
-from taskstream.kafka import (
-    Access,
+from taskstream.kafka.broker import Access
+from taskstream.kafka.clients import (
     Headers,
     consumer_config,
     incremental_assignment,
     producer_config,
     worker_id,
 )
+from taskstream.kafka.topics import beat_group, beat_topic, task_topic
 from taskstream.metrics import BEAT_LAST_TICK, BEAT_LEADER, BEAT_TICKS
 from taskstream.periodic import PeriodicTask, next_tick, plan, tick_id
-from taskstream.topics import beat_group, beat_topic, task_topic
 
 log = logging.getLogger(__name__)
 

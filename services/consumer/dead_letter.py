@@ -19,9 +19,9 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from taskstream.kafka import Headers, header_pairs
-from taskstream.sizes import record_size
-from taskstream.topics import dead_letter_topic
+from taskstream.kafka.clients import Headers, header_pairs
+from taskstream.kafka.sizes import record_size
+from taskstream.kafka.topics import dead_letter_topic
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,10 @@ from taskstream.consumer.outcomes import Acks, Outcomes
 from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.consumer.tier_scan import TierScan
-from taskstream.kafka import EventProducer, consumer_config, incremental_assignment, producer_config
-from taskstream.sizes import message_max_bytes
-from taskstream.topics import DELAY_TIERS_S, delay_topic, delays_group, tier_of
+from taskstream.kafka.clients import consumer_config, incremental_assignment, producer_config
+from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.sizes import message_max_bytes
+from taskstream.kafka.topics import DELAY_TIERS_S, delay_topic, delays_group, tier_of
 
 log = logging.getLogger(__name__)
 

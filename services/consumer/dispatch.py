@@ -26,7 +26,7 @@ from taskstream.consumer.record import Record
 from taskstream.consumer.revocation import Revocations
 from taskstream.envelope import ResultEvent, TaskEvent, now_micros
 from taskstream.errors import UnknownSchema
-from taskstream.kafka import header_pairs
+from taskstream.kafka.clients import header_pairs
 
 log = logging.getLogger(__name__)
 

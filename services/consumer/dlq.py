@@ -16,14 +16,14 @@ from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.envelope import Envelopes, now_micros
 from taskstream.errors import BrokerError, DeliveryFailed
-from taskstream.kafka import (
-    EventProducer,
+from taskstream.kafka.clients import (
     consumer_config,
     header_pairs,
     producer_config,
     topic_partitions,
 )
-from taskstream.topics import dead_letter_topic
+from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.topics import dead_letter_topic
 
 
 @dataclass(frozen=True)

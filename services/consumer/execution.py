@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskstream import sizes
 from taskstream.consumer import retries
 from taskstream.consumer.dead_letter import Reason
 from taskstream.consumer.time_limits import Watchdog
@@ -31,7 +30,8 @@ from taskstream.errors import (
     TimeLimitExceeded,
     WorkerLost,
 )
-from taskstream.kafka import Headers
+from taskstream.kafka import sizes
+from taskstream.kafka.clients import Headers
 from taskstream.status import Status
 from taskstream.task import (
     RunInfo,
@@ -74,7 +74,7 @@ class Run:
     offset: int
     worker: str
     started: int = 0  # µs since the epoch
-    # The producer's message.max.bytes (taskstream.sizes.producer_limit), in bytes: the
+    # The producer's message.max.bytes (taskstream.kafka.sizes.producer_limit), in bytes: the
     # largest result event this run may publish.
     message_max_bytes: int = field(kw_only=True)
     terminated: bool = field(default=False, kw_only=True)  # revoked with terminate=True

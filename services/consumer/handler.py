@@ -42,7 +42,7 @@ from taskstream.consumer.reports import ReportServer
 from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.consumer.time_limits import Watchdog
-from taskstream.kafka import EventProducer
+from taskstream.kafka.producer import EventProducer
 
 log = logging.getLogger(__name__)
 

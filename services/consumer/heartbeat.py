@@ -25,7 +25,7 @@ from taskstream import clock, metrics
 from taskstream.consumer.execution import Run
 from taskstream.consumer.instrumentation import Partition
 from taskstream.heartbeats import OFFLINE, ONLINE, encode_beat
-from taskstream.kafka import EventProducer
+from taskstream.kafka.producer import EventProducer
 
 log = logging.getLogger(__name__)
 

@@ -59,7 +59,8 @@ from taskstream.flow_events import (
     result_id,
     start,
 )
-from taskstream.kafka import EventProducer
+from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.topics import results_topic, task_topic
 from taskstream.status import Status
 from taskstream.store import (
     GroupInfo,
@@ -70,7 +71,6 @@ from taskstream.store import (
     Progress,
     ResultReader,
 )
-from taskstream.topics import results_topic, task_topic
 
 log = logging.getLogger(__name__)
 

@@ -32,18 +32,14 @@ from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.envelope import now_micros
 from taskstream.errors import CorruptMessage, DeliveryFailed, StoreRejected
-from taskstream.kafka import (
-    Access,
-    EventProducer,
-    consumer_config,
-    incremental_assignment,
-    producer_config,
-)
-from taskstream.sizes import producer_limit
+from taskstream.kafka.broker import Access
+from taskstream.kafka.clients import consumer_config, incremental_assignment, producer_config
+from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.sizes import producer_limit
+from taskstream.kafka.topics import dead_letter_topic, materializer_group, results_topic
 from taskstream.status import Status
 from taskstream.store import GroupMember, Link, Progress, ResultRow, ResultStore
 from taskstream.store.base import from_micros, redacted_url
-from taskstream.topics import dead_letter_topic, materializer_group, results_topic
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +112,7 @@ class Materializer(RuntimeOwner):
     def run(self) -> None:
         s = self.app.settings
         self.app.ensure_topics()
-        # A store-rejected record goes to the dead-letter topic (taskstream.preflight).
+        # A store-rejected record goes to the dead-letter topic (taskstream.kafka.preflight).
         access = Access((self.topic,), (dead_letter_topic(s.topic_prefix),), (self.group_id,))
         self.app.broker.check_access(s, access)
         if self.rebuild:

@@ -20,8 +20,9 @@ from taskstream.consumer.execution import Outcome
 from taskstream.consumer.offsets import PartitionOffsets
 from taskstream.envelope import Envelopes, ResultEvent, TaskEvent, now_micros
 from taskstream.errors import TaskstreamError
-from taskstream.kafka import EventProducer, Headers
-from taskstream.topics import (
+from taskstream.kafka.clients import Headers
+from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.topics import (
     delay_tier,
     delay_topic,
     results_topic,

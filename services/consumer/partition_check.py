@@ -13,7 +13,7 @@ import logging
 
 from taskstream import metrics
 from taskstream.app import App
-from taskstream.topics import task_topic
+from taskstream.kafka.topics import task_topic
 
 log = logging.getLogger(__name__)
 

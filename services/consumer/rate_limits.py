@@ -28,7 +28,7 @@ from itertools import count
 from taskstream import clock
 from taskstream.app import App
 from taskstream.consumer.executor import Job
-from taskstream.topics import task_topic
+from taskstream.kafka.topics import task_topic
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 
-from taskstream.kafka import EventProducer
+from taskstream.kafka.producer import EventProducer
 
 _STALE_S = 0.005  # no task thread served reports this long: the loop thread does
 

@@ -28,8 +28,8 @@ from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwne
 from taskstream.control import Revocation
 from taskstream.envelope import TaskEvent, now_micros
 from taskstream.errors import CorruptMessage, DeliveryTimeout
-from taskstream.kafka import consumer_config
-from taskstream.topics import CONTROL_PARTITIONS, control_readers, control_topic
+from taskstream.kafka.clients import consumer_config
+from taskstream.kafka.topics import CONTROL_PARTITIONS, control_readers, control_topic
 
 log = logging.getLogger(__name__)
 

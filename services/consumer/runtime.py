@@ -42,7 +42,8 @@ from typing import Protocol
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from taskstream.consumer.offsets import OffsetTracker, commit
-from taskstream.kafka import record_position, topics_led
+from taskstream.kafka.admin import topics_led
+from taskstream.kafka.clients import record_position
 
 log = logging.getLogger(__name__)
 

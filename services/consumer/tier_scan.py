@@ -19,8 +19,8 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from taskstream.app import App
 from taskstream.envelope import TaskEvent
-from taskstream.kafka import consumer_config
-from taskstream.topics import delay_scanners
+from taskstream.kafka.clients import consumer_config
+from taskstream.kafka.topics import delay_scanners
 
 log = logging.getLogger(__name__)
 

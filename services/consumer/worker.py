@@ -37,17 +37,17 @@ from taskstream.consumer.revocation import ControlReader, Revocations
 from taskstream.consumer.runtime import RuntimeOwner
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.consumer.tracing import TracingHooks
-from taskstream.kafka import (
-    Access,
-    EventProducer,
+from taskstream.kafka.broker import Access
+from taskstream.kafka.clients import (
     consumer_config,
     incremental_assignment,
     producer_config,
     topic_partitions,
     worker_id,
 )
-from taskstream.sizes import message_max_bytes
-from taskstream.topics import (
+from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.sizes import message_max_bytes
+from taskstream.kafka.topics import (
     DELAY_TIERS_S,
     control_topic,
     dead_letter_topic,
@@ -160,7 +160,7 @@ class Worker(RuntimeOwner):
         s, app = self.settings, self.app
         app.ensure_topics(sorted({*app.queues, *self.queues}))  # chains send to the others
         # Credentials, certificate and ACLs checked before any task is taken: a worker that
-        # may not publish outcomes must not consume (taskstream.preflight).
+        # may not publish outcomes must not consume (taskstream.kafka.preflight).
         app.broker.check_access(s, self._access())
         counts = app.broker.partition_counts(s, self.topics)
         self.warnings = short_queues(app, self.queues, counts)

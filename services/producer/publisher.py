@@ -39,9 +39,11 @@ from taskstream.errors import (
     MessageTooLarge,
     TlsFailed,
 )
-from taskstream.kafka import Broker, EventProducer, KafkaBroker, producer_config
-from taskstream.sizes import message_max_bytes, record_size
-from taskstream.topics import task_topic, topic_specs
+from taskstream.kafka.broker import Broker, KafkaBroker
+from taskstream.kafka.clients import producer_config
+from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.sizes import message_max_bytes, record_size
+from taskstream.kafka.topics import task_topic, topic_specs
 
 if TYPE_CHECKING:
     from taskstream.app import App

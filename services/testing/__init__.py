@@ -30,9 +30,7 @@ from taskstream.app import App
 from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker
 from taskstream.errors import JoinTimeout
-from taskstream.store import MemoryStore
-from taskstream.testing.stub_broker import StubBroker
-from taskstream.topics import (
+from taskstream.kafka.topics import (
     DELAY_TIERS_S,
     delay_topic,
     delays_group,
@@ -40,6 +38,8 @@ from taskstream.topics import (
     task_topic,
     tier_of,
 )
+from taskstream.store import MemoryStore
+from taskstream.testing.stub_broker import StubBroker
 
 __all__ = ["Stub", "run"]
 

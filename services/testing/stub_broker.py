@@ -70,8 +70,8 @@ from confluent_kafka.admin._metadata import (  # the classes list_topics() retur
 )
 
 from taskstream.config import Settings
-from taskstream.kafka import Access
-from taskstream.topics import TopicSpec
+from taskstream.kafka.broker import Access
+from taskstream.kafka.topics import TopicSpec
 
 __all__ = ["StubBroker", "StubConsumer", "StubProducer"]
 

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from taskstream import App
 from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker
-from taskstream.kafka import header_pairs, topic_partitions
+from taskstream.kafka.clients import header_pairs, topic_partitions
 from tests.conftest import REPO, Scope
 
 APP_SPEC = "tests.integration.tasks_app:app"

@@ -21,8 +21,8 @@ from confluent_kafka import Consumer
 
 from taskstream import App
 from taskstream.consumer.beat import ENTRY_HEADER, TICK_HEADER
+from taskstream.kafka.topics import task_topic
 from taskstream.periodic import tick_id
-from taskstream.topics import task_topic
 from tests.conftest import REPO, BrokerHandle, Scope
 from tests.integration.running import free_port, headers_of, wait_until
 

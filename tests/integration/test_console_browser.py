@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from taskstream import App
-from taskstream.topics import dead_letter_topic
+from taskstream.kafka.topics import dead_letter_topic
 from tests.conftest import REPO, Scope
 from tests.integration.console_app import build_app
 from tests.integration.http_server import serve_process

@@ -9,8 +9,8 @@ import pytest
 
 from taskstream import App
 from taskstream.console.kafka_view import backlog
-from taskstream.kafka import producer_config
-from taskstream.topics import task_topic, worker_group
+from taskstream.kafka.clients import producer_config
+from taskstream.kafka.topics import task_topic, worker_group
 from tests.conftest import Scope
 from tests.integration.running import wait_until, worker_and_materializer
 from tests.integration.tasks_app import build_app

@@ -16,7 +16,7 @@ from taskstream import App, Status
 from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.revocation import ControlReader, Revocations
 from taskstream.errors import TaskRevoked
-from taskstream.topics import delay_topic
+from taskstream.kafka.topics import delay_topic
 from tests.conftest import Scope
 from tests.integration.running import (
     read_topic,

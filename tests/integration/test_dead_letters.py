@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from taskstream import TaskFailed
-from taskstream.topics import dead_letter_topic
+from taskstream.kafka.topics import dead_letter_topic
 from tests.conftest import REPO, Scope
 from tests.integration.running import read_topic, wait_until, worker_and_materializer
 from tests.integration.tasks_app import build_app

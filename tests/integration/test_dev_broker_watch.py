@@ -14,8 +14,8 @@ import pytest
 
 from taskstream import App
 from taskstream.cli.broker_watch import BrokerWatch, KafkaProbe
-from taskstream.kafka import ensure_topics
-from taskstream.topics import TopicSpec, dev_probe_topic
+from taskstream.kafka.admin import ensure_topics
+from taskstream.kafka.topics import TopicSpec, dev_probe_topic
 from tests.conftest import BrokerHandle, Scope
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ import pytest
 from confluent_kafka import Producer
 
 from taskstream import App
-from taskstream.codec import MARKER
+from taskstream.avro.codec import MARKER
+from taskstream.kafka.topics import dead_letter_topic, results_topic, task_topic
 from taskstream.status import Status
-from taskstream.topics import dead_letter_topic, results_topic, task_topic
 from tests.conftest import BrokerHandle, Scope
 from tests.integration.running import (
     assigned_partitions,

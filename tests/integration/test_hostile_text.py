@@ -14,8 +14,8 @@ from confluent_kafka import Producer
 from taskstream import App
 from taskstream.envelope import ResultEvent, TaskError, now_micros
 from taskstream.errors import TaskFailed
+from taskstream.kafka.topics import dead_letter_topic, results_topic
 from taskstream.status import Status
-from taskstream.topics import dead_letter_topic, results_topic
 from tests.conftest import Scope
 from tests.integration.running import headers_of, read_topic, wait_until, worker_and_materializer
 from tests.integration.tasks_app import build_app

@@ -30,7 +30,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from taskstream import App
 from taskstream.cli.schema_files import export
-from taskstream.topics import results_topic, task_topic
+from taskstream.kafka.topics import results_topic, task_topic
 from tests.conftest import REPO, Scope
 from tests.integration.running import read_topic, worker_and_materializer
 from tests.integration.tasks_app import build_app

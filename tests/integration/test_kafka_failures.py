@@ -25,9 +25,9 @@ import pytest
 
 from taskstream import App
 from taskstream.errors import DeliveryFailed
+from taskstream.kafka.topics import task_topic, worker_group
 from taskstream.producer.http import HttpService
 from taskstream.status import Status
-from taskstream.topics import task_topic, worker_group
 from tests.conftest import BrokerHandle, Scope
 from tests.integration.http_server import serving
 from tests.integration.running import free_port, spawn_materializer, spawn_worker, wait_until

@@ -28,7 +28,7 @@ from confluent_kafka.admin import AclOperation, ResourceType  # type: ignore[att
 
 from taskstream.cli.embedded_broker import free_port
 from taskstream.errors import AuthenticationFailed, TlsFailed
-from taskstream.topics import results_topic, task_topic
+from taskstream.kafka.topics import results_topic, task_topic
 from tests.conftest import REPO, Scope
 from tests.integration.running import APP_SPEC, wait_until
 from tests.integration.tasks_app import build_app

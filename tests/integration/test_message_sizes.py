@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from taskstream import App, MessageTooLarge, TaskFailed
-from taskstream.topics import worker_group
+from taskstream.kafka.topics import worker_group
 from tests.conftest import Scope
 from tests.integration.running import worker_and_materializer
 

@@ -26,7 +26,7 @@ import yaml
 
 from taskstream import App
 from taskstream.consumer.materializer import Materializer
-from taskstream.topics import task_topic
+from taskstream.kafka.topics import task_topic
 from tests.conftest import REPO, Scope
 from tests.integration.running import running, wait_until
 

@@ -12,8 +12,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from taskstream import App
 from taskstream.config import Settings
-from taskstream.kafka import KafkaBroker, consumer_config, ensure_topics
-from taskstream.topics import DELAY_TIERS_S, TopicSpec, delay_topic, task_topic
+from taskstream.kafka.admin import ensure_topics
+from taskstream.kafka.broker import KafkaBroker
+from taskstream.kafka.clients import consumer_config
+from taskstream.kafka.topics import DELAY_TIERS_S, TopicSpec, delay_topic, task_topic
 from tests.conftest import Scope
 from tests.integration.tasks_app import build_app
 

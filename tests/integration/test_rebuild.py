@@ -11,9 +11,9 @@ import pytest
 
 from taskstream import App
 from taskstream.consumer.materializer import Materializer
+from taskstream.kafka.topics import results_topic
 from taskstream.status import Status
 from taskstream.store import ResultRecord
-from taskstream.topics import results_topic
 from tests.conftest import REPO, Scope
 from tests.integration.running import APP_SPEC, running, wait_until, worker_and_materializer
 from tests.integration.tasks_app import build_app

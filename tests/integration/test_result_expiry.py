@@ -8,7 +8,7 @@ from confluent_kafka.admin._config import ConfigResource
 
 from taskstream import App
 from taskstream.consumer.materializer import Materializer
-from taskstream.topics import results_topic
+from taskstream.kafka.topics import results_topic
 from tests.conftest import Scope
 from tests.integration.running import read_topic, running, wait_until, worker_and_materializer
 from tests.integration.tasks_app import build_app

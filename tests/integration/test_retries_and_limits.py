@@ -7,7 +7,7 @@ import time
 import pytest
 
 from taskstream import App, Status, TaskFailed
-from taskstream.topics import dead_letter_topic
+from taskstream.kafka.topics import dead_letter_topic
 from tests.conftest import Scope
 from tests.integration.running import (
     headers_of,

@@ -26,9 +26,9 @@ from confluent_kafka import (
 )
 
 from taskstream.config import Settings
-from taskstream.kafka import Broker, KafkaBroker
+from taskstream.kafka.broker import Broker, KafkaBroker
+from taskstream.kafka.topics import TopicSpec
 from taskstream.testing.stub_broker import StubBroker
-from taskstream.topics import TopicSpec
 from tests.conftest import BrokerHandle
 
 pytestmark = pytest.mark.integration

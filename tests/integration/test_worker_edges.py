@@ -13,7 +13,7 @@ import pytest
 
 from taskstream import App, Status, TaskFailed
 from taskstream.consumer.materializer import Materializer
-from taskstream.topics import dead_letter_topic, deliveries_topic
+from taskstream.kafka.topics import dead_letter_topic, deliveries_topic
 from tests.conftest import BrokerHandle, Scope
 from tests.integration.running import (
     assigned_partitions,

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from taskstream import App, Status
 from taskstream.consumer.materializer import Materializer
 from taskstream.consumer.worker import Worker
-from taskstream.topics import dead_letter_topic, task_topic, worker_group
+from taskstream.kafka.topics import dead_letter_topic, task_topic, worker_group
 from tests.conftest import REPO, BrokerHandle, Scope
 from tests.integration.running import (
     APP_SPEC,

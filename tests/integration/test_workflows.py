@@ -14,10 +14,10 @@ import pytest
 from taskstream import App, AsyncResult, CanvasError, GroupResult, TaskFailed, chain, chord, group
 from taskstream.canvas import callback_id
 from taskstream.envelope import Envelopes
+from taskstream.kafka.topics import results_topic, task_topic
 from taskstream.producer.http import HttpService
 from taskstream.status import Status
 from taskstream.store import GroupState
-from taskstream.topics import results_topic, task_topic
 from tests.conftest import Scope
 from tests.integration.http_server import serving
 from tests.integration.running import (

@@ -9,11 +9,11 @@ from taskstream import App
 from taskstream.control import Control
 from taskstream.envelope import TaskEvent
 from taskstream.errors import DeliveryFailed, MessageTooLarge
+from taskstream.kafka.topics import control_topic
 from taskstream.producer.http import HttpService
 from taskstream.producer.http.catalog import Catalog
 from taskstream.store import MemoryStore, ResultStore
 from taskstream.testing.stub_broker import StubBroker
-from taskstream.topics import control_topic
 
 
 class FakePublisher:

@@ -15,7 +15,11 @@ from typing import Any
 
 import pytest
 
-from taskstream.codec import apache_python_canonical_form, apache_python_fingerprint, fingerprint
+from taskstream.avro.codec import (
+    apache_python_canonical_form,
+    apache_python_fingerprint,
+    fingerprint,
+)
 from tests.conftest import REPO
 
 avro_schema = pytest.importorskip("avro.schema")

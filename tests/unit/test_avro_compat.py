@@ -1,4 +1,4 @@
-"""taskstream.avro_compat: Avro schema resolution, as schemas check and the canvas use it."""
+"""taskstream.avro.compat: Avro schema resolution, as schemas check and the canvas use it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from taskstream.avro_compat import incompatibility
+from taskstream.avro.compat import incompatibility
 
 POINT = {"type": "record", "name": "Point", "fields": [{"name": "x", "type": "long"}]}
 

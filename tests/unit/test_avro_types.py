@@ -19,7 +19,7 @@ from typing import Annotated, Any, Optional, Union
 import fastavro
 import pytest
 
-from taskstream.avro_schema import AvroType, DecimalSpec, avro_type
+from taskstream.avro.hints import AvroType, DecimalSpec, avro_type
 from taskstream.errors import InvalidArguments, UnsupportedAnnotation
 from taskstream.signature import derive_signature
 

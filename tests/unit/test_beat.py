@@ -13,11 +13,11 @@ from taskstream import App, clock
 from taskstream.consumer.beat import ENTRY_HEADER, TICK_HEADER, Beat
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.errors import NotAuthorized
-from taskstream.kafka import header_pairs
+from taskstream.kafka.clients import header_pairs
+from taskstream.kafka.topics import task_topic
 from taskstream.metrics import BEAT_LEADER
 from taskstream.periodic import tick_id
 from taskstream.testing.stub_broker import StubBroker
-from taskstream.topics import task_topic
 
 PREFIX = "ub"
 FAST = LoopTiming(poll_s=0.001, busy_poll_s=0.001)  # turns cost no real time to speak of

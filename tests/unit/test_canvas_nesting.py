@@ -22,7 +22,7 @@ from taskstream import (
     group,
 )
 from taskstream.canvas import callback_id
-from taskstream.topics import task_topic
+from taskstream.kafka.topics import task_topic
 
 CALLS: list[Any] = []
 

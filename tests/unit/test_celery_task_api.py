@@ -24,7 +24,7 @@ from taskstream import (
 )
 from taskstream.cli.schema_files import export
 from taskstream.errors import InvalidOption, NoCurrentTask
-from taskstream.topics import dead_letter_topic, task_topic
+from taskstream.kafka.topics import dead_letter_topic, task_topic
 
 
 @pytest.fixture

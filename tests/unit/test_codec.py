@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from taskstream.codec import (
+from taskstream.avro.codec import (
     MARKER,
     Codec,
     apache_python_fingerprint,

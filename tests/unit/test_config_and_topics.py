@@ -6,8 +6,8 @@ import pytest
 
 from taskstream.config import Settings
 from taskstream.errors import ConfigError
-from taskstream.kafka import consumer_config, incremental_assignment, producer_config
-from taskstream.topics import dead_letter_topic, results_topic, task_topic, topic_specs
+from taskstream.kafka.clients import consumer_config, incremental_assignment, producer_config
+from taskstream.kafka.topics import dead_letter_topic, results_topic, task_topic, topic_specs
 
 
 def test_environment_variables_fill_settings_and_arguments_win(

@@ -21,12 +21,12 @@ from taskstream import App, clock
 from taskstream.console import Console, NoWorkers, with_console
 from taskstream.console.kafka_view import backlog
 from taskstream.console.workers import lag_seconds_by_topic
+from taskstream.kafka.topics import task_topic
 from taskstream.producer.http import HttpService, create_app
 from taskstream.producer.http.catalog import Catalog
 from taskstream.status import Status
 from taskstream.testing import Stub
 from taskstream.testing.stub_broker import StubBroker
-from taskstream.topics import task_topic
 from tests.unit.http_fakes import FakePublisher
 
 pytestmark = pytest.mark.anyio

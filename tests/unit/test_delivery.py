@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import KafkaError, Message
 
 from taskstream import App, DeliveryFailed
-from taskstream.kafka import EventProducer
+from taskstream.kafka.producer import EventProducer
 from taskstream.producer.publisher import Delivery, PrometheusPublisherHooks
 from taskstream.result import AsyncResult
 from taskstream.task import new_task_id

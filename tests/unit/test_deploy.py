@@ -25,7 +25,7 @@ from yamllint.config import YamlLintConfig
 
 from taskstream import metrics
 from taskstream.config import Settings
-from taskstream.topics import task_topic, worker_group
+from taskstream.kafka.topics import task_topic, worker_group
 from tests.conftest import REPO
 
 DEPLOY = REPO / "deploy"

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from taskstream import App, current_request, errors
-from taskstream.codec import Codec
+from taskstream.avro.codec import Codec
 from taskstream.errors import (
     BrokerError,
     InvalidOption,
@@ -20,7 +20,7 @@ from taskstream.errors import (
     NoCurrentTask,
     TaskstreamError,
 )
-from taskstream.kafka import EventProducer
+from taskstream.kafka.producer import EventProducer
 from taskstream.producer.publisher import TaskPublisher
 from tests.conftest import REPO
 

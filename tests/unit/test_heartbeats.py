@@ -23,9 +23,9 @@ from taskstream.heartbeats import (
     encode_beat,
     worker_state,
 )
-from taskstream.kafka import EventProducer
+from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.topics import heartbeats_topic, topic_specs
 from taskstream.testing.stub_broker import StubBroker
-from taskstream.topics import heartbeats_topic, topic_specs
 
 KEYS = {
     "worker_id", "hostname", "pid", "version", "queues", "partitions", "concurrency",

@@ -25,12 +25,12 @@ from taskstream.consumer.execution import describe
 from taskstream.consumer.materializer import Materializer
 from taskstream.envelope import ResultEvent, TaskError
 from taskstream.errors import InvalidArguments, StoreRejected
+from taskstream.kafka.topics import dead_letter_topic
 from taskstream.producer.http import create_app
 from taskstream.status import Status
 from taskstream.store import GroupMember, Link, MemoryStore, Progress, ResultRow, ResultStore
 from taskstream.store.base import TaskQuery, to_micros
 from taskstream.text import MAX_ID_CHARS, id_problem, storable
-from taskstream.topics import dead_letter_topic
 from tests.unit.http_fakes import fake_service
 from tests.unit.test_materializer import FakeMessage, FakeProducer, event
 

@@ -467,8 +467,8 @@ async def test_a_retry_after_a_crashed_publish_with_the_same_key_does_not_wait_f
 
 async def test_revoke_writes_a_revocation_to_the_control_topic(api: Api) -> None:
     from taskstream.control import Control, Revocation
+    from taskstream.kafka.topics import control_topic
     from taskstream.testing.stub_broker import StubBroker
-    from taskstream.topics import control_topic
 
     broker = StubBroker()
     settings = api.service.settings.replace(bootstrap_servers="stub:9092")
@@ -488,8 +488,8 @@ async def test_revoke_refuses_an_id_no_task_can_have_and_says_whether_an_id_is_k
     api: Api,
 ) -> None:
     from taskstream.control import Control
+    from taskstream.kafka.topics import control_topic
     from taskstream.testing.stub_broker import StubBroker
-    from taskstream.topics import control_topic
 
     broker = StubBroker()
     settings = api.service.settings.replace(bootstrap_servers="stub:9092")

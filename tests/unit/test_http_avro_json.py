@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from taskstream.avro_json import JsonConverter, datum_to_json
-from taskstream.codec import Codec
+from taskstream.avro.codec import Codec
+from taskstream.avro.json import JsonConverter, datum_to_json
 from taskstream.errors import InvalidArguments
 from taskstream.signature import derive_signature
 from tests.unit.test_avro_types import EVERYTHING, EVERYTHING_JSON, everything_task, register

@@ -7,15 +7,15 @@ from types import SimpleNamespace
 import pytest
 
 from taskstream.app import App
-from taskstream.codec import Codec
+from taskstream.avro.codec import Codec
 from taskstream.consumer.dead_letter import HEADER_PREFIX
 from taskstream.consumer.materializer import Materializer, result_row
 from taskstream.envelope import Envelopes, ResultEvent, TaskError
 from taskstream.errors import CorruptMessage
+from taskstream.kafka.topics import dead_letter_topic
 from taskstream.status import Status
 from taskstream.store import MemoryStore
 from taskstream.store.base import ResultRecord, from_micros, to_row
-from taskstream.topics import dead_letter_topic
 
 T = 1_715_949_045_123_457  # µs since the epoch
 

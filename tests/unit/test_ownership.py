@@ -17,7 +17,7 @@ from taskstream.consumer.ownership import (
     PartitionState,
     takeover,
 )
-from taskstream.kafka import EventProducer
+from taskstream.kafka.producer import EventProducer
 from taskstream.testing.stub_broker import StubBroker
 
 TASKS, JOURNAL = "t.tasks.default", "t.deliveries"

@@ -1,4 +1,4 @@
-"""The start-up check's reading of librdkafka's error events (taskstream.preflight): each
+"""The start-up check's reading of librdkafka's error events (taskstream.kafka.preflight): each
 refusal becomes the taskstream error that names its cause, never the password."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from taskstream.errors import AuthenticationFailed, BrokerError, NotAuthorized, TlsFailed
-from taskstream.preflight import _raise_refusal
+from taskstream.kafka.preflight import _raise_refusal
 
 CONFIG = {
     "bootstrap.servers": "kafka:9096",

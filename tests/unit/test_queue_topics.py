@@ -13,8 +13,14 @@ from prometheus_client import REGISTRY
 from taskstream import App
 from taskstream.consumer.worker import Worker
 from taskstream.heartbeats import WorkerDirectory
+from taskstream.kafka.topics import (
+    DELAY_TIERS_S,
+    control_topic,
+    delay_topic,
+    results_topic,
+    task_topic,
+)
 from taskstream.testing.stub_broker import StubBroker
-from taskstream.topics import DELAY_TIERS_S, control_topic, delay_topic, results_topic, task_topic
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from taskstream import rdkafka_log
 from taskstream.config import Settings
-from taskstream.kafka import EventProducer, admin_config, consumer_config, producer_config
+from taskstream.kafka import rdkafka_log
+from taskstream.kafka.clients import admin_config, consumer_config, producer_config
+from taskstream.kafka.producer import EventProducer
 
 REFUSED = "Connect to ipv4#127.0.0.1:9 failed: Connection refused"
 
@@ -70,10 +71,10 @@ def test_a_producer_closed_while_every_broker_is_down_gives_up_soon_with_one_lin
         producer.poll(0.1)  # a worker's loop polls while the broker is gone
     assert producer._all_down and errors
     started = time.monotonic()
-    with caplog.at_level("WARNING", logger="taskstream.kafka"):
+    with caplog.at_level("WARNING", logger="taskstream.kafka.producer"):
         assert producer.close(30.0, expendable="what they were") == 2
     assert time.monotonic() - started < 5.0  # not the 30 s flush timeout
-    lines = [r.getMessage() for r in caplog.records if r.name == "taskstream.kafka"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "taskstream.kafka.producer"]
     assert lines == ["the broker is gone: 2 events not delivered (what they were)"]
 
 
@@ -88,8 +89,8 @@ def test_a_clients_producer_closed_while_every_broker_is_down_waits_its_timeout(
     while not producer._all_down and time.monotonic() < deadline:
         producer.poll(0.1)
     started = time.monotonic()
-    with caplog.at_level("WARNING", logger="taskstream.kafka"):
+    with caplog.at_level("WARNING", logger="taskstream.kafka.producer"):
         assert producer.close(2.0) == 1
     assert time.monotonic() - started >= 1.9
-    lines = [r.getMessage() for r in caplog.records if r.name == "taskstream.kafka"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "taskstream.kafka.producer"]
     assert lines == ["1 events were still undelivered when the producer closed"]

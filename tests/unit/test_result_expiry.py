@@ -13,9 +13,9 @@ import taskstream.testing
 from taskstream import App, clock
 from taskstream.config import Settings
 from taskstream.errors import ConfigError
+from taskstream.kafka.topics import results_topic, topic_specs
 from taskstream.status import Status
 from taskstream.store import MemoryStore, ResultStore
-from taskstream.topics import results_topic, topic_specs
 from tests.unit.store_records import record
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from taskstream import App, tracing
-from taskstream.codec import Codec
+from taskstream.avro.codec import Codec
 from taskstream.config import Settings
 from taskstream.consumer.execution import Outcome, Run
 from taskstream.envelope import (
@@ -28,9 +28,10 @@ from taskstream.errors import (
     MessageTooLarge,
     TaskstreamError,
 )
-from taskstream.kafka import EventProducer, KafkaBroker, producer_config
-from taskstream.producer.publisher import TaskPublisher
-from taskstream.sizes import (
+from taskstream.kafka.broker import KafkaBroker
+from taskstream.kafka.clients import producer_config
+from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.sizes import (
     DEFAULT_MESSAGE_MAX_BYTES,
     Headers,
     format_size,
@@ -40,8 +41,9 @@ from taskstream.sizes import (
     result_fits,
     result_record_size,
 )
+from taskstream.kafka.topics import TopicSpec
+from taskstream.producer.publisher import TaskPublisher
 from taskstream.status import Status
-from taskstream.topics import TopicSpec
 
 NOWHERE = "127.0.0.1:9"  # nothing listens on the discard port
 LIMIT = 1000  # the smallest message.max.bytes librdkafka accepts

@@ -18,8 +18,8 @@ from confluent_kafka import (
 )
 
 from taskstream.config import Settings
+from taskstream.kafka.topics import TopicSpec
 from taskstream.testing.stub_broker import StubBroker, StubConsumer, StubProducer, murmur2
-from taskstream.topics import TopicSpec
 
 Calls = list[tuple[str, list[tuple[str, int]]]]
 

@@ -20,8 +20,8 @@ from taskstream import (
 )
 from taskstream.consumer.execution import Run
 from taskstream.consumer.jobs import TaskJob
+from taskstream.kafka.topics import task_topic
 from taskstream.testing.stub_broker import StubBroker
-from taskstream.topics import task_topic
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from confluent_kafka import TopicPartition
 import taskstream.testing
 from taskstream import App, clock
 from taskstream.envelope import TaskEvent
-from taskstream.kafka import producer_config
+from taskstream.kafka.clients import producer_config
+from taskstream.kafka.topics import task_topic, worker_group
 from taskstream.testing.stub_broker import StubBroker, StubConsumer
-from taskstream.topics import task_topic, worker_group
 
 
 @pytest.fixture

@@ -22,9 +22,16 @@ from taskstream.consumer.record import Record
 from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import TaskEvent, now_micros
-from taskstream.kafka import EventProducer, consumer_config, producer_config
+from taskstream.kafka.clients import consumer_config, producer_config
+from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.topics import (
+    dead_letter_topic,
+    delay_tier,
+    delay_topic,
+    results_topic,
+    task_topic,
+)
 from taskstream.testing.stub_broker import StubBroker
-from taskstream.topics import dead_letter_topic, delay_tier, delay_topic, results_topic, task_topic
 
 PREFIX = "wh"
 TASKS = task_topic(PREFIX, "default")

@@ -29,9 +29,9 @@ from taskstream import (
 from taskstream.canvas import callback_id, member_id
 from taskstream.envelope import Envelopes
 from taskstream.errors import NoCurrentTask
+from taskstream.kafka.topics import results_topic, task_topic
 from taskstream.store import GroupState, MemoryStore
 from taskstream.task import current_request
-from taskstream.topics import results_topic, task_topic
 
 CALLS: list[Any] = []
 RELEASE = threading.Event()

@@ -28,7 +28,7 @@ from taskstream.consumer.ownership.state import (
     report_key,
     takeover,
 )
-from taskstream.kafka import EventProducer
+from taskstream.kafka.producer import EventProducer
 
 log = logging.getLogger(__name__)
 

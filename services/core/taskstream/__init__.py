@@ -11,7 +11,7 @@ add.delay(2, 3).get(timeout=10)  # -> 5
 """
 
 from taskstream.app import App
-from taskstream.avro_schema import DecimalSpec
+from taskstream.avro.hints import DecimalSpec
 from taskstream.canvas import Signature, chain, chord, group
 from taskstream.config import Settings
 from taskstream.eager import EagerResult

@@ -16,14 +16,15 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
-from taskstream.codec import Codec
+from taskstream.avro.codec import Codec
 from taskstream.config import Settings
 from taskstream.control import Control
 from taskstream.envelope import Envelopes, ParentResult, TaskEvent
 from taskstream.errors import UnknownTask
 from taskstream.flow_events import GROUP_RESULT_TASK
 from taskstream.group_result import GroupResult
-from taskstream.kafka import Broker, KafkaBroker
+from taskstream.kafka.broker import Broker, KafkaBroker
+from taskstream.kafka.topics import topic_specs
 from taskstream.periodic import Call, PeriodicTask, Signal, entry_for
 from taskstream.publishing import Publisher, PublisherFactory, default_publisher_factory
 from taskstream.remote_task import RemoteTask
@@ -31,7 +32,6 @@ from taskstream.result import AsyncResult
 from taskstream.schedules import Schedule
 from taskstream.store import ResultStore, open_store
 from taskstream.task import Task, TaskOptions
-from taskstream.topics import topic_specs
 
 P = ParamSpec("P")
 R = TypeVar("R")

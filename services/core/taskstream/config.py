@@ -23,7 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from taskstream.errors import ConfigError
-from taskstream.topics import DELAY_TIERS_S
+from taskstream.kafka.topics import DELAY_TIERS_S
 
 ENV_PREFIX = "TASKSTREAM_"
 KAFKA_ENV_PREFIX = "TASKSTREAM_KAFKA_"

@@ -28,8 +28,10 @@ from confluent_kafka import KafkaError, Message
 from taskstream.config import Settings
 from taskstream.envelope import now_micros
 from taskstream.errors import CorruptMessage, DeliveryFailed
-from taskstream.kafka import Broker, EventProducer, producer_config
-from taskstream.topics import control_topic, results_topic
+from taskstream.kafka.broker import Broker
+from taskstream.kafka.clients import producer_config
+from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.topics import control_topic, results_topic
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any
 
 from taskstream import clock
-from taskstream.codec import HEADER_SIZE, AvroSchema, Codec, RecordCut, avro_long
+from taskstream.avro.codec import HEADER_SIZE, AvroSchema, Codec, RecordCut, avro_long
 from taskstream.errors import CorruptMessage, InvalidSchema
 from taskstream.status import Status
 

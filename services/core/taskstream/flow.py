@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskstream.avro_compat import incompatibility
+from taskstream.avro.compat import incompatibility
 from taskstream.envelope import Flow, FlowKind, Step
 from taskstream.errors import CanvasError
 from taskstream.flow_events import leaves

@@ -38,14 +38,9 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 from taskstream import clock
 from taskstream.config import Settings
 from taskstream.errors import BrokerError
-from taskstream.kafka import (
-    Broker,
-    KafkaBroker,
-    consumer_config,
-    record_position,
-    topic_partitions,
-)
-from taskstream.topics import heartbeats_topic
+from taskstream.kafka.broker import Broker, KafkaBroker
+from taskstream.kafka.clients import consumer_config, record_position, topic_partitions
+from taskstream.kafka.topics import heartbeats_topic
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ in the schemas directory (``taskstream schemas export`` writes ``tasks/<name>.ar
 schema files there is an UnknownTask saying where they were looked for.
 
 Arguments are matched to the record's fields in order (positional) and by name, then
-converted by the one schema-driven converter (taskstream.avro_json), which takes what
+converted by the one schema-driven converter (taskstream.avro.json), which takes what
 Celery's JSON serializer sends: numbers, strings, lists, dicts, and here also datetimes,
 dates, UUIDs, Decimals, bytes, enums and dataclasses, turned into their JSON forms first.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from taskstream.avro_json import JsonConverter
-from taskstream.codec import AvroSchema
+from taskstream.avro.codec import AvroSchema
+from taskstream.avro.json import JsonConverter
 from taskstream.envelope import TaskEvent, now_micros
 from taskstream.errors import InvalidArguments, InvalidSchema, UnknownTask
 from taskstream.task import call_args, new_task_id, set_call_options
@@ -124,7 +124,7 @@ def _read(path: Path) -> Any:
 
 
 def jsonable(value: Any) -> Any:
-    """A Python value as the JSON taskstream.avro_json reads (Celery's JSON serializer's
+    """A Python value as the JSON taskstream.avro.json reads (Celery's JSON serializer's
     forms for datetimes, UUIDs and Decimals)."""
     if value is None or isinstance(value, bool | int | float | str):
         return value

@@ -1,9 +1,9 @@
 """A task's signature: its argument record and result schema, and binding a call to them.
 
 ``derive_signature(func, name)`` reads the type hints once, at decoration time
-(taskstream.avro_schema maps each one); the TaskSignature it returns binds and encodes a
+(taskstream.avro.hints maps each one); the TaskSignature it returns binds and encodes a
 call's arguments like Python would, and decodes them again in the worker. JSON arguments (the
-CLI's) go through the one JSON converter, taskstream.avro_json, as the HTTP service's do.
+CLI's) go through the one JSON converter, taskstream.avro.json, as the HTTP service's do.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
-from taskstream.avro_json import JsonConverter, datum_to_json
-from taskstream.avro_schema import (
+from taskstream.avro.hints import (
     AVRO_NAME,
     SchemaBuilder,
     field_schema,
     sanitize,
     sanitize_namespace,
 )
-from taskstream.avro_values import Conv, Mismatch
+from taskstream.avro.json import JsonConverter, datum_to_json
+from taskstream.avro.values import Conv, Mismatch
 from taskstream.errors import InvalidArguments, UnsupportedAnnotation
 
 __all__ = ["TaskSignature", "derive_signature"]
@@ -109,7 +109,7 @@ class TaskSignature:
 
     def args_from_json(self, obj: Any) -> dict[str, Any]:
         """A JSON object of arguments by name -> keyword arguments (omitted defaults stay out,
-        for the call to fill in), by the conventions of taskstream.avro_json."""
+        for the call to fill in), by the conventions of taskstream.avro.json."""
         datum = self._json.to_datum(obj, task=self.task, root="args", partial=True)
         for name in self.parameters:
             if name in self._required and name not in datum:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from taskstream.codec import AvroSchema
+from taskstream.avro.codec import AvroSchema
 from taskstream.envelope import TaskEvent, now_micros
 from taskstream.errors import (
     InvalidArguments,

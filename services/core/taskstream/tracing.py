@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from taskstream.envelope import TaskEvent
-    from taskstream.kafka import Headers
+    from taskstream.kafka.clients import Headers
 
 try:
     from opentelemetry import context as otel_context

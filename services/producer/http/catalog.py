@@ -2,7 +2,7 @@
 
 Built from an app (``Catalog.from_app``) or from the ``schemas/`` files alone
 (``Catalog.from_schemas``), so the web tier need not import worker code. Either way a request
-body is converted by the Avro argument schema (taskstream.avro_json): one path for both.
+body is converted by the Avro argument schema (taskstream.avro.json): one path for both.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from taskstream.app import DEFAULT_QUEUE, App, queues_of, task_named
-from taskstream.avro_json import JsonConverter
-from taskstream.codec import AvroSchema, Codec
+from taskstream.avro.codec import AvroSchema, Codec
+from taskstream.avro.json import JsonConverter
 from taskstream.envelope import Envelopes
 from taskstream.errors import ConfigError
 

@@ -1,11 +1,11 @@
 """Avro schemas as JSON Schema (2020-12, as OpenAPI 3.1 uses), by the conventions of
-taskstream.avro_json: what a request body must look like for a task's argument record."""
+taskstream.avro.json: what a request body must look like for a task's argument record."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from taskstream.avro_json import full_name
+from taskstream.avro.json import full_name
 from taskstream.errors import InvalidSchema
 
 _INT_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}

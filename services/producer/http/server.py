@@ -17,8 +17,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from taskstream.config import Settings
-from taskstream.kafka import Access, KafkaBroker
-from taskstream.topics import control_topic, task_topic, topic_specs
+from taskstream.kafka.broker import Access, KafkaBroker
+from taskstream.kafka.topics import control_topic, task_topic, topic_specs
 
 from . import protocol
 from .api import create_app
@@ -46,7 +46,7 @@ class Source:
         return HttpService.for_schemas(self.schemas, Settings.load(), self.queues)
 
     def check(self) -> None:
-        """The start-up check (taskstream.preflight), before uvicorn listens: the cluster
+        """The start-up check (taskstream.kafka.preflight), before uvicorn listens: the cluster
         answers and takes the credentials, the queues' topics exist (created as a first send
         would) and the principal may WRITE them and the control topic (revocations); else
         the taskstream error why, not a failure per request."""

@@ -11,11 +11,12 @@ from confluent_kafka.admin import AdminClient
 from starlette.concurrency import run_in_threadpool
 
 from taskstream.app import App
-from taskstream.avro_json import datum_to_json
+from taskstream.avro.json import datum_to_json
 from taskstream.config import Settings
 from taskstream.control import Control
 from taskstream.errors import CodecError
-from taskstream.kafka import KafkaBroker, admin_config
+from taskstream.kafka.broker import KafkaBroker
+from taskstream.kafka.clients import admin_config
 from taskstream.outcome_json import outcome_json
 from taskstream.store import Progress, ResultRecord, ResultStore, open_store
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskstream.config import Settings
-from taskstream.kafka import producer_config
+from taskstream.kafka.clients import producer_config
 
 DEFAULT_MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's default message.max.bytes
 

@@ -30,9 +30,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from taskstream import flow
-from taskstream.avro_json import JsonConverter
+from taskstream.avro.codec import AvroSchema
+from taskstream.avro.json import JsonConverter
 from taskstream.canvas import callback_id, member_id
-from taskstream.codec import AvroSchema
 from taskstream.envelope import Flow, FlowKind, TaskEvent
 from taskstream.errors import CanvasError, InvalidArguments, UnknownTask
 from taskstream.flow_events import begin, first_id, leaves, result_id

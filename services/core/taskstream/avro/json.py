@@ -13,7 +13,7 @@ The conventions:
     decimal                        a decimal string or number (scale and precision checked)
 
 An int or long takes an integral number, by the rule ``task.delay()`` applies too
-(taskstream.avro_values.integer): ``3``, ``3.0`` and ``3e0`` are 3, ``2.5`` is refused.
+(taskstream.avro.values.integer): ``3``, ``3.0`` and ``3e0`` are 3, ``2.5`` is refused.
 
 A record field left out takes its Avro default, or is reported missing. Every error is an
 InvalidArguments whose ``path`` names the field, e.g. ``args.order.items[2]``.
@@ -30,7 +30,7 @@ from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from taskstream.avro_values import Convert, Mismatch, double, expected, fit_decimal, integer
+from taskstream.avro.values import Convert, Mismatch, double, expected, fit_decimal, integer
 from taskstream.errors import InvalidArguments, InvalidSchema
 from taskstream.text import storable
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from taskstream.codec import HEADER_SIZE
+from taskstream.avro.codec import HEADER_SIZE
 from taskstream.config import Settings
 from taskstream.envelope import Flow, Join, ResultEvent, Step
 from taskstream.errors import ConfigError

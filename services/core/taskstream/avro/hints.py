@@ -7,7 +7,7 @@
     Decimal -> decimal bytes, 38 digits, scale 10 (Annotated[Decimal, DecimalSpec(...)])
     Enum -> enum of member names                   dataclass -> record
 
-The converters themselves are in taskstream.avro_values; a task's whole signature is in
+The converters themselves are in taskstream.avro.values; a task's whole signature is in
 taskstream.signature.
 """
 
@@ -25,8 +25,8 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from taskstream import avro_values as values
-from taskstream.avro_values import Conv, Mismatch
+from taskstream.avro import values as values
+from taskstream.avro.values import Conv, Mismatch
 from taskstream.errors import InvalidArguments, UnsupportedAnnotation
 
 __all__ = ["AvroType", "DecimalSpec", "avro_type"]

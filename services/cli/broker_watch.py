@@ -51,11 +51,11 @@ from confluent_kafka import (
 
 from taskstream.cli.supervisor import say
 from taskstream.config import Settings
-from taskstream.heartbeats import ONLINE, WorkerDirectory
 from taskstream.kafka import rdkafka_log
 from taskstream.kafka.admin import ensure_topics
 from taskstream.kafka.clients import topic_partitions
 from taskstream.kafka.topics import TopicSpec, dev_probe_topic
+from taskstream.worker_directory import ONLINE, WorkerDirectory
 
 logger = logging.getLogger(__name__)
 

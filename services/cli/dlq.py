@@ -15,7 +15,7 @@ from taskstream.loading import load_app
 
 
 def dlq(args: argparse.Namespace) -> int:
-    from taskstream.consumer.dlq import read_dead_letters, replay
+    from taskstream.consumer.dead_letter_replay import read_dead_letters, replay
 
     app = load_app(args.app) if args.app else App("taskstream")
     since = parse_since(args.since, datetime.now(UTC)) if args.since else None

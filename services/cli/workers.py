@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from taskstream.app import App
-from taskstream.heartbeats import WorkerDirectory
 from taskstream.loading import load_app
+from taskstream.worker_directory import WorkerDirectory
 
 _COLUMNS = ("WORKER", "STATE", "QUEUES", "PARTITIONS", "RUNNING", "DONE", "FAILED", "RETRIED",
             "LAG", "LAG_S", "LAST_BEAT")  # fmt: skip

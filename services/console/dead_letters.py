@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from taskstream.app import App
-from taskstream.consumer.dlq import DeadLetter, read_dead_letters, replay
+from taskstream.consumer.dead_letter_replay import DeadLetter, read_dead_letters, replay
 from taskstream.errors import CodecError
 from taskstream.store import ResultStore
 

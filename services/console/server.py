@@ -12,10 +12,10 @@ from typing import Any
 
 from taskstream.app import App
 from taskstream.config import Settings
-from taskstream.heartbeats import WorkerDirectory
 from taskstream.loading import load_app
 from taskstream.producer.http import HttpService, create_app, protocol
 from taskstream.producer.http.server import SOURCE_ENV, Source
+from taskstream.worker_directory import WorkerDirectory
 
 from .app import WithConsole
 from .console import Console

@@ -19,6 +19,7 @@ from taskstream import clock
 from taskstream.app import App
 from taskstream.config import Settings
 from taskstream.consumer.dead_letter import DeadLetters, Reason
+from taskstream.consumer.delivery_reports import ReportServer
 from taskstream.consumer.dispatch import (
     DeadLetter,
     Decision,
@@ -38,7 +39,6 @@ from taskstream.consumer.outcomes import Acks, Outcomes
 from taskstream.consumer.ownership import Ownership, UncountedOwnership
 from taskstream.consumer.rate_limits import RateLimited, RateLimits
 from taskstream.consumer.record import Record
-from taskstream.consumer.reports import ReportServer
 from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.consumer.time_limits import Watchdog

@@ -2,7 +2,7 @@
 
 :class:`Heartbeat` publishes a beat to the heartbeat topic every ``worker_heartbeat_s``
 seconds from its own thread (the beat's format and its reader are in
-:mod:`taskstream.heartbeats`), and a last ``offline`` beat on a clean stop. It reads what the
+:mod:`taskstream.worker_directory`), and a last ``offline`` beat on a clean stop. It reads what the
 worker keeps anyway: its assigned partitions, the set of jobs in progress (a set add and
 discard per task, the only per-task cost), the lag the loop computed at its last commit, and
 the counts of its Prometheus counters (this process's values); nothing else runs per task.
@@ -24,8 +24,8 @@ from prometheus_client import Counter
 from taskstream import clock, metrics
 from taskstream.consumer.execution import Run
 from taskstream.consumer.instrumentation import Partition
-from taskstream.heartbeats import OFFLINE, ONLINE, encode_beat
 from taskstream.kafka.producer import EventProducer
+from taskstream.worker_directory import OFFLINE, ONLINE, encode_beat
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from taskstream import App
-from taskstream.heartbeats import MISSED_BEATS
+from taskstream.worker_directory import MISSED_BEATS
 from tests.conftest import REPO, Scope
 from tests.integration.running import spawn_worker, wait_until
 

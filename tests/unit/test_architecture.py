@@ -36,7 +36,7 @@ RUNTIME = "services/consumer/runtime.py"  # the one poll / batch / commit / stop
 HAND_WRITTEN_READS = {
     "services/consumer/ownership/journal.py::OwnershipJournal.serve":
         "reads the journal topic by assignment, in no group, a batch per turn of the worker's loop",
-    "services/core/taskstream/heartbeats.py::WorkerDirectory.poll":
+    "services/core/taskstream/worker_directory.py::WorkerDirectory.poll":
         "tails the heartbeats topic by assignment, in no group; core may not import the runtime",
     "services/console/kafka_view.py::_heads":
         "a page's one-shot probe: each partition's first record, or its end, then it stops",

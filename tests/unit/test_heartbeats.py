@@ -13,7 +13,10 @@ import pytest
 import taskstream.testing
 from taskstream import App, clock
 from taskstream.consumer.heartbeat import COUNTERS, Heartbeat, Lag, counts
-from taskstream.heartbeats import (
+from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.topics import heartbeats_topic, topic_specs
+from taskstream.testing.stub_broker import StubBroker
+from taskstream.worker_directory import (
     LOST,
     MISSED_BEATS,
     OFFLINE,
@@ -23,9 +26,6 @@ from taskstream.heartbeats import (
     encode_beat,
     worker_state,
 )
-from taskstream.kafka.producer import EventProducer
-from taskstream.kafka.topics import heartbeats_topic, topic_specs
-from taskstream.testing.stub_broker import StubBroker
 
 KEYS = {
     "worker_id", "hostname", "pid", "version", "queues", "partitions", "concurrency",

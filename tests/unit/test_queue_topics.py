@@ -12,7 +12,6 @@ from prometheus_client import REGISTRY
 
 from taskstream import App
 from taskstream.consumer.worker import Worker
-from taskstream.heartbeats import WorkerDirectory
 from taskstream.kafka.topics import (
     DELAY_TIERS_S,
     control_topic,
@@ -21,6 +20,7 @@ from taskstream.kafka.topics import (
     task_topic,
 )
 from taskstream.testing.stub_broker import StubBroker
+from taskstream.worker_directory import WorkerDirectory
 
 
 @pytest.fixture

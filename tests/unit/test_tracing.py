@@ -13,7 +13,7 @@ import pytest
 
 import taskstream.testing
 from taskstream import App, Retry, TaskFailed, current_request
-from taskstream.consumer.dlq import read_dead_letters, replay
+from taskstream.consumer.dead_letter_replay import read_dead_letters, replay
 from tests.conftest import REPO
 from tests.otel_spans import parent_id, span_exporter, spans_of
 

@@ -98,7 +98,7 @@ class Settings:
     # Keys the periodic ticks' task ids (the same in every beat replica); "": ids anyone can
     # compute in advance (taskstream.periodic.tick_id).
     beat_id_secret: str = field(default="", repr=False)
-    # Workers you can see (taskstream.heartbeats): a beat this often, in seconds; 0: none.
+    # Workers you can see (taskstream.worker_directory): a beat this often, in seconds; 0: none.
     # A worker is shown as lost after MISSED_BEATS of its beats failed to come.
     worker_heartbeat_s: float = 2.0
     kafka: Mapping[str, str] = field(default_factory=dict, repr=False)  # librdkafka extras

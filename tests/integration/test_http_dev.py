@@ -8,6 +8,7 @@ terminal closes) taking its broker, worker, materializer and HTTP API with it.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -83,6 +84,27 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def children_end(dev: subprocess.Popen[str], children: dict[int, str], sig: signal.Signals) -> None:
+    """Every child of ``dev`` ends within 15 s of ``sig``; else each one left prints where it
+    is (SIGUSR1: threads, and a worker's or materializer's state) into dev's output, which
+    the failure shows, and is killed."""
+    try:
+        wait_until(lambda: not any(alive(pid) for pid in children), 15, "every child of dev")
+    except AssertionError:
+        left = {pid: command for pid, command in children.items() if alive(pid)}
+        for pid in left:
+            os.kill(pid, signal.SIGUSR1)
+        time.sleep(2)  # a failure's diagnosis: the handlers print meanwhile
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        if dev.poll() is None:
+            dev.kill()
+        out, _ = dev.communicate(timeout=30)
+        raise AssertionError(
+            f"children of dev alive 15 s after {sig.name}: {left}\n{out[-20_000:]}"
+        ) from None
+
+
 def nothing_listens(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server would
@@ -143,11 +165,7 @@ def test_a_dev_that_is_killed_or_hung_up_leaves_no_process_and_frees_its_ports(
         roles = ["worker", "materialize", "serve"] + (["broker"] if broker.embedded else [])
         assert all(any(f" {r} " in c for c in children.values()) for r in roles), children
         dev.send_signal(sig)
-        wait_until(
-            lambda: not any(alive(pid) for pid in children),
-            15,
-            f"every child of dev to end after {sig.name}: {children}",
-        )
+        children_end(dev, children, sig)
         wait_until(
             lambda: all(nothing_listens(p) for p in (port, metrics_port, metrics_port + 1)),
             5,

@@ -10,7 +10,7 @@ import pytest
 
 from taskstream.errors import StoreError
 from taskstream.status import Status
-from taskstream.store import IdempotencyKey, SQLiteStore
+from taskstream.store import GroupMember, IdempotencyKey, SQLiteStore
 from taskstream.store.sqlite import _MIGRATIONS, SCHEMA_VERSION
 
 TOPIC = "app.results"
@@ -80,7 +80,7 @@ def schema_of(path: Path) -> tuple[int, dict[str, str]]:
 def test_a_new_file_is_created_at_the_latest_version_directly(tmp_path: Path) -> None:
     SQLiteStore(tmp_path / "new.db").close()
     version, tables = schema_of(tmp_path / "new.db")
-    assert version == SCHEMA_VERSION == 6
+    assert version == SCHEMA_VERSION == 7
     assert set(tables) == {
         "results", "offsets", "idempotency_keys", "groups", "group_members", "progress", "links",
     }  # fmt: skip
@@ -202,6 +202,8 @@ def test_a_version_4_file_gains_the_search_indexes(tmp_path: Path) -> None:
     with raw:
         for name in ("results_status", "results_task", "results_key"):
             raw.execute(f"DROP INDEX {name}")  # as taskstream with schema 4 left it
+        for table in ("groups", "group_members", "progress", "links"):
+            raw.execute(f"DROP TABLE {table}")
         raw.execute("PRAGMA user_version = 4")
     raw.close()
     SQLiteStore(path).close()
@@ -212,3 +214,22 @@ def test_a_version_4_file_gains_the_search_indexes(tmp_path: Path) -> None:
     finally:
         raw.close()
     assert {"results_finished_at", "results_status", "results_task", "results_key"} <= indexes
+
+
+def test_a_version_6_file_counts_its_groups_members_once_upgraded(tmp_path: Path) -> None:
+    """Version 7 keeps each group's member count in its row: a group half joined under
+    version 6 (members counted per batch) joins on with its count."""
+    path = tmp_path / "v6.db"
+    members = [GroupMember("g1", i, 3, f"m{i}", b"chord") for i in range(3)]
+    with SQLiteStore(path) as s:
+        s.apply_rows([], {}, members[:2])
+    raw = sqlite3.connect(path)
+    with raw:  # as taskstream with schema 6 left it
+        raw.execute("ALTER TABLE groups DROP COLUMN completed")
+        raw.execute("PRAGMA user_version = 6")
+    raw.close()
+    with SQLiteStore(path) as s:
+        info = s.group("g1")
+        assert info is not None and (info.completed, info.state) == (2, "waiting")
+        s.apply_rows([], {}, members[2:])
+        assert [(g.group_id, g.completed) for g in s.due_groups()] == [("g1", 3)]

@@ -723,6 +723,31 @@ def test_postgres_a_version_3_schema_gains_the_search_indexes(postgres_url: str)
     assert version == [(postgres.SCHEMA_VERSION,)]
 
 
+def _half_joined(store: ResultStore) -> None:
+    store.apply_rows([], {}, [GroupMember("g1", i, 3, f"m{i}", b"chord") for i in (0, 1)])
+
+
+def _joins_on(store: ResultStore) -> None:
+    """A group two of three members into, as an older schema counted it, joins on."""
+    info = store.group("g1")
+    assert info is not None and (info.completed, info.state) == (2, "waiting")
+    store.apply_rows([], {}, [GroupMember("g1", 2, 3, "m2", b"chord")])
+    assert [(g.group_id, g.completed) for g in store.due_groups()] == [("g1", 3)]
+
+
+@pytest.mark.integration
+def test_postgres_a_version_5_schema_counts_its_groups_members_once_upgraded(
+    postgres_url: str,
+) -> None:
+    with PostgresStore.from_url(postgres_url) as s:
+        _half_joined(s)
+    with PostgresStore.from_url(postgres_url) as s, s._transaction() as conn:
+        conn.execute("ALTER TABLE groups DROP COLUMN completed")
+        conn.execute("UPDATE meta SET version = 5")
+    with PostgresStore.from_url(postgres_url) as s:
+        _joins_on(s)
+
+
 # --- workflows: joins, progress, links ------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     psycopg = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 5  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 6  # kept in the schema's `meta` table; bump it and add to _MIGRATIONS
 DEFAULT_SCHEMA = "taskstream"
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in Status)
@@ -122,6 +122,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             group_index INTEGER
         )""",
         "CREATE INDEX IF NOT EXISTS links_parent ON links (parent_id)",
+    ),
+    # 6: a group counts its members as they are added, rather than per batch.
+    6: (
+        "ALTER TABLE groups ADD COLUMN IF NOT EXISTS completed INTEGER NOT NULL DEFAULT 0",
+        """UPDATE groups SET completed =
+            (SELECT count(*) FROM group_members m WHERE m.group_id = groups.group_id)""",
     ),
 }
 

@@ -75,8 +75,8 @@ _ADD_GROUP = """
 _ADD_MEMBER = (
     "INSERT INTO group_members (group_id, idx, task_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 )
-_COUNT_MEMBERS = "SELECT count(*) FROM group_members WHERE group_id = ?"
-_SELECT_GROUP = "SELECT group_id, size, state, manifest FROM groups"
+_SELECT_GROUP = "SELECT group_id, size, state, manifest, completed FROM groups"
+_COUNT_GROUP = "UPDATE groups SET completed = ?, state = ? WHERE group_id = ?"
 _SET_GROUP_STATE = "UPDATE groups SET state = ? WHERE group_id = ?"
 _MEMBER_OUTCOMES = """
     SELECT m.idx, r.task_id, r.task, r.status, r.result, r.error_type, r.error_message
@@ -235,22 +235,34 @@ class SQLStore(ResultStore):
 
     def _join(self, cur: Any, members: Sequence[GroupMember]) -> None:
         """Count the members in (once each) and settle the groups they complete. The group's
-        row is locked before counting (SQLite's write transaction holds its one write lock;
-        PostgreSQL's FOR UPDATE): a concurrent writer counting the same group waits for this
-        one to commit, then counts its members too."""
+        row is locked before its members are added (SQLite's write transaction holds its one
+        write lock; PostgreSQL's FOR UPDATE), so a concurrent writer adding the same group's
+        members waits for this one to commit; a member already there adds nothing to the
+        insert's row count, which the group's ``completed`` grows by (counting the members
+        instead took a batch time in the group's size: quadratic in a chord's)."""
         q = self.dialect.sql
-        cur.executemany(q(_ADD_GROUP), [(m.group_id, m.size, m.manifest) for m in members])
-        cur.executemany(q(_ADD_MEMBER), [(m.group_id, m.index, m.task_id) for m in members])
+        by_group: dict[str, list[GroupMember]] = {}
+        for m in members:
+            by_group.setdefault(m.group_id, []).append(m)
+        ordered = sorted(by_group)  # one lock order: no deadlock
+        cur.executemany(
+            q(_ADD_GROUP), [(g, by_group[g][0].size, _manifest(by_group[g])) for g in ordered]
+        )
         lock = self.dialect.for_update
-        select = q(f"SELECT size, state, manifest FROM groups WHERE group_id = ?{lock}")
-        for group_id in sorted({m.group_id for m in members}):  # one lock order: no deadlock
+        select = q(f"SELECT size, state, manifest, completed FROM groups WHERE group_id = ?{lock}")
+        add = q(_ADD_MEMBER)
+        for group_id in ordered:
             row = cur.execute(select, (group_id,)).fetchone()
-            if row is None or row[1] != GroupState.WAITING:
+            added = _changed(
+                cur, add, [(m.group_id, m.index, m.task_id) for m in by_group[group_id]]
+            )
+            if row is None or added <= 0:
                 continue
-            counted = cur.execute(q(_COUNT_MEMBERS), (group_id,)).fetchone()
-            settled = settled_state(row[0], int(counted[0]) if counted else 0, row[2])
-            if settled != row[1]:
-                cur.execute(q(_SET_GROUP_STATE), (settled, group_id))
+            completed = int(row[3]) + added
+            state = row[1]
+            if state == GroupState.WAITING:
+                state = settled_state(row[0], completed, _blob(row[2]))
+            cur.execute(q(_COUNT_GROUP), (completed, state, group_id))
 
     def offsets(self, topic: str) -> dict[int, int]:
         sql = self.dialect.sql("SELECT partition, next_offset FROM offsets WHERE topic = ?")
@@ -399,11 +411,9 @@ class SQLStore(ResultStore):
         group_id = self._text(group_id)
         with self._transaction() as cur:
             row = cur.execute(q(f"{_SELECT_GROUP} WHERE group_id = ?"), (group_id,)).fetchone()
-            if row is None:
-                return None
-            counted = cur.execute(q(_COUNT_MEMBERS), (group_id,)).fetchone()
-        completed = int(counted[0]) if counted else 0
-        return GroupInfo(row[0], row[1], completed, row[2], _blob(row[3]))
+        if row is None:
+            return None
+        return GroupInfo(row[0], row[1], int(row[4]), row[2], _blob(row[3]))
 
     def member_outcomes(self, group_id: str) -> list[MemberOutcome]:
         sql = self.dialect.sql(_MEMBER_OUTCOMES)
@@ -415,7 +425,7 @@ class SQLStore(ResultStore):
         sql = self.dialect.sql(f"{_SELECT_GROUP} WHERE state = ?")
         with self._transaction() as cur:
             rows = cur.execute(sql, (GroupState.DUE,)).fetchall()
-        return [GroupInfo(r[0], r[1], r[1], r[2], _blob(r[3])) for r in rows]
+        return [GroupInfo(r[0], r[1], int(r[4]), r[2], _blob(r[3])) for r in rows]
 
     def mark_fired(self, group_id: str) -> None:
         sql = self.dialect.sql(_SET_GROUP_STATE)
@@ -465,6 +475,18 @@ class SQLStore(ResultStore):
             t(row[10]), t(row[11]), t(row[12]),
             row[13], row[14], row[15],
         )  # fmt: skip
+
+
+def _changed(cur: Any, sql: str, params: list[tuple[Any, ...]]) -> int:
+    """Rows ``sql``, run once per item of ``params``, changed in all: sqlite3's connection
+    returns the cursor that ran it; psycopg's cursor sums the counts itself (3.1 and later)."""
+    ran = cur.executemany(sql, params)
+    return int((ran if ran is not None else cur).rowcount)
+
+
+def _manifest(members: list[GroupMember]) -> bytes | None:
+    """The first manifest a group's members in a batch carry (any: they are alike)."""
+    return next((m.manifest for m in members if m.manifest is not None), None)
 
 
 def _blob(value: Any) -> bytes | None:

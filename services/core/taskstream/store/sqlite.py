@@ -22,7 +22,7 @@ from taskstream.status import Status
 from taskstream.store.base import ResultRow, from_micros, to_micros
 from taskstream.store.sql import COLUMN_LIST, COLUMNS, UPSERT, Dialect, SQLStore
 
-SCHEMA_VERSION = 6  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
+SCHEMA_VERSION = 7  # kept in PRAGMA user_version; bump it and add to _MIGRATIONS
 
 # The status check as ORs rather than `status IN (...)`: SQLite evaluates a CHECK once per
 # written row, and an IN list costs it about 2 µs a row more than the equivalent comparisons.
@@ -102,6 +102,13 @@ _WORKFLOWS: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS links_parent ON links (parent_id)",
 )
 
+# Version 7: a group counts its members as they are added, rather than per batch.
+_COUNTED: tuple[str, ...] = (
+    "ALTER TABLE groups ADD COLUMN completed INTEGER NOT NULL DEFAULT 0",
+    """UPDATE groups SET completed =
+        (SELECT count(*) FROM group_members m WHERE m.group_id = groups.group_id)""",
+)
+
 # A new file gets the latest schema at once.
 _CREATE: tuple[str, ...] = (
     f"CREATE TABLE IF NOT EXISTS results {_RESULTS_COLUMNS}",
@@ -115,6 +122,7 @@ _CREATE: tuple[str, ...] = (
     _EXPIRY_INDEX,
     *_SEARCH_INDEXES,
     *_WORKFLOWS,
+    *_COUNTED,
 )
 
 # Statements that bring an existing file from the previous version to each version, applied
@@ -143,6 +151,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     5: _SEARCH_INDEXES,
     # 6: workflows (group joins, progress).
     6: _WORKFLOWS,
+    # 7: the groups' member counts.
+    7: _COUNTED,
 }
 
 _INSERT = f"INSERT INTO results ({COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))}) {UPSERT}"

@@ -70,7 +70,7 @@ from taskstream.store import (
     Progress,
     ResultReader,
 )
-from taskstream.topics import results_topic, task_topic
+from taskstream.topics import event_topic, results_topic
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class Joiner:
         return None, records, failed
 
     def _task_part(self, event: TaskEvent) -> tuple[str, bytes, str]:
-        topic = task_topic(self.prefix, event.queue)
+        topic = event_topic(self.prefix, event.queue, event.priority)
         return (topic, self.envelopes.encode_task(event), event.key or event.id)
 
     def _result_part(self, result: ResultEvent) -> tuple[str, bytes, str]:
@@ -321,5 +321,5 @@ class Joiner:
             enqueued_at=now_micros(), not_before=None, args=step.args,
             parent_id=manifest.group_id, root_id=manifest.root_id,
             prepend=Prepend.NONE if step.immutable else prepend,
-            parent_results=[] if step.immutable else results,
+            parent_results=[] if step.immutable else results, priority=step.priority,
         )  # fmt: skip

@@ -14,10 +14,22 @@ pytestmark = pytest.mark.integration
 BACKLOG, HIGH = 300, 10
 
 
-def test_high_priority_tasks_sent_after_a_backlog_finish_before_most_of_it(app: App) -> None:
+@pytest.mark.parametrize(
+    "in_flight",
+    [
+        # the worker fetched the whole backlog: the high tasks jump the executor's queue
+        1000,
+        # most of the backlog waits in Kafka: the worker stops taking the low band while
+        # high records wait (pause/resume), then runs them first
+        20,
+    ],
+)
+def test_high_priority_tasks_sent_after_a_backlog_finish_before_most_of_it(
+    app: App, in_flight: int
+) -> None:
     nap = app.tasks["itest.nap"]
     lows = [nap.delay(0.01, i) for i in range(BACKLOG)]  # waiting before any worker runs
-    with worker_and_materializer(app, concurrency=2):
+    with worker_and_materializer(app, concurrency=2, max_tasks_in_flight=in_flight):
         # The backlog is under way: its first results are stored.
         wait_until(lambda: bool(app.store.get_many([r.id for r in lows[:10]])), 60, "a result")
         highs = [nap.apply_async((0.01, BACKLOG + i), priority=9) for i in range(HIGH)]

@@ -22,12 +22,18 @@ Backpressure: when the handler has no room the loop takes no more records; if th
 rebalances and heartbeats), and resumed once the handler has room again.
 
 Bands (priorities): with ``bands``, lists of topics from the highest band to the lowest
-(a queue's high topic, then its own), the loop drains a higher band first: at each turn,
-while an assigned partition of a higher band has records this consumer has not taken yet,
-the assigned partitions of the lower bands of its list are paused, and resumed once no
-higher band has any. Its own set of partitions: a backpressure resume leaves them paused,
-and a band resume during a backpressure pause only forgets them (the backpressure resume
-then resumes them). One check per turn, not per record, and none without ``bands``.
+(a queue's high topic, then its own), all with the same partition count. Only the lowest
+band's topic is subscribed: the group assigns its partitions, and the member that gets
+partition p of it also assigns itself partition p of each higher band (co-partitioned, as
+Kafka Streams reads the partitions of one number together), commits them in the same
+group, and lets them go with it. (Subscribed as topics of their own, the sticky assignor
+balances the total only: one member got a queue's whole topic and the other its whole high
+band.) The loop drains a higher band first: at each turn, while an assigned partition of a
+higher band has records this consumer has not taken yet, the assigned partitions of the
+lower bands of its list are paused, and resumed once no higher band has any. Its own set
+of partitions: a backpressure resume leaves them paused, and a band resume during a
+backpressure pause only forgets them (the backpressure resume then resumes them). One
+check per turn, not per record, and none without ``bands``.
 
 A handler may run a task on the loop's own thread (the worker does, at concurrency 1: it is
 the fastest way) only through :meth:`ConsumerRuntime.run_unlocked`. The loop's state is
@@ -148,9 +154,12 @@ class ConsumerRuntime:
         self._age_unknown_since: dict[tuple[str, int], int] = {}  # see lag_seconds(), in ms
         # Bands: each topic of a higher band -> the topics below it (in its own list only).
         self._below: dict[str, tuple[str, ...]] = {}
+        # Each lowest band's topic -> the higher bands' topics read along with it.
+        self._higher: dict[str, tuple[str, ...]] = {}
         for topics in [b for b in bands or [] if len(b) > 1]:
             for i, topic in enumerate(topics[:-1]):
                 self._below[topic] = tuple(topics[i + 1 :])
+            self._higher[topics[-1]] = tuple(topics[:-1])
         self._held: set[tuple[str, int]] = set()  # paused for a higher band
         self._held_topics: frozenset[str] = frozenset()
         self._next_band_check = 0.0
@@ -158,10 +167,28 @@ class ConsumerRuntime:
     # -- set-up and stop --------------------------------------------------------------------
 
     def subscribe(self, topics: list[str]) -> None:
-        self._await_metadata(topics)
+        """Join the group for ``topics`` (a higher band's topic is read along with its
+        lowest band's partitions, not subscribed)."""
+        higher = {h for t in topics for h in self._higher.get(t, ())}
+        self._await_metadata([*topics, *sorted(higher - set(topics))])
         self.consumer.subscribe(
-            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            [t for t in topics if t not in higher],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
+
+    def _with_higher(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's partitions and, for each of a lowest band, the same partition of
+        each higher band."""
+        if not self._higher:
+            return partitions
+        more = [
+            TopicPartition(h, tp.partition)
+            for tp in partitions
+            for h in self._higher.get(tp.topic, ())
+        ]
+        return [*partitions, *more]
 
     def _await_metadata(self, topics: list[str]) -> None:
         """Subscribe once this client's metadata has every topic. A group leader leaves a
@@ -511,6 +538,7 @@ class ConsumerRuntime:
     # -- rebalances (served inside poll, on the loop's thread) -------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        partitions = self._with_higher(partitions)
         for tp in partitions:
             self.tracker.assign(tp.topic, tp.partition)
         self._learn_committed(consumer, partitions)
@@ -548,6 +576,7 @@ class ConsumerRuntime:
                 offsets.committed = tp.offset
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        partitions = self._with_higher(partitions)
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self.handler.revoked(partitions, lost=False)
         self.commit(asynchronous=False, only=revoked)
@@ -563,6 +592,7 @@ class ConsumerRuntime:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member may own them already: committing now could skip its work.
+        partitions = self._with_higher(partitions)
         self.handler.revoked(partitions, lost=True)
         for tp in partitions:
             self.tracker.revoke(tp.topic, tp.partition)

@@ -313,7 +313,7 @@ def test_a_band_resume_leaves_a_backpressure_pause_alone() -> None:
     assert paused(consumer) == set()
 
 
-def test_a_held_partition_taken_away_is_resumed_and_no_longer_held() -> None:
+def test_a_member_reads_its_partitions_of_both_bands_and_resumes_the_held_it_lets_go() -> None:
     """librdkafka keeps a pause across unassign/assign: a held partition let go is resumed."""
     broker = band_broker()
     first, taker, consumer = banded(broker, pause_after_s=0.0)
@@ -327,7 +327,9 @@ def test_a_held_partition_taken_away_is_resumed_and_no_longer_held() -> None:
         first.turn()
         second.turn()
     kept = set(first.tracker.partitions)
-    assert len(kept) == 2
+    # co-partitioned: the member given partition p of the queue's topic reads p of its high band
+    assert {p for t, p in kept if t == HIGH} == {p for t, p in kept if t == LOW}
+    assert len(kept) == 2 and len(second.tracker.partitions) == 2
     assert first.held <= kept and paused(consumer) <= kept
 
 

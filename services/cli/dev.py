@@ -51,7 +51,7 @@ from taskstream.cli.embedded_broker import EmbeddedBroker, free_port
 from taskstream.cli.supervisor import Supervisor, say
 from taskstream.config import DEV_STATE_FILE, clear_dev_state, write_dev_state
 from taskstream.errors import ConfigError
-from taskstream.kafka.topics import results_topic, task_topic
+from taskstream.kafka.topics import band_topics, results_topic
 from taskstream.loading import load_app
 
 STATE_DIR = DEV_STATE_FILE.parent
@@ -93,7 +93,8 @@ def dev(args: argparse.Namespace) -> int:
         metrics = _metrics_ports(app)
         created = app.ensure_topics()
         if isinstance(broker, EmbeddedBroker):
-            topics = [task_topic(app.settings.topic_prefix, q) for q in app.queues]
+            prefix = app.settings.topic_prefix
+            topics = [t for q in app.queues for t in band_topics(prefix, q)]
             watcher = watch_embedded_broker(app.settings, bootstrap, topics)
 
         cli = [sys.executable, "-m", "taskstream.cli", "--log-level", args.log_level]

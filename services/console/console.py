@@ -21,6 +21,7 @@ from taskstream.kafka.topics import (
     DELAY_TIERS_S,
     delay_topic,
     delays_group,
+    high_topic,
     task_topic,
     worker_group,
 )
@@ -69,7 +70,11 @@ class Console:
         self.store = service.store
         self.dead_letters = DeadLetters(self.app, self.store)
         prefix = self.app.settings.topic_prefix
-        self.queue_topics = {task_topic(prefix, q): q for q in service.catalog.queues}
+        # Each queue's topic, and its high band's (priorities) as a row of its own.
+        self.queue_topics: dict[str, str] = {}
+        for q in service.catalog.queues:
+            self.queue_topics[task_topic(prefix, q)] = q
+            self.queue_topics[high_topic(prefix, q)] = f"{q} (high)"
         self.delay_topics = {delay_topic(prefix, t): t for t in DELAY_TIERS_S}
         self._arguments: dict[tuple[str, int, int], Arguments] = {}
         self._lock = threading.Lock()

@@ -64,7 +64,7 @@ from taskstream.kafka.clients import (
     producer_config,
     worker_id,
 )
-from taskstream.kafka.topics import beat_group, beat_topic, task_topic
+from taskstream.kafka.topics import band_topics, beat_group, beat_topic, event_topic
 from taskstream.metrics import BEAT_LAST_TICK, BEAT_LEADER, BEAT_TICKS
 from taskstream.periodic import PeriodicTask, next_tick, plan, tick_id
 
@@ -126,7 +126,7 @@ class Beat(RuntimeOwner):
         queues = queues_of([*self.app.queues, *self._entry_queues()])
         self.app.ensure_topics(queues)
         own = beat_topic(self.prefix)
-        tasks = tuple(task_topic(self.prefix, q) for q in queues)
+        tasks = tuple(t for q in queues for t in band_topics(self.prefix, q))
         self.app.broker.check_access(s, Access((own,), (own, *tasks), (beat_group(self.prefix),)))
         # The beat topic gets a record per turn at most: a long fetch wait spares the
         # broker idle fetches (it delays the catch-up read of a new leader by as much).
@@ -325,7 +325,7 @@ class Beat(RuntimeOwner):
         )
         headers: Headers = [(ENTRY_HEADER, entry.name), (TICK_HEADER, str(tick))]
         producer.produce(
-            task_topic(self.prefix, event.queue),
+            event_topic(self.prefix, event.queue, event.priority),
             self.app.envelopes.encode_task(event),
             event.key or event.id,
             headers=headers,

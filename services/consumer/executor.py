@@ -9,6 +9,11 @@ thread costs more than a short task, and two busy Python threads make every deli
 wait for the GIL. ``inline`` (the runtime's ``run_unlocked``) lets the runtime's keeper poll
 the consumer meanwhile, so a long task never keeps the worker from its group. A job with a
 time limit gets a pool thread, since only a pool thread can be abandoned.
+
+Urgent jobs (a high band's: priorities) jump the pool's queue: :meth:`Executor.submit_urgent`
+puts them on a lane every pool thread looks at before it takes its next job, so a job of a
+higher band does not wait behind the lower band's jobs fetched before it. (Async jobs and a
+key's jobs keep their order: an urgent job waits for the earlier jobs of its key.)
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ class Executor:
         self._inline = inline if concurrency == 1 else None
         self.owner = threading.get_ident()  # the submitting thread, which may run jobs inline
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._urgent: deque[Job] = deque()  # taken before _jobs; each woken by a _WAKE
+        # Submitted urgent, not started yet, by id (the job kept: its id cannot be reused).
+        self._urgent_ids: dict[int, Job] = {}
         self._lock = threading.Lock()
         self._pooled = 0  # jobs handed to the pool and not yet finished
         self._surplus = 0  # threads to retire: replacements of abandoned ones came back
@@ -66,6 +74,15 @@ class Executor:
         self._keys = _KeyedSerializer(self._start)
 
     def submit(self, job: Job) -> None:
+        self._keys.submit(job)
+
+    def submit_urgent(self, job: Job) -> None:
+        """Submit a job of a higher band: it runs before the jobs queued before it. (Only
+        the pool has a queue to jump: with concurrency 1 jobs run as they come, and async
+        jobs in the order taken.)"""
+        if not job.is_async and self._inline is None:
+            with self._lock:
+                self._urgent_ids[id(job)] = job
         self._keys.submit(job)
 
     def gate(self, gate: Gate) -> None:
@@ -97,6 +114,10 @@ class Executor:
         else:
             with self._lock:
                 self._pooled += 1
+                urgent = bool(self._urgent_ids) and self._urgent_ids.pop(id(job), None) is not None
+            if urgent:
+                self._urgent.append(job)
+                job = _WAKE  # an idle thread wakes up and takes it (a busy one may first)
             self._jobs.put(job)
 
     def describe(self) -> str:
@@ -125,7 +146,20 @@ class Executor:
         self._keys.finished(job)
 
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        urgent = self._urgent
+        while True:
+            job: Job | None = None
+            if urgent:
+                try:
+                    job = urgent.popleft()
+                except IndexError:  # another thread took it
+                    job = None
+            if job is None:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                if job is _WAKE:
+                    continue  # its urgent job is taken at the loop's top, if still there
             try:
                 job.run()
             except BaseException:
@@ -175,6 +209,25 @@ class Executor:
         if self._loop is not None and self._loop_thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(timeout=5.0)
+
+
+class _Wake:
+    """Stands in the pool's queue for an urgent job (taken from the urgent lane)."""
+
+    key: str | None = None
+    task_name: str = "(wake)"
+    is_async: bool = False
+    limited: bool = False
+    released: bool = True
+
+    def run(self) -> None:
+        pass
+
+    async def run_async(self) -> None:
+        pass
+
+
+_WAKE: Job = _Wake()
 
 
 class _KeyedSerializer:

@@ -43,6 +43,7 @@ from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.topics import HIGH_PRIORITY
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class TaskHandler:
         ownership: OwnershipOpener | None = None,  # None: lost runs are not counted
         timing: LoopTiming | None = None,
         rate_limits: RateLimited | None = None,
+        bands: list[list[str]] | None = None,
     ) -> None:
         self.settings = settings
         self.hooks = hooks
@@ -113,6 +115,7 @@ class TaskHandler:
             skip_markers=True,  # past transaction markers: lag 0 when nothing waits
             on_commit=self._committed,
             keep_alive=self._keep_alive,
+            bands=bands,  # a higher band drained first (priorities)
         )
         self.executor = Executor(concurrency, inline=self.runtime.run_unlocked)
         self.rate_limits: RateLimits | None = None
@@ -285,7 +288,12 @@ class TaskHandler:
         """Decide what becomes of a record, and do it: the one place a decision is applied."""
         decision: Decision = self.dispatcher.decide(record, lost)
         if type(decision) is Run:  # the common case first
-            self.executor.submit(TaskJob(self.context, decision, record.message, record.offsets))
+            job = TaskJob(self.context, decision, record.message, record.offsets)
+            priority = decision.event.priority
+            if priority is None or priority < HIGH_PRIORITY:
+                self.executor.submit(job)
+            else:  # the high band's: before the jobs fetched earlier
+                self.executor.submit_urgent(job)
             return
         outcomes, hooks, message, offsets = (
             self.outcomes,

@@ -60,7 +60,7 @@ from taskstream.flow_events import (
     start,
 )
 from taskstream.kafka.producer import EventProducer
-from taskstream.kafka.topics import results_topic, task_topic
+from taskstream.kafka.topics import event_topic, results_topic
 from taskstream.status import Status
 from taskstream.store import (
     GroupInfo,
@@ -260,7 +260,7 @@ class Joiner:
         return None, records, failed
 
     def _task_part(self, event: TaskEvent) -> tuple[str, bytes, str]:
-        topic = task_topic(self.prefix, event.queue)
+        topic = event_topic(self.prefix, event.queue, event.priority)
         return (topic, self.envelopes.encode_task(event), event.key or event.id)
 
     def _result_part(self, result: ResultEvent) -> tuple[str, bytes, str]:
@@ -324,5 +324,5 @@ class Joiner:
             enqueued_at=now_micros(), not_before=None, args=step.args,
             parent_id=manifest.group_id, root_id=manifest.root_id,
             prepend=Prepend.NONE if step.immutable else prepend,
-            parent_results=[] if step.immutable else results,
+            parent_results=[] if step.immutable else results, priority=step.priority,
         )  # fmt: skip

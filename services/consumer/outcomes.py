@@ -25,8 +25,8 @@ from taskstream.kafka.producer import EventProducer
 from taskstream.kafka.topics import (
     delay_tier,
     delay_topic,
+    event_topic,
     results_topic,
-    task_topic,
 )
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class Outcomes:
         """Where an event goes next: its task topic when due, else its delay tier."""
         remaining = ((event.not_before or 0) - now_micros()) / 1_000_000
         if remaining <= 0:
-            return task_topic(self._prefix, event.queue)
+            return event_topic(self._prefix, event.queue, event.priority)
         return delay_topic(self._prefix, delay_tier(remaining))
 
     def publish(self, offsets: PartitionOffsets, message: Message, outcome: Outcome) -> None:

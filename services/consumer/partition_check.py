@@ -13,7 +13,7 @@ import logging
 
 from taskstream import metrics
 from taskstream.app import App
-from taskstream.kafka.topics import task_topic
+from taskstream.kafka.topics import high_topic, task_topic
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,16 @@ def short_queues(app: App, queues: list[str], counts: dict[str, int]) -> list[st
                 f"{s.partitions} configured, so at most {have} consumers share it; add "
                 f"partitions (kafka-topics --alter --topic {topic} --partitions {s.partitions}; "
                 f"keys then map to other partitions) or set partitions={have}"
+            )
+            log.warning("%s", warning)
+            warnings.append(warning)
+        high = counts.get(high_topic(s.topic_prefix, queue))
+        if high is not None and have is not None and high != have:
+            # The owner of the queue's partition p reads partition p of its high band.
+            warning = (
+                f"queue {queue!r}: its high band {high_topic(s.topic_prefix, queue)} has "
+                f"{high} partitions and its topic {have}: high tasks are drained first only "
+                f"on the partitions both have; give both {s.partitions} partitions"
             )
             log.warning("%s", warning)
             warnings.append(warning)

@@ -21,6 +21,20 @@ Backpressure: when the handler has no room the loop takes no more records; if th
 ``pause_after_s`` the assigned partitions are paused (a paused consumer still serves
 rebalances and heartbeats), and resumed once the handler has room again.
 
+Bands (priorities): with ``bands``, lists of topics from the highest band to the lowest
+(a queue's high topic, then its own), all with the same partition count. Only the lowest
+band's topic is subscribed: the group assigns its partitions, and the member that gets
+partition p of it also assigns itself partition p of each higher band (co-partitioned, as
+Kafka Streams reads the partitions of one number together), commits them in the same
+group, and lets them go with it. (Subscribed as topics of their own, the sticky assignor
+balances the total only: one member got a queue's whole topic and the other its whole high
+band.) The loop drains a higher band first: at each turn, while an assigned partition of a
+higher band has records this consumer has not taken yet, the assigned partitions of the
+lower bands of its list are paused, and resumed once no higher band has any. Its own set
+of partitions: a backpressure resume leaves them paused, and a band resume during a
+backpressure pause only forgets them (the backpressure resume then resumes them). One
+check per turn, not per record, and none without ``bands``.
+
 A handler may run a task on the loop's own thread (the worker does, at concurrency 1: it is
 the fastest way) only through :meth:`ConsumerRuntime.run_unlocked`. The loop's state is
 guarded by one lock, which the loop thread holds except inside ``run_unlocked``; when a call
@@ -89,6 +103,7 @@ class LoopTiming:
     batch: int = 500  # records taken per loop turn, at most
     resume_ratio: float = 0.8  # paused: resume when the room is back to this share
     committed_timeout_s: float = 2.0  # on assignment, to learn the committed offsets (lag)
+    band_check_s: float = 0.005  # bands: how often, at most, higher bands are looked at
     metadata_wait_s: float = 10.0  # before subscribing, for the topics to be in the metadata
 
 
@@ -117,6 +132,7 @@ class ConsumerRuntime:
         skip_markers: bool = False,
         on_commit: Callable[[bool], None] | None = None,
         keep_alive: Callable[[], None] | None = None,
+        bands: list[list[str]] | None = None,
     ) -> None:
         self.consumer = consumer
         self.handler = handler
@@ -137,14 +153,43 @@ class ConsumerRuntime:
         self._kept: list[Message] = []  # received by the keeper, for the loop
         self._polling = False  # inside consumer.poll()/consume(): rebalance callbacks run
         self._age_unknown_since: dict[tuple[str, int], int] = {}  # see lag_seconds(), in ms
+        # Bands: each topic of a higher band -> the topics below it (in its own list only).
+        self._below: dict[str, tuple[str, ...]] = {}
+        # Each lowest band's topic -> the higher bands' topics read along with it.
+        self._higher: dict[str, tuple[str, ...]] = {}
+        for topics in [b for b in bands or [] if len(b) > 1]:
+            for i, topic in enumerate(topics[:-1]):
+                self._below[topic] = tuple(topics[i + 1 :])
+            self._higher[topics[-1]] = tuple(topics[:-1])
+        self._held: set[tuple[str, int]] = set()  # paused for a higher band
+        self._held_topics: frozenset[str] = frozenset()
+        self._next_band_check = 0.0
 
     # -- set-up and stop --------------------------------------------------------------------
 
     def subscribe(self, topics: list[str]) -> None:
-        self._await_metadata(topics)
+        """Join the group for ``topics`` (a higher band's topic is read along with its
+        lowest band's partitions, not subscribed)."""
+        higher = {h for t in topics for h in self._higher.get(t, ())}
+        self._await_metadata([*topics, *sorted(higher - set(topics))])
         self.consumer.subscribe(
-            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            [t for t in topics if t not in higher],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
+
+    def _with_higher(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's partitions and, for each of a lowest band, the same partition of
+        each higher band."""
+        if not self._higher:
+            return partitions
+        more = [
+            TopicPartition(h, tp.partition)
+            for tp in partitions
+            for h in self._higher.get(tp.topic, ())
+        ]
+        return [*partitions, *more]
 
     def _await_metadata(self, topics: list[str]) -> None:
         """Subscribe once this client's metadata has every topic. A group leader leaves a
@@ -258,6 +303,8 @@ class ConsumerRuntime:
         if self._kept:
             kept, self._kept = self._kept, []
             self.handler.records(kept)
+        if self._below:
+            self._order_bands()
         room = handler.room()
         self._apply_backpressure(room)
         if room <= 0 and not self._paused:
@@ -297,6 +344,66 @@ class ConsumerRuntime:
         if records:
             self.last_record_at = time.monotonic()
             self.handler.records(records)
+
+    # -- bands ----------------------------------------------------------------------------
+
+    @property
+    def held(self) -> set[tuple[str, int]]:
+        """The partitions paused because a higher band has records waiting."""
+        return set(self._held)
+
+    def _order_bands(self) -> None:
+        """Hold the lower bands of each higher band partition with records waiting here."""
+        now = time.monotonic()
+        if now < self._next_band_check:
+            return
+        self._next_band_check = now + self.timing.band_check_s
+        held_topics: set[str] = set()
+        behind: dict[tuple[str, int], int] = {}  # a higher band's partition -> its end
+        below, partitions = self._below, self.tracker.partitions
+        for key, offsets in partitions.items():
+            if key[0] not in below:
+                continue
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
+            if high is None or high < 0:
+                continue  # not fetched yet: nothing known to wait
+            start = offsets.next_offset
+            if start is None:
+                start = max(offsets.committed or 0, low if low is not None else 0)
+            if high > start:
+                behind[key] = high
+        if behind:
+            # The consumer's position is past transaction markers, which are no records.
+            try:
+                positions = self.consumer.position([TopicPartition(t, p) for t, p in behind])
+            except KafkaException as exc:
+                log.debug("reading positions failed: %s", exc)
+                positions = []
+            for tp in positions:
+                if tp.error is None and tp.offset >= behind[(tp.topic, tp.partition)]:
+                    del behind[(tp.topic, tp.partition)]
+            for topic, _partition in behind:
+                held_topics.update(below[topic])
+        self._held_topics = frozenset(held_topics)
+        hold = {key for key in partitions if key[0] in held_topics}
+        if hold != self._held:
+            self._hold(hold)
+
+    def _hold(self, hold: set[tuple[str, int]]) -> None:
+        consumer = self.consumer
+        more = [TopicPartition(t, p) for t, p in hold - self._held]
+        fewer = [TopicPartition(t, p) for t, p in self._held - hold]
+        try:
+            if more:
+                consumer.pause(more)
+            if fewer and not self._paused:  # paused for backpressure: its resume resumes them
+                consumer.resume(fewer)
+        except KafkaException as exc:  # a partition revoked meanwhile; the next check retries
+            log.debug("band pause/resume failed: %s", exc)
+            return
+        if more or fewer:
+            log.debug("bands: holding %s", partition_names([TopicPartition(*k) for k in hold]))
+        self._held = hold
 
     def _commit_when_due(self) -> None:
         now = time.monotonic()
@@ -411,6 +518,9 @@ class ConsumerRuntime:
 
     def _set_paused(self, paused: bool) -> None:
         assignment = self.consumer.assignment()
+        if not paused and self._held:  # held for a higher band: they stay paused
+            held = self._held
+            assignment = [tp for tp in assignment if (tp.topic, tp.partition) not in held]
         try:
             (self.consumer.pause if paused else self.consumer.resume)(assignment)
         except KafkaException as exc:  # a partition revoked meanwhile; the next turn retries
@@ -429,6 +539,7 @@ class ConsumerRuntime:
     # -- rebalances (served inside poll, on the loop's thread) -------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        partitions = self._with_higher(partitions)
         for tp in partitions:
             self.tracker.assign(tp.topic, tp.partition)
         self._learn_committed(consumer, partitions)
@@ -439,6 +550,11 @@ class ConsumerRuntime:
             consumer.assign(partitions)
         if self._paused and partitions:
             consumer.pause(partitions)  # full: new partitions wait like the others
+        if self._held_topics and partitions:
+            held = [tp for tp in partitions if tp.topic in self._held_topics]
+            if held:  # a higher band has records waiting: new lower partitions wait too
+                consumer.pause(held)
+                self._held.update((tp.topic, tp.partition) for tp in held)
         log.info("assigned %s", partition_names(partitions))
 
     def _learn_committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -461,11 +577,13 @@ class ConsumerRuntime:
                 offsets.committed = tp.offset
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        partitions = self._with_higher(partitions)
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self.handler.revoked(partitions, lost=False)
         self.commit(asynchronous=False, only=revoked)
         for topic, partition in revoked:
             self.tracker.revoke(topic, partition)
+        self._held -= revoked
         _unpause(consumer, partitions)
         if self.cooperative:
             consumer.incremental_unassign(partitions)
@@ -475,9 +593,11 @@ class ConsumerRuntime:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Another member may own them already: committing now could skip its work.
+        partitions = self._with_higher(partitions)
         self.handler.revoked(partitions, lost=True)
         for tp in partitions:
             self.tracker.revoke(tp.topic, tp.partition)
+        self._held -= {(tp.topic, tp.partition) for tp in partitions}
         _unpause(consumer, partitions)
         if self.cooperative:
             consumer.incremental_unassign(partitions)

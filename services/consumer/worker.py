@@ -49,6 +49,7 @@ from taskstream.kafka.producer import EventProducer
 from taskstream.kafka.sizes import message_max_bytes
 from taskstream.kafka.topics import (
     DELAY_TIERS_S,
+    band_topics,
     control_topic,
     dead_letter_topic,
     delay_topic,
@@ -56,7 +57,6 @@ from taskstream.kafka.topics import (
     deliveries_topic,
     heartbeats_topic,
     results_topic,
-    task_topic,
     worker_group,
 )
 
@@ -98,7 +98,9 @@ class Worker(RuntimeOwner):
         if self._traced:
             self.hooks = TracingHooks(self.hooks)
         self.queues = queues or app.queues
-        self.topics = [task_topic(s.topic_prefix, q) for q in self.queues]
+        # Each queue's bands, the highest first (priorities): all subscribed, drained in order.
+        self.bands = [band_topics(s.topic_prefix, q) for q in self.queues]
+        self.topics = [t for band in self.bands for t in band]
         self.warnings: list[str] = []  # set-up problems found at the start (heartbeats)
         self.group_id = group_id or worker_group(s.topic_prefix)
         self.concurrency = concurrency or s.concurrency
@@ -177,7 +179,7 @@ class Worker(RuntimeOwner):
             message_max_bytes=message_max_bytes(producer_settings),  # what a result may take
             traced=self._traced, cooperative=incremental_assignment(config),
             ownership=self._journal_opener(producer) if s.worker_lost_max_deliveries else None,
-            rate_limits=RateLimited.of(app, self.queues, counts),
+            rate_limits=RateLimited.of(app, self.queues, counts), bands=self.bands,
         )  # fmt: skip
         runtime = handler.runtime
         control = ControlReader(app, self.revocations, watchdog.terminate, self.worker_id)

@@ -116,6 +116,7 @@ def _event(
         root_id=parent.root_id or parent.id,
         prepend=Prepend.NONE if step.immutable else prepend,
         parent_results=[] if step.immutable else results,
+        priority=step.priority,
     )
 
 

@@ -43,7 +43,7 @@ from taskstream.kafka.broker import Broker, KafkaBroker
 from taskstream.kafka.clients import producer_config
 from taskstream.kafka.producer import EventProducer
 from taskstream.kafka.sizes import message_max_bytes, record_size
-from taskstream.kafka.topics import task_topic, topic_specs
+from taskstream.kafka.topics import event_topic, task_topic, topic_specs
 
 if TYPE_CHECKING:
     from taskstream.app import App
@@ -243,6 +243,8 @@ class TaskPublisher:
         topic = self._topics.get(queue)
         if topic is None:
             topic = task_topic(self._settings.topic_prefix, queue)
+        if event.priority is not None:  # its band's topic (ensured with the queue's)
+            topic = event_topic(self._settings.topic_prefix, queue, event.priority)
         headers = (
             tracing.send_headers(event, topic) if tracing.ENABLED and tracing.active() else None
         )
@@ -250,7 +252,7 @@ class TaskPublisher:
         if size > self.message_max_bytes:
             raise MessageTooLarge(event.task, size, self.message_max_bytes)
         if queue not in self._topics:
-            self._ensure(queue, topic)
+            self._ensure(queue)
         hooks = self._task_hooks.get((event.task, queue))
         if hooks is None:
             hooks = self._task_hooks[event.task, queue] = self._hooks.for_task(event.task, queue)
@@ -267,8 +269,9 @@ class TaskPublisher:
     def flush(self, timeout: float = 30.0) -> int:
         return self._producer.flush(timeout)
 
-    def _ensure(self, queue: str, topic: str) -> None:
-        """Create the app's missing topics, ``queue``'s among them; then ``topic`` is known."""
+    def _ensure(self, queue: str) -> None:
+        """Create the app's missing topics, ``queue``'s (every band) among them; then its
+        topic is known."""
         if time.monotonic() < self._unsure.get(queue, 0.0):
             return
         s = self._settings
@@ -288,7 +291,7 @@ class TaskPublisher:
         if created:
             log.info("created %d topics with %d partitions: %s",
                      len(created), s.partitions, ", ".join(created))  # fmt: skip
-        self._topics[queue] = topic
+        self._topics[queue] = task_topic(s.topic_prefix, queue)
 
     def close(self, timeout: float = 30.0) -> int:
         return self._producer.close(timeout)

@@ -35,7 +35,6 @@ from taskstream.kafka.topics import (
     delay_topic,
     delays_group,
     results_topic,
-    task_topic,
     tier_of,
 )
 from taskstream.store import MemoryStore
@@ -78,7 +77,7 @@ class Stub:
         """
         s = self.app.settings
         prefix = s.topic_prefix
-        tasks = [task_topic(prefix, q) for q in self.worker.queues]
+        tasks = list(self.worker.topics)  # every band of its queues
         delays = [delay_topic(prefix, t) for t in DELAY_TIERS_S]
         results = [results_topic(prefix)]
         broker = self.broker

@@ -134,6 +134,18 @@ def _retry_tasks(app: App) -> None:
             return self.request.headers
         raise self.retry(countdown=countdown, max_retries=max_retries)
 
+    @app.task(name="ctest.retry_once_priority", bind=True, max_retries=1)
+    def retry_once_priority(
+        self: Task[..., Any], max_retries: int = 1, countdown: float = 0.1
+    ) -> int | None:
+        """Task that fails and is retried. Returns the priority."""
+        if self.request.retries:
+            info = self.request.delivery_info
+            assert info is not None
+            priority: int = info["priority"]
+            return priority
+        raise self.retry(countdown=countdown, max_retries=max_retries)
+
     @app.task(name="ctest.retry", bind=True, default_retry_delay=1)
     def retry(self: Task[..., Any], return_value: str | None = None) -> str:
         """Task simulating multiple retries.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskstream import App, Retry, SoftTimeLimitExceeded, current_request
+from taskstream.task import Task
 from tests.integration.celery_tasks import celery_tasks
 
 
@@ -27,7 +28,21 @@ def build_app(**settings: Any) -> App:
     _workflow_tasks(app)
     celery_tasks(app)  # Celery's own test tasks, typed (tests/integration/celery_tasks.py)
     _celery_canvas_tasks(app)  # and _celery_canvas_side_tasks
+    _priority_tasks(app)
     return app
+
+
+def _priority_tasks(app: App) -> None:
+    """Tasks that say which band they ran from."""
+
+    @app.task(name="itest.band_of_retry", bind=True, max_retries=1)
+    def band_of_retry(self: Task[..., Any]) -> str:
+        """Retried once at once; returns the topic its retry was read from."""
+        if not self.request.retries:
+            raise self.retry(countdown=0.1)
+        info = self.request.delivery_info
+        assert info is not None
+        return str(info["topic"])
 
 
 def _plain_tasks(app: App) -> None:

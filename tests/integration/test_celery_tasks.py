@@ -367,10 +367,9 @@ def test_class_based_task_retried(app: App) -> None:
 
 
 def test_task_retried_priority(app: App) -> None:
-    """Documented difference: there are no priorities (a Kafka partition is a log, read in
-    order), so ``priority=`` is refused before anything is sent."""
-    with pytest.raises(TypeError, match="priority"):
-        task(app, "add").apply_async((1, 1), priority=7)  # type: ignore[call-arg]
+    """Tests that the priority of a retried task is preserved."""
+    res = task(app, "retry_once_priority").apply_async(priority=7)
+    assert res.get(timeout=TIMEOUT) == 7  # retried once with priority 7
 
 
 def test_task_retried_headers(app: App) -> None:

@@ -226,7 +226,7 @@ def test_workers_joining_and_leaving_while_tasks_flow_lose_nothing(
     # does. (The embedded broker's coordinator can take minutes to settle a member leaving
     # while another is joining; Apache Kafka settles it in one rebalance.)
     with running(__import__("taskstream.consumer.materializer", fromlist=["x"]).Materializer(app)):
-        wait_until(lambda: owned() == 12, 60, "the first worker's assignment")
+        wait_until(lambda: owned() == 24, 60, "the first worker's assignment (both bands)")
         sender.start()
         for step in ("join", "join", "leave", "join", "leave"):
             newcomer: int | None = None
@@ -245,13 +245,13 @@ def test_workers_joining_and_leaving_while_tasks_flow_lose_nothing(
                 seen: list[tuple[float, tuple[int, ...]]] = seen,
             ) -> bool:
                 # The group owns every partition, a newcomer some of them (the total alone
-                # reads 12 before the rebalance has even begun), and nothing has moved for
+                # reads 24 before the rebalance has even begun), and nothing has moved for
                 # 5 s: an incremental rebalance moves partitions in two rounds, and a member
                 # leaving between them piles up on the embedded broker's coordinator.
                 counts = tuple(
                     assigned_partitions(port) for w, port in ports.items() if w.poll() is None
                 )
-                if sum(counts) != 12 or (
+                if sum(counts) != 24 or (  # the queue's 12 partitions and its high band's
                     newcomer is not None and not assigned_partitions(newcomer)
                 ):
                     seen.clear()
@@ -264,5 +264,5 @@ def test_workers_joining_and_leaving_while_tasks_flow_lose_nothing(
         assert not done_sending.is_set(), "the traffic ended before the reshuffle did"
         sender.join(120)
         wait_until(lambda: finished(app, sent) == total, 120, f"all {total} results")
-        assert owned() == 12
+        assert owned() == 24
     assert sum(1 for w in ports if w.poll() is None) == 2

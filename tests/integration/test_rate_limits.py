@@ -30,7 +30,10 @@ def test_two_workers_share_a_tasks_rate_limit_instead_of_each_taking_it_whole(
         spawn_worker(scope, "--concurrency", "4", "--metrics-port", str(port)) for port in ports
     ]
     wait_until(
-        lambda: sorted(assigned_partitions(port) for port in ports) == [6, 6], 90, "a 6/6 split"
+        # (of the queue's 12 partitions and its high band's 12)
+        lambda: sorted(assigned_partitions(port) for port in ports) == [12, 12],
+        90,
+        "a 12/12 split",
     )
     throttled = app.tasks["itest.throttled"]  # rate_limit="4/s": 2/s on each half
     results = [throttled.delay(i) for i in range(16)]

@@ -38,7 +38,8 @@ def two_workers_in_the_group(
     concurrency: int,
     max_poll_interval_ms: int,
 ) -> list[int]:
-    """Two worker processes, once they own 6 partitions each; their metrics ports."""
+    """Two worker processes, once they own 12 partitions each (of the queue's 12 and its
+    high band's 12); their metrics ports."""
     ports = [free_port() for _ in range(2)]
     env = {"TASKSTREAM_MAX_POLL_INTERVAL_MS": str(max_poll_interval_ms)}
     processes += [
@@ -46,9 +47,9 @@ def two_workers_in_the_group(
         for port in ports
     ]
     wait_until(
-        lambda: [assigned_partitions(port) for port in ports] == [6, 6],
+        lambda: [assigned_partitions(port) for port in ports] == [12, 12],
         90,
-        "both workers in the group, 6 partitions each",
+        "both workers in the group, 12 partitions each",
     )
     return ports
 
@@ -130,7 +131,7 @@ def test_at_concurrency_1_a_long_task_keeps_its_worker_in_the_group(
     with running(Materializer(app)):
         wait_until(runs.exists, 30, "the long task to start")
         time.sleep(9)  # past max.poll.interval.ms: a worker that stopped polling is gone now
-        assert [assigned_partitions(port) for port in ports] == [6, 6]
+        assert [assigned_partitions(port) for port in ports] == [12, 12]
         assert long.get(timeout=30) > 0
     assert len(runs.read_text().splitlines()) == 1, "the long task ran more than once"
     assert all(p.poll() is None for p in processes), "a worker died"
@@ -162,7 +163,7 @@ def test_a_rebalance_hands_running_tasks_over_without_running_them_again(
     )
     keys = keys_for_every_partition("long")
     with running(Materializer(app)):
-        wait_until(lambda: assigned_partitions(first_port) == 12, 60, "the first worker")
+        wait_until(lambda: assigned_partitions(first_port) == 24, 60, "the first worker")
         longs = [nap.apply_async((45.0, str(runs)), key=key) for key in keys]
         wait_until(
             lambda: runs.exists() and len(runs.read_text().splitlines()) == 12, 60, "12 runs"
@@ -171,9 +172,9 @@ def test_a_rebalance_hands_running_tasks_over_without_running_them_again(
             spawn_worker(scope, "--concurrency", "4", "--metrics-port", str(second_port), **env)
         )
         wait_until(
-            lambda: [assigned_partitions(p) for p in (first_port, second_port)] == [6, 6],
+            lambda: [assigned_partitions(p) for p in (first_port, second_port)] == [12, 12],
             90,
-            "the second worker to get 6 of the partitions",
+            "the second worker to get 12 of the 24 partitions (both bands)",
         )
         behind = [add.apply_async((i, 1000), key=key) for i, key in enumerate(keys)]
         others = [add.apply_async((i, 1), key=f"other-{i}") for i in range(20)]

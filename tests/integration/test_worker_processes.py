@@ -44,7 +44,10 @@ def test_two_worker_processes_share_2000_tasks_across_12_partitions(
     # Sent once both share the partitions: sent before, the first worker to join could run
     # all 2000 before the group moves half of them to the second.
     wait_until(
-        lambda: sorted(assigned_partitions(port) for port in ports) == [6, 6], 90, "a 6/6 split"
+        # (of the queue's 12 partitions and its high band's 12)
+        lambda: sorted(assigned_partitions(port) for port in ports) == [12, 12],
+        90,
+        "a 12/12 split",
     )
     results = [add.delay(i, i) for i in range(2000)]
     for r in results:
@@ -210,9 +213,9 @@ def test_four_worker_processes_get_three_partitions_each(
     ports = [free_port() for _ in range(4)]
     processes += [spawn_worker(scope, "--metrics-port", str(port)) for port in ports]
     wait_until(
-        lambda: [assigned_partitions(port) for port in ports] == [3, 3, 3, 3],
+        lambda: [assigned_partitions(port) for port in ports] == [6, 6, 6, 6],
         90,
-        "an even spread of 12 partitions over 4 workers",
+        "an even spread of 24 partitions (the queue's 12, its high band's 12) over 4 workers",
     )
 
 
@@ -227,7 +230,7 @@ def test_sigusr1_prints_every_threads_traceback_and_the_worker_goes_on(
         stderr=subprocess.PIPE,
     )
     processes.append(worker)
-    wait_until(lambda: assigned_partitions(port) == 12, 90, "the worker's 12 partitions")
+    wait_until(lambda: assigned_partitions(port) == 24, 90, "the worker's 24 partitions (2 bands)")
     worker.send_signal(signal.SIGUSR1)
     with running(Materializer(app)):
         assert app.tasks["itest.add"].delay(2, 3).get(timeout=60) == 5, "it runs on after it"

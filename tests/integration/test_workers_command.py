@@ -53,7 +53,7 @@ def test_workers_lists_two_workers_then_shows_a_killed_one_as_lost(
 
     wait_until(both_own_partitions, 90, "two online workers sharing the partitions")
     found = listed(scope)
-    assert sum(len(w["partitions"]) for w in found.values()) == 12
+    assert sum(len(w["partitions"]) for w in found.values()) == 24  # both bands
     assert found[first.pid]["concurrency"] == 2 and found[second.pid]["concurrency"] == 1
     assert found[first.pid]["queues"] == ["default"]
     results = [app.tasks["itest.add"].delay(i, 1) for i in range(20)]

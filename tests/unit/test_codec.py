@@ -191,7 +191,7 @@ def test_encoding_keeps_the_specification_fingerprint() -> None:
 @pytest.mark.parametrize(
     ("filename", "version", "spec", "apache"),
     [
-        (TASK_EVENT_SCHEMA_FILE, None, "47e2a11655322bff", "2805fbc2019ea58f"),
+        (TASK_EVENT_SCHEMA_FILE, None, "587dfed5255bda86", "44f87b9ac7cd8a14"),
         (RESULT_EVENT_SCHEMA_FILE, None, "b2650907635e2f85", "a0e356adc33f65b3"),
         (TASK_EVENT_SCHEMA_FILE, 1, "fb51d1a78cff63ad", "a4d291fc2f46e32f"),
         (RESULT_EVENT_SCHEMA_FILE, 1, "abcc3e02563c979d", "8985d5ca55ceb15f"),
@@ -200,6 +200,7 @@ def test_encoding_keeps_the_specification_fingerprint() -> None:
         (TASK_EVENT_SCHEMA_FILE, 3, "f1a08fd062d23487", "1f768b80274f57aa"),
         (RESULT_EVENT_SCHEMA_FILE, 3, "dca6e50745339a9e", "a4eb8484d3a93820"),
         (TASK_EVENT_SCHEMA_FILE, 4, "aaa43194f6e2081a", "256596a39729e566"),
+        (TASK_EVENT_SCHEMA_FILE, 5, "47e2a11655322bff", "2805fbc2019ea58f"),
     ],
 )
 def test_the_envelope_fingerprints_are_the_documented_ones(
@@ -207,8 +208,8 @@ def test_the_envelope_fingerprints_are_the_documented_ones(
 ) -> None:
     # The current envelopes, and each version shipped before (schemas/history, whose events
     # still decode): version 2 added expires and REVOKED, version 3 the workflow fields,
-    # task_event version 4 the per-call headers and time limits, the current ones nested
-    # workflows (then, join).
+    # task_event version 4 the per-call headers and time limits, version 5 nested workflows
+    # (then, join), the current task_event the priority (and a Step's).
     schema = (
         load_envelope_schema(filename)
         if version is None

@@ -108,10 +108,14 @@ def test_a_running_worker_is_online_with_its_tasks_counts_partitions_and_lag(app
         assert set(counted) == set(COUNTERS)
         added = {k: counted[k] - before[k] for k in ("started", "succeeded", "failed")}
         assert added == {"started": 3, "succeeded": 1, "failed": 1}
-        assert {p["topic"] for p in worker["partitions"]} == {"beats.tasks.default"}  # type: ignore[attr-defined]
-        assert len(worker["partitions"]) == 3  # type: ignore[arg-type]
+        # the queue's topic and its high band's (priorities)
+        assert {p["topic"] for p in worker["partitions"]} == {  # type: ignore[attr-defined]
+            "beats.tasks.default",
+            "beats.tasks-high.default",
+        }
+        assert len(worker["partitions"]) == 6  # type: ignore[arg-type]
         lag = {(e["topic"], e["partition"]): e for e in worker["lag"]}  # type: ignore[attr-defined]
-        assert len(lag) == 3
+        assert len(lag) == 6
         assert all(set(e) == {"topic", "partition", "records", "seconds"} for e in lag.values())
         app.release.set()  # type: ignore[attr-defined]
         assert held.get(timeout=5) == 1

@@ -16,6 +16,7 @@ from taskstream.kafka.topics import (
     DELAY_TIERS_S,
     control_topic,
     delay_topic,
+    high_topic,
     results_topic,
     task_topic,
 )
@@ -46,6 +47,7 @@ def test_the_first_send_to_a_queue_creates_its_topics_with_the_configured_partit
     app.tasks["qt.add"].apply_async((1, 2), countdown=30).wait_delivered(5)
     topics = broker.topics()
     assert topics[task_topic("qt", "reports")] == 5
+    assert topics[high_topic("qt", "reports")] == 5  # its high band (priorities)
     assert topics[results_topic("qt")] == 5
     assert all(topics[delay_topic("qt", t)] == 5 for t in DELAY_TIERS_S)
     assert control_topic("qt") in topics
@@ -69,8 +71,10 @@ def test_a_worker_finding_its_queue_topic_short_of_partitions_says_so(
             directory.read_to_end(5)
         (seen,) = directory.workers_json()
         warnings: list[str] = seen["warnings"]  # type: ignore[assignment]
-        (warning,) = warnings
+        warning, band = warnings
         assert "qt.tasks.reports has 2 partitions, fewer than the 5 configured" in warning
+        # its high band (priorities), created by the worker with 5, does not match it
+        assert "high band qt.tasks-high.reports has 5 partitions and its topic 2" in band
         assert warning in caplog.text
         missing = REGISTRY.get_sample_value(
             "taskstream_queue_partitions_missing", {"queue": "reports"}

@@ -43,6 +43,7 @@ from taskstream.errors import CanvasError
 from taskstream.flow import callback_id, member_id
 from taskstream.group_result import GroupResult
 from taskstream.result import AsyncResult
+from taskstream.task import check_priority
 
 if TYPE_CHECKING:
     from taskstream.app import App
@@ -52,7 +53,7 @@ __all__ = ["Signature", "callback_id", "chain", "chord", "group", "member_id"]
 
 R = TypeVar("R")
 
-_OPTIONS = frozenset(("key", "queue", "countdown", "task_id"))
+_OPTIONS = frozenset(("key", "queue", "countdown", "task_id", "priority"))
 
 
 class _Canvas:
@@ -117,7 +118,8 @@ class Signature(_Canvas, Generic[R]):
         return self.task.name
 
     def set(self, **options: Any) -> Signature[R]:
-        """Add options (``key``, ``queue``, ``countdown``); returns self, as Celery's."""
+        """Add options (``key``, ``queue``, ``countdown``, ``priority``); returns self, as
+        Celery's."""
         self.options.update(_checked_options(options))
         return self
 
@@ -195,6 +197,7 @@ class Signature(_Canvas, Generic[R]):
             self.options.get("queue") or task.queue,
             self.options.get("key"),
             self.options.get("task_id"),
+            priority=self.options.get("priority", task.options.priority),
             link=[c._node() for c in self.callbacks],
             link_error=[e._node() for e in self.errbacks],
         )
@@ -204,6 +207,7 @@ def _checked_options(options: dict[str, Any]) -> dict[str, Any]:
     unknown = set(options) - _OPTIONS
     if unknown:
         raise CanvasError(f"unknown signature options {sorted(unknown)}; known: {sorted(_OPTIONS)}")
+    check_priority(options.get("priority"))
     return options
 
 
@@ -270,6 +274,7 @@ def _send(
     published results by task id, and its app (None for an empty group)."""
     countdown, eta = options.pop("countdown", None), options.pop("eta", None)
     key, queue = options.pop("key", None), options.pop("queue", None)
+    priority = options.pop("priority", None)
     link_error = options.pop("link_error", None)
     if options:
         raise CanvasError(f"unknown workflow options {sorted(options)}")
@@ -277,7 +282,9 @@ def _send(
     for errback in as_list(link_error):
         flow.add_errback(node, errback._node())
     app = piece._app()
-    frozen, published = dispatch.send(node, app, countdown=countdown, eta=eta, key=key, queue=queue)
+    frozen, published = dispatch.send(
+        node, app, countdown=countdown, eta=eta, key=key, queue=queue, priority=priority
+    )
     return frozen, published, app
 
 

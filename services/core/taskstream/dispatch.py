@@ -12,6 +12,7 @@ from taskstream.errors import InvalidOption
 from taskstream.flow_events import begin
 from taskstream.group_result import GroupResult
 from taskstream.result import AsyncResult
+from taskstream.task import check_priority
 
 if TYPE_CHECKING:
     from taskstream.app import App
@@ -27,10 +28,13 @@ def send(
     eta: datetime | None = None,
     key: str | None = None,
     queue: str | None = None,
+    priority: int | None = None,
 ) -> tuple[Flow, dict[str, AsyncResult[Any]]]:
     """Check and freeze ``node``, then publish the events it starts with (``countdown`` or
-    ``eta``, ``key`` and ``queue`` apply to them); returns the frozen tree and the published
-    results by task id. ``app`` is None only for a workflow that sends nothing."""
+    ``eta``, ``key``, ``queue`` and ``priority`` apply to them); returns the frozen tree and
+    the published results by task id. ``app`` is None only for a workflow that sends
+    nothing."""
+    check_priority(priority)
     if countdown and eta is not None:
         raise InvalidOption("eta", eta, "give countdown or eta, not both")
     flow.check(node)
@@ -41,6 +45,8 @@ def send(
     for event in events:
         event.key = key or event.key
         event.queue = queue or event.queue
+        if priority is not None:
+            event.priority = priority
         if not_before is not None:
             event.not_before = not_before
         assert app is not None

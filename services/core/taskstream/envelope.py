@@ -70,6 +70,7 @@ class Step:
     key: str | None
     args: bytes  # the args record, without its first parameter unless immutable
     immutable: bool = False
+    priority: int | None = None  # the event's once sent (taskstream.kafka.topics.event_topic)
 
 
 @dataclass(slots=True)
@@ -160,6 +161,9 @@ class TaskEvent:
     # Nested workflows: what runs after this task, and the join its branch ends in.
     then: list[Flow] = field(default_factory=list)
     join: Join | None = None
+    # Celery's priority, 0 (lowest) to 9 (highest), None for none: it picks the event's band
+    # (taskstream.kafka.topics.event_topic), so a retry or a delay comes back to the same band.
+    priority: int | None = None
 
 
 @dataclass(slots=True)
@@ -244,6 +248,7 @@ class Envelopes:
             and not event.headers
             and event.time_limit is None
             and event.soft_time_limit is None
+            and event.priority is None
         ):
             head = self.codec.encode(
                 self._task_prefix,
@@ -281,6 +286,7 @@ class Envelopes:
             "soft_time_limit": event.soft_time_limit,
             "then": [flow_datum(f) for f in event.then],
             "join": join_datum(event.join),
+            "priority": event.priority,
         }
         if event.parent_results:  # a chord's body: one per member, written by hand
             return self._task_cut.encode(datum, parent_results_body(event.parent_results))
@@ -481,12 +487,15 @@ def _defaults_tail(codec: Codec, current: AvroSchema, older: AvroSchema) -> byte
 def step_datum(step: Step) -> dict[str, Any]:
     return {
         "id": step.id, "task": step.task, "queue": step.queue, "key": step.key,
-        "args": step.args, "immutable": step.immutable,
+        "args": step.args, "immutable": step.immutable, "priority": step.priority,
     }  # fmt: skip
 
 
 def step_of(d: dict[str, Any]) -> Step:
-    return Step(d["id"], d["task"], d["queue"], d["key"], d["args"], d["immutable"])
+    # (A result event's Step has no priority: a chord body's is in the task events.)
+    return Step(
+        d["id"], d["task"], d["queue"], d["key"], d["args"], d["immutable"], d.get("priority")
+    )
 
 
 def chord_datum(chord: Chord | None) -> dict[str, Any] | None:
@@ -551,7 +560,7 @@ def _any_workflow(d: dict[str, Any]) -> bool:
     return bool(
         d["chain"] or d["link"] or d["link_error"] or d["ignore_result"] or d["headers"]
         or d["time_limit"] is not None or d["soft_time_limit"] is not None or d["then"]
-        or d["join"] is not None
+        or d["join"] is not None or d["priority"] is not None
     )  # fmt: skip
 
 
@@ -573,3 +582,4 @@ def _workflow_of_task(event: TaskEvent, d: dict[str, Any]) -> None:
     event.time_limit, event.soft_time_limit = d["time_limit"], d["soft_time_limit"]
     event.then = [flow_of(f) for f in d["then"]]
     event.join = join_of(d["join"])
+    event.priority = d["priority"]

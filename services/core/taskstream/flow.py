@@ -87,6 +87,7 @@ class Leaf:
     link: list[Leaf] = field(default_factory=list)
     link_error: list[Leaf] = field(default_factory=list)
     path: str = ""
+    priority: int | None = None  # its event's, once sent (taskstream.kafka.topics.event_topic)
 
 
 @dataclass(eq=False)
@@ -371,6 +372,7 @@ def _step(leaf: Leaf, receives: bool, task_id: str | None = None) -> Step:
         leaf.key,
         leaf.encode(whole),
         whole,
+        leaf.priority,
     )
 
 

@@ -128,6 +128,7 @@ def _task_event(node: Flow, given: Given, then: list[Flow], join: Join | None) -
         prepend=given.prepend if receives else Prepend.NONE,
         parent_results=given.results if receives else [],
         link=list(node.link), link_error=list(node.link_error), then=list(then),
+        priority=step.priority,
     )  # fmt: skip
     if then:
         event.join = join  # the branch's end is a member, not this task

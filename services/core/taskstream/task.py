@@ -23,6 +23,7 @@ from taskstream.errors import (
     NoCurrentTask,
     Retry,
 )
+from taskstream.kafka.topics import MAX_PRIORITY, MIN_PRIORITY
 from taskstream.signature import TaskSignature, derive_signature, tail_signature
 from taskstream.text import id_problem
 
@@ -61,6 +62,7 @@ class TaskRequest:
     time_limit: float | None = None  # seconds: this run's hard limit (call's, else task's)
     soft_time_limit: float | None = None  # seconds
     headers: dict[str, str] | None = None  # apply_async(headers=...), kept across retries
+    priority: int | None = None  # apply_async(priority=...) or the task's; also delivery_info's
 
     @property
     def retries(self) -> int:
@@ -135,11 +137,13 @@ def current_request() -> TaskRequest:
     if info is not None:
         args, kwargs = info.task.as_call(info.kwargs)
         hostname, delivery_info, is_eager = info.hostname, info.delivery_info, info.is_eager
+    if event.priority is not None and delivery_info is not None:  # as Celery's delivery_info
+        delivery_info = {**delivery_info, "priority": event.priority}
     return TaskRequest(
         event.id, event.task, event.attempt, event.key,
         event.parent_id, event.root_id or event.id, event.group_id, event.group_index,
         args, kwargs, hostname, delivery_info, is_eager, hard, soft,
-        dict(event.headers) if event.headers else None,
+        dict(event.headers) if event.headers else None, event.priority,
     )  # fmt: skip
 
 
@@ -204,6 +208,9 @@ class TaskOptions:
     # Celery's "10/s", "100/m", "1000/h" or a number per second: how often the task may
     # start, across the cluster (taskstream.consumer.rate_limits). None: no limit.
     rate_limit: float | str | None = None
+    # Celery's priority: 0 (lowest) to 9 (highest), the default of apply_async(priority=).
+    # 5 and above go to the queue's high band, drained first (taskstream.kafka.topics). None: none.
+    priority: int | None = None
     # How autoretry_for retries (Celery's): {"max_retries": n, "countdown": seconds}, over
     # the task's max_retries and backoff.
     retry_kwargs: Mapping[str, float] = field(default_factory=dict)
@@ -215,6 +222,7 @@ class TaskOptions:
             raise InvalidOption("expires", self.expires, "must be positive (seconds)")
         check_time_limits(self.soft_time_limit, self.time_limit)
         rate_per_s(self.rate_limit)  # InvalidOption when it is no rate
+        check_priority(self.priority)
         for option, value in self.retry_kwargs.items():
             if option not in _RETRY_KWARGS:
                 raise InvalidOption(
@@ -280,6 +288,24 @@ def rate_per_s(value: object) -> float | None:
     return number / _RATE_UNITS[unit] if number else None
 
 
+def check_priority(value: object) -> None:
+    """InvalidOption (a ValueError) for a priority that is not None nor an int from 0 to 9:
+    Celery's range, where a higher number is served first (its RabbitMQ sense)."""
+    if value is None:
+        return
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not MIN_PRIORITY <= value <= MAX_PRIORITY
+    ):
+        raise InvalidOption(
+            "priority",
+            value,
+            f"a priority is an int from {MIN_PRIORITY} (lowest) to {MAX_PRIORITY} (highest), "
+            "higher served first",
+        )
+
+
 def check_time_limits(soft: float | None, hard: float | None) -> None:
     """InvalidOption (a ValueError) for a limit that is not positive, or a soft limit above
     the hard one (Celery's ValueError: the soft limit would never come first)."""
@@ -332,9 +358,13 @@ def set_call_options(
     headers: Mapping[str, str] | None = None,
     time_limit: float | None = None,
     soft_time_limit: float | None = None,
+    priority: int | None = None,
 ) -> None:
     """Apply ``apply_async``'s options to a new event (``options``: the task's, when this
     app has its code; see Task.apply_async)."""
+    if priority is not None:
+        check_priority(priority)
+        event.priority = priority
     if countdown and eta is not None:
         raise InvalidOption("eta", eta, "give countdown or eta, not both")
     if countdown:
@@ -472,6 +502,7 @@ class Task(Generic[P, R]):
         headers: Mapping[str, str] | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
+        priority: int | None = None,
     ) -> AsyncResult[R]:
         """Send the task with options. ``key``: events with one key go to one partition and
         run in order. ``queue``: another queue than the task's own. ``countdown``: run it no
@@ -486,14 +517,17 @@ class Task(Generic[P, R]):
         returns None at once, as in Celery. ``headers``: text the task reads as
         ``self.request.headers`` (kept across its retries). ``time_limit`` /
         ``soft_time_limit``: this call's limits in seconds, over the task's (InvalidOption,
-        a ValueError, for a soft limit above the hard one)."""
+        a ValueError, for a soft limit above the hard one). ``priority``: Celery's, 0
+        (lowest) to 9 (highest), over the task's ``priority`` option: 5 and above go to
+        the queue's high band, which its workers drain first (InvalidOption, a ValueError,
+        outside 0-9)."""
         event = self.event(
             self.encode_args(*call_args(args, kwargs)), key=key, queue=queue, task_id=task_id
         )
         set_call_options(
             event, self.options, countdown=countdown, eta=eta, expires=expires,
             ignore_result=ignore_result, headers=headers, time_limit=time_limit,
-            soft_time_limit=soft_time_limit,
+            soft_time_limit=soft_time_limit, priority=priority,
         )  # fmt: skip
         if link is not None or link_error is not None:
             from taskstream.canvas import attach_callbacks
@@ -611,6 +645,7 @@ class Task(Generic[P, R]):
             not_before=None,
             args=encoded_args,
             ignore_result=self.options.ignore_result,
+            priority=self.options.priority,
         )
 
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:

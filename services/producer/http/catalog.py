@@ -34,6 +34,7 @@ class TaskSpec:
     # files do not carry them).
     expires_s: float | None = None
     ignore_result: bool = False
+    priority: int | None = None  # @app.task(priority=...): the default of a request's
 
 
 class Catalog:
@@ -66,6 +67,7 @@ class Catalog:
                 doc=task.__doc__,
                 expires_s=task.options.expires,
                 ignore_result=task.options.ignore_result,
+                priority=task.options.priority,
             )
             for name, task in sorted(app.tasks.items())
         }

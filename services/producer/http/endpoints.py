@@ -23,9 +23,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from taskstream.errors import StoreError
+from taskstream.errors import InvalidOption, StoreError
 from taskstream.status import Status
 from taskstream.store import Progress, ResultRecord
+from taskstream.task import check_priority
 from taskstream.text import id_problem
 
 from .body import read_json
@@ -43,7 +44,7 @@ from .service import HttpService
 BATCH_SUFFIX = ":batch"
 REVOKE_SUFFIX = ":revoke"
 _POLL_FIRST_S, _POLL_MAX_S = 0.005, 0.05  # long-poll interval, doubling up to the max
-_BATCH_ITEM_FIELDS = frozenset({"args", "key", "queue", "idempotency_key"})
+_BATCH_ITEM_FIELDS = frozenset({"args", "key", "queue", "idempotency_key", "priority"})
 
 
 def _service(request: Request) -> HttpService:
@@ -76,9 +77,12 @@ async def post_task(request: Request) -> Response:
     if batch:
         return await _post_batch(service, spec, body)
     q = request.query_params
+    raw = q.get("priority")
+    priority = None if raw is None else _priority(int(raw) if raw.isdigit() else raw, "priority")
     item = Submission(
-        spec, body, q.get("key"), q.get("queue"), request.headers.get("idempotency-key")
-    )
+        spec, body, q.get("key"), q.get("queue"), request.headers.get("idempotency-key"),
+        priority,
+    )  # fmt: skip
     (outcome,) = await service.ingestor.submit([item])
     if not outcome.accepted:
         error = {**outcome.error(), "task": spec.name}
@@ -153,6 +157,8 @@ def _batch_item(spec: TaskSpec, entry: Any, i: int) -> Submission:
     for field, value in entry.items():
         if field not in _BATCH_ITEM_FIELDS:
             raise ApiError(422, "invalid_batch", "unknown field", path=f"{where}.{field}")
+        if field == "priority":
+            continue  # an int, checked below
         if field != "args" and not isinstance(value, str):
             raise ApiError(422, "invalid_batch", "expected a string", path=f"{where}.{field}")
         problem = id_problem(value) if field in ("key", "idempotency_key") else None
@@ -160,9 +166,26 @@ def _batch_item(spec: TaskSpec, entry: Any, i: int) -> Submission:
             raise ApiError(
                 422, f"invalid_{field}", f"the {field} {problem}", path=f"{where}.{field}"
             )
+    priority = _priority(entry["priority"], f"{where}.priority") if "priority" in entry else None
     return Submission(
-        spec, entry["args"], entry.get("key"), entry.get("queue"), entry.get("idempotency_key")
-    )
+        spec, entry["args"], entry.get("key"), entry.get("queue"), entry.get("idempotency_key"),
+        priority,
+    )  # fmt: skip
+
+
+def _priority(value: object, path: str) -> int | None:
+    """A request's priority, checked as apply_async checks it; a 422 naming ``path``."""
+    if isinstance(value, float) and value.is_integer():  # JSON's integer may be 3.0
+        value = int(value)
+    try:
+        if value is None:  # (absent is no priority; null is no int)
+            raise InvalidOption("priority", value, "a priority is an int from 0 to 9")
+        check_priority(value)
+    except InvalidOption as exc:
+        raise ApiError(
+            422, "invalid_priority", f"priority {value!r}: {exc.reason}", path=path
+        ) from exc
+    return value if isinstance(value, int) else None
 
 
 def _batch_response(outcomes: list[Outcome]) -> Response:

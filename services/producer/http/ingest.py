@@ -53,6 +53,7 @@ class Submission:
     key: str | None = None
     queue: str | None = None
     idempotency_key: str | None = None
+    priority: int | None = None  # checked (0-9); None: the task's
 
 
 @dataclass(slots=True)
@@ -232,6 +233,7 @@ class Ingestor:
             not_before=None,
             args=encoded,
             ignore_result=spec.ignore_result,
+            priority=spec.priority if item.priority is None else item.priority,
         )
         if spec.expires_s is not None:  # @app.task(expires=...), as task.delay() sends it
             event.expires = event.enqueued_at + int(spec.expires_s * 1_000_000)

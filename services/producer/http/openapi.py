@@ -19,6 +19,8 @@ KEY_SCHEMA: dict[str, Any] = {
     "type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS,
     "pattern": "^[^\\u0000-\\u001f\\u007f]+$",
 }  # fmt: skip
+# Celery's priority: 0 (lowest) to 9 (highest); 5 and above go to the queue's high band.
+PRIORITY_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 9}
 TASK_ID_SCHEMA = {**KEY_SCHEMA, "pattern": "^[^/\\u0000-\\u001f\\u007f]+$"}
 
 REF = "#/components/schemas/"
@@ -111,6 +113,7 @@ def _common_schemas() -> dict[str, Any]:
                 "key": KEY_SCHEMA,
                 "queue": {"type": "string"},
                 "idempotency_key": KEY_SCHEMA,
+                "priority": PRIORITY_SCHEMA,
             },
         },
         "BatchResponse": {
@@ -259,6 +262,14 @@ def build(catalog: Catalog, *, auth: bool, max_wait_s: float) -> dict[str, Any]:
                         "description": "ordering key: one key, one partition, in order",
                     },
                     queue_param,
+                    {
+                        "name": "priority",
+                        "in": "query",
+                        "required": False,
+                        "schema": PRIORITY_SCHEMA,
+                        "description": "0 (lowest) to 9 (highest, served first); default the "
+                        "task's",
+                    },
                     {
                         "name": "Idempotency-Key",
                         "in": "header",

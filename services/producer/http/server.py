@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 
 from taskstream.config import Settings
 from taskstream.kafka.broker import Access, KafkaBroker
-from taskstream.kafka.topics import control_topic, task_topic, topic_specs
+from taskstream.kafka.topics import band_topics, control_topic, topic_specs
 
 from . import protocol
 from .api import create_app
@@ -65,7 +65,8 @@ class Source:
             result_expires_s=s.result_expires, revoke_expires_s=s.revoke_expires_s,
         )  # fmt: skip
         broker.ensure_topics(s, specs)
-        writes = (*(task_topic(s.topic_prefix, q) for q in queues), control_topic(s.topic_prefix))
+        bands = (t for q in queues for t in band_topics(s.topic_prefix, q))
+        writes = (*bands, control_topic(s.topic_prefix))
         broker.check_access(s, Access(writes=writes))
 
 

@@ -11,6 +11,7 @@ a writer that fits any branch, a union writer needs every branch to fit.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 __all__ = ["incompatibility"]
@@ -27,10 +28,19 @@ _PRIMITIVES = frozenset(("null", "boolean", "int", "long", "float", "double", "b
 
 Names = dict[str, Any]
 
+# The (writer, reader) record pairs a check has begun: a recursive type (a Flow's nodes are
+# Flows) meets its pair again inside itself, where it is taken as fitting (coinduction); a
+# field that does not fit is found where the pair was first met.
+_begun = threading.local()
+
 
 def incompatibility(writer: Any, reader: Any) -> str | None:
     """None when data written with ``writer`` reads as ``reader``, else why not (a path)."""
-    return _check(writer, reader, {}, {}, "")
+    _begun.pairs = set()
+    try:
+        return _check(writer, reader, {}, {}, "")
+    finally:
+        _begun.pairs = set()
 
 
 def _full_name(schema: dict[str, Any], namespace: str) -> str:
@@ -116,6 +126,10 @@ def _same_kind(writer: Any, reader: Any, wn: Names, rn: Names, path: str, wns: s
 
 
 def _record(writer: Any, reader: Any, wn: Names, rn: Names, path: str, ns: str) -> str | None:
+    pairs: set[tuple[int, int]] = _begun.pairs
+    if (id(writer), id(reader)) in pairs:
+        return None
+    pairs.add((id(writer), id(reader)))
     written = {f["name"]: f for f in writer["fields"]}
     for field in reader["fields"]:
         name = f"{path}.{field['name']}" if path else field["name"]

@@ -3,6 +3,8 @@
 With prefix ``taskstream``:
 
 - ``taskstream.tasks.<queue>``  task events of one queue, keyed by the task's ordering key
+- ``taskstream.tasks-high.<queue>``  the queue's high band: events with priority >= 5,
+                                 which its workers drain first (see priority_band)
 - ``taskstream.results``        result events, keyed by task id, compacted
 - ``taskstream.dead-letter``    events that cannot run, with the reason in headers
 - ``taskstream.delay.<N>s``     delayed events (retries, countdowns) waiting N seconds
@@ -33,6 +35,40 @@ _LEGAL = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 def task_topic(prefix: str, queue: str) -> str:
     """``<prefix>.tasks.<queue>``"""
     return _checked(f"{prefix}.tasks.{queue}")
+
+
+# Priorities (Celery's, RabbitMQ's sense): 0 to 9, a higher number served first; None is no
+# priority. A partition is read in order, so a priority is a topic: the bands of a queue, from
+# the highest, are each a topic. Two bands: priority >= HIGH_PRIORITY goes to the high band,
+# the rest (and no priority) to the queue's own topic.
+MIN_PRIORITY, MAX_PRIORITY = 0, 9
+HIGH_PRIORITY = 5
+
+
+def high_topic(prefix: str, queue: str) -> str:
+    """``<prefix>.tasks-high.<queue>``: the queue's high band (never a queue's own topic:
+    ``tasks-high.`` is no ``tasks.``)."""
+    return _checked(f"{prefix}.tasks-high.{queue}")
+
+
+def band_topics(prefix: str, queue: str) -> list[str]:
+    """A queue's band topics, the highest band first (its own topic last)."""
+    return [high_topic(prefix, queue), task_topic(prefix, queue)]
+
+
+def event_topic(prefix: str, queue: str, priority: int | None) -> str:
+    """The topic of an event of ``queue`` with ``priority``: its band's."""
+    if priority is not None and priority >= HIGH_PRIORITY:
+        return high_topic(prefix, queue)
+    return task_topic(prefix, queue)
+
+
+def queue_of(prefix: str, topic: str) -> str | None:
+    """The queue of a task topic of any band, or None for another topic."""
+    for head in (f"{prefix}.tasks.", f"{prefix}.tasks-high."):
+        if topic.startswith(head):
+            return topic[len(head) :]
+    return None
 
 
 def results_topic(prefix: str) -> str:
@@ -189,7 +225,7 @@ def topic_specs(
     revoke_expires_s: float = 10_800.0,
 ) -> list[TopicSpec]:
     """Every topic an app with these queues uses."""
-    specs = [TopicSpec(task_topic(prefix, q), partitions, replication) for q in queues]
+    specs = [TopicSpec(t, partitions, replication) for q in queues for t in band_topics(prefix, q)]
     specs.append(
         TopicSpec(
             results_topic(prefix), partitions, replication, results_topic_config(result_expires_s)

@@ -21,10 +21,10 @@ from confluent_kafka import KafkaException, Message, TopicPartition
 from taskstream import clock
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
-from taskstream.consumer.execution import REVOKED, revoked
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.outcomes import Acks, Outcomes
 from taskstream.consumer.revocation import Revocations
+from taskstream.consumer.run import REVOKED, revoked
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.consumer.tier_scan import TierScan
 from taskstream.kafka.clients import consumer_config, incremental_assignment, producer_config

@@ -3,7 +3,7 @@
 :meth:`Dispatcher.decide` decodes a record and says what to do with it, without publishing
 anything, so that every case is a plain value a test can look at:
 
-- a :class:`~taskstream.consumer.execution.Run`: run it (the common case, no wrapper);
+- a :class:`~taskstream.consumer.run.Run`: run it (the common case, no wrapper);
 - :class:`Delay`: not due yet, forwarded unchanged to its delay tier;
 - :class:`Revoked`: revoked or expired, never runs (a REVOKED result);
 - :class:`UnknownTask`: a task the app does not define (a FAILURE result, dead-lettered);
@@ -21,9 +21,9 @@ from taskstream import tracing
 from taskstream.app import App
 from taskstream.consumer import workflow
 from taskstream.consumer.dead_letter import Reason
-from taskstream.consumer.execution import Outcome, Run, revoked, unknown_task
 from taskstream.consumer.record import Record
 from taskstream.consumer.revocation import Revocations
+from taskstream.consumer.run import Outcome, Run, revoked, unknown_task
 from taskstream.envelope import ResultEvent, TaskEvent, now_micros
 from taskstream.errors import UnknownSchema
 from taskstream.kafka.clients import header_pairs

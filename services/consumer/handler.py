@@ -29,7 +29,6 @@ from taskstream.consumer.dispatch import (
     Revoked,
     UnknownTask,
 )
-from taskstream.consumer.execution import Run
 from taskstream.consumer.executor import Executor
 from taskstream.consumer.heartbeat import Lag
 from taskstream.consumer.instrumentation import WorkerHooks
@@ -40,6 +39,7 @@ from taskstream.consumer.ownership import Ownership, UncountedOwnership
 from taskstream.consumer.rate_limits import RateLimited, RateLimits
 from taskstream.consumer.record import Record
 from taskstream.consumer.revocation import Revocations
+from taskstream.consumer.run import Run
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.kafka.producer import EventProducer

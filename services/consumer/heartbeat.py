@@ -22,8 +22,8 @@ from typing import Any
 from prometheus_client import Counter
 
 from taskstream import clock, metrics
-from taskstream.consumer.execution import Run
 from taskstream.consumer.instrumentation import Partition
+from taskstream.consumer.run import Run
 from taskstream.kafka.producer import EventProducer
 from taskstream.worker_directory import OFFLINE, ONLINE, encode_beat
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 
 from taskstream import metrics
-from taskstream.consumer.execution import Outcome, Run
+from taskstream.consumer.run import Outcome, Run
 from taskstream.status import Status
 
 Partition = tuple[str, int]  # (topic, partition)

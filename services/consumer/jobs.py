@@ -12,12 +12,12 @@ from confluent_kafka import Message
 
 from taskstream.consumer import workflow
 from taskstream.consumer.delivery_reports import ReportServer
-from taskstream.consumer.execution import TERMINATED, Outcome, Run, run_async, run_sync
 from taskstream.consumer.executor import Executor
 from taskstream.consumer.instrumentation import WorkerHooks
 from taskstream.consumer.offsets import PartitionOffsets
 from taskstream.consumer.outcomes import Outcomes
 from taskstream.consumer.revocation import Revocations
+from taskstream.consumer.run import TERMINATED, Outcome, Run, run_async, run_sync
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.errors import TimeLimitExceeded
 

@@ -1,7 +1,7 @@
 """The joins of groups something follows (chords, nested workflows), run by the
 materializer: state in Kafka and the store; memory only spares reading it back.
 
-A joined group's members are ordinary tasks (or the ends of branches: taskstream.flow_events)
+A joined group's members are ordinary tasks (or the ends of branches: taskstream.workflows.events)
 whose events carry the group id, their position, the group's size and the join (what runs
 once the group is complete, the errbacks, the enclosing join: ``join``; an older chord: the
 ``chord`` field, body and errbacks); their result events carry the same. The materializer
@@ -11,7 +11,7 @@ member, and a group whose members are all final becomes ``due`` exactly once (th
 lock the group's row to count). Then :class:`Joiner` publishes, for each due group:
 
 - all members succeeded: what follows, started with the members' results in the group's
-  order (taskstream.flow_events.start: a chord's body under its deterministic callback id,
+  order (taskstream.workflows.events.start: a chord's body under its deterministic callback id,
   taskstream.canvas.callback_id); or, when nothing follows inside an enclosing group, the
   group's list as one result under the group's id, a member of that enclosing group;
 - some failed: a FAILURE for every task that would have followed, naming the failed members
@@ -50,15 +50,6 @@ from taskstream.envelope import (
     now_micros,
 )
 from taskstream.errors import DeliveryFailed
-from taskstream.flow_events import (
-    GROUP_RESULT_TASK,
-    Given,
-    as_member,
-    first_id,
-    not_run,
-    result_id,
-    start,
-)
 from taskstream.kafka.producer import EventProducer
 from taskstream.kafka.topics import event_topic, results_topic
 from taskstream.status import Status
@@ -70,6 +61,15 @@ from taskstream.store import (
     MemberOutcome,
     Progress,
     ResultReader,
+)
+from taskstream.workflows.events import (
+    GROUP_RESULT_TASK,
+    Given,
+    as_member,
+    first_id,
+    not_run,
+    result_id,
+    start,
 )
 
 log = logging.getLogger(__name__)

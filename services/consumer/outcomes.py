@@ -16,8 +16,8 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from taskstream.consumer.dead_letter import DeadLetters, Reason, carried_headers
-from taskstream.consumer.execution import Outcome
 from taskstream.consumer.offsets import PartitionOffsets
+from taskstream.consumer.run import Outcome
 from taskstream.envelope import Envelopes, ResultEvent, TaskEvent, now_micros
 from taskstream.errors import TaskstreamError
 from taskstream.kafka.clients import Headers

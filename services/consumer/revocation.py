@@ -22,8 +22,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from taskstream.app import App
-from taskstream.consumer.execution import EXPIRED, REVOKED
 from taskstream.consumer.offsets import OffsetTracker
+from taskstream.consumer.run import EXPIRED, REVOKED
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.control import Revocation
 from taskstream.envelope import TaskEvent, now_micros

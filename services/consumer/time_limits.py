@@ -6,7 +6,7 @@ at the hard one. The exception arrives when the thread next runs Python code; a 
 in C (a blocking call) is abandoned a moment after its hard limit: its task is recorded as a
 FAILURE TimeLimitExceeded, the executor gets a replacement thread, and whatever the stuck
 thread returns later is dropped. Async tasks are limited on their event loop instead
-(execution.py).
+(run.py).
 
 The watchdog also stops a run revoked with ``terminate=True`` (:meth:`Watchdog.terminate`)
 the same way: ``Terminated`` is raised in its thread at once, and a thread that does not

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from taskstream import tracing
-from taskstream.consumer.execution import Outcome, Run
 from taskstream.consumer.instrumentation import Partition, WorkerHooks
+from taskstream.consumer.run import Outcome, Run
 from taskstream.status import Status
 
 

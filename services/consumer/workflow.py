@@ -8,7 +8,7 @@ Out: once a run's outcome is final, the events it sends are part of its outcome,
 record's offset commits only when they are acknowledged too (a worker killed in between runs
 the step again, which sends them again under the same task ids):
 
-- SUCCESS: what ``then`` starts (taskstream.flow_events.start: the chain's next step, a
+- SUCCESS: what ``then`` starts (taskstream.workflows.events.start: the chain's next step, a
   group's members, a chord's header), carrying the rest, and each ``link`` callback, given
   the result;
 - FAILURE: each ``link_error`` errback, given the task's id, and a FAILURE for every task of
@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from taskstream.app import App
-from taskstream.consumer.execution import Outcome, Run
+from taskstream.consumer.run import Outcome, Run
 from taskstream.envelope import (
     Flow,
     FlowKind,
@@ -35,9 +35,9 @@ from taskstream.envelope import (
     now_micros,
 )
 from taskstream.errors import CanvasError
-from taskstream.flow_events import Given, not_run, start
 from taskstream.status import Status
 from taskstream.task import Task
+from taskstream.workflows.events import Given, not_run, start
 
 
 def arguments(app: App, task: Task[Any, Any], event: TaskEvent) -> dict[str, Any]:

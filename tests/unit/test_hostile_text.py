@@ -21,8 +21,8 @@ import pytest
 from taskstream import App
 from taskstream.console import Console, NoWorkers, with_console
 from taskstream.consumer.dead_letter import HEADER_PREFIX
-from taskstream.consumer.execution import describe
 from taskstream.consumer.materializer import Materializer
+from taskstream.consumer.run import describe
 from taskstream.envelope import ResultEvent, TaskError
 from taskstream.errors import InvalidArguments, StoreRejected
 from taskstream.kafka.topics import dead_letter_topic

@@ -11,7 +11,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from taskstream import App, tracing
 from taskstream.avro.codec import Codec
 from taskstream.config import Settings
-from taskstream.consumer.execution import Outcome, Run
+from taskstream.consumer.run import Outcome, Run
 from taskstream.envelope import (
     Chord,
     Envelopes,

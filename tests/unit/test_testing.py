@@ -18,8 +18,8 @@ from taskstream import (
     clock,
     current_request,
 )
-from taskstream.consumer.execution import Run
 from taskstream.consumer.jobs import TaskJob
+from taskstream.consumer.run import Run
 from taskstream.kafka.topics import task_topic
 from taskstream.testing.stub_broker import StubBroker
 

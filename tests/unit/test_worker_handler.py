@@ -13,13 +13,13 @@ from confluent_kafka import Message, TopicPartition
 from taskstream import App, clock
 from taskstream.consumer.dead_letter import Reason
 from taskstream.consumer.dispatch import DeadLetter, Delay, Lost, Revoked, UnknownTask
-from taskstream.consumer.execution import EXPIRED, REVOKED, Outcome, Run
 from taskstream.consumer.handler import OwnershipOpener, TaskHandler
 from taskstream.consumer.instrumentation import WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.ownership import Ownership, UncountedOwnership
 from taskstream.consumer.record import Record
 from taskstream.consumer.revocation import Revocations
+from taskstream.consumer.run import EXPIRED, REVOKED, Outcome, Run
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.envelope import TaskEvent, now_micros
 from taskstream.kafka.clients import consumer_config, producer_config

@@ -21,7 +21,6 @@ from taskstream.config import Settings
 from taskstream.control import Control
 from taskstream.envelope import Envelopes, ParentResult, TaskEvent
 from taskstream.errors import UnknownTask
-from taskstream.flow_events import GROUP_RESULT_TASK
 from taskstream.group_result import GroupResult
 from taskstream.kafka.broker import Broker, KafkaBroker
 from taskstream.kafka.topics import topic_specs
@@ -32,6 +31,7 @@ from taskstream.result import AsyncResult
 from taskstream.schedules import Schedule
 from taskstream.store import ResultStore, open_store
 from taskstream.task import Task, TaskOptions
+from taskstream.workflows.events import GROUP_RESULT_TASK
 
 P = ParamSpec("P")
 R = TypeVar("R")

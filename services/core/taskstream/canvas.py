@@ -2,7 +2,8 @@
 any depth.
 
 Nothing here waits in a process. A workflow is checked and frozen into a tree
-(taskstream.flow), and sent as the task events it starts with (taskstream.flow_events):
+(taskstream.workflows.tree), and sent as the task events it starts with
+(taskstream.workflows.events):
 
 - chain: its first node starts; each task event carries what runs after it (``then``), and
   the worker that runs a task starts the next node when it succeeds. Every task id is chosen
@@ -19,11 +20,11 @@ Nothing here waits in a process. A workflow is checked and frozen into a tree
 Nesting follows Celery: chains in groups and chord headers, groups and chords in chains (a
 chord's result flows into the next step), chord bodies that are chains or groups, chords of
 chords; a group in a group or in a chord's header is unrolled. A failed task fails every
-dependent at once (taskstream.flow_events.not_run): nothing waits forever.
+dependent at once (taskstream.workflows.events.not_run): nothing waits forever.
 
 **Typed canvas**: what a node returns must fit the first parameter of every task it lands
 in (a group's list in a ``list[T]`` parameter); otherwise CanvasError names both tasks and
-the parameter, before anything is sent (taskstream.flow.check).
+the parameter, before anything is sent (taskstream.workflows.tree.check).
 
 What a task receives (Celery's rule): a mutable signature (``add.s(10)``) gets the parent's
 result as its first argument (``add(5, 10)``); an immutable one (``add.si(2, 3)``) nothing.
@@ -37,13 +38,13 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from taskstream import dispatch, flow
 from taskstream.envelope import Flow, TaskEvent
 from taskstream.errors import CanvasError
-from taskstream.flow import callback_id, member_id
 from taskstream.group_result import GroupResult
 from taskstream.result import AsyncResult
 from taskstream.task import check_priority
+from taskstream.workflows import sending, tree
+from taskstream.workflows.tree import callback_id, member_id
 
 if TYPE_CHECKING:
     from taskstream.app import App
@@ -59,7 +60,7 @@ _OPTIONS = frozenset(("key", "queue", "countdown", "task_id", "priority"))
 class _Canvas:
     """What every workflow piece does: ``|``, ``~``, calling sends it, errbacks."""
 
-    def _node(self) -> flow.Node:
+    def _node(self) -> tree.Node:
         raise NotImplementedError
 
     def _app(self) -> App | None:
@@ -127,13 +128,13 @@ class Signature(_Canvas, Generic[R]):
         """Send ``callback`` with this task's result once it succeeds (Celery's
         ``sig.link``); returns the callback."""
         self.callbacks.append(_signature(callback, "link"))
-        flow.check(self._node())
+        tree.check(self._node())
         return callback
 
     def link_error(self, errback: Signature[Any]) -> Signature[Any]:
         """Send ``errback`` with this task's id if it fails; returns the errback."""
         self.errbacks.append(_signature(errback, "link_error"))
-        flow.check(self._node())
+        tree.check(self._node())
         return errback
 
     def on_error(self, errback: Signature[Any]) -> Signature[R]:
@@ -177,7 +178,7 @@ class Signature(_Canvas, Generic[R]):
     def _app(self) -> App:
         return self.task.app
 
-    def _node(self) -> flow.Leaf:
+    def _node(self) -> tree.Leaf:
         task = self.task
         types = task.task_signature
         fields = types.args_schema["fields"]
@@ -188,7 +189,7 @@ class Signature(_Canvas, Generic[R]):
                 return task.encode_args(args, kwargs)
             return task.encode_tail_args(args, kwargs)
 
-        return flow.Leaf(
+        return tree.Leaf(
             task.name,
             self.immutable,
             (fields[0]["name"], fields[0]["type"]) if fields else None,
@@ -258,8 +259,8 @@ def attach_callbacks(event: TaskEvent, parent: Task[Any, Any], link: Any, link_e
     node.encode = lambda whole: event.args  # the task itself is sent as it is
     node.link = [s._node() for s in as_list(link)]
     node.link_error = [s._node() for s in as_list(link_error)]
-    flow.check(node)
-    frozen = flow.freeze(node)
+    tree.check(node)
+    frozen = tree.freeze(node)
     event.link.extend(frozen.link)
     event.link_error.extend(frozen.link_error)
 
@@ -270,8 +271,8 @@ def attach_callbacks(event: TaskEvent, parent: Task[Any, Any], link: Any, link_e
 def _send(
     piece: _Canvas, options: dict[str, Any]
 ) -> tuple[Flow, dict[str, AsyncResult[Any]], App | None]:
-    """Check, freeze and send a workflow (taskstream.dispatch); returns its frozen tree, the
-    published results by task id, and its app (None for an empty group)."""
+    """Check, freeze and send a workflow (taskstream.workflows.sending); returns its frozen
+    tree, the published results by task id, and its app (None for an empty group)."""
     countdown, eta = options.pop("countdown", None), options.pop("eta", None)
     key, queue = options.pop("key", None), options.pop("queue", None)
     priority = options.pop("priority", None)
@@ -280,9 +281,9 @@ def _send(
         raise CanvasError(f"unknown workflow options {sorted(options)}")
     node = piece._node()
     for errback in as_list(link_error):
-        flow.add_errback(node, errback._node())
+        tree.add_errback(node, errback._node())
     app = piece._app()
-    frozen, published = dispatch.send(
+    frozen, published = sending.send(
         node, app, countdown=countdown, eta=eta, key=key, queue=queue, priority=priority
     )
     return frozen, published, app
@@ -338,24 +339,24 @@ class chain(_Canvas):
     def _app(self) -> App | None:
         return _first_app(self.tasks)
 
-    def _node(self) -> flow.Node:
-        node = flow.chain_of([t._node() for t in self.tasks])
+    def _node(self) -> tree.Node:
+        node = tree.chain_of([t._node() for t in self.tasks])
         for callback in self._callbacks:
-            flow.add_callback(node, callback._node())
+            tree.add_callback(node, callback._node())
         for errback in self._errbacks:
-            flow.add_errback(node, errback._node())
+            tree.add_errback(node, errback._node())
         return node
 
     def link(self, callback: Signature[Any]) -> Signature[Any]:
         """Send ``callback`` with the chain's result (its last task's)."""
         self._callbacks.append(_signature(callback, "link"))
-        flow.check(self._node())
+        tree.check(self._node())
         return callback
 
     def link_error(self, errback: Signature[Any]) -> Signature[Any]:
         """Send ``errback`` with a failed task's id, whichever step fails."""
         self._errbacks.append(_signature(errback, "link_error"))
-        flow.check(self._node())
+        tree.check(self._node())
         return errback
 
     def on_error(self, errback: Signature[Any]) -> chain:
@@ -373,7 +374,7 @@ class chain(_Canvas):
         ``queue`` (for the tasks it starts with)."""
         frozen, published, app = _send(_partial(self, tuple(args), kwargs or {}), options)
         assert app is not None
-        return dispatch.results(frozen, app, None, published)
+        return sending.results(frozen, app, None, published)
 
 
 def _first_app(pieces: Sequence[_Canvas]) -> App | None:
@@ -416,21 +417,21 @@ class group(_Canvas):
     def _app(self) -> App | None:
         return _first_app(self.tasks)
 
-    def _node(self, group_id: str | None = None) -> flow.Group:
+    def _node(self, group_id: str | None = None) -> tree.Group:
         if self._callbacks:
             raise CanvasError("a group with link() inside a workflow: write chord(group, body)")
         return self._members(group_id)
 
-    def _members(self, group_id: str | None = None) -> flow.Group:
-        node = flow.group_of([m._node() for m in self.tasks], group_id)
+    def _members(self, group_id: str | None = None) -> tree.Group:
+        node = tree.group_of([m._node() for m in self.tasks], group_id)
         for errback in self._errbacks:
-            flow.add_errback(node, errback._node())
+            tree.add_errback(node, errback._node())
         return node
 
     def link_error(self, errback: Signature[Any]) -> Signature[Any]:
         """Send ``errback`` with a failed member's id, for each member that fails."""
         self._errbacks.append(_signature(errback, "link_error"))
-        flow.check(self._node())
+        tree.check(self._node())
         return errback
 
     def on_error(self, errback: Signature[Any]) -> group:
@@ -445,13 +446,13 @@ class group(_Canvas):
         self._sent_node()
         return callback
 
-    def _sent_node(self, group_id: str | None = None) -> flow.Node:
+    def _sent_node(self, group_id: str | None = None) -> tree.Node:
         """The node this group is sent as: a chord when it has callbacks."""
         node = self._members(group_id)
         if not self._callbacks:
             return node
         body = group(self._callbacks)._node() if len(self._callbacks) > 1 else None
-        return flow.chord_of(node.nodes, body or self._callbacks[0]._node(), node.group_id)
+        return tree.chord_of(node.nodes, body or self._callbacks[0]._node(), node.group_id)
 
     def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:
         return self.apply_async(args, kwargs)
@@ -473,7 +474,7 @@ class group(_Canvas):
         assert frozen.group_id is not None
         if app is None:
             return GroupResult(frozen.group_id, [], None)
-        found = dispatch.results(frozen, app, None, published)
+        found = sending.results(frozen, app, None, published)
         if isinstance(found, AsyncResult):  # sent as a chord (link): its header's result
             header = found.parent
             assert header is not None
@@ -485,10 +486,10 @@ class group(_Canvas):
 class _Fixed(_Canvas):
     """A node built already (a group or chord with its id chosen)."""
 
-    def __init__(self, node: flow.Node, app: App | None) -> None:
+    def __init__(self, node: tree.Node, app: App | None) -> None:
         self.node, self.app = node, app
 
-    def _node(self) -> flow.Node:
+    def _node(self) -> tree.Node:
         return self.node
 
     def _app(self) -> App | None:
@@ -521,14 +522,14 @@ class chord(_Canvas):
         pieces: list[_Canvas] = [*self.header.tasks, *([self.body] if self.body else [])]
         return _first_app(pieces)
 
-    def _node(self, group_id: str | None = None) -> flow.Chord:
+    def _node(self, group_id: str | None = None) -> tree.Chord:
         if self.body is None:
             raise CanvasError("a chord without a body: chord(header, body) or chord(header)(body)")
         if not isinstance(self.body, _Canvas):
             raise CanvasError(f"a chord's body is a signature or a workflow, not {self.body!r}")
         errbacks = [e._node() for e in self._errbacks]
         header = self.header._members().nodes
-        return flow.chord_of(header, self.body._node(), group_id, errbacks)
+        return tree.chord_of(header, self.body._node(), group_id, errbacks)
 
     def link_error(self, errback: Signature[Any]) -> Signature[Any]:
         """Send ``errback`` once if a header member or the body fails."""
@@ -563,7 +564,7 @@ class chord(_Canvas):
         assert isinstance(grown, chord)
         frozen, published, app = _send(_Fixed(grown._node(group_id), self._app()), options)
         assert app is not None
-        return dispatch.results(frozen, app, None, published)
+        return sending.results(frozen, app, None, published)
 
 
 class SignatureCall:

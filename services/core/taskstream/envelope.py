@@ -90,7 +90,7 @@ class FlowKind(StrEnum):
 
 @dataclass(slots=True)
 class Flow:
-    """A workflow node to start later (schemas/task_event.avsc Flow; taskstream.flow_events
+    """A workflow node to start later (schemas/task_event.avsc Flow; taskstream.workflows.events
     starts one): a task (``step``, with its own ``link``/``link_error``), a chain of
     ``nodes``, a group of ``nodes`` (``group_id``), or a chord: a header of ``nodes``, a
     ``body`` and the ``errbacks`` run once if a header member fails."""
@@ -212,7 +212,7 @@ class Envelopes:
         self.result_schema: AvroSchema = codec.register(
             load_envelope_schema(RESULT_EVENT_SCHEMA_FILE), logical_types=False
         )
-        # A group's list of results stored as one result (taskstream.flow_events).
+        # A group's list of results stored as one result (taskstream.workflows.events).
         self.group_value_schema: AvroSchema = codec.register(_GROUP_VALUE, logical_types=False)
         # Events written by earlier versions of the envelopes still decode (new fields take
         # their defaults): every version ever shipped is in schemas/history/.

@@ -37,7 +37,7 @@ from .errors import (
     json_response,
     retry_after,
 )
-from .ingest import Outcome, Submission
+from .ingest import Answer, Submission
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .service import HttpService
 
@@ -188,7 +188,7 @@ def _priority(value: object, path: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _batch_response(outcomes: list[Outcome]) -> Response:
+def _batch_response(outcomes: list[Answer]) -> Response:
     """202 if every item was accepted, 503 if the broker took none, else 207; each item
     answered as ``{"status": 202, "task_id": ...}`` or ``{"status": ..., "error": {...}}``."""
     accepted = sum(o.accepted for o in outcomes)

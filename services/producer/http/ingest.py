@@ -57,7 +57,7 @@ class Submission:
 
 
 @dataclass(slots=True)
-class Outcome:
+class Answer:
     """One item's answer: 202 with a task id, or an error status with code and message
     (and, for some errors, more detail fields: ``extra``)."""
 
@@ -74,7 +74,7 @@ class Outcome:
         return self.status == 202
 
     @classmethod
-    def of(cls, exc: TaskstreamError) -> Outcome:
+    def of(cls, exc: TaskstreamError) -> Answer:
         """The answer to `exc`, as the API's error table (errors.ANSWERS) maps it."""
         status, detail = error_detail(exc)
         code, message, path = detail.pop("code"), detail.pop("message"), detail.pop("path", None)
@@ -106,16 +106,16 @@ class _Pending:
     inflight: asyncio.Future[bool] | None = None  # resolved for later requests with the key
 
 
-def _invalid(code: str, message: str, path: str | None = None) -> Outcome:
-    return Outcome(422, code=code, message=message, path=path)
+def _invalid(code: str, message: str, path: str | None = None) -> Answer:
+    return Answer(422, code=code, message=message, path=path)
 
 
-def _unavailable(message: str) -> Outcome:
-    return Outcome(503, code="broker_unavailable", message=message)
+def _unavailable(message: str) -> Answer:
+    return Answer(503, code="broker_unavailable", message=message)
 
 
-def _key_reused() -> Outcome:
-    return Outcome(
+def _key_reused() -> Answer:
+    return Answer(
         409, code="idempotency_key_reused", path="Idempotency-Key",
         message="this Idempotency-Key was used with a different request",
     )  # fmt: skip
@@ -142,11 +142,11 @@ class Ingestor:
         self.recent = recent
         self._queues = frozenset(catalog.queues)
 
-    async def submit(self, items: Sequence[Submission]) -> list[Outcome]:
+    async def submit(self, items: Sequence[Submission]) -> list[Answer]:
         """Each item's outcome, in order. Raises StoreError if Idempotency-Keys cannot be
         claimed (then nothing was published)."""
         prepared = [self._prepare(item) for item in items]
-        outcomes = [p if isinstance(p, Outcome) else None for p in prepared]
+        answers = [p if isinstance(p, Answer) else None for p in prepared]
         valid = [(i, p) for i, p in enumerate(prepared) if isinstance(p, _Item)]
         keyed = [(i, p.key) for i, p in valid if p.key is not None]
         bound = await self.idempotency.claim([k for _, k in keyed])
@@ -158,22 +158,22 @@ class Ingestor:
             if claim is None:
                 pending.append(_Pending(i, item.event))
             else:
-                outcomes[i] = self._settle_key(i, item, claim, pending, waiting)
+                answers[i] = self._settle_key(i, item, claim, pending, waiting)
         try:
-            await self._publish(pending, outcomes)
+            await self._publish(pending, answers)
         finally:  # whatever happened, later requests with these keys must not wait forever
             await self.idempotency.finish(
-                [(p.claim, p.inflight, _accepted(outcomes[p.index])) for p in pending
+                [(p.claim, p.inflight, _accepted(answers[p.index])) for p in pending
                  if p.claim is not None and p.inflight is not None]
             )  # fmt: skip
         for i, claim, inflight in waiting:
             delivered = await asyncio.shield(inflight)
-            outcomes[i] = (
-                Outcome(202, task_id=claim.task_id, replayed=True)
+            answers[i] = (
+                Answer(202, task_id=claim.task_id, replayed=True)
                 if delivered
                 else _unavailable("the broker did not acknowledge the event in time; retry")
             )
-        done = [o for o in outcomes if o is not None]
+        done = [o for o in answers if o is not None]
         assert len(done) == len(items)
         for o in done:
             if not o.accepted:
@@ -187,14 +187,14 @@ class Ingestor:
         claim: Claim,
         pending: list[_Pending],
         waiting: list[tuple[int, Claim, asyncio.Future[bool]]],
-    ) -> Outcome | None:
+    ) -> Answer | None:
         """What a keyed item does: an answer now, or None once it is queued to publish or
         to wait for the publish in flight with its key."""
         assert item.key is not None
         if claim.fingerprint != item.key.fingerprint:
             return _key_reused()
         if claim.accepted:
-            return Outcome(202, task_id=claim.task_id, replayed=True)
+            return Answer(202, task_id=claim.task_id, replayed=True)
         inflight = None if claim.fresh else self.idempotency.inflight(claim.key)
         if inflight is not None:
             waiting.append((i, claim, inflight))
@@ -203,7 +203,7 @@ class Ingestor:
         pending.append(_Pending(i, item.event, claim, self.idempotency.start(claim.key)))
         return None
 
-    def _prepare(self, item: Submission) -> Outcome | _Item:
+    def _prepare(self, item: Submission) -> Answer | _Item:
         spec = item.task
         for path, value in (("key", item.key), ("idempotency_key", item.idempotency_key)):
             problem = None if value is None else id_problem(value)
@@ -220,7 +220,7 @@ class Ingestor:
             datum = spec.converter.to_datum(item.args, task=spec.name, root="args")
             encoded = self.catalog.codec.encode(spec.args, datum)
         except InvalidArguments as exc:
-            return Outcome.of(exc)
+            return Answer.of(exc)
         except (ValueError, OverflowError, TypeError) as exc:  # e.g. a date fastavro cannot write
             return _invalid("invalid_arguments", f"cannot encode the arguments: {exc}", "args")
         event = TaskEvent(
@@ -239,7 +239,7 @@ class Ingestor:
             event.expires = event.enqueued_at + int(spec.expires_s * 1_000_000)
         size = self.event_size(event)
         if size > self.max_event_bytes:
-            return Outcome.of(MessageTooLarge(spec.name, size, self.max_event_bytes))
+            return Answer.of(MessageTooLarge(spec.name, size, self.max_event_bytes))
         if item.idempotency_key is None:
             return _Item(event, None)
         fingerprint = _fingerprint(spec.name, item.args, item.key, queue)
@@ -252,19 +252,19 @@ class Ingestor:
         value = self.catalog.envelopes.encode_task(event)
         return len(value) + len((event.key or event.id).encode())
 
-    async def _publish(self, pending: list[_Pending], outcomes: list[Outcome | None]) -> None:
+    async def _publish(self, pending: list[_Pending], answers: list[Answer | None]) -> None:
         futures: list[DeliveryHandle | None] = []
         for p in pending:
             try:
                 futures.append(self.publisher.publish(p.event))
             except (KafkaException, BufferError, ValueError) as exc:
                 futures.append(None)
-                outcomes[p.index] = self._refused(p.event, exc)
+                answers[p.index] = self._refused(p.event, exc)
         await _settle([f for f in futures if f is not None], self.publish_timeout_s)
         for p, future in zip(pending, futures, strict=True):
             delivered = future is not None and future.done() and future.exception() is None
             if delivered:
-                outcomes[p.index] = Outcome(202, task_id=p.event.id)
+                answers[p.index] = Answer(202, task_id=p.event.id)
                 self.recent.add(p.event.id)
                 self.metrics.accepted.labels(p.event.task).inc()
             elif future is not None:
@@ -273,22 +273,22 @@ class Ingestor:
                     error.reason if isinstance(error, DeliveryFailed)
                     else f"no acknowledgement within {self.publish_timeout_s:g}s"
                 )  # fmt: skip
-                outcomes[p.index] = _unavailable(
+                answers[p.index] = _unavailable(
                     f"the broker did not take the event: {reason}; retry"
                 )
 
-    def _refused(self, event: TaskEvent, exc: Exception) -> Outcome:
+    def _refused(self, event: TaskEvent, exc: Exception) -> Answer:
         """The answer to a publish that raised: 413 for an event too large (the publisher's
         own check, or librdkafka's, which also counts the record overhead), else 503."""
         if isinstance(exc, MessageTooLarge):
-            return Outcome.of(exc)
+            return Answer.of(exc)
         if isinstance(exc, KafkaException) and _is_too_large(exc):
             size = self.event_size(event)
-            return Outcome.of(MessageTooLarge(event.task, size, self.max_event_bytes))
+            return Answer.of(MessageTooLarge(event.task, size, self.max_event_bytes))
         return _unavailable(f"cannot produce the event: {exc}")
 
 
-def _accepted(outcome: Outcome | None) -> bool:
+def _accepted(outcome: Answer | None) -> bool:
     return outcome is not None and outcome.accepted
 
 

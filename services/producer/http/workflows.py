@@ -2,10 +2,10 @@
 
 A workflow is JSON; each step's arguments go through the same Avro conversion as a single
 task's (the task's JsonConverter), so a step's arguments are checked as ``POST /v1/tasks``
-checks them, and the typed canvas check (taskstream.flow.check) runs on the schemas alone:
-it works with ``taskstream serve --schemas`` too. The JSON becomes the tree the Python
-canvas builds (taskstream.flow) and is sent as the same events. Errors name the path to the
-bad field (``chain[2].chord.header[3].args.b``, ``chord.body``)::
+checks them, and the typed canvas check (taskstream.workflows.tree.check) runs on the
+schemas alone: it works with ``taskstream serve --schemas`` too. The JSON becomes the tree
+the Python canvas builds (taskstream.workflows.tree) and is sent as the same events. Errors
+name the path to the bad field (``chain[2].chord.header[3].args.b``, ``chord.body``)::
 
     NODE = STEP | {"chain": [NODE, ...], "link_error": [STEP, ...]}
          | {"group": [NODE, ...], "link_error": [STEP, ...]}
@@ -29,15 +29,15 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 
-from taskstream import flow
 from taskstream.avro.codec import AvroSchema
 from taskstream.avro.json import JsonConverter
 from taskstream.canvas import callback_id, member_id
 from taskstream.envelope import Flow, FlowKind, TaskEvent
 from taskstream.errors import CanvasError, InvalidArguments, UnknownTask
-from taskstream.flow_events import begin, first_id, leaves, result_id
 from taskstream.publishing import DeliveryHandle
 from taskstream.status import Status
+from taskstream.workflows import tree
+from taskstream.workflows.events import begin, first_id, leaves, result_id
 
 from .body import read_json
 from .catalog import Catalog, TaskSpec
@@ -51,7 +51,7 @@ _SHAPES = 'one of {"chain": [...]}, {"group": [...]}, {"chord": {...}}'
 
 
 class _Steps:
-    """Turns JSON workflows into taskstream.flow's tree, checked, for one catalog."""
+    """Turns JSON workflows into taskstream.workflows.tree's tree, checked, for one catalog."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
@@ -79,7 +79,7 @@ class _Steps:
             found = self._tails[name] = (self.catalog.codec.register(tail), JsonConverter(tail))
         return found
 
-    def leaf(self, raw: Any, path: str) -> flow.Leaf:
+    def leaf(self, raw: Any, path: str) -> tree.Leaf:
         spec = self.spec(raw, path)
         fields = spec.args.schema["fields"]
         args = raw.get("args", {})
@@ -95,7 +95,7 @@ class _Steps:
                 what = f"cannot encode the arguments: {exc}"
                 raise ApiError(422, "invalid_arguments", what, path=f"{path}.args") from None
 
-        return flow.Leaf(
+        return tree.Leaf(
             spec.name,
             bool(raw.get("immutable", False)),
             (fields[0]["name"], fields[0]["type"]) if fields else None,
@@ -108,43 +108,43 @@ class _Steps:
             path=path,
         )
 
-    def leaves(self, raw: Any, path: str) -> list[flow.Leaf]:
+    def leaves(self, raw: Any, path: str) -> list[tree.Leaf]:
         """A list of STEPs: callbacks or errbacks."""
         if not isinstance(raw, list):
             raise ApiError(422, "invalid_workflow", "a list of steps", path=path)
         return [self.leaf(item, f"{path}[{i}]") for i, item in enumerate(raw)]
 
-    def node(self, raw: Any, path: str) -> flow.Node:
+    def node(self, raw: Any, path: str) -> tree.Node:
         """A NODE of the module docstring; ``path`` names it in errors."""
         shapes = [k for k in ("chain", "group", "chord") if isinstance(raw, dict) and k in raw]
         if len(shapes) == 1 and set(raw) <= {shapes[0], "link_error"}:
             shape, inner = shapes[0], raw[shapes[0]]
             at = f"{path}.{shape}" if path else shape
-            node: flow.Node
+            node: tree.Node
             if shape == "chain":
                 nodes = self.nodes(inner, at, allow_empty=False)
-                node = self._checked(lambda: flow.chain_of(nodes, at))
+                node = self._checked(lambda: tree.chain_of(nodes, at))
             elif shape == "group":
-                node = self._checked(lambda: flow.group_of(self.nodes(inner, at), path=at))
+                node = self._checked(lambda: tree.group_of(self.nodes(inner, at), path=at))
             else:
                 node = self.chord(inner, at)
             # A chain's or group's errbacks: on each of its tasks (a chord's run once).
             where = f"{path}.link_error" if path else "link_error"
             for errback in self.leaves(raw.get("link_error", []), where):
-                flow.add_errback(node, errback)
+                tree.add_errback(node, errback)
             return node
         if isinstance(raw, dict) and "task" in raw:
             return self.leaf(raw, path)
         raise ApiError(422, "invalid_workflow", f"a step or {_SHAPES}", path=path)
 
-    def nodes(self, raw: Any, path: str, *, allow_empty: bool = True) -> list[flow.Node]:
+    def nodes(self, raw: Any, path: str, *, allow_empty: bool = True) -> list[tree.Node]:
         if not isinstance(raw, list) or not (raw or allow_empty):
             what = "a list" if allow_empty else "a non-empty list"
             raise ApiError(422, "invalid_workflow", f"{path.rsplit('.', 1)[-1]} must be {what}",
                            path=path)  # fmt: skip
         return [self.node(item, f"{path}[{i}]") for i, item in enumerate(raw)]
 
-    def chord(self, raw: Any, path: str) -> flow.Chord:
+    def chord(self, raw: Any, path: str) -> tree.Chord:
         if not isinstance(raw, dict):
             raise ApiError(422, "invalid_workflow", "chord is an object", path=path)
         header = self.nodes(raw.get("header"), f"{path}.header")
@@ -156,7 +156,7 @@ class _Steps:
             raise ApiError(422, "invalid_workflow", "link_error must be a list",
                            path=f"{path}.link_error")  # fmt: skip
         errbacks = [self.leaf(e, f"{path}.link_error[{i}]") for i, e in enumerate(errbacks_raw)]
-        return self._checked(lambda: flow.chord_of(header, body, errbacks=errbacks, path=path))
+        return self._checked(lambda: tree.chord_of(header, body, errbacks=errbacks, path=path))
 
     @staticmethod
     def _checked(build: Callable[[], N]) -> N:
@@ -175,8 +175,8 @@ def _build(steps: _Steps, body: Any) -> tuple[list[TaskEvent], dict[str, Any]]:
         raise ApiError(422, "invalid_workflow", f"unknown workflow {unknown}: {_SHAPES}")
     shape = shapes[0]
     node = steps.node(body, "")
-    _Steps._checked(lambda: flow.check(node))
-    frozen = flow.freeze(node)
+    _Steps._checked(lambda: tree.check(node))
+    frozen = tree.freeze(node)
     events = begin(frozen)
     answer: dict[str, Any] = {"workflow": shape}
     if frozen.kind is FlowKind.GROUP:

@@ -1,8 +1,9 @@
 """Starting a workflow node (taskstream.envelope.Flow), and failing one that will never run.
 
 One recursive rule serves every nesting, wherever a node starts: where a workflow is sent
-(taskstream.flow), in the worker once a task succeeded (taskstream.consumer.workflow), in the
-materializer once a group's members are all final (taskstream.consumer.joins).
+(taskstream.workflows.tree), in the worker once a task succeeded
+(taskstream.consumer.workflow), in the materializer once a group's members are all final
+(taskstream.consumer.joins).
 
 :func:`start` turns a node into the task events it begins with, given what it receives
 (nothing, a parent's result, the list of a group's results) and its continuation: ``then``,
@@ -102,8 +103,9 @@ def _members(node: Flow, given: Given, then: list[Flow], join: Join | None) -> l
     members, gid = node.nodes, node.group_id
     assert gid is not None
     if not members:
-        # An empty group's list is [] at once: what follows starts with it (taskstream.flow
-        # refuses an empty group whose list nothing receives inside another group).
+        # An empty group's list is [] at once: what follows starts with it
+        # (taskstream.workflows.tree refuses an empty group whose list nothing receives inside
+        # another group).
         if not then:
             assert join is None, "an empty group inside a group with nothing after it"
             return []

@@ -6,7 +6,7 @@ place says whether its first parameter comes from a parent) and its schemas; :cl
 :class:`Group` and :class:`Chord` nest at any depth. Celery's shapes are normalised as
 Celery does (:func:`chain_of`, :func:`group_of`): nested chains and groups in a group or a
 chord's header are unrolled; a group followed by more steps in a chain runs as a chord
-(taskstream.flow_events starts it so).
+(taskstream.workflows.events starts it so).
 
 **Types follow the nesting** (:func:`check`): what a node returns (a task's result, a chain's
 last node's, a chord's body's, a group's list of its members') is checked against the first
@@ -28,7 +28,7 @@ from typing import Any
 from taskstream.avro.compat import incompatibility
 from taskstream.envelope import Flow, FlowKind, Step
 from taskstream.errors import CanvasError
-from taskstream.flow_events import leaves
+from taskstream.workflows.events import leaves
 
 __all__ = [
     "Chain",

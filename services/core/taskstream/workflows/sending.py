@@ -1,18 +1,18 @@
-"""Sending a workflow tree (taskstream.flow): checked, frozen, its first events published
-(taskstream.flow_events.begin), and the result objects Celery users get back."""
+"""Sending a workflow tree (taskstream.workflows.tree): checked, frozen, its first events published
+(taskstream.workflows.events.begin), and the result objects Celery users get back."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from taskstream import flow
 from taskstream.envelope import Flow, FlowKind, now_micros
 from taskstream.errors import InvalidOption
-from taskstream.flow_events import begin
 from taskstream.group_result import GroupResult
 from taskstream.result import AsyncResult
 from taskstream.task import check_priority
+from taskstream.workflows import tree
+from taskstream.workflows.events import begin
 
 if TYPE_CHECKING:
     from taskstream.app import App
@@ -21,7 +21,7 @@ __all__ = ["results", "send"]
 
 
 def send(
-    node: flow.Node,
+    node: tree.Node,
     app: App | None,
     *,
     countdown: float | None = None,
@@ -37,8 +37,8 @@ def send(
     check_priority(priority)
     if countdown and eta is not None:
         raise InvalidOption("eta", eta, "give countdown or eta, not both")
-    flow.check(node)
-    frozen = flow.freeze(node)
+    tree.check(node)
+    frozen = tree.freeze(node)
     events = begin(frozen)
     not_before = _not_before(countdown, eta)
     published: dict[str, AsyncResult[Any]] = {}

@@ -173,7 +173,8 @@ def wait_committed(scope: Scope, total: int, timeout: float, interval: float = 0
         consumer.close()
 
 
-_ASSIGNMENT = re.compile(r" (assigned|revoked|lost) (\S+)\[([0-9,]+)\]")
+_ASSIGNMENT = re.compile(r" (assigned|revoked|lost) (.+)$")
+_TOPIC_PARTITIONS = re.compile(r"(\S+)\[([0-9,]+)\]")  # one of partition_names()' topics
 
 
 def group_assignment(scope: Scope, gone: Collection[Path] = ()) -> dict[str, list[int]]:
@@ -186,10 +187,12 @@ def group_assignment(scope: Scope, gone: Collection[Path] = ()) -> dict[str, lis
         owned: set[int] = set()
         for line in log.read_text(errors="replace").splitlines():
             m = _ASSIGNMENT.search(line)
-            if m is None or m.group(2) != scope.topic:
+            if m is None:
                 continue
-            parts = {int(p) for p in m.group(3).split(",")}
-            owned = owned | parts if m.group(1) == "assigned" else owned - parts
+            for topic, numbers in _TOPIC_PARTITIONS.findall(m.group(2)):
+                if topic == scope.topic:  # not the queue's high band, read along with it
+                    parts = {int(p) for p in numbers.split(",")}
+                    owned = owned | parts if m.group(1) == "assigned" else owned - parts
         out[log.name] = sorted(owned)
     return out
 

@@ -372,3 +372,51 @@ def test_many_results_of_one_schema_decode_in_one_pass_as_one_at_a_time() -> Non
         codec.decode_many(schema, [*data[:3], data[3] + b"\x00", *data[4:]])
     with pytest.raises(CorruptMessage):
         codec.decode_many(schema, [*data[:3], data[3][:-1], *data[4:]])
+
+
+def test_members_results_sharing_their_joins_rest_decode_as_fastavro_reads_each() -> None:
+    """A group member's result is read to its join's position; the join's rest, the same
+    bytes in every member's, is decoded once and reused. Every datum is the whole read's,
+    on the first read and after, and bad bytes still raise."""
+    from taskstream.envelope import Flow, FlowKind, Join, ResultEvent, Step, TaskError
+
+    codec = Codec()
+    envelopes = Envelopes(codec)
+    body = Flow(FlowKind.TASK, Step("b", "itest.body", "q", None, b"\x01", False))
+    errback = Step("e", "itest.errback", "q", "k", b"", True)
+    outer = Join("g-outer", 3, 4, [Flow(FlowKind.CHAIN, nodes=[body, body])], [errback])
+
+    def member(index: int, join: Join | None, **fields: Any) -> ResultEvent:
+        e = ResultEvent(
+            f"m{index}", "itest.add", Status.SUCCESS, 1, None, bytes([index]), None, "w", "t",
+            index, index, T0, T0, T0 + index, root_id="r", group_id="g", group_index=index,
+            group_size=5, join=join,
+        )  # fmt: skip
+        for name, value in fields.items():
+            setattr(e, name, value)
+        return e
+
+    def join(index: int, then: list[Flow], nested: Join | None = None) -> Join:
+        return Join("g", index, 5, then, [errback], nested)
+
+    events = [
+        *(member(i, join(i, [body])) for i in range(5)),  # a chord's header
+        *(member(i, join(i, [body], outer)) for i in range(5)),  # inside an outer group
+        member(2, join(2, [])),  # a group's member that only counts
+        member(4, join(4, [body]), status=Status.FAILURE, result=None,
+               error=TaskError("ValueError", "bad", "tb")),
+        member(1, None, parent_id="p", state="PROGRESS", meta="{}"),  # no join
+    ]  # fmt: skip
+    data = [envelopes.encode_result(e) for e in events]
+    for _ in range(2):  # the rests decoded, then remembered
+        for d in data:
+            assert envelopes.decode_result_datum(d) == codec.decode_as(envelopes.result_schema, d)
+    assert len(envelopes._join_rests) == 3  # a chord's, a nested one's, a counting one's
+    good = data[0]
+    with pytest.raises(CorruptMessage, match="trailing"):
+        envelopes.decode_result_datum(good + b"\x00")
+    with pytest.raises(CorruptMessage):
+        envelopes.decode_result_datum(good[:-1])
+    rest = good.index(b"itest.body") - 1  # the body's task name: its length, then its text
+    with pytest.raises(CorruptMessage):
+        envelopes.decode_result_datum(good[:rest] + b"\xff" + good[rest + 1 :])

@@ -13,7 +13,14 @@ from importlib import resources
 from typing import Any
 
 from taskstream import clock
-from taskstream.avro.codec import HEADER_SIZE, AvroSchema, Codec, RecordCut, avro_long
+from taskstream.avro.codec import (
+    HEADER_SIZE,
+    AvroSchema,
+    Codec,
+    RecordCut,
+    RecordHead,
+    avro_long,
+)
 from taskstream.errors import CorruptMessage, InvalidSchema
 from taskstream.status import Status
 
@@ -235,6 +242,14 @@ class Envelopes:
         self._task_tail = _defaults_tail(codec, self.task_schema, self._task_prefix)
         self._result_tail = _defaults_tail(codec, self.result_schema, self._result_prefix)
         self._task_cut = RecordCut(self.task_schema, "parent_results", logical_types=False)
+        # A group member's result: read to its join's position, the join's rest (what runs
+        # once the group is complete: the same bytes in every member's) decoded once.
+        # The prefix's read says where the rest of the head starts.
+        plain_fields = len(self._result_prefix.schema["fields"])
+        self._result_head = RecordHead(
+            self.result_schema, "join", 2, first=plain_fields, logical_types=False
+        )
+        self._join_rests: dict[bytes, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     def encode_task(self, event: TaskEvent) -> bytes:
         if (
@@ -334,12 +349,49 @@ class Envelopes:
 
     def decode_result_datum(self, data: bytes) -> dict[str, Any]:
         """A result envelope as the codec's dict (every field), for the materializer."""
-        d = self._plain(data, self.result_schema, self._result_prefix, self._result_tail)
-        if d is None:
+        if data[:HEADER_SIZE] != self.result_schema.header:  # an earlier version: resolved
             found: dict[str, Any] = self.codec.decode_as(self.result_schema, data)
             return found
-        d.update(_RESULT_DEFAULTS)
-        return d
+        datum, end = self.codec.read_prefix(self._result_prefix, data)
+        d: dict[str, Any] = datum
+        tail = self._result_tail
+        if end == len(data) - len(tail) and data.endswith(tail):
+            d.update(_RESULT_DEFAULTS)
+            return d
+        return self._workflow_result(data, d, end)
+
+    def _workflow_result(self, data: bytes, d: dict[str, Any], end: int) -> dict[str, Any]:
+        """A result with workflow fields, given its plain fields ``d`` read up to ``end``.
+
+        A group's members share the rest of their join (what runs once the group is
+        complete: reading a chord's body in it takes longer than the rest of the result), so
+        those bytes are decoded once, then reused: the datum's join shares their values
+        (read only, as every datum of this codec)."""
+        head = self._result_head
+        more, end = head.read(data, end)
+        d.update(more)
+        join = more[head.field]
+        if join is None:
+            if end == len(data) and not head.after:
+                return d
+            rest = None
+        else:
+            rest = data[end:]
+            known = self._join_rests.get(rest)
+            if known is not None:
+                join.update(known[0])
+                d.update(known[1])
+                return d
+        found: dict[str, Any] = self.codec.decode_as(self.result_schema, data)
+        if rest is not None and len(rest) <= _JOIN_REST_MAX:
+            if len(self._join_rests) >= _JOIN_RESTS:
+                self._join_rests.clear()
+            join = found[head.field]
+            self._join_rests[rest] = (
+                {k: join[k] for k in head.rest},
+                {k: found[k] for k in head.after},
+            )
+        return found
 
     def encode_result(self, event: ResultEvent) -> bytes:
         error = event.error
@@ -450,6 +502,11 @@ _RESULT_DEFAULTS: dict[str, Any] = {
     "group_size": None, "chord": None, "state": None, "meta": None, "join": None,
 }  # fmt: skip
 
+
+# Join rests remembered (see Envelopes._workflow_result): the open groups' of one
+# materializer, a few bytes each; longer rests (large arguments) are decoded each time.
+_JOIN_RESTS = 1024
+_JOIN_REST_MAX = 4096
 
 # Avro lengths below this, written once: nearly every result's.
 _LENGTHS = [avro_long(n) for n in range(1024)]

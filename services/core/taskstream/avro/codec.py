@@ -186,6 +186,56 @@ class RecordCut:
         return out.getvalue()
 
 
+class RecordHead:
+    """A record schema's fields from its ``first`` up to one, ``field``, of type
+    ``["null", {record}]``, whose record is read to its first ``keep`` fields only. Read from
+    where the field ``first`` starts in a body, it says where the rest starts: bytes many
+    events share (a group's members carry one join, each with its own position), which can
+    then be decoded once for all of them."""
+
+    def __init__(
+        self,
+        schema: AvroSchema,
+        field: str,
+        keep: int,
+        *,
+        first: int = 0,
+        logical_types: bool = True,
+    ) -> None:
+        fields = schema.schema["fields"]
+        at = [f["name"] for f in fields].index(field)
+        null, inner = fields[at]["type"]
+        if null != "null" or not isinstance(inner, dict) or inner.get("type") != "record":
+            raise InvalidSchema(f"{schema.name}.{field} is not an optional record")
+        head = {"type": "record", "name": f"{inner['name']}Head", "fields": inner["fields"][:keep]}
+        record = {
+            "type": "record",
+            "name": f"{schema.name}Head",
+            "fields": [*fields[first:at], {"name": field, "type": ["null", head]}],
+        }
+        readable = record if logical_types else strip_logical_types(record)
+        self._parsed = parse_schema(json.loads(json.dumps(readable)))
+        self.name = record["name"]
+        self.field = field
+        self.rest = tuple(f["name"] for f in inner["fields"][keep:])  # the field's unread
+        self.after = tuple(f["name"] for f in fields[at + 1 :])  # the fields after it
+
+    def read(self, data: bytes, start: int = HEADER_SIZE) -> tuple[dict[str, Any], int]:
+        """The head's datum of ``data`` (single-object encoded with the schema; its field
+        ``first`` at ``start``) and the offset where the rest starts. Raises CorruptMessage
+        when the head does not read."""
+        body = io.BytesIO(data)
+        body.seek(start)
+        try:
+            datum = schemaless_reader(body, self._parsed, None)
+        except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise CorruptMessage(
+                f"body does not match schema {self.field}'s head: {exc!r}"
+            ) from exc
+        assert isinstance(datum, dict)
+        return datum, body.tell()
+
+
 class Codec:
     """Encodes and decodes single-object Avro, knowing schemas by fingerprint."""
 

@@ -30,6 +30,9 @@ from taskstream.errors import CorruptMessage, InvalidSchema, UnknownSchema
 MARKER = b"\xc3\x01"
 HEADER_SIZE = len(MARKER) + 8
 
+# What fastavro's reader raises for a body that does not match its schema.
+_READ_ERRORS = (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError)
+
 
 @dataclass(frozen=True, eq=False)
 class AvroSchema:
@@ -145,6 +148,26 @@ def strip_logical_types(schema: Any) -> Any:
     return schema
 
 
+def _parsed(schema: Any, logical_types: bool, named: dict[str, Any] | None = None) -> Any:
+    """fastavro's parsed form of ``schema`` (without logical types unless ``logical_types``).
+    parse_schema marks its result as parsed; without the mark, fastavro's reader and writer
+    would parse the schema again on every call."""
+    readable = schema if logical_types else strip_logical_types(schema)
+    return parse_schema(json.loads(json.dumps(readable)), named_schemas=named)
+
+
+def _read_from(parsed: Any, name: str, data: bytes, start: int) -> tuple[Any, int]:
+    """The datum ``parsed`` reads from ``data`` at ``start``, and where it ends (no check
+    that it ends the body: a prefix or a head). Raises CorruptMessage when it does not read."""
+    body = io.BytesIO(data)
+    body.seek(start)
+    try:
+        datum = schemaless_reader(body, parsed, None)
+    except _READ_ERRORS as exc:
+        raise CorruptMessage(f"body does not match schema {name}: {exc!r}") from exc
+    return datum, body.tell()
+
+
 def avro_long(n: int) -> bytes:
     """``n`` as Avro's binary ``long`` (zig-zag, then a base-128 varint): also how a string's
     or bytes' length and an array block's count are written."""
@@ -169,8 +192,7 @@ class RecordCut:
 
         def part(suffix: str, part_fields: list[Any]) -> Any:
             record = {"type": "record", "name": f"{schema.name}{suffix}", "fields": part_fields}
-            readable = record if logical_types else strip_logical_types(record)
-            return parse_schema(json.loads(json.dumps(readable)), named_schemas=named)
+            return _parsed(record, logical_types, named)
 
         self.header = schema.header
         self._head = part("Before", fields[:at])
@@ -208,14 +230,13 @@ class RecordHead:
         if null != "null" or not isinstance(inner, dict) or inner.get("type") != "record":
             raise InvalidSchema(f"{schema.name}.{field} is not an optional record")
         head = {"type": "record", "name": f"{inner['name']}Head", "fields": inner["fields"][:keep]}
+        self.name = f"{schema.name}Head"
         record = {
             "type": "record",
-            "name": f"{schema.name}Head",
+            "name": self.name,
             "fields": [*fields[first:at], {"name": field, "type": ["null", head]}],
         }
-        readable = record if logical_types else strip_logical_types(record)
-        self._parsed = parse_schema(json.loads(json.dumps(readable)))
-        self.name = record["name"]
+        self._parsed = _parsed(record, logical_types)
         self.field = field
         self.rest = tuple(f["name"] for f in inner["fields"][keep:])  # the field's unread
         self.after = tuple(f["name"] for f in fields[at + 1 :])  # the fields after it
@@ -224,16 +245,9 @@ class RecordHead:
         """The head's datum of ``data`` (single-object encoded with the schema; its field
         ``first`` at ``start``) and the offset where the rest starts. Raises CorruptMessage
         when the head does not read."""
-        body = io.BytesIO(data)
-        body.seek(start)
-        try:
-            datum = schemaless_reader(body, self._parsed, None)
-        except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise CorruptMessage(
-                f"body does not match schema {self.field}'s head: {exc!r}"
-            ) from exc
+        datum, end = _read_from(self._parsed, self.name, data, start)
         assert isinstance(datum, dict)
-        return datum, body.tell()
+        return datum, end
 
 
 class Codec:
@@ -255,10 +269,7 @@ class Codec:
             known = self._by_fingerprint.get(fp)
             if known is not None:
                 return known
-            readable = schema if logical_types else strip_logical_types(schema)
-            # parse_schema marks its result as parsed; without the mark, fastavro's reader and
-            # writer would parse the schema again on every call.
-            parsed = parse_schema(json.loads(json.dumps(readable)))
+            parsed = _parsed(schema, logical_types)
             aliases = tuple(a for a in (apache_python_fingerprint(schema),) if a != fp)
         except (SchemaParseException, ValueError, KeyError, TypeError, AttributeError) as exc:
             # fastavro's own error for most, a builtin where it indexes a malformed schema
@@ -283,10 +294,9 @@ class Codec:
         known = self._by_fingerprint.get(fp)
         if known is not None:
             return known
-        readable = older if logical_types else strip_logical_types(older)
         version = AvroSchema(
             schema=older,
-            parsed=parse_schema(json.loads(json.dumps(readable))),
+            parsed=_parsed(older, logical_types),
             fingerprint=fp,
             header=MARKER + fp,
             reader=reader,
@@ -352,7 +362,7 @@ class Codec:
         body = io.BytesIO(avro_long(len(data)) + b"".join(d[HEADER_SIZE:] for d in data) + b"\x00")
         try:
             datums = schemaless_reader(body, array, None)
-        except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError):
+        except _READ_ERRORS:
             datums = []
         if (
             not isinstance(datums, list)
@@ -368,13 +378,7 @@ class Codec:
         """The datum of the first fields of ``data``'s body as ``writer`` (a record schema
         whose fields begin the record ``data`` holds), and where they end. For envelopes
         whose later fields are nearly always their defaults (taskstream.envelope)."""
-        body = io.BytesIO(data)
-        body.seek(HEADER_SIZE)
-        try:
-            datum = schemaless_reader(body, writer.parsed, None)
-        except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise CorruptMessage(f"body does not match schema {writer.name}: {exc!r}") from exc
-        return datum, body.tell()
+        return _read_from(writer.parsed, writer.name, data, HEADER_SIZE)
 
     @staticmethod
     def _read_body(schema: AvroSchema, data: bytes, reader: AvroSchema | None = None) -> Any:
@@ -383,7 +387,7 @@ class Codec:
         try:
             resolved = None if reader is None else reader.parsed
             datum = schemaless_reader(body, schema.parsed, resolved)
-        except (EOFError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        except _READ_ERRORS as exc:
             raise CorruptMessage(f"body does not match schema {schema.name}: {exc!r}") from exc
         if body.tell() != len(data):
             raise CorruptMessage(

@@ -32,6 +32,13 @@ def test_librdkafka_settings_pass_through_and_explicit_ones_win(
     assert config["enable.idempotence"] is True
 
 
+def test_producers_keep_one_request_in_flight_per_broker_unless_told_otherwise() -> None:
+    # More lets a fresh producer lose a refused first batch reported delivered (clients.py).
+    name = "max.in.flight.requests.per.connection"
+    assert producer_config(Settings.load(bootstrap_servers="k:1"))[name] == 1
+    assert producer_config(Settings.load(bootstrap_servers="k:1", kafka={name: 5}))[name] == 5
+
+
 def test_producers_compress_with_gzip_which_every_kafka_client_reads() -> None:
     config = producer_config(Settings.load(bootstrap_servers="k:1"))
     assert (config["compression.type"], config["compression.level"]) == ("gzip", 1)

@@ -15,11 +15,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from taskstream import App
 from taskstream.consumer.materializer import Materializer
+from taskstream.consumer.runtime import partition_names
 from taskstream.consumer.worker import Worker
-from taskstream.kafka.clients import header_pairs, topic_partitions
+from taskstream.kafka.clients import admin_config, header_pairs, topic_partitions
 from tests.conftest import REPO, Scope
 
 APP_SPEC = "tests.integration.tasks_app:app"
@@ -48,12 +50,35 @@ def threads_now() -> str:
             states.append(f"=== {type(component).__name__}: {component.describe()}")
         except Exception as failed:  # a diagnosis never hides the failure it explains
             states.append(f"=== {type(component).__name__}: no state ({failed!r})")
+    states.extend(_groups_now())
     names = {t.ident: t.name for t in threading.enumerate()}
     stacks = [
         f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame)[-6:])
         for ident, frame in sys._current_frames().items()
     ]
     return "\n".join(states + stacks)
+
+
+def _groups_now() -> list[str]:
+    """Each running component's consumer group as its coordinator sees it: its state and what
+    each member was given. A member that holds no partitions while its group gave it some is
+    one thing (an assignment not applied), a group that gave it none another (a join that
+    left a topic out)."""
+    lines = []
+    for component in list(_components):
+        try:
+            admin = AdminClient(admin_config(component.app.settings))
+            future = admin.describe_consumer_groups([component.group_id], request_timeout=5)
+            group = future[component.group_id].result(timeout=5)
+            members = "; ".join(
+                f"{m.client_id} {m.host}: {partition_names(list(m.assignment.topic_partitions))}"
+                for m in group.members
+            )
+            state = group.state.name
+            lines.append(f"=== group {component.group_id}: {state} [{members or 'empty'}]")
+        except Exception as failed:  # a diagnosis never hides the failure it explains
+            lines.append(f"=== group {component.group_id}: not described ({failed!r})")
+    return lines
 
 
 @contextmanager

@@ -360,8 +360,8 @@ class OwnershipJournal:
                 self._start_careful(due)
         if self._waiting and not self.isolating:
             waiting, self._waiting = self._waiting, deque()
-            for message in waiting:
-                self._dispatch(message, None)
+            while waiting:
+                self._dispatch(waiting.popleft(), None)
 
     def _read_new(self) -> None:
         """Read what the journal has new (the reader assigned where it got to, if it was not)."""

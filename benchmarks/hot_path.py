@@ -65,15 +65,13 @@ def records(count: int) -> tuple[Any, list[Message]]:
 class _NoJournal:
     """The deliveries journal in the steady state: every record runs as usual."""
 
-    isolating = False
-
     def admit(self, message: Message) -> bool:
         return True
 
     def finished(self, topic: str, partition: int, offset: int) -> None:
         pass
 
-    def serve(self, idle: object) -> None:
+    def serve(self, in_flight: int) -> None:
         pass
 
 

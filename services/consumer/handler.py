@@ -48,8 +48,8 @@ from taskstream.kafka.topics import HIGH_PRIORITY
 log = logging.getLogger(__name__)
 
 # What partition ownership is opened with: the partition ends the consumer knows (the
-# runtime's high_watermark), where records it admits later go, and where records done by a
-# previous owner go.
+# runtime's high_watermark), where records it held go when they may run, and where records
+# done by a previous owner go.
 OwnershipOpener = Callable[
     [
         Callable[[str, int], int | None],
@@ -89,8 +89,7 @@ class TaskHandler:
         self.max_in_flight = max_in_flight
         self.tracker = OffsetTracker()
         self.lag = Lag({}, {})  # as of the last commit; replaced whole (heartbeat's thread)
-        self.in_flight = 0  # fetched records whose outcome is not yet delivered
-        self._held: list[Record] = []  # may run, but wait for careful runs to end
+        self.in_flight = 0  # fetched records whose outcome is not yet delivered (or held)
         # Records whose outcome is acknowledged (appended on whichever thread served the
         # report): the loop's thread settles them at its next serve().
         self._finished: deque[Acks] = deque()
@@ -128,14 +127,14 @@ class TaskHandler:
         self.context = JobContext(
             hooks, self.outcomes, self.executor, watchdog, self.reports, revocations
         )
-        self.journal: Ownership = (
-            ownership(self.runtime.high_watermark, self._admitted_message, self._skipped)
+        self.ownership: Ownership = (
+            ownership(self.runtime.high_watermark, self._admitted, self._skipped)
             if ownership is not None
             else UncountedOwnership()
         )
 
     def _keep_alive(self) -> None:
-        self.journal.keep_alive()
+        self.ownership.keep_alive()
 
     def _committed(self, ok: bool) -> None:
         runtime = self.runtime
@@ -160,25 +159,18 @@ class TaskHandler:
     def serve(self, timeout: float) -> None:
         self.reports.serve(timeout)
         finished = self._finished
-        journal = self.journal
+        ownership = self.ownership
         while finished:
             done = finished.popleft()
             offsets, offset = done.offsets, done.offset
             offsets.finish(offset)
             offsets.keys.pop(offset, None)
             self.in_flight -= 1
-            journal.finished(offsets.topic, offsets.partition, offset)
-        journal.serve(self._nothing_runs)
-        if self._held and not journal.isolating:
-            held, self._held = self._held, []
-            for record in held:
-                self.dispatch(record, None)
-
-    def _nothing_runs(self) -> bool:
-        return self.in_flight == self.journal.held() + len(self._held)
+            ownership.finished(offsets.topic, offsets.partition, offset)
+        ownership.serve(self.in_flight)
 
     def records(self, batch: list[Message]) -> None:
-        tracker, journal = self.tracker, self.journal
+        tracker, ownership = self.tracker, self.ownership
         for message in batch:
             record = Record(message, tracker)
             offsets, offset = record.offsets, record.offset
@@ -186,26 +178,16 @@ class TaskHandler:
             offsets.add(offset, message.timestamp()[1])
             offsets.keys[offset] = message.key()
             self.in_flight += 1
-            if journal.admit(message):  # as _admitted(record, None), one call less per record
-                if journal.isolating:
-                    self._held.append(record)
-                else:
-                    self.dispatch(record, None)
+            if ownership.admit(message):  # else ownership holds it: in flight, not running
+                self.dispatch(record, None)
 
-    def _admitted_message(self, message: Message, lost: int | None) -> None:
-        """A record the journal held may run now (``lost``: after that many lost runs)."""
-        self._admitted(Record(message, self.tracker), lost)
-
-    def _admitted(self, record: Record, lost: int | None) -> None:
-        """A record may run: as usual unless a careful run must run alone (then it waits)."""
-        if lost is None and self.journal.isolating:
-            self._held.append(record)
-        else:
-            self.dispatch(record, lost)
+    def _admitted(self, message: Message, lost: int | None) -> None:
+        """A record ownership held may run now (``lost``: after that many lost runs)."""
+        self.dispatch(Record(message, self.tracker), lost)
 
     def assigned(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            self.journal.claim(tp)
+            self.ownership.assigned(tp.topic, tp.partition)
         self._share_rates(
             set(self.tracker.partitions) | {(p.topic, p.partition) for p in partitions}
         )
@@ -221,30 +203,18 @@ class TaskHandler:
         keys = {(tp.topic, tp.partition) for tp in partitions}
         if not lost and not self.runtime.stopping:
             self._wait_for(keys, self.settings.revoke_grace_s)  # then handed over as they are
+        ownership, tracked = self.ownership, self.tracker.partitions
         for topic, partition in keys:
-            if lost:
-                dropped = self.journal.lost(topic, partition)
-            else:
-                dropped = self._release(topic, partition)
-            self.in_flight -= len(dropped)  # never run here: the next owner runs them
-        if self._held:
-            kept = [r for r in self._held if (r.topic, r.partition) not in keys]
-            self.in_flight -= len(self._held) - len(kept)
-            self._held = kept
+            offsets = tracked.get((topic, partition))
+            if lost or offsets is None:
+                dropped = ownership.revoked(topic, partition, lost=lost)
+            else:  # handed over with what still runs here (this worker finishes those runs;
+                # the new owner waits for their keys) and what is done above the commit
+                dropped = ownership.revoked(topic, partition, offsets.keys, offsets.done_above())
+            self.in_flight -= dropped  # held, never run here: the next owner runs them
         self._share_rates(set(self.tracker.partitions) - keys)
         remaining = len(self.tracker.partitions) - len(keys)
         self.hooks.partitions_changed("lost" if lost else "revoke", remaining, sorted(keys))
-
-    def _release(self, topic: str, partition: int) -> list[Message]:
-        """Hand a partition over with what still runs here (this worker finishes those
-        runs; the new owner waits for their keys) and what is done above the commit."""
-        offsets = self.tracker.partitions.get((topic, partition))
-        if offsets is None:
-            return self.journal.release(topic, partition)
-        key = (topic, partition)
-        waiting = {r.offset for r in self._held if (r.topic, r.partition) == key}
-        running = {o: k for o, k in offsets.keys.items() if o not in waiting}
-        return self.journal.release(topic, partition, running, offsets.done_above())
 
     def throttled(self) -> int:
         """Runs waiting for their task's rate limit."""
@@ -258,7 +228,7 @@ class TaskHandler:
     def drain(self, grace: float) -> None:
         deadline = time.monotonic() + grace
         self._wait_for(set(self.tracker.partitions), grace)
-        while self.journal.handing and time.monotonic() < deadline:
+        while self.ownership.handing and time.monotonic() < deadline:
             self.serve(0.01)  # runs handed over at a rebalance: their reports end them
         if self.in_flight:
             log.warning("%d tasks still running after the grace period", self.in_flight)
@@ -268,9 +238,9 @@ class TaskHandler:
         gets its outcome): read from another thread, so a snapshot, not exact."""
         runtime, lines = self.runtime, []
         lines.append(
-            f"in_flight={self.in_flight} held={len(self._held)} finished={len(self._finished)}"
+            f"in_flight={self.in_flight} finished={len(self._finished)}"
             f" paused={runtime.paused} throttled={self.throttled()} "
-            f"executor: {self.executor.describe()} journal: {self.journal.describe()}"
+            f"executor: {self.executor.describe()} ownership: {self.ownership.describe()}"
         )
         for (topic, partition), offsets in sorted(self.tracker.partitions.items()):
             lines.append(
@@ -278,7 +248,7 @@ class TaskHandler:
                 f" pending={offsets.pending} in_flight={offsets.in_flight}"
                 f" high={runtime.high_watermark(topic, partition)}"
                 f" end={runtime.end_offset(topic, partition)}"
-                f" journal_held={self.journal.held_in(topic, partition)}"
+                f" held={self.ownership.held(topic, partition)}"
             )
         return "\n".join(lines)
 
@@ -316,18 +286,15 @@ class TaskHandler:
             case DeadLetter(reason, error, task):
                 outcomes.dead_letter(offsets, message, reason, error, task)
 
-    def _held_in(self, key: tuple[str, int]) -> int:
-        return sum(1 for r in self._held if (r.topic, r.partition) == key) if self._held else 0
-
     def _wait_for(self, partitions: set[tuple[str, int]], grace: float) -> None:
         """Serve delivery reports until the partitions' in-flight tasks are done."""
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            journal = self.journal
+            ownership = self.ownership
             busy = [
                 p
                 for key, p in self.tracker.partitions.items()
-                if key in partitions and p.in_flight > journal.held_in(*key) + self._held_in(key)
+                if key in partitions and p.in_flight > ownership.held(*key)
             ]
             if not busy:
                 return

@@ -198,7 +198,7 @@ class Worker(RuntimeOwner):
         finally:
             if heartbeat is not None:
                 heartbeat.stop()  # its last beat says "offline"; the producer's close sends it
-            handler.journal.close()
+            handler.ownership.close()
             control.stop()
             control_thread.join(s.delivery_timeout_ms / 1000)
             delays.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Message
 
 from taskstream import clock
 from taskstream.consumer.ownership import (
@@ -39,26 +39,32 @@ class Worker:
         reader = broker.consumer({"group.id": f"reader-{name}", "enable.auto.commit": False})
         self.reader = reader
         self.runs: list[tuple[int, int | None]] = []  # (offset, lost) handed to the worker
+        self.ran: list[tuple[int, int, int | None]] = []  # the same with the partition first
         self.skips: list[int] = []  # done by the previous owner: not run
         self.journal = OwnershipJournal(
-            JOURNAL, reader, self.producer, name, window,
-            lambda m, lost: self.runs.append((m.offset() or 0, lost)),
+            JOURNAL, reader, self.producer, name, window, self.run,
             lambda t, p: broker.end_offset(t, p),
             skip=lambda m: self.skips.append(m.offset() or 0), lease_s=lease_s,
             probation=probation,
         )  # fmt: skip
         self.journal.start(1)
 
-    def take(self, records: list[Message]) -> None:
-        self.journal.claim(TopicPartition(TASKS, 0))
+    def run(self, message: Message, lost: int | None) -> None:
+        self.runs.append((message.offset() or 0, lost))
+        self.ran.append((message.partition() or 0, message.offset() or 0, lost))
+
+    def take(self, records: list[Message], partition: int = 0, busy: int = 0) -> None:
+        self.journal.assigned(TASKS, partition)
         for message in records:
             if self.journal.admit(message):
-                self.runs.append((message.offset() or 0, None))
-        self.pump()
+                self.run(message, None)
+        self.pump(busy)
 
-    def pump(self) -> None:
+    def pump(self, busy: int = 0) -> None:
+        """Loop turns with ``busy`` runs in progress beside what the journal holds."""
         for _ in range(4):
-            self.journal.serve(lambda: True)
+            held = self.journal.held(TASKS, 0) + self.journal.held(TASKS, 1)
+            self.journal.serve(held + busy)
             self.producer.poll(0)
 
 
@@ -85,7 +91,7 @@ def test_a_partition_handed_over_cleanly_runs_as_usual() -> None:
     first = Worker(broker, "a")
     first.take(records)
     assert first.runs == [(0, None), (1, None), (2, None)]
-    first.journal.release(TASKS, 0)
+    first.journal.revoked(TASKS, 0)
     first.producer.flush(1)
     second = Worker(broker, "b")
     second.take(records)
@@ -108,7 +114,7 @@ def test_the_journal_is_read_only_while_a_claim_waits_and_on_from_where_it_stopp
     assert a.runs == [(0, None), (1, None)]
     assert a.reader.assignment() == [], "idle: no fetches"
     assert read == [0]  # its own claim
-    a.journal.release(TASKS, 0)
+    a.journal.revoked(TASKS, 0)
     a.take(records[1:])  # the partition comes back to it
     assert a.reader.assignment() == []
     assert read == [0, 1, 2, 3], "the own state, the release and the new claim: not from 0 again"
@@ -172,11 +178,11 @@ def test_careful_runs_wait_until_nothing_else_runs() -> None:
     broker, records = setup(2)
     die_on_probation(broker, records)
     c = Worker(broker, "c")
-    c.journal.claim(TopicPartition(TASKS, 0))
+    c.journal.assigned(TASKS, 0)
     for m in records:
         assert not c.journal.admit(m)
     for _ in range(4):
-        c.journal.serve(lambda: False)  # a usual task still runs
+        c.journal.serve(c.journal.held(TASKS, 0) + 1)  # a usual task still runs
         c.producer.poll(0)
     assert c.runs == [] and c.journal.isolating
     c.pump()
@@ -203,7 +209,7 @@ def test_a_partition_handed_over_running_waits_for_its_runs_keys_only() -> None:
     broker, records = setup(0, "ABAC")
     a = Worker(broker, "a")
     a.take(records)
-    a.journal.release(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
+    a.journal.revoked(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
     a.producer.flush(1)
     b = Worker(broker, "b")
     b.take(records)
@@ -223,7 +229,7 @@ def test_a_partition_handed_over_running_waits_for_its_runs_keys_only() -> None:
     assert not a.journal.handing
     assert b.skips == [1, 3, 0, 2]
     assert b.runs == [(5, None), (4, None)], "A's next record, after a's"
-    assert b.journal.held() == 0 and not b.journal.isolating
+    assert b.journal.held(TASKS, 0) == 0 and not b.journal.isolating
     for message in add(broker, "A"):
         assert b.journal.admit(message), "then the partition runs as usual"
 
@@ -232,12 +238,12 @@ def test_a_partition_moved_twice_still_waits_for_the_first_owners_runs() -> None
     broker, records = setup(0, "ABAC")
     a = Worker(broker, "a")
     a.take(records)
-    a.journal.release(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
+    a.journal.revoked(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
     a.producer.flush(1)
     b = Worker(broker, "b")
     b.take(records)
     assert b.skips == [1, 3]
-    b.journal.release(TASKS, 0, None, [1, 3])  # moved on at once: b relays a's reports
+    b.journal.revoked(TASKS, 0, None, [1, 3])  # moved on at once: b relays a's reports
     b.producer.flush(1)
     c = Worker(broker, "c")
     c.take(records)
@@ -256,7 +262,7 @@ def test_runs_handed_over_by_a_worker_that_stops_run_at_the_new_owner() -> None:
     broker, records = setup(0, "ABAC")
     a = Worker(broker, "a")
     a.take(records)
-    a.journal.release(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
+    a.journal.revoked(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
     a.journal.close()  # stopping with 0 and 2 unfinished: abandoned
     a.producer.flush(1)
     b = Worker(broker, "b")
@@ -277,7 +283,7 @@ def test_runs_handed_over_by_a_worker_that_died_run_carefully_after_the_lease() 
     broker, records = setup(0, "ABAC")
     a = Worker(broker, "a")
     a.take(records)
-    a.journal.release(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
+    a.journal.revoked(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
     a.producer.flush(1)  # then a dies: no more reports
     b = Worker(broker, "b", lease_s=0.2)
     b.take(records)
@@ -291,6 +297,108 @@ def test_runs_handed_over_by_a_worker_that_died_run_carefully_after_the_lease() 
     b.journal.finished(TASKS, 0, 2)
     b.pump()
     assert not b.journal.isolating
+
+
+def two_partitions(keys: str) -> tuple[StubBroker, list[Message]]:
+    """The task topic with two partitions; one record per letter of ``keys`` in the first."""
+    broker = StubBroker()
+    broker.create_topic(TASKS, 2)
+    broker.create_topic(JOURNAL, 1)
+    return broker, add_to(broker, 0, keys)
+
+
+def add_to(broker: StubBroker, partition: int, keys: str) -> list[Message]:
+    producer = broker.producer({"bootstrap.servers": "stub"})
+    before = len(broker.records(TASKS, partition))
+    for key in keys:
+        producer.produce(TASKS, b"task", key.encode(), partition=partition)
+    producer.flush(1)
+    return broker.records(TASKS, partition)[before:]
+
+
+def states(broker: StubBroker, partition: int) -> list[PartitionState]:
+    key = f"{TASKS}:{partition}".encode()
+    return [PartitionState.decode(m.value() or b"") for m in broker.records(JOURNAL)
+            if m.key() == key]  # fmt: skip
+
+
+def test_other_partitions_records_wait_for_the_careful_runs_then_run_in_order() -> None:
+    """A careful run runs alone: records of a partition that runs as usual, fetched while
+    one is due, wait in the journal (held, so the worker counts them as not running) and
+    run in order once the careful runs end."""
+    broker, records = two_partitions("kk")
+    die_on_probation(broker, records)
+    c = Worker(broker, "c")
+    c.take(records)
+    assert c.ran == [(0, 0, 0)], "careful: alone, recorded first"
+    c.take(add_to(broker, 1, "xyz"), partition=1, busy=1)
+    assert c.ran == [(0, 0, 0)] and c.journal.held(TASKS, 1) == 3
+    c.journal.finished(TASKS, 0, 0)
+    c.pump(busy=1)  # the worker still runs something: the next careful run waits
+    assert c.ran == [(0, 0, 0)] and c.journal.isolating
+    c.pump()  # only what the journal holds is in flight: nothing runs
+    assert c.ran == [(0, 0, 0), (0, 1, 0)] and c.journal.held(TASKS, 1) == 3
+    c.journal.finished(TASKS, 0, 1)
+    c.pump()
+    assert c.ran[2:] == [(1, 0, None), (1, 1, None), (1, 2, None)], "then the others, in order"
+    assert c.journal.held(TASKS, 1) == 0 and not c.journal.isolating
+    assert c.journal.admit(add_to(broker, 1, "w")[0]), "and it runs as usual again"
+
+
+@pytest.mark.parametrize("lost", [False, True])
+def test_a_partition_revoked_while_its_records_wait_drops_them_unrun(lost: bool) -> None:
+    broker, records = two_partitions("kk")
+    die_on_probation(broker, records)
+    c = Worker(broker, "c")
+    c.take(add_to(broker, 1, "x"), partition=1)
+    assert c.ran == [(1, 0, None)], "runs as usual: no careful run is due yet"
+    c.take(records, busy=1)  # careful, but x runs: the careful run waits for it
+    for message in add_to(broker, 1, "yz"):
+        assert not c.journal.admit(message), "a careful run is due: they wait"
+    assert c.ran == [(1, 0, None)] and c.journal.held(TASKS, 1) == 2
+    running = {0: b"x", 1: b"y", 2: b"z"}  # what the worker has in flight of partition 1
+    assert c.journal.revoked(TASKS, 1, running, [], lost=lost) == 2, "y and z: never run here"
+    c.producer.flush(1)
+    assert c.journal.held(TASKS, 1) == 0
+    if lost:
+        assert [s.state for s in states(broker, 1)] == [CLAIM, OWN], "fenced: nothing written"
+    else:
+        assert states(broker, 1)[-1].handed == {0: b"x".hex()}, "only x runs on here"
+    c.journal.finished(TASKS, 1, 0)  # x ends
+    for offset in (0, 1):
+        c.pump()
+        c.journal.finished(TASKS, 0, offset)
+    c.pump()
+    assert c.ran == [(1, 0, None), (0, 0, 0), (0, 1, 0)], "y and z are the next owner's"
+    assert not c.journal.isolating
+
+
+@pytest.mark.usefixtures("moved_clock")
+def test_records_fetched_once_a_lease_ran_out_wait_for_its_careful_runs() -> None:
+    broker, records = two_partitions("ABAC")
+    a = Worker(broker, "a")
+    a.take(records)
+    a.journal.revoked(TASKS, 0, {0: b"A", 2: b"A"}, [1, 3])
+    a.producer.flush(1)  # then a dies: no more reports
+    b = Worker(broker, "b", lease_s=0.2)
+    b.take(records)
+    b.take(add_to(broker, 1, "x"), partition=1)
+    assert b.ran == [(1, 0, None)] and b.skips == [1, 3], "0 and 2 wait for a's reports"
+    clock.advance(0.3)  # past the lease, without waiting for it
+    b.pump(busy=1)  # x still runs: 0 and 2 are suspects now, to run alone once it ends
+    assert b.ran == [(1, 0, None)] and b.journal.isolating
+    for message in add_to(broker, 1, "y"):
+        assert not b.journal.admit(message)
+    b.journal.finished(TASKS, 1, 0)
+    b.pump()
+    assert b.ran == [(1, 0, None), (0, 0, 0)]
+    b.journal.finished(TASKS, 0, 0)
+    b.pump()
+    assert b.ran == [(1, 0, None), (0, 0, 0), (0, 2, 0)]
+    assert b.journal.held(TASKS, 1) == 1
+    b.journal.finished(TASKS, 0, 2)
+    b.pump()
+    assert b.ran[3:] == [(1, 1, None)] and not b.journal.isolating
 
 
 CLEAN = PartitionState("a", "t1", RELEASE)
@@ -333,7 +441,7 @@ def test_a_partition_lost_and_assigned_back_to_its_process_runs_as_usual() -> No
     broker, records = setup(3)
     worker = Worker(broker, "a")
     worker.take(records)
-    assert worker.journal.lost(TASKS, 0) == []
+    assert worker.journal.revoked(TASKS, 0, lost=True) == 0
     worker.runs.clear()
     worker.take(records)
     assert worker.runs == [(0, None), (1, None), (2, None)]

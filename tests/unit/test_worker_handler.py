@@ -10,13 +10,21 @@ from collections.abc import Callable, Iterator
 import pytest
 from confluent_kafka import Message, TopicPartition
 
-from taskstream import App, clock
+from taskstream import App, AsyncResult, clock
 from taskstream.consumer.dead_letter import Reason
 from taskstream.consumer.dispatch import DeadLetter, Delay, Lost, Revoked, UnknownTask
 from taskstream.consumer.handler import OwnershipOpener, TaskHandler
 from taskstream.consumer.instrumentation import WorkerHooks
 from taskstream.consumer.offsets import OffsetTracker
-from taskstream.consumer.ownership import Ownership, UncountedOwnership
+from taskstream.consumer.ownership import (
+    OWN,
+    RELEASE,
+    Ownership,
+    OwnershipJournal,
+    PartitionState,
+    UncountedOwnership,
+    journal_key,
+)
 from taskstream.consumer.record import Record
 from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.run import EXPIRED, REVOKED, Outcome, Run
@@ -28,6 +36,7 @@ from taskstream.kafka.topics import (
     dead_letter_topic,
     delay_tier,
     delay_topic,
+    deliveries_topic,
     results_topic,
     task_topic,
 )
@@ -41,7 +50,17 @@ MADE: list[TaskHandler] = []  # their executors' threads end with the test
 
 @pytest.fixture
 def app() -> Iterator[App]:
-    app = App("wh", bootstrap_servers="stub:9092", topic_prefix=PREFIX, partitions=1)
+    yield from made_app(partitions=1)
+
+
+@pytest.fixture
+def app2() -> Iterator[App]:
+    """The app with two partitions per topic."""
+    yield from made_app(partitions=2)
+
+
+def made_app(partitions: int) -> Iterator[App]:
+    app = App("wh", bootstrap_servers="stub:9092", topic_prefix=PREFIX, partitions=partitions)
 
     @app.task(name="wh.add")
     def add(a: int, b: int) -> int:
@@ -318,3 +337,87 @@ def test_a_revoked_partition_is_handed_over_once_its_runs_are_done(app: App) -> 
     assert results(app) == [(result.id, "SUCCESS")]  # its outcome published before hand-over
     assert h.tracker.partitions[(TASKS, 0)].committable() == 1  # what the runtime commits next
     assert hooks(h).partitions == [("revoke", 0, [(TASKS, 0)])]
+
+
+def careful_first(app: App) -> tuple[TaskHandler, int, AsyncResult[int]]:
+    """A handler that counts lost deliveries, running a partition whose previous owner died
+    running its first record alone (a gated task): that record runs carefully here, alone.
+    Returns the handler, that partition, and the gated task's result."""
+    assert isinstance(app.broker, StubBroker)
+    broker, s = app.broker, app.settings
+    gated = app.tasks["wh.gated"].apply_async(key="careful")
+    (first,) = tasks(app)
+    partition = first.partition() or 0
+    journal = deliveries_topic(PREFIX)
+    dead = PartitionState("gone:1", "t0", OWN, careful_until=1, running=0, window=10)
+    writer = broker.producer({"bootstrap.servers": "stub"})
+    writer.produce(journal, dead.encode(), journal_key(TASKS, partition))
+    writer.flush(1)
+    producer = EventProducer(producer_config(s), broker=broker)
+
+    def opener(
+        high: Callable[[str, int], int | None],
+        dispatch: Callable[[Message, int | None], None],
+        skip: Callable[[Message], None],
+    ) -> Ownership:
+        reader = broker.consumer({"group.id": "wh.journal", "enable.auto.commit": False})
+        opened = OwnershipJournal(
+            journal, reader, producer, "host:1", 10, dispatch, high, skip=skip, lease_s=60
+        )
+        opened.start(s.partitions)
+        return opened
+
+    h = made(TaskHandler(
+        app, s, broker.consumer(consumer_config(s, "wh.workers")), producer, hooks=Hooks(),
+        revocations=Revocations(), watchdog=Watchdog(), worker_id="host:1", concurrency=2,
+        max_in_flight=10, message_max_bytes=1_000_000, ownership=opener,
+    ))  # fmt: skip
+    h.assigned([TopicPartition(TASKS, 0), TopicPartition(TASKS, 1)])
+    h.records(tasks(app))
+    deadline = time.monotonic() + 10
+    while running(h) == 0 and time.monotonic() < deadline:
+        h.serve(0.01)  # the claims are read back, then the careful run starts
+    assert (running(h), h.in_flight) == (1, 1) and results(app) == []
+    return h, partition, gated
+
+
+def running(h: TaskHandler) -> int:
+    """Records in flight that run (those the journal holds do not)."""
+    return h.in_flight - h.ownership.held(TASKS, 0) - h.ownership.held(TASKS, 1)
+
+
+def test_records_fetched_while_a_careful_run_runs_wait_for_it_then_run(app2: App) -> None:
+    h, partition, gated = careful_first(app2)
+    sent = [app2.tasks["wh.add"].apply_async((i, i), key=f"k{i}") for i in range(6)]
+    h.records([m for m in tasks(app2) if (m.partition(), m.offset()) != (partition, 0)])
+    for _ in range(5):
+        h.serve(0.01)
+    assert h.in_flight == 7 and running(h) == 1, "the others wait, counted in flight"
+    assert results(app2) == []
+    GATE.set()
+    settle(h)  # in flight falls to exactly 0
+    assert hooks(h).outcomes[0].result.id == gated.id, "the careful run ended first"
+    assert sorted(results(app2)) == sorted((r.id, "SUCCESS") for r in [gated, *sent])
+    assert h.ownership.held(TASKS, 0) == h.ownership.held(TASKS, 1) == 0
+
+
+def test_a_partition_revoked_while_its_records_wait_takes_them_out_of_flight(app2: App) -> None:
+    h, partition, gated = careful_first(app2)
+    other = 1 - partition
+    for i in range(6):
+        app2.tasks["wh.add"].apply_async((i, i), key=f"k{i}")
+    assert isinstance(app2.broker, StubBroker)
+    waiting = app2.broker.records(TASKS, other)
+    assert waiting, "keys k0..k5 reach both partitions"
+    h.records(waiting)
+    assert h.in_flight == 1 + len(waiting) and running(h) == 1
+    h.revoked([TopicPartition(TASKS, other)], lost=False)  # nothing of it runs: no wait
+    assert h.in_flight == 1, "never run here: the next owner runs them"
+    key = journal_key(TASKS, other).encode()
+    written = [m for m in app2.broker.records(deliveries_topic(PREFIX)) if m.key() == key]
+    release = PartitionState.decode(written[-1].value() or b"")
+    assert (release.state, release.handed) == (RELEASE, {}), "none of them named as running"
+    GATE.set()
+    settle(h)
+    assert results(app2) == [(gated.id, "SUCCESS")]
+    assert hooks(h).partitions[-1] == ("revoke", 1, [(TASKS, other)])

@@ -44,9 +44,20 @@ So a record that kills every worker it runs on ends after that many deaths (the 
 or two inferred, the others recorded). The journal is internal and JSON, not part of the Avro
 contract in ``schemas/``.
 
+The worker sees :class:`Ownership`, named for what it means: a partition is ``assigned``; a
+fetched record is ``admit``-ted (run it now, or ownership has it); a run ``finished``; the
+loop ``serve``-s it each turn with the worker's ``in_flight`` count; a partition is
+``revoked`` (handed over, or ``lost``) and its held records dropped; ``held`` counts a
+partition's records held (not running). Plus ``keep_alive`` (hand-over reports from the
+runtime's keeper), ``handing``, ``close`` and ``describe``. Ownership alone knows which
+records wait and why (a claim not read back, a careful run, a key the previous owner still
+runs, a usual record while a careful run must run alone); it hands them back through the
+two callbacks it is opened with, ``dispatch(message, lost)`` and ``skip(message)``.
+
 The package: ``state`` (the journal's records and the pure :func:`takeover` rules),
 ``journal`` (:class:`OwnershipJournal`, the I/O in one worker), ``interface`` (the
-:class:`Ownership` protocol the worker sees, and :class:`UncountedOwnership`).
+:class:`Ownership` protocol the worker sees, and :class:`UncountedOwnership`, its no-op twin
+when counting is off).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 :class:`OwnershipJournal` writes each task partition's state to the compacted journal topic,
 reads it back (the previous owner's last state decides how the partition starts, by
-:func:`taskstream.consumer.ownership.state.takeover`), holds the records that must wait, and
-runs the careful ones alone. Leases are on :func:`taskstream.clock.monotonic`, so tests move
+:func:`taskstream.consumer.ownership.state.takeover`), holds the records that must wait (for a
+claim, for a previous owner's runs, for a careful run that must run alone), and runs the
+careful ones alone. Leases are on :func:`taskstream.clock.monotonic`, so tests move
 them with ``clock.advance`` instead of sleeping.
 """
 
@@ -86,12 +87,14 @@ class _Handing:
 class OwnershipJournal:
     """Claims, releases and careful runs of one worker's task partitions.
 
-    Driven from the worker's consumer loop (one thread): ``admit`` each fetched record,
-    ``serve`` every loop turn, ``finished`` when a record's outcome is acknowledged.
-    ``dispatch(message, lost)`` hands a record to the worker: ``lost`` is None for a record
-    that runs as usual, else its lost deliveries so far (a careful run, which the worker
-    must run alone). While ``isolating``, the worker starts no usual run. ``skip(message)``:
-    the record's outcome was published by the previous owner; it is done without a run.
+    Driven from the worker's consumer loop (one thread), as :class:`Ownership` says:
+    ``admit`` each fetched record, ``serve`` every loop turn, ``finished`` when a record's
+    outcome is acknowledged. ``dispatch(message, lost)`` hands a record it held to the
+    worker: ``lost`` is None for a record that runs as usual, else its lost deliveries so far
+    (a careful run). While ``isolating`` (a careful run due or in progress) no usual run
+    starts: the journal holds those records too, in ``_waiting``, and dispatches them once
+    the careful runs end. ``skip(message)``: the record's outcome was published by the
+    previous owner; it is done without a run.
     ``lease_s``: how long a previous owner's hand-over report may stay silent before its
     runs are taken for lost. ``probation``: a first death's suspects run as usual once
     (False when ``worker_lost_max_deliveries`` is below 3).
@@ -123,6 +126,9 @@ class OwnershipJournal:
         self._partitions: dict[tuple[str, int], _Partition] = {}
         self._confirmed: set[tuple[str, int]] = set()  # runs as usual
         self._running: tuple[_Partition, int] | None = None  # the careful run in progress
+        # May run as usual (their partition is confirmed, or released them), but a careful
+        # run must run alone first: dispatched in order once none is due.
+        self._waiting: deque[Message] = deque()
         self._skip = skip
         self._lease_s = lease_s
         self._probation = probation
@@ -162,32 +168,37 @@ class OwnershipJournal:
 
     # -- assignment -------------------------------------------------------------------------
 
-    def claim(self, tp: TopicPartition) -> None:
-        key = journal_key(tp.topic, tp.partition)
+    def assigned(self, topic: str, partition: int) -> None:
+        """Claims the partition: its records wait until the claim is read back."""
+        key = journal_key(topic, partition)
         token = uuid.uuid4().hex
         self._tokens.add(token)
         state = PartitionState(self._worker, token, CLAIM, window=self._window)
-        part = _Partition(TopicPartition(tp.topic, tp.partition), key, state)
-        self._partitions[(tp.topic, tp.partition)] = part
+        part = _Partition(TopicPartition(topic, partition), key, state)
+        self._partitions[(topic, partition)] = part
         self._claims[token] = part
         self._write(part)
 
-    def release(
+    def revoked(
         self,
         topic: str,
         partition: int,
         running: Mapping[int, bytes | None] | None = None,
         done: Iterable[int] = (),
-    ) -> list[Message]:
-        """A clean hand-over; returns the held records (not run: the next owner will).
-
-        ``running``: offset -> key of the records still running here (this worker finishes
-        them and reports); ``done``: offsets finished above the committed one."""
+        *,
+        lost: bool = False,
+    ) -> int:
+        """Drops the partition's held records (not run: the next owner will) and returns how
+        many. Revoked: a clean hand-over, ``running`` (offset -> key of the records in flight
+        here, held ones included: those this worker still runs, finishes and reports on) and
+        ``done`` (offsets finished above the committed one) written in its release. Lost
+        (fenced): another member may own it; nothing is written."""
+        waiting = self._drop_waiting(topic, partition)
         part = self._drop(topic, partition)
         if part is None:
-            return []
-        if part.state.state == OWN:
-            held = {m.offset() for m in part.held}
+            return len(waiting)
+        if not lost and part.state.state == OWN:
+            held = {m.offset() for m in part.held} | waiting
             runs = {o: k for o, k in (running or {}).items() if o not in held}
             runs.update(part.awaited)  # still running at an earlier owner: relayed
             part.state = replace(
@@ -203,12 +214,21 @@ class OwnershipJournal:
                     handing.source, handing.deadline = part.report, part.deadline
                     self._relays[part.report] = handing
                 self._report(handing)
-        return list(part.held)
+        return len(part.held) + len(waiting)
 
-    def lost(self, topic: str, partition: int) -> list[Message]:
-        """Lost (fenced): another member may own it; write nothing."""
-        part = self._drop(topic, partition)
-        return list(part.held) if part is not None else []
+    def _drop_waiting(self, topic: str, partition: int) -> set[int | None]:
+        """The partition's records waiting for a careful run, dropped: their offsets."""
+        if not self._waiting:
+            return set()
+        dropped: set[int | None] = set()
+        kept: deque[Message] = deque()
+        for message in self._waiting:
+            if message.topic() == topic and message.partition() == partition:
+                dropped.add(message.offset())
+            else:
+                kept.append(message)
+        self._waiting = kept
+        return dropped
 
     def _drop(self, topic: str, partition: int) -> _Partition | None:
         part = self._partitions.pop((topic, partition), None)
@@ -225,18 +245,28 @@ class OwnershipJournal:
     # -- records ----------------------------------------------------------------------------
 
     def admit(self, message: Message) -> bool:
-        """True: run it as usual now. False: the journal holds it for later."""
+        """True: run it as usual now. False: the journal holds it for later (or skipped it)."""
         key = (message.topic(), message.partition())
         if self._skips and self._skipped(key, message):  # type: ignore[arg-type]
             return False
-        if key in self._confirmed:
+        if key not in self._confirmed:
+            part = self._partitions.get(key)  # type: ignore[arg-type]
+            if part is not None:
+                part.held.append(message)
+                self._settle(part)
+                return False
+            # else not a claimed partition (cannot happen with subscribe): as usual
+        if not self.isolating:
             return True
-        part = self._partitions.get(key)  # type: ignore[arg-type]
-        if part is None:
-            return True  # not a claimed partition (cannot happen with subscribe)
-        part.held.append(message)
-        self._settle(part)
+        self._waiting.append(message)
         return False
+
+    def _usual(self, message: Message) -> None:
+        """A held record may run as usual: now, unless a careful run must run alone first."""
+        if self.isolating:
+            self._waiting.append(message)
+        else:
+            self._dispatch(message, None)
 
     def _skipped(self, key: tuple[str, int], message: Message) -> bool:
         offsets = self._skips.get(key)
@@ -271,13 +301,18 @@ class OwnershipJournal:
         self._write(part)  # not waited for: the next run's record follows it in order
         self._settle(part)
 
-    def held_in(self, topic: str, partition: int) -> int:
+    def held(self, topic: str, partition: int) -> int:
         """Records of the partition fetched but held (not running)."""
         part = self._partitions.get((topic, partition))
-        return len(part.held) if part is not None else 0
+        count = len(part.held) if part is not None else 0
+        if self._waiting:
+            key = (topic, partition)
+            count += sum(1 for m in self._waiting if (m.topic(), m.partition()) == key)
+        return count
 
-    def held(self) -> int:
-        return sum(len(p.held) for p in self._partitions.values())
+    def _holding(self) -> int:
+        """Records held, of every partition."""
+        return sum(len(p.held) for p in self._partitions.values()) + len(self._waiting)
 
     def describe(self) -> str:
         """Its state, for a diagnosis."""
@@ -292,7 +327,7 @@ class OwnershipJournal:
             f"partitions={len(self._partitions)} confirmed={len(self._confirmed)} "
             f"claims={len(self._claims)} awaited={len(self._awaited)} "
             f"handing={len(self._handing)} running={self._running is not None} "
-            f"reading={self._reading} unconfirmed={unconfirmed}"
+            f"waiting={len(self._waiting)} reading={self._reading} unconfirmed={unconfirmed}"
         )
 
     @property
@@ -304,10 +339,11 @@ class OwnershipJournal:
             return False
         return any(p.careful and p.held for p in self._partitions.values())
 
-    def serve(self, idle: Callable[[], bool]) -> None:
+    def serve(self, in_flight: int) -> None:
         """Read what the journal has new while a claim waits for its record or a hand-over
         for its report (others' states matter only then; the client prefetches meanwhile);
-        start the next careful run when nothing else runs (``idle``)."""
+        start the next careful run when nothing else runs (the worker's ``in_flight`` records
+        are all held here); once none is due, dispatch the records that waited for it."""
         if self._handing:
             self.keep_alive()
         if self._awaited:
@@ -315,22 +351,27 @@ class OwnershipJournal:
         if self._relays:
             self._expire_relays()
         if self._claims or self._awaited or self._relays:
-            if not self._reading:
-                self._reader.assign(
-                    [TopicPartition(self.topic, p, o) for p, o in self._positions.items()]
-                )
-                self._reading = True
-            for message in self._reader.consume(500, 0):
-                self._read(message)
+            self._read_new()
         elif self._reading:
             self._stop_reading()
-        if len(self._confirmed) == len(self._partitions):
-            return
-        if self._running is None and self.isolating and idle():
-            for part in self._partitions.values():
-                if part.careful and part.held:
-                    self._start_careful(part)
-                    return
+        if self._running is None and len(self._confirmed) != len(self._partitions):
+            due = next((p for p in self._partitions.values() if p.careful and p.held), None)
+            if due is not None and in_flight == self._holding():  # nothing else runs
+                self._start_careful(due)
+        if self._waiting and not self.isolating:
+            waiting, self._waiting = self._waiting, deque()
+            while waiting:
+                self._dispatch(waiting.popleft(), None)
+
+    def _read_new(self) -> None:
+        """Read what the journal has new (the reader assigned where it got to, if it was not)."""
+        if not self._reading:
+            self._reader.assign(
+                [TopicPartition(self.topic, p, o) for p, o in self._positions.items()]
+            )
+            self._reading = True
+        for message in self._reader.consume(500, 0):
+            self._read(message)
 
     def _stop_reading(self) -> None:
         """Unassign the reader, keeping where it got to: the next claim reads on from there."""
@@ -575,7 +616,7 @@ class OwnershipJournal:
                     part.probing.add(offset)
                 if offset >= until - 1:  # the last suspect: all of them are dispatched
                     part.passed = True
-                self._dispatch(message, None)
+                self._usual(message)
             self._end_probation(part)
             return
         if until is not None and first < until:
@@ -586,7 +627,7 @@ class OwnershipJournal:
             log.info("%s: careful runs done", part.key)
         self._confirmed.add((part.tp.topic, part.tp.partition))
         while part.held:
-            self._dispatch(part.held.popleft(), None)
+            self._usual(part.held.popleft())
 
     def _end_probation(self, part: _Partition) -> None:
         """The suspects on probation all ended (and the records past them come): the death
@@ -609,7 +650,7 @@ class OwnershipJournal:
             if message.offset() in awaited or message.key() in keys:
                 kept.append(message)
             else:
-                self._dispatch(message, None)
+                self._usual(message)
         part.held = kept
 
     def _start_careful(self, part: _Partition) -> None:

@@ -3,6 +3,7 @@ stub; and partitions handed over with runs in progress wait for them."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -41,6 +42,7 @@ class Worker:
         self.runs: list[tuple[int, int | None]] = []  # (offset, lost) handed to the worker
         self.ran: list[tuple[int, int, int | None]] = []  # the same with the partition first
         self.skips: list[int] = []  # done by the previous owner: not run
+        self.threads: set[int] = set()  # where the runs were handed to the worker
         self.journal = OwnershipJournal(
             JOURNAL, reader, self.producer, name, window, self.run,
             lambda t, p: broker.end_offset(t, p),
@@ -50,6 +52,7 @@ class Worker:
         self.journal.start(1)
 
     def run(self, message: Message, lost: int | None) -> None:
+        self.threads.add(threading.get_ident())
         self.runs.append((message.offset() or 0, lost))
         self.ran.append((message.partition() or 0, message.offset() or 0, lost))
 
@@ -96,6 +99,25 @@ def test_a_partition_handed_over_cleanly_runs_as_usual() -> None:
     second = Worker(broker, "b")
     second.take(records)
     assert second.runs == [(0, None), (1, None), (2, None)]
+
+
+def test_a_journal_write_acknowledged_on_a_task_thread_takes_effect_on_the_loop_s_thread() -> None:
+    # A task thread serves the producer's reports after producing its outcome. Run there,
+    # the claim's "owned" would take the partition's held records while the loop's thread
+    # adds to them, and a record added just after could stay held for good.
+    broker, records = setup(2)
+    a = Worker(broker, "a")
+    a.journal.assigned(TASKS, 0)
+    assert not any(a.journal.admit(m) for m in records)  # held until the claim is durable
+    a.journal.serve(2)  # the loop reads its claim and writes the partition's state
+    assert a.runs == [] and a.journal.held(TASKS, 0) == 2
+    served = threading.Thread(target=lambda: a.producer.flush(1))  # a task thread
+    served.start()
+    served.join()
+    assert a.runs == [], "nothing moves on the task thread"
+    a.journal.serve(2)  # the loop's next turn
+    assert a.runs == [(0, None), (1, None)]
+    assert a.threads == {threading.get_ident()}
 
 
 def test_the_journal_is_read_only_while_a_claim_waits_and_on_from_where_it_stopped() -> None:

@@ -129,6 +129,10 @@ class OwnershipJournal:
         # May run as usual (their partition is confirmed, or released them), but a careful
         # run must run alone first: dispatched in order once none is due.
         self._waiting: deque[Message] = deque()
+        # Journal writes acknowledged (or failed), appended on whichever thread served the
+        # producer's reports (a task thread does, after producing its outcome): what follows
+        # them (_owned, _run_if_owned, a write again) runs on the loop's thread at serve().
+        self._acked: deque[Callable[[], None]] = deque()
         self._skip = skip
         self._lease_s = lease_s
         self._probation = probation
@@ -344,6 +348,9 @@ class OwnershipJournal:
         for its report (others' states matter only then; the client prefetches meanwhile);
         start the next careful run when nothing else runs (the worker's ``in_flight`` records
         are all held here); once none is due, dispatch the records that waited for it."""
+        acked = self._acked
+        while acked:
+            acked.popleft()()
         if self._handing:
             self.keep_alive()
         if self._awaited:
@@ -670,11 +677,15 @@ class OwnershipJournal:
             self._dispatch(message, lost)
 
     def _write(self, part: _Partition, then: Callable[[], None] | None = None) -> None:
+        """Write the partition's state; ``then`` once it is durable, on the loop's thread.
+        (Run where the report is served, a task thread's _settle would take the records
+        admit() is adding to on the loop's thread: one could stay held for good.)"""
+
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
                 log.error("deliveries journal write failed (%s): writing it again", err)
-                self._write(part, then)
+                self._acked.append(lambda: self._write(part, then))
             elif then is not None:
-                then()
+                self._acked.append(then)
 
         self._producer.produce(self.topic, part.state.encode(), part.key, delivered)

@@ -5,10 +5,12 @@
 
 Feeds pre-encoded task records (confluent_kafka.Message objects) through the worker's own
 dispatch -> run -> publish path, with a producer stand-in that acknowledges every event on
-poll(); and the same records through the ceiling loop's Python work (fastavro decode of the
-task envelope, encode of a result envelope). Wall times on a shared machine are noisy; the
-instruction counts (callgrind, the difference between two sizes so that start-up cancels out)
-come out the same on every run, so they show what a change did to the hot path.
+poll(); the same records through the ceiling loop's Python work (fastavro decode of the
+task envelope, encode of a result envelope); and ``task.delay()`` through the app's own
+publisher, on a client stand-in that acknowledges every event on poll(). Wall times on a
+shared machine are noisy; the instruction counts (callgrind, the difference between two sizes
+so that start-up cancels out) come out the same on every run, so they show what a change did
+to the hot path.
 """
 
 from __future__ import annotations
@@ -96,6 +98,62 @@ def worker_pass(app: Any) -> Callable[[list[Message]], None]:
     return run
 
 
+class _AckingClient:
+    """confluent-kafka's Producer as EventProducer calls it; poll() acknowledges all."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+
+    def produce(self, topic: str, value: bytes, key: Any = None, partition: int = -1,
+                on_delivery: Any = None, headers: Any = None) -> None:  # fmt: skip
+        self.callbacks.append(on_delivery)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback(None, None)
+        return len(callbacks)
+
+    def flush(self, timeout: float = 0.0) -> int:
+        self.poll()
+        return 0
+
+    def __len__(self) -> int:
+        return len(self.callbacks)
+
+
+class _AckingBroker:
+    """A broker whose producer acknowledges everything and whose topics all exist."""
+
+    def producer(self, config: dict[str, Any]) -> Any:
+        return _AckingClient()
+
+    def ensure_topics(self, *_args: Any, **_kwargs: Any) -> list[str]:
+        return []
+
+
+def delay_pass(app: Any) -> Callable[[list[Message]], None]:
+    """``task.delay(i)`` per record, through the app's TaskPublisher (envelope, size check,
+    produce, delivery report), its background poller stopped so that the count is the same
+    on every run."""
+    from taskstream.producer.publisher import TaskPublisher
+
+    publisher = TaskPublisher(app.settings, app.envelopes, _AckingBroker())  # type: ignore[arg-type]
+    poller = publisher._producer
+    poller._closed.set()
+    poller._wakeup.set()
+    if poller._poller is not None:
+        poller._poller.join()
+    app._publisher = publisher
+    task = app.tasks["bench.noop"]
+
+    def run(messages: list[Message]) -> None:
+        for i in range(len(messages)):
+            task.delay(i)
+
+    return run
+
+
 def ceiling_pass(app: Any) -> Callable[[list[Message]], None]:
     """The Python work of workloads.ceiling_loop per record."""
     codec = CeilingCodec(app)
@@ -116,6 +174,11 @@ def best_us(run: Callable[[list[Message]], None], messages: list[Message], passe
     return best / len(messages) * 1e6
 
 
+_PASSES: dict[str, Callable[[Any], Callable[[list[Message]], None]]] = {
+    "worker": worker_pass,
+    "ceiling": ceiling_pass,
+    "delay": delay_pass,
+}
 _SMALL, _LARGE = 1000, 5000
 
 
@@ -141,21 +204,24 @@ def main() -> int:
     p.add_argument("--tasks", type=int, default=20_000)
     p.add_argument("--passes", type=int, default=5)
     p.add_argument("--instructions", action="store_true", help="count them with valgrind")
-    p.add_argument("--one-pass", choices=("worker", "ceiling"), help=argparse.SUPPRESS)
+    p.add_argument("--one-pass", choices=tuple(_PASSES), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one_pass:  # under valgrind: one pass over --tasks records, nothing printed
         # The same set-up whatever --tasks is, so that it cancels out between two sizes.
         app, messages = records(_LARGE)
-        (worker_pass if args.one_pass == "worker" else ceiling_pass)(app)(messages[: args.tasks])
+        _PASSES[args.one_pass](app)(messages[: args.tasks])
         return 0
     app, messages = records(args.tasks)
     worker = best_us(worker_pass(app), messages, args.passes)
     ceiling = best_us(ceiling_pass(app), messages, args.passes)
+    delay = best_us(delay_pass(app), messages, args.passes)
     print(f"worker hot path:  {worker:6.2f} µs/task (best of {args.passes} passes)")
     print(f"ceiling's Python: {ceiling:6.2f} µs/task   ratio {ceiling / worker:.0%}")
+    print(f"delay():          {delay:6.2f} µs/task")
     if args.instructions:
-        w, c = instructions("worker"), instructions("ceiling")
+        w, c, d = instructions("worker"), instructions("ceiling"), instructions("delay")
         print(f"instructions:     worker {w:,.0f}/task, ceiling {c:,.0f}/task   ratio {c / w:.0%}")
+        print(f"                  delay() {d:,.0f}/task")
     return 0
 
 

@@ -25,6 +25,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import SchemaParseException, to_parsing_canonical_form
 from fastavro.schema import fingerprint as _fingerprint
 
+from taskstream.avro.simple import Plan, plan
 from taskstream.errors import CorruptMessage, InvalidSchema, UnknownSchema
 
 MARKER = b"\xc3\x01"
@@ -47,6 +48,8 @@ class AvroSchema:
     # An older version of ``reader``: data written with it decodes as ``reader``'s datum
     # (Avro schema resolution fills the fields added since with their defaults).
     reader: AvroSchema | None = None
+    # A simple schema's hand-written writer and reader (taskstream.avro.simple), else None.
+    plan: Plan | None = None
 
     @property
     def name(self) -> str:
@@ -275,8 +278,9 @@ class Codec:
             # fastavro's own error for most, a builtin where it indexes a malformed schema
             raise InvalidSchema(f"{exc!r} in {reprlib.repr(schema)}") from exc
         registered = AvroSchema(
-            schema=schema, parsed=parsed, fingerprint=fp, header=MARKER + fp, aliases=aliases
-        )
+            schema=schema, parsed=parsed, fingerprint=fp, header=MARKER + fp, aliases=aliases,
+            plan=plan(schema),
+        )  # fmt: skip
         self._by_fingerprint[fp] = registered
         for alias in aliases:
             # A spec fingerprint never names another schema: no Parsing Canonical Form has a
@@ -314,6 +318,12 @@ class Codec:
             raise UnknownSchema(fp) from None
 
     def encode(self, schema: AvroSchema, datum: Any) -> bytes:
+        simple = schema.plan
+        if simple is not None:
+            try:
+                return schema.header + simple.write(datum)
+            except Exception:  # a value it does not take: fastavro's bytes, or its error
+                pass
         out = io.BytesIO()
         out.write(schema.header)
         schemaless_writer(out, schema.parsed, datum)
@@ -382,6 +392,12 @@ class Codec:
 
     @staticmethod
     def _read_body(schema: AvroSchema, data: bytes, reader: AvroSchema | None = None) -> Any:
+        simple = schema.plan
+        if simple is not None and reader is None:
+            try:
+                return simple.decode(data, HEADER_SIZE)
+            except Exception:  # bytes it does not read as fastavro does: fastavro's to read
+                pass
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)
         try:

@@ -13,13 +13,13 @@ from importlib import resources
 from typing import Any
 
 from taskstream import clock
+from taskstream.avro.binary import long_bytes
 from taskstream.avro.codec import (
     HEADER_SIZE,
     AvroSchema,
     Codec,
     RecordCut,
     RecordHead,
-    avro_long,
 )
 from taskstream.envelope_binary import ResultBinary, TaskBinary
 from taskstream.errors import CorruptMessage, InvalidSchema
@@ -526,23 +526,19 @@ _RESULT_DEFAULTS: dict[str, Any] = {
 _JOIN_RESTS = 1024
 _JOIN_REST_MAX = 4096
 
-# Avro lengths below this, written once: nearly every result's.
-_LENGTHS = [avro_long(n) for n in range(1024)]
-
 
 def parent_results_body(results: list[ParentResult]) -> bytes:
     """The Avro body of a task event's ``parent_results``: one array block of (task, result)
     records. Written here rather than by fastavro, which takes about 1 µs a record, and a
     chord's body carries one per member (10,000: most of the join's time)."""
     tasks: dict[str, bytes] = {}  # a task's name as an Avro string: members share a few
-    parts = [avro_long(len(results))]
+    parts = [long_bytes(len(results))]
     for r in results:
         task = tasks.get(r.task)
         if task is None:
             name = r.task.encode()
-            task = tasks[r.task] = avro_long(len(name)) + name
-        n = len(r.result)
-        parts += (task, _LENGTHS[n] if n < 1024 else avro_long(n), r.result)
+            task = tasks[r.task] = long_bytes(len(name)) + name
+        parts += (task, long_bytes(len(r.result)), r.result)
     parts.append(b"\x00")
     return b"".join(parts)
 

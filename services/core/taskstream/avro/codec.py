@@ -25,6 +25,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import SchemaParseException, to_parsing_canonical_form
 from fastavro.schema import fingerprint as _fingerprint
 
+from taskstream.avro.binary import varint
 from taskstream.avro.simple import Plan, plan
 from taskstream.errors import CorruptMessage, InvalidSchema, UnknownSchema
 
@@ -174,13 +175,7 @@ def _read_from(parsed: Any, name: str, data: bytes, start: int) -> tuple[Any, in
 def avro_long(n: int) -> bytes:
     """``n`` as Avro's binary ``long`` (zig-zag, then a base-128 varint): also how a string's
     or bytes' length and an array block's count are written."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+    return varint((n << 1) ^ (n >> 63))
 
 
 class RecordCut:

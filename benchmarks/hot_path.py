@@ -37,14 +37,14 @@ from taskstream.consumer.time_limits import Watchdog
 from taskstream.testing.stub_broker import StubBroker
 
 
-class AckingProducer:
-    """Takes events like EventProducer.produce; poll() acknowledges them all."""
+class _AckingClient:
+    """confluent-kafka's Producer as EventProducer calls it; poll() acknowledges all."""
 
     def __init__(self) -> None:
         self.callbacks: list[Any] = []
 
-    def produce(self, topic: str, value: bytes, key: Any = None, on_delivery: Any = None,
-                headers: Any = None, partition: int = -1) -> None:  # fmt: skip
+    def produce(self, topic: str, value: bytes, key: Any = None, partition: int = -1,
+                on_delivery: Any = None, headers: Any = None) -> None:  # fmt: skip
         self.callbacks.append(on_delivery)
 
     def poll(self, timeout: float = 0.0) -> int:
@@ -52,6 +52,22 @@ class AckingProducer:
         for callback in callbacks:
             callback(None, None)
         return len(callbacks)
+
+    def flush(self, timeout: float = 0.0) -> int:
+        self.poll()
+        return 0
+
+    def __len__(self) -> int:
+        return len(self.callbacks)
+
+
+class AckingProducer(_AckingClient):
+    """Takes events like EventProducer.produce (its own argument order); poll() acknowledges
+    them all."""
+
+    def produce(self, topic: str, value: bytes, key: Any = None, on_delivery: Any = None,  # type: ignore[override]
+                headers: Any = None, partition: int = -1) -> None:  # fmt: skip
+        self.callbacks.append(on_delivery)
 
 
 def records(count: int) -> tuple[Any, list[Message]]:
@@ -96,30 +112,6 @@ def worker_pass(app: Any) -> Callable[[list[Message]], None]:
             handler.serve(0)  # delivery reports: the outcomes are acknowledged
 
     return run
-
-
-class _AckingClient:
-    """confluent-kafka's Producer as EventProducer calls it; poll() acknowledges all."""
-
-    def __init__(self) -> None:
-        self.callbacks: list[Any] = []
-
-    def produce(self, topic: str, value: bytes, key: Any = None, partition: int = -1,
-                on_delivery: Any = None, headers: Any = None) -> None:  # fmt: skip
-        self.callbacks.append(on_delivery)
-
-    def poll(self, timeout: float = 0.0) -> int:
-        callbacks, self.callbacks = self.callbacks, []
-        for callback in callbacks:
-            callback(None, None)
-        return len(callbacks)
-
-    def flush(self, timeout: float = 0.0) -> int:
-        self.poll()
-        return 0
-
-    def __len__(self) -> int:
-        return len(self.callbacks)
 
 
 class _AckingBroker:

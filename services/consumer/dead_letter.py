@@ -78,7 +78,7 @@ class DeadLetters:
 
     def __init__(self, prefix: str, limit: int) -> None:
         self.topic = dead_letter_topic(prefix)
-        self._limit = limit
+        self.limit = limit
 
     def letter(
         self, message: Message, reason: Reason, error: str, task: str | None = None
@@ -89,7 +89,7 @@ class DeadLetters:
         )  # fmt: skip
         value, key = message.value() or b"", message.key()
         bare = record_size(value, key, dead_letter_headers(message, reason, "", task))
-        room = max(0, min(_MAX_ERROR_BYTES, self._limit - bare))
+        room = max(0, min(_MAX_ERROR_BYTES, self.limit - bare))
         encoded = error.encode("utf-8", "replace")
         if len(encoded) > room:
             error = encoded[: max(0, room - 20)].decode("utf-8", "ignore") + " ... [cut]"

@@ -80,7 +80,7 @@ class DelayScheduler(RuntimeOwner):
                 consumer,
                 self,
                 self._tracker,
-                timing=LoopTiming(poll_s=0.1, commit_every_s=s.commit_interval_ms / 1000),
+                timing=LoopTiming(poll_s=0.1, commit_every_s=s.commit_every_s),
                 capacity=_CAPACITY,
                 cooperative=incremental_assignment(config),
             )

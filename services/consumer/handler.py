@@ -33,7 +33,7 @@ from taskstream.consumer.executor import Executor
 from taskstream.consumer.heartbeat import Lag
 from taskstream.consumer.instrumentation import WorkerHooks
 from taskstream.consumer.jobs import JobContext, TaskJob
-from taskstream.consumer.offsets import OffsetTracker
+from taskstream.consumer.offsets import OffsetTracker, commit
 from taskstream.consumer.outcomes import Acks, Outcomes
 from taskstream.consumer.ownership import Ownership, UncountedOwnership
 from taskstream.consumer.rate_limits import RateLimited, RateLimits
@@ -42,6 +42,7 @@ from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.run import Run
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
 from taskstream.consumer.time_limits import Watchdog
+from taskstream.consumer.transaction import Transaction
 from taskstream.kafka.producer import EventProducer
 from taskstream.kafka.topics import HIGH_PRIORITY
 
@@ -83,8 +84,10 @@ class TaskHandler:
         timing: LoopTiming | None = None,
         rate_limits: RateLimited | None = None,
         bands: list[list[str]] | None = None,
+        transaction: Transaction | None = None,  # exactly once: outcomes commit with offsets
     ) -> None:
         self.settings = settings
+        self.transaction = transaction
         self.hooks = hooks
         self.max_in_flight = max_in_flight
         self.tracker = OffsetTracker()
@@ -96,7 +99,7 @@ class TaskHandler:
         letters = DeadLetters(settings.topic_prefix, message_max_bytes)
         self.outcomes = Outcomes(
             producer, settings.topic_prefix, app.envelopes, self._finished.append, letters,
-            hooks.dead_lettered,
+            hooks.dead_lettered, transaction,
         )  # fmt: skip
         self.dispatcher = Dispatcher(
             app, revocations, worker_id, message_max_bytes=message_max_bytes,
@@ -108,13 +111,14 @@ class TaskHandler:
             consumer,
             self,
             self.tracker,
-            timing=timing or LoopTiming(commit_every_s=settings.commit_interval_ms / 1000),
+            timing=timing or LoopTiming(commit_every_s=settings.commit_every_s),
             capacity=max_in_flight,
             cooperative=cooperative,
             skip_markers=True,  # past transaction markers: lag 0 when nothing waits
             on_commit=self._committed,
             keep_alive=self._keep_alive,
             bands=bands,  # a higher band drained first (priorities)
+            committer=transaction.commit if transaction is not None else commit,
         )
         self.executor = Executor(concurrency, inline=self.runtime.run_unlocked)
         self.rate_limits: RateLimits | None = None
@@ -208,6 +212,10 @@ class TaskHandler:
             offsets = tracked.get((topic, partition))
             if lost or offsets is None:
                 dropped = ownership.revoked(topic, partition, lost=lost)
+            elif self.transaction is not None:
+                # Exactly once, what the revoke's commit does not cover drops its events and
+                # runs again at the next owner: nothing is handed over as done or running.
+                dropped = ownership.revoked(topic, partition)
             else:  # handed over with what still runs here (this worker finishes those runs;
                 # the new owner waits for their keys) and what is done above the commit
                 dropped = ownership.revoked(topic, partition, offsets.keys, offsets.done_above())

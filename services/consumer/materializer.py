@@ -129,9 +129,7 @@ class Materializer(RuntimeOwner):
                 consumer,
                 self,
                 self._tracker,
-                timing=LoopTiming(
-                    poll_s=_POLL_S, batch=_BATCH, commit_every_s=s.commit_interval_ms / 1000
-                ),
+                timing=LoopTiming(poll_s=_POLL_S, batch=_BATCH, commit_every_s=s.commit_every_s),
                 capacity=_BATCH,
                 cooperative=incremental_assignment(config),
                 skip_markers=True,  # past transaction markers: lag 0 when nothing waits

@@ -18,10 +18,12 @@ from confluent_kafka import KafkaError, Message
 from taskstream.consumer.dead_letter import DeadLetters, Reason, carried_headers
 from taskstream.consumer.offsets import PartitionOffsets
 from taskstream.consumer.run import Outcome
+from taskstream.consumer.transaction import Part, Transaction
 from taskstream.envelope import Envelopes, ResultEvent, TaskEvent, now_micros
 from taskstream.errors import TaskstreamError
 from taskstream.kafka.clients import Headers
 from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.sizes import format_size, record_size
 from taskstream.kafka.topics import (
     delay_tier,
     delay_topic,
@@ -30,8 +32,6 @@ from taskstream.kafka.topics import (
 )
 
 log = logging.getLogger(__name__)
-
-Part = tuple[str, bytes, Any, Headers | None]  # topic, value, key, headers
 
 
 class Acks:
@@ -88,8 +88,11 @@ class Outcomes:
         on_done: Callable[[Acks], None],
         dead_letters: DeadLetters,
         on_dead_letter: Callable[[str], None] = lambda reason: None,
+        transaction: Transaction | None = None,
     ) -> None:
-        self._producer = producer
+        self._producer = producer  # what no offset waits for (STARTED) goes here, always
+        # Exactly-once: a record's events wait there for the commit of its offset.
+        self._transaction = transaction
         self._prefix = prefix
         self._envelopes = envelopes
         self._on_done = on_done
@@ -107,11 +110,15 @@ class Outcomes:
     def publish(self, offsets: PartitionOffsets, message: Message, outcome: Outcome) -> None:
         result = outcome.result
         value = self._envelopes.encode_result(result)
-        if outcome.retry is None and outcome.dead_letter is None and not outcome.follow:
-            if outcome.publish_result and not outcome.more_results:  # the common case
-                record = Acks(offsets, message.offset(), 1)  # type: ignore[arg-type]
-                _Event(self, record, self._results, value, result.id, None).produce()
-                return
+        # The common case, one result event, at least once (exactly once holds it: _send).
+        if (
+            outcome.retry is None and outcome.dead_letter is None and not outcome.follow
+            and outcome.publish_result and not outcome.more_results
+            and self._transaction is None
+        ):  # fmt: skip
+            record = Acks(offsets, message.offset(), 1)  # type: ignore[arg-type]
+            _Event(self, record, self._results, value, result.id, None).produce()
+            return
         parts: list[Part] = []
         if outcome.publish_result:
             parts.append((self._results, value, result.id, None))
@@ -163,6 +170,9 @@ class Outcomes:
         if not parts:  # nothing to publish (ignore_result): the record is done
             self._on_done(Acks(offsets, offset, 0))
             return
+        if self._transaction is not None:
+            self._hold(self._transaction, offsets, message, parts)
+            return
         record = Acks(offsets, offset, len(parts))
         for i, (topic, value, key, headers) in enumerate(parts):
             try:
@@ -179,3 +189,24 @@ class Outcomes:
                 record.pending += 1
                 _Event(self, record, *letter).produce()
                 return
+
+    def _hold(
+        self, transaction: Transaction, offsets: PartitionOffsets, message: Message,
+        parts: list[Part],
+    ) -> None:  # fmt: skip
+        """Exactly-once: the events wait for the transaction that commits the record's
+        offset, and the record is done. An event over the producer's limit (produced at the
+        commit, where a refusal would fail the whole transaction) is replaced here by the
+        record in the dead-letter topic, as a refused produce is at least once."""
+        limit = self._dead_letters.limit
+        for topic, value, key, headers in parts:
+            if record_size(value, key, headers) > limit and topic != self._dead_letters.topic:
+                error = (f"its outcome could not be published to {topic!r}: "
+                         f"{format_size(record_size(value, key, headers))} is over the "
+                         f"producer's message.max.bytes ({format_size(limit)})")  # fmt: skip
+                parts = [self._dead_letters.letter(message, Reason.UNPUBLISHABLE, error)]
+                break
+        offset = message.offset()
+        assert offset is not None
+        transaction.hold(offsets, offset, parts)
+        self._on_done(Acks(offsets, offset, 0))

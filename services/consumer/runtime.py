@@ -61,6 +61,11 @@ from taskstream.kafka.clients import record_position
 
 log = logging.getLogger(__name__)
 
+# Commits a tracker's committable offsets (asynchronously or not; only some partitions, or
+# None: all); False when it failed. taskstream.consumer.offsets.commit, or exactly once
+# taskstream.consumer.transaction.Transaction.commit.
+Committer = Callable[[Consumer, OffsetTracker, bool, set[tuple[str, int]] | None], bool]
+
 
 class Handler(Protocol):
     """What a consumer loop does with what it fetches. Every method runs on the loop's
@@ -133,8 +138,10 @@ class ConsumerRuntime:
         on_commit: Callable[[bool], None] | None = None,
         keep_alive: Callable[[], None] | None = None,
         bands: list[list[str]] | None = None,
+        committer: Committer = commit,
     ) -> None:
         self.consumer = consumer
+        self._committer = committer  # the group's commit, or a transaction's (exactly once)
         self.handler = handler
         self.tracker = tracker
         self.timing = timing or LoopTiming()
@@ -497,7 +504,7 @@ class ConsumerRuntime:
         return int(high)
 
     def commit(self, *, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> bool:
-        ok = commit(self.consumer, self.tracker, asynchronous=asynchronous, only=only)
+        ok = self._committer(self.consumer, self.tracker, asynchronous, only)
         self._on_commit(ok)
         return ok
 

@@ -27,6 +27,9 @@ objects. What it mimics, because taskstream's correctness rests on it:
   ``commit_transaction()`` (so readers see what ``read_committed`` shows) and never after
   ``abort_transaction()``; ``init_transactions()`` fences the older producers of the same
   transactional id, whose next transactional call raises ``PRODUCER_FENCED`` (fatal);
+  ``send_offsets_to_transaction()`` commits the group's offsets with the transaction, and
+  raises ``ILLEGAL_GENERATION`` (abortable) when the consumer's group metadata is of an
+  older generation than the group's or of a member that left it (KIP-447's fencing);
 - transaction markers: a transaction's end writes a control record (its commit or abort
   marker) to each partition it wrote to, and an aborted transaction's records keep their
   offsets too (as if sent before the abort: librdkafka purges those still queued, which
@@ -152,6 +155,13 @@ class _Group:
     @property
     def strategy(self) -> str:
         return self.members[0].strategy if self.members else "range"
+
+
+class _GroupMetadata:
+    """A consumer's group metadata (``consumer_group_metadata()``), for a transaction."""
+
+    def __init__(self, group: str, member: StubConsumer, generation: int) -> None:
+        self.group, self.member, self.generation = group, member, generation
 
 
 class StubBroker:
@@ -576,6 +586,10 @@ class StubConsumer(Consumer):
             self._positions.clear()
             self._reports.clear()
 
+    def consumer_group_metadata(self) -> object:
+        """What a transaction's offsets are checked against: group, member, generation."""
+        return _GroupMetadata(self.group_id, self, self._generation)
+
     def memberid(self) -> str:
         return self.member_id
 
@@ -944,6 +958,7 @@ class StubProducer(Producer):
         self._transactional_id: str | None = config.get("transactional.id")
         self._epoch: int | None = None  # set by init_transactions()
         self._transaction: list[tuple[Any, ...]] | None = None  # produce() calls held back
+        self._offsets: list[tuple[str, TopicPartition]] = []  # the transaction's, by group
 
     def __repr__(self) -> str:
         return f"<StubProducer reports={len(self._reports)}>"
@@ -963,6 +978,32 @@ class StubProducer(Producer):
     def begin_transaction(self) -> None:
         self._check_epoch()
         self._transaction = []
+        self._offsets = []
+
+    def send_offsets_to_transaction(
+        self, positions: list[TopicPartition], group_metadata: object, timeout: float | None = None
+    ) -> None:
+        """The group's offsets, committed with the transaction (or raise: the member's
+        generation is over, and the transaction must be aborted)."""
+        assert isinstance(group_metadata, _GroupMetadata)
+        with self._broker.condition:
+            self._check_epoch()
+            if self._transaction is None:
+                raise KafkaException(KafkaError(KafkaError._STATE, "no transaction begun"))
+            group = self._broker._groups.get(group_metadata.group)
+            if (
+                group is None
+                or group_metadata.member not in group.members
+                or group.generation != group_metadata.generation
+            ):
+                raise KafkaException(
+                    KafkaError(
+                        KafkaError.ILLEGAL_GENERATION,
+                        "the consumer group's generation is over",
+                        txn_requires_abort=True,
+                    )
+                )
+            self._offsets += [(group_metadata.group, tp) for tp in positions]
 
     def commit_transaction(self, timeout: float | None = None) -> None:
         """Append the transaction's records to the log, all at once, then a commit marker
@@ -974,6 +1015,10 @@ class StubProducer(Producer):
             written = [self._append(*call) for call in held]
             for topic, partition in dict.fromkeys(tp for tp in written if tp is not None):
                 broker._append_hidden(topic, partition)
+            for group, tp in self._offsets:
+                broker._group(group).committed[(tp.topic, tp.partition)] = tp.offset
+            self._offsets = []
+            broker.condition.notify_all()
 
     def abort_transaction(self, timeout: float | None = None) -> None:
         """Drop the transaction: its records keep offsets no consumer reads, and each
@@ -981,6 +1026,7 @@ class StubProducer(Producer):
         broker = self._broker
         with broker.condition:
             held, self._transaction = self._transaction or [], None
+            self._offsets = []
             touched: dict[TP, None] = {}
             for topic, value, key, partition, *_rest in held:
                 log = broker._logs.get(topic)

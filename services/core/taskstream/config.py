@@ -28,6 +28,8 @@ from taskstream.kafka.topics import DELAY_TIERS_S
 ENV_PREFIX = "TASKSTREAM_"
 KAFKA_ENV_PREFIX = "TASKSTREAM_KAFKA_"
 DEV_STATE_FILE = Path(".taskstream") / "dev.json"
+AT_LEAST_ONCE = "at-least-once"
+EXACTLY_ONCE = "exactly-once"
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,13 @@ class Settings:
     fetch_wait_max_ms: int = 10  # broker-side fetch wait: bounds task pick-up latency
     linger_ms: int = 2  # producer batching delay
     delivery_timeout_ms: int = 30_000  # after this an unacknowledged event is a DeliveryFailed
-    commit_interval_ms: int = 200  # how often a worker commits finished offsets (async)
+    # How often a worker commits finished offsets, in ms; None: 200 at least once (an async
+    # commit), 100 exactly once (a transaction's commit: Kafka Streams' default).
+    commit_interval_ms: int | None = None
+    # "at-least-once" (a crash runs a task again and publishes its outcome again) or
+    # "exactly-once": outcomes and the offsets they answer in one Kafka transaction (Quix
+    # Streams' names; docs/reliability.md, Exactly-once).
+    processing_guarantee: str = "at-least-once"
     shutdown_grace_s: float = 30.0  # SIGTERM: time for in-flight tasks before exit
     revoke_grace_s: float = 5.0  # rebalance: time for a revoked partition's tasks to finish
     concurrency: int = 1  # worker threads (and async tasks) running at once
@@ -137,6 +145,13 @@ class Settings:
             raise ConfigError(
                 f"group_protocol={self.group_protocol!r}: 'classic' or 'consumer' (KIP-848)"
             )
+        if self.processing_guarantee not in (AT_LEAST_ONCE, EXACTLY_ONCE):
+            raise ConfigError(
+                f"processing_guarantee={self.processing_guarantee!r}: "
+                f"{AT_LEAST_ONCE!r} or {EXACTLY_ONCE!r}"
+            )
+        if self.commit_interval_ms is not None and self.commit_interval_ms < 1:
+            raise ConfigError("commit_interval_ms must be >= 1 (ms)")
         if self.partitions < 1 or self.replication_factor < 1 or self.concurrency < 1:
             raise ConfigError("partitions, replication_factor and concurrency must be >= 1")
         if self.max_tasks_in_flight < self.concurrency:
@@ -155,6 +170,18 @@ class Settings:
         if self.beat_catch_up not in ("once", "skip"):
             raise ConfigError(f"beat_catch_up must be 'once' or 'skip', not {self.beat_catch_up!r}")
         self.time_zone()  # an unknown timezone fails here, not at the first tick
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == EXACTLY_ONCE
+
+    @property
+    def commit_every_s(self) -> float:
+        """``commit_interval_ms`` in seconds, or its default for the processing guarantee."""
+        ms = self.commit_interval_ms
+        if ms is None:
+            ms = 100 if self.exactly_once else 200
+        return ms / 1000
 
     def time_zone(self) -> tzinfo:
         """The ``timezone`` setting as a tzinfo."""

@@ -1,0 +1,209 @@
+"""Exactly-once processing on the stub broker: a record's events wait for the transaction
+that commits its offset, a commit of a member whose generation is over is aborted (its
+events never visible), and a worker in that mode runs tasks, chains and retries with one
+outcome each."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+import taskstream.testing
+from taskstream import App, clock
+from taskstream.config import Settings
+from taskstream.consumer.offsets import OffsetTracker
+from taskstream.consumer.transaction import Transaction
+from taskstream.envelope import ResultEvent
+from taskstream.errors import ConfigError
+from taskstream.kafka.topics import results_topic, task_topic
+from taskstream.testing.stub_broker import StubBroker
+
+TOPIC, OUT, GROUP = "in", "out", "g"
+
+
+@pytest.fixture
+def broker() -> StubBroker:
+    broker = StubBroker()
+    broker.create_topic(TOPIC, 1)
+    broker.create_topic(OUT, 1)
+    return broker
+
+
+def member(broker: StubBroker) -> Consumer:
+    consumer = broker.consumer(
+        {"group.id": GROUP, "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([TOPIC])
+    consumer.poll(0)  # joins: the generation its metadata carries
+    return consumer
+
+
+def transaction(broker: StubBroker) -> Transaction:
+    return Transaction(lambda: broker.producer({"transactional.id": "t"}), 5.0)
+
+
+def outputs(broker: StubBroker) -> list[bytes | None]:
+    return [m.value() for m in broker.records(OUT)]
+
+
+def test_events_wait_for_the_commit_that_covers_their_record_in_offset_order(
+    broker: StubBroker,
+) -> None:
+    consumer, txn = member(broker), transaction(broker)
+    tracker = OffsetTracker()
+    offsets = tracker.assign(TOPIC, 0)
+    for offset in range(3):
+        offsets.add(offset)
+    txn.hold(offsets, 2, [(OUT, b"two", None, None)])
+    offsets.finish(2)
+    txn.hold(offsets, 1, [(OUT, b"one", None, None)])
+    offsets.finish(1)
+    assert txn.commit(consumer, tracker) is True  # nothing committable: 0 still runs
+    assert outputs(broker) == [] and txn.held == 2
+    assert broker.committed(GROUP, TOPIC, 0) == 0  # the partition's start, nothing done
+
+    txn.hold(offsets, 0, [(OUT, b"zero", None, None), (OUT, b"zero again", None, None)])
+    offsets.finish(0)
+    assert txn.commit(consumer, tracker) is True
+    assert outputs(broker) == [b"zero", b"zero again", b"one", b"two"]
+    assert broker.committed(GROUP, TOPIC, 0) == 3
+    assert offsets.committed == 3 and txn.held == 0
+
+
+def test_a_commit_after_the_group_moved_on_is_aborted_and_nothing_becomes_visible(
+    broker: StubBroker,
+) -> None:
+    zombie, txn = member(broker), transaction(broker)
+    tracker = OffsetTracker()
+    offsets = tracker.assign(TOPIC, 0)
+    offsets.add(0)
+    txn.hold(offsets, 0, [(OUT, b"late", None, None)])
+    offsets.finish(0)
+    member(broker)  # a second member joins: a new generation the zombie has not seen
+
+    assert txn.commit(zombie, tracker) is False
+    assert outputs(broker) == []  # the aborted event is hidden from every reader
+    assert broker.committed(GROUP, TOPIC, 0) is None
+    assert txn.aborted == 1 and txn.held == 1  # kept for the next commit, if still owned
+
+    tracker.revoke(TOPIC, 0)  # the rebalance takes the partition: its events are dropped
+    assert txn.commit(zombie, tracker) is True
+    assert txn.held == 0 and outputs(broker) == []
+
+
+def test_a_member_that_rejoined_commits_the_events_it_kept(broker: StubBroker) -> None:
+    consumer, txn = member(broker), transaction(broker)
+    tracker = OffsetTracker()
+    offsets = tracker.assign(TOPIC, 0)
+    offsets.add(0)
+    txn.hold(offsets, 0, [(OUT, b"kept", None, None)])
+    offsets.finish(0)
+    other = member(broker)
+    assert txn.commit(consumer, tracker) is False
+    other.close()  # it leaves; the next poll runs the new generation's rebalance
+    consumer.poll(0)
+    assert txn.commit(consumer, tracker) is True
+    assert outputs(broker) == [b"kept"]
+    assert broker.committed(GROUP, TOPIC, 0) == 1
+
+
+def test_a_fenced_producer_is_replaced_and_the_events_committed_by_the_new_one(
+    broker: StubBroker,
+) -> None:
+    consumer, txn = member(broker), transaction(broker)
+    tracker = OffsetTracker()
+    offsets = tracker.assign(TOPIC, 0)
+    offsets.add(0)
+    txn.hold(offsets, 0, [(OUT, b"once", None, None)])
+    offsets.finish(0)
+    broker.producer({"transactional.id": "t"}).init_transactions()  # fences txn's producer
+    assert txn.commit(consumer, tracker) is False
+    assert txn.commit(consumer, tracker) is True
+    assert outputs(broker) == [b"once"]
+
+
+def test_the_setting_reads_quix_streams_names_and_sets_the_commit_interval() -> None:
+    assert Settings.load({}).commit_every_s == 0.2
+    exactly = Settings.load({"TASKSTREAM_PROCESSING_GUARANTEE": "exactly-once"})
+    assert exactly.exactly_once and exactly.commit_every_s == 0.1
+    assert (
+        Settings.load({}, processing_guarantee="exactly-once", commit_interval_ms=50).commit_every_s
+        == 0.05
+    )
+    with pytest.raises(ConfigError, match="processing_guarantee='exactly_once'"):
+        Settings.load({}, processing_guarantee="exactly_once")
+
+
+# -- a worker in exactly-once mode ----------------------------------------------------------
+
+
+@pytest.fixture
+def app() -> Iterator[App]:
+    app = App(
+        "eos", bootstrap_servers="stub:9092", topic_prefix="eos", partitions=2,
+        processing_guarantee="exactly-once",
+    )  # fmt: skip
+    attempts: dict[str, int] = {}
+
+    @app.task(name="eos.add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(name="eos.flaky", bind=True, max_retries=2, default_retry_delay=0)
+    def flaky(self, n: int) -> int:  # type: ignore[no-untyped-def]
+        attempts[self.request.id] = attempts.get(self.request.id, 0) + 1
+        if attempts[self.request.id] < 2:
+            raise self.retry()
+        return n
+
+    yield app
+
+
+def result_events(stub: taskstream.testing.Stub, app: App) -> list[ResultEvent]:
+    records = stub.broker.records(results_topic("eos"))
+    return [app.envelopes.decode_result(m.value() or b"") for m in records]
+
+
+def test_a_worker_in_exactly_once_mode_publishes_one_final_outcome_per_task(app: App) -> None:
+    add, flaky = app.tasks["eos.add"], app.tasks["eos.flaky"]
+    with taskstream.testing.run(app, concurrency=4) as stub:
+        sums = [add.delay(i, i) for i in range(40)]
+        chained = (add.s(1, 2) | add.s(3)).delay()
+        retried = flaky.delay(7)
+        stub.join()
+        assert [r.get(timeout=10) for r in sums] == [2 * i for i in range(40)]
+        assert chained.get(timeout=10) == 6
+        assert retried.get(timeout=10) == 7
+        events = result_events(stub, app)
+        finals = [e.id for e in events if e.status in ("SUCCESS", "FAILURE")]
+        assert len(finals) == len(set(finals)) == 40 + 2 + 1
+        results = results_topic("eos")
+        written = sum(stub.broker.end_offset(results, p) for p in range(2))
+        assert written > len(events)  # transaction markers: outcomes came in transactions
+        topic, group = task_topic("eos", "default"), stub.worker.group_id
+        for p in range(2):  # every task record's offset, in a transaction (markers past)
+            assert stub.broker.committed(group, topic, p) == stub.broker.end_offset(topic, p)
+    assert clock.offset() == 0
+
+
+def test_a_tracker_partition_reassigned_keeps_no_events_of_its_earlier_assignment(
+    broker: StubBroker,
+) -> None:
+    consumer, txn = member(broker), transaction(broker)
+    tracker = OffsetTracker()
+    earlier = tracker.assign(TOPIC, 0)
+    earlier.add(0)
+    earlier.add(1)
+    txn.hold(earlier, 1, [(OUT, b"stale", None, None)])  # finished after the revoke
+    tracker.revoke(TOPIC, 0)
+    now = tracker.assign(TOPIC, 0)
+    now.add(0)
+    txn.hold(now, 0, [(OUT, b"fresh", None, None)])
+    now.finish(0)
+    assert txn.commit(consumer, tracker) is True
+    assert outputs(broker) == [b"fresh"]
+    assert [TopicPartition(TOPIC, 0, 1)] == [
+        TopicPartition(TOPIC, 0, broker.committed(GROUP, TOPIC, 0) or -1)
+    ]

@@ -22,6 +22,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from taskstream import clock, metrics
+from taskstream.config import AT_LEAST_ONCE
 from taskstream.consumer.instrumentation import Partition
 from taskstream.consumer.run import Run
 from taskstream.kafka.producer import EventProducer
@@ -97,7 +98,11 @@ class Heartbeat:
 
     @staticmethod
     def identity(
-        worker_id: str, queues: list[str], concurrency: int, warnings: list[str] | None = None
+        worker_id: str,
+        queues: list[str],
+        concurrency: int,
+        warnings: list[str] | None = None,
+        processing_guarantee: str = AT_LEAST_ONCE,
     ) -> dict[str, object]:
         """What a beat says about the process, which never changes (``warnings``: what is
         wrong with its set-up, such as a queue topic short of partitions)."""
@@ -109,6 +114,7 @@ class Heartbeat:
             "version": taskstream_version(),
             "queues": list(queues),
             "concurrency": concurrency,
+            "processing_guarantee": processing_guarantee,
         }
 
     def beat(self, state: str = ONLINE) -> dict[str, object]:

@@ -194,7 +194,8 @@ class Worker(RuntimeOwner):
         self._started(runtime)
         runtime.subscribe(self.topics)
         heartbeat = self._heartbeat(producer, handler) if s.worker_heartbeat_s > 0 else None
-        log.info("worker %s consuming %s as group %s", self.worker_id, self.topics, self.group_id)
+        log.info("worker %s consuming %s as group %s, %s", self.worker_id, self.topics,
+                 self.group_id, s.processing_guarantee)  # fmt: skip
         try:
             runtime.run(grace=s.shutdown_grace_s)  # closing revokes: releases, commits
         finally:
@@ -279,7 +280,13 @@ class Worker(RuntimeOwner):
         heartbeat = Heartbeat(
             producer,
             heartbeats_topic(s.topic_prefix),
-            Heartbeat.identity(self.worker_id, self.queues, self.concurrency, self.warnings),
+            Heartbeat.identity(
+                self.worker_id,
+                self.queues,
+                self.concurrency,
+                self.warnings,
+                s.processing_guarantee,
+            ),
             # Copies made in one step under the GIL, on the heartbeat's thread.
             partitions=lambda: list(tracker.partitions),
             runs=lambda: [job.run_ for job in list(running)],

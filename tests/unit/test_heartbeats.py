@@ -29,6 +29,7 @@ from taskstream.worker_directory import (
 
 KEYS = {
     "worker_id", "hostname", "pid", "version", "queues", "partitions", "concurrency",
+    "processing_guarantee",
     "running", "throttled", "counts", "lag", "state", "last_beat", "warnings",
 }  # fmt: skip
 
@@ -101,6 +102,7 @@ def test_a_running_worker_is_online_with_its_tasks_counts_partitions_and_lag(app
         assert worker["worker_id"] == stub.worker.worker_id
         assert worker["queues"] == ["default"]
         assert worker["concurrency"] == 2
+        assert worker["processing_guarantee"] == "at-least-once"
         running: list[dict[str, Any]] = worker["running"]  # type: ignore[assignment]
         assert [(r["task_id"], r["task"]) for r in running] == [(held.id, "beats.hold")]
         assert abs(running[0]["started_at"] - clock.now()) < 30

@@ -7,7 +7,7 @@ the Avro contract in ``schemas/``)::
 
     {"worker_id": "host:4242", "hostname": "host", "pid": 4242, "version": "0.1.0",
      "queues": ["default"], "partitions": [{"topic": "...", "partition": 3}],
-     "concurrency": 4, "running": [{"task_id": "...", "task": "...", "started_at": 1.7e9}],
+     "concurrency": 4, "processing_guarantee": "at-least-once", "running": [{"task_id": "...", "task": "...", "started_at": 1.7e9}],
      "throttled": 0,
      "counts": {"started": 10, "succeeded": 9, ...},
      "lag": [{"topic": "...", "partition": 3, "records": 12, "seconds": 0.4}],
@@ -88,6 +88,8 @@ def worker_json(beat: Mapping[str, Any], now: float) -> dict[str, object]:
         "queues": list(beat.get("queues") or []),
         "partitions": list(beat.get("partitions") or []),
         "concurrency": beat.get("concurrency", 0),
+        # A beat of a version before the setting: at least once, the only mode there was.
+        "processing_guarantee": beat.get("processing_guarantee", "at-least-once"),
         "running": list(beat.get("running") or []),
         "throttled": int(beat.get("throttled") or 0),  # runs held back by a rate limit
         "counts": dict(beat.get("counts") or {}),
@@ -125,7 +127,7 @@ class WorkerDirectory:
 
     def workers_json(self) -> list[dict[str, object]]:
         """The workers, JSON-ready, ordered by worker id: worker_id, hostname, pid, version,
-        queues, partitions, concurrency, running, throttled (runs held back by a rate limit),
+        queues, partitions, concurrency, processing_guarantee, running, throttled (runs held back by a rate limit),
         counts, lag, state (online|offline|lost), last_beat (epoch seconds)."""
         now = self._now()
         with self._lock:

@@ -21,13 +21,19 @@ from confluent_kafka import KafkaException, Message, TopicPartition
 from taskstream import clock
 from taskstream.app import App
 from taskstream.consumer.dead_letter import DeadLetters, Reason
-from taskstream.consumer.offsets import OffsetTracker
+from taskstream.consumer.offsets import OffsetTracker, commit
 from taskstream.consumer.outcomes import Acks, Outcomes
 from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.run import REVOKED, revoked
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.consumer.tier_scan import TierScan
-from taskstream.kafka.clients import consumer_config, incremental_assignment, producer_config
+from taskstream.consumer.transaction import open_transaction
+from taskstream.kafka.clients import (
+    consumer_config,
+    incremental_assignment,
+    producer_config,
+    worker_id,
+)
 from taskstream.kafka.producer import EventProducer
 from taskstream.kafka.sizes import message_max_bytes
 from taskstream.kafka.topics import DELAY_TIERS_S, delay_topic, delays_group, tier_of
@@ -63,7 +69,16 @@ class DelayScheduler(RuntimeOwner):
         config = producer_config(s)
         producer = self._producer = EventProducer(config, broker=self.app.broker)
         letters = DeadLetters(self.prefix, message_max_bytes(config))
-        self._outcomes = Outcomes(producer, self.prefix, self.app.envelopes, self._done, letters)
+        # Exactly once: a hop and the offset of the record it moves, in one transaction.
+        transaction = (
+            open_transaction(s, self.app.broker, self.group_id, self.worker or worker_id())
+            if s.exactly_once
+            else None
+        )
+        self._outcomes = Outcomes(
+            producer, self.prefix, self.app.envelopes, self._done, letters,
+            transaction=transaction,
+        )  # fmt: skip
         # Eager assignment: a new assignment starts unpaused at the committed offsets. A
         # delay tier is a second or more, so its fetches may wait long: with the tasks'
         # short wait, the idle fetches of every tier's partitions cost the broker more than
@@ -83,6 +98,7 @@ class DelayScheduler(RuntimeOwner):
                 timing=LoopTiming(poll_s=0.1, commit_every_s=s.commit_every_s),
                 capacity=_CAPACITY,
                 cooperative=incremental_assignment(config),
+                committer=transaction.commit if transaction is not None else commit,
             )
         )
         runtime.subscribe(self.topics)
@@ -90,6 +106,8 @@ class DelayScheduler(RuntimeOwner):
             runtime.run(grace=s.delivery_timeout_ms / 1000)
         finally:
             self._scan.close()
+            if transaction is not None:
+                transaction.close()  # what is not committed moves on at the next owner
             producer.close(s.delivery_timeout_ms / 1000)
 
     # -- the runtime's handler --------------------------------------------------------------

@@ -28,8 +28,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from taskstream.config import Settings
 from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
-from taskstream.kafka.clients import Headers
+from taskstream.kafka.broker import Broker
+from taskstream.kafka.clients import Headers, producer_config
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +202,18 @@ class Transaction:
             self._producer = self._begin_first()
 
 
-def transactional_id(group_id: str, member: str) -> str:
-    """One per process and group: KIP-447 fences by the group's generation, not by the id,
-    so the id need only be unique and stable for the producer's life."""
-    return f"{group_id}.{member}"
+def open_transaction(settings: Settings, broker: Broker, group_id: str, member: str) -> Transaction:
+    """The transaction of one consumer loop (group ``group_id``) of process ``member``. Its
+    transactional id is one per process and group: KIP-447 fences by the group's generation,
+    not by the id, so the id need only be unique while the process lives."""
+    config = producer_config(
+        settings,
+        **{
+            "transactional.id": f"{group_id}.{member}",
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            # librdkafka: no longer than the transaction (an event late past it is aborted)
+            "delivery.timeout.ms": min(settings.delivery_timeout_ms, TRANSACTION_TIMEOUT_MS),
+            "client.id": f"taskstream-transactions-{member}",
+        },
+    )
+    return Transaction(lambda: broker.producer(config), settings.delivery_timeout_ms / 1000)

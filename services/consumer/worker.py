@@ -37,7 +37,7 @@ from taskstream.consumer.revocation import ControlReader, Revocations
 from taskstream.consumer.runtime import RuntimeOwner
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.consumer.tracing import TracingHooks
-from taskstream.consumer.transaction import TRANSACTION_TIMEOUT_MS, Transaction, transactional_id
+from taskstream.consumer.transaction import open_transaction
 from taskstream.kafka.broker import Access
 from taskstream.kafka.clients import (
     consumer_config,
@@ -181,7 +181,11 @@ class Worker(RuntimeOwner):
             traced=self._traced, cooperative=incremental_assignment(config),
             ownership=self._journal_opener(producer) if s.worker_lost_max_deliveries else None,
             rate_limits=RateLimited.of(app, self.queues, counts), bands=self.bands,
-            transaction=self._transaction() if s.exactly_once else None,
+            transaction=(
+                open_transaction(s, app.broker, self.group_id, self.worker_id)
+                if s.exactly_once
+                else None
+            ),
         )  # fmt: skip
         runtime = handler.runtime
         control = ControlReader(app, self.revocations, watchdog.terminate, self.worker_id)
@@ -231,19 +235,6 @@ class Worker(RuntimeOwner):
                     *self.topics, *own),
             groups=(self.group_id, delays_group(prefix)),
         )  # fmt: skip
-
-    def _transaction(self) -> Transaction:
-        """Exactly once: this process's transactional producer of outcomes, with offsets."""
-        s = self.settings
-        config = producer_config(
-            s,
-            **{
-                "transactional.id": transactional_id(self.group_id, self.worker_id),
-                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-                "client.id": f"taskstream-transactions-{self.worker_id}",
-            },
-        )
-        return Transaction(lambda: self.app.broker.producer(config), s.delivery_timeout_ms / 1000)
 
     def _journal_opener(self, producer: EventProducer) -> OwnershipOpener:
         """Opens the ownership journal, which counts the runs lost with a dying worker."""

@@ -157,7 +157,13 @@ def headers_of(message: Message) -> dict[str, bytes]:
 
 
 def read_topic(
-    scope: Scope, topic: str, count: int, timeout: float = 30, idle: float = 0.0
+    scope: Scope,
+    topic: str,
+    count: int,
+    timeout: float = 30,
+    idle: float = 0.0,
+    *,
+    isolation: str = "read_committed",  # librdkafka's default; read_uncommitted: aborted too
 ) -> list[Message]:
     """At least ``count`` records of ``topic`` from its start; with ``idle``, also every
     record that arrives until none has for that many seconds. The reader assigns itself every
@@ -168,6 +174,7 @@ def read_topic(
             "bootstrap.servers": scope.bootstrap_servers,
             "group.id": f"{scope.topic_prefix}.reader-{uuid.uuid4().hex[:6]}",  # never joined
             "enable.auto.commit": False,
+            "isolation.level": isolation,
         }
     )
     messages: list[Message] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 import taskstream.testing
 from taskstream import App, clock
@@ -17,7 +17,7 @@ from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.transaction import Transaction
 from taskstream.envelope import ResultEvent
 from taskstream.errors import ConfigError
-from taskstream.kafka.topics import results_topic, task_topic
+from taskstream.kafka.topics import delays_group, results_topic, task_topic
 from taskstream.testing.stub_broker import StubBroker
 
 TOPIC, OUT, GROUP = "in", "out", "g"
@@ -134,6 +134,9 @@ def test_the_setting_reads_quix_streams_names_and_sets_the_commit_interval() -> 
     )
     with pytest.raises(ConfigError, match="processing_guarantee='exactly_once'"):
         Settings.load({}, processing_guarantee="exactly_once")
+    uncommitted = {"TASKSTREAM_KAFKA_ISOLATION_LEVEL": "read_uncommitted"}
+    with pytest.raises(ConfigError, match="read_committed"):
+        Settings.load(uncommitted, processing_guarantee="exactly-once")
 
 
 # -- a worker in exactly-once mode ----------------------------------------------------------
@@ -166,22 +169,37 @@ def result_events(stub: taskstream.testing.Stub, app: App) -> list[ResultEvent]:
     return [app.envelopes.decode_result(m.value() or b"") for m in records]
 
 
+def waiting(stub: taskstream.testing.Stub) -> list[tuple[str, Message]]:
+    """The records in the delay tiers."""
+    broker = stub.broker
+    tiers = [t for t in broker.topics() if t.startswith("eos.delay.")]
+    return [(t, m) for t in tiers for m in broker.records(t)]
+
+
 def test_a_worker_in_exactly_once_mode_publishes_one_final_outcome_per_task(app: App) -> None:
     add, flaky = app.tasks["eos.add"], app.tasks["eos.flaky"]
     with taskstream.testing.run(app, concurrency=4) as stub:
         sums = [add.delay(i, i) for i in range(40)]
         chained = (add.s(1, 2) | add.s(3)).delay()
         retried = flaky.delay(7)
+        later = add.apply_async((5, 5), countdown=3)  # through a delay tier's transaction
+        stub.broker.wait_until(lambda: bool(waiting(stub)), 10)  # forwarded, committed
+        stub.advance(4)
         stub.join()
+        assert later.get(timeout=10) == 10
         assert [r.get(timeout=10) for r in sums] == [2 * i for i in range(40)]
         assert chained.get(timeout=10) == 6
         assert retried.get(timeout=10) == 7
         events = result_events(stub, app)
         finals = [e.id for e in events if e.status in ("SUCCESS", "FAILURE")]
-        assert len(finals) == len(set(finals)) == 40 + 2 + 1
+        assert len(finals) == len(set(finals)) == 40 + 2 + 1 + 1
         results = results_topic("eos")
         written = sum(stub.broker.end_offset(results, p) for p in range(2))
         assert written > len(events)  # transaction markers: outcomes came in transactions
+        ((tier, waited),) = waiting(stub)  # the countdown's, moved on in the scheduler's
+        p = waited.partition()  # transaction with its offset
+        assert p is not None
+        assert stub.broker.committed(delays_group("eos"), tier, p) == (waited.offset() or 0) + 1
         topic, group = task_topic("eos", "default"), stub.worker.group_id
         for p in range(2):  # every task record's offset, in a transaction (markers past)
             assert stub.broker.committed(group, topic, p) == stub.broker.end_offset(topic, p)

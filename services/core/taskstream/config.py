@@ -150,6 +150,11 @@ class Settings:
                 f"processing_guarantee={self.processing_guarantee!r}: "
                 f"{AT_LEAST_ONCE!r} or {EXACTLY_ONCE!r}"
             )
+        if self.exactly_once and self.kafka.get("isolation.level") == "read_uncommitted":
+            raise ConfigError(
+                "processing_guarantee='exactly-once' reads read_committed: "
+                "TASKSTREAM_KAFKA_ISOLATION_LEVEL=read_uncommitted would run aborted tasks"
+            )
         if self.commit_interval_ms is not None and self.commit_interval_ms < 1:
             raise ConfigError("commit_interval_ms must be >= 1 (ms)")
         if self.partitions < 1 or self.replication_factor < 1 or self.concurrency < 1:

@@ -54,6 +54,17 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     if "peak_rss_mb" in mem:
         out.append((f"peak RSS < 300 MB draining {_n(mem['tasks'])} tasks",
                     f"{mem['peak_rss_mb']:.0f} MB", _met(mem["peak_rss_mb"] < 300)))  # fmt: skip
+    x = r.get("exactly_once", {})
+    if "ratio" in x:
+        q = x["ratio"]["median"]
+        out.append(("exactly once >= 70% of at least once (one worker, preloaded)",
+                    f"{q:.0%}", _met(q >= 0.7)))  # fmt: skip
+        lat = x["latency_1000"]
+        alo, eos = lat["at-least-once"]["p50_ms"], lat["exactly-once"]["p50_ms"]
+        bound = 100 + 2 * alo  # the default commit interval plus twice at least once's p50
+        out.append(("e2e p50 at 1,000/s exactly once <= commit interval + 2x at least once",
+                    f"{eos:.0f} ms against {bound:.0f} ms (at least once {alo:.0f} ms)",
+                    _met(eos <= bound)))  # fmt: skip
     c = r.get("celery", {})
     if "rate" in c and "worker" in wc:
         q = wc["worker"]["median"] / c["rate"]
@@ -138,6 +149,7 @@ def markdown(r: dict[str, Any], cmd: str, name: str) -> str:
         )
     lines += quix_rows(r.get("quix", {}), rng)
     lines += rebalance_rows(r.get("rebalance", {}))
+    lines += exactly_once_rows(r.get("exactly_once", {}), rng)
     mem = r.get("memory", {})
     if "peak_rss_mb" in mem:
         lines.append(f"| 8. memory, {_n(mem['tasks'])}-task backlog | peak RSS "
@@ -151,6 +163,24 @@ def markdown(r: dict[str, Any], cmd: str, name: str) -> str:
     if errors:
         lines += ["", "## Failed workloads", ""] + [f"- {k}: {e}" for k, e in errors]
     return "\n".join(lines) + "\n"
+
+
+def exactly_once_rows(x: dict[str, Any], rng: Any) -> list[str]:
+    """Workload 12: one worker at least once and exactly once, tasks/s median (min-max)."""
+    if "ratio" not in x:
+        return [f"| 12. exactly once | {x['error']} | | |"] if "error" in x else []
+    out = [
+        f"| 12. one worker, {_n(x['tasks'])} preloaded tasks, at least once | "
+        f"{rng(x['at_least_once'])}/s | | |",
+        f"| 12. the same, exactly once (commit every 100 ms) | {rng(x['exactly_once'])}/s | "
+        f"{rng(x['ratio'], pct=True)} of at least once | |",
+    ]
+    for ms, rate in x["by_commit_interval_ms"].items():
+        out.append(f"| 12. exactly once, commit every {ms} ms | {_n(rate)}/s | | |")
+    for mode, e in x["latency_1000"].items():
+        out.append(f"| 12. e2e at 1,000/s, {mode} | p50 {e['p50_ms']:.0f} ms, "
+                   f"p99 {e['p99_ms']:.0f} ms | | |")  # fmt: skip
+    return out
 
 
 def rebalance_rows(rb: dict[str, Any]) -> list[str]:

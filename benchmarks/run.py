@@ -147,6 +147,8 @@ def run(
     step(8, "memory", lambda: w.memory(scope(), size["memory_tasks"]))
     step(10, "quix", lambda: w.kafka_peer(scope, size["tasks"], size["runs"]))
     step(11, "rebalance", lambda: rebalance(scope, size["rebalance_runs"]))
+    step(12, "exactly_once", lambda: w.exactly_once(scope, size["tasks"], size["runs"],
+                                                    size["e2e_seconds"]))  # fmt: skip
     return out
 
 
@@ -187,7 +189,7 @@ def _drop_schema(url: str, schema: str) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs")
-    p.add_argument("--only", default="", help="comma-separated workload numbers (1-11)")
+    p.add_argument("--only", default="", help="comma-separated workload numbers (1-12)")
     p.add_argument("--bootstrap", default=os.environ.get("TASKSTREAM_BENCH_BOOTSTRAP"))
     p.add_argument("--broker", choices=sorted(BROKERS), default="tansu",
                    help="the local broker to start when no --bootstrap is given")  # fmt: skip

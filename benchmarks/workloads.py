@@ -229,21 +229,23 @@ def worker_processes(scope: Scope, tasks: int, processes: int, concurrency: int 
 
 
 def end_to_end(
-    scope: Scope, rates: list[int], seconds: float, saturation_tasks: int
-) -> dict[str, Any]:
+    scope: Scope, rates: list[int], seconds: float, saturation_tasks: int | None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """delay() -> result readable in the store (the lookup AsyncResult.get() makes), with a
-    worker process and a materializer process, at fixed offered rates; then the saturation
-    throughput (delay() as fast as one thread can, completions per second)."""
+    worker process (its environment plus ``env``) and a materializer process, at fixed
+    offered rates; then the saturation throughput (delay() as fast as one thread can,
+    completions per second), unless ``saturation_tasks`` is None."""
     app = scope.app()
     app.ensure_topics()
-    procs = [spawn_worker(scope), spawn_materializer(scope)]
+    procs = [spawn_worker(scope, env=env), spawn_materializer(scope)]
     noop = app.tasks["bench.noop"]
     out: dict[str, Any] = {}
     try:
         wait_group(scope, 1)
         noop.delay(-1).get(timeout=60)  # materializer has joined too
-        for rate in [*rates, None]:
-            count = saturation_tasks if rate is None else int(rate * seconds)
+        for rate in [*rates, None] if saturation_tasks is not None else rates:
+            count = int(rate * seconds) if rate is not None else saturation_tasks or 0
             sent: dict[str, float] = {}
             order: list[str] = []
             seen: dict[str, float] = {}
@@ -308,6 +310,35 @@ def end_to_end(
         stop(procs)
         app.close()
     return out
+
+
+EXACTLY_ONCE = {"TASKSTREAM_PROCESSING_GUARANTEE": "exactly-once"}
+
+
+def exactly_once(new_scope: Callable[[], Scope], tasks: int, runs: int, seconds: float,
+                 intervals: tuple[int, ...] = (50, 100, 500)) -> dict[str, Any]:  # fmt: skip
+    """Issue 23's cost: one worker process draining ``tasks`` preloaded no-op tasks at least
+    once and exactly once (alternating, same run), exactly once at other commit intervals,
+    and end-to-end latency at 1,000 tasks/s in both modes."""
+    alo, eos, ratio = [], [], []
+    for i in range(runs):
+        alo.append(worker_processes(new_scope(), tasks, 1)["rate"])
+        eos.append(worker_processes(new_scope(), tasks, 1, env=EXACTLY_ONCE)["rate"])
+        ratio.append(eos[-1] / alo[-1])
+        print(f"  run {i + 1}: at least once {alo[-1]:,.0f}/s, exactly once {eos[-1]:,.0f}/s "
+              f"({ratio[-1]:.0%})", flush=True)  # fmt: skip
+    by_interval = {}
+    for ms in intervals:
+        env = {**EXACTLY_ONCE, "TASKSTREAM_COMMIT_INTERVAL_MS": str(ms)}
+        by_interval[str(ms)] = worker_processes(new_scope(), tasks, 1, env=env)["rate"]
+        print(f"  exactly once, commit every {ms} ms: {by_interval[str(ms)]:,.0f}/s", flush=True)
+    latency = {
+        "at-least-once": end_to_end(new_scope(), [1000], seconds, None)["1000"],
+        "exactly-once": end_to_end(new_scope(), [1000], seconds, None, env=EXACTLY_ONCE)["1000"],
+    }
+    return {"at_least_once": summary(alo), "exactly_once": summary(eos),
+            "ratio": summary(ratio), "by_commit_interval_ms": by_interval,
+            "latency_1000": latency, "tasks": tasks}  # fmt: skip
 
 
 def bare_hop(scope: Scope, rate: int, seconds: float) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Profile one worker process draining a no-op backlog with py-spy (the `bench` extra).
 
     python -m benchmarks.profile_worker [--tasks 60000] [--out benchmarks/reports/profile]
+        [--broker tansu|kafka] [--exactly-once]
 
 Writes <out>.txt: the hottest functions by own time and by total time (from py-spy's raw
 collapsed stacks, <out>.folded, which speedscope or flamegraph.pl also read).
@@ -17,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.common import APP_SPEC, REPO, Scope, encode_backlog, produce_all, wait_committed
+from benchmarks.workloads import EXACTLY_ONCE
 
 
 def summarize(folded: Path, top: int = 25) -> str:
@@ -50,11 +52,14 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--tasks", type=int, default=60_000)
     p.add_argument("--out", default=str(REPO / "benchmarks/reports/profile"))
+    p.add_argument("--broker", choices=("tansu", "kafka"), default="tansu")
+    p.add_argument("--exactly-once", action="store_true", help="processing_guarantee")
     args = p.parse_args()
-    from taskstream.cli.embedded_broker import EmbeddedBroker
+    from benchmarks.run import local_broker
 
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as d:
-        scope = Scope(broker.bootstrap_servers, Path(d))
+    with tempfile.TemporaryDirectory() as d, local_broker(args.broker, Path(d)) as broker:
+        replication = 3 if args.broker == "kafka" else 1
+        scope = Scope(broker.bootstrap_servers, Path(d), replication=replication)
         app = scope.app()
         app.ensure_topics(["default"])
         produce_all(scope.bootstrap, scope.topic, encode_backlog(app, args.tasks))
@@ -62,7 +67,8 @@ def main() -> int:
         spy = subprocess.Popen(
             ["py-spy", "record", "-r", "250", "-f", "raw", "-o", str(folded), "--",
              sys.executable, "-m", "taskstream.cli", "worker", APP_SPEC],
-            env=scope.env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**scope.env(), **(EXACTLY_ONCE if args.exactly_once else {})}, cwd=REPO,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         started = time.perf_counter()
         wait_committed(scope, args.tasks, timeout=600)

@@ -27,7 +27,7 @@ from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.run import REVOKED, revoked
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, RuntimeOwner
 from taskstream.consumer.tier_scan import TierScan
-from taskstream.consumer.transaction import open_transaction
+from taskstream.consumer.transaction import Transaction, open_transaction
 from taskstream.kafka.clients import (
     consumer_config,
     incremental_assignment,
@@ -63,6 +63,7 @@ class DelayScheduler(RuntimeOwner):
         # paused partition -> (its unripe head's offset, when it ripens in epoch seconds)
         self._waiting: dict[tuple[str, int], tuple[int, float]] = {}
         self._scan = TierScan(app)
+        self._transaction: Transaction | None = None  # exactly once, while run() runs
 
     def run(self) -> None:
         s = self.app.settings
@@ -70,7 +71,7 @@ class DelayScheduler(RuntimeOwner):
         producer = self._producer = EventProducer(config, broker=self.app.broker)
         letters = DeadLetters(self.prefix, message_max_bytes(config))
         # Exactly once: a hop and the offset of the record it moves, in one transaction.
-        transaction = (
+        transaction = self._transaction = (
             open_transaction(s, self.app.broker, self.group_id, self.worker or worker_id())
             if s.exactly_once
             else None
@@ -120,6 +121,8 @@ class DelayScheduler(RuntimeOwner):
 
     def serve(self, timeout: float) -> None:
         self._producer.poll(timeout)
+        if self._transaction is not None:
+            self._transaction.send()
         self._resume_ripe()
         fresh = self.revocations.take_fresh()
         if fresh:

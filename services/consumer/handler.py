@@ -155,6 +155,8 @@ class TaskHandler:
     # -- the runtime's handler --------------------------------------------------------------
 
     def room(self) -> int:
+        if self.transaction is not None:  # done, their events not sent yet (a commit runs)
+            return self.max_in_flight - self.in_flight - self.transaction.unsent
         return self.max_in_flight - self.in_flight
 
     def busy(self) -> bool:
@@ -171,6 +173,8 @@ class TaskHandler:
             offsets.keys.pop(offset, None)
             self.in_flight -= 1
             ownership.finished(offsets.topic, offsets.partition, offset)
+        if self.transaction is not None:
+            self.transaction.send()  # exactly once: the events of records now done in order
         ownership.serve(self.in_flight)
 
     def records(self, batch: list[Message]) -> None:

@@ -61,7 +61,7 @@ def test_events_wait_for_the_commit_that_covers_their_record_in_offset_order(
     txn.hold(offsets, 1, [(OUT, b"one", None, None)])
     offsets.finish(1)
     assert txn.commit(consumer, tracker) is True  # nothing committable: 0 still runs
-    assert outputs(broker) == [] and txn.held == 2
+    assert outputs(broker) == [] and txn.held == 2 and txn.unsent == 2
     assert broker.committed(GROUP, TOPIC, 0) == 0  # the partition's start, nothing done
 
     txn.hold(offsets, 0, [(OUT, b"zero", None, None), (OUT, b"zero again", None, None)])
@@ -69,7 +69,7 @@ def test_events_wait_for_the_commit_that_covers_their_record_in_offset_order(
     assert txn.commit(consumer, tracker) is True
     assert outputs(broker) == [b"zero", b"zero again", b"one", b"two"]
     assert broker.committed(GROUP, TOPIC, 0) == 3
-    assert offsets.committed == 3 and txn.held == 0
+    assert offsets.committed == 3 and txn.held == 0 and txn.unsent == 0
 
 
 def test_a_commit_after_the_group_moved_on_is_aborted_and_nothing_becomes_visible(
@@ -225,3 +225,39 @@ def test_a_tracker_partition_reassigned_keeps_no_events_of_its_earlier_assignmen
     assert [TopicPartition(TOPIC, 0, 1)] == [
         TopicPartition(TOPIC, 0, broker.committed(GROUP, TOPIC, 0) or -1)
     ]
+
+
+def test_events_sent_for_a_partition_lost_before_the_commit_never_become_visible() -> None:
+    broker = StubBroker()
+    broker.create_topic(TOPIC, 2)
+    broker.create_topic(OUT, 1)
+    consumer, txn = member(broker), transaction(broker)
+    tracker = OffsetTracker()
+    kept, lost = tracker.assign(TOPIC, 0), tracker.assign(TOPIC, 1)
+    for offsets, value in ((kept, b"kept"), (lost, b"lost")):
+        offsets.add(0)
+        txn.hold(offsets, 0, [(OUT, value, None, None)])
+        offsets.finish(0)
+    txn.send()  # both in the open transaction now
+    tracker.revoke(TOPIC, 1)  # lost: another member may run it already
+    assert txn.commit(consumer, tracker) is True
+    assert outputs(broker) == [b"kept"]  # the lost partition's event went with an abort
+    assert txn.aborted == 1 and txn.held == 0
+    assert broker.committed(GROUP, TOPIC, 0) == 1 and broker.committed(GROUP, TOPIC, 1) is None
+
+
+def test_a_revoke_s_commit_commits_every_partition_whose_events_were_sent() -> None:
+    broker = StubBroker()
+    broker.create_topic(TOPIC, 2)
+    broker.create_topic(OUT, 1)
+    consumer, txn = member(broker), transaction(broker)
+    tracker = OffsetTracker()
+    for partition in (0, 1):
+        offsets = tracker.assign(TOPIC, partition)
+        offsets.add(0)
+        txn.hold(offsets, 0, [(OUT, str(partition).encode(), None, None)])
+        offsets.finish(0)
+    txn.send()
+    assert txn.commit(consumer, tracker, False, {(TOPIC, 0)}) is True  # a revoke of 0 only
+    assert sorted(outputs(broker)) == [b"0", b"1"]
+    assert broker.committed(GROUP, TOPIC, 1) == 1  # 1's event is visible: so is its offset

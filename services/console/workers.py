@@ -14,7 +14,8 @@ class WorkerSource(Protocol):
     """The workers known now, as JSON-able dicts with the keys ``worker_id``, ``hostname``,
     ``pid``, ``version``, ``queues``, ``partitions``, ``concurrency``, ``processing_guarantee``,
     ``running`` (a list of ``{task_id, task, started_at}``), ``counts``, ``lag`` (a list of
-    ``{topic, partition, records, seconds}``), ``state`` (``online`` | ``offline`` | ``lost``) and ``last_beat``."""
+    ``{topic, partition, records, seconds}``), ``state`` (``online`` | ``offline`` |
+    ``lost``) and ``last_beat``."""
 
     def workers_json(self) -> list[dict[str, object]]: ...
 

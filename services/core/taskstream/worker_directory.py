@@ -7,7 +7,8 @@ the Avro contract in ``schemas/``)::
 
     {"worker_id": "host:4242", "hostname": "host", "pid": 4242, "version": "0.1.0",
      "queues": ["default"], "partitions": [{"topic": "...", "partition": 3}],
-     "concurrency": 4, "processing_guarantee": "at-least-once", "running": [{"task_id": "...", "task": "...", "started_at": 1.7e9}],
+     "concurrency": 4, "processing_guarantee": "at-least-once",
+     "running": [{"task_id": "...", "task": "...", "started_at": 1.7e9}],
      "throttled": 0,
      "counts": {"started": 10, "succeeded": 9, ...},
      "lag": [{"topic": "...", "partition": 3, "records": 12, "seconds": 0.4}],
@@ -127,8 +128,9 @@ class WorkerDirectory:
 
     def workers_json(self) -> list[dict[str, object]]:
         """The workers, JSON-ready, ordered by worker id: worker_id, hostname, pid, version,
-        queues, partitions, concurrency, processing_guarantee, running, throttled (runs held back by a rate limit),
-        counts, lag, state (online|offline|lost), last_beat (epoch seconds)."""
+        queues, partitions, concurrency, processing_guarantee, running, throttled (runs held
+        back by a rate limit), counts, lag, state (online|offline|lost), last_beat (epoch
+        seconds)."""
         now = self._now()
         with self._lock:
             beats = sorted(self._beats.items())

@@ -30,7 +30,7 @@ from taskstream.consumer.delays import DelayScheduler
 from taskstream.consumer.handler import OwnershipOpener, TaskHandler
 from taskstream.consumer.heartbeat import Heartbeat, Lag
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
-from taskstream.consumer.ownership import OwnershipJournal
+from taskstream.consumer.ownership import JournalReader, OwnershipJournal
 from taskstream.consumer.partition_check import short_queues
 from taskstream.consumer.rate_limits import RateLimited
 from taskstream.consumer.revocation import ControlReader, Revocations
@@ -241,13 +241,13 @@ class Worker(RuntimeOwner):
             # the worker's own fetch wait then: new partitions wait for it).
             reader_config = consumer_config(s, f"{self.group_id}.journal")
             reader = self.app.broker.consumer(reader_config)
-            journal = OwnershipJournal(
-                topic, reader, producer, self.worker_id, self.max_in_flight, admitted,
-                high_watermark, skip=skipped, lease_s=self._handover_lease_s(),
+            partitions = len(topic_partitions(reader, topic)) or s.partitions
+            return OwnershipJournal(
+                JournalReader(reader, topic, partitions), producer, self.worker_id,
+                self.max_in_flight, admitted, high_watermark, skip=skipped,
+                lease_s=self._handover_lease_s(),
                 probation=s.worker_lost_max_deliveries >= 3,  # else one death too many
             )  # fmt: skip
-            journal.start(len(topic_partitions(reader, topic)) or s.partitions)
-            return journal
 
         return open_journal
 

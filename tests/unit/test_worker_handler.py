@@ -19,6 +19,7 @@ from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.ownership import (
     OWN,
     RELEASE,
+    JournalReader,
     Ownership,
     OwnershipJournal,
     PartitionState,
@@ -361,11 +362,10 @@ def careful_first(app: App) -> tuple[TaskHandler, int, AsyncResult[int]]:
         skip: Callable[[Message], None],
     ) -> Ownership:
         reader = broker.consumer({"group.id": "wh.journal", "enable.auto.commit": False})
-        opened = OwnershipJournal(
-            journal, reader, producer, "host:1", 10, dispatch, high, skip=skip, lease_s=60
-        )
-        opened.start(s.partitions)
-        return opened
+        return OwnershipJournal(
+            JournalReader(reader, journal, s.partitions), producer, "host:1", 10, dispatch,
+            high, skip=skip, lease_s=60,
+        )  # fmt: skip
 
     h = made(TaskHandler(
         app, s, broker.consumer(consumer_config(s, "wh.workers")), producer, hooks=Hooks(),

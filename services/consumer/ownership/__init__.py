@@ -55,15 +55,17 @@ runs, a usual record while a careful run must run alone); it hands them back thr
 two callbacks it is opened with, ``dispatch(message, lost)`` and ``skip(message)``.
 
 The package: ``state`` (the journal's records and the pure :func:`takeover` rules),
-``journal`` (:class:`OwnershipJournal`, the I/O in one worker), ``interface`` (the
-:class:`Ownership` protocol the worker sees, and :class:`UncountedOwnership`, its no-op twin
-when counting is off).
+``journal`` (:class:`OwnershipJournal`, the I/O in one worker), ``reader``
+(:class:`JournalReader`, the journal topic read by assignment while a claim waits),
+``interface`` (the :class:`Ownership` protocol the worker sees, and
+:class:`UncountedOwnership`, its no-op twin when counting is off).
 """
 
 from __future__ import annotations
 
 from taskstream.consumer.ownership.interface import Ownership, UncountedOwnership
 from taskstream.consumer.ownership.journal import HANDOVER_BEAT_S, OwnershipJournal
+from taskstream.consumer.ownership.reader import JournalReader
 from taskstream.consumer.ownership.state import (
     CLAIM,
     OWN,
@@ -81,6 +83,7 @@ __all__ = [
     "OWN",
     "RELEASE",
     "HandoverReport",
+    "JournalReader",
     "Ownership",
     "OwnershipJournal",
     "PartitionState",

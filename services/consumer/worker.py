@@ -54,8 +54,8 @@ from taskstream.kafka.topics import (
     dead_letter_topic,
     delay_topic,
     delays_group,
-    deliveries_topic,
     heartbeats_topic,
+    ownership_topic,
     results_topic,
     worker_group,
 )
@@ -219,7 +219,7 @@ class Worker(RuntimeOwner):
         """The topics and groups a worker reads and writes."""
         prefix = self.settings.topic_prefix
         delays = tuple(delay_topic(prefix, t) for t in DELAY_TIERS_S)
-        own = (deliveries_topic(prefix), *delays)
+        own = (ownership_topic(prefix), *delays)
         return Access(
             reads=(*self.topics, control_topic(prefix), *own),
             writes=(results_topic(prefix), dead_letter_topic(prefix), heartbeats_topic(prefix),
@@ -236,7 +236,7 @@ class Worker(RuntimeOwner):
             admitted: Callable[[Message, int | None], None],
             skipped: Callable[[Message], None],
         ) -> OwnershipJournal:
-            topic = deliveries_topic(s.topic_prefix)
+            topic = ownership_topic(s.topic_prefix)
             # Never joined nor committed: the reader assigns, only while a claim waits (with
             # the worker's own fetch wait then: new partitions wait for it).
             reader_config = consumer_config(s, f"{self.group_id}.journal")

@@ -5,8 +5,9 @@ A record whose task kills its worker is counted, then dead-lettered (a lost deli
 A task that kills its process (an OOM kill, a segfault in a C extension, ``os._exit``) leaves
 its record uncommitted; the group hands its partition to another member, which runs it again
 and dies too. To end that loop without a cost per task, the owner of each task partition
-keeps a small journal in Kafka, the compacted topic ``<prefix>.deliveries`` keyed by
-``topic:partition``; each record there is the whole state of one partition (JSON):
+keeps a small journal in Kafka, the ownership journal: the compacted topic
+``<prefix>.deliveries`` (its wire name from before, kept) keyed by ``topic:partition``;
+each record there is the whole state of one partition (JSON):
 
 - A worker **claims** a partition it is assigned, then reads the journal up to its own claim:
   the last state before it says how the previous owner left. A clean hand-over (``release``)

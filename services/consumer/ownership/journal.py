@@ -382,7 +382,7 @@ class OwnershipJournal:
     @staticmethod
     def _reported(err: KafkaError | None, _msg: Message) -> None:
         if err is not None:  # the next beat carries the same or newer news
-            log.warning("deliveries journal: hand-over report failed (%s)", err)
+            log.warning("ownership journal: hand-over report failed (%s)", err)
 
     def _handed_finished(self, topic: str, partition: int, offset: int) -> None:
         for key, handing in self._handing.items():
@@ -473,7 +473,7 @@ class OwnershipJournal:
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("deliveries journal: %s", error)
+                log.warning("ownership journal: %s", error)
             return
         key, value = message.key(), message.value()
         if not key:
@@ -486,7 +486,7 @@ class OwnershipJournal:
         try:
             state = PartitionState.decode(value)
         except (ValueError, TypeError) as exc:
-            log.warning("deliveries journal: unreadable record skipped: %s", exc)
+            log.warning("ownership journal: unreadable record skipped: %s", exc)
             return
         if state.state != CLAIM:
             self._settled[name] = state
@@ -502,7 +502,7 @@ class OwnershipJournal:
         try:
             report = HandoverReport.decode(value)
         except (ValueError, TypeError, KeyError) as exc:
-            log.warning("deliveries journal: unreadable report skipped: %s", exc)
+            log.warning("ownership journal: unreadable report skipped: %s", exc)
             return
         part = self._awaited.get(name)
         if part is not None:
@@ -659,7 +659,7 @@ class OwnershipJournal:
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
-                log.error("deliveries journal write failed (%s): writing it again", err)
+                log.error("ownership journal write failed (%s): writing it again", err)
                 self._acked.append(lambda: self._write(part, then))
             elif then is not None:
                 self._acked.append(then)

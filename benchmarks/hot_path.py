@@ -81,7 +81,7 @@ def records(count: int) -> tuple[Any, list[Message]]:
 
 
 class _NoJournal:
-    """The deliveries journal in the steady state: every record runs as usual."""
+    """The ownership journal in the steady state: every record runs as usual."""
 
     def admit(self, message: Message) -> bool:
         return True

@@ -30,7 +30,7 @@ from taskstream.consumer.delays import DelayScheduler
 from taskstream.consumer.handler import OwnershipOpener, TaskHandler
 from taskstream.consumer.heartbeat import Heartbeat, Lag
 from taskstream.consumer.instrumentation import PrometheusHooks, WorkerHooks
-from taskstream.consumer.ownership import OwnershipJournal
+from taskstream.consumer.ownership import JournalReader, OwnershipJournal
 from taskstream.consumer.partition_check import short_queues
 from taskstream.consumer.rate_limits import RateLimited
 from taskstream.consumer.revocation import ControlReader, Revocations
@@ -55,8 +55,8 @@ from taskstream.kafka.topics import (
     dead_letter_topic,
     delay_topic,
     delays_group,
-    deliveries_topic,
     heartbeats_topic,
+    ownership_topic,
     results_topic,
     worker_group,
 )
@@ -228,7 +228,7 @@ class Worker(RuntimeOwner):
         """The topics and groups a worker reads and writes."""
         prefix = self.settings.topic_prefix
         delays = tuple(delay_topic(prefix, t) for t in DELAY_TIERS_S)
-        own = (deliveries_topic(prefix), *delays)
+        own = (ownership_topic(prefix), *delays)
         return Access(
             reads=(*self.topics, control_topic(prefix), *own),
             writes=(results_topic(prefix), dead_letter_topic(prefix), heartbeats_topic(prefix),
@@ -245,18 +245,18 @@ class Worker(RuntimeOwner):
             admitted: Callable[[Message, int | None], None],
             skipped: Callable[[Message], None],
         ) -> OwnershipJournal:
-            topic = deliveries_topic(s.topic_prefix)
+            topic = ownership_topic(s.topic_prefix)
             # Never joined nor committed: the reader assigns, only while a claim waits (with
             # the worker's own fetch wait then: new partitions wait for it).
             reader_config = consumer_config(s, f"{self.group_id}.journal")
             reader = self.app.broker.consumer(reader_config)
-            journal = OwnershipJournal(
-                topic, reader, producer, self.worker_id, self.max_in_flight, admitted,
-                high_watermark, skip=skipped, lease_s=self._handover_lease_s(),
+            partitions = len(topic_partitions(reader, topic)) or s.partitions
+            return OwnershipJournal(
+                JournalReader(reader, topic, partitions), producer, self.worker_id,
+                self.max_in_flight, admitted, high_watermark, skip=skipped,
+                lease_s=self._handover_lease_s(),
                 probation=s.worker_lost_max_deliveries >= 3,  # else one death too many
             )  # fmt: skip
-            journal.start(len(topic_partitions(reader, topic)) or s.partitions)
-            return journal
 
         return open_journal
 

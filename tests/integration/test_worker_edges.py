@@ -13,7 +13,7 @@ import pytest
 
 from taskstream import App, Status, TaskFailed
 from taskstream.consumer.materializer import Materializer
-from taskstream.kafka.topics import dead_letter_topic, deliveries_topic
+from taskstream.kafka.topics import dead_letter_topic, ownership_topic
 from tests.conftest import BrokerHandle, Scope
 from tests.integration.running import (
     assigned_partitions,
@@ -190,7 +190,7 @@ def test_a_rebalance_hands_running_tasks_over_without_running_them_again(
             assert started.started_at >= done.finished_at, "a key's records out of order"
     assert len(runs.read_text().splitlines()) == 12, "a long task ran again at the new owner"
     assert all(p.poll() is None for p in processes), "a worker died"
-    journal = read_topic(scope, deliveries_topic(scope.topic_prefix), 1, idle=2.0)
+    journal = read_topic(scope, ownership_topic(scope.topic_prefix), 1, idle=2.0)
     handed = [
         state
         for m in journal

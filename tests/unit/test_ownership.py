@@ -14,6 +14,7 @@ from taskstream.consumer.ownership import (
     CLAIM,
     OWN,
     RELEASE,
+    JournalReader,
     OwnershipJournal,
     PartitionState,
     takeover,
@@ -44,12 +45,11 @@ class Worker:
         self.skips: list[int] = []  # done by the previous owner: not run
         self.threads: set[int] = set()  # where the runs were handed to the worker
         self.journal = OwnershipJournal(
-            JOURNAL, reader, self.producer, name, window, self.run,
+            JournalReader(reader, JOURNAL, 1), self.producer, name, window, self.run,
             lambda t, p: broker.end_offset(t, p),
             skip=lambda m: self.skips.append(m.offset() or 0), lease_s=lease_s,
             probation=probation,
         )  # fmt: skip
-        self.journal.start(1)
 
     def run(self, message: Message, lost: int | None) -> None:
         self.threads.add(threading.get_ident())
@@ -99,6 +99,16 @@ def test_a_partition_handed_over_cleanly_runs_as_usual() -> None:
     second = Worker(broker, "b")
     second.take(records)
     assert second.runs == [(0, None), (1, None), (2, None)]
+
+
+def test_a_journal_is_whole_when_constructed() -> None:
+    # No start() to remember: a journal serves, describes itself and closes as it is made.
+    broker, _records = setup(1)
+    a = Worker(broker, "a")
+    a.journal.serve(0)
+    assert "reading=False" in a.journal.describe()
+    assert a.reader.assignment() == [], "nothing waits: the journal is not read"
+    a.journal.close()
 
 
 def test_a_journal_write_acknowledged_on_a_task_thread_takes_effect_on_the_loop_s_thread() -> None:

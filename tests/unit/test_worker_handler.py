@@ -19,6 +19,7 @@ from taskstream.consumer.offsets import OffsetTracker
 from taskstream.consumer.ownership import (
     OWN,
     RELEASE,
+    JournalReader,
     Ownership,
     OwnershipJournal,
     PartitionState,
@@ -36,7 +37,7 @@ from taskstream.kafka.topics import (
     dead_letter_topic,
     delay_tier,
     delay_topic,
-    deliveries_topic,
+    ownership_topic,
     results_topic,
     task_topic,
 )
@@ -348,7 +349,7 @@ def careful_first(app: App) -> tuple[TaskHandler, int, AsyncResult[int]]:
     gated = app.tasks["wh.gated"].apply_async(key="careful")
     (first,) = tasks(app)
     partition = first.partition() or 0
-    journal = deliveries_topic(PREFIX)
+    journal = ownership_topic(PREFIX)
     dead = PartitionState("gone:1", "t0", OWN, careful_until=1, running=0, window=10)
     writer = broker.producer({"bootstrap.servers": "stub"})
     writer.produce(journal, dead.encode(), journal_key(TASKS, partition))
@@ -361,11 +362,10 @@ def careful_first(app: App) -> tuple[TaskHandler, int, AsyncResult[int]]:
         skip: Callable[[Message], None],
     ) -> Ownership:
         reader = broker.consumer({"group.id": "wh.journal", "enable.auto.commit": False})
-        opened = OwnershipJournal(
-            journal, reader, producer, "host:1", 10, dispatch, high, skip=skip, lease_s=60
-        )
-        opened.start(s.partitions)
-        return opened
+        return OwnershipJournal(
+            JournalReader(reader, journal, s.partitions), producer, "host:1", 10, dispatch,
+            high, skip=skip, lease_s=60,
+        )  # fmt: skip
 
     h = made(TaskHandler(
         app, s, broker.consumer(consumer_config(s, "wh.workers")), producer, hooks=Hooks(),
@@ -414,7 +414,7 @@ def test_a_partition_revoked_while_its_records_wait_takes_them_out_of_flight(app
     h.revoked([TopicPartition(TASKS, other)], lost=False)  # nothing of it runs: no wait
     assert h.in_flight == 1, "never run here: the next owner runs them"
     key = journal_key(TASKS, other).encode()
-    written = [m for m in app2.broker.records(deliveries_topic(PREFIX)) if m.key() == key]
+    written = [m for m in app2.broker.records(ownership_topic(PREFIX)) if m.key() == key]
     release = PartitionState.decode(written[-1].value() or b"")
     assert (release.state, release.handed) == (RELEASE, {}), "none of them named as running"
     GATE.set()

@@ -5,8 +5,9 @@ A record whose task kills its worker is counted, then dead-lettered (a lost deli
 A task that kills its process (an OOM kill, a segfault in a C extension, ``os._exit``) leaves
 its record uncommitted; the group hands its partition to another member, which runs it again
 and dies too. To end that loop without a cost per task, the owner of each task partition
-keeps a small journal in Kafka, the compacted topic ``<prefix>.deliveries`` keyed by
-``topic:partition``; each record there is the whole state of one partition (JSON):
+keeps a small journal in Kafka, the ownership journal: the compacted topic
+``<prefix>.deliveries`` (its wire name from before, kept) keyed by ``topic:partition``;
+each record there is the whole state of one partition (JSON):
 
 - A worker **claims** a partition it is assigned, then reads the journal up to its own claim:
   the last state before it says how the previous owner left. A clean hand-over (``release``)
@@ -55,15 +56,17 @@ runs, a usual record while a careful run must run alone); it hands them back thr
 two callbacks it is opened with, ``dispatch(message, lost)`` and ``skip(message)``.
 
 The package: ``state`` (the journal's records and the pure :func:`takeover` rules),
-``journal`` (:class:`OwnershipJournal`, the I/O in one worker), ``interface`` (the
-:class:`Ownership` protocol the worker sees, and :class:`UncountedOwnership`, its no-op twin
-when counting is off).
+``journal`` (:class:`OwnershipJournal`, the I/O in one worker), ``reader``
+(:class:`JournalReader`, the journal topic read by assignment while a claim waits),
+``interface`` (the :class:`Ownership` protocol the worker sees, and
+:class:`UncountedOwnership`, its no-op twin when counting is off).
 """
 
 from __future__ import annotations
 
 from taskstream.consumer.ownership.interface import Ownership, UncountedOwnership
 from taskstream.consumer.ownership.journal import HANDOVER_BEAT_S, OwnershipJournal
+from taskstream.consumer.ownership.reader import JournalReader
 from taskstream.consumer.ownership.state import (
     CLAIM,
     OWN,
@@ -81,6 +84,7 @@ __all__ = [
     "OWN",
     "RELEASE",
     "HandoverReport",
+    "JournalReader",
     "Ownership",
     "OwnershipJournal",
     "PartitionState",

@@ -1,12 +1,11 @@
 """The journal's I/O in one worker: claims, releases, careful runs and hand-overs.
 
 :class:`OwnershipJournal` writes each task partition's state to the compacted journal topic,
-reads it back (the previous owner's last state decides how the partition starts, by
-:func:`taskstream.consumer.ownership.state.takeover`), holds the records that must wait (for a
-claim, for a previous owner's runs, for a careful run that must run alone), and runs the
-careful ones alone. Leases are on :func:`taskstream.clock.monotonic`, so tests move
-them with ``clock.advance`` instead of sleeping.
-"""
+reads it back through its :class:`JournalReader` (the previous owner's last state decides how
+the partition starts, by :func:`taskstream.consumer.ownership.state.takeover`), holds the
+records that must wait (for a claim, for a previous owner's runs, for a careful run that must
+run alone), and runs the careful ones alone. Leases are on :func:`taskstream.clock.monotonic`,
+so tests move them with ``clock.advance`` instead of sleeping."""
 
 from __future__ import annotations
 
@@ -16,9 +15,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from taskstream import clock
+from taskstream.consumer.ownership.reader import JournalReader
 from taskstream.consumer.ownership.state import (
     CLAIM,
     OWN,
@@ -95,6 +95,8 @@ class OwnershipJournal:
     starts: the journal holds those records too, in ``_waiting``, and dispatches them once
     the careful runs end. ``skip(message)``: the record's outcome was published by the
     previous owner; it is done without a run.
+    ``reader``: the journal topic's reader (whose topic it writes too), read during
+    ``serve`` only while a claim or a hand-over waits.
     ``lease_s``: how long a previous owner's hand-over report may stay silent before its
     runs are taken for lost. ``probation``: a first death's suspects run as usual once
     (False when ``worker_lost_max_deliveries`` is below 3).
@@ -102,8 +104,7 @@ class OwnershipJournal:
 
     def __init__(
         self,
-        topic: str,
-        reader: Consumer,
+        reader: JournalReader,
         producer: EventProducer,
         worker: str,
         window: int,
@@ -114,7 +115,7 @@ class OwnershipJournal:
         lease_s: float,
         probation: bool = True,
     ) -> None:
-        self.topic = topic
+        self.topic = reader.topic  # read and written
         self._reader = reader
         self._producer = producer
         self._worker = worker
@@ -145,15 +146,6 @@ class OwnershipJournal:
         # its last state written by this process, which is alive (the worker id alone can
         # recur: a container restarted in its pod keeps host name and pid).
         self._tokens: set[str] = set()
-
-    def start(self, partitions: int) -> None:
-        """Read the journal from its beginning (the latest state per key is what counts),
-        only while a claim waits: the reader is unassigned otherwise, so that an idle journal
-        costs the broker no fetches. Unassigned, not paused: librdkafka resumes a paused
-        partition's fetching only about 500 ms later, where an assignment fetches at once
-        (each rebalance held this worker's new partitions that long)."""
-        self._positions = {p: OFFSET_BEGINNING for p in range(partitions)}  # next to read
-        self._reading = False
 
     def close(self) -> None:
         """Runs still handed over are abandoned with this worker: say so, so that the new
@@ -331,7 +323,8 @@ class OwnershipJournal:
             f"partitions={len(self._partitions)} confirmed={len(self._confirmed)} "
             f"claims={len(self._claims)} awaited={len(self._awaited)} "
             f"handing={len(self._handing)} running={self._running is not None} "
-            f"waiting={len(self._waiting)} reading={self._reading} unconfirmed={unconfirmed}"
+            f"waiting={len(self._waiting)} reading={self._reader.reading} "
+            f"unconfirmed={unconfirmed}"
         )
 
     @property
@@ -358,9 +351,10 @@ class OwnershipJournal:
         if self._relays:
             self._expire_relays()
         if self._claims or self._awaited or self._relays:
-            self._read_new()
-        elif self._reading:
-            self._stop_reading()
+            for message in self._reader.read_new():
+                self._read(message)
+        elif self._reader.reading:
+            self._reader.stop_reading()
         if self._running is None and len(self._confirmed) != len(self._partitions):
             due = next((p for p in self._partitions.values() if p.careful and p.held), None)
             if due is not None and in_flight == self._holding():  # nothing else runs
@@ -369,24 +363,6 @@ class OwnershipJournal:
             waiting, self._waiting = self._waiting, deque()
             while waiting:
                 self._dispatch(waiting.popleft(), None)
-
-    def _read_new(self) -> None:
-        """Read what the journal has new (the reader assigned where it got to, if it was not)."""
-        if not self._reading:
-            self._reader.assign(
-                [TopicPartition(self.topic, p, o) for p, o in self._positions.items()]
-            )
-            self._reading = True
-        for message in self._reader.consume(500, 0):
-            self._read(message)
-
-    def _stop_reading(self) -> None:
-        """Unassign the reader, keeping where it got to: the next claim reads on from there."""
-        for tp in self._reader.position([TopicPartition(self.topic, p) for p in self._positions]):
-            if tp.offset >= 0:  # OFFSET_INVALID: nothing read there yet
-                self._positions[tp.partition] = tp.offset
-        self._reader.unassign()
-        self._reading = False
 
     # -- runs handed over -------------------------------------------------------------------
 
@@ -406,7 +382,7 @@ class OwnershipJournal:
     @staticmethod
     def _reported(err: KafkaError | None, _msg: Message) -> None:
         if err is not None:  # the next beat carries the same or newer news
-            log.warning("deliveries journal: hand-over report failed (%s)", err)
+            log.warning("ownership journal: hand-over report failed (%s)", err)
 
     def _handed_finished(self, topic: str, partition: int, offset: int) -> None:
         for key, handing in self._handing.items():
@@ -497,7 +473,7 @@ class OwnershipJournal:
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("deliveries journal: %s", error)
+                log.warning("ownership journal: %s", error)
             return
         key, value = message.key(), message.value()
         if not key:
@@ -510,7 +486,7 @@ class OwnershipJournal:
         try:
             state = PartitionState.decode(value)
         except (ValueError, TypeError) as exc:
-            log.warning("deliveries journal: unreadable record skipped: %s", exc)
+            log.warning("ownership journal: unreadable record skipped: %s", exc)
             return
         if state.state != CLAIM:
             self._settled[name] = state
@@ -526,7 +502,7 @@ class OwnershipJournal:
         try:
             report = HandoverReport.decode(value)
         except (ValueError, TypeError, KeyError) as exc:
-            log.warning("deliveries journal: unreadable report skipped: %s", exc)
+            log.warning("ownership journal: unreadable report skipped: %s", exc)
             return
         part = self._awaited.get(name)
         if part is not None:
@@ -683,7 +659,7 @@ class OwnershipJournal:
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
-                log.error("deliveries journal write failed (%s): writing it again", err)
+                log.error("ownership journal write failed (%s): writing it again", err)
                 self._acked.append(lambda: self._write(part, then))
             elif then is not None:
                 self._acked.append(then)

@@ -1,7 +1,7 @@
 """``app.control``: revoking tasks, as records of the control topic every worker reads.
 
 A revocation is one record of the compacted topic ``<prefix>.control`` (topics.py), keyed by
-the task id, its value a small JSON object (internal, like the deliveries journal; other
+the task id, its value a small JSON object (internal, like the ownership journal; other
 languages revoke through the HTTP API or the CLI)::
 
     {"task_id": "3f0c...", "terminate": false, "at": 1764410000000000}

@@ -8,7 +8,8 @@ With prefix ``taskstream``:
 - ``taskstream.results``        result events, keyed by task id, compacted
 - ``taskstream.dead-letter``    events that cannot run, with the reason in headers
 - ``taskstream.delay.<N>s``     delayed events (retries, countdowns) waiting N seconds
-- ``taskstream.deliveries``     each task partition's owner and careful runs (lost deliveries)
+- ``taskstream.deliveries``     the ownership journal: each task partition's owner, careful
+                                 runs and hand-overs (the name predates it)
 - ``taskstream.beat``           the beat leader's claims and each periodic entry's last tick
 - ``taskstream.control``        revocations, keyed by task id, compacted (read by every worker)
 - ``taskstream.heartbeats``     each worker's latest heartbeat, keyed by worker id, compacted
@@ -81,8 +82,9 @@ def dead_letter_topic(prefix: str) -> str:
     return _checked(f"{prefix}.dead-letter")
 
 
-def deliveries_topic(prefix: str) -> str:
-    """``<prefix>.deliveries``"""
+def ownership_topic(prefix: str) -> str:
+    """``<prefix>.deliveries``: the partition ownership journal."""
+    # The name predates the ownership package; renaming it would migrate running deployments.
     return _checked(f"{prefix}.deliveries")
 
 
@@ -234,7 +236,7 @@ def topic_specs(
     specs.append(TopicSpec(dead_letter_topic(prefix), partitions, replication))
     # One state record per task partition, the latest wins: compacted.
     specs.append(
-        TopicSpec(deliveries_topic(prefix), partitions, replication, {"cleanup.policy": "compact"})
+        TopicSpec(ownership_topic(prefix), partitions, replication, {"cleanup.policy": "compact"})
     )
     specs += [TopicSpec(delay_topic(prefix, t), partitions, replication) for t in DELAY_TIERS_S]
     # One partition: its owner in the beat group is the one replica that fires ticks. The

@@ -259,5 +259,5 @@ def test_a_revoke_s_commit_commits_every_partition_whose_events_were_sent() -> N
         offsets.finish(0)
     txn.send()
     assert txn.commit(consumer, tracker, False, {(TOPIC, 0)}) is True  # a revoke of 0 only
-    assert sorted(outputs(broker)) == [b"0", b"1"]
+    assert sorted(v or b"" for v in outputs(broker)) == [b"0", b"1"]
     assert broker.committed(GROUP, TOPIC, 1) == 1  # 1's event is visible: so is its offset

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -21,8 +22,15 @@ from taskstream import App
 from taskstream.config import AT_LEAST_ONCE, EXACTLY_ONCE
 from taskstream.kafka.topics import results_topic, task_topic
 from taskstream.status import Status
-from tests.conftest import BrokerHandle, Scope
-from tests.integration.running import read_topic, spawn_materializer, spawn_worker, wait_until
+from tests import netns
+from tests.conftest import REPO, BrokerHandle, Scope
+from tests.integration.running import (
+    APP_SPEC,
+    read_topic,
+    spawn_materializer,
+    spawn_worker,
+    wait_until,
+)
 from tests.integration.tasks_app import build_app
 
 pytestmark = pytest.mark.integration
@@ -163,3 +171,51 @@ def test_a_worker_paused_past_its_session_is_fenced_and_none_of_its_outcomes_sho
     wait_until(lambda: all_final(app, [r.id for r in more]), 120, "tasks after the zombie")
     print(f"\nzombie: {duplicates(final_events(scope, len(ids), 'read_uncommitted'))} "
           "aborted duplicates read uncommitted, 0 read committed")  # fmt: skip
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_cut_off_from_the_network_past_its_session_is_fenced(
+    app: App,
+    scope: Scope,
+    broker: BrokerHandle,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    cluster = broker.require_cluster(WHY)
+    why = netns.unavailable()
+    if why is not None:
+        pytest.skip(f"a network partition needs a network namespace: {why}")
+    nap = app.tasks["itest.nap"]
+    eos = {"TASKSTREAM_PROCESSING_GUARANTEE": EXACTLY_ONCE}
+    env = scope.env(**eos)
+    ports = [node.broker_port for node in cluster.nodes.values()]
+    with netns.isolated(ports) as network:
+        command = network.command(
+            sys.executable, "-m", "taskstream.cli", "worker", APP_SPEC, "--concurrency", "4"
+        )
+        cut_off = subprocess.Popen(command, env=env, cwd=REPO)
+        processes += [cut_off, spawn_materializer(scope)]
+        first = [nap.delay(0.001, i) for i in range(200)]
+        wait_until(lambda: all_final(app, [r.id for r in first]), 120, "the first tasks")
+        slow = [nap.delay(0.05, i) for i in range(400)]
+        time.sleep(0.5)
+        network.cut()
+        try:
+            other = spawn_worker(
+                scope, "--concurrency", "4", TASKSTREAM_PROCESSING_GUARANTEE=EXACTLY_ONCE
+            )
+            processes.append(other)
+            time.sleep(8)  # past the 6 s session, below the 10 s transaction timeout
+        finally:
+            network.heal()
+        ids = [r.id for r in [*first, *slow]]
+        wait_until(lambda: all_final(app, ids), 180, "every task's outcome")
+        assert cut_off.poll() is None and other.poll() is None, "a worker died"
+        counts = final_events(scope, len(ids), "read_committed")
+        assert set(counts) == set(ids)
+        assert duplicates(counts) == 0, "the cut-off worker's outcomes became visible"
+        more = [nap.delay(0.001, i) for i in range(200)]
+        wait_until(lambda: all_final(app, [r.id for r in more]), 120, "tasks after the cut")
+        aborted = duplicates(final_events(scope, len(ids), "read_uncommitted"))
+        print(
+            f"\nnetwork partition: {aborted} aborted duplicates read uncommitted, 0 read committed"
+        )

@@ -154,6 +154,11 @@ def app() -> Iterator[App]:
     def add(a: int, b: int) -> int:
         return a + b
 
+    @app.task(name="eos.note")
+    def note(key: str, n: int) -> int:
+        RAN.append((key, n))
+        return n
+
     @app.task(name="eos.flaky", bind=True, max_retries=2, default_retry_delay=0)
     def flaky(self, n: int) -> int:  # type: ignore[no-untyped-def]
         attempts[self.request.id] = attempts.get(self.request.id, 0) + 1
@@ -162,6 +167,21 @@ def app() -> Iterator[App]:
         return n
 
     yield app
+
+
+RAN: list[tuple[str, int]] = []  # eos.note's runs, in order
+
+
+def test_tasks_of_one_key_run_in_order_exactly_once(app: App) -> None:
+    RAN.clear()
+    note = app.tasks["eos.note"]
+    with taskstream.testing.run(app, concurrency=4) as stub:
+        sent = [note.apply_async((f"k{n % 3}", n), key=f"k{n % 3}") for n in range(60)]
+        stub.join()
+        assert [r.get(timeout=10) for r in sent] == list(range(60))
+    for key in ("k0", "k1", "k2"):
+        runs = [n for k, n in RAN if k == key]
+        assert runs == sorted(runs) and len(runs) == 20
 
 
 def result_events(stub: taskstream.testing.Stub, app: App) -> list[ResultEvent]:

@@ -100,9 +100,13 @@ class IsolatedNetwork:
         while not self._closed:
             try:
                 inner, _ = listener.accept()
-                outer = socket.create_connection(("127.0.0.1", port))
             except OSError:
                 return
+            try:
+                outer = socket.create_connection(("127.0.0.1", port))
+            except OSError:
+                inner.close()
+                continue
             self._sockets += [inner, outer]
             for src, dst in ((inner, outer), (outer, inner)):
                 threading.Thread(target=self._pass, args=(src, dst), daemon=True).start()
@@ -123,9 +127,12 @@ class IsolatedNetwork:
         except OSError:
             pass
         finally:
+            # Shut down first: the other direction's recv wakes (and ends) before the close.
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+            for s in (src, dst):
+                s.close()
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ class PartitionOffsets:
         "keys",
         "next_offset",
         "partition",
+        "revoked",
         "topic",
     )
 
@@ -44,6 +45,7 @@ class PartitionOffsets:
         self.committed: int | None = None  # the last offset committed
         # A worker's records not yet done: offset -> key, to hand a partition over running
         self.keys: dict[int, bytes | None] = {}
+        self.revoked = False  # this assignment is over (late completions touch only it)
 
     def add(self, offset: int, timestamp: int = 0) -> None:
         """A record was received; offsets arrive in increasing order. ``timestamp``: the
@@ -128,7 +130,10 @@ class OffsetTracker:
         return offsets if offsets is not None else self.assign(topic, partition)
 
     def revoke(self, topic: str, partition: int) -> PartitionOffsets | None:
-        return self.partitions.pop((topic, partition), None)
+        offsets = self.partitions.pop((topic, partition), None)
+        if offsets is not None:
+            offsets.revoked = True
+        return offsets
 
     @property
     def in_flight(self) -> int:

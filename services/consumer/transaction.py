@@ -79,14 +79,28 @@ class Transaction:
         self.committed = 0  # transactions committed
         self.aborted = 0  # transactions aborted (their events sent again, or dropped)
         self.committing_s = 0.0  # time the loop spent in commits (sending offsets, ending)
+        self._error: KafkaException | None = None  # a produce refused: abort at the commit
         self._producer = self._begin_first()
         self._committer: ThreadPoolExecutor | None = None  # a thread, from the first commit
         # A commit in progress: its partitions' positions, and its end (how long it took).
         self._pending: tuple[list[tuple[PartitionOffsets, int]], Future[float]] | None = None
 
     def _begin_first(self) -> Producer:
+        """A new producer with the transactional id, its first transaction begun. A retriable
+        refusal (the coordinator still ending the id's earlier transaction, or moving) is
+        tried again, for up to the transaction timeout."""
         producer = self._open_producer()
-        producer.init_transactions(self._timeout_s)
+        deadline = time.monotonic() + TRANSACTION_TIMEOUT_MS / 1000
+        while True:
+            try:
+                producer.init_transactions(self._timeout_s)
+                break
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if not error.retriable() or time.monotonic() >= deadline:
+                    raise
+                log.info("init_transactions: %s; trying again", error.str())
+                time.sleep(0.1)
         producer.begin_transaction()
         return producer
 
@@ -143,6 +157,10 @@ class Transaction:
                 return True
             if not self._committed(*pending):
                 return False
+        if self._error is not None:  # a produce was refused: this transaction is lost
+            error, self._error = self._error, None
+            self._failed(error)
+            return False
         self._forget_stale(tracker)
         for offsets in list(self._held):
             self._send(offsets)
@@ -220,6 +238,8 @@ class Transaction:
         in offset order, into the open transaction."""
         if self._pending is not None:
             return  # no transaction open until the commit in progress ends
+        if offsets.revoked:
+            return  # run again at the partition's next owner: dropped at the next commit
         position = offsets.committable()
         with self._lock:
             held = self._held.get(offsets)
@@ -248,6 +268,10 @@ class Transaction:
             self._abort()
 
     def _produce(self, part: Part) -> None:
+        """Into the open transaction; once the transaction is in error (librdkafka refuses
+        every produce then), nothing more: the next commit aborts it and sends again."""
+        if self._error is not None:
+            return
         topic, value, key, headers = part
         producer = self._producer
         while True:
@@ -259,6 +283,9 @@ class Transaction:
                 return
             except BufferError:  # the local queue is full: let deliveries make room
                 producer.poll(0.05)
+            except KafkaException as exc:  # the transaction failed (a zombie's, fenced...)
+                self._error = exc
+                return
 
     def _failed(self, exc: KafkaException) -> None:
         error: KafkaError = exc.args[0]
@@ -286,10 +313,15 @@ class Transaction:
         self._send_again()
 
     def _replace(self) -> None:
+        """A new transactional producer (the old one fenced, or its transaction stuck); if
+        the cluster refuses one now, the next commit tries again."""
+        self._producer.flush(0)
         try:
-            self._producer.flush(0)
-        finally:
             self._producer = self._begin_first()
+        except KafkaException as exc:
+            log.warning("no new transactional producer yet (%s)", exc.args[0].str())
+            self._error = exc
+            return
         self._send_again()
 
     def _send_again(self) -> None:

@@ -135,6 +135,8 @@ def test_workers_killed_mid_run_publish_each_outcome_once_exactly_once(
     finally:
         if dead_node is not None:
             cluster.restart(dead_node, wait=False)
+        # The next tests (a broker's loss among them) start with every replica in sync.
+        cluster.wait_until_in_sync()
     assert all_final(app, ids), "the run did not finish"
     assert [h.get(timeout=60) for h in heads] == [i + 2 for i in range(chains)]
     expected_sums = [sum(i + c for i in range(members)) for c in range(chords)]

@@ -6,9 +6,10 @@ outcome each."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 import taskstream.testing
 from taskstream import App, clock
@@ -18,7 +19,7 @@ from taskstream.consumer.transaction import Transaction
 from taskstream.envelope import ResultEvent
 from taskstream.errors import ConfigError
 from taskstream.kafka.topics import delays_group, results_topic, task_topic
-from taskstream.testing.stub_broker import StubBroker
+from taskstream.testing.stub_broker import StubBroker, StubProducer
 
 TOPIC, OUT, GROUP = "in", "out", "g"
 
@@ -281,3 +282,43 @@ def test_a_revoke_s_commit_commits_every_partition_whose_events_were_sent() -> N
     assert txn.commit(consumer, tracker, False, {(TOPIC, 0)}) is True  # a revoke of 0 only
     assert sorted(v or b"" for v in outputs(broker)) == [b"0", b"1"]
     assert broker.committed(GROUP, TOPIC, 1) == 1  # 1's event is visible: so is its offset
+
+
+def test_a_revoked_partition_s_late_finishes_are_never_sent(broker: StubBroker) -> None:
+    consumer, txn = member(broker), transaction(broker)
+    tracker = OffsetTracker()
+    offsets = tracker.assign(TOPIC, 0)
+    offsets.add(0)
+    tracker.revoke(TOPIC, 0)  # revoked while its record ran
+    txn.hold(offsets, 0, [(OUT, b"late", None, None)])
+    offsets.finish(0)
+    txn.send()
+    assert txn.commit(consumer, tracker) is True
+    assert outputs(broker) == [] and txn.aborted == 0 and txn.unsent == 0
+
+
+class _RefusingOnce(StubProducer):
+    """Refuses its first produce as librdkafka does once a transaction is in error."""
+
+    refused = False
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        if not self.refused:
+            self.refused = True
+            raise KafkaException(KafkaError(KafkaError._STATE, "Erroneous state"))
+        super().produce(*args, **kwargs)
+
+
+def test_a_produce_refused_mid_transaction_aborts_it_at_the_commit_and_sends_again(
+    broker: StubBroker,
+) -> None:
+    consumer, tracker = member(broker), OffsetTracker()
+    txn = Transaction(lambda: _RefusingOnce(broker, {"transactional.id": "t"}), 5.0)
+    offsets = tracker.assign(TOPIC, 0)
+    offsets.add(0)
+    txn.hold(offsets, 0, [(OUT, b"once", None, None)])
+    offsets.finish(0)
+    txn.send()  # refused: the loop goes on
+    assert txn.commit(consumer, tracker) is False and txn.aborted == 1
+    assert txn.commit(consumer, tracker) is True
+    assert outputs(broker) == [b"once"] and broker.committed(GROUP, TOPIC, 0) == 1

@@ -111,6 +111,7 @@ class Worker(RuntimeOwner):
         # Revoked task ids, from the control topic.
         self.revocations = Revocations(app.settings.revokes_max)
         self._handler: TaskHandler | None = None  # while run() runs
+        self._starting = False  # run() is setting up: nothing taken from Kafka yet
 
     @property
     def lag(self) -> Lag:
@@ -136,6 +137,12 @@ class Worker(RuntimeOwner):
             name = signal.Signals(signum).name
             if self._repeated_signal():
                 return
+            if self._starting:
+                # Still starting: nothing taken, nothing to commit. End now (as Ctrl-C's
+                # KeyboardInterrupt would), not after a start-up call to a broker that is gone
+                # (dev's children when dev is killed): those wait a second at a time.
+                log.warning("received %s while starting: stopping", name)
+                raise SystemExit(0)
             if self._stop_requested:
                 # A second signal: at once. Unfinished tasks are not committed, so the next
                 # owner of their partitions runs them (at least once, as after a crash).
@@ -161,6 +168,7 @@ class Worker(RuntimeOwner):
 
     def run(self) -> None:
         s, app = self.settings, self.app
+        self._starting = True
         app.ensure_topics(sorted({*app.queues, *self.queues}))  # chains send to the others
         # Credentials, certificate and ACLs checked before any task is taken: a worker that
         # may not publish outcomes must not consume (taskstream.kafka.preflight).
@@ -188,6 +196,7 @@ class Worker(RuntimeOwner):
             ),
         )  # fmt: skip
         runtime = handler.runtime
+        self._starting = False  # from here on a stop signal drains (threads start to read)
         control = ControlReader(app, self.revocations, watchdog.terminate, self.worker_id)
         control_thread = control.start()
         delays = DelayScheduler(app, self.revocations, self.worker_id)

@@ -40,3 +40,13 @@ def test_a_sigterm_repeated_by_the_kernel_at_once_is_one_stop_not_a_stop_at_once
     # An operator's second signal, later, still means "at once".
     monkeypatch.setattr(worker_module, "_SIGNAL_REPEAT_S", 0.0)
     assert not worker._repeated_signal()
+
+
+def test_a_stop_signal_while_the_worker_starts_ends_it_at_once(worker: Worker) -> None:
+    """A CI run: dev SIGKILLed while its worker was still asking a broker, gone with dev,
+    for its topics; the worker lived on 15 s, waiting for the call to time out."""
+    worker.install_signal_handlers()
+    worker._starting = True  # inside run(), before anything is read from Kafka
+    with pytest.raises(SystemExit) as exited:
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert exited.value.code == 0

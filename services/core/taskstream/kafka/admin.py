@@ -8,7 +8,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # stub: no __all__
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # stub: no __all__
+    AdminClient,
+    ClusterMetadata,
+    NewTopic,
+)
 
 from taskstream.config import Settings
 from taskstream.errors import BrokerError, ConfigError, NotAuthorized
@@ -26,10 +30,7 @@ def ensure_topics(
     request is the start-up check of the connection (taskstream.kafka.preflight.connect): wrong
     credentials or an untrusted certificate raise at once, not after the timeout."""
     admin = preflight.connect(admin_config(settings), timeout)
-    try:
-        cluster = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise BrokerError.wrap(exc, "listing topics") from exc
+    cluster = list_topics(admin, timeout)
     existing = set(cluster.topics)
     missing = [s for s in specs if s.name not in existing]
     if not missing:
@@ -57,6 +58,24 @@ def ensure_topics(
     addresses = [f"{b.host}:{b.port}" for b in cluster.brokers.values()]
     known_everywhere(settings, addresses, [s.name for s in missing], timeout)
     return created
+
+
+_ATTEMPT_S = 1.0  # one metadata request's wait at most (see list_topics)
+
+
+def list_topics(admin: AdminClient, timeout: float = 30.0) -> ClusterMetadata:
+    """The cluster's metadata, asked for one second at a time until ``timeout``: a stop signal
+    is handled (Python runs handlers between calls, not inside librdkafka's wait) within a
+    second even while the broker is gone. BrokerError after the last attempt failed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return admin.list_topics(
+                timeout=min(_ATTEMPT_S, max(deadline - time.monotonic(), 0.01))
+            )
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise BrokerError.wrap(exc, "listing topics") from exc
 
 
 _PER_BROKER_S = 5.0  # a broker that does not list the new topics this soon is passed over

@@ -6,13 +6,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from taskstream.config import Settings
-from taskstream.errors import BrokerError
 from taskstream.kafka import preflight
-from taskstream.kafka.admin import ensure_topics
+from taskstream.kafka.admin import ensure_topics, list_topics
 from taskstream.kafka.clients import admin_config
 from taskstream.kafka.topics import TopicSpec
 
@@ -82,11 +81,7 @@ class KafkaBroker:
     def partition_counts(
         self, settings: Settings, names: Iterable[str], timeout: float = 30.0
     ) -> dict[str, int]:
-        admin = AdminClient(admin_config(settings))
-        try:
-            topics = admin.list_topics(timeout=timeout).topics
-        except KafkaException as exc:
-            raise BrokerError.wrap(exc, "listing topics") from exc
+        topics = list_topics(AdminClient(admin_config(settings)), timeout).topics
         return {
             n: len(topics[n].partitions) for n in names if n in topics and topics[n].error is None
         }

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from taskstream import App, chord, group
+from taskstream import App, AsyncResult, chord, group
 from taskstream.config import AT_LEAST_ONCE, EXACTLY_ONCE
 from taskstream.kafka.topics import results_topic, task_topic, worker_group
 from taskstream.status import Status
@@ -75,6 +75,28 @@ def duplicates(counts: collections.Counter[str]) -> int:
 
 def all_final(app: App, ids: list[str]) -> bool:
     return sum(1 for r in app.store.get_many(ids).values() if r.status.is_final) == len(ids)
+
+
+def fenced_then_working(
+    app: App,
+    scope: Scope,
+    workers: list[subprocess.Popen[bytes]],
+    sent: list[AsyncResult[int]],
+    who: str,
+) -> int:
+    """After a worker was cut off past its session: every task of ``sent`` has one visible
+    final outcome, ``who``'s (fenced) none, both workers live and work on; returns how many
+    aborted duplicates read uncommitted shows."""
+    ids = [r.id for r in sent]
+    wait_until(lambda: all_final(app, ids), 180, "every task's outcome")
+    assert all(w.poll() is None for w in workers), "a worker died"
+    counts = final_events(scope, len(ids), "read_committed")
+    assert set(counts) == set(ids)
+    assert duplicates(counts) == 0, f"{who}'s outcomes became visible"
+    nap = app.tasks["itest.nap"]
+    more = [nap.delay(0.001, i) for i in range(200)]  # it rejoined and works
+    wait_until(lambda: all_final(app, [r.id for r in more]), 120, f"tasks after {who}")
+    return duplicates(final_events(scope, len(ids), "read_uncommitted"))
 
 
 @pytest.mark.timeout(600)
@@ -189,17 +211,8 @@ def test_a_worker_paused_past_its_session_is_fenced_and_none_of_its_outcomes_sho
         time.sleep(8)
     finally:
         zombie.send_signal(signal.SIGCONT)
-    ids = [r.id for r in [*first, *slow]]
-    wait_until(lambda: all_final(app, ids), 180, "every task's outcome")
-    assert zombie.poll() is None and other.poll() is None, "a worker died"
-    counts = final_events(scope, len(ids), "read_committed")
-    assert set(counts) == set(ids)
-    assert duplicates(counts) == 0, "the zombie's outcomes became visible"
-    # It rejoined and works: more tasks, both members.
-    more = [nap.delay(0.001, i) for i in range(200)]
-    wait_until(lambda: all_final(app, [r.id for r in more]), 120, "tasks after the zombie")
-    print(f"\nzombie: {duplicates(final_events(scope, len(ids), 'read_uncommitted'))} "
-          "aborted duplicates read uncommitted, 0 read committed")  # fmt: skip
+    aborted = fenced_then_working(app, scope, [zombie, other], [*first, *slow], "the zombie")
+    print(f"\nzombie: {aborted} aborted duplicates read uncommitted, 0 read committed")
 
 
 @pytest.mark.timeout(300)
@@ -229,22 +242,12 @@ def test_a_worker_cut_off_from_the_network_past_its_session_is_fenced(
         time.sleep(0.5)
         network.cut()
         try:
-            other = spawn_worker(
-                scope, "--concurrency", "4", TASKSTREAM_PROCESSING_GUARANTEE=EXACTLY_ONCE
-            )
+            other = spawn_worker(scope, "--concurrency", "4", **eos)
             processes.append(other)
             time.sleep(8)  # past the 6 s session, below the 10 s transaction timeout
         finally:
             network.heal()
-        ids = [r.id for r in [*first, *slow]]
-        wait_until(lambda: all_final(app, ids), 180, "every task's outcome")
-        assert cut_off.poll() is None and other.poll() is None, "a worker died"
-        counts = final_events(scope, len(ids), "read_committed")
-        assert set(counts) == set(ids)
-        assert duplicates(counts) == 0, "the cut-off worker's outcomes became visible"
-        more = [nap.delay(0.001, i) for i in range(200)]
-        wait_until(lambda: all_final(app, [r.id for r in more]), 120, "tasks after the cut")
-        aborted = duplicates(final_events(scope, len(ids), "read_uncommitted"))
-        print(
-            f"\nnetwork partition: {aborted} aborted duplicates read uncommitted, 0 read committed"
+        aborted = fenced_then_working(
+            app, scope, [cut_off, other], [*first, *slow], "the cut-off worker"
         )
+        print(f"\nnetwork partition: {aborted} aborted duplicates read uncommitted, 0 committed")

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 import taskstream.testing
 from taskstream import App, clock
 from taskstream.config import Settings
-from taskstream.consumer.offsets import OffsetTracker
+from taskstream.consumer.offsets import OffsetTracker, PartitionOffsets
 from taskstream.consumer.transaction import Transaction
 from taskstream.envelope import ResultEvent
 from taskstream.errors import ConfigError
@@ -39,6 +39,13 @@ def member(broker: StubBroker) -> Consumer:
     consumer.subscribe([TOPIC])
     consumer.poll(0)  # joins: the generation its metadata carries
     return consumer
+
+
+def ran_first(txn: Transaction, offsets: PartitionOffsets, value: bytes) -> None:
+    """The partition's record at offset 0 ran: its one event, ``value``, held by ``txn``."""
+    offsets.add(0)
+    txn.hold(offsets, 0, [(OUT, value, None, None)])
+    offsets.finish(0)
 
 
 def transaction(broker: StubBroker) -> Transaction:
@@ -79,9 +86,7 @@ def test_a_commit_after_the_group_moved_on_is_aborted_and_nothing_becomes_visibl
     zombie, txn = member(broker), transaction(broker)
     tracker = OffsetTracker()
     offsets = tracker.assign(TOPIC, 0)
-    offsets.add(0)
-    txn.hold(offsets, 0, [(OUT, b"late", None, None)])
-    offsets.finish(0)
+    ran_first(txn, offsets, b"late")
     member(broker)  # a second member joins: a new generation the zombie has not seen
 
     assert txn.commit(zombie, tracker) is False
@@ -98,9 +103,7 @@ def test_a_member_that_rejoined_commits_the_events_it_kept(broker: StubBroker) -
     consumer, txn = member(broker), transaction(broker)
     tracker = OffsetTracker()
     offsets = tracker.assign(TOPIC, 0)
-    offsets.add(0)
-    txn.hold(offsets, 0, [(OUT, b"kept", None, None)])
-    offsets.finish(0)
+    ran_first(txn, offsets, b"kept")
     other = member(broker)
     assert txn.commit(consumer, tracker) is False
     other.close()  # it leaves; the next poll runs the new generation's rebalance
@@ -116,9 +119,7 @@ def test_a_fenced_producer_is_replaced_and_the_events_committed_by_the_new_one(
     consumer, txn = member(broker), transaction(broker)
     tracker = OffsetTracker()
     offsets = tracker.assign(TOPIC, 0)
-    offsets.add(0)
-    txn.hold(offsets, 0, [(OUT, b"once", None, None)])
-    offsets.finish(0)
+    ran_first(txn, offsets, b"once")
     broker.producer({"transactional.id": "t"}).init_transactions()  # fences txn's producer
     assert txn.commit(consumer, tracker) is False
     assert txn.commit(consumer, tracker) is True
@@ -256,9 +257,7 @@ def test_events_sent_for_a_partition_lost_before_the_commit_never_become_visible
     tracker = OffsetTracker()
     kept, lost = tracker.assign(TOPIC, 0), tracker.assign(TOPIC, 1)
     for offsets, value in ((kept, b"kept"), (lost, b"lost")):
-        offsets.add(0)
-        txn.hold(offsets, 0, [(OUT, value, None, None)])
-        offsets.finish(0)
+        ran_first(txn, offsets, value)
     txn.send()  # both in the open transaction now
     tracker.revoke(TOPIC, 1)  # lost: another member may run it already
     assert txn.commit(consumer, tracker) is True
@@ -275,9 +274,7 @@ def test_a_revoke_s_commit_commits_every_partition_whose_events_were_sent() -> N
     tracker = OffsetTracker()
     for partition in (0, 1):
         offsets = tracker.assign(TOPIC, partition)
-        offsets.add(0)
-        txn.hold(offsets, 0, [(OUT, str(partition).encode(), None, None)])
-        offsets.finish(0)
+        ran_first(txn, offsets, str(partition).encode())
     txn.send()
     assert txn.commit(consumer, tracker, False, {(TOPIC, 0)}) is True  # a revoke of 0 only
     assert sorted(v or b"" for v in outputs(broker)) == [b"0", b"1"]
@@ -315,9 +312,7 @@ def test_a_produce_refused_mid_transaction_aborts_it_at_the_commit_and_sends_aga
     consumer, tracker = member(broker), OffsetTracker()
     txn = Transaction(lambda: _RefusingOnce(broker, {"transactional.id": "t"}), 5.0)
     offsets = tracker.assign(TOPIC, 0)
-    offsets.add(0)
-    txn.hold(offsets, 0, [(OUT, b"once", None, None)])
-    offsets.finish(0)
+    ran_first(txn, offsets, b"once")
     txn.send()  # refused: the loop goes on
     assert txn.commit(consumer, tracker) is False and txn.aborted == 1
     assert txn.commit(consumer, tracker) is True

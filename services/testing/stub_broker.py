@@ -35,7 +35,9 @@ objects. What it mimics, because taskstream's correctness rests on it:
   offsets too (as if sent before the abort: librdkafka purges those still queued, which
   leave no trace). Neither is ever delivered, but both count in the high watermark, and a
   consumer's ``position()`` moves past them when it reads on (librdkafka's app position);
-  so "high watermark minus committed offset" overstates what waits, as on a cluster.
+  so "high watermark minus committed offset" overstates what waits, as on a cluster;
+- share groups (KIP-932): ``share_consumer()`` gives a ``StubShareConsumer`` (record locks,
+  delivery counts, acknowledgements: see ``taskstream.testing.stub_share``).
 
 Not mimicked: auto-commit (``enable.auto.commit`` must be false, as taskstream sets it),
 compaction and retention, session timeouts (a member that stops polling keeps
@@ -52,7 +54,7 @@ import uuid
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -75,6 +77,11 @@ from confluent_kafka.admin._metadata import (  # the classes list_topics() retur
 from taskstream.config import Settings
 from taskstream.kafka.broker import Access
 from taskstream.kafka.topics import TopicSpec
+
+if TYPE_CHECKING:
+    from confluent_kafka import ShareConsumer
+
+    from taskstream.testing.stub_share import ShareCoordinator, ShareGroupState
 
 __all__ = ["StubBroker", "StubConsumer", "StubProducer"]
 
@@ -167,12 +174,24 @@ class _GroupMetadata:
 class StubBroker:
     """An in-memory broker implementing :class:`taskstream.kafka.Broker`.
 
-    ``clock`` gives the create time of records (seconds since the epoch). One condition
-    variable guards everything; clients wait on it and every change wakes them.
+    ``clock`` gives the create time of records and the end of share-group record locks
+    (seconds since the epoch). One condition variable guards everything; clients wait on it
+    and every change wakes them. ``share_lock_ms_range`` and ``share_delivery_limit_range``
+    bound the share groups' ``share.record.lock.duration.ms`` and
+    ``share.delivery.count.limit`` (Kafka's ``group.share.{min,max}.*`` broker configs), so a
+    test may use locks of a few milliseconds.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        share_lock_ms_range: tuple[int, int] = (15_000, 60_000),
+        share_delivery_limit_range: tuple[int, int] = (2, 10),
+    ) -> None:
         self.clock = clock
+        self._share_bounds = share_lock_ms_range, share_delivery_limit_range
+        self._share: ShareCoordinator | None = None  # made at first use (see _shares)
         self.condition = threading.Condition(threading.RLock())
         self._logs: dict[str, list[list[Message]]] = {}
         self._groups: dict[str, _Group] = {}
@@ -191,6 +210,22 @@ class StubBroker:
 
     def producer(self, config: dict[str, Any]) -> Producer:
         return StubProducer(self, config)
+
+    def share_consumer(self, config: dict[str, Any]) -> ShareConsumer:
+        """A member of the share group ``config["group.id"]`` (see stub_share)."""
+        return self._shares().consumer(config)
+
+    def alter_share_group_config(self, group: str, configs: dict[str, str]) -> None:
+        """Set a share group's configs, as ``incremental_alter_configs`` on
+        ``ConfigResource(ResourceType.GROUP, group)`` does: ``share.auto.offset.reset``
+        (``earliest``/``latest``, default latest), ``share.record.lock.duration.ms`` (default
+        30000), ``share.delivery.count.limit`` (default 5), ``share.isolation.level``; a value
+        out of range raises ConfigError with Kafka's message, and nothing changes."""
+        self._shares().alter_config(group, configs)
+
+    def share_group_state(self, group: str) -> ShareGroupState:
+        """A share group's members, start offsets, delivered records and totals, now."""
+        return self._shares().state(group)
 
     def ensure_topics(
         self, settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0
@@ -324,6 +359,19 @@ class StubBroker:
             ) from None
 
     # -- inside the clients (called with the lock held) -------------------------------------
+
+    def _shares(self) -> ShareCoordinator:
+        # Imported here: ShareConsumer is in confluent-kafka 2.16 and later only, and the rest
+        # of the stub broker works with older ones.
+        from taskstream.testing.stub_share import ShareCoordinator
+
+        with self.condition:
+            if self._share is None:
+                lock_ms, limit = self._share_bounds
+                self._share = ShareCoordinator(
+                    self, lock_ms_range=lock_ms, delivery_limit_range=limit
+                )
+            return self._share
 
     def _group(self, name: str) -> _Group:
         g = self._groups.get(name)

@@ -200,6 +200,11 @@ class KafkaCluster:
             "group.consumer.min.session.timeout.ms": "1000",
             "group.consumer.heartbeat.interval.ms": "1000",
             "group.consumer.min.heartbeat.interval.ms": "500",
+            # ... and a dead share group member's records delivered again in seconds.
+            "group.share.session.timeout.ms": "6000",
+            "group.share.min.session.timeout.ms": "1000",
+            "group.share.heartbeat.interval.ms": "1000",
+            "group.share.min.heartbeat.interval.ms": "500",
             "replica.lag.time.max.ms": "10000",
             # Few threads: the nodes share a few cores with their clients.
             "num.network.threads": "2",

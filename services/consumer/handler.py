@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message, ShareConsumer, TopicPartition
 
 from taskstream import clock
 from taskstream.app import App
@@ -40,7 +40,7 @@ from taskstream.consumer.rate_limits import RateLimited, RateLimits
 from taskstream.consumer.record import Record
 from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.run import Run
-from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming
+from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, TaskLoop
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.consumer.transaction import Transaction
 from taskstream.kafka.producer import EventProducer
@@ -74,7 +74,7 @@ class TaskHandler:
         self,
         app: App,
         settings: Settings,
-        consumer: Consumer,
+        consumer: Consumer | ShareConsumer,  # a ShareConsumer: SharedTaskHandler's
         producer: EventProducer,
         *,
         hooks: WorkerHooks,
@@ -113,19 +113,10 @@ class TaskHandler:
             destination=self.outcomes.destination, on_progress=self.outcomes.started,
             traced=traced,
         )  # fmt: skip
-        self.runtime = ConsumerRuntime(
-            consumer,
-            self,
-            self.tracker,
-            timing=timing or LoopTiming(commit_every_s=settings.commit_every_s),
-            capacity=max_in_flight,
-            cooperative=cooperative,
-            skip_markers=True,  # past transaction markers: lag 0 when nothing waits
-            on_commit=self._committed,
-            keep_alive=self._keep_alive,
-            bands=bands,  # a higher band drained first (priorities)
-            committer=transaction.commit if transaction is not None else commit,
-        )
+        self.runtime: TaskLoop = self._loop(
+            consumer, timing or LoopTiming(commit_every_s=settings.commit_every_s), cooperative,
+            bands,
+        )  # fmt: skip
         self.executor = Executor(concurrency, inline=self.runtime.run_unlocked)
         self.rate_limits: RateLimits | None = None
         if rate_limits is not None and rate_limits.tasks:
@@ -141,6 +132,27 @@ class TaskHandler:
             ownership(self.runtime.high_watermark, self._admitted, self._skipped)
             if ownership is not None
             else UncountedOwnership()
+        )
+
+    def _loop(
+        self, consumer: Consumer | ShareConsumer, timing: LoopTiming, cooperative: bool,
+        bands: list[list[str]] | None,
+    ) -> TaskLoop:  # fmt: skip
+        """The loop that feeds this handler: a consumer group member's runtime."""
+        assert isinstance(consumer, Consumer)
+        transaction = self.transaction
+        return ConsumerRuntime(
+            consumer,
+            self,
+            self.tracker,
+            timing=timing,
+            capacity=self.max_in_flight,
+            cooperative=cooperative,
+            skip_markers=True,  # past transaction markers: lag 0 when nothing waits
+            on_commit=self._committed,
+            keep_alive=self._keep_alive,
+            bands=bands,  # a higher band drained first (priorities)
+            committer=transaction.commit if transaction is not None else commit,
         )
 
     def _keep_alive(self) -> None:

@@ -40,6 +40,12 @@ class WorkerHooks:
         """Right after ``committed``: per assigned partition, the age in seconds of its
         oldest record not yet done (0 when caught up)."""
 
+    def shared(self, event: str, records: int = 1) -> None:
+        """Shared queues' records: ``acquired``, ``accepted``, ``released``, ``rejected``."""
+
+    def delivered_times(self, count: int) -> None:
+        """A shared record acquired here had been delivered ``count`` times (1: first)."""
+
 
 class MaterializerHooks:
     """No-op hooks of the materializer."""
@@ -179,3 +185,9 @@ class PrometheusHooks(WorkerHooks):
     def lagged(self, seconds: Mapping[Partition, float]) -> None:
         for (topic, partition), age in seconds.items():
             metrics.CONSUMER_LAG_SECONDS.labels(topic, str(partition)).set(age)
+
+    def shared(self, event: str, records: int = 1) -> None:
+        metrics.SHARE_RECORDS.labels(event).inc(records)
+
+    def delivered_times(self, count: int) -> None:
+        metrics.SHARE_DELIVERY_COUNT.observe(count)

@@ -94,6 +94,34 @@ class Handler(Protocol):
         """Stopping: wait up to ``grace`` seconds for records in flight."""
 
 
+class TaskLoop(Protocol):
+    """What the worker's handler and the worker ask of the loop that feeds the handler: a
+    consumer group member's :class:`ConsumerRuntime`, or a share group member's
+    (taskstream.consumer.share_runtime)."""
+
+    @property
+    def paused(self) -> bool: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def subscribe(self, topics: list[str]) -> None: ...
+
+    def run(self, *, grace: float = 0.0) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def run_unlocked(self, call: Callable[[], None]) -> None: ...
+
+    def lag(self) -> dict[tuple[str, int], int]: ...
+
+    def lag_seconds(self, now: float) -> dict[tuple[str, int], float]: ...
+
+    def high_watermark(self, topic: str, partition: int) -> int | None: ...
+
+    def end_offset(self, topic: str, partition: int) -> int | str: ...
+
+
 @dataclass(frozen=True)
 class LoopTiming:
     """How the loop waits, in seconds."""

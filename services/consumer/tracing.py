@@ -81,3 +81,9 @@ class TracingHooks(WorkerHooks):
 
     def commit_result(self, ok: bool) -> None:
         self.inner.commit_result(ok)
+
+    def shared(self, event: str, records: int = 1) -> None:
+        self.inner.shared(event, records)
+
+    def delivered_times(self, count: int) -> None:
+        self.inner.delivered_times(count)

@@ -21,8 +21,9 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, ShareConsumer, TopicPartition
 
 from taskstream import tracing
 from taskstream.app import App
@@ -34,7 +35,8 @@ from taskstream.consumer.ownership import JournalReader, OwnershipJournal
 from taskstream.consumer.partition_check import short_queues
 from taskstream.consumer.rate_limits import RateLimited
 from taskstream.consumer.revocation import ControlReader, Revocations
-from taskstream.consumer.runtime import RuntimeOwner
+from taskstream.consumer.runtime import RuntimeOwner, TaskLoop
+from taskstream.consumer.shared import SharedTaskHandler, configure_share_group
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.consumer.tracing import TracingHooks
 from taskstream.consumer.transaction import open_transaction
@@ -47,6 +49,7 @@ from taskstream.kafka.clients import (
     worker_id,
 )
 from taskstream.kafka.producer import EventProducer
+from taskstream.kafka.share_groups import share_consumer_config
 from taskstream.kafka.sizes import message_max_bytes
 from taskstream.kafka.topics import (
     DELAY_TIERS_S,
@@ -58,6 +61,7 @@ from taskstream.kafka.topics import (
     heartbeats_topic,
     ownership_topic,
     results_topic,
+    share_group,
     worker_group,
 )
 
@@ -99,9 +103,15 @@ class Worker(RuntimeOwner):
         if self._traced:
             self.hooks = TracingHooks(self.hooks)
         self.queues = queues or app.queues
-        # Each queue's bands, the highest first (priorities): all subscribed, drained in order.
-        self.bands = [band_topics(s.topic_prefix, q) for q in self.queues]
+        # Shared queues (a share group), the others ordered (the consumer group).
+        self.shared_queues = [q for q in self.queues if q in s.shared]
+        ordered = [q for q in self.queues if q not in s.shared]
+        # Each ordered queue's bands, the highest first (priorities): drained in order.
+        self.bands = [band_topics(s.topic_prefix, q) for q in ordered]
         self.topics = [t for band in self.bands for t in band]
+        # A shared queue's bands are read together: no priority order in a share group.
+        self.shared_topics = [t for q in self.shared_queues for t in band_topics(s.topic_prefix, q)]
+        self.share_group_id = f"{group_id}.shared" if group_id else share_group(s.topic_prefix)
         self.warnings: list[str] = []  # set-up problems found at the start (heartbeats)
         self.group_id = group_id or worker_group(s.topic_prefix)
         self.concurrency = concurrency or s.concurrency
@@ -110,25 +120,33 @@ class Worker(RuntimeOwner):
         self._signalled_at: float | None = None  # time.monotonic() of the first stop signal
         # Revoked task ids, from the control topic.
         self.revocations = Revocations(app.settings.revokes_max)
-        self._handler: TaskHandler | None = None  # while run() runs
+        self._handlers: list[TaskHandler] = []  # while run() runs: ordered, then shared
+        self._loops: list[TaskLoop] = []  # their loops, to stop
         self._starting = False  # run() is setting up: nothing taken from Kafka yet
+        self._message_max_bytes = 0  # the producer's, set by run()
+        self._loop_error: BaseException | None = None  # a loop thread's, raised by run()
 
     @property
     def lag(self) -> Lag:
-        """Records and seconds not committed per partition, as of the last commit."""
-        handler = self._handler
-        return handler.lag if handler is not None else Lag({}, {})
+        """Records and seconds not committed per partition, as of the last commit (ordered
+        queues: a share group's members have no partitions of their own)."""
+        handlers = self._handlers
+        return handlers[0].lag if handlers else Lag({}, {})
 
     @property
     def in_flight(self) -> int:
         """Fetched records whose outcome is not yet delivered."""
-        handler = self._handler
-        return handler.in_flight if handler is not None else 0
+        return sum(h.in_flight for h in self._handlers)
 
     def describe(self) -> str:
         """Where its records wait (a test prints it when a task never gets its outcome)."""
-        handler = self._handler
-        return handler.describe() if handler is not None else "not running"
+        return "\n".join(h.describe() for h in self._handlers) or "not running"
+
+    def stop(self) -> None:
+        """Ask ``run()`` to drain and return (safe from any thread, before or during it)."""
+        self._stop_requested = True
+        for loop in list(self._loops):
+            loop.stop()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -173,29 +191,15 @@ class Worker(RuntimeOwner):
         # Credentials, certificate and ACLs checked before any task is taken: a worker that
         # may not publish outcomes must not consume (taskstream.kafka.preflight).
         app.broker.check_access(s, self._access())
-        counts = app.broker.partition_counts(s, self.topics)
+        if self.shared_queues:  # the group's lock and delivery limit, or why it cannot be
+            configure_share_group(app, self.share_group_id, self.shared_queues)
+        counts = app.broker.partition_counts(s, [*self.topics, *self.shared_topics])
         self.warnings = short_queues(app, self.queues, counts)
         producer_settings = producer_config(s)
         producer = EventProducer(producer_settings, broker=app.broker)
-        config = consumer_config(
-            s, self.group_id, strategy="cooperative-sticky", on_commit=self._commit_answered
-        )
+        self._message_max_bytes = message_max_bytes(producer_settings)
         watchdog = Watchdog()
-        handler = self._handler = TaskHandler(
-            app, s, app.broker.consumer(config), producer, hooks=self.hooks,
-            revocations=self.revocations, watchdog=watchdog, worker_id=self.worker_id,
-            concurrency=self.concurrency, max_in_flight=self.max_in_flight,
-            message_max_bytes=message_max_bytes(producer_settings),  # what a result may take
-            traced=self._traced, cooperative=incremental_assignment(config),
-            ownership=self._journal_opener(producer) if s.worker_lost_max_deliveries else None,
-            rate_limits=RateLimited.of(app, self.queues, counts), bands=self.bands,
-            transaction=(
-                open_transaction(s, app.broker, self.group_id, self.worker_id)
-                if s.exactly_once
-                else None
-            ),
-        )  # fmt: skip
-        runtime = handler.runtime
+        handlers = self._handlers = self._make_handlers(producer, watchdog, counts)
         self._starting = False  # from here on a stop signal drains (threads start to read)
         control = ControlReader(app, self.revocations, watchdog.terminate, self.worker_id)
         control_thread = control.start()
@@ -204,19 +208,34 @@ class Worker(RuntimeOwner):
         delays_thread.start()
         # Every revocation made so far is known before the first task is taken.
         control.wait_ready(s.delivery_timeout_ms / 1000, lambda: self._stop_requested)
-        self._started(runtime)
-        runtime.subscribe(self.topics)
-        heartbeat = self._heartbeat(producer, handler) if s.worker_heartbeat_s > 0 else None
-        log.info("worker %s consuming %s as group %s, %s", self.worker_id, self.topics,
-                 self.group_id, s.processing_guarantee)  # fmt: skip
+        for handler, topics in zip(handlers, self._handler_topics(), strict=True):
+            self._start_loop(handler.runtime)
+            handler.runtime.subscribe(topics)
+        heartbeat = self._heartbeat(producer, handlers) if s.worker_heartbeat_s > 0 else None
+        log.info("worker %s consuming %s as group %s%s, %s", self.worker_id, self.topics,
+                 self.group_id, self._shared_text(), s.processing_guarantee)  # fmt: skip
+        loops = [h.runtime for h in handlers]
+        others = [
+            threading.Thread(
+                target=self._run_loop, args=(loop,), name="taskstream-shared", daemon=True
+            )
+            for loop in loops[1:]
+        ]
         try:
-            runtime.run(grace=s.shutdown_grace_s)  # closing revokes: releases, commits
+            for thread in others:
+                thread.start()
+            self._run_loop(loops[0])  # closing revokes: releases, commits
+            for thread in others:
+                thread.join()
+            if self._loop_error is not None:
+                raise self._loop_error
         finally:
             if heartbeat is not None:
                 heartbeat.stop()  # its last beat says "offline"; the producer's close sends it
-            handler.ownership.close()
-            if handler.transaction is not None:
-                handler.transaction.close()  # what is left uncommitted runs again elsewhere
+            for handler in handlers:
+                handler.ownership.close()
+                if handler.transaction is not None:
+                    handler.transaction.close()  # what is left uncommitted runs again elsewhere
             control.stop()
             control_thread.join(s.delivery_timeout_ms / 1000)
             delays.stop()
@@ -229,9 +248,78 @@ class Worker(RuntimeOwner):
                 expendable="this worker's partition releases and its offline heartbeat; the "
                 "next owner of its partitions treats them as a dead owner's",
             )
-            handler.stop_rate_limits()
-            handler.executor.shutdown()
+            for handler in handlers:
+                handler.stop_rate_limits()
+                handler.executor.shutdown()
             log.info("worker %s stopped", self.worker_id)
+
+    def _run_loop(self, loop: TaskLoop) -> None:
+        """Run one loop; when it ends (a stop, or an error), the worker's others stop too.
+        An error ends run() with it, whichever thread's loop raised it."""
+        try:
+            loop.run(grace=self.settings.shutdown_grace_s)
+        except BaseException as exc:
+            if self._loop_error is None:
+                self._loop_error = exc
+            raise
+        finally:
+            self.stop()
+
+    def _start_loop(self, loop: TaskLoop) -> None:
+        """Keep ``loop`` as one to stop (a stop() that came first stops it at once)."""
+        self._loops.append(loop)
+        if self._stop_requested:
+            loop.stop()
+
+    def _handler_topics(self) -> list[list[str]]:
+        """Each handler's topics, in the order of _make_handlers."""
+        return [t for t in (self.topics, self.shared_topics) if t]
+
+    def _shared_text(self) -> str:
+        if not self.shared_topics:
+            return ""
+        return f" and {self.shared_topics} as share group {self.share_group_id}"
+
+    def _make_handlers(
+        self, producer: EventProducer, watchdog: Watchdog, counts: dict[str, int]
+    ) -> list[TaskHandler]:
+        """The ordered queues' handler (a consumer group member), then the shared queues'
+        (a share group member), each whole before its loop starts."""
+        s, app = self.settings, self.app
+        handlers: list[TaskHandler] = []
+        if self.topics:
+            ordered = [q for q in self.queues if q not in s.shared]
+            config = consumer_config(
+                s, self.group_id, strategy="cooperative-sticky", on_commit=self._commit_answered
+            )
+            handlers.append(self._handler(
+                TaskHandler, app.broker.consumer(config), producer, watchdog,
+                cooperative=incremental_assignment(config),
+                ownership=self._journal_opener(producer) if s.worker_lost_max_deliveries else None,
+                rate_limits=RateLimited.of(app, ordered, counts), bands=self.bands,
+                transaction=(
+                    open_transaction(s, app.broker, self.group_id, self.worker_id)
+                    if s.exactly_once
+                    else None
+                ),
+            ))  # fmt: skip
+        if self.shared_topics:
+            config = share_consumer_config(s, self.share_group_id)
+            consumer = app.broker.share_consumer(config)
+            handlers.append(self._handler(SharedTaskHandler, consumer, producer, watchdog))
+        return handlers
+
+    def _handler(
+        self, kind: type[TaskHandler], consumer: Consumer | ShareConsumer,
+        producer: EventProducer, watchdog: Watchdog, **options: Any,
+    ) -> TaskHandler:  # fmt: skip
+        return kind(
+            self.app, self.settings, consumer, producer, hooks=self.hooks,
+            revocations=self.revocations, watchdog=watchdog, worker_id=self.worker_id,
+            concurrency=self.concurrency, max_in_flight=self.max_in_flight,
+            message_max_bytes=self._message_max_bytes,  # what a result may take
+            traced=self._traced, **options,
+        )  # fmt: skip
 
     def _access(self) -> Access:
         """The topics and groups a worker reads and writes."""
@@ -274,9 +362,11 @@ class Worker(RuntimeOwner):
         every HANDOVER_BEAT_S while it lives; a few session timeouts cover a slow broker)."""
         return max(10.0, 2 * self.settings.session_timeout_ms / 1000)
 
-    def _heartbeat(self, producer: EventProducer, handler: TaskHandler) -> Heartbeat:
+    def _heartbeat(self, producer: EventProducer, handlers: list[TaskHandler]) -> Heartbeat:
         s = self.settings
-        tracker, running = handler.tracker, handler.context.running
+        # Partitions owned: the ordered queues' (a share group's members own none).
+        trackers = [h.tracker for h in handlers if not isinstance(h, SharedTaskHandler)]
+        running = [h.context.running for h in handlers]
         heartbeat = Heartbeat(
             producer,
             heartbeats_topic(s.topic_prefix),
@@ -288,11 +378,11 @@ class Worker(RuntimeOwner):
                 s.processing_guarantee,
             ),
             # Copies made in one step under the GIL, on the heartbeat's thread.
-            partitions=lambda: list(tracker.partitions),
-            runs=lambda: [job.run_ for job in list(running)],
-            lag=lambda: handler.lag,
+            partitions=lambda: [p for t in trackers for p in list(t.partitions)],
+            runs=lambda: [job.run_ for r in running for job in list(r)],
+            lag=lambda: self.lag,
             interval=s.worker_heartbeat_s,
-            throttled=handler.throttled,
+            throttled=lambda: sum(h.throttled() for h in handlers),
         )
         heartbeat.start()
         return heartbeat

@@ -63,6 +63,10 @@ class Settings:
     concurrency: int = 1  # worker threads (and async tasks) running at once
     max_tasks_in_flight: int = 1000  # fetched but unfinished tasks before fetching pauses
     worker_lost_max_deliveries: int = 3  # runs lost to a dying worker before a dead letter; 0: off
+    # Queues served through a Kafka share group (KIP-932), comma-separated: any number of
+    # workers per partition, no per-key order (README, "Ordered and shared queues"). The
+    # others are ordered.
+    shared_queues: str = ""
     # Results and revocations (Celery's result_expires and REVOKE_EXPIRES):
     result_expires: float | None = 86_400.0  # s; outcomes older are deleted; None or 0: kept
     revoke_expires_s: float = 10_800.0  # s revocations are kept: >= the largest delay tier
@@ -133,6 +137,8 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values.get("shared_queues"), list | tuple | set | frozenset):
+            values["shared_queues"] = ",".join(values["shared_queues"])  # App(shared_queues=[...])
         values["kafka"] = kafka
         if not values.get("bootstrap_servers"):
             values["bootstrap_servers"] = read_dev_bootstrap()
@@ -155,6 +161,12 @@ class Settings:
                 "processing_guarantee='exactly-once' reads read_committed: "
                 "TASKSTREAM_KAFKA_ISOLATION_LEVEL=read_uncommitted would run aborted tasks"
             )
+        if self.exactly_once and self.shared:
+            raise ConfigError(
+                f"processing_guarantee='exactly-once' cannot serve shared queues "
+                f"({', '.join(sorted(self.shared))}): a share group acknowledges records "
+                "outside Kafka transactions (at least once); serve them from ordered queues"
+            )
         if self.commit_interval_ms is not None and self.commit_interval_ms < 1:
             raise ConfigError("commit_interval_ms must be >= 1 (ms)")
         if self.partitions < 1 or self.replication_factor < 1 or self.concurrency < 1:
@@ -175,6 +187,11 @@ class Settings:
         if self.beat_catch_up not in ("once", "skip"):
             raise ConfigError(f"beat_catch_up must be 'once' or 'skip', not {self.beat_catch_up!r}")
         self.time_zone()  # an unknown timezone fails here, not at the first tick
+
+    @property
+    def shared(self) -> frozenset[str]:
+        """The queues served through a share group (``shared_queues``)."""
+        return frozenset(q.strip() for q in self.shared_queues.split(",") if q.strip())
 
     @property
     def exactly_once(self) -> bool:

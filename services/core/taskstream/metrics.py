@@ -121,6 +121,25 @@ ASSIGNED_PARTITIONS = Gauge(
 COMMIT_FAILURES = Counter(
     "taskstream_commit_failures", "Offset commits the broker refused or that failed"
 )
+# Shared queues (share groups, KIP-932): records by what became of them here.
+SHARE_RECORDS = Counter(
+    "taskstream_share_records",
+    "Shared queues' records this worker acquired, then acknowledged by type (accepted: an "
+    "outcome is durable; rejected: delivered at the group's limit, a WorkerLost failure)",
+    ["event"],  # acquired, accepted, released, rejected
+)
+SHARE_DELIVERY_COUNT = Histogram(
+    "taskstream_share_delivery_count",
+    "How many times the broker had delivered each shared record acquired here (1: first)",
+    buckets=(1, 2, 3, 4, 5, 6, 8, 10),
+)
+SHARE_BACKLOG = Gauge(
+    "taskstream_share_backlog",
+    "Records of a shared queue's partition not yet acknowledged by its share group: the "
+    "partition's end minus the group's start offset (records in flight included)",
+    ["topic", "partition"],
+    multiprocess_mode="livemax",
+)
 
 # -- producer side --------------------------------------------------------------------------
 

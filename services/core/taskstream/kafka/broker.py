@@ -6,13 +6,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, ShareConsumer
 from confluent_kafka.admin import AdminClient
 
 from taskstream.config import Settings
 from taskstream.kafka import preflight
 from taskstream.kafka.admin import ensure_topics, list_topics
 from taskstream.kafka.clients import admin_config
+from taskstream.kafka.share_groups import alter_share_group
 from taskstream.kafka.topics import TopicSpec
 
 
@@ -38,6 +39,17 @@ class Broker(Protocol):
     def consumer(self, config: dict[str, Any]) -> Consumer: ...
 
     def producer(self, config: dict[str, Any]) -> Producer: ...
+
+    def share_consumer(self, config: dict[str, Any]) -> ShareConsumer:
+        """A share group member (KIP-932), for shared queues."""
+        ...
+
+    def alter_share_group(
+        self, settings: Settings, group: str, entries: dict[str, str], timeout: float = 30.0
+    ) -> None:
+        """Set share group settings (taskstream.kafka.share_groups); SharedQueueError when
+        the cluster refuses them or has no share groups."""
+        ...
 
     def ensure_topics(
         self, settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0
@@ -65,6 +77,14 @@ class KafkaBroker:
 
     def producer(self, config: dict[str, Any]) -> Producer:
         return Producer(config)
+
+    def share_consumer(self, config: dict[str, Any]) -> ShareConsumer:
+        return ShareConsumer(config)
+
+    def alter_share_group(
+        self, settings: Settings, group: str, entries: dict[str, str], timeout: float = 30.0
+    ) -> None:
+        alter_share_group(settings, group, entries, timeout)
 
     def ensure_topics(
         self, settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0

@@ -137,6 +137,12 @@ def worker_group(prefix: str) -> str:
     return f"{prefix}.workers"
 
 
+def share_group(prefix: str) -> str:
+    """``<prefix>.workers.shared``: the share group (KIP-932) of the shared queues' workers
+    (a share group and a consumer group cannot have one name)."""
+    return f"{prefix}.workers.shared"
+
+
 def delays_group(prefix: str) -> str:
     """``<prefix>.delays``"""
     return f"{prefix}.delays"

@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable
 
 from taskstream.app import App
-from taskstream.config import Settings
 from taskstream.errors import ConfigError
 from taskstream.loading import load_app
 
@@ -82,6 +81,7 @@ def serve(args: argparse.Namespace) -> int:
     from taskstream.console.server import FACTORY
     from taskstream.producer.http.server import Source
     from taskstream.producer.http.server import serve as run
+    from taskstream.producer.http.settings import HttpSettings
 
     if (args.app is None) == (args.schemas is None):
         raise ConfigError("serve takes an app (module:attribute) or --schemas DIR, one of them")
@@ -93,7 +93,7 @@ def serve(args: argparse.Namespace) -> int:
         queues[task] = queue
     if queues and args.app:
         raise ConfigError("--queue applies to --schemas only (an app knows its queues)")
-    _check_exposure(args.host, Settings.load().http_tokens, args.allow_open)
+    _check_exposure(args.host, HttpSettings.load().tokens, args.allow_open)
     source = Source(args.app, args.schemas, queues)
     source.check()  # wrong credentials, an untrusted CA, no WRITE: exit 2 before listening
     what = args.app or f"the schemas in {args.schemas}"
@@ -108,14 +108,13 @@ def serve(args: argparse.Namespace) -> int:
 MIN_TOKEN_CHARS = 16  # shorter bearer tokens are warned about: guessable
 
 
-def _check_exposure(host: str, tokens: str, allow_open: bool) -> None:
+def _check_exposure(host: str, tokens: frozenset[str], allow_open: bool) -> None:
     """Refuse to serve without tokens beyond loopback unless `allow_open`; warn about that,
     and about short tokens, on stderr."""
     from taskstream.producer.http.origins import LOOPBACK
 
-    listed = [t.strip() for t in tokens.split(",") if t.strip()]
     local = host.strip("[]") in LOOPBACK or host.startswith("127.")
-    if not listed and not local:
+    if not tokens and not local:
         if not allow_open:
             raise ConfigError(
                 f"taskstream serve --host {host} without TASKSTREAM_HTTP_TOKENS: anyone who "
@@ -127,7 +126,7 @@ def _check_exposure(host: str, tokens: str, allow_open: bool) -> None:
             "the API and the console are open to whoever reaches the port",
             file=sys.stderr, flush=True,
         )  # fmt: skip
-    short = [t for t in listed if len(t) < MIN_TOKEN_CHARS]
+    short = [t for t in tokens if len(t) < MIN_TOKEN_CHARS]
     if short:
         print(
             f"taskstream serve: WARNING: {len(short)} of TASKSTREAM_HTTP_TOKENS shorter than "

@@ -11,7 +11,7 @@ import pytest
 
 from taskstream import App
 from taskstream.cli import schema_files
-from taskstream.producer.http import HttpService
+from taskstream.producer.http import HttpService, HttpSettings
 from tests.conftest import BrokerHandle, Scope
 from tests.integration.http_server import serve_process, serving
 from tests.integration.running import worker_and_materializer
@@ -22,14 +22,18 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def app(scope: Scope) -> Iterator[App]:
-    app = build_app(**scope.settings(http_publish_timeout_s=2.0))
+    app = build_app(**scope.settings())
     app.ensure_topics()
     yield app
     app.close()
 
 
+def _service(app: App) -> HttpService:
+    return HttpService.for_app(app, HttpSettings.load(settings=app.settings, publish_timeout_s=2.0))
+
+
 def test_a_task_posted_over_http_runs_and_its_result_reads_back(app: App) -> None:
-    with serving(HttpService.for_app(app)) as url, httpx.Client(base_url=url, timeout=40) as http:
+    with serving(_service(app)) as url, httpx.Client(base_url=url, timeout=40) as http:
         sent = http.post("/v1/tasks/itest.add", json={"a": 2, "b": 3})
         assert sent.status_code == 202, sent.text
         task_id = sent.json()["task_id"]
@@ -83,7 +87,7 @@ def test_a_stopped_broker_gets_503_then_recovers_and_nothing_accepted_is_lost(
 ) -> None:
     embedded = broker.require_embedded()
     accepted: list[str] = []
-    with serving(HttpService.for_app(app)) as url, httpx.Client(base_url=url, timeout=30) as http:
+    with serving(_service(app)) as url, httpx.Client(base_url=url, timeout=30) as http:
 
         def send(i: int) -> httpx.Response:
             r = http.post("/v1/tasks/itest.add", json={"a": i, "b": 1})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
@@ -10,7 +11,7 @@ from taskstream.control import Control
 from taskstream.envelope import TaskEvent
 from taskstream.errors import DeliveryFailed, MessageTooLarge
 from taskstream.kafka.topics import control_topic
-from taskstream.producer.http import HttpService
+from taskstream.producer.http import HttpService, HttpSettings
 from taskstream.producer.http.catalog import Catalog
 from taskstream.store import MemoryStore, ResultStore
 from taskstream.testing.stub_broker import StubBroker
@@ -46,16 +47,20 @@ class FakePublisher:
 
 
 def fake_service(
-    app: App, store: ResultStore | None = None, **settings: Any
+    app: App,
+    store: ResultStore | None = None,
+    http: Mapping[str, Any] | None = None,
+    **settings: Any,
 ) -> tuple[HttpService, FakePublisher]:
     """A service of `app`'s tasks on a FakePublisher and `store` (default: a new
-    MemoryStore), with `settings` changed."""
+    MemoryStore), with `settings` changed and the HTTP settings `http` (HttpSettings' names)."""
     publisher = FakePublisher()
-    s = app.settings.replace(http_publish_timeout_s=0.2, **settings)
+    s = app.settings.replace(**settings)
+    limits = HttpSettings.load(settings=s, **{"publish_timeout_s": 0.2, **(http or {})})
     store = MemoryStore() if store is None else store
     # Revocations go to a stub broker's control topic.
     broker = StubBroker()
     broker.create_topic(control_topic(s.topic_prefix), 1)
     control = Control(s.replace(bootstrap_servers=s.bootstrap_servers or "stub:9092"), broker)
-    service = HttpService(Catalog.from_app(app), s, publisher, store, control=control)
+    service = HttpService(Catalog.from_app(app), s, publisher, store, http=limits, control=control)
     return service, publisher

@@ -22,7 +22,7 @@ from taskstream.console import Console, NoWorkers, with_console
 from taskstream.console.kafka_view import backlog
 from taskstream.console.workers import lag_seconds_by_topic
 from taskstream.kafka.topics import task_topic
-from taskstream.producer.http import HttpService, create_app
+from taskstream.producer.http import HttpService, HttpSettings, create_app
 from taskstream.producer.http.catalog import Catalog
 from taskstream.status import Status
 from taskstream.testing import Stub
@@ -108,9 +108,11 @@ def stubbed(tmp_path: Path) -> Iterator[tuple[Stub, App, Path]]:
         yield stub, app, marker
 
 
-def console_of(app: App, **settings: Any) -> tuple[Console, HttpService]:
-    s = app.settings.replace(**settings)
-    service = HttpService(Catalog.from_app(app), s, FakePublisher(), app.store)
+def console_of(app: App, **http: Any) -> tuple[Console, HttpService]:
+    limits = HttpSettings.load(settings=app.settings, **http)
+    service = HttpService(
+        Catalog.from_app(app), app.settings, FakePublisher(), app.store, http=limits
+    )
     return Console(service, app, FakeDirectory([WORKER])), service
 
 
@@ -324,7 +326,7 @@ async def test_with_tokens_a_browser_logs_in_and_the_api_still_wants_a_bearer_to
     stubbed: tuple[Stub, App, Path],
 ) -> None:
     _stub, app, _marker = stubbed
-    console, service = console_of(app, http_tokens="s3cret")
+    console, service = console_of(app, tokens="s3cret")
     transport = httpx.ASGITransport(app=with_console(create_app(service), console))
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         first = await client.get("/ui/tasks?status=FAILURE")
@@ -462,7 +464,7 @@ async def test_a_cross_origin_replay_login_or_revoke_is_refused_in_both_modes(
     stub, app, marker = stubbed
     result = app.tasks["uc.fragile"].delay("!")
     stub.join()
-    console, service = console_of(app, http_tokens=tokens)
+    console, service = console_of(app, tokens=tokens)
     transport = httpx.ASGITransport(app=with_console(create_app(service), console))
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         if tokens:
@@ -500,7 +502,7 @@ async def test_without_tokens_only_loopback_host_names_are_served(
         ("", "tasks.internal", ["tasks.internal:80"], ["localhost", "rebound.example"]),
         ("", "*", ["rebound.example"], []),
     ]:
-        console, service = console_of(app, http_tokens=tokens, http_allowed_hosts=hosts)
+        console, service = console_of(app, tokens=tokens, allowed_hosts=hosts)
         transport = httpx.ASGITransport(app=with_console(create_app(service), console))
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             for host in served:
@@ -532,7 +534,7 @@ async def test_the_login_cookie_is_an_expiring_hmac_not_the_token_and_logout_rem
 
     _stub, app, _marker = stubbed
     token = "a-long-enough-token-for-the-test"
-    console, service = console_of(app, http_tokens=token, http_session_s=3600)
+    console, service = console_of(app, tokens=token, session_s=3600)
     transport = httpx.ASGITransport(app=with_console(create_app(service), console))
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         good = await client.post("/ui/login", data={"token": token, "next": "/ui"})
@@ -555,7 +557,7 @@ async def test_failed_logins_are_limited_per_client_and_logged(
     from taskstream.console import auth
 
     _stub, app, _marker = stubbed
-    console, service = console_of(app, http_tokens="the-right-token-0123456789")
+    console, service = console_of(app, tokens="the-right-token-0123456789")
     transport = httpx.ASGITransport(app=with_console(create_app(service), console))
     auth._ATTEMPTS = auth.LoginAttempts(limit=3, window_s=600)
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:

@@ -98,12 +98,12 @@ def test_serve_refuses_an_open_api_beyond_loopback_unless_allowed_and_warns_of_s
     from taskstream.cli.roles import _check_exposure
 
     with pytest.raises(ConfigError, match="--allow-open"):
-        _check_exposure("0.0.0.0", "", allow_open=False)
-    _check_exposure("0.0.0.0", "", allow_open=True)
+        _check_exposure("0.0.0.0", frozenset(), allow_open=False)
+    _check_exposure("0.0.0.0", frozenset(), allow_open=True)
     assert "WARNING: no TASKSTREAM_HTTP_TOKENS" in capsys.readouterr().err
     for host in ("127.0.0.1", "localhost", "::1", "[::1]"):
-        _check_exposure(host, "", allow_open=False)
-    _check_exposure("0.0.0.0", "s3cret", allow_open=False)
+        _check_exposure(host, frozenset(), allow_open=False)
+    _check_exposure("0.0.0.0", frozenset({"s3cret"}), allow_open=False)
     assert "shorter than 16 characters" in capsys.readouterr().err
 
 

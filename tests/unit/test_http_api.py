@@ -164,7 +164,7 @@ async def test_unknown_tasks_ids_routes_and_queues(api: Api) -> None:
 
 
 async def test_a_body_over_the_limit_gets_413(example_app: App) -> None:
-    async for api in _api(example_app, http_max_body_bytes=64):
+    async for api in _api(example_app, http={"max_body_bytes": 64}):
         r = await api.client.post(ADD, json={"a": 1, "b": 1, "pad": "x" * 100})
         assert r.status_code == 413
 
@@ -272,7 +272,7 @@ async def test_wait_long_polls_until_the_outcome_is_final(api: Api, example_app:
 async def test_bearer_tokens_guard_v1_and_openapi_but_not_health_or_metrics(
     example_app: App,
 ) -> None:
-    async for api in _api(example_app, http_tokens="s3cret, other"):
+    async for api in _api(example_app, http={"tokens": "s3cret, other"}):
         assert (await api.client.post(ADD, json={"a": 1, "b": 1})).status_code == 401
         assert (await api.client.get("/v1/tasks")).status_code == 401
         wrong = await api.client.get("/v1/tasks", headers={"Authorization": "Bearer nope"})
@@ -286,7 +286,7 @@ async def test_bearer_tokens_guard_v1_and_openapi_but_not_health_or_metrics(
         bearer = {"Authorization": "Bearer s3cret"}
         spec = (await api.client.get("/openapi.json", headers=bearer)).json()
         assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    async for api in _api(example_app, http_tokens="s3cret", http_open_paths="/healthz"):
+    async for api in _api(example_app, http={"tokens": "s3cret", "open_paths": "/healthz"}):
         assert (await api.client.get("/metrics")).status_code == 401
 
 
@@ -395,7 +395,7 @@ async def _chunks(n: int, size: int) -> AsyncIterator[bytes]:
 async def test_an_oversize_body_is_read_to_its_end_before_the_413_within_the_drain_bound(
     example_app: App,
 ) -> None:
-    async for api in _api(example_app, http_max_body_bytes=64, http_drain_max_bytes=10_000):
+    async for api in _api(example_app, http={"max_body_bytes": 64, "drain_max_bytes": 10_000}):
         json_ = {"content-type": "application/json"}
         drained = await api.client.post(ADD, content=_chunks(20, 100), headers=json_)
         assert drained.status_code == 413 and "connection" not in drained.headers

@@ -14,7 +14,7 @@ from taskstream.producer.http import create_app
 from tests.unit.http_fakes import fake_service
 
 # Long polls short; any Host: schemathesis calls its ASGI app as "testserver".
-service, _publisher = fake_service(example_app, http_max_wait_s=0.05, http_allowed_hosts="*")
+service, _publisher = fake_service(example_app, http={"max_wait_s": 0.05, "allowed_hosts": "*"})
 # The test client runs the lifespan around every call: keep the service open across them.
 schema = schemathesis.openapi.from_asgi(
     "/openapi.json", create_app(service, close_on_shutdown=False)

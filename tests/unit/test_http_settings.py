@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from taskstream import App
 from taskstream.config import Settings
 from taskstream.errors import (
     ConfigError,
@@ -39,13 +42,13 @@ def test_http_settings_load_from_the_environ_given_not_the_processs(
     assert HttpSettings.load().max_wait_s == 99  # default: the process's environment
 
 
-def test_http_settings_from_settings_keep_the_defaults_and_librdkafkas_limit() -> None:
-    http = HttpSettings.from_settings(Settings.load(environ={}))
+def test_http_settings_keep_the_defaults_and_librdkafkas_limit() -> None:
+    http = HttpSettings.load(environ={}, settings=Settings.load(environ={}))
     assert http.tokens == frozenset() and "/metrics" in http.open_paths
     assert (http.max_body_bytes, http.max_event_bytes) == (1_048_576, 1_000_000)
     assert (http.drain_max_bytes, http.drain_timeout_s) == (16_777_216, 5.0)
     explicit = Settings.load(environ={}, kafka={"message.max.bytes": 5000})
-    assert HttpSettings.from_settings(explicit).max_event_bytes == 5000
+    assert HttpSettings.load(environ={}, settings=explicit).max_event_bytes == 5000
 
 
 def test_settings_load_reads_only_the_environ_given(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,7 +58,7 @@ def test_settings_load_reads_only_the_environ_given(monkeypatch: pytest.MonkeyPa
     assert (s.topic_prefix, s.partitions, dict(s.kafka)) == ("given", 3, {})
     assert Settings.load().topic_prefix == "from-process"
     with pytest.raises(ConfigError, match="not a number"):
-        Settings.load(environ={"TASKSTREAM_HTTP_MAX_WAIT_S": "soon"})
+        HttpSettings.load(environ={"TASKSTREAM_HTTP_MAX_WAIT_S": "soon"})
 
 
 @pytest.mark.parametrize(
@@ -85,3 +88,17 @@ def test_an_error_detail_carries_the_errors_fields() -> None:
     _, invalid = error_detail(InvalidArguments("add", "args.a", "expected int"))
     assert (invalid["message"], invalid["path"]) == ("expected int", "args.a")
     assert error_detail(UnknownTask("nope"))[1]["task"] == "nope"
+
+
+def test_the_http_settings_are_not_the_apps_and_an_app_given_one_says_where_it_went() -> None:
+    assert not [f.name for f in dataclasses.fields(Settings) if f.name.startswith("http_")]
+    with pytest.raises(ConfigError, match=r"http_tokens: .*TASKSTREAM_HTTP_<NAME>"):
+        App("moved", http_tokens="s3cret")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        HttpSettings.load(environ={}, http_tokens="s3cret")
+
+
+def test_a_list_given_as_a_keyword_is_split_as_its_variable_would_be() -> None:
+    http = HttpSettings.load(environ={}, tokens="s3cret, other,", allowed_hosts="a.example")
+    assert http.tokens == frozenset({"s3cret", "other"})  # never a string: "s3" in "s3cret"
+    assert http.allowed_hosts == frozenset({"a.example"})

@@ -7,6 +7,7 @@ import pytest
 from taskstream import App
 from taskstream.cli.banner import Banner
 from taskstream.config import Settings
+from taskstream.producer.http import HttpSettings
 from taskstream.store.base import redacted_url
 
 PLANTED = "pl4nted-s3cret"
@@ -31,5 +32,6 @@ def test_the_dev_banner_and_the_settings_repr_hold_no_password_or_token() -> Non
     app = App("banner", bootstrap_servers="127.0.0.1:1", store=store)
     text = Banner(app, "m:app", "127.0.0.1:1", embedded=False, created=[]).render()
     assert PLANTED not in text and "postgresql://app:***@db:5432/tasks" in text
-    settings = Settings.load({}, store=store, http_tokens=PLANTED, kafka={"sasl.password": PLANTED})
+    settings = Settings.load({}, store=store, kafka={"sasl.password": PLANTED})
     assert PLANTED not in repr(settings)
+    assert PLANTED not in repr(HttpSettings.load({}, settings, tokens=PLANTED))

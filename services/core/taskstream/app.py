@@ -58,7 +58,8 @@ class App:
 
     Settings come from keyword arguments, else ``TASKSTREAM_*`` environment variables
     (see taskstream.config.Settings): ``bootstrap_servers``, ``store``, ``topic_prefix``,
-    ``partitions`` and more.
+    ``partitions`` and more. The HTTP service's (``TASKSTREAM_HTTP_*``) are not the app's:
+    see taskstream.producer.http.HttpSettings.
 
     ``broker``: where Kafka clients come from (default: the cluster in the settings).
     ``store``: the lookup store's URL (a setting), or a ResultStore to use as it is (e.g.

@@ -5,6 +5,9 @@ variable, an explicit keyword argument. librdkafka settings pass through untouch
 ``TASKSTREAM_KAFKA_<NAME>`` variable (``TASKSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_SSL`` becomes
 ``security.protocol``) or the ``kafka`` mapping, so SASL/TLS need no code here.
 
+:func:`load_fields` reads the same way the settings of a service outside core, which keeps
+them in a dataclass of its own (taskstream.producer.http.HttpSettings, ``TASKSTREAM_HTTP_*``).
+
 When no bootstrap servers are given at all, the address that ``taskstream dev`` wrote to
 ``.taskstream/dev.json`` in the working directory is used, so ``taskstream send`` in a second
 terminal finds the embedded broker.
@@ -15,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
@@ -27,6 +30,9 @@ from taskstream.kafka.topics import DELAY_TIERS_S
 
 ENV_PREFIX = "TASKSTREAM_"
 KAFKA_ENV_PREFIX = "TASKSTREAM_KAFKA_"
+# The HTTP service's settings were the app's once (http_tokens=...): such a keyword now says
+# where they went (taskstream.producer.http.HttpSettings, read from TASKSTREAM_HTTP_*).
+MOVED_HTTP_PREFIX = "http_"
 DEV_STATE_FILE = Path(".taskstream") / "dev.json"
 AT_LEAST_ONCE = "at-least-once"
 EXACTLY_ONCE = "exactly-once"
@@ -35,7 +41,7 @@ EXACTLY_ONCE = "exactly-once"
 @dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str | None = None  # "host:port,host:port"; None: the dev broker, if running
-    # Lookup store URL. Not in repr(), nor are tokens and librdkafka extras: they may hold
+    # Lookup store URL. Not in repr(), nor are secrets and librdkafka extras: they may hold
     # passwords (logs show taskstream.store.base.redacted_url(store)).
     store: str = field(default="sqlite:///.taskstream/results.db", repr=False)
     topic_prefix: str = "taskstream"  # every topic name starts with it (see topics.py)
@@ -66,42 +72,12 @@ class Settings:
     # Queues served through a Kafka share group (KIP-932), comma-separated: any number of
     # workers per partition, no per-key order (README, "Ordered and shared queues"). The
     # others are ordered.
-    shared_queues: str = ""
+    shared_queues: frozenset[str] = frozenset()
     # Results and revocations (Celery's result_expires and REVOKE_EXPIRES):
     result_expires: float | None = 86_400.0  # s; outcomes older are deleted; None or 0: kept
     revoke_expires_s: float = 10_800.0  # s revocations are kept: >= the largest delay tier
     revokes_max: int = 50_000  # revoked ids a worker keeps (Celery's REVOKES_MAX); oldest go
     schemas_dir: str = "schemas"  # where `taskstream schemas export/check` write and read
-    # The HTTP service (`taskstream serve`, taskstream.producer.http):
-    http_tokens: str = field(default="", repr=False)  # comma-separated bearer tokens; "": none
-    http_session_s: float = 43_200.0  # a console login lasts this long (its cookie's expiry)
-    # No token needed (with tokens set). /metrics holds counts and timings by route, no
-    # secret; /openapi.json lists every task and schema, so it is guarded like /v1/tasks.
-    http_open_paths: str = "/healthz,/readyz,/metrics"
-    # Host names served, comma-separated ("*": any); empty: loopback only without tokens,
-    # any with tokens (taskstream.producer.http.origins: DNS rebinding).
-    http_allowed_hosts: str = ""
-    http_max_body_bytes: int = 1_048_576  # larger request bodies get 413
-    http_batch_max_items: int = 10_000  # items per :batch request
-    http_publish_timeout_s: float = 5.0  # wait for the broker's ack before answering 503
-    http_idempotency_ttl_s: float = 86_400.0  # how long an Idempotency-Key keeps its task id
-    http_recent_ids: int = 200_000  # accepted ids remembered per process (PENDING, not 404)
-    http_max_wait_s: float = 60.0  # upper bound of GET ?wait=
-    # An oversize body is read and dropped, up to these bounds, before its 413 is sent: a
-    # client that reads only after sending everything then sees the 413, not a reset.
-    http_drain_max_bytes: int = 16_777_216  # beyond this the connection is closed instead
-    http_drain_timeout_s: float = 5.0  # as nginx's lingering_timeout
-    # The server's own bounds (taskstream.producer.http.protocol), before any route or token:
-    http_max_header_bytes: int = 16_384  # request line and headers, in bytes; beyond: 431
-    http_max_headers: int = 100  # header fields per request; beyond: 431
-    http_header_timeout_s: float = 10.0  # a request's line and headers, from its first byte
-    # (and a new connection's first byte); beyond: 408 and the connection closes
-    http_body_timeout_s: float = 30.0  # a request's whole body, after its headers; then 408
-    http_keepalive_timeout_s: float = 5.0  # an idle connection between requests is closed
-    http_max_connections: int = 1_000  # per process; beyond: 503 (uvicorn's limit_concurrency)
-    # Open connections from one client address, per process; beyond, new ones are closed at
-    # once. 0: no such cap (behind a proxy every client has the proxy's address).
-    http_max_connections_per_client: int = 0
     metrics_port: int | None = None  # Prometheus /metrics port of worker/materializer; None: off
     # Periodic tasks (`taskstream beat`, taskstream.periodic):
     timezone: str = "UTC"  # IANA name; crontab times are wall-clock times there (Celery's)
@@ -120,25 +96,22 @@ class Settings:
         """Defaults, then TASKSTREAM_* variables of `environ` (default: the process's
         environment), then ``overrides``."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name == "kafka":
-                continue
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is not None and raw != "":
-                values[f.name] = _parse(f.name, f.type, raw)
         kafka = {
             name[len(KAFKA_ENV_PREFIX) :].lower().replace("_", "."): value
             for name, value in env.items()
             if name.startswith(KAFKA_ENV_PREFIX)
         }
         kafka.update(overrides.pop("kafka", None) or {})
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if isinstance(values.get("shared_queues"), list | tuple | set | frozenset):
-            values["shared_queues"] = ",".join(values["shared_queues"])  # App(shared_queues=[...])
+        moved = sorted(name for name in overrides if name.startswith(MOVED_HTTP_PREFIX))
+        if moved:
+            raise ConfigError(
+                f"{', '.join(moved)}: the HTTP service's settings are not the app's: set "
+                "TASKSTREAM_HTTP_<NAME> (TASKSTREAM_HTTP_TOKENS=...), or build the service "
+                "with taskstream.producer.http.HttpSettings.load(tokens=...)"
+            )
+        values = load_fields(cls, ENV_PREFIX, env, overrides, skip={"kafka"})
+        if isinstance(values.get("shared_queues"), list | tuple | set):
+            values["shared_queues"] = frozenset(values["shared_queues"])  # App(shared_queues=[])
         values["kafka"] = kafka
         if not values.get("bootstrap_servers"):
             values["bootstrap_servers"] = read_dev_bootstrap()
@@ -191,7 +164,7 @@ class Settings:
     @property
     def shared(self) -> frozenset[str]:
         """The queues served through a share group (``shared_queues``)."""
-        return frozenset(q.strip() for q in self.shared_queues.split(",") if q.strip())
+        return self.shared_queues
 
     @property
     def exactly_once(self) -> bool:
@@ -224,7 +197,46 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _parse(name: str, annotation: Any, raw: str) -> Any:
+def load_fields(
+    cls: type[Any],
+    prefix: str,
+    environ: Mapping[str, str] | None,
+    overrides: Mapping[str, Any],
+    skip: Collection[str] = (),
+) -> dict[str, Any]:
+    """The values that `environ` (default: the process's environment) and then `overrides`
+    give the fields of the dataclass `cls`, by name, for ``cls(**values)``.
+
+    A field ``name`` is read from the variable ``<prefix><NAME>`` (unset or empty: its
+    default), parsed by its annotation: ``int``, ``float``, ``frozenset[str]`` (comma-separated,
+    blanks dropped) or ``str``. Fields in `skip` have no variable. An override of None leaves
+    the field as the environment has it; a string for a ``frozenset[str]`` field is split as
+    its variable would be. An unknown override is a ConfigError.
+    """
+    env = os.environ if environ is None else environ
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(overrides) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        raw = env.get(prefix + name.upper())
+        if name not in skip and raw is not None and raw != "":
+            values[name] = _parse(prefix + name.upper(), f.type, raw)
+    for name, value in overrides.items():
+        if isinstance(value, str) and str(fields[name].type).startswith("frozenset"):
+            value = _comma_separated(value)
+        if value is not None:
+            values[name] = value
+    return values
+
+
+def _comma_separated(value: str) -> frozenset[str]:
+    """``"a, b,"`` as ``{"a", "b"}``."""
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+def _parse(variable: str, annotation: Any, raw: str) -> Any:
     kind = str(annotation)
     try:
         if kind.startswith("int"):
@@ -232,7 +244,9 @@ def _parse(name: str, annotation: Any, raw: str) -> Any:
         if kind.startswith("float"):
             return float(raw)
     except ValueError as exc:
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a number") from exc
+        raise ConfigError(f"{variable}={raw!r} is not a number") from exc
+    if kind.startswith("frozenset"):
+        return _comma_separated(raw)
     return raw
 
 

@@ -24,8 +24,6 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from taskstream.config import Settings
-
 from .settings import HttpSettings
 
 _limits: HttpSettings | None = None
@@ -46,7 +44,7 @@ def configure(http: HttpSettings) -> None:
 def limits() -> HttpSettings:
     global _limits
     if _limits is None:
-        _limits = HttpSettings.from_settings(Settings.load())
+        _limits = HttpSettings.load()
     return _limits
 
 

@@ -61,8 +61,9 @@ class BrokerProbe:
 
 class HttpService:
     """Everything a request needs. Build it with :meth:`for_app` / :meth:`for_schemas`, or
-    directly with a fake publisher and store in tests. `http` defaults to the HTTP settings
-    of `settings`; the store also keeps the Idempotency-Keys, shared with every process
+    directly with a fake publisher and store in tests. `http` defaults to
+    ``HttpSettings.load(settings=settings)`` (the ``TASKSTREAM_HTTP_*`` variables, the event
+    limit of `settings`); the store also keeps the Idempotency-Keys, shared with every process
     that uses it."""
 
     def __init__(
@@ -78,7 +79,7 @@ class HttpService:
         self.catalog = catalog
         self._control = control  # revocations; opened on the first one
         self.settings = settings
-        self.http = HttpSettings.from_settings(settings) if http is None else http
+        self.http = HttpSettings.load(settings=settings) if http is None else http
         self.publisher = publisher
         self.store = store
         self.broker = broker
@@ -94,24 +95,30 @@ class HttpService:
         )
 
     @classmethod
-    def for_app(cls, app: App) -> HttpService:
+    def for_app(cls, app: App, http: HttpSettings | None = None) -> HttpService:
         """Serve `app`'s tasks, with its settings and codec (its own publisher and store)."""
         from taskstream.producer.publisher import TaskPublisher
 
         s = app.settings
         publisher = TaskPublisher(s, app.envelopes)
-        return cls(Catalog.from_app(app), s, publisher, open_store(s.store), BrokerProbe(s))
+        store = open_store(s.store)
+        return cls(Catalog.from_app(app), s, publisher, store, BrokerProbe(s), http)
 
     @classmethod
     def for_schemas(
-        cls, directory: str, settings: Settings, queues: dict[str, str] | None = None
+        cls,
+        directory: str,
+        settings: Settings,
+        queues: dict[str, str] | None = None,
+        http: HttpSettings | None = None,
     ) -> HttpService:
         """Serve the tasks whose schemas are in `directory`, without their code."""
         from taskstream.producer.publisher import TaskPublisher
 
         catalog = Catalog.from_schemas(directory, queues)
         publisher = TaskPublisher(settings, catalog.envelopes)
-        return cls(catalog, settings, publisher, open_store(settings.store), BrokerProbe(settings))
+        store, probe = open_store(settings.store), BrokerProbe(settings)
+        return cls(catalog, settings, publisher, store, probe, http)
 
     @property
     def control(self) -> Control:

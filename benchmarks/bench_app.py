@@ -23,6 +23,19 @@ def sleep_10ms(n: int) -> int:
     return n
 
 
+# The same with a time limit, as a shared queue's tasks need one (workload 13 runs both
+# kinds of queue on these, so the watchdog's per-run cost is the same on each side).
+@app.task(name="bench.noop_limited", time_limit=30)
+def noop_limited(n: int) -> int:
+    return n
+
+
+@app.task(name="bench.sleep_limited", time_limit=30)
+def sleep_limited(n: int) -> int:
+    time.sleep(0.01)
+    return n
+
+
 @app.task(name="bench.chord_body")
 def chord_body(values: list[int]) -> list[float]:
     """A chord's body: when it started (wall clock, s), how many results it got, their sum."""

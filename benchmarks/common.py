@@ -62,11 +62,13 @@ class Scope:
         return env
 
     def app(self) -> App:
-        from benchmarks.bench_app import noop, sleep_10ms
+        from benchmarks.bench_app import noop, noop_limited, sleep_10ms, sleep_limited
 
         app = App("bench", **self.settings())
         app.task(name="bench.noop")(noop.func)
         app.task(name="bench.sleep")(sleep_10ms.func)
+        app.task(name="bench.noop_limited", time_limit=30)(noop_limited.func)
+        app.task(name="bench.sleep_limited", time_limit=30)(sleep_limited.func)
         return app
 
     @property
@@ -296,7 +298,9 @@ class ResultWatcher:
     """Reads a results topic from its start on a thread of its own and notes the moment the
     ``expected``-th record was readable; keeps every record for the checks."""
 
-    def __init__(self, bootstrap: str, topic: str, expected: int) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, expected: int, partitions: int = PARTITIONS
+    ) -> None:
         self.expected = expected
         self.messages: list[Any] = []
         self.last_result: float | None = None
@@ -306,7 +310,7 @@ class ResultWatcher:
                                    "enable.auto.commit": False,
                                    "fetch.wait.max.ms": 10})  # fmt: skip
         self._consumer.assign(
-            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)]
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
         )
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

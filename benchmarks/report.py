@@ -65,6 +65,11 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str]]:
         out.append(("e2e p50 at 1,000/s exactly once <= commit interval + 2x at least once",
                     f"{eos:.0f} ms against {bound:.0f} ms (at least once {alo:.0f} ms)",
                     _met(eos <= bound)))  # fmt: skip
+    sq = r.get("shared_queues", {})
+    if "twelve_ratio" in sq:
+        q = sq["twelve_ratio"]["median"]
+        out.append(("12 workers on 3 partitions, 10 ms tasks: shared several times ordered",
+                    f"{q:.1f}x", _met(q >= 2.0)))  # fmt: skip
     c = r.get("celery", {})
     if "rate" in c and "worker" in wc:
         q = wc["worker"]["median"] / c["rate"]
@@ -150,6 +155,7 @@ def markdown(r: dict[str, Any], cmd: str, name: str) -> str:
     lines += quix_rows(r.get("quix", {}), rng)
     lines += rebalance_rows(r.get("rebalance", {}))
     lines += exactly_once_rows(r.get("exactly_once", {}), rng)
+    lines += shared_queue_rows(r.get("shared_queues", {}), rng)
     mem = r.get("memory", {})
     if "peak_rss_mb" in mem:
         lines.append(f"| 8. memory, {_n(mem['tasks'])}-task backlog | peak RSS "
@@ -181,6 +187,25 @@ def exactly_once_rows(x: dict[str, Any], rng: Any) -> list[str]:
         out.append(f"| 12. e2e at 1,000/s, {mode} | p50 {e['p50_ms']:.0f} ms, "
                    f"p99 {e['p99_ms']:.0f} ms | | |")  # fmt: skip
     return out
+
+
+def shared_queue_rows(x: dict[str, Any], rng: Any) -> list[str]:
+    """Workload 13: ordered against shared queues, tasks/s median (min-max)."""
+    if "twelve" not in x:
+        return [f"| 13. shared queues | {x['error']} | | |"] if "error" in x else []
+    served = x["workers_with_tasks"]
+    cpu = x["cpu_us_per_task"]
+    return [
+        f"| 13. 12 workers, 3 partitions, {_n(x['slow_tasks'])} tasks of 10 ms, ordered | "
+        f"{rng(x['twelve']['ordered'])}/s | {served['ordered']} workers ran tasks | |",
+        f"| 13. the same, shared | {rng(x['twelve']['shared'])}/s | {served['shared']} "
+        f"workers ran tasks | {rng(x['twelve_ratio'], pct=True)} of ordered |",
+        f"| 13. one worker, {_n(x['tasks'])} no-op tasks, ordered | {rng(x['one']['ordered'])}/s"
+        f" | {cpu['ordered']['median']:.0f} us CPU per task | |",
+        f"| 13. the same, shared | {rng(x['one']['shared'])}/s | {cpu['shared']['median']:.0f} "
+        f"us CPU per task (acknowledgements: {x['ack_cost_us']['median']:+.0f} us) | "
+        f"{rng(x['one_ratio'], pct=True)} of ordered |",
+    ]
 
 
 def rebalance_rows(rb: dict[str, Any]) -> list[str]:

@@ -47,6 +47,8 @@ SIZES: dict[str, tuple[Any, Any]] = {
     "memory_tasks": (200_000, 1_000_000),
     "celery_tasks": (3_000, 10_000),
     "rebalance_runs": (2, 5),
+    "shared_slow_tasks": (3_000, 10_000),
+    "shared_runs": (2, 3),
 }
 
 
@@ -149,6 +151,9 @@ def run(
     step(11, "rebalance", lambda: rebalance(scope, size["rebalance_runs"]))
     step(12, "exactly_once", lambda: w.exactly_once(scope, size["tasks"], size["runs"],
                                                     size["e2e_seconds"]))  # fmt: skip
+    step(13, "shared_queues", lambda: w.shared_queues(scope, size["tasks"] // 2,
+                                                      size["shared_slow_tasks"],
+                                                      size["shared_runs"]))  # fmt: skip
     return out
 
 
@@ -189,7 +194,7 @@ def _drop_schema(url: str, schema: str) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs")
-    p.add_argument("--only", default="", help="comma-separated workload numbers (1-12)")
+    p.add_argument("--only", default="", help="comma-separated workload numbers (1-13)")
     p.add_argument("--bootstrap", default=os.environ.get("TASKSTREAM_BENCH_BOOTSTRAP"))
     p.add_argument("--broker", choices=sorted(BROKERS), default="tansu",
                    help="the local broker to start when no --bootstrap is given")  # fmt: skip

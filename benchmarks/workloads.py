@@ -341,6 +341,103 @@ def exactly_once(new_scope: Callable[[], Scope], tasks: int, runs: int, seconds:
             "latency_1000": latency, "tasks": tasks}  # fmt: skip
 
 
+# -- 13. ordered and shared queues ---------------------------------------------------------
+
+SHARED = {"TASKSTREAM_SHARED_QUEUES": "default"}
+
+
+def queue_drain(scope: Scope, tasks: int, processes: int, task: str, shared: bool,
+                concurrency: int = 1) -> dict[str, Any]:  # fmt: skip
+    """``processes`` workers on the queue ``default`` (``scope.partitions`` partitions),
+    ordered (a consumer group) or shared (a share group), stopped (SIGSTOP) once they are
+    in their group while ``tasks`` preloaded records are loaded; time from SIGCONT to the
+    last result readable, the workers' CPU meanwhile, which workers ran tasks."""
+    app = scope.app()
+    app.ensure_topics(["default"])
+    backlog = encode_backlog(app, tasks, task)
+    ids = {k for _, k in backlog}
+    env = SHARED if shared else None
+    procs = [spawn_worker(scope, "--concurrency", str(concurrency), env=env)
+             for _ in range(processes)]  # fmt: skip
+    try:
+        if shared:
+            wait_logs(scope, "as share groups", processes)
+            time.sleep(3.0)  # (no share-group admin API here to see the members assigned)
+        else:
+            wait_group(scope, min(processes, scope.partitions), timeout=120)
+        for p in procs:
+            p.send_signal(signal.SIGSTOP)
+        try:
+            produce_all(scope.bootstrap, scope.topic, backlog)
+            watcher = ResultWatcher(scope.bootstrap, scope.results, tasks, scope.partitions)
+            cpu_before = sum(cpu_seconds(p.pid) for p in procs)
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGCONT)
+        started = time.perf_counter()
+        last = watcher.wait(max(120, tasks / 20))
+        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
+    finally:
+        stop(procs)
+    messages = watcher.close()
+    check = check_results(app, messages, ids, tasks)
+    workers = {app.envelopes.decode_result(m.value()).worker for m in messages}
+    app.close()
+    assert check["missing"] == 0, check
+    return {"rate": tasks / (last - started), "cpu_us_per_task": cpu / tasks * 1e6,
+            "workers_with_tasks": len(workers), **check}  # fmt: skip
+
+
+def wait_logs(scope: Scope, text: str, count: int, timeout: float = 120) -> None:
+    """Until ``count`` worker logs of ``scope`` have a line with ``text``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sum(1 for log in scope.logs if log.exists() and text in log.read_text("replace"))
+        if found >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{count} worker logs with {text!r}: not within {timeout:.0f} s")
+
+
+def shared_queues(new_scope: Callable[..., Scope], tasks: int, slow_tasks: int,
+                  runs: int) -> dict[str, Any]:  # fmt: skip
+    """Issue 24: a queue of 3 partitions, 12 worker processes running 10 ms tasks, shared
+    against ordered (where 3 get partitions); one process draining no-op tasks, shared
+    against ordered, and the CPU per task of a share group's acknowledgements."""
+    out: dict[str, Any] = {"tasks": tasks, "slow_tasks": slow_tasks}
+    twelve: dict[str, list[float]] = {"ordered": [], "shared": []}
+    one: dict[str, list[float]] = {"ordered": [], "shared": []}
+    cpu: dict[str, list[float]] = {"ordered": [], "shared": []}
+    served: dict[str, int] = {}
+    for i in range(runs):
+        for mode in ("ordered", "shared"):
+            r = queue_drain(new_scope(partitions=3), slow_tasks, 12, "bench.sleep_limited",
+                            shared=mode == "shared")  # fmt: skip
+            twelve[mode].append(r["rate"])
+            served[mode] = r["workers_with_tasks"]
+            r = queue_drain(new_scope(partitions=3), tasks, 1, "bench.noop_limited",
+                            shared=mode == "shared")  # fmt: skip
+            one[mode].append(r["rate"])
+            cpu[mode].append(r["cpu_us_per_task"])
+        print(
+            f"  run {i + 1}: 12 workers, 10 ms tasks: ordered {twelve['ordered'][-1]:,.0f}/s, "
+            f"shared {twelve['shared'][-1]:,.0f}/s; one worker, no-op: ordered "
+            f"{one['ordered'][-1]:,.0f}/s ({cpu['ordered'][-1]:.0f} us/task), shared "
+            f"{one['shared'][-1]:,.0f}/s ({cpu['shared'][-1]:.0f} us/task)",
+            flush=True,
+        )
+    ratio = [s / o for s, o in zip(twelve["shared"], twelve["ordered"], strict=True)]
+    one_ratio = [s / o for s, o in zip(one["shared"], one["ordered"], strict=True)]
+    ack_cost = [s - o for s, o in zip(cpu["shared"], cpu["ordered"], strict=True)]
+    out.update({
+        "twelve": {m: summary(v) for m, v in twelve.items()}, "twelve_ratio": summary(ratio),
+        "workers_with_tasks": served, "one": {m: summary(v) for m, v in one.items()},
+        "one_ratio": summary(one_ratio), "cpu_us_per_task": {m: summary(v) for m, v in cpu.items()},
+        "ack_cost_us": summary(ack_cost),
+    })  # fmt: skip
+    return out
+
+
 def bare_hop(scope: Scope, rate: int, seconds: float) -> dict[str, float]:
     """The latency floor of one Kafka hop on this broker: a bare producer (taskstream's
     producer settings) to a bare consumer (its consumer settings), at ``rate`` records/s.

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, Message, ShareConsumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from taskstream import clock
 from taskstream.app import App
@@ -41,6 +41,7 @@ from taskstream.consumer.record import Record
 from taskstream.consumer.revocation import Revocations
 from taskstream.consumer.run import Run
 from taskstream.consumer.runtime import ConsumerRuntime, LoopTiming, TaskLoop
+from taskstream.consumer.share_runtime import ShareLane
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.consumer.transaction import Transaction
 from taskstream.kafka.producer import EventProducer
@@ -74,7 +75,7 @@ class TaskHandler:
         self,
         app: App,
         settings: Settings,
-        consumer: Consumer | ShareConsumer,  # a ShareConsumer: SharedTaskHandler's
+        consumer: Consumer | list[ShareLane],  # share consumers: SharedTaskHandler's
         producer: EventProducer,
         *,
         hooks: WorkerHooks,
@@ -135,7 +136,7 @@ class TaskHandler:
         )
 
     def _loop(
-        self, consumer: Consumer | ShareConsumer, timing: LoopTiming, cooperative: bool,
+        self, consumer: Consumer | list[ShareLane], timing: LoopTiming, cooperative: bool,
         bands: list[list[str]] | None,
     ) -> TaskLoop:  # fmt: skip
         """The loop that feeds this handler: a consumer group member's runtime."""

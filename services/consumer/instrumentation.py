@@ -190,4 +190,4 @@ class PrometheusHooks(WorkerHooks):
         metrics.SHARE_RECORDS.labels(event).inc(records)
 
     def delivered_times(self, count: int) -> None:
-        metrics.SHARE_DELIVERY_COUNT.observe(count)
+        metrics.SHARE_DELIVERIES.labels(str(count)).inc()

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 from collections import deque
 
-from confluent_kafka import AcknowledgeType, Consumer, Message, ShareConsumer
+from confluent_kafka import AcknowledgeType, Consumer, Message
 
 from taskstream.app import App
 from taskstream.consumer.handler import TaskHandler
 from taskstream.consumer.record import Record
 from taskstream.consumer.runtime import LoopTiming, TaskLoop
-from taskstream.consumer.share_runtime import ShareRuntime
+from taskstream.consumer.share_runtime import ShareLane, ShareRuntime
 from taskstream.kafka.share_groups import OUTCOME_MARGIN_S, SharedQueueError, ShareGroupConfig
 
 
-def configure_share_group(app: App, group: str, queues: list[str]) -> ShareGroupConfig:
-    """Set the shared queues' share group up for the tasks they serve (the tasks whose queue
+def configure_share_groups(app: App, groups: list[str], queues: list[str]) -> ShareGroupConfig:
+    """Set the shared queues' share groups up for the tasks they serve (the tasks whose queue
     is one of ``queues``): a record lock that outlasts the longest run and the publication of
     its outcome, and the delivery limit of ``worker_lost_max_deliveries``. A task that could
     outlive any lock the cluster allows stops the worker here, before it takes a record:
@@ -49,7 +49,8 @@ def configure_share_group(app: App, group: str, queues: list[str]) -> ShareGroup
     limit = 0.0 if longest is None else longest.options.time_limit or 0.0
     config = ShareGroupConfig.plan(s, limit)
     try:
-        app.broker.alter_share_group(s, group, config.entries())
+        for group in groups:
+            app.broker.alter_share_group(s, group, config.entries())
     except SharedQueueError as exc:
         if longest is None or "lock.duration" not in str(exc):
             raise
@@ -71,10 +72,10 @@ class SharedTaskHandler(TaskHandler):
     _careful: deque[tuple[Record, int | None]]  # delivered again: run alone, after the others
 
     def _loop(
-        self, consumer: Consumer | ShareConsumer, timing: LoopTiming, cooperative: bool,
+        self, consumer: Consumer | list[ShareLane], timing: LoopTiming, cooperative: bool,
         bands: list[list[str]] | None,
     ) -> TaskLoop:  # fmt: skip
-        assert isinstance(consumer, ShareConsumer)
+        assert isinstance(consumer, list)
         self._rejected = set()
         self._careful = deque()
         self.share_runtime = ShareRuntime(

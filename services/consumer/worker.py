@@ -23,7 +23,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, ShareConsumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from taskstream import tracing
 from taskstream.app import App
@@ -36,7 +36,8 @@ from taskstream.consumer.partition_check import short_queues
 from taskstream.consumer.rate_limits import RateLimited
 from taskstream.consumer.revocation import ControlReader, Revocations
 from taskstream.consumer.runtime import RuntimeOwner, TaskLoop
-from taskstream.consumer.shared import SharedTaskHandler, configure_share_group
+from taskstream.consumer.share_runtime import ShareLane
+from taskstream.consumer.shared import SharedTaskHandler, configure_share_groups
 from taskstream.consumer.time_limits import Watchdog
 from taskstream.consumer.tracing import TracingHooks
 from taskstream.consumer.transaction import open_transaction
@@ -109,9 +110,13 @@ class Worker(RuntimeOwner):
         # Each ordered queue's bands, the highest first (priorities): drained in order.
         self.bands = [band_topics(s.topic_prefix, q) for q in ordered]
         self.topics = [t for band in self.bands for t in band]
-        # A shared queue's bands are read together: no priority order in a share group.
-        self.shared_topics = [t for q in self.shared_queues for t in band_topics(s.topic_prefix, q)]
-        self.share_group_id = f"{group_id}.shared" if group_id else share_group(s.topic_prefix)
+        # The shared queues' bands, the highest first: a share group (and consumer) each.
+        self.shared_bands = [
+            [band_topics(s.topic_prefix, q)[i] for q in self.shared_queues] for i in (0, 1)
+        ] if self.shared_queues else []  # fmt: skip
+        self.shared_topics = [t for band in self.shared_bands for t in band]
+        share_id = f"{group_id}.shared" if group_id else share_group(s.topic_prefix)
+        self.share_groups = [f"{share_id}.high", share_id] if self.shared_queues else []
         self.warnings: list[str] = []  # set-up problems found at the start (heartbeats)
         self.group_id = group_id or worker_group(s.topic_prefix)
         self.concurrency = concurrency or s.concurrency
@@ -192,7 +197,7 @@ class Worker(RuntimeOwner):
         # may not publish outcomes must not consume (taskstream.kafka.preflight).
         app.broker.check_access(s, self._access())
         if self.shared_queues:  # the group's lock and delivery limit, or why it cannot be
-            configure_share_group(app, self.share_group_id, self.shared_queues)
+            configure_share_groups(app, self.share_groups, self.shared_queues)
         counts = app.broker.partition_counts(s, [*self.topics, *self.shared_topics])
         self.warnings = short_queues(app, self.queues, counts)
         producer_settings = producer_config(s)
@@ -278,7 +283,7 @@ class Worker(RuntimeOwner):
     def _shared_text(self) -> str:
         if not self.shared_topics:
             return ""
-        return f" and {self.shared_topics} as share group {self.share_group_id}"
+        return f" and {self.shared_topics} as share groups {self.share_groups}"
 
     def _make_handlers(
         self, producer: EventProducer, watchdog: Watchdog, counts: dict[str, int]
@@ -304,13 +309,15 @@ class Worker(RuntimeOwner):
                 ),
             ))  # fmt: skip
         if self.shared_topics:
-            config = share_consumer_config(s, self.share_group_id)
-            consumer = app.broker.share_consumer(config)
-            handlers.append(self._handler(SharedTaskHandler, consumer, producer, watchdog))
+            lanes = [
+                ShareLane(app.broker.share_consumer(share_consumer_config(s, group)), topics)
+                for group, topics in zip(self.share_groups, self.shared_bands, strict=True)
+            ]
+            handlers.append(self._handler(SharedTaskHandler, lanes, producer, watchdog))
         return handlers
 
     def _handler(
-        self, kind: type[TaskHandler], consumer: Consumer | ShareConsumer,
+        self, kind: type[TaskHandler], consumer: Consumer | list[ShareLane],
         producer: EventProducer, watchdog: Watchdog, **options: Any,
     ) -> TaskHandler:  # fmt: skip
         return kind(
@@ -326,10 +333,13 @@ class Worker(RuntimeOwner):
         prefix = self.settings.topic_prefix
         delays = tuple(delay_topic(prefix, t) for t in DELAY_TIERS_S)
         own = (ownership_topic(prefix), *delays)
+        topics = (*self.topics, *self.shared_topics)
         return Access(
-            reads=(*self.topics, control_topic(prefix), *own),
+            reads=(*topics, control_topic(prefix), *own),
             writes=(results_topic(prefix), dead_letter_topic(prefix), heartbeats_topic(prefix),
-                    *self.topics, *own),
+                    *topics, *own),
+            # (Share groups are not described here: the consumer groups' API does not know
+            # them; a share group's ACL refusal shows at its first poll.)
             groups=(self.group_id, delays_group(prefix)),
         )  # fmt: skip
 

@@ -87,10 +87,13 @@ class Stub:
             now: float = clock.now()
             return bool(record.timestamp()[1] / 1000 + tier > now)
 
+        shared = list(zip(self.worker.share_groups, self.worker.shared_bands, strict=True))
+
         def idle() -> bool:
             self.raise_errors()
             return bool(
                 broker.caught_up(self.worker.group_id, tasks)
+                and all(broker.share_caught_up(g, topics) for g, topics in shared)
                 and broker.caught_up(delays_group(prefix), delays, not_due=not_due)
                 and broker.caught_up(self.materializer.group_id, results)
             )

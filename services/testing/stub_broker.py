@@ -75,7 +75,9 @@ from confluent_kafka.admin._metadata import (  # the classes list_topics() retur
 )
 
 from taskstream.config import Settings
+from taskstream.errors import ConfigError
 from taskstream.kafka.broker import Access
+from taskstream.kafka.share_groups import refused
 from taskstream.kafka.topics import TopicSpec
 
 if TYPE_CHECKING:
@@ -222,6 +224,16 @@ class StubBroker:
         30000), ``share.delivery.count.limit`` (default 5), ``share.isolation.level``; a value
         out of range raises ConfigError with Kafka's message, and nothing changes."""
         self._shares().alter_config(group, configs)
+
+    def alter_share_group(
+        self, settings: Settings, group: str, entries: dict[str, str], timeout: float = 30.0
+    ) -> None:
+        """The Broker protocol's: :meth:`alter_share_group_config`, a refusal raised as the
+        real cluster's is (SharedQueueError, with the broker's message)."""
+        try:
+            self.alter_share_group_config(group, entries)
+        except ConfigError as exc:
+            raise refused(group, entries, str(exc)) from exc
 
     def share_group_state(self, group: str) -> ShareGroupState:
         """A share group's members, start offsets, delivered records and totals, now."""
@@ -401,6 +413,26 @@ class StubBroker:
                 md.topics[name] = tm
             result: ClusterMetadata = md
             return result
+
+    def share_caught_up(self, group: str, topics: Iterable[str]) -> bool:
+        """Whether share group ``group`` ended every record of ``topics`` (acknowledged or
+        archived), from each partition's start offset (0 before its first fetch: the start
+        of an ``earliest`` group, as taskstream's are)."""
+        from taskstream.testing.stub_share import RecordState
+
+        ended = (RecordState.ACKNOWLEDGED, RecordState.ARCHIVED)
+        with self.condition:
+            state = self.share_group_state(group)
+            for topic in topics:
+                for partition, log in enumerate(self._logs.get(topic, ())):
+                    tp = (topic, partition)
+                    offset = self._next_record(tp, log, state.start_offsets.get(tp, 0))
+                    while offset < len(log):
+                        record = state.records.get((topic, partition, offset))
+                        if record is None or record.state not in ended:
+                            return False
+                        offset = self._next_record(tp, log, offset + 1)
+            return True
 
     def _next_record(self, tp: TP, log: list[Message], offset: int) -> int:
         """The offset of the first deliverable record at or after ``offset``, or the end."""

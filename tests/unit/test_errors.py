@@ -29,6 +29,7 @@ from tests.conftest import REPO
 NOT_YET = {
     # The in-memory fake of confluent-kafka's clients raises what the real clients raise.
     "services/testing/stub_broker.py",
+    "services/testing/stub_share.py",
 }
 FOREIGN = {name for name, v in vars(builtins).items() if isinstance(v, type)} | {"KafkaException"}
 ALLOWED = {"SystemExit", "NotImplementedError"}

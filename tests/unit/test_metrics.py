@@ -41,6 +41,8 @@ EXPECTED = {
     "ASSIGNED_PARTITIONS": ("taskstream_assigned_partitions", Gauge, ()),
     "QUEUE_PARTITIONS_MISSING": ("taskstream_queue_partitions_missing", Gauge, ("queue",)),
     "COMMIT_FAILURES": ("taskstream_commit_failures", Counter, ()),
+    "SHARE_RECORDS": ("taskstream_share_records", Counter, ("event",)),
+    "SHARE_DELIVERIES": ("taskstream_share_deliveries", Counter, ("delivery",)),
     "EVENTS_PRODUCED": ("taskstream_events_produced", Counter, ("task", "queue")),
     "EVENTS_FAILED": ("taskstream_events_failed", Counter, ("task", "queue")),
     "DELIVERY_SECONDS": ("taskstream_delivery_seconds", Histogram, ("queue",)),

@@ -128,17 +128,11 @@ SHARE_RECORDS = Counter(
     "outcome is durable; rejected: delivered at the group's limit, a WorkerLost failure)",
     ["event"],  # acquired, accepted, released, rejected
 )
-SHARE_DELIVERY_COUNT = Histogram(
-    "taskstream_share_delivery_count",
-    "How many times the broker had delivered each shared record acquired here (1: first)",
-    buckets=(1, 2, 3, 4, 5, 6, 8, 10),
-)
-SHARE_BACKLOG = Gauge(
-    "taskstream_share_backlog",
-    "Records of a shared queue's partition not yet acknowledged by its share group: the "
-    "partition's end minus the group's start offset (records in flight included)",
-    ["topic", "partition"],
-    multiprocess_mode="livemax",
+SHARE_DELIVERIES = Counter(
+    "taskstream_share_deliveries",
+    "Shared queues' records this worker acquired, by their delivery count (1: the first; "
+    "more: delivered before and not accepted, a worker died or a lock expired)",
+    ["delivery"],  # 1 to 10 (share.delivery.count.limit is at most 10)
 )
 
 # -- producer side --------------------------------------------------------------------------

@@ -112,10 +112,26 @@ def alter_share_group(
     except KafkaException as exc:
         error: KafkaError = exc.args[0]
         if error.code() == KafkaError.INVALID_CONFIG:
-            raise SharedQueueError(
-                f"the cluster refused share group {group!r}'s settings {entries}: {error.str()}"
-            ) from exc
+            raise refused(group, entries, error.str()) from exc
         raise unsupported(settings.bootstrap_servers or "", error.str()) from exc
+    # A broker without share groups may take any group setting and keep none (Tansu does):
+    # read them back.
+    target = ConfigResource(ResourceType.GROUP, group)
+    try:
+        kept = admin.describe_configs([target], request_timeout=timeout)[target].result(timeout)
+    except KafkaException as exc:
+        raise unsupported(settings.bootstrap_servers or "", exc.args[0].str()) from exc
+    values = {name: entry.value for name, entry in kept.items()}
+    if any(values.get(k) != v for k, v in entries.items()):
+        answer = f"it took the group's settings and kept {values or 'none'}"
+        raise unsupported(settings.bootstrap_servers or "", answer)
+
+
+def refused(group: str, entries: dict[str, str], answer: str) -> SharedQueueError:
+    """The error of settings the brokers refuse (``answer``, theirs, names the bounds)."""
+    return SharedQueueError(
+        f"the cluster refused share group {group!r}'s settings {entries}: {answer}"
+    )
 
 
 def unsupported(servers: str, answer: str) -> SharedQueueError:

@@ -67,8 +67,8 @@ class Scope:
         app = App("bench", **self.settings())
         app.task(name="bench.noop")(noop.func)
         app.task(name="bench.sleep")(sleep_10ms.func)
-        app.task(name="bench.noop_limited", time_limit=30)(noop_limited.func)
-        app.task(name="bench.sleep_limited", time_limit=30)(sleep_limited.func)
+        app.task(name="bench.noop_limited", queue="limited", time_limit=30)(noop_limited.func)
+        app.task(name="bench.sleep_limited", queue="limited", time_limit=30)(sleep_limited.func)
         return app
 
     @property
@@ -125,17 +125,21 @@ def encode_backlog(app: App, count: int, task: str = "bench.noop",
     now = now_micros()
     for i in range(count):
         key = None if keys is None else f"k{i % keys}"
-        event = TaskEvent(str(uuid.uuid4()), task, "default", key, 1, now, None,
+        event = TaskEvent(str(uuid.uuid4()), task, t.queue, key, 1, now, None,
                           t.encode_args((i,), {}))  # fmt: skip
         out.append((app.envelopes.encode_task(event), key or event.id))
     return out
 
 
-def produce_all(bootstrap: str, topic: str, records: list[tuple[bytes, str]]) -> float:
-    """Produce pre-encoded records with a bare idempotent producer; returns seconds taken."""
+def produce_all(bootstrap: str, topic: str, records: list[tuple[bytes, str]],
+                batch_records: int | None = None) -> float:  # fmt: skip
+    """Produce pre-encoded records with a bare idempotent producer; returns seconds taken.
+    ``batch_records``: at most this many records per producer batch (None: librdkafka's,
+    thousands), as tasks sent one by one from web requests are."""
+    batching = {} if batch_records is None else {"batch.num.messages": batch_records}
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
                          "acks": "all", "linger.ms": 5, "compression.type": "lz4",
-                         "queue.buffering.max.messages": 1_000_000})  # fmt: skip
+                         "queue.buffering.max.messages": 1_000_000, **batching})  # fmt: skip
     started = time.perf_counter()
     for value, key in records:
         while True:
@@ -179,9 +183,12 @@ _ASSIGNMENT = re.compile(r" (assigned|revoked|lost) (.+)$")
 _TOPIC_PARTITIONS = re.compile(r"(\S+)\[([0-9,]+)\]")  # one of partition_names()' topics
 
 
-def group_assignment(scope: Scope, gone: Collection[Path] = ()) -> dict[str, list[int]]:
+def group_assignment(
+    scope: Scope, gone: Collection[Path] = (), queue_topic: str | None = None
+) -> dict[str, list[int]]:
     """worker log -> partitions it owns now, from the workers' own log lines (the local
-    broker does not describe a group's members); ``gone``: the logs of killed workers."""
+    broker does not describe a group's members); ``gone``: the logs of killed workers;
+    ``queue_topic``: the queue's topic (default: the queue ``default``'s)."""
     out = {}
     for log in scope.logs:
         if log in gone:
@@ -192,20 +199,22 @@ def group_assignment(scope: Scope, gone: Collection[Path] = ()) -> dict[str, lis
             if m is None:
                 continue
             for topic, numbers in _TOPIC_PARTITIONS.findall(m.group(2)):
-                if topic == scope.topic:  # not the queue's high band, read along with it
+                if topic == (queue_topic or scope.topic):  # not the high band, read with it
                     parts = {int(p) for p in numbers.split(",")}
                     owned = owned | parts if m.group(1) == "assigned" else owned - parts
         out[log.name] = sorted(owned)
     return out
 
 
-def wait_group(scope: Scope, members: int, timeout: float = 60) -> dict[str, list[int]]:
+def wait_group(
+    scope: Scope, members: int, timeout: float = 60, queue_topic: str | None = None
+) -> dict[str, list[int]]:
     """Until ``members`` workers own every partition between them, and the group is stable."""
     deadline = time.monotonic() + timeout
     stable_since = None
     last: dict[str, list[int]] | None = None
     while time.monotonic() < deadline:
-        a = group_assignment(scope)
+        a = group_assignment(scope, queue_topic=queue_topic)
         ok = len([ps for ps in a.values() if ps]) == members and sorted(
             p for ps in a.values() for p in ps
         ) == list(range(scope.partitions))

@@ -343,32 +343,35 @@ def exactly_once(new_scope: Callable[[], Scope], tasks: int, runs: int, seconds:
 
 # -- 13. ordered and shared queues ---------------------------------------------------------
 
-SHARED = {"TASKSTREAM_SHARED_QUEUES": "default"}
+SHARED = {"TASKSTREAM_SHARED_QUEUES": "limited"}  # bench_app's queue of tasks with a time limit
 
 
-def queue_drain(scope: Scope, tasks: int, processes: int, task: str, shared: bool,
-                concurrency: int = 1) -> dict[str, Any]:  # fmt: skip
-    """``processes`` workers on the queue ``default`` (``scope.partitions`` partitions),
+def queue_drain(
+    scope: Scope, tasks: int, processes: int, task: str, shared: bool,
+    concurrency: int = 1, batch_records: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``processes`` workers on the queue ``limited`` (``scope.partitions`` partitions),
     ordered (a consumer group) or shared (a share group), stopped (SIGSTOP) once they are
     in their group while ``tasks`` preloaded records are loaded; time from SIGCONT to the
     last result readable, the workers' CPU meanwhile, which workers ran tasks."""
     app = scope.app()
-    app.ensure_topics(["default"])
+    app.ensure_topics(["limited"])
+    topic = task_topic(scope.prefix, "limited")
     backlog = encode_backlog(app, tasks, task)
     ids = {k for _, k in backlog}
     env = SHARED if shared else None
-    procs = [spawn_worker(scope, "--concurrency", str(concurrency), env=env)
-             for _ in range(processes)]  # fmt: skip
+    procs = [spawn_worker(scope, "--concurrency", str(concurrency), "--queues", "limited",
+                          env=env) for _ in range(processes)]  # fmt: skip
     try:
         if shared:
             wait_logs(scope, "as share groups", processes)
             time.sleep(3.0)  # (no share-group admin API here to see the members assigned)
         else:
-            wait_group(scope, min(processes, scope.partitions), timeout=120)
+            wait_group(scope, min(processes, scope.partitions), 120, queue_topic=topic)
         for p in procs:
             p.send_signal(signal.SIGSTOP)
         try:
-            produce_all(scope.bootstrap, scope.topic, backlog)
+            produce_all(scope.bootstrap, topic, backlog, batch_records)
             watcher = ResultWatcher(scope.bootstrap, scope.results, tasks, scope.partitions)
             cpu_before = sum(cpu_seconds(p.pid) for p in procs)
         finally:
@@ -392,50 +395,64 @@ def wait_logs(scope: Scope, text: str, count: int, timeout: float = 120) -> None
     """Until ``count`` worker logs of ``scope`` have a line with ``text``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = sum(1 for log in scope.logs if log.exists() and text in log.read_text("replace"))
+        found = sum(
+            1 for log in scope.logs if log.exists() and text in log.read_text(errors="replace")
+        )
         if found >= count:
             return
         time.sleep(0.2)
-    raise AssertionError(f"{count} worker logs with {text!r}: not within {timeout:.0f} s")
+    tails = [log.read_text(errors="replace")[-1500:] for log in scope.logs if log.exists()]
+    raise AssertionError(
+        f"{count} worker logs with {text!r}: not within {timeout:.0f} s; logs end: {tails}"
+    )
 
 
 def shared_queues(new_scope: Callable[..., Scope], tasks: int, slow_tasks: int,
                   runs: int) -> dict[str, Any]:  # fmt: skip
     """Issue 24: a queue of 3 partitions, 12 worker processes running 10 ms tasks, shared
-    against ordered (where 3 get partitions); one process draining no-op tasks, shared
-    against ordered, and the CPU per task of a share group's acknowledgements."""
-    out: dict[str, Any] = {"tasks": tasks, "slow_tasks": slow_tasks}
-    twelve: dict[str, list[float]] = {"ordered": [], "shared": []}
-    one: dict[str, list[float]] = {"ordered": [], "shared": []}
-    cpu: dict[str, list[float]] = {"ordered": [], "shared": []}
+    against ordered (where 3 get partitions), the backlog loaded one record per producer
+    batch (tasks sent one by one) and in bulk batches (a share consumer's poll takes whole
+    batches); one process draining no-op tasks, shared against ordered, and the CPU per task
+    of a share group's acknowledgements."""
+    modes = ("ordered", "shared")
+    loads = {"single": 1, "bulk": None}  # records per producer batch
+    twelve = {f"{m}_{load}": [] for m in modes for load in loads}  # type: dict[str, list[float]]
     served: dict[str, int] = {}
+    one: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
     for i in range(runs):
-        for mode in ("ordered", "shared"):
-            r = queue_drain(new_scope(partitions=3), slow_tasks, 12, "bench.sleep_limited",
-                            shared=mode == "shared")  # fmt: skip
-            twelve[mode].append(r["rate"])
-            served[mode] = r["workers_with_tasks"]
+        for load, batch in loads.items():
+            for mode in modes:
+                r = queue_drain(new_scope(partitions=3), slow_tasks, 12, "bench.sleep_limited",
+                                shared=mode == "shared", batch_records=batch)  # fmt: skip
+                twelve[f"{mode}_{load}"].append(r["rate"])
+                served[f"{mode}_{load}"] = r["workers_with_tasks"]
+        for mode in modes:
             r = queue_drain(new_scope(partitions=3), tasks, 1, "bench.noop_limited",
                             shared=mode == "shared")  # fmt: skip
             one[mode].append(r["rate"])
             cpu[mode].append(r["cpu_us_per_task"])
+        last = {k: f"{v[-1]:,.0f}/s ({served[k]} ran tasks)" for k, v in twelve.items()}
         print(
-            f"  run {i + 1}: 12 workers, 10 ms tasks: ordered {twelve['ordered'][-1]:,.0f}/s, "
-            f"shared {twelve['shared'][-1]:,.0f}/s; one worker, no-op: ordered "
+            f"  run {i + 1}: 12 workers, 10 ms tasks: {last}; one worker, no-op: ordered "
             f"{one['ordered'][-1]:,.0f}/s ({cpu['ordered'][-1]:.0f} us/task), shared "
             f"{one['shared'][-1]:,.0f}/s ({cpu['shared'][-1]:.0f} us/task)",
             flush=True,
         )
-    ratio = [s / o for s, o in zip(twelve["shared"], twelve["ordered"], strict=True)]
-    one_ratio = [s / o for s, o in zip(one["shared"], one["ordered"], strict=True)]
-    ack_cost = [s - o for s, o in zip(cpu["shared"], cpu["ordered"], strict=True)]
-    out.update({
-        "twelve": {m: summary(v) for m, v in twelve.items()}, "twelve_ratio": summary(ratio),
-        "workers_with_tasks": served, "one": {m: summary(v) for m, v in one.items()},
-        "one_ratio": summary(one_ratio), "cpu_us_per_task": {m: summary(v) for m, v in cpu.items()},
-        "ack_cost_us": summary(ack_cost),
-    })  # fmt: skip
-    return out
+
+    def ratio(a: list[float], b: list[float]) -> dict[str, float]:
+        return summary([x / y for x, y in zip(a, b, strict=True)])
+
+    return {
+        "tasks": tasks, "slow_tasks": slow_tasks,
+        "twelve": {k: summary(v) for k, v in twelve.items()}, "workers_with_tasks": served,
+        "twelve_ratio": ratio(twelve["shared_single"], twelve["ordered_single"]),
+        "twelve_ratio_bulk": ratio(twelve["shared_bulk"], twelve["ordered_bulk"]),
+        "one": {m: summary(v) for m, v in one.items()},
+        "one_ratio": ratio(one["shared"], one["ordered"]),
+        "cpu_us_per_task": {m: summary(v) for m, v in cpu.items()},
+        "ack_cost_us": summary([s - o for s, o in zip(cpu["shared"], cpu["ordered"], strict=True)]),
+    }  # fmt: skip
 
 
 def bare_hop(scope: Scope, rate: int, seconds: float) -> dict[str, float]:

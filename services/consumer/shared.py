@@ -24,7 +24,12 @@ from taskstream.consumer.handler import TaskHandler
 from taskstream.consumer.record import Record
 from taskstream.consumer.runtime import LoopTiming, TaskLoop
 from taskstream.consumer.share_runtime import ShareLane, ShareRuntime
-from taskstream.kafka.share_groups import OUTCOME_MARGIN_S, SharedQueueError, ShareGroupConfig
+from taskstream.kafka.share_groups import (
+    OUTCOME_MARGIN_S,
+    SharedQueueError,
+    ShareGroupConfig,
+    ShareGroupRefused,
+)
 
 
 def configure_share_groups(app: App, groups: list[str], queues: list[str]) -> ShareGroupConfig:
@@ -51,7 +56,7 @@ def configure_share_groups(app: App, groups: list[str], queues: list[str]) -> Sh
     try:
         for group in groups:
             app.broker.alter_share_group(s, group, config.entries())
-    except SharedQueueError as exc:
+    except ShareGroupRefused as exc:
         if longest is None or "lock.duration" not in str(exc):
             raise
         raise SharedQueueError(

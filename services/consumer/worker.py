@@ -10,6 +10,10 @@ killed at any moment loses no task: its uncommitted records are redelivered to t
 other members. Partition ownership (the ownership package) counts the runs lost with a dying
 worker, so that a task that kills its worker ends as a dead letter instead of a crash loop.
 Each worker process also runs a delay scheduler (delays.py).
+
+Shared queues (``shared_queues``) are read by share consumers instead (shared.py,
+share_runtime.py): their loop runs on a thread of its own beside the consumer runtime's, and
+either loop's end stops the other.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ and ``group.share.min/max.delivery.count.limit``, 2-10).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,10 @@ DELIVERY_LIMIT_RANGE = (2, 10)  # the brokers' default group.share.min/max.deliv
 
 class SharedQueueError(ConfigError):
     """A shared queue cannot be served as configured (the cluster, or a task's limits)."""
+
+
+class ShareGroupRefused(SharedQueueError):
+    """The brokers refused a share group setting (their message names the bounds)."""
 
 
 def share_consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
@@ -115,21 +120,27 @@ def alter_share_group(
             raise refused(group, entries, error.str()) from exc
         raise unsupported(settings.bootstrap_servers or "", error.str()) from exc
     # A broker without share groups may take any group setting and keep none (Tansu does):
-    # read them back.
+    # read them back. Apache Kafka answers with every group setting, the new ones once the
+    # broker asked has applied the change (not always at once).
     target = ConfigResource(ResourceType.GROUP, group)
-    try:
-        kept = admin.describe_configs([target], request_timeout=timeout)[target].result(timeout)
-    except KafkaException as exc:
-        raise unsupported(settings.bootstrap_servers or "", exc.args[0].str()) from exc
-    values = {name: entry.value for name, entry in kept.items()}
-    if any(values.get(k) != v for k, v in entries.items()):
-        answer = f"it took the group's settings and kept {values or 'none'}"
-        raise unsupported(settings.bootstrap_servers or "", answer)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            kept = admin.describe_configs([target], request_timeout=timeout)[target].result(timeout)
+        except KafkaException as exc:
+            raise unsupported(settings.bootstrap_servers or "", exc.args[0].str()) from exc
+        values = {name: entry.value for name, entry in kept.items()}
+        if all(values.get(k) == v for k, v in entries.items()):
+            return
+        if not any(name.startswith("share.") for name in values) or (time.monotonic() >= deadline):
+            answer = f"it took the group's settings and kept {values or 'none'}"
+            raise unsupported(settings.bootstrap_servers or "", answer)
+        time.sleep(0.1)
 
 
-def refused(group: str, entries: dict[str, str], answer: str) -> SharedQueueError:
+def refused(group: str, entries: dict[str, str], answer: str) -> ShareGroupRefused:
     """The error of settings the brokers refuse (``answer``, theirs, names the bounds)."""
-    return SharedQueueError(
+    return ShareGroupRefused(
         f"the cluster refused share group {group!r}'s settings {entries}: {answer}"
     )
 

@@ -314,14 +314,11 @@ class Worker(RuntimeOwner):
             ))  # fmt: skip
         if self.shared_topics:
             lanes = [
-                ShareLane(app.broker.share_consumer(self._share_config(group)), topics)
+                ShareLane(app.broker.share_consumer(share_consumer_config(s, group)), topics)
                 for group, topics in zip(self.share_groups, self.shared_bands, strict=True)
             ]
             handlers.append(self._handler(SharedTaskHandler, lanes, producer, watchdog))
         return handlers
-
-    def _share_config(self, group: str) -> dict[str, Any]:
-        return share_consumer_config(self.settings, group, self.concurrency)
 
     def _handler(
         self, kind: type[TaskHandler], consumer: Consumer | list[ShareLane],

@@ -73,7 +73,7 @@ def stub(app: App) -> StubBroker:
 def shared_handler(app: App) -> SharedTaskHandler:
     s = app.settings
     configure_share_groups(app, [GROUP], ["jobs"])
-    lane = ShareLane(app.broker.share_consumer(share_consumer_config(s, GROUP, 2)), [JOBS])
+    lane = ShareLane(app.broker.share_consumer(share_consumer_config(s, GROUP)), [JOBS])
     h = SharedTaskHandler(
         app, s, [lane], EventProducer(producer_config(s), broker=app.broker),
         hooks=WorkerHooks(), revocations=Revocations(), watchdog=Watchdog(),

@@ -57,22 +57,10 @@ class ShareGroupRefused(SharedQueueError):
     """The brokers refused a share group setting (their message names the bounds)."""
 
 
-# Records a poll asks for, per task slot: Celery's worker_prefetch_multiplier default. The
-# broker acquires whole producer batches until it has that many (more when one batch is
-# bigger): without the bound (librdkafka's default is 500) the first members to poll took a
-# backlog of tasks sent one by one between them, and 4 of 12 workers ran none.
-PREFETCH_MULTIPLIER = 4
-
-
-def share_consumer_config(settings: Settings, group_id: str, concurrency: int) -> dict[str, Any]:
+def share_consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
     """A share consumer's config: the consumers' (client, security, fetch wait) without what
-    a share consumer refuses, acknowledging each record explicitly, asking for a few records
-    per task slot."""
-    explicit: dict[str, Any] = {
-        "share.acknowledgement.mode": "explicit",
-        "max.poll.records": PREFETCH_MULTIPLIER * concurrency,
-    }
-    config = consumer_config(settings, group_id, **explicit)
+    a share consumer refuses, acknowledging each record explicitly."""
+    config = consumer_config(settings, group_id, **{"share.acknowledgement.mode": "explicit"})
     return {k: v for k, v in config.items() if k not in _NOT_FOR_SHARE}
 
 

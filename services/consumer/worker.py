@@ -110,9 +110,9 @@ class Worker(RuntimeOwner):
         self.queues = queues or app.queues
         # Shared queues (a share group), the others ordered (the consumer group).
         self.shared_queues = [q for q in self.queues if q in s.shared]
-        ordered = [q for q in self.queues if q not in s.shared]
+        self.ordered_queues = [q for q in self.queues if q not in s.shared]
         # Each ordered queue's bands, the highest first (priorities): drained in order.
-        self.bands = [band_topics(s.topic_prefix, q) for q in ordered]
+        self.bands = [band_topics(s.topic_prefix, q) for q in self.ordered_queues]
         self.topics = [t for band in self.bands for t in band]
         # The shared queues' bands, the highest first: a share group (and consumer) each.
         self.shared_bands = [
@@ -297,7 +297,6 @@ class Worker(RuntimeOwner):
         s, app = self.settings, self.app
         handlers: list[TaskHandler] = []
         if self.topics:
-            ordered = [q for q in self.queues if q not in s.shared]
             config = consumer_config(
                 s, self.group_id, strategy="cooperative-sticky", on_commit=self._commit_answered
             )
@@ -305,7 +304,7 @@ class Worker(RuntimeOwner):
                 TaskHandler, app.broker.consumer(config), producer, watchdog,
                 cooperative=incremental_assignment(config),
                 ownership=self._journal_opener(producer) if s.worker_lost_max_deliveries else None,
-                rate_limits=RateLimited.of(app, ordered, counts), bands=self.bands,
+                rate_limits=RateLimited.of(app, self.ordered_queues, counts), bands=self.bands,
                 transaction=(
                     open_transaction(s, app.broker, self.group_id, self.worker_id)
                     if s.exactly_once
